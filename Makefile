@@ -1,0 +1,47 @@
+# The two set-up commands: `make demo` and `make test`. Each builds .venv by itself.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# First interpreter >= 3.12 found: $(PYTHON) if given, then python3.13, python3.12, pyenv's, python3.
+PYTHON_CANDIDATES := $(PYTHON) python3.13 python3.12 \
+	$(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3) $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3) python3
+FOUND_PYTHON := $(shell for p in $(PYTHON_CANDIDATES); do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null && { command -v $$p; break; }; done)
+
+.PHONY: demo test lint bench notebook clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if [ -z "$(FOUND_PYTHON)" ]; then \
+		echo "error: shadow needs Python >= 3.12 (mitmproxy 12 does), and none was found." >&2; \
+		echo "       Tried: $(PYTHON_CANDIDATES)" >&2; \
+		echo "       Install one, or run: make PYTHON=/path/to/python3.12 test" >&2; exit 2; fi
+	@if [ -x $(PY) ] && ! $(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)'; then \
+		echo "note: .venv was built with Python < 3.12; rebuilding it"; rm -rf $(VENV); fi
+	@[ -x $(PY) ] || $(FOUND_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/shadow demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: $(STAMP) lint
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/gateway.py
+
+notebook: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,notebook]'
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

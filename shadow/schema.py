@@ -1,0 +1,49 @@
+"""The capture's table schemas: the contract between the gateway, replay and the analyzers.
+
+Columns may only be added (nullable) — readers use DuckDB's union_by_name so old segments stay readable.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+HEADER_LIST = pa.list_(pa.struct([("name", pa.string()), ("value", pa.string())]))
+
+ROLES = ("primary", "candidate", "secondary")
+MODES = ("serve", "mirror", "split", "replay")
+
+EXCHANGES = pa.schema(
+    [
+        ("request_id", pa.string()),  # shared by every copy of one client request
+        ("exchange_id", pa.string()),  # unique per row
+        ("role", pa.string()),  # primary | candidate | secondary
+        ("mode", pa.string()),  # serve | mirror | split | replay
+        ("service", pa.string()),  # the configured service that answered
+        ("router", pa.string()),  # the router that matched (null for replay)
+        ("endpoint", pa.string()),  # templated path, e.g. /api/orders/{id}
+        ("ts", pa.timestamp("ns", tz="UTC")),  # when the request was sent upstream
+        ("latency_ms", pa.float64()),  # upstream request sent → response complete
+        ("method", pa.string()),
+        ("url", pa.string()),  # full URL sent upstream
+        ("host", pa.string()),  # the client's Host
+        ("path", pa.string()),  # path without query
+        ("query", pa.string()),  # raw query string, "" when none
+        ("upstream", pa.string()),  # base URL of the server that was called
+        ("req_headers", HEADER_LIST),
+        ("req_body", pa.binary()),
+        ("status", pa.int32()),  # null when a transport error happened
+        ("resp_headers", HEADER_LIST),
+        ("resp_body", pa.binary()),  # decoded (no content-encoding), possibly truncated
+        ("resp_content_type", pa.string()),
+        ("body_hash", pa.string()),  # canonical hash of the full decoded response body
+        ("body_size", pa.int64()),  # decoded response body size before truncation
+        ("error", pa.string()),  # transport error text; null when a response came
+        ("trace_id", pa.string()),  # W3C trace id, 32 hex
+        ("span_id", pa.string()),  # 16 hex
+        ("client_key", pa.string()),  # unit of assignment for clustered statistics
+        ("gateway", pa.string()),  # gateway instance id
+        ("truncated", pa.bool_()),  # a body was cut at the configured limit
+    ]
+)
+
+EXCHANGE_COLUMNS = tuple(EXCHANGES.names)
