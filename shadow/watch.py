@@ -1,0 +1,63 @@
+"""Change detection for the gateway's config file (hot reload), without any proxy.
+
+Cheap check first (mtime + size from one stat), content hash second, so an editor that rewrites
+the same bytes, or a `touch`, does not trigger a reload: Traefik skips identical configurations too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class FileState:
+    mtime_ns: int
+    size: int
+    sha256: str | None  # None: not read (missing file)
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+class ConfigFileWatcher:
+    """`poll()` says whether the file's content changed since the last poll (or `prime()`)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._stat: tuple[int, int] | None = None
+        self._hash: str | None = None
+
+    def prime(self) -> None:
+        """Record the current content as seen (the one the gateway started with)."""
+        self._stat = _stat(self.path)
+        self._hash = self._read_hash()
+
+    def _read_hash(self) -> str | None:
+        try:
+            return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+
+    def poll(self, *, force: bool = False) -> bool:
+        """True when the content differs from what was last seen. `force` (SIGHUP) skips the
+        stat shortcut but still ignores identical content. A missing file is no change: the
+        running config stays until a file is back."""
+        current = _stat(self.path)
+        if current is None:
+            return False
+        if not force and current == self._stat:
+            return False
+        self._stat = current
+        digest = self._read_hash()
+        if digest is None or digest == self._hash:
+            return False
+        self._hash = digest
+        return True

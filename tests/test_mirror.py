@@ -1,0 +1,167 @@
+"""shadow.mirror: the pure mirror decisions, and the dispatcher against real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shadow.mirror import (
+    SKIP_BODY_TOO_LARGE,
+    SKIP_UNSAFE,
+    MirrorDispatcher,
+    MirrorRequest,
+    MirrorResult,
+    RateLimitedLog,
+    mirror_headers,
+    mirror_skip_reason,
+)
+from shadow.settings import MirrorTargetSettings
+from tests.upstream import Upstream, free_port
+
+SAFE = MirrorTargetSettings()
+UNSAFE_OK = MirrorTargetSettings(allow_unsafe=True)
+
+
+def test_unsafe_methods_need_opt_in() -> None:
+    for method in ("POST", "put", "PATCH", "DELETE"):
+        assert mirror_skip_reason(method, 0, max_body_size=-1, target=SAFE) == SKIP_UNSAFE
+        assert mirror_skip_reason(method, 0, max_body_size=-1, target=UNSAFE_OK) is None
+    for method in ("GET", "HEAD", "OPTIONS"):
+        assert mirror_skip_reason(method, 0, max_body_size=-1, target=SAFE) is None
+
+
+def test_max_body_size_like_traefik() -> None:
+    assert mirror_skip_reason("POST", 10, max_body_size=10, target=UNSAFE_OK) is None
+    assert mirror_skip_reason("POST", 11, max_body_size=10, target=UNSAFE_OK) == SKIP_BODY_TOO_LARGE
+    assert mirror_skip_reason("POST", 10**9, max_body_size=-1, target=UNSAFE_OK) is None
+    assert mirror_skip_reason("GET", 1, max_body_size=0, target=SAFE) == SKIP_BODY_TOO_LARGE
+
+
+def test_mirror_headers_drop_hop_by_hop_and_mark() -> None:
+    headers = [("Host", "shop.example"), ("Connection", "keep-alive"), ("Content-Length", "3"),
+               ("X-Shadow-Request", "0"), ("Accept", "a/b"), ("Accept", "c/d")]
+    out = mirror_headers(headers, "rid-1")
+    assert out == [("Host", "shop.example"), ("Accept", "a/b"), ("Accept", "c/d"),
+                   ("X-Shadow-Request", "1"), ("X-Shadow-Request-Id", "rid-1")]
+    replaced = mirror_headers(headers, "rid-1", host="127.0.0.1:9")
+    assert replaced[0] == ("Host", "127.0.0.1:9")
+    assert [v for k, v in replaced if k == "Host"] == ["127.0.0.1:9"]
+
+
+def test_rate_limited_log_counts_suppressed_lines() -> None:
+    lines: list[str] = []
+    now = [0.0]
+    log = RateLimitedLog(lines.append, interval_s=5.0, clock=lambda: now[0])
+    assert log("a") and not log("b") and not log("c")
+    now[0] = 6.0
+    assert log("d")
+    assert lines == ["a", "d (2 similar lines suppressed)"]
+
+
+def _request(url: str, *, method: str = "GET", body: bytes | None = None, rid: str = "r1") -> MirrorRequest:
+    return MirrorRequest(target="orders-v2", role="candidate", request_id=rid, method=method,
+                         url=url, upstream=url, headers=tuple(mirror_headers([("Accept", "x/y")], rid)),
+                         body=body)
+
+
+async def _run_until_done(dispatcher: MirrorDispatcher, results: list[MirrorResult], count: int) -> None:
+    for _ in range(500):
+        if len(results) >= count:
+            break
+        await asyncio.sleep(0.01)
+    await dispatcher.aclose(grace_s=0.5)
+
+
+def test_dispatcher_sends_marked_copies_with_body_and_captures_response() -> None:
+    results: list[MirrorResult] = []
+
+    async def main(url: str) -> MirrorDispatcher:
+        d = MirrorDispatcher(max_in_flight=8, timeout_s=2.0, on_result=results.append)
+        assert d.submit(_request(url + "/api/orders?x=%2F1", method="POST", body=b'{"a":1}', rid="r1"))
+        assert d.submit(_request(url + "/api/orders", rid="r2"))
+        await _run_until_done(d, results, 2)
+        return d
+
+    with Upstream("shadow") as up:
+        d = asyncio.run(main(up.url))
+        got = sorted(up.received(), key=lambda r: r.headers["x-shadow-request-id"])
+    assert [r.path for r in got] == ["/api/orders?x=%2F1", "/api/orders"]  # encoded path kept as is
+    assert got[0].method == "POST" and got[0].body == b'{"a":1}'
+    assert got[1].body == b""
+    assert all(r.headers["x-shadow-request"] == "1" for r in got)
+    assert "accept-encoding" not in got[1].headers and "user-agent" not in got[1].headers
+    assert {r.status for r in results} == {200}
+    assert all(r.error is None and r.latency_ms > 0 and b'"upstream": "shadow"' in r.body for r in results)
+    assert d.counters.as_dict()["mirror_completed"] == 2
+
+
+def test_dispatcher_refused_and_timeout_become_errors() -> None:
+    results: list[MirrorResult] = []
+    dead = f"http://127.0.0.1:{free_port()}"
+
+    async def main(slow_url: str) -> MirrorDispatcher:
+        d = MirrorDispatcher(max_in_flight=8, timeout_s=0.3, on_result=results.append)
+        d.submit(_request(dead + "/x", rid="refused"))
+        d.submit(_request(slow_url + "/x", rid="slow"))
+        await _run_until_done(d, results, 2)
+        return d
+
+    with Upstream("hanging", delay=1.5) as slow:
+        d = asyncio.run(main(slow.url))
+    by_id = {r.request.request_id: r for r in results}
+    assert by_id["refused"].status is None and by_id["refused"].error
+    assert "connect" in by_id["refused"].error.lower()
+    assert by_id["slow"].status is None and by_id["slow"].error == "timeout after 0.3s"
+    assert d.counters.errors == 1 and d.counters.timeouts == 1
+
+
+def test_dispatcher_sheds_beyond_max_in_flight() -> None:
+    results: list[MirrorResult] = []
+    warnings: list[str] = []
+
+    async def main(url: str) -> MirrorDispatcher:
+        d = MirrorDispatcher(max_in_flight=2, timeout_s=2.0, on_result=results.append,
+                             log_warning=warnings.append)
+        accepted = [d.submit(_request(url + f"/{i}", rid=str(i))) for i in range(5)]
+        assert accepted == [True, True, False, False, False]
+        await _run_until_done(d, results, 2)
+        return d
+
+    with Upstream("slow", delay=0.2) as up:
+        d = asyncio.run(main(up.url))
+    assert d.counters.shed == 3 and d.counters.sent == 2 and len(results) == 2
+    assert len(warnings) == 1 and "mirror shed" in warnings[0]  # rate-limited: one line for three
+
+
+def test_callback_failure_is_counted_not_raised() -> None:
+    def broken(_r: MirrorResult) -> None:
+        raise RuntimeError("capture down")
+
+    async def main(url: str) -> MirrorDispatcher:
+        d = MirrorDispatcher(max_in_flight=2, timeout_s=2.0, on_result=broken)
+        d.submit(_request(url + "/"))
+        for _ in range(200):
+            if d.counters.callback_errors:
+                break
+            await asyncio.sleep(0.01)
+        await d.aclose()
+        return d
+
+    with Upstream("ok") as up:
+        d = asyncio.run(main(up.url))
+    assert d.counters.callback_errors == 1 and d.counters.completed == 1
+
+
+def test_aclose_cancels_copies_still_out() -> None:
+    results: list[MirrorResult] = []
+
+    async def main(url: str) -> MirrorDispatcher:
+        d = MirrorDispatcher(max_in_flight=2, timeout_s=10.0, on_result=results.append)
+        d.submit(_request(url + "/"))
+        await asyncio.sleep(0.1)
+        await d.aclose(grace_s=0.1)
+        assert not d.submit(_request(url + "/"))  # closed: shed
+        return d
+
+    with Upstream("hanging", delay=1.0) as up:
+        asyncio.run(main(up.url))
+    assert len(results) == 1 and results[0].error == "cancelled: gateway shutting down"
