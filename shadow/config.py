@@ -1,0 +1,912 @@
+"""The gateway's configuration: Traefik v3 dynamic configuration (`http:`) plus our `shadow:` section.
+
+`load_config(path)` / `parse_config(text)` return an immutable `GatewayConfig` or raise one
+`shadow.errors.ConfigError` naming file, line and dotted field, e.g.::
+
+    gw.yaml:14: http.routers.orders.rule: unexpected ')' at column 23
+
+The `http:` keys and defaults are Traefik's, so a Traefik file-provider file loads unchanged as long
+as it uses what the gateway supports (routers; loadBalancer and mirroring services; stripPrefix,
+addPrefix and headers middlewares). Traefik features the gateway does not implement yet are rejected
+with "not supported yet" rather than silently ignored. `entryPoints` and `observability` on routers
+are accepted and ignored (the gateway has one entry point).
+
+The `shadow:` section (camelCase like Traefik; every key optional)::
+
+    shadow:
+      gateway: {id: gw-1}                      # instance id written to the `gateway` column
+      capture:
+        dir: ./capture                         # relative to the config file's folder
+        enabled: true
+        maxBodyBytes: 1048576                  # longer bodies are cut, row flagged `truncated`
+        segmentRows: 100000                    # seal a Parquet segment after this many rows...
+        segmentSeconds: 60                     # ...or this long (number of seconds or "60s", "1m")
+        maxQueue: 20000                        # rows waiting for the writer; beyond it rows are shed
+      redaction:
+        mode: hash                             # hash | remove
+        keyEnv: SHADOW_REDACTION_KEY           # env var holding the HMAC key (must be set if named)
+        headers: [X-Api-Key]                   # added to Authorization, Cookie, Set-Cookie...
+        jsonFields: [password, /card/number]   # bare name: any depth; "/a/b": JSON pointer
+      mirroring:
+        timeout: 5s                            # a slower mirror call is abandoned, captured as error
+        maxInFlight: 256                       # mirror calls beyond this are shed and counted
+        targets:                               # by the name of a service used as a mirror
+          orders-next: {role: candidate, allowUnsafe: false}
+          monolith-b: {role: secondary}
+      endpoints: ["/api/orders/{id}"]          # explicit endpoint templates for the analyzers
+      analysis: {...}                          # kept raw here; the analyzers validate it
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from shadow.errors import ConfigError
+from shadow.rules import Rule, RuleSyntaxError, compile_rule
+from shadow.settings import (
+    DEFAULT_REDACTED_HEADERS,
+    CaptureSettings,
+    MirroringSettings,
+    MirrorTargetSettings,
+    RedactionSettings,
+)
+
+__all__ = [
+    "AddPrefix",
+    "CaptureSettings",
+    "GatewayConfig",
+    "HeadersMiddleware",
+    "LoadBalancerService",
+    "Middleware",
+    "MirrorSpec",
+    "MirroringService",
+    "MirroringSettings",
+    "RedactionSettings",
+    "Router",
+    "Server",
+    "Service",
+    "ShadowSection",
+    "StripPrefix",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Router:
+    name: str
+    rule: Rule
+    priority: int  # defaults to len(rule text), like Traefik
+    service: str
+    middlewares: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str  # normalised: lower-case scheme and host, no trailing slash
+    scheme: str  # http | https
+    host: str
+    port: int  # explicit or the scheme's default
+    path: str = ""  # path part of the URL without trailing slash ("" if none)
+    weight: int = 1
+    # Traefik v3: the URL's path is prepended to the request path only with preservePath: true.
+    preserve_path: bool = False
+
+
+@dataclass(frozen=True)
+class LoadBalancerService:
+    name: str
+    servers: tuple[Server, ...]
+    pass_host_header: bool = True
+
+
+@dataclass(frozen=True)
+class MirrorSpec:
+    name: str  # the service the copies go to
+    percent: int  # 0..100
+
+
+@dataclass(frozen=True)
+class MirroringService:
+    name: str
+    service: str  # the main service, whose answer the client gets
+    mirrors: tuple[MirrorSpec, ...]
+    mirror_body: bool = True
+    max_body_size: int = -1  # -1: unlimited; a larger body → that request is not mirrored
+
+
+Service = LoadBalancerService | MirroringService
+
+
+@dataclass(frozen=True)
+class StripPrefix:
+    name: str
+    prefixes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AddPrefix:
+    name: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class HeadersMiddleware:
+    name: str
+    # (name, value) in file order; an empty value removes the header
+    request_headers: tuple[tuple[str, str], ...] = ()
+    response_headers: tuple[tuple[str, str], ...] = ()
+
+
+Middleware = StripPrefix | AddPrefix | HeadersMiddleware
+
+
+@dataclass(frozen=True)
+class ShadowSection:
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    mirroring: MirroringSettings = field(default_factory=MirroringSettings)
+    gateway_id: str | None = None
+    endpoints: tuple[str, ...] = ()
+    analysis: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    routers: tuple[Router, ...]  # priority descending, ties by router name (see _router_order)
+    services: Mapping[str, Service]
+    middlewares: Mapping[str, Middleware]
+    shadow: ShadowSection
+    source: str
+
+    def mirror_count(self) -> int:
+        return sum(len(s.mirrors) for s in self.services.values() if isinstance(s, MirroringService))
+
+    def summary(self) -> str:
+        return (f"{len(self.routers)} routers, {len(self.services)} services, "
+                f"{len(self.middlewares)} middlewares, {self.mirror_count()} mirrors")
+
+
+def _router_order(router: Router) -> tuple[int, str]:
+    # Traefik sorts by priority only (Go's unstable sort over a map, so equal priorities come in no
+    # defined order). We break ties by router name so routing never depends on the file's order.
+    return (-router.priority, router.name)
+
+
+# --------------------------------------------------------------------------------------------------
+# Durations
+# --------------------------------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a Go-style duration ("5s", "250ms", "1m30s") or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 5s, 250ms or 1m")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("expected a duration like 5s, 250ms or 1m")
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        pos, seconds = 0, 0.0
+        for m in _DURATION_PART.finditer(text):
+            if m.start() != pos:
+                break
+            seconds += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+            pos = m.end()
+        if pos != len(text) or not text:
+            raise ValueError(f"{value!r} is not a duration like 5s, 250ms or 1m") from None
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading YAML with locations
+# --------------------------------------------------------------------------------------------------
+
+class _Reader:
+    """Typed access to the YAML tree; every failure is a ConfigError with file, line and field."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, message: str, field: str | None, line: int | None) -> NoReturn:
+        raise ConfigError(message, file=self.source, line=line, field=field)
+
+    # line numbers (1-based) ----------------------------------------------------------------------
+    @staticmethod
+    def key_line(node: Any, key: Any) -> int | None:
+        try:
+            return int(node.lc.key(key)[0]) + 1
+        except (AttributeError, KeyError, TypeError):
+            return _Reader.node_line(node)
+
+    @staticmethod
+    def value_line(node: Any, key: Any) -> int | None:
+        try:
+            return int(node.lc.value(key)[0]) + 1
+        except (AttributeError, KeyError, TypeError):
+            return _Reader.key_line(node, key)
+
+    @staticmethod
+    def item_line(node: Any, index: int) -> int | None:
+        try:
+            return int(node.lc.item(index)[0]) + 1
+        except (AttributeError, KeyError, TypeError, IndexError):
+            return _Reader.node_line(node)
+
+    @staticmethod
+    def node_line(node: Any) -> int | None:
+        try:
+            return int(node.lc.line) + 1
+        except (AttributeError, TypeError):
+            return None
+
+    # structure ----------------------------------------------------------------------------------
+    def mapping(self, node: Any, field: str, line: int | None, *, allow_null: bool = True) -> dict[Any, Any]:
+        if node is None and allow_null:
+            return CommentedMap()
+        if not isinstance(node, dict):
+            self.fail(f"expected a mapping, got {_kind(node)}", field, line)
+        return node
+
+    def check_keys(self, node: dict[Any, Any], field: str, allowed: Iterable[str],
+                   unsupported: Iterable[str] = (), ignored: Iterable[str] = ()) -> None:
+        allowed = tuple(allowed)
+        unsupported = frozenset(unsupported)
+        known = (*allowed, *unsupported, *ignored)
+        for key in node:
+            where = f"{field}.{key}" if field else str(key)
+            if not isinstance(key, str):
+                self.fail(f"keys must be strings, got {_kind(key)}", field or None, self.key_line(node, key))
+            if key in unsupported:
+                self.fail("not supported yet by the shadow gateway", where, self.key_line(node, key))
+            if key not in known:
+                self.fail(f"unknown key{_did_you_mean(key, allowed)}", where, self.key_line(node, key))
+
+    def string(self, node: dict[Any, Any], key: str, field: str, *, default: str | None = None,
+               required: bool = False, allow_empty: bool = False) -> str | None:
+        where = f"{field}.{key}"
+        if key not in node or node[key] is None:
+            if required:
+                self.fail("required", where, self.node_line(node))
+            return default
+        value = node[key]
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.fail(f"expected a string, got {_kind(value)}", where, self.value_line(node, key))
+        text = str(value)
+        if not text and not allow_empty:
+            self.fail("must not be empty", where, self.value_line(node, key))
+        return text
+
+    def integer(self, node: dict[Any, Any], key: str, field: str, default: int, *,
+                minimum: int | None = None, maximum: int | None = None) -> int:
+        where = f"{field}.{key}"
+        if key not in node or node[key] is None:
+            return default
+        value = node[key]
+        line = self.value_line(node, key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(f"expected an integer, got {_kind(value)}", where, line)
+        value = int(value)
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            if maximum is None:
+                self.fail(f"must be at least {minimum}, got {value}", where, line)
+            self.fail(f"must be between {minimum} and {maximum}, got {value}", where, line)
+        return value
+
+    def number(self, node: dict[Any, Any], key: str, field: str, default: float, *, minimum: float) -> float:
+        where = f"{field}.{key}"
+        if key not in node or node[key] is None:
+            return default
+        value = node[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(f"expected a number, got {_kind(value)}", where, self.value_line(node, key))
+        if value < minimum:
+            self.fail(f"must be at least {minimum}, got {value}", where, self.value_line(node, key))
+        return float(value)
+
+    def boolean(self, node: dict[Any, Any], key: str, field: str, default: bool) -> bool:
+        if key not in node or node[key] is None:
+            return default
+        value = node[key]
+        if not isinstance(value, bool):
+            self.fail(f"expected true or false, got {_kind(value)}", f"{field}.{key}",
+                      self.value_line(node, key))
+        return value
+
+    def duration(self, node: dict[Any, Any], key: str, field: str, default: float) -> float:
+        if key not in node or node[key] is None:
+            return default
+        try:
+            return parse_duration(node[key])
+        except ValueError as exc:
+            self.fail(str(exc), f"{field}.{key}", self.value_line(node, key))
+
+    def sequence(self, node: dict[Any, Any], key: str, field: str) -> CommentedSeq:
+        if key not in node or node[key] is None:
+            return CommentedSeq()
+        value = node[key]
+        if not isinstance(value, list):
+            self.fail(f"expected a list, got {_kind(value)}", f"{field}.{key}", self.value_line(node, key))
+        return value  # type: ignore[return-value]
+
+    def string_list(self, node: dict[Any, Any], key: str, field: str) -> tuple[str, ...]:
+        items = self.sequence(node, key, field)
+        out: list[str] = []
+        for i, item in enumerate(items):
+            if isinstance(item, bool) or not isinstance(item, str | int) or str(item) == "":
+                what = "an empty string" if item == "" else _kind(item)
+                self.fail(f"expected a non-empty string, got {what}", f"{field}.{key}[{i}]",
+                          self.item_line(items, i))
+            out.append(str(item))
+        return tuple(out)
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    candidates = list(candidates)
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in candidates}
+        close = [lowered[word.lower()]] if word.lower() in lowered else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --------------------------------------------------------------------------------------------------
+# http: section
+# --------------------------------------------------------------------------------------------------
+
+_ROUTER_KEYS = ("rule", "service", "priority", "middlewares", "entryPoints", "ruleSyntax", "observability")
+_ROUTER_UNSUPPORTED = ("tls", "parentRefs")
+_TRAEFIK_MIDDLEWARES = (
+    "addPrefix", "basicAuth", "buffering", "chain", "circuitBreaker", "compress", "contentType",
+    "digestAuth", "encodedCharacters", "errors", "forwardAuth", "grpcWeb", "headers", "inFlightReq",
+    "ipAllowList", "ipWhiteList", "passTLSClientCert", "plugin", "rateLimit", "redirectRegex",
+    "redirectScheme", "replacePath", "replacePathRegex", "retry", "stripPrefix", "stripPrefixRegex",
+)
+_SUPPORTED_MIDDLEWARES = ("stripPrefix", "addPrefix", "headers")
+_HEADERS_UNSUPPORTED = (
+    "accessControlAllowCredentials", "accessControlAllowHeaders", "accessControlAllowMethods",
+    "accessControlAllowOriginList", "accessControlAllowOriginListRegex", "accessControlExposeHeaders",
+    "accessControlMaxAge", "addVaryHeader", "allowedHosts", "hostsProxyHeaders", "sslProxyHeaders",
+    "stsSeconds", "stsIncludeSubdomains", "stsPreload", "forceSTSHeader", "frameDeny",
+    "customFrameOptionsValue", "contentTypeNosniff", "browserXssFilter", "customBrowserXSSValue",
+    "contentSecurityPolicy", "contentSecurityPolicyReportOnly", "publicKey", "referrerPolicy",
+    "permissionsPolicy", "isDevelopment", "featurePolicy", "sslRedirect", "sslTemporaryRedirect",
+    "sslHost", "sslForceHost",
+)
+
+
+def _local_name(reader: _Reader, ref: str, field: str, line: int | None) -> str:
+    """`name@file` → `name` (this file is the one provider); another provider is an error."""
+    if "@" in ref:
+        name, _, provider = ref.partition("@")
+        if provider != "file":
+            reader.fail(f"{ref!r} names provider {provider!r}; only this file (@file) is available",
+                        field, line)
+        return name
+    return ref
+
+
+def _parse_url(reader: _Reader, text: str, field: str, line: int | None) -> tuple[str, str, str, int, str]:
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError as exc:
+        reader.fail(f"bad URL {text!r}: {exc}", field, line)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        reader.fail(f"bad URL {text!r}: scheme must be http or https", field, line)
+    host = (parts.hostname or "").lower()
+    if not host:
+        reader.fail(f"bad URL {text!r}: no host", field, line)
+    if parts.username is not None or parts.password is not None:
+        reader.fail(f"bad URL {text!r}: credentials in server URLs are not supported", field, line)
+    if parts.query or parts.fragment or text.rstrip().endswith(("?", "#")):
+        reader.fail(f"bad URL {text!r}: a server URL has no query or fragment", field, line)
+    if port is None:
+        port = 443 if scheme == "https" else 80
+    if port == 0:
+        reader.fail(f"bad URL {text!r}: port 0", field, line)
+    path = parts.path.rstrip("/")
+    netloc_host = f"[{host}]" if ":" in host else host
+    netloc = netloc_host if parts.port is None else f"{netloc_host}:{parts.port}"
+    return f"{scheme}://{netloc}{path}", scheme, host, port, path
+
+
+def _parse_load_balancer(reader: _Reader, name: str, node: Any, field: str,
+                         line: int | None) -> LoadBalancerService:
+    lb = reader.mapping(node, field, line, allow_null=False)
+    reader.check_keys(lb, field, ("servers", "passHostHeader"),
+                      unsupported=("healthCheck", "passiveHealthCheck", "sticky", "serversTransport",
+                                   "responseForwarding", "strategy"))
+    servers_node = reader.sequence(lb, "servers", field)
+    if not servers_node:
+        reader.fail("a loadBalancer needs at least one server", f"{field}.servers",
+                    reader.value_line(lb, "servers") if "servers" in lb else line)
+    servers: list[Server] = []
+    for i, item in enumerate(servers_node):
+        where = f"{field}.servers[{i}]"
+        item_line = reader.item_line(servers_node, i)
+        srv = reader.mapping(item, where, item_line, allow_null=False)
+        reader.check_keys(srv, where, ("url", "weight", "preservePath"))
+        url = reader.string(srv, "url", where, required=True)
+        assert url is not None
+        normalised, scheme, host, port, path = _parse_url(reader, url, f"{where}.url",
+                                                          reader.value_line(srv, "url"))
+        weight = reader.integer(srv, "weight", where, 1, minimum=0)
+        preserve = reader.boolean(srv, "preservePath", where, False)
+        servers.append(Server(normalised, scheme, host, port, path, weight, preserve))
+    if not any(s.weight > 0 for s in servers):
+        reader.fail("every server has weight 0: nothing could serve", f"{field}.servers",
+                    reader.value_line(lb, "servers"))
+    return LoadBalancerService(name, tuple(servers), reader.boolean(lb, "passHostHeader", field, True))
+
+
+def _parse_mirroring(reader: _Reader, name: str, node: Any, field: str, line: int | None) -> MirroringService:
+    m = reader.mapping(node, field, line, allow_null=False)
+    reader.check_keys(m, field, ("service", "mirrors", "mirrorBody", "maxBodySize"),
+                      unsupported=("healthCheck",))
+    service = reader.string(m, "service", field, required=True)
+    assert service is not None
+    service = _local_name(reader, service, f"{field}.service", reader.value_line(m, "service"))
+    mirrors_node = reader.sequence(m, "mirrors", field)
+    mirrors: list[MirrorSpec] = []
+    seen: set[str] = set()
+    for i, item in enumerate(mirrors_node):
+        where = f"{field}.mirrors[{i}]"
+        spec = reader.mapping(item, where, reader.item_line(mirrors_node, i), allow_null=False)
+        reader.check_keys(spec, where, ("name", "percent"))
+        mirror_name = reader.string(spec, "name", where, required=True)
+        assert mirror_name is not None
+        mirror_name = _local_name(reader, mirror_name, f"{where}.name", reader.value_line(spec, "name"))
+        if mirror_name in seen:
+            reader.fail(f"mirror {mirror_name!r} is listed twice", f"{where}.name",
+                        reader.value_line(spec, "name"))
+        seen.add(mirror_name)
+        percent = reader.integer(spec, "percent", where, 0, minimum=0, maximum=100)
+        mirrors.append(MirrorSpec(mirror_name, percent))
+    return MirroringService(
+        name, service, tuple(mirrors),
+        mirror_body=reader.boolean(m, "mirrorBody", field, True),
+        max_body_size=reader.integer(m, "maxBodySize", field, -1, minimum=-1),
+    )
+
+
+def _parse_service(reader: _Reader, name: str, node: Any, field: str, line: int | None) -> Service:
+    svc = reader.mapping(node, field, line, allow_null=False)
+    reader.check_keys(svc, field, ("loadBalancer", "mirroring"), unsupported=("weighted", "failover"))
+    kinds = [k for k in ("loadBalancer", "mirroring") if k in svc]
+    if not kinds:
+        reader.fail("a service needs one of loadBalancer, mirroring", field, line)
+    if len(kinds) > 1:
+        reader.fail(f"a service has exactly one kind, found {' and '.join(kinds)}", field, line)
+    kind = kinds[0]
+    sub_field, sub_line = f"{field}.{kind}", reader.value_line(svc, kind)
+    if kind == "loadBalancer":
+        return _parse_load_balancer(reader, name, svc[kind], sub_field, sub_line)
+    return _parse_mirroring(reader, name, svc[kind], sub_field, sub_line)
+
+
+def _header_pairs(reader: _Reader, node: dict[Any, Any], key: str, field: str) -> tuple[tuple[str, str], ...]:
+    where = f"{field}.{key}"
+    headers = reader.mapping(node.get(key), where, reader.value_line(node, key))
+    pairs: list[tuple[str, str]] = []
+    for name in headers:
+        value = reader.string(headers, name, where, default="", allow_empty=True) if isinstance(name, str) \
+            else reader.fail("header names must be strings", where, reader.key_line(headers, name))
+        if not name or any(c in name for c in " \t:\r\n"):
+            reader.fail(f"bad header name {name!r}", f"{where}.{name}", reader.key_line(headers, name))
+        pairs.append((name, value or ""))
+    return tuple(pairs)
+
+
+def _parse_middleware(reader: _Reader, name: str, node: Any, field: str, line: int | None) -> Middleware:
+    mw = reader.mapping(node, field, line, allow_null=False)
+    if len(mw) != 1:
+        reader.fail(f"a middleware has exactly one type, found {len(mw)}", field, line)
+    kind = next(iter(mw))
+    where, kind_line = f"{field}.{kind}", reader.key_line(mw, kind)
+    if kind not in _SUPPORTED_MIDDLEWARES:
+        if kind in _TRAEFIK_MIDDLEWARES:
+            reader.fail("middleware type not supported yet by the shadow gateway", where, kind_line)
+        reader.fail(f"unknown middleware type{_did_you_mean(str(kind), _TRAEFIK_MIDDLEWARES)}",
+                    where, kind_line)
+    body = reader.mapping(mw[kind], where, reader.value_line(mw, kind))
+    if kind == "stripPrefix":
+        reader.check_keys(body, where, ("prefixes", "forceSlash"))
+        prefixes = reader.string_list(body, "prefixes", where)
+        if not prefixes:
+            reader.fail("needs at least one prefix", f"{where}.prefixes", kind_line)
+        reader.boolean(body, "forceSlash", where, True)  # deprecated in Traefik; "" always becomes "/"
+        return StripPrefix(name, prefixes)
+    if kind == "addPrefix":
+        reader.check_keys(body, where, ("prefix",))
+        prefix = reader.string(body, "prefix", where, required=True)
+        assert prefix is not None
+        if not prefix.startswith("/"):
+            reader.fail(f"prefix {prefix!r} must start with '/'", f"{where}.prefix",
+                        reader.value_line(body, "prefix"))
+        return AddPrefix(name, prefix)
+    reader.check_keys(body, where, ("customRequestHeaders", "customResponseHeaders"),
+                      unsupported=_HEADERS_UNSUPPORTED)
+    return HeadersMiddleware(name, _header_pairs(reader, body, "customRequestHeaders", where),
+                             _header_pairs(reader, body, "customResponseHeaders", where))
+
+
+def _parse_router(reader: _Reader, name: str, node: Any, field: str, line: int | None) -> Router:
+    r = reader.mapping(node, field, line, allow_null=False)
+    reader.check_keys(r, field, _ROUTER_KEYS, unsupported=_ROUTER_UNSUPPORTED)
+    text = reader.string(r, "rule", field, required=True)
+    assert text is not None
+    rule_line = reader.value_line(r, "rule")
+    try:
+        rule = compile_rule(text)
+    except RuleSyntaxError as exc:
+        reader.fail(str(exc), f"{field}.rule", rule_line)
+    syntax = reader.string(r, "ruleSyntax", field, default="v3")
+    if syntax != "v3":
+        reader.fail(f"only ruleSyntax v3 is supported, got {syntax!r}", f"{field}.ruleSyntax",
+                    reader.value_line(r, "ruleSyntax"))
+    reader.string_list(r, "entryPoints", field)  # accepted and ignored: the gateway has one entry point
+    service = reader.string(r, "service", field, required=True)
+    assert service is not None
+    service = _local_name(reader, service, f"{field}.service", reader.value_line(r, "service"))
+    middlewares = reader.string_list(r, "middlewares", field)
+    mw_items = reader.sequence(r, "middlewares", field)
+    middlewares = tuple(_local_name(reader, m, f"{field}.middlewares[{i}]", reader.item_line(mw_items, i))
+                        for i, m in enumerate(middlewares))
+    priority = reader.integer(r, "priority", field, 0)
+    if priority == 0:
+        priority = len(text)
+    return Router(name, rule, priority, service, middlewares)
+
+
+def _named_section(reader: _Reader, parent: dict[Any, Any], key: str, field: str) -> list[tuple[str, Any, str, int | None]]:
+    """Entries of `parent[key]` (a mapping name → definition) as (name, node, field, line)."""
+    section = reader.mapping(parent.get(key), field, reader.value_line(parent, key))
+    out = []
+    for name in section:
+        if not isinstance(name, str) or not name:
+            reader.fail("names must be non-empty strings", field, reader.key_line(section, name))
+        if "@" in name:
+            reader.fail("'@' is not allowed in a name", f"{field}.{name}", reader.key_line(section, name))
+        out.append((name, section[name], f"{field}.{name}", reader.key_line(section, name)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Cross-references
+# --------------------------------------------------------------------------------------------------
+
+def _ref_line(reader: _Reader, root: dict[Any, Any], path: list[Any]) -> int | None:
+    node: Any = root
+    line = None
+    for step in path:
+        try:
+            line = reader.item_line(node, step) if isinstance(step, int) else reader.value_line(node, step)
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            break
+    return line
+
+
+def _check_references(reader: _Reader, root: dict[Any, Any], routers: list[Router],
+                      services: dict[str, Service], middlewares: dict[str, Middleware]) -> None:
+    http_routers = ["http", "routers"]
+    for router in routers:
+        field = f"http.routers.{router.name}"
+        if router.service not in services:
+            reader.fail(f"no service named {router.service!r}{_did_you_mean(router.service, services)}",
+                        f"{field}.service", _ref_line(reader, root, [*http_routers, router.name, "service"]))
+        for i, mw in enumerate(router.middlewares):
+            if mw not in middlewares:
+                reader.fail(f"no middleware named {mw!r}{_did_you_mean(mw, middlewares)}",
+                            f"{field}.middlewares[{i}]",
+                            _ref_line(reader, root, [*http_routers, router.name, "middlewares", i]))
+    for svc in services.values():
+        if not isinstance(svc, MirroringService):
+            continue
+        path = ["http", "services", svc.name, "mirroring"]
+        field = f"http.services.{svc.name}.mirroring"
+        if svc.service not in services:
+            reader.fail(f"no service named {svc.service!r}{_did_you_mean(svc.service, services)}",
+                        f"{field}.service", _ref_line(reader, root, [*path, "service"]))
+        for i, mirror in enumerate(svc.mirrors):
+            if mirror.name not in services:
+                reader.fail(f"no service named {mirror.name!r}{_did_you_mean(mirror.name, services)}",
+                            f"{field}.mirrors[{i}].name", _ref_line(reader, root, [*path, "mirrors", i, "name"]))
+    _check_cycles(reader, root, services)
+    for svc in services.values():
+        if not isinstance(svc, MirroringService):
+            continue
+        path = ["http", "services", svc.name, "mirroring"]
+        field = f"http.services.{svc.name}.mirroring"
+        if not isinstance(services[svc.service], LoadBalancerService):
+            reader.fail(f"main service {svc.service!r} is itself a mirroring service; "
+                        "nested mirroring is not supported yet", f"{field}.service",
+                        _ref_line(reader, root, [*path, "service"]))
+        for i, mirror in enumerate(svc.mirrors):
+            if not isinstance(services[mirror.name], LoadBalancerService):
+                reader.fail(f"mirror {mirror.name!r} must be a loadBalancer service",
+                            f"{field}.mirrors[{i}].name",
+                            _ref_line(reader, root, [*path, "mirrors", i, "name"]))
+
+
+def _service_refs(svc: Service) -> list[str]:
+    if isinstance(svc, MirroringService):
+        return [svc.service, *(m.name for m in svc.mirrors)]
+    return []
+
+
+def _check_cycles(reader: _Reader, root: dict[Any, Any], services: dict[str, Service]) -> None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = [*trail[trail.index(name):], name]
+            reader.fail(f"service reference cycle: {' -> '.join(cycle)}", f"http.services.{name}",
+                        _ref_line(reader, root, ["http", "services", name]))
+        state[name] = 1
+        for ref in _service_refs(services[name]):
+            visit(ref, [*trail, name])
+        state[name] = 2
+
+    for name in services:
+        visit(name, [])
+
+
+# --------------------------------------------------------------------------------------------------
+# shadow: section
+# --------------------------------------------------------------------------------------------------
+
+def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
+                  services: Mapping[str, Service]) -> ShadowSection:
+    sh = reader.mapping(node, "shadow", line)
+    reader.check_keys(sh, "shadow", ("gateway", "capture", "redaction", "mirroring", "endpoints", "analysis"))
+
+    gw = reader.mapping(sh.get("gateway"), "shadow.gateway", reader.value_line(sh, "gateway"))
+    reader.check_keys(gw, "shadow.gateway", ("id",))
+    gateway_id = reader.string(gw, "id", "shadow.gateway")
+
+    red_field = "shadow.redaction"
+    red = reader.mapping(sh.get("redaction"), red_field, reader.value_line(sh, "redaction"))
+    reader.check_keys(red, red_field, ("mode", "keyEnv", "headers", "jsonFields"))
+    mode = reader.string(red, "mode", red_field, default="hash")
+    if mode not in ("hash", "remove"):
+        reader.fail(f"must be hash or remove, got {mode!r}", f"{red_field}.mode", reader.value_line(red, "mode"))
+    key: bytes | None = None
+    key_env = reader.string(red, "keyEnv", red_field)
+    if key_env is not None:
+        env_value = os.environ.get(key_env)
+        if not env_value:
+            reader.fail(f"environment variable {key_env} is not set", f"{red_field}.keyEnv",
+                        reader.value_line(red, "keyEnv"))
+        key = env_value.encode()
+    extra_headers = tuple(h.lower() for h in reader.string_list(red, "headers", red_field))
+    headers = tuple(dict.fromkeys((*DEFAULT_REDACTED_HEADERS, *extra_headers)))
+    json_fields = reader.string_list(red, "jsonFields", red_field)
+    redaction = RedactionSettings(headers=headers, json_fields=json_fields,
+                                  mode="hash" if mode == "hash" else "remove", key=key)
+
+    cap_field = "shadow.capture"
+    cap = reader.mapping(sh.get("capture"), cap_field, reader.value_line(sh, "capture"))
+    reader.check_keys(cap, cap_field, ("dir", "enabled", "maxBodyBytes", "segmentRows", "segmentSeconds",
+                                       "maxQueue"))
+    defaults = CaptureSettings()
+    cap_dir = reader.string(cap, "dir", cap_field)
+    capture = CaptureSettings(
+        dir=(base_dir / cap_dir) if cap_dir is not None else base_dir / defaults.dir,
+        enabled=reader.boolean(cap, "enabled", cap_field, defaults.enabled),
+        max_body_bytes=reader.integer(cap, "maxBodyBytes", cap_field, defaults.max_body_bytes, minimum=0),
+        segment_rows=reader.integer(cap, "segmentRows", cap_field, defaults.segment_rows, minimum=1),
+        segment_seconds=reader.duration(cap, "segmentSeconds", cap_field, defaults.segment_seconds),
+        max_queue=reader.integer(cap, "maxQueue", cap_field, defaults.max_queue, minimum=1),
+        redaction=redaction,
+    )
+    if capture.segment_seconds <= 0:
+        reader.fail("must be positive", f"{cap_field}.segmentSeconds", reader.value_line(cap, "segmentSeconds"))
+
+    mir_field = "shadow.mirroring"
+    mir = reader.mapping(sh.get("mirroring"), mir_field, reader.value_line(sh, "mirroring"))
+    reader.check_keys(mir, mir_field, ("timeout", "maxInFlight", "targets"))
+    mdefaults = MirroringSettings()
+    timeout = reader.duration(mir, "timeout", mir_field, mdefaults.timeout_s)
+    if timeout <= 0:
+        reader.fail("must be positive", f"{mir_field}.timeout", reader.value_line(mir, "timeout"))
+    targets: dict[str, MirrorTargetSettings] = {}
+    tgt_field = f"{mir_field}.targets"
+    tgt = reader.mapping(mir.get("targets"), tgt_field, reader.value_line(mir, "targets"))
+    mirror_names = sorted({m.name for s in services.values() if isinstance(s, MirroringService)
+                           for m in s.mirrors})
+    for name in tgt:
+        where = f"{tgt_field}.{name}"
+        if name not in services:
+            reader.fail(f"no service named {name!r}{_did_you_mean(str(name), mirror_names or services)}",
+                        where, reader.key_line(tgt, name))
+        t = reader.mapping(tgt[name], where, reader.value_line(tgt, name))
+        reader.check_keys(t, where, ("role", "allowUnsafe"))
+        role = reader.string(t, "role", where, default="candidate")
+        if role not in ("candidate", "secondary"):
+            reader.fail(f"must be candidate or secondary, got {role!r}", f"{where}.role",
+                        reader.value_line(t, "role"))
+        targets[name] = MirrorTargetSettings(role="candidate" if role == "candidate" else "secondary",
+                                             allow_unsafe=reader.boolean(t, "allowUnsafe", where, False))
+    mirroring = MirroringSettings(
+        timeout_s=timeout,
+        max_in_flight=reader.integer(mir, "maxInFlight", mir_field, mdefaults.max_in_flight, minimum=1),
+        targets=targets,
+    )
+
+    endpoints = reader.string_list(sh, "endpoints", "shadow")
+    ep_items = reader.sequence(sh, "endpoints", "shadow")
+    for i, ep in enumerate(endpoints):
+        if not ep.startswith("/"):
+            reader.fail(f"endpoint template {ep!r} must start with '/'", f"shadow.endpoints[{i}]",
+                        reader.item_line(ep_items, i))
+
+    analysis_node = reader.mapping(sh.get("analysis"), "shadow.analysis", reader.value_line(sh, "analysis"))
+    return ShadowSection(capture=capture, mirroring=mirroring, gateway_id=gateway_id,
+                         endpoints=endpoints, analysis=MappingProxyType(_plain(analysis_node)))
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's commented containers → plain dicts/lists (for the raw analysis section)."""
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, bool | None):
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------------
+
+def _yaml_error(exc: YAMLError, source: str, text: str) -> ConfigError:
+    if isinstance(exc, MarkedYAMLError) and exc.problem_mark is not None:
+        line = exc.problem_mark.line + 1
+        problem = (exc.problem or "syntax error").split("\n")[0]
+        if "duplicate key" in problem:
+            return ConfigError(problem.replace("found ", "") + " (each key may appear once)",
+                               file=source, line=line, field=_dotted_path_at(text, line))
+        context = f" ({exc.context})" if exc.context else ""
+        return ConfigError(f"YAML syntax error: {problem}{context}", file=source, line=line)
+    return ConfigError(f"YAML error: {str(exc).splitlines()[0]}", file=source)
+
+
+def _dotted_path_at(text: str, line: int) -> str | None:
+    """Dotted key path of block-style YAML line `line` (1-based), from indentation."""
+    lines = text.splitlines()
+    if not 0 < line <= len(lines):
+        return None
+    key_re = re.compile(r"^(\s*)(?:-\s+)?([^\s:#'\"][^:#]*?|'[^']*'|\"[^\"]*\")\s*:(?:\s|$)")
+    m = key_re.match(lines[line - 1])
+    if not m:
+        return None
+    parts = [m.group(2).strip("'\"")]
+    indent = len(m.group(1))
+    for prev in reversed(lines[:line - 1]):
+        pm = key_re.match(prev)
+        if pm and len(pm.group(1)) < indent and not prev.lstrip().startswith("-"):
+            parts.append(pm.group(2).strip("'\""))
+            indent = len(pm.group(1))
+            if indent == 0:
+                break
+    return ".".join(reversed(parts))
+
+
+def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None = None) -> GatewayConfig:
+    """Parse and validate a configuration. `source` names the file in errors; relative paths in the
+    file (capture.dir) are resolved against `base_dir`, by default the source file's folder (or the
+    current directory for "<string>")."""
+    if base_dir is None:
+        base_dir = Path(source).parent if not source.startswith("<") else Path.cwd()
+    base_dir = base_dir.absolute()
+    reader = _Reader(source)
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        root = yaml.load(text)
+    except YAMLError as exc:
+        raise _yaml_error(exc, source, text) from None
+    if root is None:
+        reader.fail("empty configuration file (expected an http: section)", None, None)
+    if not isinstance(root, dict):
+        reader.fail(f"expected a mapping with http: and shadow: sections, got {_kind(root)}", None, 1)
+    reader.check_keys(root, "", ("http", "shadow"), unsupported=("tcp", "udp", "tls"))
+
+    http = reader.mapping(root.get("http"), "http", reader.value_line(root, "http"))
+    reader.check_keys(http, "http", ("routers", "services", "middlewares"),
+                      unsupported=("serversTransports", "serversTransport"))
+
+    services: dict[str, Service] = {}
+    for name, node, field_name, line in _named_section(reader, http, "services", "http.services"):
+        services[name] = _parse_service(reader, name, node, field_name, line)
+    middlewares: dict[str, Middleware] = {}
+    for name, node, field_name, line in _named_section(reader, http, "middlewares", "http.middlewares"):
+        middlewares[name] = _parse_middleware(reader, name, node, field_name, line)
+    routers = [_parse_router(reader, name, node, field_name, line)
+               for name, node, field_name, line in _named_section(reader, http, "routers", "http.routers")]
+
+    _check_references(reader, root, routers, services, middlewares)
+    shadow = _parse_shadow(reader, root.get("shadow"), reader.value_line(root, "shadow"), base_dir, services)
+    return GatewayConfig(
+        routers=tuple(sorted(routers, key=_router_order)),
+        services=MappingProxyType(services),
+        middlewares=MappingProxyType(middlewares),
+        shadow=shadow,
+        source=source,
+    )
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate the configuration file at `path`."""
+    path = Path(path)
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("no such file", file=source) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, expected a YAML file", file=source) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=source) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError("not UTF-8 text", file=source, line=line) from None
+    return parse_config(text, source, base_dir=path.parent)

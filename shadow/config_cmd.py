@@ -1,0 +1,27 @@
+"""`shadow config check FILE`: validate a gateway configuration without starting anything."""
+
+from __future__ import annotations
+
+import click
+
+from shadow.errors import ConfigError
+
+
+@click.group()
+def config() -> None:
+    """Work with gateway configuration files."""
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(dir_okay=True, path_type=str))
+def check(file: str) -> None:
+    """Validate FILE; print a one-line summary (exit 0) or the one-line error (exit 2)."""
+    from shadow.config import load_config  # imported here so `shadow --help` stays fast
+
+    try:
+        cfg = load_config(file)
+    except ConfigError:
+        raise  # ShadowError prints "error: <file>:<line>: <field>: <problem>" and exits 2
+    except Exception as exc:  # never a traceback, even for a bug of ours
+        raise ConfigError(f"unexpected error while loading: {type(exc).__name__}: {exc}", file=file) from None
+    click.echo(f"ok: {file}: {cfg.summary()}")

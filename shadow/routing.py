@@ -1,0 +1,346 @@
+"""The pure routing core: which router, which server, which mirrors, which header rewrites.
+
+No I/O and no mitmproxy: the gateway addon turns a flow into a `RequestView`, asks
+`select_router` + `plan_route`, picks a server with `ServerPicker`, asks `MirrorCounter` which
+mirrors get a copy, and applies the middleware and forwarded-header rewrites computed here.
+
+`ServerPicker` and `MirrorCounter` hold state and are not thread-safe: call them from the proxy's
+event loop (one thread), which is where mitmproxy runs addon hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from shadow.config import (
+    AddPrefix,
+    GatewayConfig,
+    HeadersMiddleware,
+    LoadBalancerService,
+    Middleware,
+    MirroringService,
+    MirrorSpec,
+    Router,
+    Server,
+    StripPrefix,
+)
+from shadow.rules import RESERVED_ESCAPES, RequestView
+
+__all__ = [
+    "MirrorCounter",
+    "MirrorTarget",
+    "RewrittenRequest",
+    "RoutePlan",
+    "ServerPicker",
+    "apply_request_middlewares",
+    "apply_response_middlewares",
+    "forwarded_headers",
+    "plan_route",
+    "route_plans",
+    "select_router",
+]
+
+Headers = list[tuple[str, str]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Router selection and route plans
+# --------------------------------------------------------------------------------------------------
+
+def select_router(config: GatewayConfig, req: RequestView) -> Router | None:
+    """The first router (in priority order) whose rule matches; None means 404."""
+    for router in config.routers:
+        if router.rule.matches(req):
+            return router
+    return None
+
+
+@dataclass(frozen=True)
+class MirrorTarget:
+    spec: MirrorSpec  # name and percent
+    service: LoadBalancerService  # where the copy goes
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    router: Router
+    primary: LoadBalancerService  # the client's answer comes from here
+    mirroring: MirroringService | None  # ask MirrorCounter.select(mirroring) once per request
+    mirrors: tuple[MirrorTarget, ...]  # every mirror of `mirroring`, resolved to its service
+    middlewares: tuple[Middleware, ...]  # the router's middlewares, in order
+
+
+def plan_route(config: GatewayConfig, router: Router) -> RoutePlan:
+    """Flatten the router's service references. The loader guarantees the shape (no cycles, a
+    mirroring service's main service and mirrors are loadBalancers), so this never fails on a
+    loaded config."""
+    service = config.services[router.service]
+    middlewares = tuple(config.middlewares[name] for name in router.middlewares)
+    if isinstance(service, LoadBalancerService):
+        return RoutePlan(router, service, None, (), middlewares)
+    primary = config.services[service.service]
+    if not isinstance(primary, LoadBalancerService):
+        raise ValueError(f"service {service.name!r}: main service must be a loadBalancer")
+    mirrors: list[MirrorTarget] = []
+    for spec in service.mirrors:
+        target = config.services[spec.name]
+        if not isinstance(target, LoadBalancerService):
+            raise ValueError(f"service {service.name!r}: mirror {spec.name!r} must be a loadBalancer")
+        mirrors.append(MirrorTarget(spec, target))
+    return RoutePlan(router, primary, service, tuple(mirrors), middlewares)
+
+
+def route_plans(config: GatewayConfig) -> dict[str, RoutePlan]:
+    """Every router's plan by router name: compute once per loaded config, look up per request."""
+    return {router.name: plan_route(config, router) for router in config.routers}
+
+
+# --------------------------------------------------------------------------------------------------
+# Server selection
+# --------------------------------------------------------------------------------------------------
+
+class ServerPicker:
+    """Smooth weighted round-robin over a loadBalancer's servers, per service name.
+
+    With equal weights (Traefik's default of 1) this is plain round-robin in file order; servers
+    with weight 0 are never picked. Deterministic: no randomness."""
+
+    def __init__(self) -> None:
+        self._current: dict[str, tuple[tuple[Server, ...], list[int]]] = {}
+        self._next_index: dict[str, int] = {}
+
+    def pick(self, service: LoadBalancerService) -> Server:
+        servers = service.servers
+        if len(servers) == 1:
+            return servers[0]
+        if all(s.weight == 1 for s in servers):  # the common case: plain rotation
+            i = self._next_index.get(service.name, 0) % len(servers)
+            self._next_index[service.name] = i + 1
+            return servers[i]
+        state = self._current.get(service.name)
+        if state is None or state[0] != servers:
+            state = (servers, [0] * len(servers))
+            self._current[service.name] = state
+        current = state[1]
+        total, best = 0, -1
+        for i, server in enumerate(servers):
+            if server.weight <= 0:
+                continue
+            current[i] += server.weight
+            total += server.weight
+            if best < 0 or current[i] > current[best]:
+                best = i
+        current[best] -= total
+        return servers[best]
+
+    def carry_over(self, new_config: GatewayConfig) -> None:
+        """Keep rotation positions of services whose servers did not change across a reload."""
+        keep = {name for name, svc in new_config.services.items() if isinstance(svc, LoadBalancerService)}
+        self._next_index = {k: v for k, v in self._next_index.items() if k in keep}
+        self._current = {k: v for k, v in self._current.items()
+                         if k in keep and new_config.services[k].servers == v[0]}  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------------------------------
+# Mirror selection
+# --------------------------------------------------------------------------------------------------
+
+class MirrorCounter:
+    """Traefik's deterministic mirror selection, per (mirroring service, mirror name).
+
+    Each request that reaches a mirroring service increments `total`; a mirror gets the copy when
+    `count * 100 < total * percent`, and then `count += 1`. Percent 10 mirrors requests 1, 11, 21...;
+    percent 100 every request, 0 none. Traefik keeps one `total` per service; keeping one per pair
+    is the same as long as every mirror of a service is asked exactly once per request (which
+    `select` does)."""
+
+    def __init__(self) -> None:
+        self._state: dict[tuple[str, str], list[int]] = {}  # (service, mirror) -> [total, count]
+
+    def should_mirror(self, service_name: str, mirror: MirrorSpec) -> bool:
+        key = (service_name, mirror.name)
+        state = self._state.get(key)
+        if state is None:
+            state = self._state[key] = [0, 0]
+        state[0] += 1
+        if state[1] * 100 < state[0] * mirror.percent:
+            state[1] += 1
+            return True
+        return False
+
+    def select(self, service: MirroringService) -> tuple[MirrorSpec, ...]:
+        """The mirrors of `service` that get a copy of this request (call once per request)."""
+        return tuple(m for m in service.mirrors if self.should_mirror(service.name, m))
+
+    def counts(self, service_name: str, mirror_name: str) -> tuple[int, int]:
+        """(requests seen, copies sent) for one mirror."""
+        total, count = self._state.get((service_name, mirror_name), (0, 0))
+        return total, count
+
+    def carry_over(self, new_config: GatewayConfig) -> None:
+        """Keep the counters of (service, mirror) pairs that still exist after a reload, so a reload
+        does not restart the sequence (which would re-mirror request 1 of every pair)."""
+        alive = {(svc.name, m.name) for svc in new_config.services.values()
+                 if isinstance(svc, MirroringService) for m in svc.mirrors}
+        self._state = {k: v for k, v in self._state.items() if k in alive}
+
+
+# --------------------------------------------------------------------------------------------------
+# Header helpers
+# --------------------------------------------------------------------------------------------------
+
+def _values(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
+    lname = name.lower()
+    return [v for k, v in headers if k.lower() == lname]
+
+
+def _without(headers: Iterable[tuple[str, str]], name: str) -> Headers:
+    lname = name.lower()
+    return [(k, v) for k, v in headers if k.lower() != lname]
+
+
+def _set(headers: Headers, name: str, value: str) -> Headers:
+    """Replace every line of `name` by one; keeps the position of the first one (else appends)."""
+    lname = name.lower()
+    out: Headers = []
+    placed = False
+    for k, v in headers:
+        if k.lower() == lname:
+            if not placed:
+                out.append((name, value))
+                placed = True
+        else:
+            out.append((k, v))
+    if not placed:
+        out.append((name, value))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Forwarded headers
+# --------------------------------------------------------------------------------------------------
+
+_FORWARDED_HEADERS = (
+    "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Port", "X-Forwarded-Server",
+    "X-Forwarded-Uri", "X-Forwarded-Method", "X-Forwarded-Prefix", "X-Forwarded-Tls-Client-Cert",
+    "X-Forwarded-Tls-Client-Cert-Info", "X-Real-Ip",
+)
+
+
+def _is_websocket(headers: Sequence[tuple[str, str]]) -> bool:
+    connection = ",".join(_values(headers, "Connection")).lower()
+    upgrade = ",".join(_values(headers, "Upgrade")).lower()
+    return "upgrade" in connection and "websocket" in upgrade
+
+
+def forwarded_headers(headers: Iterable[tuple[str, str]], *, client_ip: str, host: str, scheme: str,
+                      port: int | str, server_name: str, trust_forwarded: bool = True) -> Headers:
+    """The request headers as Traefik sends them upstream.
+
+    - X-Forwarded-For: the client IP appended to what the client sent (one line, ", "-joined).
+    - X-Forwarded-Proto (http/https, ws/wss for a WebSocket upgrade), -Host (the client's Host),
+      -Port, X-Real-Ip: set only when the client did not send them.
+    - X-Forwarded-Server: always this gateway's name.
+
+    `trust_forwarded=False` is Traefik's default for clients outside `forwardedHeaders.trustedIPs`:
+    the client's X-Forwarded-* and X-Real-Ip are dropped first. The default here trusts them
+    (the gateway usually sits behind the organisation's own edge)."""
+    out: Headers = list(headers)
+    if not trust_forwarded:
+        for name in _FORWARDED_HEADERS:
+            out = _without(out, name)
+    ip = client_ip.split("%", 1)[0]  # drop an IPv6 zone, as Traefik does
+    if ip.startswith("[") and ip.endswith("]"):
+        ip = ip[1:-1]
+    prior = [v.strip() for v in _values(out, "X-Forwarded-For") if v.strip()]
+    out = _set(out, "X-Forwarded-For", ", ".join([*prior, ip]))
+    if not _values(out, "X-Forwarded-Proto"):
+        secure = scheme.lower() in ("https", "wss")
+        proto = ("wss" if secure else "ws") if _is_websocket(out) else ("https" if secure else "http")
+        out.append(("X-Forwarded-Proto", proto))
+    if not _values(out, "X-Forwarded-Host") and host:
+        out.append(("X-Forwarded-Host", host))
+    if not _values(out, "X-Forwarded-Port"):
+        out.append(("X-Forwarded-Port", str(port)))
+    out = _set(out, "X-Forwarded-Server", server_name)
+    if not _values(out, "X-Real-Ip"):
+        out.append(("X-Real-Ip", ip))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Middlewares
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RewrittenRequest:
+    path: str  # raw path (percent-escapes kept as sent), without query
+    headers: tuple[tuple[str, str], ...]
+
+
+def _strip_raw_prefix(raw: str, prefix: str) -> str | None:
+    """`raw` without `prefix` (given in routing-path form, see shadow.rules.routing_path), or None."""
+    if raw.startswith(prefix):
+        return raw[len(prefix):]
+    if "%" not in raw:
+        return None
+    want = prefix.encode("utf-8", "surrogateescape")
+    got = bytearray()
+    i, n = 0, len(raw)
+    while len(got) < len(want) and i < n:
+        esc = raw[i:i + 3]
+        if raw[i] == "%" and len(esc) == 3 and all(c in "0123456789abcdefABCDEF" for c in esc[1:]):
+            upper = esc.upper()
+            if upper in RESERVED_ESCAPES:
+                got += upper.encode()
+            else:
+                got.append(int(esc[1:], 16))
+            i += 3
+        else:
+            got += raw[i].encode("utf-8", "surrogateescape")
+            i += 1
+        if got != want[:len(got)]:
+            return None
+    return raw[i:] if bytes(got) == want else None
+
+
+def _leading_slash(path: str) -> str:
+    return path if path.startswith("/") else "/" + path
+
+
+def apply_request_middlewares(middlewares: Sequence[Middleware], path: str,
+                              headers: Iterable[tuple[str, str]]) -> RewrittenRequest:
+    """Apply the router's middlewares, in order, to the request path and headers.
+
+    - stripPrefix: the first prefix the path starts with is removed (the path keeps a leading '/')
+      and sent as X-Forwarded-Prefix; no prefix matches → unchanged.
+    - addPrefix: prefix + path.
+    - headers.customRequestHeaders: set each header (replacing all its lines); "" removes it.
+      Setting Host changes the Host the upstream sees."""
+    out: Headers = list(headers)
+    for mw in middlewares:
+        if isinstance(mw, StripPrefix):
+            for prefix in mw.prefixes:
+                rest = _strip_raw_prefix(path, prefix)
+                if rest is not None:
+                    path = _leading_slash(rest)
+                    out.append(("X-Forwarded-Prefix", prefix.strip()))
+                    break
+        elif isinstance(mw, AddPrefix):
+            path = _leading_slash(mw.prefix + path)
+        elif isinstance(mw, HeadersMiddleware):
+            for name, value in mw.request_headers:
+                out = _set(out, name, value) if value else _without(out, name)
+    return RewrittenRequest(path, tuple(out))
+
+
+def apply_response_middlewares(middlewares: Sequence[Middleware],
+                               headers: Iterable[tuple[str, str]]) -> Headers:
+    """customResponseHeaders of the router's headers middlewares: set, or remove when ""."""
+    out: Headers = list(headers)
+    for mw in middlewares:
+        if isinstance(mw, HeadersMiddleware):
+            for name, value in mw.response_headers:
+                out = _set(out, name, value) if value else _without(out, name)
+    return out
