@@ -1,0 +1,185 @@
+"""Child processes of the demo: start, wait until ready, stop cleanly, never leave one behind.
+
+Every child runs in its own session, so a Ctrl-C in the terminal reaches only `shadow demo`, which
+then stops the children in order (gateway first, so its capture is sealed while upstreams still
+answer). A `Supervisor` stops whatever it started on exit, on an exception and at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from shadow.demo.services import READY_PREFIX
+from shadow.errors import ShadowError
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+@dataclass
+class Child:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    url: str = ""
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def failure(self, what: str) -> ShadowError:
+        tail = _tail(self.log_path)
+        detail = f"\n  last lines of {self.log_path}:\n{tail}" if tail else f" (log: {self.log_path})"
+        return ShadowError(f"{self.name} {what}{detail}")
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """SIGTERM the child and wait; SIGKILL its whole session if it or a grandchild it left
+        behind (mitmdump under `shadow gateway`) is still there after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        if self.running():
+            self.popen.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout_s)
+        while _session_alive(self.popen.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+        return self.popen.returncode
+
+
+def _session_alive(session_id: int) -> bool:
+    try:
+        os.killpg(session_id, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+class Supervisor:
+    """Starts children and guarantees they stop, in reverse start order unless told otherwise."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.children: list[Child] = []
+        atexit.register(self.stop_all)
+
+    def spawn(self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None) -> Child:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        log_path.write_bytes(b"")
+        # Append mode: the child's stderr and our copy of its stdout share the file safely.
+        log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=log, start_new_session=True, env=env)
+        except OSError as e:
+            log.close()
+            raise ShadowError(f"cannot start {name} ({argv[0]}): {e.strerror or e}") from e
+        log.close()  # the child holds its own descriptor
+        child = Child(name, popen, log_path)
+        self.children.append(child)
+        return child
+
+    def start_service(self, name: str, argv: Sequence[str], *, timeout_s: float = 15.0) -> Child:
+        """Start a child that prints `LISTENING <url>` once it accepts connections."""
+        child = self.spawn(name, argv)
+        child.url = _wait_for_ready_line(child, timeout_s)
+        return child
+
+    def stop(self, child: Child, timeout_s: float = 10.0) -> int | None:
+        code = child.stop(timeout_s)
+        if child in self.children:
+            self.children.remove(child)
+        return code
+
+    def stop_all(self) -> None:
+        while self.children:
+            self.stop(self.children[-1])
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop_all()
+        atexit.unregister(self.stop_all)
+
+
+def _wait_for_ready_line(child: Child, timeout_s: float) -> str:
+    """Read the child's stdout until READY_PREFIX; keep draining it to its log afterwards, so a
+    chatty child never blocks on a full pipe."""
+    assert child.popen.stdout is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+    stdout = child.popen.stdout
+
+    def pump() -> None:
+        with open(child.log_path, "ab") as log:
+            for raw in iter(stdout.readline, b""):
+                lines.put(raw.decode(errors="replace").rstrip("\n"))
+                log.write(raw)
+                log.flush()
+        lines.put(None)
+
+    threading.Thread(target=pump, name=f"stdout-{child.name}", daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise child.failure(f"did not start within {timeout_s:.0f} s")
+        try:
+            line = lines.get(timeout=min(remaining, 0.5))
+        except queue.Empty:
+            continue
+        if line is None:
+            child.popen.wait(5)
+            raise child.failure(f"exited with code {child.popen.returncode} before it was ready")
+        if line.startswith(READY_PREFIX):
+            return line[len(READY_PREFIX):].strip()
+
+
+def wait_for_http(child: Child, url: str, *, timeout_s: float = 30.0) -> None:
+    """Poll `url` until it answers with any HTTP status, failing fast if `child` exits."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not child.running():
+            raise child.failure(f"exited with code {child.popen.returncode} while starting")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                resp.read()
+                return
+        except urllib.error.HTTPError:
+            return  # an HTTP answer, even an error one, means it is up
+        except (urllib.error.URLError, OSError) as e:
+            last = str(getattr(e, "reason", e))
+        time.sleep(0.1)
+    raise child.failure(f"did not answer at {url} within {timeout_s:.0f} s ({last})")
+
+
+def service_argv(kind: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "shadow.demo.services", kind, *extra]

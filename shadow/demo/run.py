@@ -1,0 +1,264 @@
+"""`shadow demo`: the whole loop on one machine, in about a minute.
+
+It starts the shop monolith, a second monolith instance (the secondary, for noise cancellation) and
+the extracted orders service (the candidate, with the differences listed in seeds.py); writes a
+gateway config that serves everything from the monolith and mirrors /api/orders to both others;
+runs that config with `shadow gateway` (the command users run); drives shop traffic through it;
+stops everything cleanly so the capture is sealed; and shows what was captured.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from shadow.demo import seeds
+from shadow.demo.processes import Child, Supervisor, service_argv, wait_for_http
+from shadow.demo.traffic import DriveResult, drive, plan_requests
+from shadow.errors import ShadowError
+
+CAPTURE_SUBDIR = "capture"
+CONFIG_NAME = "gateway.yaml"
+# Mirrors are sent after the client has its answer; give the last ones this long to land before
+# the gateway is asked to stop.
+MIRROR_SETTLE_S = 1.0
+
+
+@dataclass(frozen=True)
+class DemoUpstreams:
+    monolith: str  # primary: serves every client
+    secondary: str  # the same monolith code in another process
+    candidate: str  # the extracted orders service
+
+
+def gateway_yaml(upstreams: DemoUpstreams, *, capture_dir: str = CAPTURE_SUBDIR, gateway_id: str = "demo") -> str:
+    """The demo's gateway config: Traefik v3 `http:` routing plus the `shadow:` section."""
+    return f"""\
+# Written by `shadow demo`. Run it yourself with: shadow gateway {CONFIG_NAME} --listen 127.0.0.1:8080
+http:
+  routers:
+    everything:                 # catch-all: the monolith serves every client, as before
+      rule: "PathPrefix(`/`)"
+      service: monolith
+    orders:                     # the route being extracted: still served by the monolith...
+      rule: "PathPrefix(`/api/orders`)"
+      service: orders-shadowed
+  services:
+    monolith:
+      loadBalancer:
+        servers:
+          - url: "{upstreams.monolith}"
+    orders:                     # the new orders service (candidate)
+      loadBalancer:
+        servers:
+          - url: "{upstreams.candidate}"
+    monolith-b:                 # the same monolith code in another process (secondary)
+      loadBalancer:
+        servers:
+          - url: "{upstreams.secondary}"
+    orders-shadowed:            # ...and mirrored to both: their answers are captured, never returned
+      mirroring:
+        service: monolith
+        mirrors:
+          - name: orders
+            percent: 100
+          - name: monolith-b
+            percent: 100
+
+shadow:
+  gateway:
+    id: {gateway_id}
+  capture:
+    dir: {capture_dir}          # relative to this file
+    segmentSeconds: 10
+  redaction:
+    mode: hash                  # equal secrets stay equal after redaction, so they do not diff
+    headers: [Authorization]
+    jsonFields: [card_number]
+  mirroring:
+    targets:
+      orders: {{role: candidate}}      # POSTs are not mirrored (allowUnsafe: false)
+      monolith-b: {{role: secondary}}
+  endpoints: ["{seeds.ORDERS_DETAIL}"]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def default_out_dir() -> Path:
+    return Path("out") / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit so `finally` blocks stop the children, as Ctrl-C does."""
+
+    def on_sigterm(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _prepare_out_dir(out: Path) -> Path:
+    capture = out / CAPTURE_SUBDIR
+    if capture.exists() and any(capture.iterdir()):
+        raise ShadowError(f"{capture} already holds a capture; choose another --out or remove it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ShadowError(f"cannot create {out}: {e.strerror or e}") from None
+    return capture
+
+
+def start_upstreams(sup: Supervisor) -> DemoUpstreams:
+    monolith = sup.start_service("monolith", service_argv("monolith", "--name", "monolith"))
+    secondary = sup.start_service("monolith-b", service_argv("monolith", "--name", "monolith-b"))
+    candidate = sup.start_service("orders", service_argv("orders"))
+    return DemoUpstreams(monolith.url, secondary.url, candidate.url)
+
+
+def start_gateway(sup: Supervisor, config: Path, *, timeout_s: float = 30.0) -> tuple[Child, str]:
+    """Run `shadow gateway CONFIG` (the users' command) on a free port; return it and its URL."""
+    from shadow.config import load_config
+
+    load_config(config)  # a bad file is one clear line here, before any process starts
+    for attempt in range(3):
+        port = free_port()
+        child = sup.spawn("gateway", [sys.executable, "-m", "shadow.cli", "gateway", str(config),
+                                      "--listen", f"127.0.0.1:{port}"])
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_http(child, url + "/health", timeout_s=timeout_s)
+            return child, url
+        except ShadowError:
+            sup.stop(child)
+            # Another process may have taken the free port between our probe and mitmdump's bind.
+            if attempt == 2 or "Address already in use" not in child.log_path.read_text(errors="replace"):
+                raise
+    raise AssertionError("unreachable")
+
+
+def summarize_capture(capture: Path) -> str:
+    """A small text report of what the capture holds: rows by endpoint and role, pairs, errors."""
+    from shadow.store import open_store
+
+    with open_store(capture) as store:
+        rows = store.sql(
+            "SELECT endpoint, method, "
+            "count(*) FILTER (WHERE role = 'primary') AS primary_rows, "
+            "count(*) FILTER (WHERE role = 'candidate') AS candidate_rows, "
+            "count(*) FILTER (WHERE role = 'secondary') AS secondary_rows, "
+            "count(*) FILTER (WHERE status >= 500 OR error IS NOT NULL) AS failed "
+            "FROM exchanges GROUP BY ALL ORDER BY primary_rows DESC, endpoint, method").fetchall()
+        total = store.sql("SELECT count(*), count(DISTINCT request_id) FROM exchanges").fetchall()[0]
+        pairs = store.sql("SELECT count(*), count(s_exchange_id), "
+                          "count(*) FILTER (WHERE p_body_hash IS DISTINCT FROM c_body_hash) FROM pairs").fetchall()[0]
+    header = ("endpoint", "method", "primary", "candidate", "secondary", "5xx/err")
+    table = [header, *[(str(ep), str(m), *(str(n) for n in counts)) for ep, m, *counts in rows]]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = ["  " + "  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in
+                              enumerate(zip(r, widths, strict=True))) for r in table]
+    lines.insert(1, "  " + "  ".join("-" * w for w in widths))
+    lines.append("")
+    lines.append(f"  {total[0]} rows for {total[1]} client requests; {pairs[0]} primary/candidate pairs "
+                 f"({pairs[1]} with a secondary), {pairs[2]} with different bodies before noise cancellation")
+    return "\n".join(lines)
+
+
+def _print_drive(result: DriveResult) -> None:
+    statuses = ", ".join(f"{code}: {n}" for code, n in sorted(result.statuses.items()))
+    click.echo(f"sent {result.sent} of {result.planned} requests in {result.elapsed_s:.1f} s "
+               f"({result.rate:.0f} req/s); client saw {statuses or 'no answers'}"
+               + (f"; {result.transport_errors} transport errors" if result.transport_errors else ""))
+    if result.stopped_by_deadline:
+        click.echo("note: stopped at the time limit before the plan was done (--max-seconds)")
+
+
+def _wait_for_interrupt(gateway_url: str, upstreams: DemoUpstreams) -> None:
+    click.echo(f"\nStill running (--keep-running). Try:\n  curl {gateway_url}/api/orders/7\n"
+               f"  monolith {upstreams.monolith}  monolith-b {upstreams.secondary}  orders {upstreams.candidate}\n"
+               "Press Ctrl-C to stop and seal the capture.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("stopping…")
+
+
+def run_demo(out: Path, *, requests: int, concurrency: int, max_seconds: float, keep_running: bool,
+             seed: int, progress: bool) -> Path:
+    """Run the demo into `out`; return the capture folder. Every child is stopped on any exit."""
+    capture = _prepare_out_dir(out)
+    config = out / CONFIG_NAME
+    with _sigterm_unwinds(), Supervisor(out / "logs") as sup:
+        click.echo("starting the monolith, a second monolith instance and the orders service…")
+        upstreams = start_upstreams(sup)
+        config.write_text(gateway_yaml(upstreams))
+        click.echo(f"wrote {config}")
+        gateway, gateway_url = start_gateway(sup, config)
+        click.echo(f"gateway (shadow gateway {config}) listening on {gateway_url}")
+        result = drive(gateway_url, plan_requests(requests, seed), concurrency=concurrency,
+                       max_seconds=max_seconds, progress=progress)
+        _print_drive(result)
+        time.sleep(MIRROR_SETTLE_S)
+        if keep_running:
+            _wait_for_interrupt(gateway_url, upstreams)
+        code = sup.stop(gateway, timeout_s=20)
+        if code != 0:
+            raise gateway.failure(f"exited with code {code} when stopped; the capture may be incomplete")
+    return capture
+
+
+@click.command("demo")
+@click.option("--requests", "request_count", type=click.IntRange(1, 100_000), default=3000, show_default=True,
+              help="How many client requests to send through the gateway.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the config, capture and logs.  [default: ./out/demo-<timestamp>]")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Requests in flight at once.")
+@click.option("--max-seconds", type=click.FloatRange(min=1), default=90.0, show_default=True,
+              help="Stop sending after this long even if requests remain.")
+@click.option("--seed", type=int, default=2026, show_default=True, help="Seed of the traffic plan.")
+@click.option("--keep-running", is_flag=True, help="After the traffic, keep everything up until Ctrl-C.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: float, seed: int,
+         keep_running: bool, no_progress: bool) -> None:
+    """Run the monolith → orders-service migration demo end to end and leave a capture to analyse.
+
+    Starts a shop monolith, a second instance of it and an extracted orders service that differs in
+    seeded ways (a renamed field, rounding, item order, latency, occasional 500s), puts the gateway in
+    front (everything served by the monolith; /api/orders mirrored to the other two), drives traffic
+    through it, stops everything cleanly and shows what the capture holds.
+    """
+    out = out or default_out_dir()
+    started = time.monotonic()
+    capture = run_demo(out, requests=request_count, concurrency=concurrency, max_seconds=max_seconds,
+                       keep_running=keep_running, seed=seed, progress=not no_progress)
+    click.echo(f"\ncapture: {capture}  ({time.monotonic() - started:.0f} s in all; logs in {out / 'logs'})\n")
+    click.echo(summarize_capture(capture))
+    q = subprocess.list2cmdline
+    click.echo("\nnext:")
+    click.echo(f"  {q(['shadow', 'sql', str(capture), 'SELECT role, count(*) FROM exchanges GROUP BY role'])}")
+    click.echo(f"  {q(['shadow', 'report', str(capture)])}")
+    click.echo(f"  {q(['shadow', 'gateway', str(out / CONFIG_NAME), '--listen', '127.0.0.1:8080'])}"
+               "   # the same gateway, for your own traffic")
