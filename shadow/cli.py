@@ -10,6 +10,7 @@ import click
 
 # name -> "module:attribute" of a click command. Add one line per subcommand.
 COMMANDS: dict[str, str] = {
+    "demo": "shadow.demo.run:demo",
     "config": "shadow.config_cmd:config",
 }
 
