@@ -1,0 +1,565 @@
+"""Render an analysis (analyzers/pipeline.py) as a self-contained HTML report, a Markdown summary fit
+for a pull-request comment, and verdict.json.
+
+The HTML has no external references: styles are inline, plots are matplotlib (Agg) PNGs embedded as
+base64 data URIs, and every link is an in-page anchor. Every value that came from traffic is
+HTML-escaped (bodies are attacker-controlled input as far as a report reader is concerned).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import enum
+import html
+import io
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analyzers.pipeline import AnalysisResult, FieldDiff
+
+QUANTILES = (0.50, 0.95, 0.99)
+CLASS_ORDER = {"FAIL": 0, "INCONCLUSIVE": 1, "INSUFFICIENT_DATA": 2, "PASS": 3}
+CLASS_COLOUR = {"PASS": "#1a7f37", "FAIL": "#cf222e", "INCONCLUSIVE": "#9a6700",
+                "INSUFFICIENT_DATA": "#6e7781"}
+TOP_REAL_DIFFS_IN_MARKDOWN = 10
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    html: Path
+    markdown: Path
+    json: Path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Small accessors: the verdict objects are another module's; read them defensively by name.
+
+
+def class_name(value: Any) -> str:
+    """PASS | FAIL | INCONCLUSIVE | INSUFFICIENT_DATA, whether given as an enum or a string."""
+    raw = value.value if isinstance(value, enum.Enum) else value
+    return str(raw).upper()
+
+
+def verdict_results(verdict: Any) -> list[Any]:
+    return list(getattr(verdict, "results", ()) or ())
+
+
+def overall_name(verdict: Any) -> str:
+    return class_name(verdict.overall)
+
+
+def label(endpoint: str, candidate: str | None) -> str:
+    """How an endpoint × candidate service is named everywhere in the report."""
+    return f"{endpoint} → {candidate}" if candidate else endpoint
+
+
+def _severity(cls: str) -> int:
+    return CLASS_ORDER.get(cls, 9)
+
+
+def endpoint_rollup(verdict: Any) -> list[tuple[str, str, str]]:
+    """(label, class, reason) per endpoint × candidate: the worst guardrail decides and explains."""
+    results = verdict_results(verdict)
+    groups: dict[tuple[str, str | None], list[Any]] = {}
+    for summary in getattr(verdict, "endpoints", None) or ():
+        groups.setdefault((summary.endpoint, summary.candidate), [])
+    for r in results:
+        groups.setdefault((r.endpoint, getattr(r, "candidate", None)), []).append(r)
+    rows = []
+    for (endpoint, candidate), own in groups.items():
+        if not own:
+            rows.append((label(endpoint, candidate), "INSUFFICIENT_DATA", "no guardrail could be evaluated"))
+            continue
+        worst = min(own, key=lambda r: _severity(class_name(r.cls)))
+        cls = class_name(worst.cls)
+        if cls == "PASS":
+            rows.append((label(endpoint, candidate), cls, f"all {len(own)} guardrails proven within margin"))
+        else:
+            rows.append((label(endpoint, candidate), cls, f"{worst.metric}: {worst.reason}"))
+    rows.sort(key=lambda row: (_severity(row[1]), row[0]))
+    return rows
+
+
+def format_value(value: Any, unit: str | None) -> str:
+    """An estimate or a margin in its unit: ratio ×1.05, difference +0.12 pp, rate 1.20 %."""
+    if value is None:
+        return "—"
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(f):
+        return "—"
+    if unit == "difference":
+        return f"{100 * f:+.2f} pp"
+    if unit == "rate":
+        return f"{100 * f:.2f} %"
+    if unit == "ratio":
+        return f"×{f:.3f}"
+    return _num(f)
+
+
+def format_interval(value: Any, unit: str | None) -> str:
+    if value is None:
+        return "—"
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):
+        return str(value)
+    return f"[{format_value(lo, unit)}, {format_value(hi, unit)}]"
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(f):
+        return "—"
+    if math.isinf(f):
+        return "∞" if f > 0 else "−∞"
+    if f != 0 and (abs(f) >= 1e5 or abs(f) < 1e-3):
+        return f"{f:.{digits}g}"
+    return f"{f:.{digits}f}".rstrip("0").rstrip(".") if "." in f"{f:.{digits}f}" else f"{f:.{digits}f}"
+
+
+def _interval(value: Any) -> str:
+    if value is None:
+        return "—"
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):
+        return str(value)
+    return f"[{_num(lo)}, {_num(hi)}]"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def order_statistic_interval(values: np.ndarray, q: float, level: float = 0.95) -> tuple[float, float] | None:
+    """Distribution-free interval for the q-quantile: the order statistics whose ranks bracket it
+    with binomial probability ≥ `level`. None when the sample is too small to bracket it."""
+    from scipy.stats import binom
+
+    n = len(values)
+    if n == 0:
+        return None
+    lo_rank = int(binom.ppf((1 - level) / 2, n, q))  # 0-based index into the sorted values
+    hi_rank = int(binom.ppf(1 - (1 - level) / 2, n, q))
+    if lo_rank < 1 or hi_rank >= n:
+        return None
+    ordered = np.sort(values)
+    return float(ordered[lo_rank - 1]), float(ordered[hi_rank])
+
+
+def _finite_positive(values: Any) -> np.ndarray:
+    arr = np.asarray(values if values is not None else [], dtype=float)
+    return arr[np.isfinite(arr) & (arr > 0)]
+
+
+def _bool_count(values: Any) -> int:
+    arr = np.asarray(values if values is not None else [], dtype=bool)
+    return int(arr.sum())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plots
+
+
+def latency_plot_png(primary: np.ndarray, candidate: np.ndarray, title: str) -> bytes:
+    """Left: ECDF of both arms on a log latency axis, with each arm's p50/p95/p99 and their 95 %
+    intervals. Right: the tail (share of requests slower than x, log scale), where regressions hide."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, tail) = plt.subplots(1, 2, figsize=(10.0, 3.4), dpi=90)
+    try:
+        for name, values, colour, offset in (("primary", primary, "#0969da", -0.012),
+                                             ("candidate", candidate, "#bf3989", 0.012)):
+            if len(values) == 0:
+                continue
+            xs = np.sort(values)
+            ys = np.arange(1, len(xs) + 1) / len(xs)
+            ax.step(xs, ys, where="post", color=colour, label=f"{name} (n={len(xs):,})", linewidth=1.4)
+            tail.step(xs, np.maximum(1.0 - ys, 0.5 / len(xs)), where="post", color=colour, linewidth=1.4)
+            for q in QUANTILES:
+                estimate = float(np.quantile(xs, q))
+                ci = order_statistic_interval(xs, q)
+                if ci is not None:
+                    ax.errorbar([estimate], [q + offset], xerr=[[estimate - ci[0]], [ci[1] - estimate]],
+                                fmt="o", color=colour, markersize=3, capsize=3, linewidth=1)
+                    tail.errorbar([estimate], [1 - q], xerr=[[estimate - ci[0]], [ci[1] - estimate]],
+                                  fmt="o", color=colour, markersize=3, capsize=3, linewidth=1)
+        for axis in (ax, tail):
+            axis.set_xscale("log")
+            axis.set_xlabel("latency (ms, log scale)")
+            axis.grid(True, which="both", alpha=0.25)
+        ax.set_ylabel("share of requests ≤ x")
+        ax.set_ylim(0, 1.04)
+        ax.legend(loc="lower right", fontsize=8)
+        tail.set_yscale("log")
+        tail.set_ylabel("share of requests > x (tail)")
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+# ---------------------------------------------------------------------------------------------------
+# HTML
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;
+ color:#1f2328;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0 1rem;width:100%}
+th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left;vertical-align:top}
+th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.badge{display:inline-block;padding:.1rem .5rem;border-radius:.3rem;color:#fff;font-weight:600;font-size:.85em}
+.verdict{font-size:2rem;font-weight:700}
+code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.9em}
+pre{background:#f6f8fa;padding:.5rem;overflow:auto;white-space:pre-wrap;word-break:break-all;margin:0}
+.muted{color:#6e7781}nav a{margin-right:1rem}
+.example{border:1px solid #d0d7de;border-radius:.3rem;padding:.5rem;margin:.5rem 0}
+"""
+
+
+def _badge(cls: str) -> str:
+    colour = CLASS_COLOUR.get(cls, "#6e7781")
+    return f'<span class="badge" style="background:{colour}">{html.escape(cls)}</span>'
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequence[int] = ()) -> str:
+    """`rows` hold already-escaped HTML cells."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
+                        for i, c in enumerate(row))
+        body.append(f"<tr>{cells}</tr>")
+    if not body:
+        return '<p class="muted">none</p>'
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _clip(value: str | None, limit: int = 400) -> str:
+    if value is None:
+        return "(absent)"
+    return value if len(value) <= limit else value[:limit] + f"… ({len(value) - limit} more characters)"
+
+
+def policy_mapping(policy: Any) -> Any:
+    """The policy as plain data, whatever shape the policy module gives it."""
+    for name in ("to_mapping", "to_dict", "to_json"):
+        method = getattr(policy, name, None)
+        if callable(method):
+            return method()
+    if dataclasses.is_dataclass(policy) and not isinstance(policy, type):
+        return dataclasses.asdict(policy)
+    return repr(policy)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path | datetime):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
+def dumps(doc: Any) -> str:
+    return json.dumps(doc, indent=2, default=_json_default, allow_nan=False, sort_keys=False)
+
+
+def _sanitize(value: Any) -> Any:
+    """JSON has no NaN/Infinity: turn them into null so every consumer can parse verdict.json."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _sanitize(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_sanitize(v) for v in value]
+    return value
+
+
+def verdict_json(result: AnalysisResult) -> str:
+    return dumps(_sanitize(json.loads(json.dumps(result.to_json(), default=_json_default))))
+
+
+def _summary_section(result: AnalysisResult) -> str:
+    verdict = result.verdict
+    overall = overall_name(verdict)
+    rows = [(_e(ep), _badge(cls), _e(reason)) for ep, cls, reason in endpoint_rollup(verdict)]
+    return (
+        '<section id="summary"><h2>Readiness</h2>'
+        f'<p><span class="verdict" style="color:{CLASS_COLOUR.get(overall, "#000")}">{_e(overall)}</span>'
+        f' &nbsp; score <b>{_num(getattr(verdict, "score", None), 1)}</b> / 100'
+        ' <span class="muted">(the score is for display; the gate is the rule: PASS needs every '
+        'guardrail proven non-inferior)</span></p>'
+        + _table(("endpoint", "class", "why"), rows) + "</section>"
+    )
+
+
+def _guardrail_section(result: AnalysisResult) -> str:
+    rows = []
+    results = verdict_results(result.verdict)
+    for r in sorted(results, key=lambda r: (r.endpoint, str(getattr(r, "candidate", "")), r.metric)):
+        unit = getattr(r, "unit", None)
+        ms = str(r.metric).startswith("latency")
+        side_unit = None if ms else "rate"
+        rows.append((
+            _e(label(r.endpoint, getattr(r, "candidate", None))), _e(r.metric),
+            _value_cell(getattr(r, "primary_value", None), side_unit, ms),
+            _value_cell(getattr(r, "candidate_value", None), side_unit, ms),
+            _e(format_value(r.estimate, unit)), _e(format_interval(r.interval, unit)),
+            _e(format_value(r.margin, unit)), _num(r.n_primary), _num(r.n_candidate), _e(r.test),
+            "paired" if r.paired else "unpaired", _num(r.p_value, 3), _badge(class_name(r.cls)), _e(r.reason),
+            _num(r.needed_n),
+        ))
+    return ('<section id="guardrails"><h2>Guardrails</h2>'
+            '<p class="muted">Each guardrail is a non-inferiority test: PASS when the interval rules '
+            'out a regression larger than the margin, FAIL on significant harm (Holm-corrected), '
+            'otherwise INCONCLUSIVE with the per-arm sample size still needed.</p>'
+            + _table(("endpoint", "metric", "primary", "candidate", "estimate", "interval", "margin",
+                      "n primary", "n candidate", "test", "design", "p (non-inferiority)", "class", "why",
+                      "n needed"), rows, numeric=(2, 3, 4, 6, 7, 8, 11, 14))
+            + "</section>")
+
+
+def _value_cell(value: Any, unit: str | None, ms: bool) -> str:
+    if value is None:
+        return "—"
+    return _e(f"{_num(value, 1)} ms") if ms else _e(format_value(value, unit))
+
+
+def _latency_section(result: AnalysisResult) -> str:
+    parts = ['<section id="latency"><h2>Latency</h2>'
+             '<p class="muted">Empirical distribution functions, primary vs candidate; dots are each '
+             "arm's p50/p95/p99 with a distribution-free 95 % interval (order statistics).</p>"]
+    for sample in result.samples:
+        primary = _finite_positive(sample.primary_latency_ms)
+        candidate = _finite_positive(sample.candidate_latency_ms)
+        design = "paired (mirrored)" if sample.paired else "unpaired (split)"
+        name = label(sample.endpoint, getattr(sample, "candidate", None))
+        parts.append(f"<h3>{_e(name)} <span class='muted'>— {design}</span></h3>")
+        if len(primary) == 0 and len(candidate) == 0:
+            parts.append('<p class="muted">no latency measured</p>')
+            continue
+        parts.append(_img(latency_plot_png(primary, candidate, name), f"latency ECDF for {name}"))
+        rows = []
+        for q in QUANTILES:
+            cells = [f"p{round(q * 100)}"]
+            for values in (primary, candidate):
+                if len(values) == 0:
+                    cells += ["—", "—"]
+                    continue
+                ci = order_statistic_interval(values, q)
+                cells += [_num(float(np.quantile(values, q)), 1), _interval(ci)]
+            rows.append(cells)
+        parts.append(_table(("quantile", "primary ms", "primary 95 % interval", "candidate ms",
+                             "candidate 95 % interval"), rows, numeric=(1, 3)))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _error_section(result: AnalysisResult) -> str:
+    rows = []
+    for s in result.samples:
+        n_p = len(np.asarray(s.primary_5xx))
+        n_c = len(np.asarray(s.candidate_5xx))
+        p5, c5 = _bool_count(s.primary_5xx), _bool_count(s.candidate_5xx)
+        pt, ct = _bool_count(s.primary_transport_error), _bool_count(s.candidate_transport_error)
+        rows.append((
+            _e(label(s.endpoint, getattr(s, "candidate", None))), _num(n_p), _num(n_c),
+            f"{p5:,} ({_pct(p5 / n_p) if n_p else '—'})", f"{c5:,} ({_pct(c5 / n_c) if n_c else '—'})",
+            f"{pt:,} ({_pct(pt / n_p) if n_p else '—'})", f"{ct:,} ({_pct(ct / n_c) if n_c else '—'})",
+        ))
+    return ('<section id="errors"><h2>Errors</h2>'
+            '<p class="muted">HTTP 5xx answers and transport errors (no answer at all: reset, '
+            'timeout, refused) are counted apart.</p>'
+            + _table(("endpoint", "n primary", "n candidate", "5xx primary", "5xx candidate",
+                      "transport errors primary", "transport errors candidate"), rows,
+                     numeric=(1, 2, 3, 4, 5, 6))
+            + "</section>")
+
+
+def _field_rows(fields: Iterable[FieldDiff]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for f in fields:
+        link = f'<a href="#{f.anchor}">{len(f.examples)} example{"s" if len(f.examples) != 1 else ""}</a>'
+        rows.append((
+            _e(f.name), f"<code>{_e(f.pointer_template)}</code>", _e(f.kind), _e(f.op),
+            _num(f.count), _pct(f.rate), "noise" if f.noise else "<b>real</b>",
+            _e(f.noise_reason) if f.noise else "", link if f.examples else "",
+        ))
+    return rows
+
+
+def _diff_section(result: AnalysisResult) -> str:
+    fields = sorted(result.fields, key=lambda f: (f.noise, -f.count, f.name, f.pointer_template))
+    pairs = "".join(f"<li>{_e(ep)}: {n:,} pairs</li>" for ep, n in sorted(result.pairs_by_endpoint.items()))
+    return ('<section id="diffs"><h2>Differences by field</h2>'
+            '<p class="muted">Differences between the primary\'s and the candidate\'s answers to the same '
+            'request, grouped by endpoint and templated field. Rate = share of the endpoint\'s pairs '
+            'with that difference. Real differences first.</p>'
+            + (f"<ul>{pairs}</ul>" if pairs else "")
+            + _table(("endpoint", "field", "kind", "op", "count", "rate", "real / noise", "why noise",
+                      "examples"), _field_rows(fields), numeric=(4, 5))
+            + "</section>")
+
+
+def _noise_section(result: AnalysisResult) -> str:
+    reasons: dict[str, list[FieldDiff]] = {}
+    for f in result.noise_fields:
+        reasons.setdefault(f.noise_reason or "(no reason given)", []).append(f)
+    rows = []
+    for reason, fields in sorted(reasons.items()):
+        names = ", ".join(f"<code>{_e(f.pointer_template)}</code> ({_e(f.name)})" for f in fields)
+        rows.append((_e(reason), names, _num(sum(f.count for f in fields))))
+    return ('<section id="noise"><h2>Treated as noise</h2>'
+            '<p class="muted">These differences do not count against the candidate, for the reason '
+            'given (an ignore rule, a tolerance, or a field that also differs between two copies of '
+            'the primary).</p>'
+            + _table(("why", "fields", "differences"), rows, numeric=(2,)) + "</section>")
+
+
+def _examples_section(result: AnalysisResult) -> str:
+    parts = ['<section id="examples"><h2>Examples</h2>']
+    for f in sorted(result.fields, key=lambda f: (f.noise, f.name, f.pointer_template)):
+        if not f.examples:
+            continue
+        label = "noise" if f.noise else "real"
+        parts.append(f'<div class="example" id="{f.anchor}"><h3>{_e(f.name)} '
+                     f'<code>{_e(f.pointer_template)}</code> {_e(f.op)} <span class="muted">({label})</span>'
+                     "</h3>")
+        rows = [(f"<code>{_e(e.request_id)}</code>", f"<code>{_e(e.pointer)}</code>",
+                 f"<pre>{_e(_clip(e.old))}</pre>", f"<pre>{_e(_clip(e.new))}</pre>") for e in f.examples]
+        parts.append(_table(("request id", "pointer", "primary", "candidate"), rows))
+        parts.append('<p><a href="#diffs">back to the table</a></p></div>')
+    if len(parts) == 1:
+        parts.append('<p class="muted">no differences</p>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _policy_section(result: AnalysisResult) -> str:
+    text = dumps(_sanitize(json.loads(json.dumps(policy_mapping(result.policy), default=_json_default))))
+    return f'<section id="policy"><h2>Policy used</h2><pre>{_e(text)}</pre></section>'
+
+
+def render_html(result: AnalysisResult, *, generated_at: datetime | None = None) -> str:
+    when = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S UTC")
+    nav = "".join(f'<a href="#{anchor}">{title}</a>' for anchor, title in (
+        ("summary", "Readiness"), ("guardrails", "Guardrails"), ("latency", "Latency"), ("errors", "Errors"),
+        ("diffs", "Differences"), ("noise", "Noise"), ("examples", "Examples"), ("policy", "Policy")))
+    body = "".join((
+        _summary_section(result), _guardrail_section(result), _latency_section(result),
+        _error_section(result), _diff_section(result), _noise_section(result),
+        _examples_section(result), _policy_section(result),
+    ))
+    title = f"shadow report — {overall_name(result.verdict)}"
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>shadow cutover report</h1><p class='muted'>capture <code>{_e(result.capture_dir)}</code>"
+        f" · generated {when}</p><nav>{nav}</nav>{body}</body></html>"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _md(value: Any) -> str:
+    """A table cell: pipes and newlines would break the row."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+_MD_MARK = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "INCONCLUSIVE": "⚠️ INCONCLUSIVE",
+            "INSUFFICIENT_DATA": "⚠️ INSUFFICIENT_DATA"}
+
+
+def render_markdown(result: AnalysisResult) -> str:
+    verdict = result.verdict
+    overall = overall_name(verdict)
+    lines = [f"## shadow verdict: {_MD_MARK.get(overall, overall)}", "",
+             f"Score {_num(getattr(verdict, 'score', None), 1)} / 100 · capture `{result.capture_dir}`", ""]
+    results = verdict_results(verdict)
+    metrics = sorted({r.metric for r in results})
+    by_cell = {(label(r.endpoint, getattr(r, "candidate", None)), r.metric): r for r in results}
+    endpoints = [ep for ep, _, _ in endpoint_rollup(verdict)]
+    if endpoints:
+        lines.append("| endpoint | " + " | ".join(_md(m) for m in metrics) + " |")
+        lines.append("|---|" + "---|" * len(metrics))
+        for ep in endpoints:
+            cells = []
+            for m in metrics:
+                r = by_cell.get((ep, m))
+                cells.append(_MD_MARK.get(class_name(r.cls), class_name(r.cls)) if r is not None else "")
+            lines.append(f"| {_md(ep)} | " + " | ".join(cells) + " |")
+        lines.append("")
+        problems = [(ep, cls, why) for ep, cls, why in endpoint_rollup(verdict) if cls != "PASS"]
+        if problems:
+            lines.append("**Why not PASS**")
+            lines.append("")
+            lines += [f"- `{ep}` {cls}: {why}" for ep, cls, why in problems]
+            lines.append("")
+    real = sorted(result.real_fields, key=lambda f: -f.count)[:TOP_REAL_DIFFS_IN_MARKDOWN]
+    if real:
+        lines += ["**Top real differences**", "", "| endpoint | field | op | count | rate |", "|---|---|---|---|---|"]
+        lines += [f"| {_md(f.name)} | `{_md(f.pointer_template)}` | {_md(f.op)} | {f.count:,} | {_pct(f.rate)} |"
+                  for f in real]
+        lines.append("")
+    else:
+        lines += ["No real body differences after noise cancellation.", ""]
+    noise = len(result.noise_fields)
+    if noise:
+        lines += [f"{noise} field(s) treated as noise; see the HTML report for why.", ""]
+    return "\n".join(lines)
+
+
+def write_report(result: AnalysisResult, out_dir: Path) -> ReportFiles:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = ReportFiles(out_dir / "report.html", out_dir / "summary.md", out_dir / "verdict.json")
+    files.html.write_text(render_html(result), encoding="utf-8")
+    files.markdown.write_text(render_markdown(result), encoding="utf-8")
+    files.json.write_text(verdict_json(result) + "\n", encoding="utf-8")
+    return files

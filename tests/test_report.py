@@ -1,0 +1,147 @@
+"""Report rendering on a verdict and diff fields built directly (no capture, no statistics run)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analyzers.pipeline import AnalysisResult, DiffExample, FieldDiff
+from analyzers.policy import Policy
+from analyzers.report import (
+    endpoint_rollup,
+    order_statistic_interval,
+    render_html,
+    render_markdown,
+    write_report,
+)
+from analyzers.verdict import EndpointSample, EndpointSummary, GuardrailResult, Verdict
+
+SECTIONS = ("summary", "guardrails", "latency", "errors", "diffs", "noise", "examples", "policy")
+
+
+def _result(endpoint: str, metric: str, cls: str, reason: str, *, candidate: str = "orders-svc",
+            unit: str = "ratio", estimate: float = 1.02, paired: bool = True) -> GuardrailResult:
+    return GuardrailResult(endpoint=endpoint, metric=metric, estimate=estimate, interval=(0.98, 1.06),
+                           margin=1.10 if unit == "ratio" else 0.001, n_primary=800, n_candidate=800,
+                           test="paired bootstrap", paired=paired, p_value=0.01, p_harm=0.5, cls=cls,  # type: ignore[arg-type]
+                           reason=reason, needed_n=None if cls == "PASS" else 4200, unit=unit,
+                           primary_value=40.0, candidate_value=41.0, candidate=candidate)
+
+
+def _sample(endpoint: str, paired: bool, shift: float, seed: int) -> EndpointSample:
+    rng = np.random.default_rng(seed)
+    p = rng.lognormal(np.log(40), 0.5, 800)
+    c = p * shift if paired else rng.lognormal(np.log(40 * shift), 0.5, 700)
+    c_err = np.zeros(len(c), dtype=bool)
+    c_err[:3] = True
+    c = np.where(c_err, np.nan, c)
+    p5 = np.zeros(len(p), dtype=bool)
+    c5 = np.zeros(len(c), dtype=bool)
+    c5[5:12] = True
+    return EndpointSample(endpoint=endpoint, paired=paired, primary_latency_ms=p, candidate_latency_ms=c,
+                          primary_5xx=p5, candidate_5xx=c5, primary_transport_error=np.zeros(len(p), dtype=bool),
+                          candidate_transport_error=c_err, candidate="orders-svc")
+
+
+@pytest.fixture
+def analysis(tmp_path: Path) -> AnalysisResult:
+    results = [
+        _result("/api/orders/{id}", "latency_p95", "FAIL", "p95 is 50 % slower"),
+        _result("/api/orders/{id}", "error_rate", "PASS", "within margin", unit="difference", estimate=0.0),
+        _result("/api/orders", "latency_p95", "INCONCLUSIVE", "not enough data yet", paired=False),
+        _result("/api/orders", "mismatch_rate", "PASS", "within budget", unit="rate", estimate=0.0),
+    ]
+    endpoints = [EndpointSummary("/api/orders/{id}", "orders-svc", True, False, 800, 800, "FAIL"),
+                 EndpointSummary("/api/orders", "orders-svc", False, False, 800, 700, "INCONCLUSIVE")]
+    verdict = Verdict(overall="FAIL", score=12.5, results=results, endpoints=endpoints,
+                      policy=Policy().to_dict(), generated_at="2026-11-26T06:00:00Z", reason="1 guardrail failed")
+    real = FieldDiff(endpoint="/api/orders/{id}", c_service="orders-svc", kind="body", op="removed",
+                     pointer_template="/customer_id", noise=False, noise_reason=None, count=120,
+                     pairs_affected=120, pairs_total=800,
+                     examples=(DiffExample("req-1", "/customer_id", '"<script>alert(1)</script>"', None),
+                               DiffExample("req-2", "/customer_id", "17", None)))
+    noise = FieldDiff(endpoint="/api/orders/{id}", c_service="orders-svc", kind="body", op="changed",
+                      pointer_template="/generated_at", noise=True,
+                      noise_reason="differs between primary and secondary", count=800, pairs_affected=800,
+                      pairs_total=800, examples=(DiffExample("req-3", "/generated_at", '"t1"', '"t2"'),))
+    return AnalysisResult(capture_dir=tmp_path / "capture", policy=Policy(),
+                          samples=(_sample("/api/orders/{id}", True, 1.5, 1), _sample("/api/orders", False, 1.0, 2)),
+                          verdict=verdict, fields=(real, noise),
+                          pairs_by_endpoint={"/api/orders/{id} → orders-svc": 800})
+
+
+def test_report_files_are_written_and_self_contained(analysis: AnalysisResult, tmp_path: Path) -> None:
+    files = write_report(analysis, tmp_path / "out")
+    page = files.html.read_text()
+    for section in SECTIONS:
+        assert f'id="{section}"' in page
+    # Self-contained: every src is a data URI, every href an in-page anchor.
+    assert all(src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]*)"', page))
+    hrefs = re.findall(r'href="([^"]*)"', page)
+    assert hrefs and all(h.startswith("#") for h in hrefs)
+    # Every in-page link lands somewhere.
+    ids = set(re.findall(r'id="([^"]*)"', page))
+    assert {h[1:] for h in hrefs} <= ids
+    assert "<link" not in page and "<script" not in page
+    assert len(re.findall(r"<img ", page)) == 2  # one latency plot per endpoint
+
+
+def test_html_escapes_captured_values(analysis: AnalysisResult) -> None:
+    page = render_html(analysis)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>alert" not in page
+
+
+def test_html_shows_verdict_reasons_noise_and_policy(analysis: AnalysisResult) -> None:
+    page = render_html(analysis)
+    summary = page[page.index('id="summary"'):page.index('id="guardrails"')]
+    assert "FAIL" in summary and "12.5" in summary
+    assert "latency_p95: p95 is 50 % slower" in summary
+    assert "not enough data yet" in summary
+    noise = page[page.index('id="noise"'):page.index('id="examples"')]
+    assert "/generated_at" in noise and "differs between primary and secondary" in noise
+    assert "/customer_id" not in noise
+    diffs = page[page.index('id="diffs"'):page.index('id="noise"')]
+    assert "15.00 %" in diffs  # 120 of 800 pairs
+    assert "min_samples" in page[page.index('id="policy"'):]
+    errors = page[page.index('id="errors"'):page.index('id="diffs"')]
+    assert "7 (0.88 %)" in errors  # candidate 5xx on the paired endpoint, apart from transport errors
+    assert "3 (0.38 %)" in errors
+
+
+def test_rollup_orders_worst_first(analysis: AnalysisResult) -> None:
+    rows = endpoint_rollup(analysis.verdict)
+    assert [r[1] for r in rows] == ["FAIL", "INCONCLUSIVE"]
+    assert rows[0][0] == "/api/orders/{id} → orders-svc"
+
+
+def test_markdown_summary(analysis: AnalysisResult) -> None:
+    md = render_markdown(analysis)
+    assert md.startswith("## shadow verdict: ❌ FAIL")
+    assert "| endpoint | error_rate | latency_p95 | mismatch_rate |" in md
+    assert "`/customer_id`" in md  # top real difference
+    assert "/generated_at" not in md  # noise stays out of a PR comment
+
+
+def test_verdict_json_is_strict_json_with_diff_fields(analysis: AnalysisResult, tmp_path: Path) -> None:
+    files = write_report(analysis, tmp_path / "out")
+    text = files.json.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    doc = json.loads(text)
+    assert doc["verdict"] == "fail"
+    assert {r["metric"] for r in doc["results"]} == {"latency_p95", "error_rate", "mismatch_rate"}
+    fields = {f["pointer_template"]: f for f in doc["diff_fields"]}
+    assert fields["/customer_id"]["noise"] is False and fields["/customer_id"]["rate"] == pytest.approx(0.15)
+    assert fields["/generated_at"]["noise_reason"] == "differs between primary and secondary"
+
+
+def test_order_statistic_interval_brackets_the_quantile() -> None:
+    values = np.arange(1000, dtype=float)
+    lo, hi = order_statistic_interval(values, 0.95) or (None, None)
+    assert lo is not None and hi is not None
+    assert lo < 949.5 < hi and hi - lo < 40
+    assert order_statistic_interval(np.arange(10, dtype=float), 0.99) is None  # too few to bracket p99
