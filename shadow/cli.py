@@ -10,8 +10,11 @@ import click
 
 # name -> "module:attribute" of a click command. Add one line per subcommand.
 COMMANDS: dict[str, str] = {
+    "gateway": "shadow.gateway_cmd:gateway",
+    "replay": "shadow.replay.cli:replay",
     "demo": "shadow.demo.run:demo",
     "config": "shadow.config_cmd:config",
+    "sql": "shadow.sql_cmd:sql",
 }
 
 

@@ -1,0 +1,152 @@
+"""Resuming an interrupted replay without sending any request twice.
+
+A replay run has a random `run_id`; every request id is derived from (run_id, source identity,
+entry index, loop), so a resumed run recomputes the same ids, and a fresh run into the same capture
+never collides with an earlier one. What is done is the union of two records:
+- the checkpoint `CAPTURE/_replay/state.json` (written atomically after the writer flushed), and
+- the request ids already present in the capture's sealed segments (the ground truth: it also
+  covers rows sealed after the last checkpoint, e.g. after a SIGKILL and journal recovery).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shadow.errors import CaptureError
+
+STATE_FILE = Path("_replay") / "state.json"
+
+
+def request_id(run_id: str, identity: str, index: int, loop: int) -> str:
+    return hashlib.sha256(f"{run_id}:{identity}:{index}:{loop}".encode()).hexdigest()[:32]
+
+
+def exchange_id(request_id: str, role: str) -> str:
+    return hashlib.sha256(f"{request_id}:{role}".encode()).hexdigest()[:32]
+
+
+def to_ranges(indices: Iterable[int]) -> list[list[int]]:
+    """Sorted inclusive [start, end] ranges: a million finished entries stay a few bytes."""
+    out: list[list[int]] = []
+    for i in sorted(set(indices)):
+        if out and out[-1][1] == i - 1:
+            out[-1][1] = i
+        else:
+            out.append([i, i])
+    return out
+
+
+def from_ranges(ranges: Iterable[Iterable[int]]) -> set[int]:
+    out: set[int] = set()
+    for r in ranges:
+        lo, hi = list(r)
+        out.update(range(int(lo), int(hi) + 1))
+    return out
+
+
+@dataclass
+class SourceProgress:
+    path: str
+    identity: str
+    done: dict[int, set[int]] = field(default_factory=dict)  # loop -> finished entry indices
+
+
+@dataclass
+class ReplayState:
+    run_id: str
+    sources: dict[str, SourceProgress] = field(default_factory=dict)  # by identity
+    finished: bool = False
+
+    @classmethod
+    def new(cls) -> ReplayState:
+        return cls(run_id=secrets.token_hex(8))
+
+    def mark(self, identity: str, loop: int, index: int) -> None:
+        self.sources[identity].done.setdefault(loop, set()).add(index)
+
+    def is_done(self, identity: str, loop: int, index: int) -> bool:
+        src = self.sources.get(identity)
+        return bool(src and index in src.done.get(loop, ()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "run_id": self.run_id,
+            "finished": self.finished,
+            "sources": [
+                {"path": s.path, "identity": s.identity,
+                 "done": {str(loop): to_ranges(idx) for loop, idx in sorted(s.done.items())}}
+                for s in self.sources.values()
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> ReplayState:
+        state = cls(run_id=str(doc["run_id"]), finished=bool(doc.get("finished", False)))
+        for s in doc.get("sources", []):
+            state.sources[s["identity"]] = SourceProgress(
+                path=s["path"], identity=s["identity"],
+                done={int(loop): from_ranges(r) for loop, r in s.get("done", {}).items()})
+        return state
+
+
+def state_path(capture: Path) -> Path:
+    return capture / STATE_FILE
+
+
+def load_state(capture: Path) -> ReplayState | None:
+    path = state_path(capture)
+    if not path.exists():
+        return None
+    try:
+        return ReplayState.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as e:
+        raise CaptureError(f"{path}: unreadable replay checkpoint: {e}") from None
+
+
+def save_state(capture: Path, state: ReplayState) -> None:
+    write_state_json(capture, state.to_json())
+
+
+def write_state_json(capture: Path, doc: dict[str, Any]) -> None:
+    """Write-temp, fsync, rename: a crash leaves the old checkpoint or the new one, never half."""
+    path = state_path(capture)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".state.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fo:
+            json.dump(doc, fo)
+            fo.flush()
+            os.fsync(fo.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def captured_request_ids(capture: Path) -> set[str]:
+    """Request ids of replay rows already sealed in the capture."""
+    root = capture / "exchanges"
+    if not root.is_dir():
+        return set()
+    files = [str(p) for p in root.rglob("*.parquet") if not p.name.startswith((".", "_"))]
+    if not files:
+        return set()
+    import duckdb
+
+    try:
+        con = duckdb.connect()
+        rows = con.execute(
+            "SELECT DISTINCT request_id FROM read_parquet(?, hive_partitioning=true, union_by_name=true) "
+            "WHERE mode = 'replay'", [files]).fetchall()
+    except duckdb.Error as e:
+        raise CaptureError(f"{capture}: cannot read the capture to resume: {str(e).splitlines()[0]}") from None
+    return {r[0] for r in rows}
