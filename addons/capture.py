@@ -1,0 +1,151 @@
+"""Capture addon: every exchange the gateway serves becomes one row for shadow.capture.
+
+Thin: it reads the flow into a `shadow.exchange.ExchangeRecord` and hands the row to the
+`CaptureWriter`, which only enqueues (decoding, hashing, redaction and I/O happen on the writer's
+thread). Capture never fails or delays the client: any error here is counted and logged at a
+limited rate, never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from mitmproxy import http
+
+from addons.reload import ActiveConfig, GatewayState, RouteContext
+from shadow.capture import CaptureWriter, make_gateway_id
+from shadow.exchange import ExchangeRecord, traceparent_ids
+from shadow.mirror import RateLimitedLog, describe_error
+from shadow.settings import CaptureSettings
+
+logger = logging.getLogger(__name__)
+
+COUNTERS_INTERVAL_S = 1.0
+
+
+def primary_record(flow: http.HTTPFlow, route: RouteContext | None, gateway_id: str) -> ExchangeRecord:
+    """The primary exchange of a flow (answered by an upstream, locally, or failed)."""
+    req = flow.request
+    resp = flow.response
+    started = req.timestamp_start
+    ended = resp.timestamp_end if resp is not None else None
+    if ended is None:
+        ended = (flow.error.timestamp if flow.error is not None else None) or time.time()
+    path, _, query = req.path.partition("?")
+    trace_id, span_id = traceparent_ids(req.headers.get("traceparent"))
+    peer = flow.client_conn.peername
+    # raw_content: bytes as they travelled (possibly compressed); the writer decodes them.
+    return ExchangeRecord(
+        request_id=route.request_id if route else flow.id,
+        role="primary",
+        mode="mirror" if route is not None and route.mirrored else "serve",
+        service=route.service if route else None,
+        router=route.router if route else None,
+        ts_ns=int(started * 1e9),
+        latency_ms=(ended - started) * 1000.0,
+        method=req.method,
+        url=req.url if route is not None and route.upstream else req.path,
+        host=route.client_host if route else (req.host_header or ""),
+        path=path,
+        query=query,
+        upstream=route.upstream if route else None,
+        req_headers=list(req.headers.fields),  # type: ignore[arg-type]  # bytes pairs: decoded by the writer
+        req_body=req.raw_content,
+        status=resp.status_code if resp is not None else None,
+        resp_headers=list(resp.headers.fields) if resp is not None else [],  # type: ignore[arg-type]
+        resp_body=resp.raw_content if resp is not None else None,
+        error=flow.error.msg if flow.error is not None and resp is None else None,
+        trace_id=trace_id,
+        span_id=span_id,
+        client_key=peer[0] if peer else None,
+        gateway=gateway_id,
+    )
+
+
+class Capture:
+    """Submits the primary row of every flow; mirror rows are submitted by the mirror addon."""
+
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self.errors = 0
+        self._warn = RateLimitedLog(logger.warning)
+        self._last_counters = 0.0
+        self._settings: CaptureSettings | None = None
+        state.on_activate.append(self._on_activate)
+
+    def _on_activate(self, active: ActiveConfig, previous: ActiveConfig | None) -> None:
+        shadow = active.config.shadow
+        if previous is None:
+            self.state.gateway_id = shadow.gateway_id or make_gateway_id()
+            self._settings = shadow.capture
+            if shadow.capture.enabled:
+                # CaptureError (folder not writable, id in use) propagates: startup fails with one line.
+                self.state.capture = CaptureWriter(shadow.capture, gateway_id=self.state.gateway_id)
+                logger.info(f"shadow gateway: capturing to {shadow.capture.dir} as {self.state.gateway_id}")
+        elif shadow.capture != self._settings or shadow.gateway_id not in (None, self.state.gateway_id):
+            logger.warning("shadow gateway: capture settings changed; they apply after a restart "
+                           f"(still capturing to {self._settings.dir if self._settings else None})")
+
+    def submit(self, record: ExchangeRecord) -> None:
+        writer = self.state.capture
+        if writer is None:
+            return
+        try:
+            writer.submit(record.to_row())
+        except Exception as exc:  # never let capture reach the client path
+            self.errors += 1
+            self._warn(f"capture failed ({self.errors} so far): {describe_error(exc)}")
+        self.publish_counters()
+
+    def publish_counters(self, *, force: bool = False) -> None:
+        """Gateway counters (mirror_shed, ...) go out with the writer's stats, at most once a second."""
+        writer = self.state.capture
+        now = time.monotonic()
+        if writer is None or (not force and now - self._last_counters < COUNTERS_INTERVAL_S):
+            return
+        self._last_counters = now
+        try:
+            writer.update_counters({**self.state.counters(), "capture_errors": self.errors})
+        except Exception as exc:
+            self._warn(f"publishing gateway counters failed: {describe_error(exc)}")
+
+    def _capture_flow(self, flow: http.HTTPFlow) -> None:
+        try:
+            record = primary_record(flow, self.state.routes.get(flow), self.state.gateway_id)
+        except Exception as exc:
+            self.errors += 1
+            self._warn(f"capture failed ({self.errors} so far): {describe_error(exc)}")
+            return
+        self.state.records[flow] = record
+        self.submit(record)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        if flow.error is not None or flow.response is None or self.state.capture is None:
+            return
+        self._capture_flow(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        # An upstream that refused or timed out: the client got mitmproxy's 502, the row says why.
+        if flow.response is not None or self.state.capture is None or flow not in self.state.routes:
+            return
+        self._capture_flow(flow)
+
+    async def done(self) -> None:
+        # Mirrors still in flight get their grace period first, so their rows are captured too.
+        if self.state.dispatcher is not None:
+            await self.state.dispatcher.aclose()
+        writer = self.state.capture
+        if writer is None:
+            return
+        self.publish_counters(force=True)
+        self.state.capture = None
+        try:
+            await asyncio.to_thread(writer.close)
+        except Exception as exc:
+            logger.error(f"shadow gateway: closing the capture failed: {describe_error(exc)}")
+        else:
+            stats = writer.stats()
+            logger.info(f"shadow gateway: capture sealed: {stats.sealed_rows} rows in {stats.segments} "
+                        f"files, {stats.shed} shed")

@@ -1,0 +1,28 @@
+"""The shadow gateway: the one script to pass to mitmdump.
+
+    mitmdump -s addons/gateway.py --set shadow_config=gateway.yaml --mode reverse:http://monolith:8080
+
+(or `shadow gateway gateway.yaml`, which adds the listen address and quiet output). The reverse
+target is only a default: every request is routed by the configuration's routers. The gateway
+sets `connection_strategy=lazy` and `keep_host_header=true`, which it needs.
+
+One concern per addon, in hook order: configuration (load, validate, hot reload), routing, capture
+of the primary exchange, mirroring (scheduled after the primary answered; copies captured when
+they complete).
+"""
+
+from __future__ import annotations
+
+from addons.capture import Capture
+from addons.mirror import Mirror
+from addons.reload import GatewayState, ShadowConfig
+from addons.router import Router
+
+state = GatewayState()
+
+addons = [
+    ShadowConfig(state),
+    Router(state),
+    Capture(state),
+    Mirror(state),
+]

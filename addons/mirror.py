@@ -1,0 +1,131 @@
+"""Mirror addon: after the primary answered, send copies to the route's mirror services.
+
+Traefik's mirroring semantics (percent counter, mirrorBody, maxBodySize; nothing is mirrored when
+the client went away) plus the gateway's safety rules: unsafe methods only to targets that allow
+them, every copy marked `X-Shadow-Request: 1` and `X-Shadow-Request-Id: <request id>`. The primary
+request itself is left as the client sent it (plus X-Forwarded-*): the monolith must not see
+anything new.
+
+The `response` hook only decides and schedules: `shadow.mirror.MirrorDispatcher` sends the copies
+on its own tasks, bounded and timed out, so the client's answer leaves without waiting.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+
+from mitmproxy import http
+
+from addons.reload import ActiveConfig, GatewayState, RouteContext
+from addons.router import host_port
+from shadow.exchange import ExchangeRecord, mirror_record
+from shadow.mirror import MirrorDispatcher, MirrorRequest, MirrorResult, mirror_headers, mirror_skip_reason
+
+logger = logging.getLogger(__name__)
+
+CLIENT_GONE_MESSAGES = ("Client disconnected.", "Connection killed.")
+
+
+class Mirror:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self.skipped: collections.Counter[str] = collections.Counter()
+        state.on_activate.append(self._on_activate)
+        state.extra_counters.append(self.counters)
+
+    def counters(self) -> dict[str, int]:
+        return {f"mirror_skipped_{reason.replace('-', '_')}": n for reason, n in self.skipped.items()}
+
+    def _on_activate(self, active: ActiveConfig, _previous: ActiveConfig | None) -> None:
+        settings = active.config.shadow.mirroring
+        if self.state.dispatcher is None:
+            self.state.dispatcher = MirrorDispatcher(
+                max_in_flight=settings.max_in_flight, timeout_s=settings.timeout_s,
+                on_result=self._on_result, log_warning=logger.warning)
+        else:
+            self.state.dispatcher.reconfigure(max_in_flight=settings.max_in_flight,
+                                              timeout_s=settings.timeout_s)
+
+    def _on_result(self, result: MirrorResult) -> None:
+        primary = result.request.context.get("primary")
+        capture = self.state.capture
+        if capture is None or not isinstance(primary, ExchangeRecord):
+            return
+        capture.submit(mirror_record(result, primary).to_row())
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        if flow.error is not None or flow.response is None or not flow.live:
+            return
+        self._mirror(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        # The primary failed upstream (refused, timeout): Traefik still mirrors once the main
+        # handler returned, unless the client itself went away.
+        if flow.response is not None or flow.error is None or flow.error.msg in CLIENT_GONE_MESSAGES:
+            return
+        self._mirror(flow)
+
+    def _mirror(self, flow: http.HTTPFlow) -> None:
+        route = self.state.routes.get(flow)
+        dispatcher = self.state.dispatcher
+        if route is None or route.plan is None or route.plan.mirroring is None or route.active is None:
+            return
+        if dispatcher is None:
+            return
+        if flow.client_conn.timestamp_end is not None:  # the client went away during the main call
+            self.skipped["client-gone"] += 1
+            return
+        self._dispatch(flow, route, route.active, dispatcher)
+
+    def _dispatch(self, flow: http.HTTPFlow, route: RouteContext, active: ActiveConfig,
+                  dispatcher: MirrorDispatcher) -> None:
+        plan = route.plan
+        assert plan is not None and plan.mirroring is not None
+        mirroring = plan.mirroring
+        request = flow.request
+        body = request.raw_content or b""
+        if mirroring.max_body_size >= 0 and len(body) > mirroring.max_body_size:
+            # Traefik: a body above maxBodySize is not mirrored at all, and no counter moves.
+            self.skipped["body-too-large"] += 1
+            return
+        chosen = {spec.name for spec in active.mirror_counter.select(mirroring)}
+        if not chosen:
+            return
+        settings = active.config.shadow.mirroring
+        client_headers = _with_host(
+            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.fields], route.client_host)
+        primary = self.state.records.get(flow)
+        for target in plan.mirrors:
+            if target.spec.name not in chosen:
+                continue
+            target_settings = settings.target(target.spec.name)
+            reason = mirror_skip_reason(request.method, len(body), max_body_size=mirroring.max_body_size,
+                                        target=target_settings)
+            if reason is not None:
+                self.skipped[reason] += 1
+                continue
+            service = target.service
+            server = active.picker.pick(service)
+            path = server.path + route.path if server.preserve_path else route.path
+            authority = host_port(server.host, server.port, server.scheme)
+            dispatcher.submit(MirrorRequest(
+                target=target.spec.name, role=target_settings.role, request_id=route.request_id,
+                method=request.method, url=f"{server.scheme}://{authority}{path}", upstream=server.url,
+                headers=tuple(mirror_headers(client_headers, route.request_id,
+                                             host=None if service.pass_host_header else authority)),
+                body=body if mirroring.mirror_body else None,
+                context={"primary": primary},
+            ))
+
+    async def done(self) -> None:
+        if self.state.dispatcher is not None:
+            await self.state.dispatcher.aclose()
+
+
+def _with_host(headers: list[tuple[str, str]], client_host: str) -> list[tuple[str, str]]:
+    """The client's Host, whatever the primary service did with it (passHostHeader is per service)."""
+    out = [(k, v) for k, v in headers if k.lower() != "host"]
+    if client_host:
+        out.insert(0, ("Host", client_host))
+    return out

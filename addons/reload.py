@@ -1,0 +1,213 @@
+"""Config addon: the `shadow_config` option, loading, validation and hot reload.
+
+It owns `GatewayState`, what the gateway's addons share: the configuration in force (swapped
+atomically, read once per request), the capture writer, the mirror dispatcher, and per-flow routing
+context. The file is polled (mtime + size, then content hash) and re-read on SIGHUP; a valid change
+applies to the next request without touching open connections, an invalid one is logged as one
+line naming file, line and field and the running configuration stays in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mitmproxy import exceptions, http
+
+from shadow.config import GatewayConfig, load_config
+from shadow.errors import ConfigError
+from shadow.routing import MirrorCounter, RoutePlan, ServerPicker, route_plans
+from shadow.watch import ConfigFileWatcher
+
+if TYPE_CHECKING:
+    from shadow.capture import CaptureWriter
+    from shadow.exchange import ExchangeRecord
+    from shadow.mirror import MirrorDispatcher
+
+logger = logging.getLogger(__name__)
+
+OPTION = "shadow_config"
+RELOAD_INTERVAL_OPTION = "shadow_reload_interval"
+
+
+@dataclass(frozen=True)
+class ActiveConfig:
+    """One generation of the configuration with the routing state built for it."""
+
+    config: GatewayConfig
+    plans: dict[str, RoutePlan]  # by router name
+    picker: ServerPicker
+    mirror_counter: MirrorCounter
+    generation: int
+
+
+@dataclass
+class RouteContext:
+    """What the router decided for one flow; read by the mirror and capture addons."""
+
+    request_id: str
+    router: str | None
+    service: str | None  # the service whose answer the client gets
+    upstream: str | None  # base URL of the server picked (None: answered locally)
+    client_host: str  # the Host the client sent
+    active: ActiveConfig | None
+    plan: RoutePlan | None = None  # None: answered locally (no router matched)
+    path: str = ""  # path?query after middlewares, before a server's preserved path prefix
+
+    @property
+    def mirrored(self) -> bool:
+        """The route goes through a mirroring service (the primary row's mode is then `mirror`)."""
+        return self.plan is not None and self.plan.mirroring is not None
+
+
+@dataclass
+class GatewayState:
+    active: ActiveConfig | None = None
+    config_path: str | None = None
+    gateway_id: str = ""
+    capture: CaptureWriter | None = None
+    dispatcher: MirrorDispatcher | None = None
+    # Weak: a flow's context lives exactly as long as mitmproxy keeps the flow.
+    routes: weakref.WeakKeyDictionary[http.HTTPFlow, RouteContext] = field(
+        default_factory=weakref.WeakKeyDictionary)
+    records: weakref.WeakKeyDictionary[http.HTTPFlow, ExchangeRecord] = field(
+        default_factory=weakref.WeakKeyDictionary)
+    reloads: int = 0
+    reload_failures: int = 0
+    extra_counters: list[Callable[[], dict[str, int]]] = field(default_factory=list)
+    # Called with (new, previous) after a configuration was swapped in.
+    on_activate: list[Callable[[ActiveConfig, ActiveConfig | None], None]] = field(default_factory=list)
+
+    def counters(self) -> dict[str, int]:
+        out = {"config_reloads": self.reloads, "config_reload_failures": self.reload_failures}
+        if self.dispatcher is not None:
+            out.update(self.dispatcher.counters.as_dict())
+        for source in self.extra_counters:
+            out.update(source())
+        return out
+
+
+def build_active(config: GatewayConfig, previous: ActiveConfig | None) -> ActiveConfig:
+    """Routing state for `config`. Server rotation and mirror percent counters carry over from the
+    previous generation, so a reload does not restart every mirror's 1-in-N sequence."""
+    plans = route_plans(config)
+    if previous is None:
+        return ActiveConfig(config, plans, ServerPicker(), MirrorCounter(), 1)
+    previous.picker.carry_over(config)
+    previous.mirror_counter.carry_over(config)
+    return ActiveConfig(config, plans, previous.picker, previous.mirror_counter, previous.generation + 1)
+
+
+class ShadowConfig:
+    """Declares `shadow_config`, loads it in `configure`, watches it while running."""
+
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self.options: Any = None
+        self.watcher: ConfigFileWatcher | None = None
+        self._poll_task: asyncio.Task[None] | None = None
+        self._sighup = False
+
+    def load(self, loader: Any) -> None:
+        loader.add_option(OPTION, str, "", "The gateway's YAML configuration file (Traefik v3 http: "
+                          "routers/services/middlewares plus a shadow: section).")
+        loader.add_option(RELOAD_INTERVAL_OPTION, float, 1.0,
+                          "Seconds between checks of the shadow_config file for changes; 0 disables polling.")
+        self.options = loader.master.options
+        # Reverse mode must connect lazily (an eager connection to a down reverse target drops the
+        # client before any hook), and routing needs the client's Host, which reverse mode would
+        # replace. Both are requirements of the gateway, not preferences.
+        self.options.update(connection_strategy="lazy", keep_host_header=True)
+
+    def configure(self, updated: set[str]) -> None:
+        if OPTION not in updated:
+            return
+        path = self.options.shadow_config
+        if not path:
+            self._reject(f"{OPTION} is not set: pass --set {OPTION}=FILE")
+            return
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            self._reject(str(exc))
+            return
+        watcher = ConfigFileWatcher(path)
+        watcher.prime()
+        self.watcher = watcher
+        self.state.config_path = path
+        self._activate(config)
+
+    def _reject(self, message: str) -> None:
+        if self.state.active is None:
+            # Startup. mitmproxy prints a traceback for any exception out of a script's configure;
+            # an error log line is the user's one clear line, and mitmdump's ErrorCheck then exits 1.
+            logger.error(f"shadow gateway: {message}")
+        else:
+            # A runtime `set shadow_config=...`: mitmproxy rolls the option back, the config stays.
+            raise exceptions.OptionsError(message)
+
+    def _activate(self, config: GatewayConfig) -> None:
+        previous = self.state.active
+        active = build_active(config, previous)
+        self.state.active = active  # one reference swap: each request reads it once
+        for listener in self.state.on_activate:
+            try:
+                listener(active, previous)
+            except Exception as exc:  # a listener must not undo a valid reload
+                logger.warning(f"shadow gateway: applying the new configuration: {exc}")
+        if previous is None:
+            logger.info(f"shadow gateway: loaded {config.source}: {config.summary()}")
+        else:
+            self.state.reloads += 1
+            logger.info(f"shadow gateway: reloaded {config.source}: {config.summary()}")
+
+    async def reload_if_changed(self, *, force: bool = False) -> bool:
+        """Check the file; load and apply a changed one. True when a new configuration is in force."""
+        watcher, path = self.watcher, self.state.config_path
+        if watcher is None or path is None or not watcher.poll(force=force):
+            return False
+        try:
+            config = await asyncio.to_thread(load_config, path)  # YAML parsing off the event loop
+        except ConfigError as exc:
+            self.state.reload_failures += 1
+            logger.error(f"shadow gateway: config reload rejected, previous configuration stays: {exc}")
+            return False
+        self._activate(config)
+        return True
+
+    async def _poll(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(0.1)  # wakes often enough to answer SIGHUP promptly; polls per interval
+            interval = float(self.options.shadow_reload_interval)
+            force = self._sighup
+            if not force and (interval <= 0 or loop.time() - last < interval):
+                continue
+            self._sighup, last = False, loop.time()
+            try:
+                await self.reload_if_changed(force=force)
+            except Exception as exc:  # keep watching whatever happened
+                logger.warning(f"shadow gateway: checking {self.state.config_path}: {exc}")
+
+    def running(self) -> None:
+        if self._poll_task is None:
+            self._poll_task = asyncio.get_running_loop().create_task(self._poll(), name="shadow config watch")
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _on_sighup(self) -> None:
+        self._sighup = True
+
+    def done(self) -> None:
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            self._poll_task = None
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)

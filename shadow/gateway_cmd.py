@@ -1,0 +1,148 @@
+"""`shadow gateway FILE`: validate the config, then run mitmdump with the gateway addon.
+
+It is the same process a user gets with
+`mitmdump -s addons/gateway.py --set shadow_config=FILE --mode reverse:URL`, with the flags the
+gateway needs (lazy upstream connections, the client's Host kept) and quiet per-flow output.
+Ctrl-C / SIGTERM are forwarded to mitmdump, and this command waits for its clean exit so the
+capture is sealed.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import click
+
+from shadow.errors import ConfigError, ShadowError
+
+if TYPE_CHECKING:
+    from shadow.config import GatewayConfig
+
+ADDON_SCRIPT = Path(__file__).resolve().parent.parent / "addons" / "gateway.py"
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+def mitmdump_executable() -> str:
+    """The mitmdump next to this interpreter (the venv's), else the one on PATH."""
+    sibling = Path(sys.executable).with_name("mitmdump")
+    return str(sibling) if sibling.exists() else "mitmdump"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT (or :PORT, or PORT) → (host, port). Raises ValueError with a one-line reason."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--listen {text!r}: port must be 0–65535")
+    return host, port
+
+
+def mitmdump_command(config_path: str | Path, *, reverse_target: str, listen_host: str,
+                     listen_port: int, extra: tuple[str, ...] = ()) -> list[str]:
+    """The full mitmdump command line for a gateway on `config_path`."""
+    return [
+        mitmdump_executable(),
+        "-s", str(ADDON_SCRIPT),
+        "--set", f"shadow_config={Path(config_path).resolve()}",
+        "--mode", f"reverse:{reverse_target}",
+        # Eager connections would dial the reverse target before any hook runs: a down monolith
+        # would drop every client before routing, failover or a local 404 could happen.
+        "--set", "connection_strategy=lazy",
+        # Routing by Host and passHostHeader need the client's Host, which reverse mode replaces.
+        "--set", "keep_host_header=true",
+        "--listen-host", listen_host,
+        "--listen-port", str(listen_port),
+        "--set", "flow_detail=0",  # no line per request: the capture is the record
+        "--set", "termlog_verbosity=info",
+        *extra,
+    ]
+
+
+def _first_server_url(config: GatewayConfig, service_name: str, seen: frozenset[str] = frozenset()) -> str | None:
+    from shadow.config import LoadBalancerService, MirroringService
+
+    service = config.services.get(service_name)
+    if isinstance(service, LoadBalancerService):
+        return service.servers[0].url if service.servers else None
+    if isinstance(service, MirroringService) and service.service not in seen:
+        return _first_server_url(config, service.service, seen | {service_name})
+    return None
+
+
+def reverse_target_for(config: GatewayConfig) -> str:
+    """The URL given to mitmdump's reverse mode. Every request is routed by the addon, so this is
+    only the default: the first server behind the catch-all router (the lowest priority one that
+    matches `GET /`), else the first server of any service."""
+    from shadow.rules import RequestView
+
+    root = RequestView(method="GET", host="", path="/")
+    for router in reversed(config.routers):  # routers are sorted by priority, highest first
+        if router.rule.matches(root):
+            url = _first_server_url(config, router.service)
+            if url:
+                return url
+    for name in config.services:
+        url = _first_server_url(config, name)
+        if url:
+            return url
+    raise ConfigError("no service has a server: the gateway has nowhere to send traffic",
+                      file=config.source, field="http.services")
+
+
+def run_mitmdump(command: list[str]) -> int:
+    """Run mitmdump in the foreground; forward SIGINT/SIGTERM/SIGHUP and wait for its exit."""
+    child = subprocess.Popen(command)
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # pragma: no cover - the handler above takes SIGINT
+                forward(signal.SIGINT, None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@click.command("gateway")
+@click.argument("config_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT",
+              help="Address the gateway accepts clients on.")
+@click.option("--dry-run", is_flag=True, help="Validate the file and print the mitmdump command, don't run it.")
+def gateway(config_file: Path, listen: str, dry_run: bool) -> None:
+    """Run the gateway (mitmdump + addons/gateway.py) on CONFIG_FILE.
+
+    The file is validated first; a bad file is one line naming file, line and field (exit 2).
+    Edits to the file while running are validated and applied without a restart.
+    """
+    from shadow.config import load_config
+
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as exc:
+        raise ShadowError(str(exc)) from None
+    if not config_file.is_file():
+        raise ConfigError("no such file", file=str(config_file))
+    config = load_config(config_file)  # ConfigError → one line, exit 2
+    command = mitmdump_command(config_file, reverse_target=reverse_target_for(config),
+                               listen_host=host, listen_port=port)
+    if dry_run:
+        click.echo(subprocess.list2cmdline(command))
+        return
+    sys.exit(run_mitmdump(command))
