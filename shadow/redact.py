@@ -1,0 +1,225 @@
+"""Redaction of secrets before anything is written: headers, cookies and JSON body fields.
+
+Rules (RedactionSettings):
+
+* Headers named in `settings.headers` (case-insensitive; Authorization, Proxy-Authorization, Cookie
+  and Set-Cookie are always included) are redacted. In "hash" mode the value becomes
+  ``"redacted:" + 16 hex of HMAC-SHA256(key, value)`` so equal secrets stay equal across rows and
+  restarts; an Authorization scheme ("Bearer", "Basic") is kept in front. Cookie and Set-Cookie
+  keep their cookie names and attributes and hash each cookie *value* (so a sticky-session cookie
+  is still recognisable). In "remove" mode the header is dropped.
+* JSON fields (request and response bodies): a bare name ("password") matches that key at any
+  depth (case-insensitive); "/a/*/b" is an RFC 6901 pointer where "*" matches any one key or
+  index. In "hash" mode the value is replaced by ``"redacted:…"`` over its canonical JSON; in
+  "remove" mode the key (or array element) is dropped. A body that is not JSON, or malformed JSON,
+  is left unchanged; a JSON body in which nothing matched is returned byte-for-byte unchanged.
+
+The HMAC key: settings.key, else $SHADOW_REDACTION_KEY, else generated once and stored in
+``<capture dir>/.shadow-key`` (mode 0600) — see `load_redaction_key`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from shadow.errors import CaptureError
+from shadow.settings import DEFAULT_REDACTED_HEADERS, RedactionSettings
+
+__all__ = ["KEY_ENV", "KEY_FILE", "REDACTED_PREFIX", "Redactor", "load_redaction_key"]
+
+KEY_ENV = "SHADOW_REDACTION_KEY"
+KEY_FILE = ".shadow-key"
+REDACTED_PREFIX = "redacted:"
+
+_AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})
+_COOKIE_ATTRIBUTES = frozenset(
+    {"path", "domain", "expires", "max-age", "secure", "httponly", "samesite", "partitioned", "priority"}
+)
+
+
+def load_redaction_key(capture_dir: str | Path, settings: RedactionSettings) -> bytes:
+    """The HMAC key: explicit, else from the environment, else `<capture_dir>/.shadow-key` (created once)."""
+    if settings.key:
+        return settings.key
+    env = os.environ.get(KEY_ENV)
+    if env:
+        return env.encode()
+    path = Path(capture_dir) / KEY_FILE
+    try:
+        Path(capture_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            key = path.read_text().strip()
+            if not key:
+                raise CaptureError(f"{path}: redaction key file is empty; delete it or set ${KEY_ENV}") from None
+            return key.encode()
+        key_text = secrets.token_hex(32)
+        with os.fdopen(fd, "w") as f:
+            f.write(key_text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return key_text.encode()
+    except OSError as e:
+        raise CaptureError(f"{path}: cannot read or create the redaction key: {e.strerror or e}") from None
+
+
+def _parse_pointer(pointer: str) -> tuple[str, ...]:
+    return tuple(p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:])
+
+
+class Redactor:
+    """Applies one RedactionSettings with one key. Immutable and thread-safe."""
+
+    def __init__(self, settings: RedactionSettings, key: bytes) -> None:
+        self.settings = settings
+        self.key = key
+        self.remove = settings.mode == "remove"
+        self.header_names = frozenset(h.lower() for h in (*DEFAULT_REDACTED_HEADERS, *settings.headers))
+        bare: set[str] = set()
+        pointers: list[tuple[str, ...]] = []
+        for f in settings.json_fields:
+            if f.startswith("/"):
+                pointers.append(_parse_pointer(f))
+            elif f:
+                bare.add(f.lower())
+        self.bare_fields = frozenset(bare)
+        self.pointers = tuple(pointers)
+        self.redacts_json = bool(self.bare_fields or self.pointers)
+
+    # -- values -----------------------------------------------------------------------------------
+    def token(self, value: str | bytes) -> str:
+        """"redacted:" + 16 hex of HMAC-SHA256(key, value)."""
+        data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+        return REDACTED_PREFIX + hmac.new(self.key, data, hashlib.sha256).hexdigest()[:16]
+
+    # -- headers ----------------------------------------------------------------------------------
+    def header_value(self, name: str, value: str) -> str | None:
+        """The stored value of header `name`, or None to drop it. `name` must be lower case."""
+        if name not in self.header_names:
+            return value
+        if self.remove:
+            return None
+        if name in _AUTH_HEADERS:
+            scheme, sep, credentials = value.partition(" ")
+            if sep and credentials and scheme.isalpha():
+                return f"{scheme} {self.token(credentials.strip())}"
+            return self.token(value)
+        if name == "cookie":
+            return self._cookie_pairs(value, ";", attributes=False)
+        if name == "set-cookie":
+            return self._cookie_pairs(value, ";", attributes=True)
+        return self.token(value)
+
+    def _cookie_pairs(self, value: str, sep: str, *, attributes: bool) -> str:
+        out = []
+        for i, part in enumerate(value.split(sep)):
+            name, eq, val = part.strip().partition("=")
+            if not eq:
+                # A bare word: a flag attribute (Secure) or a nameless cookie value; hash the latter.
+                keep = attributes and i > 0 and name.lower() in _COOKIE_ATTRIBUTES
+                out.append(name if keep else self.token(name))
+            elif attributes and i > 0 and name.lower() in _COOKIE_ATTRIBUTES:
+                out.append(f"{name}={val}")
+            else:
+                out.append(f"{name}={self.token(val)}")
+        return "; ".join(out)
+
+    def headers(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        names = self.header_names
+        for name, value in headers:
+            lname = name.lower()
+            if lname not in names:
+                out.append((name, value))
+                continue
+            redacted = self.header_value(lname, value)
+            if redacted is not None:
+                out.append((name, redacted))
+        return out
+
+    # -- JSON bodies ------------------------------------------------------------------------------
+    def json_body(self, body: bytes) -> bytes:
+        """`body` with configured JSON fields redacted; unchanged if nothing matched or not JSON."""
+        if not self.redacts_json or not body:
+            return body
+        head = body[:64].lstrip()
+        if head[:1] not in (b"{", b"["):
+            return body
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body
+        changed = False
+        if self.bare_fields:
+            changed |= self._redact_bare(doc)
+        for pointer in self.pointers:
+            changed |= self._redact_pointer(doc, pointer)
+        return orjson.dumps(doc) if changed else body
+
+    def _replacement(self, value: Any) -> str:
+        if isinstance(value, str):
+            return self.token(value)
+        return self.token(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
+
+    def _redact_bare(self, node: Any) -> bool:
+        changed = False
+        if isinstance(node, dict):
+            for k in list(node):
+                if k.lower() in self.bare_fields:
+                    if self.remove:
+                        del node[k]
+                    else:
+                        node[k] = self._replacement(node[k])
+                    changed = True
+                else:
+                    changed |= self._redact_bare(node[k])
+        elif isinstance(node, list):
+            for item in node:
+                changed |= self._redact_bare(item)
+        return changed
+
+    def _redact_pointer(self, node: Any, path: Sequence[str]) -> bool:
+        if not path:
+            return False
+        head, rest = path[0], path[1:]
+        if isinstance(node, dict):
+            keys = list(node) if head == "*" else ([head] if head in node else [])
+            changed = False
+            for k in keys:
+                if rest:
+                    changed |= self._redact_pointer(node[k], rest)
+                else:
+                    if self.remove:
+                        del node[k]
+                    else:
+                        node[k] = self._replacement(node[k])
+                    changed = True
+            return changed
+        if isinstance(node, list):
+            if head == "*":
+                indexes = list(range(len(node)))
+            elif head.isdigit() and int(head) < len(node):
+                indexes = [int(head)]
+            else:
+                return False
+            changed = False
+            for i in reversed(indexes):  # reversed: removing keeps the remaining indexes valid
+                if rest:
+                    changed |= self._redact_pointer(node[i], rest)
+                else:
+                    if self.remove:
+                        del node[i]
+                    else:
+                        node[i] = self._replacement(node[i])
+                    changed = True
+            return changed
+        return False

@@ -1,0 +1,106 @@
+"""`shadow sql CAPTURE "SELECT …"`: run SQL over a capture's DuckDB views (see shadow.store)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import sys
+from typing import Any
+
+import click
+import orjson
+
+from shadow.errors import ShadowError
+
+_CELL_WIDTH = 60
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(raw).decode()
+    return str(value)
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _json_default(value)
+    if isinstance(value, (list, dict)):
+        return orjson.dumps(value, default=_json_default).decode()
+    return value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        text = bytes(value).decode("utf-8", "replace")
+    else:
+        text = str(value)
+    text = text.replace("\n", "\\n").replace("\t", "\\t")
+    return text if len(text) <= _CELL_WIDTH else text[: _CELL_WIDTH - 1] + "…"
+
+
+def _print_table(columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    click.echo("  ".join("-" * w for w in widths))
+    for r in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+@click.command("sql")
+@click.argument("capture", type=click.Path(file_okay=False, path_type=str))
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="table: aligned text; csv: RFC 4180 with a header; json: an array of objects.")
+@click.option("--max-rows", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Print at most this many rows (0: no limit); a note on stderr says when rows were cut.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="DuckDB threads (default: all cores).")
+def sql(capture: str, query: str, fmt: str, max_rows: int, threads: int | None) -> None:
+    """Run QUERY over the capture folder CAPTURE.
+
+    Views: exchanges, pairs (primary ⋈ candidate ⟕ secondary on request_id), and diffs, spans,
+    capture_stats when present. Only sealed data is visible: a running gateway's journal shows up at
+    its next seal (every segment_rows / segment_seconds) and at shutdown.
+    """
+    import duckdb
+
+    from shadow.store import open_store
+
+    store = open_store(capture, threads=threads)
+    try:
+        rel = store.sql(query)
+        if rel is None:  # a statement without a result (SET, CREATE VIEW ...)
+            return
+        # Through Arrow: DuckDB's own fetchall() needs pytz for TIMESTAMPTZ columns such as `ts`.
+        result = (rel.limit(max_rows + 1) if max_rows else rel).to_arrow_table()
+        columns = list(result.column_names)
+        rows = [tuple(r.values()) for r in result.to_pylist()]
+    except duckdb.Error as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ShadowError(message) from None
+    finally:
+        store.close()
+    cut = bool(max_rows) and len(rows) > max_rows
+    if cut:
+        rows = rows[:max_rows]
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_csv_cell(v) for v in row])
+    elif fmt == "json":
+        records = [dict(zip(columns, row, strict=True)) for row in rows]
+        sys.stdout.write(orjson.dumps(records, default=_json_default,
+                                      option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
+    else:
+        _print_table(columns, rows)
+    if cut:
+        click.echo(f"(showing the first {max_rows} rows; use --max-rows to see more)", err=True)

@@ -1,0 +1,440 @@
+"""CaptureWriter: journal → seal → Parquet, partitioning, segment rules, crash recovery, shedding."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import brotli
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shadow.canonical import body_hash
+from shadow.capture import (
+    JOURNAL_DIR,
+    CaptureWriter,
+    prepare_exchange,
+    read_journal,
+)
+from shadow.schema import EXCHANGES
+from shadow.settings import CaptureSettings, RedactionSettings
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = b"k" * 32
+
+
+def exchange(i: int, **overrides: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "request_id": f"r{i}",
+        "exchange_id": f"x{i}",
+        "role": "primary",
+        "mode": "serve",
+        "service": "mono",
+        "ts": time.time_ns(),
+        "method": "GET",
+        "url": f"http://127.0.0.1:1/api/orders/{i}?page=2",
+        "req_headers": [("Accept", "application/json")],
+        "status": 200,
+        "resp_headers": [("Content-Type", "application/json")],
+        "resp_body": b'{"id": %d, "ok": true}' % i,
+        "latency_ms": 1.5,
+    }
+    row.update(overrides)
+    return row
+
+
+def settings(tmp_path: Path, **kw: Any) -> CaptureSettings:
+    kw.setdefault("redaction", RedactionSettings(key=KEY))
+    return CaptureSettings(dir=tmp_path / "cap", **kw)
+
+
+def sealed_files(table_dir: Path) -> list[Path]:
+    return sorted(p for p in table_dir.rglob("*.parquet"))
+
+
+def duck(query: str) -> duckdb.DuckDBPyRelation:
+    rel = duckdb.sql(query)
+    assert rel is not None
+    return rel
+
+
+def read_all(table_dir: Path) -> pa.Table:
+    glob = str(table_dir / "**" / "*.parquet")
+    return duck(f"SELECT * FROM read_parquet('{glob}', hive_partitioning=true, union_by_name=true)").to_arrow_table()
+
+
+def test_round_trip_seals_partitioned_parquet_with_derived_fields(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    with CaptureWriter(s, gateway_id="gw1") as w:
+        for i in range(10):
+            assert w.submit(exchange(i))
+        w.flush()
+        assert w.stats().journaled == 10
+        assert sealed_files(s.dir / "exchanges") == []  # journaled, not yet sealed
+    st = w.stats()
+    assert (st.submitted, st.journaled, st.sealed_rows, st.shed, st.write_errors) == (10, 10, 10, 0, 0)
+    files = sealed_files(s.dir / "exchanges")
+    assert len(files) == 1
+    hour = datetime.now(UTC)
+    assert files[0].parent.name == f"hour={hour:%H}" or files[0].parent.name.startswith("hour=")
+    assert files[0].parent.parent.name.startswith("dt=")
+    assert files[0].name.startswith("part-gw1-")
+    assert not list((s.dir / "exchanges" / JOURNAL_DIR).glob("*.arrows"))
+    rows = {r["exchange_id"]: r for r in read_all(s.dir / "exchanges").to_pylist()}
+    assert len(rows) == 10
+    r3 = rows["x3"]
+    assert r3["endpoint"] == "/api/orders/{id}"
+    assert r3["path"] == "/api/orders/3" and r3["query"] == "page=2"
+    assert r3["gateway"] == "gw1"
+    assert r3["body_hash"] == body_hash(b'{"ok": true, "id": 3}', "application/json")
+    assert r3["body_size"] == len(b'{"id": 3, "ok": true}')
+    assert r3["resp_content_type"] == "application/json"
+    assert r3["truncated"] is False
+    assert r3["req_headers"] == [{"name": "Accept", "value": "application/json"}]
+    # Parquet is zstd-compressed.
+    meta = pq.ParquetFile(files[0]).metadata
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_rows_are_partitioned_by_utc_hour_of_ts(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    t1 = datetime(2026, 3, 1, 23, 59, 59, 999999, tzinfo=UTC)
+    t2 = datetime(2026, 3, 2, 0, 0, 0, tzinfo=UTC)
+    with CaptureWriter(s, gateway_id="gw") as w:
+        w.submit(exchange(1, ts=t1))
+        w.submit(exchange(2, ts=int(t2.timestamp()) * 10**9))
+        w.submit(exchange(3, ts=int(t2.timestamp()) * 10**9 + 5))
+    parts = sorted(str(p.relative_to(s.dir / "exchanges").parent) for p in sealed_files(s.dir / "exchanges"))
+    assert parts == ["dt=2026-03-01/hour=23", "dt=2026-03-02/hour=00"]
+    t = read_all(s.dir / "exchanges")
+    by_id = {r["exchange_id"]: r for r in t.to_pylist()}
+    assert by_id["x1"]["ts"] == t1
+    assert str(by_id["x2"]["dt"]) == "2026-03-02"
+
+
+def test_segment_sealed_by_row_count(tmp_path: Path) -> None:
+    s = settings(tmp_path, segment_rows=50, segment_seconds=3600)
+    with CaptureWriter(s, gateway_id="gw") as w:
+        for i in range(120):
+            w.submit(exchange(i))
+            if i % 10 == 9:
+                w.flush()  # each flush is one journal batch, so a segment ends every 50 rows
+        deadline = time.monotonic() + 5
+        while w.stats().sealed_rows < 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert w.stats().sealed_rows == 100
+        assert w.stats().segments == 2
+    assert w.stats().sealed_rows == 120
+    assert read_all(s.dir / "exchanges").num_rows == 120
+
+
+def test_segment_sealed_by_age(tmp_path: Path) -> None:
+    s = settings(tmp_path, segment_rows=10**6, segment_seconds=0.3)
+    with CaptureWriter(s, gateway_id="gw") as w:
+        w.submit(exchange(1))
+        deadline = time.monotonic() + 5
+        while w.stats().sealed_rows < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert w.stats().sealed_rows == 1  # sealed while the writer is still open
+        assert len(sealed_files(s.dir / "exchanges")) == 1
+
+
+def test_explicit_seal_makes_rows_visible(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    with CaptureWriter(s, gateway_id="gw") as w:
+        w.submit(exchange(1))
+        w.seal()
+        assert read_all(s.dir / "exchanges").num_rows == 1
+        w.submit(exchange(2))
+    assert read_all(s.dir / "exchanges").num_rows == 2
+
+
+def test_union_by_name_reads_files_with_and_without_a_new_column(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    with CaptureWriter(s, gateway_id="old") as w:
+        w.submit(exchange(1))
+    wider = EXCHANGES.append(pa.field("tenant", pa.string()))
+    with CaptureWriter(s, gateway_id="new", schema=wider) as w:
+        w.submit(exchange(2, tenant="acme"))
+    t = read_all(s.dir / "exchanges")
+    by_id = {r["exchange_id"]: r for r in t.to_pylist()}
+    assert by_id["x1"]["tenant"] is None
+    assert by_id["x2"]["tenant"] == "acme"
+
+
+def test_queue_full_sheds_and_counts(tmp_path: Path) -> None:
+    s = settings(tmp_path, max_queue=5)
+    w = CaptureWriter(s, gateway_id="gw")
+    try:
+        # The writer thread drains every 100 ms; 50 submits in a tight loop outrun it.
+        results = [w.submit(exchange(i)) for i in range(50)]
+        st = w.stats()
+        assert results.count(False) == st.shed > 0
+        assert st.submitted == results.count(True)
+    finally:
+        w.close()
+    assert w.stats().sealed_rows == results.count(True)
+    assert not w.submit(exchange(99))  # closed: refused and counted
+    assert w.stats().shed == results.count(False) + 1
+
+
+def test_close_is_idempotent_and_publishes_stats(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    w = CaptureWriter(s, gateway_id="gw")
+    w.submit(exchange(1))
+    w.update_counters({"mirror_shed": 7})
+    w.close()
+    w.close()
+    import json
+
+    stats = json.loads((s.dir / "_stats" / "gw.json").read_text())
+    assert stats["gateway"] == "gw"
+    assert stats["sealed_rows"] == 1
+    assert stats["mirror_shed"] == 7
+    assert w.stats().extra == {"mirror_shed": 7}
+
+
+def test_bad_row_is_dropped_and_counted_others_kept(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    with CaptureWriter(s, gateway_id="gw") as w:
+        w.submit(exchange(1))
+        w.submit(exchange(2, status="not a number"))
+        w.submit(exchange(3, ts="yesterday"))
+        w.submit(exchange(4))
+    assert w.stats().write_errors == 2
+    assert sorted(r["exchange_id"] for r in read_all(s.dir / "exchanges").to_pylist()) == ["x1", "x4"]
+
+
+def test_generic_table_without_prepare(tmp_path: Path) -> None:
+    schema = pa.schema([("trace_id", pa.string()), ("ts", pa.timestamp("ns", tz="UTC")), ("n", pa.int64())])
+    s = settings(tmp_path)
+    with CaptureWriter(s, table="spans", schema=schema, gateway_id="gw") as w:
+        w.submit({"trace_id": "t", "ts": time.time_ns(), "n": 1})
+    t = read_all(s.dir / "spans")
+    assert t.column("n").to_pylist() == [1]
+    assert (s.dir / "_stats" / "gw.spans.json").exists()
+
+
+# -- prepare_exchange ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "coding,encode",
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("br", brotli.compress),
+        ("gzip, br", lambda b: brotli.compress(gzip.compress(b))),
+    ],
+)
+def test_prepare_decodes_response_body(coding: str, encode: Any) -> None:
+    body = b'{"b": 2, "a": [1, 2, 3]}'
+    s = CaptureSettings()
+    row = exchange(1, resp_body=encode(body),
+                   resp_headers=[("Content-Type", "application/json"), ("Content-Encoding", coding)])
+    out = prepare_exchange(row, s, KEY)
+    assert out["resp_body"] == body
+    assert out["body_size"] == len(body)
+    assert out["body_hash"] == body_hash(body, "application/json")
+    assert out.get("capture_note") is None
+
+
+def test_prepare_keeps_undecodable_body_raw_and_notes_it() -> None:
+    out = prepare_exchange(
+        exchange(1, resp_body=b"not gzip", resp_headers=[("Content-Encoding", "gzip")]), CaptureSettings(), KEY
+    )
+    assert out["resp_body"] == b"not gzip"
+    assert "resp_body kept raw: gzip" in out["capture_note"]
+
+
+def test_prepare_truncates_and_flags_but_hashes_full_body() -> None:
+    s = CaptureSettings(max_body_bytes=10)
+    full = b"x" * 100
+    out = prepare_exchange(exchange(1, resp_body=full, req_body=b"y" * 5,
+                                    resp_headers=[("Content-Type", "text/plain")]), s, KEY)
+    assert out["resp_body"] == b"x" * 10
+    assert out["req_body"] == b"y" * 5
+    assert out["truncated"] is True
+    assert out["body_size"] == 100
+    assert out["body_hash"] == body_hash(full, "text/plain")
+    small = prepare_exchange(exchange(2, resp_body=b"x", req_body=b"y" * 11), s, KEY)
+    assert small["truncated"] is True and small["req_body"] == b"y" * 10
+
+
+def test_prepare_fills_defaults_for_a_minimal_row() -> None:
+    before = time.time_ns()
+    out = prepare_exchange({"url": "http://h/a/123"}, CaptureSettings(), KEY)
+    assert len(out["exchange_id"]) == 32
+    assert before <= out["ts"] <= time.time_ns()
+    assert out["endpoint"] == "/a/{id}" and out["query"] == ""
+    assert out["truncated"] is False
+    assert out["resp_body"] is None and out["req_headers"] is None
+    assert out.get("body_hash") is None
+
+
+# -- crash safety ---------------------------------------------------------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from shadow.capture import CaptureWriter
+    from shadow.settings import CaptureSettings, RedactionSettings
+    s = CaptureSettings(dir=Path(sys.argv[1]), segment_rows=int(sys.argv[2]), segment_seconds=3600,
+                        redaction=RedactionSettings(json_fields=("password",), key=b"k" * 32))
+    w = CaptureWriter(s, gateway_id="victim")
+    i = 0
+    while True:
+        for _ in range(100):
+            w.submit({"request_id": str(i), "exchange_id": "e%d" % i, "role": "primary", "ts": time.time_ns(),
+                      "url": "http://h/p/%d" % i, "status": 200,
+                      "req_headers": [("Authorization", "Bearer TOPSECRET-AUTH"), ("X-Plain", "VISIBLE-MARK")],
+                      "req_body": b'{"user": "u", "password": "TOPSECRET-PW"}',
+                      "resp_headers": [("Set-Cookie", "sid=TOPSECRET-SID; Path=/")],
+                      "resp_body": b"x" * 200})
+            i += 1
+        w.flush()
+        print(i, flush=True)
+    """
+)
+
+SECRETS = (b"TOPSECRET-AUTH", b"TOPSECRET-PW", b"TOPSECRET-SID")
+
+
+def file_contents(root: Path) -> list[tuple[Path, bytes]]:
+    """Raw bytes of every file, plus the decoded values of every Parquet file and journal (compressed
+    pages would hide a secret from a raw grep)."""
+    out = []
+    for p in sorted(root.rglob("*")):
+        if not p.is_file():
+            continue
+        out.append((p, p.read_bytes()))
+        if p.suffix == ".parquet":
+            out.append((p, repr(pq.read_table(p).to_pylist()).encode()))
+        elif p.suffix == ".arrows":
+            batches, _schema, _problem = read_journal(p)
+            out.append((p, repr([b.to_pylist() for b in batches]).encode()))
+    return out
+
+
+def assert_no_secrets(root: Path, secrets: tuple[bytes, ...], visible: bytes) -> None:
+    contents = file_contents(root)
+    assert any(visible in data for _, data in contents), "the search must find a non-secret marker"
+    for path, data in contents:
+        for secret in secrets:
+            assert secret not in data, f"{secret!r} reached {path}"
+
+
+def run_and_kill(capture: Path, acknowledged_at_least: int, segment_rows: int) -> int:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(capture), str(segment_rows)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    acknowledged = 0
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 20
+        while acknowledged < acknowledged_at_least and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            acknowledged = int(line)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    assert acknowledged >= acknowledged_at_least, "the child stopped early"
+    return acknowledged
+
+
+def test_sigkill_loses_no_acknowledged_row_and_recovery_has_no_duplicates(tmp_path: Path) -> None:
+    capture = tmp_path / "cap"
+    acknowledged = run_and_kill(capture, 3000, segment_rows=700)
+    table_dir = capture / "exchanges"
+    # Every sealed file is readable through the glob readers use (no half-written file is visible).
+    glob = str(table_dir / "**" / "*.parquet")
+    sealed_before = duck(f"SELECT count(*) FROM read_parquet('{glob}', union_by_name=true)").fetchall()[0][0]
+    assert sealed_before > 0, "no segment was sealed before the kill (segment_rows too large?)"
+    assert list((table_dir / JOURNAL_DIR).glob("victim-*.arrows")), "a live journal was left behind"
+    assert_no_secrets(capture, SECRETS, b"VISIBLE-MARK")
+
+    w = CaptureWriter(CaptureSettings(dir=capture), gateway_id="heir")
+    w.close()
+    assert w.stats().recovered_rows > 0
+    assert not list((table_dir / JOURNAL_DIR).glob("*.arrows"))
+    ids = duck(f"SELECT exchange_id FROM read_parquet('{glob}', union_by_name=true)").fetchall()
+    exchange_ids = [r[0] for r in ids]
+    assert len(exchange_ids) == len(set(exchange_ids)), "duplicates after recovery"
+    assert len(exchange_ids) >= acknowledged
+    assert {f"e{i}" for i in range(acknowledged)} <= set(exchange_ids)
+    assert sealed_before + w.stats().recovered_rows == len(exchange_ids)
+    assert_no_secrets(capture, SECRETS, b"VISIBLE-MARK")
+
+
+def test_live_journal_of_another_process_is_not_recovered(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    live = CaptureWriter(s, gateway_id="live")
+    try:
+        live.submit(exchange(1))
+        live.flush()
+        other = CaptureWriter(s, gateway_id="other")
+        other.close()
+        assert other.stats().recovered_rows == 0
+        assert list((s.dir / "exchanges" / JOURNAL_DIR).glob("live-*.arrows"))
+    finally:
+        live.close()
+    assert read_all(s.dir / "exchanges").num_rows == 1
+
+
+def _write_journal(path: Path, batches: list[pa.RecordBatch]) -> None:
+    with open(path, "wb") as f, pa.ipc.new_stream(f, EXCHANGES) as writer:
+        for b in batches:
+            writer.write_batch(b)
+
+
+def test_torn_journal_tail_recovers_complete_batches(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    jdir = s.dir / "exchanges" / JOURNAL_DIR
+    jdir.mkdir(parents=True)
+    rows = [prepare_exchange(exchange(i), s, KEY) for i in range(6)]
+    path = jdir / "dead-host-1-abc-000001.arrows"
+    _write_journal(path, [pa.RecordBatch.from_pylist(rows[:3], schema=EXCHANGES),
+                          pa.RecordBatch.from_pylist(rows[3:], schema=EXCHANGES)])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])  # the second batch (and end marker) torn off
+    with CaptureWriter(s, gateway_id="heir") as w:
+        assert w.stats().recovered_rows == 3
+    assert sorted(r["exchange_id"] for r in read_all(s.dir / "exchanges").to_pylist()) == ["x0", "x1", "x2"]
+    assert not path.exists()
+    assert next(p.name for p in sealed_files(s.dir / "exchanges")).startswith("part-dead-host-1-abc-")
+
+
+def test_unreadable_journal_is_moved_aside_not_deleted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    s = settings(tmp_path)
+    jdir = s.dir / "exchanges" / JOURNAL_DIR
+    jdir.mkdir(parents=True)
+    path = jdir / "dead-000001.arrows"
+    path.write_bytes(b"this is not an arrow stream at all")
+    with caplog.at_level("ERROR"), CaptureWriter(s, gateway_id="heir") as w:
+        assert w.stats().corrupt_journals == 1
+    assert not path.exists()
+    moved = jdir / "corrupt" / "dead-000001.arrows"
+    assert moved.read_bytes() == b"this is not an arrow stream at all"
+    assert "unreadable" in caplog.text and "moved to" in caplog.text
+
+
+def test_gateway_id_in_use_is_refused(tmp_path: Path) -> None:
+    from shadow.errors import CaptureError
+
+    s = settings(tmp_path)
+    with CaptureWriter(s, gateway_id="same"), pytest.raises(CaptureError, match="in use"):
+        CaptureWriter(s, gateway_id="same")
