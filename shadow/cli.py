@@ -15,6 +15,9 @@ COMMANDS: dict[str, str] = {
     "demo": "shadow.demo.run:demo",
     "config": "shadow.config_cmd:config",
     "sql": "shadow.sql_cmd:sql",
+    "report": "shadow.report_cmd:report",
+    "gate": "shadow.gate_cmd:gate",
+    "serve-verdict": "shadow.verdict_server:serve_verdict",
 }
 
 

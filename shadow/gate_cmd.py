@@ -1,0 +1,90 @@
+"""`shadow gate CAPTURE`: the cutover verdict as an exit code, for CI.
+
+Exit 0 PASS, 1 FAIL, 3 INCONCLUSIVE, 2 usage error (bad arguments, unreadable policy, empty or
+malformed capture). One line per guardrail that is not PASS says what and why; `--junit FILE`
+writes a JUnit XML report (one testcase per endpoint × metric) that CI systems display natively.
+"""
+
+from __future__ import annotations
+
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import click
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+
+
+def exit_code_for(overall: str) -> int:
+    return {"PASS": EXIT_PASS, "FAIL": EXIT_FAIL}.get(overall.upper(), EXIT_INCONCLUSIVE)
+
+
+def guardrail_line(result: Any) -> str:
+    from analyzers.report import class_name
+
+    return f"{class_name(result.cls):<17} {result.endpoint} {result.metric}: {result.reason}"
+
+
+def junit_xml(verdict: Any, *, suite_name: str = "shadow gate") -> bytes:
+    """JUnit XML: one testcase per endpoint × metric; FAIL is a <failure>, INCONCLUSIVE and
+    INSUFFICIENT_DATA are <skipped> (not proven either way), PASS is a plain testcase."""
+    from analyzers.report import class_name, verdict_results
+
+    results = sorted(verdict_results(verdict), key=lambda r: (r.endpoint, r.metric))
+    failures = sum(class_name(r.cls) == "FAIL" for r in results)
+    skipped = sum(class_name(r.cls) not in ("PASS", "FAIL") for r in results)
+    suite = ET.Element("testsuite", name=suite_name, tests=str(len(results)), failures=str(failures),
+                       errors="0", skipped=str(skipped))
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="verdict", value=class_name(verdict.overall))
+    ET.SubElement(props, "property", name="score", value=str(getattr(verdict, "score", "")))
+    for r in results:
+        case = ET.SubElement(suite, "testcase", classname=str(r.endpoint), name=str(r.metric))
+        cls = class_name(r.cls)
+        detail = (f"estimate={r.estimate} interval={r.interval} margin={r.margin} "
+                  f"n_primary={r.n_primary} n_candidate={r.n_candidate} test={r.test} "
+                  f"paired={r.paired} p={r.p_value} needed_n={r.needed_n}")
+        if cls == "FAIL":
+            failure = ET.SubElement(case, "failure", message=str(r.reason), type="FAIL")
+            failure.text = detail
+        elif cls != "PASS":
+            ET.SubElement(case, "skipped", message=f"{cls}: {r.reason}")
+        out = ET.SubElement(case, "system-out")
+        out.text = f"{cls}: {r.reason}\n{detail}"
+    root = ET.Element("testsuites", name=suite_name, tests=str(len(results)), failures=str(failures),
+                      errors="0", skipped=str(skipped))
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+@click.command("gate")
+@click.argument("capture", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--policy", "policy_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Analysis policy YAML (margins, alpha, rules); defaults apply without it.")
+@click.option("--junit", "junit_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write a JUnit XML report here (a testcase per endpoint × metric).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+def gate(capture: Path, policy_file: Path | None, junit_file: Path | None, progress: bool | None) -> None:
+    """Judge CAPTURE and exit 0 PASS, 1 FAIL, 3 INCONCLUSIVE (2: usage error)."""
+    from analyzers.pipeline import analyze, load_inputs
+    from analyzers.report import class_name, overall_name, verdict_results
+
+    policy, rules = load_inputs(policy_file)
+    result = analyze(capture, policy, rules=rules, progress=progress)
+    for r in sorted(verdict_results(result.verdict), key=lambda r: (r.endpoint, r.metric)):
+        if class_name(r.cls) != "PASS":
+            click.echo(guardrail_line(r))
+    if junit_file is not None:
+        try:
+            junit_file.parent.mkdir(parents=True, exist_ok=True)
+            junit_file.write_bytes(junit_xml(result.verdict))
+        except OSError as exc:
+            from shadow.errors import ShadowError
+
+            raise ShadowError(f"{junit_file}: cannot write JUnit report: {exc.strerror}") from None
+    overall = overall_name(result.verdict)
+    click.echo(f"verdict: {overall} (score {float(getattr(result.verdict, 'score', 0.0)):.1f})")
+    sys.exit(exit_code_for(overall))

@@ -1,0 +1,38 @@
+"""`shadow report CAPTURE [-o DIR] [--policy FILE]`: report.html, summary.md and verdict.json.
+
+Prints the three paths and the verdict. Exit status is 0 whenever the report was written (the
+verdict is for `shadow gate`); 2 for a usage error or an empty or malformed capture.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("report")
+@click.argument("capture", type=click.Path(path_type=Path, file_okay=False))
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path, dir_okay=True, file_okay=False),
+              help="Folder for report.html, summary.md, verdict.json (default: CAPTURE/report).")
+@click.option("--policy", "policy_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Analysis policy YAML (margins, alpha, rules); defaults apply without it.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+def report(capture: Path, out_dir: Path | None, policy_file: Path | None, progress: bool | None) -> None:
+    """Analyse CAPTURE and write an HTML report, a Markdown summary and verdict.json."""
+    from analyzers.pipeline import analyze, load_inputs
+    from analyzers.report import overall_name, write_report
+    from shadow.errors import ShadowError
+
+    policy, rules = load_inputs(policy_file)
+    result = analyze(capture, policy, rules=rules, progress=progress)
+    target = out_dir if out_dir is not None else capture / "report"
+    try:
+        files = write_report(result, target)
+    except OSError as exc:
+        raise ShadowError(f"{target}: cannot write the report: {exc.strerror}") from None
+    click.echo(f"report:  {files.html}")
+    click.echo(f"summary: {files.markdown}")
+    click.echo(f"json:    {files.json}")
+    score = float(getattr(result.verdict, "score", 0.0))
+    click.echo(f"verdict: {overall_name(result.verdict)} (score {score:.1f})")

@@ -1,0 +1,160 @@
+"""`shadow serve-verdict CAPTURE`: the cutover verdict over HTTP, for progressive-delivery controllers.
+
+    GET /verdict  -> 200 {"verdict": "pass"|"fail"|"inconclusive", "score": …, "results": […], …}
+                     Argo Rollouts' web metric provider: jsonPath "{$.verdict}",
+                     successCondition: result == "pass", failureCondition: result == "fail".
+    GET|POST /gate -> 200 on pass, 412 on fail, 503 on inconclusive (same JSON body).
+                     Flagger webhooks (pre-rollout / rollout) treat any non-2xx as "not yet/no".
+    GET /healthz  -> 200 "ok"
+
+The verdict is recomputed from the capture on request (the gateway keeps appending to it), at most
+once per `--cache-seconds`: concurrent polls share one computation. When the capture cannot be
+judged (empty, unreadable), /verdict still answers 200 with verdict "inconclusive" and the error,
+so a controller sees "no evidence" rather than a scrape failure; /gate answers 503.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import click
+
+GATE_STATUS = {"pass": 200, "fail": 412, "inconclusive": 503}
+
+
+@dataclass(frozen=True)
+class CachedVerdict:
+    document: dict[str, Any]
+    computed_at: float  # time.monotonic()
+
+
+class VerdictService:
+    """Computes the verdict document for a capture, caching it for `cache_seconds`."""
+
+    def __init__(self, compute: Callable[[], dict[str, Any]], *, cache_seconds: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._compute = compute
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cached: CachedVerdict | None = None
+        self.computations = 0
+
+    def current(self) -> dict[str, Any]:
+        # One lock around check-and-compute: a burst of polls waits for one computation.
+        with self._lock:
+            now = self._clock()
+            if self._cached is None or now - self._cached.computed_at >= self._cache_seconds:
+                self.computations += 1
+                self._cached = CachedVerdict(self._compute(), now)
+            return self._cached.document
+
+
+def verdict_document(capture: Path, policy: Any, rules: Any) -> dict[str, Any]:
+    """The JSON served at /verdict; judging errors become an "inconclusive" document."""
+    from analyzers.pipeline import analyze
+    from analyzers.report import overall_name, verdict_json
+    from shadow.errors import ShadowError
+
+    try:
+        result = analyze(capture, policy, rules=rules, progress=False)
+    except ShadowError as exc:
+        return {"verdict": "inconclusive", "score": 0.0, "results": [], "error": exc.format_message(),
+                "computed_at": time.time()}
+    doc: dict[str, Any] = json.loads(verdict_json(result))
+    doc["verdict"] = overall_name(result.verdict).lower()
+    doc.setdefault("score", float(getattr(result.verdict, "score", 0.0)))
+    doc.setdefault("results", [])
+    doc["computed_at"] = time.time()
+    return doc
+
+
+def make_server(service: VerdictService, host: str, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "shadow-verdict"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # polled every few seconds: access logs would drown everything else
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _drain_body(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)  # Flagger POSTs its canary metadata; we do not need it
+
+        def _route(self) -> None:
+            self._drain_body()
+            path = self.path.split("?", 1)[0].rstrip("/") or "/"
+            if path == "/healthz":
+                self._send(200, b"ok\n", "text/plain")
+                return
+            if path not in ("/verdict", "/gate"):
+                self._send(404, b'{"error": "not found; try /verdict or /gate"}\n', "application/json")
+                return
+            try:
+                doc = service.current()
+            except Exception as exc:  # the server must keep answering whatever one computation did
+                doc = {"verdict": "inconclusive", "score": 0.0, "results": [],
+                       "error": f"{type(exc).__name__}: {exc}"}
+            body = (json.dumps(doc) + "\n").encode()
+            status = 200 if path == "/verdict" else GATE_STATUS.get(str(doc.get("verdict")), 503)
+            self._send(status, body, "application/json")
+
+        do_GET = do_POST = _route
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}", param_hint="--listen")
+    return (host.strip("[]") or "127.0.0.1"), int(port_text)
+
+
+@click.command("serve-verdict")
+@click.argument("capture", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--listen", default="127.0.0.1:9464", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--policy", "policy_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Analysis policy YAML (margins, alpha, rules); defaults apply without it.")
+@click.option("--cache-seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Reuse a computed verdict for this long.")
+def serve_verdict(capture: Path, listen: str, policy_file: Path | None, cache_seconds: float) -> None:
+    """Serve CAPTURE's verdict at /verdict (JSON) and /gate (200 pass, non-2xx otherwise)."""
+    from analyzers.pipeline import load_inputs
+
+    host, port = parse_listen(listen)
+    policy, rules = load_inputs(policy_file)
+    service = VerdictService(lambda: verdict_document(capture, policy, rules), cache_seconds=cache_seconds)
+    try:
+        server = make_server(service, host, port)
+    except OSError as exc:
+        from shadow.errors import ShadowError
+
+        raise ShadowError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    bound_host, bound_port = server.server_address[:2]
+    click.echo(f"serving the verdict of {capture} at http://{bound_host!s}:{bound_port}/verdict "
+               f"(and /gate)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
