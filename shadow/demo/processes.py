@@ -12,12 +12,11 @@ import contextlib
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,23 +161,21 @@ def _wait_for_ready_line(child: Child, timeout_s: float) -> str:
             return line[len(READY_PREFIX):].strip()
 
 
-def wait_for_http(child: Child, url: str, *, timeout_s: float = 30.0) -> None:
-    """Poll `url` until it answers with any HTTP status, failing fast if `child` exits."""
+def wait_for_port(child: Child, host: str, port: int, *, timeout_s: float = 30.0) -> None:
+    """Wait until `host:port` accepts connections, failing fast if `child` exits. A bare connect,
+    not an HTTP request, so readiness checks never show up in a capture."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:
         if not child.running():
             raise child.failure(f"exited with code {child.popen.returncode} while starting")
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                resp.read()
+            with socket.create_connection((host, port), timeout=1):
                 return
-        except urllib.error.HTTPError:
-            return  # an HTTP answer, even an error one, means it is up
-        except (urllib.error.URLError, OSError) as e:
-            last = str(getattr(e, "reason", e))
-        time.sleep(0.1)
-    raise child.failure(f"did not answer at {url} within {timeout_s:.0f} s ({last})")
+        except OSError as e:
+            last = e.strerror or str(e)
+        time.sleep(0.05)
+    raise child.failure(f"did not accept connections on {host}:{port} within {timeout_s:.0f} s ({last})")
 
 
 def service_argv(kind: str, *extra: str) -> list[str]:

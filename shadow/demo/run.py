@@ -24,7 +24,7 @@ from types import FrameType
 import click
 
 from shadow.demo import seeds
-from shadow.demo.processes import Child, Supervisor, service_argv, wait_for_http
+from shadow.demo.processes import Child, Supervisor, service_argv, wait_for_port
 from shadow.demo.traffic import DriveResult, drive, plan_requests
 from shadow.errors import ShadowError
 
@@ -137,6 +137,11 @@ def start_upstreams(sup: Supervisor) -> DemoUpstreams:
     return DemoUpstreams(monolith.url, secondary.url, candidate.url)
 
 
+def gateway_argv(config: Path, port: int) -> list[str]:
+    """`shadow gateway CONFIG --listen 127.0.0.1:PORT`, with this interpreter."""
+    return [sys.executable, "-m", "shadow.cli", "gateway", str(config), "--listen", f"127.0.0.1:{port}"]
+
+
 def start_gateway(sup: Supervisor, config: Path, *, timeout_s: float = 30.0) -> tuple[Child, str]:
     """Run `shadow gateway CONFIG` (the users' command) on a free port; return it and its URL."""
     from shadow.config import load_config
@@ -144,11 +149,10 @@ def start_gateway(sup: Supervisor, config: Path, *, timeout_s: float = 30.0) -> 
     load_config(config)  # a bad file is one clear line here, before any process starts
     for attempt in range(3):
         port = free_port()
-        child = sup.spawn("gateway", [sys.executable, "-m", "shadow.cli", "gateway", str(config),
-                                      "--listen", f"127.0.0.1:{port}"])
+        child = sup.spawn("gateway", gateway_argv(config, port))
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_for_http(child, url + "/health", timeout_s=timeout_s)
+            wait_for_port(child, "127.0.0.1", port, timeout_s=timeout_s)
             return child, url
         except ShadowError:
             sup.stop(child)
@@ -256,9 +260,21 @@ def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: fl
                        keep_running=keep_running, seed=seed, progress=not no_progress)
     click.echo(f"\ncapture: {capture}  ({time.monotonic() - started:.0f} s in all; logs in {out / 'logs'})\n")
     click.echo(summarize_capture(capture))
+    click.echo(next_steps(out / CONFIG_NAME, capture))
+
+
+def next_steps(config: Path, capture: Path) -> str:
+    """The commands to try next, only those this installation has."""
+    from shadow.cli import COMMANDS
+
     q = subprocess.list2cmdline
-    click.echo("\nnext:")
-    click.echo(f"  {q(['shadow', 'sql', str(capture), 'SELECT role, count(*) FROM exchanges GROUP BY role'])}")
-    click.echo(f"  {q(['shadow', 'report', str(capture)])}")
-    click.echo(f"  {q(['shadow', 'gateway', str(out / CONFIG_NAME), '--listen', '127.0.0.1:8080'])}"
-               "   # the same gateway, for your own traffic")
+    steps = []
+    if "sql" in COMMANDS:
+        steps.append(q(["shadow", "sql", str(capture), "SELECT role, count(*) FROM exchanges GROUP BY role"]))
+    if "report" in COMMANDS:
+        steps.append(q(["shadow", "report", str(capture)]))
+    if "gate" in COMMANDS:
+        steps.append(q(["shadow", "gate", str(capture)]))
+    steps.append(q(["shadow", "gateway", str(config), "--listen", "127.0.0.1:8080"])
+                 + "   # the same gateway, for your own traffic")
+    return "next:\n" + "\n".join("  " + s for s in steps)
