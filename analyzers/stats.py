@@ -1,0 +1,419 @@
+"""Tests, intervals and sample sizes for the cutover guardrails. Pure functions over numpy arrays.
+
+Conventions: latency effects live on the log scale (log of candidate/primary), so a margin of
+×1.10 is log(1.10). Every test returns two one-sided p-values:
+- p_ni: H0 "worse than the margin" (reject = non-inferior: PASS evidence),
+- p_harm: H0 "no worse than the primary" (reject = harm: FAIL evidence, before Holm).
+Intervals are two-sided at 1 - 2*alpha, so each end is a one-sided alpha bound, matching the tests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+# Latencies are clamped here before taking logs: a 0 ms capture (sub-resolution) must not be -inf,
+# and deltas this small are far under any absolute floor anyway.
+LOG_CLAMP_MS = 0.5
+# Above this many pairs, Hodges-Lehmann estimates use a fixed-seed random sample of Walsh averages
+# / pairwise differences instead of all n^2 of them (memory and time), which moves the estimate by
+# far less than its standard error.
+HL_EXACT_MAX_PAIRS = 4_000_000
+# Bootstrap work is chunked so one block of resamples holds at most this many cells.
+BOOT_CHUNK_CELLS = 2_000_000
+
+
+def log_latency(x: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(np.asarray(x, dtype=float), LOG_CLAMP_MS))
+
+
+def quantile7(x: np.ndarray, p: float | np.ndarray) -> np.ndarray | float:
+    """Hyndman-Fan type 7 quantile (numpy's default 'linear')."""
+    return np.quantile(np.asarray(x, dtype=float), p, method="linear")
+
+
+@dataclass(frozen=True)
+class ShiftTest:
+    """A test on a log-scale effect (log ratio candidate/primary)."""
+
+    test: str
+    estimate: float  # log ratio
+    lo: float  # two-sided (1 - 2 alpha) interval on the log scale
+    hi: float
+    p_ni: float
+    p_harm: float
+    se: float | None  # standard error of the estimate on the log scale, when known
+
+
+@dataclass(frozen=True)
+class RateTest:
+    """A test on a rate difference (candidate - primary), or on a single rate against a budget."""
+
+    test: str
+    estimate: float
+    lo: float
+    hi: float
+    p_ni: float
+    p_harm: float
+    primary_rate: float | None
+    candidate_rate: float
+
+
+# ------------------------------------------------------------------------------------- multiplicity
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm step-down adjusted p-values (same order as the input)."""
+    p = np.asarray(p, dtype=float)
+    m = p.size
+    if m == 0:
+        return p.copy()
+    order = np.argsort(p, kind="stable")
+    scaled = (m - np.arange(m)) * p[order]
+    adjusted_sorted = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    out = np.empty(m)
+    out[order] = adjusted_sorted
+    return out
+
+
+# ------------------------------------------------------------------------------ Hodges-Lehmann shifts
+
+
+def _walsh_sample(d: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    n = d.size
+    if n * (n + 1) // 2 <= HL_EXACT_MAX_PAIRS:
+        i, j = np.triu_indices(n)
+        return (d[i] + d[j]) / 2.0
+    i = rng.integers(0, n, HL_EXACT_MAX_PAIRS)
+    j = rng.integers(0, n, HL_EXACT_MAX_PAIRS)
+    return (d[i] + d[j]) / 2.0
+
+
+def _pairwise_sample(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if a.size * b.size <= HL_EXACT_MAX_PAIRS:
+        return (a[:, None] - b[None, :]).ravel()
+    return a[rng.integers(0, a.size, HL_EXACT_MAX_PAIRS)] - b[rng.integers(0, b.size, HL_EXACT_MAX_PAIRS)]
+
+
+def hodges_lehmann_one_sample(d: np.ndarray, alpha: float = 0.05,
+                              rng: np.random.Generator | None = None) -> tuple[float, float, float]:
+    """Pseudo-median of d (median of Walsh averages) and its Wilcoxon-inverted (1 - 2 alpha) interval."""
+    d = np.asarray(d, dtype=float)
+    n = d.size
+    walsh = np.sort(_walsh_sample(d, rng or np.random.default_rng(0)))
+    est = float(np.median(walsh))
+    n_walsh = n * (n + 1) / 2
+    z = sps.norm.ppf(1 - alpha)
+    k = n_walsh / 2 - z * math.sqrt(n * (n + 1) * (2 * n + 1) / 24)  # rank of the lower end
+    return est, _order_stat(walsh, k, n_walsh), _order_stat(walsh, n_walsh - k + 1, n_walsh)
+
+
+def hodges_lehmann_two_sample(x: np.ndarray, y: np.ndarray, alpha: float = 0.05,
+                              rng: np.random.Generator | None = None) -> tuple[float, float, float]:
+    """Shift of x over y: median of all x_i - y_j, and its Mann-Whitney-inverted (1 - 2 alpha) interval."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    diffs = np.sort(_pairwise_sample(x, y, rng or np.random.default_rng(0)))
+    est = float(np.median(diffs))
+    nx, ny = x.size, y.size
+    n_pairs = nx * ny
+    z = sps.norm.ppf(1 - alpha)
+    k = n_pairs / 2 - z * math.sqrt(nx * ny * (nx + ny + 1) / 12)
+    return est, _order_stat(diffs, k, n_pairs), _order_stat(diffs, n_pairs - k + 1, n_pairs)
+
+
+def _order_stat(sorted_values: np.ndarray, rank: float, population: float) -> float:
+    """The rank-th (1-based, of `population`) order statistic, read from a possibly subsampled sorted array."""
+    frac = min(max((rank - 1) / max(population - 1, 1), 0.0), 1.0)
+    return float(sorted_values[round(frac * (sorted_values.size - 1))])
+
+
+# ------------------------------------------------------------------------------------ latency: bulk
+
+
+def wilcoxon_log_ratio(primary_ms: np.ndarray, candidate_ms: np.ndarray, log_margin: float,
+                       alpha: float = 0.05, rng: np.random.Generator | None = None) -> ShiftTest:
+    """Paired: Wilcoxon signed-rank on per-request log ratios, Hodges-Lehmann pseudo-median estimate."""
+    d = log_latency(candidate_ms) - log_latency(primary_ms)
+    est, lo, hi = hodges_lehmann_one_sample(d, alpha, rng)
+    return ShiftTest("Wilcoxon signed-rank on log ratios (paired), Hodges-Lehmann",
+                     est, lo, hi, _wilcoxon_p(d - log_margin, "less"), _wilcoxon_p(d, "greater"), None)
+
+
+def _wilcoxon_p(d: np.ndarray, alternative: str) -> float:
+    if not np.any(d != 0):
+        return 1.0  # all differences zero: no evidence in either direction
+    return float(sps.wilcoxon(d, alternative=alternative).pvalue)
+
+
+def mann_whitney_log_shift(primary_ms: np.ndarray, candidate_ms: np.ndarray, log_margin: float,
+                           alpha: float = 0.05, rng: np.random.Generator | None = None) -> ShiftTest:
+    """Unpaired: Mann-Whitney on log latencies, Hodges-Lehmann shift (= log ratio of typical latency)."""
+    lp, lc = log_latency(primary_ms), log_latency(candidate_ms)
+    est, lo, hi = hodges_lehmann_two_sample(lc, lp, alpha, rng)
+    p_ni = float(sps.mannwhitneyu(lc - log_margin, lp, alternative="less").pvalue)
+    p_harm = float(sps.mannwhitneyu(lc, lp, alternative="greater").pvalue)
+    return ShiftTest("Mann-Whitney on log latency (unpaired), Hodges-Lehmann", est, lo, hi, p_ni, p_harm, None)
+
+
+def cluster_mann_whitney_log_shift(primary_ms: np.ndarray, candidate_ms: np.ndarray,
+                                   primary_keys: np.ndarray, candidate_keys: np.ndarray, log_margin: float,
+                                   alpha: float = 0.05) -> ShiftTest:
+    """Sticky split traffic: the unit of assignment is the client, so compare per-client median log
+    latencies with Mann-Whitney (requests of one client are not independent)."""
+    cp = _cluster_medians(log_latency(primary_ms), primary_keys)
+    cc = _cluster_medians(log_latency(candidate_ms), candidate_keys)
+    est, lo, hi = hodges_lehmann_two_sample(cc, cp, alpha)
+    p_ni = float(sps.mannwhitneyu(cc - log_margin, cp, alternative="less").pvalue)
+    p_harm = float(sps.mannwhitneyu(cc, cp, alternative="greater").pvalue)
+    return ShiftTest("Mann-Whitney on per-client median log latency (sticky), Hodges-Lehmann",
+                     est, lo, hi, p_ni, p_harm, None)
+
+
+def _cluster_medians(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    _, inverse = np.unique(np.asarray(keys), return_inverse=True)
+    order = np.lexsort((values, inverse))
+    v, g = values[order], inverse[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    ends = np.r_[starts[1:], v.size]
+    lo_mid = starts + (ends - starts - 1) // 2
+    hi_mid = starts + (ends - starts) // 2
+    return (v[lo_mid] + v[hi_mid]) / 2.0
+
+
+# ------------------------------------------------------------------------------ latency: quantiles
+
+
+def _resample_counts(n: int, b: int, rng: np.random.Generator) -> np.ndarray:
+    """b rows of bootstrap multiplicities of n observations (each row sums to n)."""
+    idx = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
+    return np.bincount(idx.ravel(), minlength=b * n).reshape(b, n)
+
+
+def _cluster_counts(groups: np.ndarray, n_groups: int, b: int, rng: np.random.Generator) -> np.ndarray:
+    """b rows of multiplicities per observation when whole clusters are resampled."""
+    per_group = _resample_counts(n_groups, b, rng)
+    return per_group[:, groups]
+
+
+def _weighted_type7(sorted_x: np.ndarray, cum_counts: np.ndarray, ps: np.ndarray) -> np.ndarray:
+    """Type-7 quantiles of each resample, given the sorted data and cumulative multiplicities in that
+    order (one row per resample). Returns (rows, len(ps)). Avoids sorting every resample."""
+    total = cum_counts[:, -1].astype(float)
+    out = np.empty((cum_counts.shape[0], ps.size))
+    for j, p in enumerate(ps):
+        h = (total - 1.0) * p
+        lo = np.floor(h)
+        frac = h - lo
+        k1 = lo + 1.0  # 1-based rank in the expanded resample
+        k2 = np.minimum(lo + 2.0, total)
+        i1 = (cum_counts < k1[:, None]).sum(axis=1)
+        i2 = (cum_counts < k2[:, None]).sum(axis=1)
+        out[:, j] = sorted_x[i1] + frac * (sorted_x[i2] - sorted_x[i1])
+    return out
+
+
+def bootstrap_quantile_log_ratios(primary_ms: np.ndarray, candidate_ms: np.ndarray, ps: np.ndarray, *,
+                                  paired: bool, n_boot: int, rng: np.random.Generator,
+                                  primary_keys: np.ndarray | None = None,
+                                  candidate_keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Point log ratios of type-7 quantiles (len(ps),) and their bootstrap replicates (n_boot, len(ps)).
+
+    paired: requests resampled jointly (row i of both arms together). Unpaired: arms resampled
+    independently; with keys, whole clients are resampled (cluster bootstrap for sticky traffic).
+    """
+    xp = np.asarray(primary_ms, dtype=float)
+    xc = np.asarray(candidate_ms, dtype=float)
+    ps = np.asarray(ps, dtype=float)
+    point = np.log(np.maximum(np.quantile(xc, ps), LOG_CLAMP_MS)) - np.log(
+        np.maximum(np.quantile(xp, ps), LOG_CLAMP_MS))
+    order_p, order_c = np.argsort(xp, kind="stable"), np.argsort(xc, kind="stable")
+    sp, sc = xp[order_p], xc[order_c]
+    gp = gc = None
+    if not paired and primary_keys is not None and candidate_keys is not None:
+        _, gp = np.unique(np.asarray(primary_keys), return_inverse=True)
+        _, gc = np.unique(np.asarray(candidate_keys), return_inverse=True)
+    reps = np.empty((n_boot, ps.size))
+    chunk = max(1, BOOT_CHUNK_CELLS // max(xp.size, xc.size, 1))
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        if paired:
+            counts = _resample_counts(xp.size, b, rng)
+            cp, cc = counts, counts
+        elif gp is not None and gc is not None:
+            cp = _cluster_counts(gp, int(gp.max()) + 1, b, rng)
+            cc = _cluster_counts(gc, int(gc.max()) + 1, b, rng)
+        else:
+            cp, cc = _resample_counts(xp.size, b, rng), _resample_counts(xc.size, b, rng)
+        qp = _weighted_type7(sp, np.cumsum(cp[:, order_p], axis=1), ps)
+        qc = _weighted_type7(sc, np.cumsum(cc[:, order_c], axis=1), ps)
+        reps[start:start + b] = np.log(np.maximum(qc, LOG_CLAMP_MS)) - np.log(np.maximum(qp, LOG_CLAMP_MS))
+    return point, reps
+
+
+def bootstrap_shift_test(point: float, reps: np.ndarray, log_margin: float, alpha: float,
+                         test: str) -> ShiftTest:
+    """Tests and interval from bootstrap replicates of a log ratio.
+
+    The standard error comes from the replicates and the tests are normal (Wald) tests around the
+    point estimate: percentile counts cannot give p-values below 1/B, which Holm across many
+    endpoints needs, and on tie-heavy latencies the replicate distribution is lumpy while its
+    spread is well estimated."""
+    se = float(np.std(reps, ddof=1))
+    z = sps.norm.ppf(1 - alpha)
+    if se <= 0.0 or not math.isfinite(se):
+        # Every resample gave the same value (e.g. all latencies equal): the data carry no spread
+        # information, so neither PASS nor FAIL can be proven from it.
+        return ShiftTest(test, point, point, point, 1.0, 1.0, 0.0)
+    p_ni = float(sps.norm.cdf((point - log_margin) / se))
+    p_harm = float(sps.norm.sf(point / se))
+    return ShiftTest(test, point, point - z * se, point + z * se, p_ni, p_harm, se)
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+def mcnemar_exact(b: int, c: int) -> tuple[float, float]:
+    """Exact McNemar on discordant pairs: b = candidate-only failures, c = primary-only failures.
+    Returns (one-sided p that the candidate fails more, two-sided p)."""
+    m = b + c
+    if m == 0:
+        return 1.0, 1.0
+    greater = float(sps.binom.sf(b - 1, m, 0.5))
+    less = float(sps.binom.cdf(b, m, 0.5))
+    return greater, min(1.0, 2.0 * min(greater, less))
+
+
+def paired_rate_test(primary: np.ndarray, candidate: np.ndarray, margin: float, alpha: float) -> RateTest:
+    """Paired error rates: exact McNemar for harm; Agresti-Min adjusted Wald interval (add 0.5 to each
+    cell) and its test for non-inferiority of the difference (candidate - primary <= margin)."""
+    primary = np.asarray(primary, dtype=bool)
+    candidate = np.asarray(candidate, dtype=bool)
+    n = primary.size
+    b = int(np.sum(candidate & ~primary))
+    c = int(np.sum(primary & ~candidate))
+    p_harm, _ = mcnemar_exact(b, c)
+    est = (b - c) / n
+    b2, c2, n2 = b + 0.5, c + 0.5, n + 2.0
+    adj = (b2 - c2) / n2
+    se = math.sqrt(max((b2 + c2) - (b2 - c2) ** 2 / n2, 0.0)) / n2
+    z = sps.norm.ppf(1 - alpha)
+    p_ni = float(sps.norm.cdf((adj - margin) / se))
+    return RateTest("exact McNemar (paired) + Agresti-Min interval", est, adj - z * se, adj + z * se,
+                    p_ni, p_harm, float(primary.mean()), float(candidate.mean()))
+
+
+def wilson_interval(x: int, n: int, z: float) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = x / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def newcombe_interval(x_c: int, n_c: int, x_p: int, n_p: int, z: float) -> tuple[float, float]:
+    """Newcombe's hybrid score interval (method 10) for p_c - p_p from two Wilson intervals."""
+    pc, pp = x_c / n_c, x_p / n_p
+    lc, uc = wilson_interval(x_c, n_c, z)
+    lp, up = wilson_interval(x_p, n_p, z)
+    d = pc - pp
+    return d - math.sqrt((pc - lc) ** 2 + (up - pp) ** 2), d + math.sqrt((uc - pc) ** 2 + (pp - lp) ** 2)
+
+
+def unpaired_rate_test(primary: np.ndarray, candidate: np.ndarray, margin: float, alpha: float) -> RateTest:
+    """Split traffic error rates: one-sided Fisher exact for harm; Newcombe hybrid score interval
+    for the difference, inverted into the non-inferiority p-value."""
+    primary = np.asarray(primary, dtype=bool)
+    candidate = np.asarray(candidate, dtype=bool)
+    n_p, n_c = primary.size, candidate.size
+    x_p, x_c = int(primary.sum()), int(candidate.sum())
+    p_harm = float(sps.fisher_exact([[x_c, n_c - x_c], [x_p, n_p - x_p]], alternative="greater").pvalue)
+    z = sps.norm.ppf(1 - alpha)
+    lo, hi = newcombe_interval(x_c, n_c, x_p, n_p, z)
+
+    def upper_minus_margin(zz: float) -> float:
+        return newcombe_interval(x_c, n_c, x_p, n_p, zz)[1] - margin
+
+    p_ni = _invert_upper_bound(upper_minus_margin)
+    return RateTest("Fisher exact (unpaired) + Newcombe interval", x_c / n_c - x_p / n_p, lo, hi, p_ni, p_harm,
+                    x_p / n_p, x_c / n_c)
+
+
+def _invert_upper_bound(upper_minus_margin: object) -> float:
+    """p-value of 'upper bound < margin': the one-sided level at which the bound touches the margin."""
+    f = upper_minus_margin
+    assert callable(f)
+    if f(0.0) >= 0.0:
+        return 1.0 if f(0.0) > 0 else 0.5
+    lo, hi = 0.0, 40.0
+    if f(hi) < 0.0:
+        return float(sps.norm.sf(hi))
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if f(mid) < 0.0:
+            lo = mid
+        else:
+            hi = mid
+    return float(sps.norm.sf(lo))
+
+
+def budget_rate_test(flags: np.ndarray, budget: float, alpha: float) -> RateTest:
+    """One rate against a budget (body-mismatch share): exact binomial tests both ways, Wilson interval."""
+    flags = np.asarray(flags, dtype=bool)
+    n, x = flags.size, int(flags.sum())
+    p_ni = float(sps.binom.cdf(x, n, budget))  # H0 rate >= budget, small when few mismatches
+    p_harm = float(sps.binom.sf(x - 1, n, budget))  # H0 rate <= budget, small when many
+    lo, hi = wilson_interval(x, n, sps.norm.ppf(1 - alpha))
+    return RateTest("exact binomial vs budget + Wilson interval", x / n, lo, hi, p_ni, p_harm, None, x / n)
+
+
+def rule_of_three(n: int) -> float:
+    """Upper 95 % bound of a rate when none of n trials had the event (≈ 3/n)."""
+    return 3.0 / n if n > 0 else 1.0
+
+
+# ------------------------------------------------------------------------------------ sample sizes
+
+
+def quantile_ratio_sample_size(p: float, sigma: float, *, margin: float, true_ratio: float = 1.0,
+                               alpha: float = 0.05, power: float = 0.8, two_sided: bool = False,
+                               arms: int = 2) -> int:
+    """Per-arm n to tell a quantile ratio `true_ratio` from `margin` on lognormal(σ) data, from
+    var(log q̂_p) ≈ p(1-p)σ² / (n φ(z_p)²) per arm."""
+    z_p = sps.norm.ppf(p)
+    var_one = p * (1 - p) * sigma**2 / sps.norm.pdf(z_p) ** 2
+    z_a = sps.norm.ppf(1 - alpha / 2) if two_sided else sps.norm.ppf(1 - alpha)
+    z_b = sps.norm.ppf(power)
+    gap = math.log(margin) - math.log(true_ratio)
+    if gap == 0:
+        raise ValueError("true_ratio equals the margin: no sample size suffices")
+    return math.ceil((z_a + z_b) ** 2 * arms * var_one / gap**2)
+
+
+def proportion_sample_size(p_primary: float, p_candidate: float, *, margin: float = 0.0,
+                           alpha: float = 0.05, power: float = 0.8) -> int:
+    """Per-arm n for a one-sided two-proportion test of p_candidate - p_primary against `margin`
+    (margin 0: detect the difference; margin > 0: prove non-inferiority), unpooled variance."""
+    gap = (p_candidate - p_primary) - margin
+    if gap == 0:
+        raise ValueError("the difference equals the margin: no sample size suffices")
+    var = p_primary * (1 - p_primary) + p_candidate * (1 - p_candidate)
+    z = sps.norm.ppf(1 - alpha) + sps.norm.ppf(power)
+    return math.ceil(z**2 * var / gap**2)
+
+
+def needed_n_from_se(n: int, se: float, estimate: float, margin: float, alpha: float, power: float) -> int | None:
+    """Per-arm n at which a non-inferiority test with the observed standard error (scaling as 1/sqrt(n))
+    would reach `power`, planning on the observed estimate (or no difference if the candidate looks
+    better). None when the estimate is already beyond the margin (more data cannot prove it)."""
+    plan = max(estimate, 0.0)
+    gap = margin - plan
+    if gap <= 0 or not math.isfinite(se) or se <= 0:
+        return None
+    z = sps.norm.ppf(1 - alpha) + sps.norm.ppf(power)
+    return max(n + 1, math.ceil(n * (z * se / gap) ** 2))
