@@ -248,6 +248,8 @@ class _Reader:
     @staticmethod
     def value_line(node: Any, key: Any) -> int | None:
         try:
+            if node[key] is None:  # an empty value has no position of its own: point at its key
+                return _Reader.key_line(node, key)
             return int(node.lc.value(key)[0]) + 1
         except (AttributeError, KeyError, TypeError):
             return _Reader.key_line(node, key)
@@ -675,29 +677,35 @@ def _check_references(reader: _Reader, root: dict[Any, Any], routers: list[Route
                             _ref_line(reader, root, [*path, "mirrors", i, "name"]))
 
 
-def _service_refs(svc: Service) -> list[str]:
-    if isinstance(svc, MirroringService):
-        return [svc.service, *(m.name for m in svc.mirrors)]
-    return []
+def _service_refs(svc: Service) -> list[tuple[str, list[Any], str]]:
+    """(referenced service, YAML path of the reference, dotted field) for each reference of `svc`."""
+    if not isinstance(svc, MirroringService):
+        return []
+    base: list[Any] = ["http", "services", svc.name, "mirroring"]
+    where = f"http.services.{svc.name}.mirroring"
+    refs = [(svc.service, [*base, "service"], f"{where}.service")]
+    refs += [(m.name, [*base, "mirrors", i, "name"], f"{where}.mirrors[{i}].name")
+             for i, m in enumerate(svc.mirrors)]
+    return refs
 
 
 def _check_cycles(reader: _Reader, root: dict[Any, Any], services: dict[str, Service]) -> None:
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
     def visit(name: str, trail: list[str]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            cycle = [*trail[trail.index(name):], name]
-            reader.fail(f"service reference cycle: {' -> '.join(cycle)}", f"http.services.{name}",
-                        _ref_line(reader, root, ["http", "services", name]))
         state[name] = 1
-        for ref in _service_refs(services[name]):
-            visit(ref, [*trail, name])
+        for ref, path, ref_field in _service_refs(services[name]):
+            if state.get(ref) == 1:  # this reference closes a cycle: report it where it is written
+                cycle = [*trail[trail.index(ref):], name, ref] if ref in trail else [name, ref]
+                reader.fail(f"service reference cycle: {' -> '.join(cycle)}", ref_field,
+                            _ref_line(reader, root, path))
+            if state.get(ref) is None:
+                visit(ref, [*trail, name])
         state[name] = 2
 
     for name in services:
-        visit(name, [])
+        if state.get(name) is None:
+            visit(name, [])
 
 
 # --------------------------------------------------------------------------------------------------
