@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 OPTION = "shadow_config"
 RELOAD_INTERVAL_OPTION = "shadow_reload_interval"
+LOG_CONNECTIONS_OPTION = "shadow_log_connections"
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,8 @@ class ShadowConfig:
                           "routers/services/middlewares plus a shadow: section).")
         loader.add_option(RELOAD_INTERVAL_OPTION, float, 1.0,
                           "Seconds between checks of the shadow_config file for changes; 0 disables polling.")
+        loader.add_option(LOG_CONNECTIONS_OPTION, bool, True,
+                          "Log every client/server connect and disconnect (mitmproxy's info lines).")
         self.options = loader.master.options
         # Reverse mode must connect lazily (an eager connection to a down reverse target drops the
         # client before any hook), and routing needs the client's Host, which reverse mode would
@@ -126,6 +129,9 @@ class ShadowConfig:
         self.options.update(connection_strategy="lazy", keep_host_header=True)
 
     def configure(self, updated: set[str]) -> None:
+        if LOG_CONNECTIONS_OPTION in updated:
+            logging.getLogger("mitmproxy.proxy.server").setLevel(
+                logging.NOTSET if self.options.shadow_log_connections else logging.WARNING)
         if OPTION not in updated:
             return
         path = self.options.shadow_config

@@ -64,7 +64,8 @@ def mitmdump_command(config_path: str | Path, *, reverse_target: str, listen_hos
         "--listen-host", listen_host,
         "--listen-port", str(listen_port),
         "--set", "flow_detail=0",  # no line per request: the capture is the record
-        "--set", "termlog_verbosity=info",
+        "--set", "termlog_verbosity=info",  # the gateway's own lines: loaded, reloaded, rejected
+        "--set", "shadow_log_connections=false",  # ...without a line per connection
         *extra,
     ]
 
