@@ -96,6 +96,14 @@ def test_seed_list_is_consistent() -> None:
         assert d.endpoint in seeds.MIRRORED_ENDPOINTS
         assert bool(d.pointers) == (d.kind not in ("latency", "error_rate"))
         assert bool(d.candidate_pointers) == (d.kind == "renamed_field")
+    renamed = next(d for d in seeds.SEEDED_DIFFERENCES if d.name == "customer-id-renamed")
+    assert renamed.covers("/customer_id") and renamed.covers("/customerId")
+    assert not renamed.covers("/customer_idx") and not renamed.covers("/total")
+    reordered = next(d for d in seeds.SEEDED_DIFFERENCES if d.name == "items-reordered-in-list")
+    assert reordered.covers("/orders/*/items/*/sku") and not reordered.covers("/orders/*/total")
+    assert seeds.is_volatile_body_field("/generated_at") and not seeds.is_volatile_body_field("/total")
+    assert {d.name for d in seeds.seeded_for(seeds.ORDERS_LIST)} == {
+        "customer-id-renamed-in-list", "total-rounded-in-list", "items-reordered-in-list", "list-errors"}
 
 
 # ---------------------------------------------------------------- over HTTP, real processes

@@ -47,6 +47,16 @@ class SeededDifference:
     candidate_pointers: tuple[str, ...]
     description: str
 
+    def covers(self, pointer_template: str) -> bool:
+        """Whether a difference at `pointer_template` (either side's) is this seeded one. A diff
+        engine reports a reordered array element by element (/items/*/sku ...), so a difference at
+        or below a seeded pointer counts."""
+        return any(_at_or_below(pointer_template, p) for p in (*self.pointers, *self.candidate_pointers))
+
+
+def _at_or_below(pointer: str, ancestor: str) -> bool:
+    return pointer == ancestor or pointer.startswith(ancestor + "/")
+
 
 SEEDED_DIFFERENCES: tuple[SeededDifference, ...] = (
     SeededDifference(
@@ -79,15 +89,23 @@ SEEDED_DIFFERENCES: tuple[SeededDifference, ...] = (
         f"the orders service answers order details about {CANDIDATE_EXTRA_LATENCY_MS:.0f} ms slower"),
     SeededDifference(
         "list-errors", "error_rate", "GET", ORDERS_LIST, (), (),
-        f"the orders service answers about {CANDIDATE_ERROR_RATE:.0%} of order lists with a 500"),
+        f"the orders service answers about {CANDIDATE_ERROR_RATE:.0%} of order lists with a 500 "
+        "(those pairs also differ in their whole body)"),
 )
 
 # Volatile: different on every call from every instance, monolith and service alike.
 VOLATILE_BODY_FIELDS: tuple[str, ...] = ("/generated_at", "/request_id")
-VOLATILE_HEADERS: tuple[str, ...] = ("x-request-id", "date")
+VOLATILE_HEADERS: tuple[str, ...] = ("x-request-id", "date")  # lower-case names
+# Headers that differ between primary and candidate only as a consequence of the seeded body
+# differences (a renamed key changes the length): not seeded themselves, not volatile either.
+DERIVED_HEADERS: tuple[str, ...] = ("content-length",)
 
 # Endpoints the demo mirrors (the /api/orders router). Everything else is served by the monolith only.
 MIRRORED_ENDPOINTS: tuple[str, ...] = (ORDERS_LIST, ORDERS_DETAIL)
+
+
+def is_volatile_body_field(pointer_template: str) -> bool:
+    return any(_at_or_below(pointer_template, p) for p in VOLATILE_BODY_FIELDS)
 
 
 def seeded_for(endpoint: str) -> tuple[SeededDifference, ...]:

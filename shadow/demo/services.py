@@ -192,7 +192,9 @@ def page_count() -> int:
 def _respond(body: JsonObject, status: int = 200) -> web.Response:
     """A JSON answer stamped with the volatile fields every instance adds (seeds.VOLATILE_*)."""
     request_id = uuid.uuid4().hex
-    stamped = {**body, "generated_at": datetime.now(UTC).isoformat(), "request_id": request_id}
+    # A fixed-width timestamp: isoformat() drops ".000000", which would change the body length.
+    generated_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stamped = {**body, "generated_at": generated_at, "request_id": request_id}
     return web.Response(status=status, text=json.dumps(stamped), content_type="application/json",
                         headers={"X-Request-Id": request_id})
 

@@ -1,0 +1,136 @@
+"""`shadow demo` end to end, as a newcomer runs it: real services, real `shadow gateway` (mitmdump),
+real traffic, a sealed capture. This is the demo's guarantee, so it runs in the normal suite."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from shadow.config import parse_config
+from shadow.demo import seeds
+from shadow.demo.run import DemoUpstreams, gateway_yaml
+from shadow.store import Store, open_store
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class DemoRun:
+    out: Path
+    result: subprocess.CompletedProcess[str]
+
+    @property
+    def capture(self) -> Path:
+        return self.out / "capture"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    out = tmp_path_factory.mktemp("demo") / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "shadow.cli", "demo", "--requests", "200", "--out", str(out), "--no-progress"],
+        capture_output=True, text=True, timeout=110, cwd=REPO)
+    return DemoRun(out, result)
+
+
+@pytest.fixture(scope="module")
+def store(demo_run: DemoRun) -> Iterator[Store]:
+    assert demo_run.result.returncode == 0, demo_run.result.stderr[-3000:]
+    with open_store(demo_run.capture) as s:
+        yield s
+
+
+def test_demo_exits_0_and_says_where_the_capture_is(demo_run: DemoRun) -> None:
+    assert demo_run.result.returncode == 0, demo_run.result.stderr[-3000:]
+    out = demo_run.result.stdout
+    assert f"capture: {demo_run.capture}" in out
+    assert "sent 200 of 200 requests" in out
+    assert re.search(r"/api/orders/\{id\}\s+GET\s+\d+\s+\d+\s+\d+", out), out  # the summary table
+    assert "next:" in out and "shadow gateway" in out
+    assert (demo_run.out / "gateway.yaml").is_file()
+
+
+def test_capture_has_all_three_roles_sharing_request_ids(store: Store) -> None:
+    by_role = dict(store.sql("SELECT role, count(*) FROM exchanges GROUP BY role").fetchall())
+    assert set(by_role) == {"primary", "candidate", "secondary"}
+    assert by_role["primary"] >= 190  # every client request, give or take a shed row
+    triples = store.sql(
+        "SELECT count(*) FROM (SELECT request_id FROM exchanges GROUP BY request_id "
+        "HAVING count(DISTINCT role) = 3)").fetchall()[0]
+    assert triples[0] >= 50
+    pairs = store.sql("SELECT count(*), count(s_exchange_id) FROM pairs").fetchall()[0]
+    assert pairs[0] >= 50 and pairs[1] >= 50
+    orphans = store.sql(
+        "SELECT count(*) FROM exchanges m WHERE m.role <> 'primary' AND NOT EXISTS "
+        "(SELECT 1 FROM exchanges p WHERE p.role = 'primary' AND p.request_id = m.request_id)").fetchall()[0]
+    assert orphans == (0,)
+
+
+def test_only_safe_orders_requests_are_mirrored(store: Store) -> None:
+    mirrored = store.sql("SELECT DISTINCT endpoint, method FROM exchanges WHERE role <> 'primary'").fetchall()
+    assert mirrored and {m for _, m in mirrored} == {"GET"}
+    assert {e for e, _ in mirrored} <= set(seeds.MIRRORED_ENDPOINTS)
+    served = {e for (e,) in store.sql("SELECT DISTINCT endpoint FROM exchanges WHERE role = 'primary'").fetchall()}
+    assert {"/api/products/{id}", "/api/users/{id}", "/api/orders"} <= served
+    posts = store.sql("SELECT count(*) FROM exchanges WHERE method = 'POST' AND role = 'primary'").fetchall()[0]
+    assert posts[0] > 0
+
+
+def test_secrets_never_reach_the_capture(store: Store) -> None:
+    leaked = store.sql(
+        "SELECT count(*) FROM exchanges, unnest(req_headers) AS h(hdr) "
+        "WHERE hdr.value LIKE '%demo-token%'").fetchall()[0]
+    assert leaked == (0,)
+    card = store.sql(
+        "SELECT count(*) FROM exchanges WHERE regexp_matches(decode(coalesce(req_body, ''::BLOB)), '4111[0-9]{12}') "
+        "OR regexp_matches(decode(coalesce(resp_body, ''::BLOB)), '4111[0-9]{12}')").fetchall()[0]
+    assert card == (0,)
+    authorized = store.sql(
+        "SELECT count(*) FROM exchanges, unnest(req_headers) AS h(hdr) "
+        "WHERE lower(hdr.name) = 'authorization'").fetchall()[0]
+    assert authorized[0] > 0  # present, but redacted
+
+
+def test_seeded_differences_reach_the_capture(store: Store) -> None:
+    candidate_bodies = store.sql(
+        "SELECT decode(c_resp_body) FROM pairs WHERE endpoint = '/api/orders/{id}' AND c_status = 200").fetchall()
+    assert candidate_bodies and all('"customerId"' in b for (b,) in candidate_bodies)
+    secondary_same = store.sql(
+        "SELECT count(*) FILTER (WHERE p_status = s_status), count(*) FROM pairs "
+        "WHERE s_exchange_id IS NOT NULL").fetchall()[0]
+    assert secondary_same[0] == secondary_same[1]
+
+
+def test_demo_leaves_no_service_running(demo_run: DemoRun) -> None:
+    urls = re.findall(r'url: "(http://127\.0\.0\.1:\d+)"', (demo_run.out / "gateway.yaml").read_text())
+    assert len(urls) == 3
+    for url in urls:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.socket() as s, pytest.raises(OSError):
+            s.connect(("127.0.0.1", port))
+
+
+def test_demo_refuses_to_mix_captures(demo_run: DemoRun) -> None:
+    again = subprocess.run([sys.executable, "-m", "shadow.cli", "demo", "--out", str(demo_run.out)],
+                           capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert again.returncode == 2
+    assert again.stderr.strip() == f"error: {demo_run.capture} already holds a capture; choose another --out " \
+                                   "or remove it"
+
+
+def test_demo_config_is_a_valid_gateway_config() -> None:
+    text = gateway_yaml(DemoUpstreams("http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"))
+    config = parse_config(text, base_dir=Path("/tmp/demo"))
+    assert config.shadow.capture.dir == Path("/tmp/demo/capture")
+    assert config.shadow.mirroring.target("orders").role == "candidate"
+    assert config.shadow.mirroring.target("monolith-b").role == "secondary"
+    assert not config.shadow.mirroring.target("orders").allow_unsafe
+    assert "card_number" in config.shadow.capture.redaction.json_fields
+    assert "authorization" in config.shadow.capture.redaction.headers
