@@ -136,10 +136,12 @@ class RequestView:
     @cached_property
     def header_values(self) -> dict[str, tuple[str, ...]]:
         """Lower-cased header name → its values, one per header line, in order."""
-        grouped: dict[str, list[str]] = {}
+        grouped: dict[str, tuple[str, ...]] = {}
         for name, value in self.headers:
-            grouped.setdefault(name.lower(), []).append(value)
-        return {name: tuple(values) for name, values in grouped.items()}
+            key = name.lower()
+            seen = grouped.get(key)
+            grouped[key] = (value,) if seen is None else (*seen, value)
+        return grouped
 
     @cached_property
     def query_params(self) -> dict[str, list[str]]:
