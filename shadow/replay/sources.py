@@ -14,7 +14,7 @@ import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
@@ -357,6 +357,17 @@ def _har_content(content: dict[str, Any]) -> bytes:
     return str(text).encode("utf-8")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def iso_to_ns(text: str) -> int:
+    """ISO 8601 (HAR startedDateTime) to ns since the epoch, exactly (no float rounding)."""
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
 def har_entry(raw: Any, index: int) -> SourceEntry:
     """One HAR 1.2 entry (browser DevTools, Firefox, Charles, mitmproxy savehar) as a SourceEntry."""
     if not isinstance(raw, dict):
@@ -398,7 +409,7 @@ def har_entry(raw: Any, index: int) -> SourceEntry:
     ts_ns = None
     started = raw.get("startedDateTime")
     if started:
-        ts_ns = int(datetime.fromisoformat(str(started).replace("Z", "+00:00")).timestamp() * 1e9)
+        ts_ns = iso_to_ns(str(started))
     return SourceEntry(
         index=index,
         method=method,
@@ -466,7 +477,7 @@ class CaptureSource:
             "SELECT " + ", ".join(self.COLUMNS) + " FROM {src} WHERE role = 'primary' "
             "ORDER BY ts, exchange_id")
         try:
-            reader = con.execute(sql, [files]).fetch_record_batch(2048)
+            reader = con.sql(sql, params=[files]).to_arrow_reader(2048)
         except duckdb.Error as e:
             raise SourceError(self.path, f"unreadable capture: {str(e).splitlines()[0]}") from None
         index = 0
