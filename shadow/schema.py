@@ -43,7 +43,43 @@ EXCHANGES = pa.schema(
         ("client_key", pa.string()),  # unit of assignment for clustered statistics
         ("gateway", pa.string()),  # gateway instance id
         ("truncated", pa.bool_()),  # a body was cut at the configured limit
+        ("capture_note", pa.string()),  # why capture kept something as-is (e.g. a body that failed to decode)
     ]
 )
 
 EXCHANGE_COLUMNS = tuple(EXCHANGES.names)
+
+# One row per difference between a primary's and a candidate's answer (analyzers/diffs_table.py writes
+# CAPTURE/diffs/; noise rows are kept, flagged, with the reason).
+DIFFS = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("endpoint", pa.string()),  # templated path
+        ("c_service", pa.string()),  # the candidate service that answered
+        ("kind", pa.string()),  # status | header | body
+        ("op", pa.string()),  # added | removed | changed | type_changed | truncated
+        ("pointer", pa.string()),  # RFC 6901 pointer ("" = whole body / status; /name for a header)
+        ("pointer_template", pa.string()),  # pointer with array indices as *
+        ("old", pa.string()),  # primary's value as JSON text, truncated; null when added
+        ("new", pa.string()),  # candidate's value as JSON text, truncated; null when removed
+        ("noise", pa.bool_()),
+        ("noise_reason", pa.string()),
+    ]
+)
+
+# One row per pair (CAPTURE/diffs_summary/): what the statistics use for body-mismatch rates.
+DIFFS_SUMMARY = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("endpoint", pa.string()),
+        ("c_service", pa.string()),
+        ("mode", pa.string()),
+        ("method", pa.string()),
+        ("equal", pa.bool_()),  # no real (non-noise) difference of any kind
+        ("status_equal", pa.bool_()),
+        ("real_diff_count", pa.int32()),
+        ("noise_diff_count", pa.int32()),
+        ("truncated", pa.bool_()),  # a body was truncated, so the body was not compared
+        ("has_secondary", pa.bool_()),
+    ]
+)

@@ -1,0 +1,468 @@
+"""The diff engine: one pure function from two answers to a list of differences.
+
+    diffs = diff_pair(primary, candidate, rules, endpoint="/api/orders/{id}")
+
+`diff_pair` compares status, headers and body and returns one `Difference` per difference, in
+document order. It never hides anything: a difference that a rule ignores, a number within
+tolerance or a presence-only field is returned with `noise=True` and the rule as `noise_reason`.
+
+Bodies are settled without parsing whenever possible — equal bytes, or equal canonical hashes
+(shadow.canonical's "j:" hash ignores key order and whitespace) — and parsed only when they differ.
+JSON is compared by a purpose-written recursive walker over orjson values that descends only into
+subtrees whose values differ (Python's C-level `==` settles equal subtrees); pointers are RFC 6901
+(`~` → `~0`, `/` → `~1`), pointer templates replace array indices by `*`. Other kinds (text, HTML,
+XML, forms, multipart, binary) are in analyzers/bodies.py.
+
+`compute_diffs` (the streaming `diffs` table over a whole capture) lives in analyzers/diffs_table.py
+and is re-exported here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import orjson
+
+from analyzers.rules import EndpointRules, NodeRules, RuleSet
+
+if TYPE_CHECKING:
+    from analyzers.diffs_table import DiffRunSummary
+
+__all__ = [
+    "MAX_VALUE_CHARS",
+    "DiffRunSummary",
+    "Difference",
+    "ExchangeSide",
+    "compute_diffs",
+    "diff_pair",
+    "escape_token",
+    "render_value",
+]
+
+MAX_VALUE_CHARS = 256  # old/new are JSON text cut to this many characters (a "…" marks the cut)
+
+
+class Difference(NamedTuple):
+    """One difference between the primary's (old) and the candidate's (new) answer."""
+
+    kind: str  # status | header | body
+    op: str  # added | removed | changed | type_changed | truncated
+    pointer: str  # RFC 6901 pointer into the body ("" = the whole body / the status); /name for headers
+    pointer_template: str  # the pointer with array indices (and line numbers) as "*"
+    old: str | None  # the primary's value as JSON text (None when added)
+    new: str | None  # the candidate's value as JSON text (None when removed)
+    noise: bool = False
+    noise_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeSide:
+    """One side of a pair: what a service answered. Bodies are decoded unless `content_encoding` says
+    otherwise (the capture stores decoded bodies; raw input from elsewhere may still be gzip'd)."""
+
+    status: int | None
+    headers: Sequence[tuple[str, str]] | Sequence[Mapping[str, str]] = ()
+    body: bytes | None = None
+    content_type: str | None = None
+    body_hash: str | None = None  # canonical hash of the full body (shadow.canonical.body_hash)
+    truncated: bool = False  # body was cut at capture: compared by hash only
+    error: str | None = None  # transport error (status is then None)
+    content_encoding: str | None = None  # still to be decoded (gzip, deflate, br, ...)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], prefix: str = "") -> ExchangeSide:
+        """From a `pairs` row (prefix "p_", "c_", "s_") or an `exchanges` row (no prefix)."""
+        return cls(
+            status=row.get(prefix + "status"), headers=row.get(prefix + "resp_headers") or (),
+            body=row.get(prefix + "resp_body"), content_type=row.get(prefix + "resp_content_type"),
+            body_hash=row.get(prefix + "body_hash"), truncated=bool(row.get(prefix + "truncated")),
+            error=row.get(prefix + "error"),
+        )
+
+
+def escape_token(token: str) -> str:
+    """RFC 6901: `~` → `~0` first, then `/` → `~1`."""
+    if "~" in token or "/" in token:
+        return token.replace("~", "~0").replace("/", "~1")
+    return token
+
+
+def render_value(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
+    text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _fingerprint(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+
+def diff_pair(primary: ExchangeSide, candidate: ExchangeSide, rules: RuleSet | EndpointRules | None = None,
+              *, endpoint: str | None = None, max_value_chars: int = MAX_VALUE_CHARS,
+              compare_headers: bool = True, compare_body: bool = True) -> list[Difference]:
+    """All differences between two answers to the same request (status, then headers, then body).
+
+    `rules` may be a RuleSet (resolved for `endpoint`) or rules already resolved for the endpoint.
+    `compare_headers` / `compare_body` = False skip a part the caller already knows to be equal."""
+    er = _resolve(rules, endpoint)
+    out: list[Difference] = []
+    if primary.status != candidate.status:
+        out.append(Difference("status", "changed", "", "", _status_text(primary), _status_text(candidate)))
+    if primary.status is None or candidate.status is None:
+        return out  # a transport error: there are no headers or body to compare
+    if compare_headers:
+        out.extend(diff_headers(primary.headers, candidate.headers, er))
+    if compare_body:
+        out.extend(diff_bodies(primary, candidate, er, max_value_chars=max_value_chars))
+    return out
+
+
+def _resolve(rules: RuleSet | EndpointRules | None, endpoint: str | None) -> EndpointRules:
+    if rules is None:
+        rules = _DEFAULT
+    if isinstance(rules, RuleSet):
+        return rules.for_endpoint(endpoint)
+    return rules
+
+
+_DEFAULT = RuleSet()
+
+
+def _status_text(side: ExchangeSide) -> str:
+    if side.status is None:
+        return orjson.dumps(f"error: {side.error or 'no response'}"[:MAX_VALUE_CHARS]).decode()
+    return str(side.status)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Headers
+
+
+def header_map(headers: Iterable[tuple[str, str]] | Iterable[Mapping[str, str]]) -> dict[str, str]:
+    """Lower-cased name → value; repeated headers joined with ", " in order (RFC 9110 §5.3)."""
+    out: dict[str, str] = {}
+    for h in headers:
+        if isinstance(h, Mapping):
+            name, value = h["name"], h["value"]
+        else:
+            name, value = h
+        key = name.lower()
+        out[key] = out[key] + ", " + value if key in out else value
+    return out
+
+
+def diff_headers(primary: Iterable[Any], candidate: Iterable[Any], rules: EndpointRules) -> list[Difference]:
+    a, b = header_map(primary), header_map(candidate)
+    if a == b:
+        return []
+    out: list[Difference] = []
+    for name in sorted(a.keys() | b.keys()):
+        if rules.header_ignored(name):
+            continue
+        va, vb = a.get(name), b.get(name)
+        if va == vb:
+            continue
+        ptr = "/" + escape_token(name)
+        op = "added" if va is None else "removed" if vb is None else "changed"
+        out.append(Difference("header", op, ptr, ptr, None if va is None else orjson.dumps(va).decode(),
+                              None if vb is None else orjson.dumps(vb).decode()))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bodies
+
+
+def body_kind(content_type: str | None, body: bytes | None) -> str:
+    """json | html | xml | text | form | multipart | binary, from the media type (then a sniff)."""
+    ct = (content_type or "").split(";", 1)[0].strip().lower()
+    if "json" in ct:
+        return "json"
+    if ct in ("text/html", "application/xhtml+xml"):
+        return "html"
+    if ct.endswith("/xml") or ct.endswith("+xml"):
+        return "xml"
+    if ct == "application/x-www-form-urlencoded":
+        return "form"
+    if ct.startswith("multipart/"):
+        return "multipart"
+    if ct.startswith("text/") or ct in ("application/javascript", "application/x-yaml", "application/yaml"):
+        return "text"
+    if not ct and body:
+        head = body[:64].lstrip()
+        if head[:1] in (b"{", b"["):
+            return "json"
+        if head[:1] == b"<":
+            return "html" if head[:14].lower().startswith((b"<!doctype html", b"<html")) else "xml"
+        try:
+            body[:4096].decode("utf-8")
+            return "text"
+        except UnicodeDecodeError:
+            return "binary"
+    return "binary"
+
+
+def _decoded(side: ExchangeSide) -> bytes:
+    body = side.body or b""
+    if side.content_encoding and side.content_encoding.lower() not in ("identity", ""):
+        from shadow.canonical import decode_body
+
+        body = decode_body(body, side.content_encoding)
+    return body
+
+
+def _hash_text(body: bytes) -> str:
+    return f"{len(body)} bytes, sha256:{hashlib.sha256(body).hexdigest()[:16]}"
+
+
+def diff_bodies(primary: ExchangeSide, candidate: ExchangeSide, rules: EndpointRules, *,
+                max_value_chars: int = MAX_VALUE_CHARS) -> list[Difference]:
+    # Cheapest first: equal bytes, equal canonical hashes. Raw (still encoded) bodies skip the bytes
+    # test, since two encodings of one body need not be equal bytes.
+    raw_a, raw_b = primary.body or b"", candidate.body or b""
+    encoded = bool(primary.content_encoding or candidate.content_encoding)
+    if not encoded and raw_a == raw_b and primary.truncated == candidate.truncated:
+        return []
+    if primary.body_hash and primary.body_hash == candidate.body_hash:
+        return []
+    if primary.truncated or candidate.truncated:
+        which = "both" if primary.truncated and candidate.truncated else (
+            "primary" if primary.truncated else "candidate")
+        return [Difference("body", "truncated", "", "", primary.body_hash and orjson.dumps(primary.body_hash).decode(),
+                           candidate.body_hash and orjson.dumps(candidate.body_hash).decode(), True,
+                           f"body truncated at capture ({which}): not compared")]
+    a, b = _decoded(primary), _decoded(candidate)
+    if a == b:
+        return []
+    kind = body_kind(primary.content_type, a)
+    kind_b = body_kind(candidate.content_type, b)
+    if kind != kind_b and "binary" in (kind, kind_b):
+        kind = "binary"
+    if kind == "json":
+        try:
+            va, vb = orjson.loads(a) if a else None, orjson.loads(b) if b else None
+        except orjson.JSONDecodeError:
+            kind = "text"
+        else:
+            return diff_json(va, vb, rules, max_value_chars=max_value_chars,
+                             exact_shortcut=not _may_conflate(a, b))
+    from analyzers import bodies
+
+    return bodies.diff_other(kind, a, b, primary.content_type, candidate.content_type, rules,
+                             max_value_chars=max_value_chars)
+
+
+# ---------------------------------------------------------------------------------------------------
+# JSON
+
+
+def _jtype(v: Any) -> str:
+    t = type(v)
+    if t is dict:
+        return "object"
+    if t is list:
+        return "array"
+    if t is str:
+        return "string"
+    if t is bool:
+        return "boolean"
+    if t is int or t is float:
+        return "number"
+    return "null"
+
+
+def _leaf_equal(a: Any, b: Any) -> bool:
+    ta, tb = type(a), type(b)
+    if ta is tb:
+        return bool(a == b)
+    # JSON has one number type: 1 and 1.0 are the same value; true and 1 are not.
+    return ta in (int, float) and tb in (int, float) and a == b
+
+
+def _may_conflate(a: bytes | None, b: bytes | None) -> bool:
+    """Python's `==` says True == 1 and False == 0. The walker's C-speed subtree shortcut is exact
+    unless a boolean may meet a number; only then does it walk without the shortcut."""
+    return a is None or b is None or b"true" in a or b"false" in a or b"true" in b or b"false" in b
+
+
+def diff_json(a: Any, b: Any, rules: EndpointRules | RuleSet | None = None, *,
+              max_value_chars: int = MAX_VALUE_CHARS, exact_shortcut: bool = False) -> list[Difference]:
+    """Differences between two parsed JSON values. `exact_shortcut=True` promises that no boolean can
+    meet a number (e.g. neither text contains true/false), letting equal subtrees be skipped by `==`."""
+    er = _resolve(rules, None)
+    walker = _Walker(er, max_value_chars, shortcut=exact_shortcut)
+    walker.walk(a, b, "", "")
+    return walker.out
+
+
+def diff_json_bytes(a: bytes, b: bytes, rules: EndpointRules | RuleSet | None = None, *,
+                    max_value_chars: int = MAX_VALUE_CHARS) -> list[Difference]:
+    """Parse and diff two JSON texts (raises orjson.JSONDecodeError on invalid JSON)."""
+    if a == b:
+        return []
+    return diff_json(orjson.loads(a), orjson.loads(b), rules, max_value_chars=max_value_chars,
+                     exact_shortcut=not _may_conflate(a, b))
+
+
+class _Walker:
+    __slots__ = ("limit", "out", "rules", "shortcut")
+
+    def __init__(self, rules: EndpointRules, limit: int, *, shortcut: bool) -> None:
+        self.rules, self.limit, self.shortcut = rules, limit, shortcut
+        self.out: list[Difference] = []
+
+    def emit(self, op: str, ptr: str, tpl: str, old: Any, new: Any, *, has_old: bool = True,
+             has_new: bool = True, reason: str | None = None) -> None:
+        self.out.append(Difference(
+            "body", op, ptr, tpl, render_value(old, self.limit) if has_old else None,
+            render_value(new, self.limit) if has_new else None, reason is not None, reason))
+
+    def _equal(self, a: Any, b: Any) -> bool:
+        if self.shortcut:
+            return bool(a == b)
+        return _strict_equal(a, b)
+
+    def walk(self, a: Any, b: Any, ptr: str, tpl: str) -> None:
+        if self.shortcut and a == b:
+            return
+        node = self.rules.node(tpl)
+        ta, tb = type(a), type(b)
+        if node.ignore is not None or node.presence is not None:
+            if not self._equal(a, b):
+                op = "changed" if _jtype(a) == _jtype(b) else "type_changed"
+                self.emit(op, ptr, tpl, a, b, reason=node.ignore or node.presence)
+            return
+        if ta is dict and tb is dict:
+            self._object(a, b, ptr, tpl)
+        elif ta is list and tb is list:
+            self._array(a, b, ptr, tpl, node)
+        elif _leaf_equal(a, b):
+            return
+        elif _jtype(a) != _jtype(b):
+            self.emit("type_changed", ptr, tpl, a, b)
+        elif node.tolerance is not None and ta is not bool and tb is not bool and ta in (int, float) and \
+                node.tolerance.accepts(a, b):
+            self.emit("changed", ptr, tpl, a, b, reason=node.tolerance_label)
+        else:
+            self.emit("changed", ptr, tpl, a, b)
+
+    def _child_noise(self, tpl: str) -> str | None:
+        return self.rules.node(tpl).ignore if not self.rules.empty else None
+
+    def _object(self, a: dict[str, Any], b: dict[str, Any], ptr: str, tpl: str) -> None:
+        for k, va in a.items():
+            ek = escape_token(k)
+            if k in b:
+                self.walk(va, b[k], ptr + "/" + ek, tpl + "/" + ek)
+            else:
+                ctpl = tpl + "/" + ek
+                self.emit("removed", ptr + "/" + ek, ctpl, va, None, has_new=False, reason=self._child_noise(ctpl))
+        for k, vb in b.items():
+            if k not in a:
+                ek = escape_token(k)
+                ctpl = tpl + "/" + ek
+                self.emit("added", ptr + "/" + ek, ctpl, None, vb, has_old=False, reason=self._child_noise(ctpl))
+
+    def _array(self, a: list[Any], b: list[Any], ptr: str, tpl: str, node: NodeRules) -> None:
+        ctpl = tpl + "/*"
+        if node.array_mode == "keyed" and node.array_key is not None:
+            if self._keyed(a, b, ptr, ctpl, node.array_key):
+                return
+            self._unordered(a, b, ptr, ctpl)  # elements without a unique key: fall back to a multiset
+        elif node.array_mode == "unordered":
+            self._unordered(a, b, ptr, ctpl)
+        elif len(a) == len(b):
+            for i, (va, vb) in enumerate(zip(a, b, strict=True)):
+                self.walk(va, vb, f"{ptr}/{i}", ctpl)
+        else:
+            self._aligned(a, b, ptr, ctpl)
+
+    def _aligned(self, a: list[Any], b: list[Any], ptr: str, ctpl: str) -> None:
+        """Arrays of different lengths: align equal elements (difflib) so one insertion reads as one
+        `added`, not as every later element changed."""
+        fa, fb = [_fingerprint(v) for v in a], [_fingerprint(v) for v in b]
+        noise = self._child_noise(ctpl)
+        for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, fa, fb, autojunk=False).get_opcodes():
+            if tag == "equal":
+                continue
+            common = min(i2 - i1, j2 - j1) if tag == "replace" else 0
+            for k in range(common):
+                self.walk(a[i1 + k], b[j1 + k], f"{ptr}/{i1 + k}", ctpl)
+            for i in range(i1 + common, i2):
+                self.emit("removed", f"{ptr}/{i}", ctpl, a[i], None, has_new=False, reason=noise)
+            for j in range(j1 + common, j2):
+                self.emit("added", f"{ptr}/{j}", ctpl, None, b[j], has_old=False, reason=noise)
+
+    def _unordered(self, a: list[Any], b: list[Any], ptr: str, ctpl: str) -> None:
+        fa, fb = [_fingerprint(v) for v in a], [_fingerprint(v) for v in b]
+        spare_b = Counter(fb)
+        spare_a = Counter(fa)
+        spare_a.subtract(Counter(fb))
+        spare_b.subtract(Counter(fa))
+        noise = self._child_noise(ctpl)
+        for i, f in enumerate(fa):
+            if spare_a[f] > 0:
+                spare_a[f] -= 1
+                self.emit("removed", f"{ptr}/{i}", ctpl, a[i], None, has_new=False, reason=noise)
+        for j, f in enumerate(fb):
+            if spare_b[f] > 0:
+                spare_b[f] -= 1
+                self.emit("added", f"{ptr}/{j}", ctpl, None, b[j], has_old=False, reason=noise)
+
+    def _keyed(self, a: list[Any], b: list[Any], ptr: str, ctpl: str, key: str) -> bool:
+        ia, ib = _index_by(a, key), _index_by(b, key)
+        if ia is None or ib is None:
+            return False
+        noise = self._child_noise(ctpl)
+        for k, i in ia.items():
+            j = ib.get(k)
+            if j is None:
+                self.emit("removed", f"{ptr}/{i}", ctpl, a[i], None, has_new=False, reason=noise)
+            else:
+                self.walk(a[i], b[j], f"{ptr}/{i}", ctpl)
+        for k, j in ib.items():
+            if k not in ia:
+                self.emit("added", f"{ptr}/{j}", ctpl, None, b[j], has_old=False, reason=noise)
+        return True
+
+
+def _index_by(items: list[Any], key: str) -> dict[Any, int] | None:
+    """key value → index, or None when an element is not an object, lacks the key, or repeats it."""
+    out: dict[Any, int] = {}
+    for i, v in enumerate(items):
+        if type(v) is not dict or key not in v:
+            return None
+        k = v[key]
+        k = _fingerprint(k) if isinstance(k, (dict, list)) else (type(k).__name__, k)
+        if k in out:
+            return None
+        out[k] = i
+    return out
+
+
+def _strict_equal(a: Any, b: Any) -> bool:
+    ta, tb = type(a), type(b)
+    if ta is dict:
+        return tb is dict and a.keys() == b.keys() and all(_strict_equal(v, b[k]) for k, v in a.items())
+    if ta is list:
+        return tb is list and len(a) == len(b) and all(_strict_equal(x, y) for x, y in zip(a, b, strict=True))
+    return _leaf_equal(a, b)
+
+
+def compute_diffs(*args: Any, **kwargs: Any) -> DiffRunSummary:
+    """See analyzers.diffs_table.compute_diffs (re-exported here for the pipeline)."""
+    from analyzers.diffs_table import compute_diffs as impl
+
+    return impl(*args, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DiffRunSummary":
+        from analyzers.diffs_table import DiffRunSummary
+
+        return DiffRunSummary
+    raise AttributeError(name)

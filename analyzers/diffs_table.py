@@ -1,0 +1,417 @@
+"""The `diffs` table: every difference of every pair in a capture, streamed to Parquet.
+
+    summary = compute_diffs("capture", rules)        # rules: RuleSet, the raw config list, or None
+
+writes, replacing the previous run's output (each folder is built under a hidden temporary name and
+renamed into place, so a reader sees the old run or the new one, never half of one):
+
+* CAPTURE/diffs/part-0.parquet — one row per difference (schema shadow.schema.DIFFS): request_id,
+  endpoint, c_service, kind (status | header | body), op, pointer, pointer_template, old, new,
+  noise, noise_reason. Noise is flagged, never dropped.
+* CAPTURE/diffs_summary/part-0.parquet — one row per pair (shadow.schema.DIFFS_SUMMARY): request_id,
+  endpoint, c_service, mode, method, equal, status_equal, real_diff_count, noise_diff_count,
+  truncated, has_secondary. `equal` is true when the pair has no real difference, and NULL when a
+  truncated body could not be compared (so `avg(NOT equal)` skips it rather than guessing).
+* CAPTURE/diffs_fields/part-0.parquet — per (endpoint, c_service, kind, pointer_template) seen on
+  requests with a secondary: the candidate's and the secondary's difference counts, the exact
+  McNemar p-value (raw and Holm), Diffy's verdict for comparison, and whether the field is real.
+
+How it stays fast and bounded: DuckDB joins the pairs and settles most of them in SQL (equal status,
+equal header lists after the ignore list, equal body bytes or canonical hashes), nulling the bodies
+of settled pairs so they never become Python objects; the remaining pairs go through the pure
+`diff_pair` in record batches (in worker processes when `workers > 1`), at most a few batches in
+flight. A second, relational pass applies the per-field noise verdicts and builds the summary.
+
+Endpoints: the captured `endpoint` column (static templating at capture time), unless a
+`templater` (analyzers.endpoints.EndpointTemplater, e.g. learned with `learn_from_capture`) is
+given, which is then applied to `path`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from analyzers.diff import MAX_VALUE_CHARS, Difference, ExchangeSide, diff_pair
+from analyzers.noise import (
+    DEFAULT_ALPHA,
+    FieldCounts,
+    FieldNoise,
+    ProbeResult,
+    classify_fields,
+    field_noise_table,
+    load_probe,
+    mark_secondary_noise,
+)
+from analyzers.rules import RuleSet, load_rules
+from shadow.endpoints import template_path
+from shadow.schema import DIFFS, DIFFS_SUMMARY
+
+__all__ = ["DiffRunSummary", "compute_diffs", "diff_batch"]
+
+BASE_SCHEMA = pa.schema([("request_id", pa.string()), ("endpoint", pa.string()), ("c_service", pa.string()),
+                         ("mode", pa.string()), ("method", pa.string()), ("has_secondary", pa.bool_())])
+OUTPUT_DIRS = ("diffs", "diffs_summary", "diffs_fields")
+
+
+@dataclass(frozen=True)
+class DiffRunSummary:
+    capture_dir: Path
+    pairs: int
+    equal_pairs: int  # no real difference
+    pairs_with_real_diffs: int
+    truncated_pairs: int  # a truncated body kept the pair from being compared (equal is NULL)
+    secondary_pairs: int
+    diff_rows: int
+    real_rows: int
+    noise_rows: int
+    seconds: float
+    workers: int
+    probe_used: bool
+    fields: tuple[FieldNoise, ...] = ()
+    diffs_dir: Path = field(default=Path("diffs"))
+    summary_dir: Path = field(default=Path("diffs_summary"))
+    fields_dir: Path = field(default=Path("diffs_fields"))
+
+    @property
+    def pairs_per_s(self) -> float:
+        return self.pairs / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def mismatch_rate(self) -> float:
+        compared = self.pairs - self.truncated_pairs
+        return self.pairs_with_real_diffs / compared if compared else 0.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# The per-batch pure part
+
+
+@dataclass
+class BatchContext:
+    rules: RuleSet
+    templater: Any = None  # EndpointTemplater or None
+    probe: ProbeResult | None = None
+    max_value_chars: int = MAX_VALUE_CHARS
+
+
+@dataclass
+class BatchResult:
+    diffs: pa.Table
+    base: pa.Table
+    counts: FieldCounts
+    pairs: int
+
+
+def _endpoints(batch: pa.RecordBatch, templater: Any) -> list[str]:
+    paths = batch.column("path")
+    if templater is not None:
+        templated = templater.template_many(paths)
+        return templated.to_pylist() if isinstance(templated, pa.Array) else list(templated)
+    captured = batch.column("endpoint").to_pylist()
+    if all(e is not None for e in captured):
+        return captured
+    return [e if e is not None else template_path(p or "/") for e, p in zip(captured, paths.to_pylist(), strict=True)]
+
+
+_SIDE_COLUMNS = ("status", "resp_headers", "resp_body", "resp_content_type", "body_hash", "truncated", "error")
+
+
+def diff_batch(batch: pa.RecordBatch, ctx: BatchContext) -> BatchResult:
+    """Diff one record batch of the pre-settled pairs query (see `_pairs_query`)."""
+    n = batch.num_rows
+    endpoints = _endpoints(batch, ctx.templater)
+    request_ids = batch.column("request_id").to_pylist()
+    c_services = batch.column("c_service").to_pylist()
+    has_s = batch.column("has_s").to_pylist()
+    base = pa.table({"request_id": request_ids, "endpoint": endpoints, "c_service": c_services,
+                     "mode": batch.column("mode"), "method": batch.column("method"), "has_secondary": has_s},
+                    schema=BASE_SCHEMA)
+    counts = FieldCounts()
+    settled = pc.and_(batch.column("c_settled"), batch.column("s_settled"))
+    for i in range(n):  # requests with a secondary count in the rate test's denominator, settled or not
+        if has_s[i]:
+            counts.requests[(endpoints[i], c_services[i])] = counts.requests.get((endpoints[i], c_services[i]), 0) + 1
+    todo = pc.indices_nonzero(pc.invert(pc.fill_null(settled, False)))
+    cols: dict[str, list[Any]] = {name: [] for name in DIFFS.names}
+    if len(todo):
+        wanted = ["c_settled", "s_settled", "c_h_eq", "c_b_eq", "s_h_eq", "s_b_eq"] + [
+            f"{r}_{c}" for r in "pcs" for c in _SIDE_COLUMNS]
+        rows = batch.select(wanted).take(todo).to_pylist()
+        for row, idx in zip(rows, todo.to_pylist(), strict=True):
+            ep, svc, rid = endpoints[idx], c_services[idx], request_ids[idx]
+            er = ctx.rules.for_endpoint(ep)
+            primary = ExchangeSide.from_row(row, "p_")
+            cd: list[Difference] = []
+            if not row["c_settled"]:
+                cd = diff_pair(primary, ExchangeSide.from_row(row, "c_"), er, max_value_chars=ctx.max_value_chars,
+                               compare_headers=not row["c_h_eq"], compare_body=not row["c_b_eq"])
+            if has_s[idx]:
+                sd: list[Difference] = []
+                if not row["s_settled"]:
+                    sd = diff_pair(primary, ExchangeSide.from_row(row, "s_"), er,
+                                   max_value_chars=ctx.max_value_chars, compare_headers=not row["s_h_eq"],
+                                   compare_body=not row["s_b_eq"])
+                    cd = mark_secondary_noise(cd, sd)
+                counts.requests[(ep, svc)] -= 1  # add_request counts it again
+                counts.add_request(ep, svc, {(d.kind, d.pointer_template) for d in cd if d.op != "truncated"},
+                                   {(d.kind, d.pointer_template) for d in sd if d.op != "truncated"})
+            for d in cd:
+                if not d.noise and ctx.probe is not None:
+                    reason = ctx.probe.reason(ep, d.kind, d.pointer_template)
+                    if reason:
+                        d = d._replace(noise=True, noise_reason=reason)
+                cols["request_id"].append(rid)
+                cols["endpoint"].append(ep)
+                cols["c_service"].append(svc)
+                cols["kind"].append(d.kind)
+                cols["op"].append(d.op)
+                cols["pointer"].append(d.pointer)
+                cols["pointer_template"].append(d.pointer_template)
+                cols["old"].append(d.old)
+                cols["new"].append(d.new)
+                cols["noise"].append(d.noise)
+                cols["noise_reason"].append(d.noise_reason)
+    return BatchResult(pa.table(cols, schema=DIFFS), base, counts, n)
+
+
+_WORKER_CTX: BatchContext | None = None
+
+
+def _init_worker(ctx: BatchContext) -> None:
+    global _WORKER_CTX
+    _WORKER_CTX = ctx
+
+
+def _diff_batch_in_worker(batch: pa.RecordBatch) -> BatchResult:
+    assert _WORKER_CTX is not None
+    return diff_batch(batch, _WORKER_CTX)
+
+
+# ---------------------------------------------------------------------------------------------------
+# SQL: pair up and settle what needs no Python
+
+
+def _sql_str(s: str | Path) -> str:
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+def _header_regex(globs: Iterable[str]) -> str:
+    import re
+
+    parts = ["".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in g.lower()) for g in globs]
+    return "(" + "|".join(parts) + ")" if parts else "(?!)"
+
+
+def _pairs_query(rules: RuleSet) -> str:
+    rx = _sql_str(_header_regex(rules.compared_header_superset_ignores()))
+
+    def hdr(col: str) -> str:
+        # compared headers as sorted "name:value" strings; equal lists settle the headers in SQL
+        return (f"list_sort(list_transform(list_filter({col}, lambda h: NOT regexp_full_match(lower(h.name), {rx})), "
+                "lambda h: lower(h.name) || ':' || h.value))")
+
+    def body_eq(r: str) -> str:
+        return (f"((p_resp_body IS NOT DISTINCT FROM {r}_resp_body AND coalesce(p_truncated, false) = "
+                f"coalesce({r}_truncated, false)) OR coalesce(p_body_hash = {r}_body_hash, false))")
+
+    return f"""
+    WITH flagged AS (
+      SELECT *,
+        s_exchange_id IS NOT NULL AS has_s,
+        p_status IS NOT DISTINCT FROM c_status AS c_st_eq,
+        s_exchange_id IS NULL OR (p_status IS NOT DISTINCT FROM s_status) AS s_st_eq,
+        coalesce({hdr('p_resp_headers')} = {hdr('c_resp_headers')}, p_resp_headers IS NULL AND c_resp_headers IS NULL)
+          AS c_h_eq,
+        s_exchange_id IS NULL OR coalesce({hdr('p_resp_headers')} = {hdr('s_resp_headers')},
+          p_resp_headers IS NULL AND s_resp_headers IS NULL) AS s_h_eq,
+        {body_eq('c')} AS c_b_eq,
+        s_exchange_id IS NULL OR {body_eq('s')} AS s_b_eq
+      FROM pairs
+    )
+    SELECT request_id, endpoint, path, method, mode, c_service, has_s,
+      c_st_eq AND c_h_eq AND c_b_eq AS c_settled, s_st_eq AND s_h_eq AND s_b_eq AS s_settled,
+      c_h_eq, c_b_eq, s_h_eq, s_b_eq,
+      p_status, c_status, s_status, p_error, c_error, s_error, p_truncated, c_truncated, s_truncated,
+      p_body_hash, c_body_hash, s_body_hash, p_resp_content_type, c_resp_content_type, s_resp_content_type,
+      CASE WHEN c_h_eq AND s_h_eq THEN NULL ELSE p_resp_headers END AS p_resp_headers,
+      CASE WHEN c_h_eq THEN NULL ELSE c_resp_headers END AS c_resp_headers,
+      CASE WHEN s_h_eq THEN NULL ELSE s_resp_headers END AS s_resp_headers,
+      CASE WHEN c_b_eq AND s_b_eq THEN NULL ELSE p_resp_body END AS p_resp_body,
+      CASE WHEN c_b_eq THEN NULL ELSE c_resp_body END AS c_resp_body,
+      CASE WHEN s_b_eq THEN NULL ELSE s_resp_body END AS s_resp_body
+    FROM flagged
+    """
+
+
+# ---------------------------------------------------------------------------------------------------
+# The run
+
+
+def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str, Any]] | None = None, *,
+                  templater: Any = None, progress: bool | Callable[..., None] = True, workers: int | None = None,
+                  batch_rows: int = 8192, alpha: float = DEFAULT_ALPHA, use_probe: bool = True,
+                  max_value_chars: int = MAX_VALUE_CHARS, memory_limit: str = "1GB") -> DiffRunSummary:
+    """Diff every pair of the capture and (re)write CAPTURE/diffs, diffs_summary, diffs_fields.
+
+    `rules`: a RuleSet, the raw `shadow.analysis.rules` list, or None (defaults only).
+    `workers`: processes for the per-pair work (default: 2 when the machine has ≥ 2 cores, else 1).
+    `progress`: True for a bar on a terminal, False for none, or a callback `report(done, total)`.
+    `use_probe`: apply CAPTURE/noise/probe.parquet (from `probe_noise`) when it exists.
+    Raises CaptureError for a missing or unreadable capture."""
+    from shadow.store import open_store
+
+    started = time.perf_counter()
+    root = Path(capture_dir)
+    ruleset = rules if isinstance(rules, RuleSet) else load_rules(rules)
+    probe = load_probe(root) if use_probe else None
+    ctx = BatchContext(ruleset, templater, probe, max_value_chars)
+    if workers is None:
+        workers = 2 if (os.cpu_count() or 1) >= 2 else 1
+    store = open_store(root)  # first: a missing or malformed capture is reported before anything is written
+    run = root / f".diffs-run-{uuid.uuid4().hex[:12]}"
+    run.mkdir()
+    try:
+        with store:
+            con = store.con
+            con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
+            con.execute(f"SET temp_directory = {_sql_str(run / 'duckdb-tmp')}")
+            con.execute("SET preserve_insertion_order = false")
+            n_total = int(con.execute("SELECT count(*) FROM pairs").fetchall()[0][0])
+            reader = con.sql(_pairs_query(ruleset)).to_arrow_reader(batch_rows)
+            assert reader is not None
+            counts = FieldCounts()
+            pairs = 0
+            raw_path, base_path = run / "raw.parquet", run / "base.parquet"
+            with pq.ParquetWriter(raw_path, DIFFS) as raw_w, pq.ParquetWriter(base_path, BASE_SCHEMA) as base_w:
+                bar = _progress(progress is True, n_total)
+
+                def take(result: BatchResult) -> None:
+                    nonlocal pairs
+                    if result.diffs.num_rows:
+                        raw_w.write_table(result.diffs)
+                    base_w.write_table(result.base)
+                    counts.merge(result.counts)
+                    pairs += result.pairs
+                    if callable(progress):
+                        progress(pairs, n_total)
+                    elif bar is not None:
+                        bar.update(result.pairs)
+
+                if workers <= 1:
+                    for batch in reader:
+                        take(diff_batch(batch, ctx))
+                else:
+                    # forkserver: forking this process (DuckDB's threads are running) could deadlock
+                    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(ctx,),
+                                             mp_context=multiprocessing.get_context("forkserver")) as pool:
+                        pending: deque[Future[BatchResult]] = deque()
+                        for batch in reader:
+                            pending.append(pool.submit(_diff_batch_in_worker, batch))
+                            while len(pending) > 2 * workers:
+                                take(pending.popleft().result())
+                        while pending:
+                            take(pending.popleft().result())
+                if bar is not None:
+                    bar.close()
+            fields = classify_fields(counts, alpha=alpha)
+            stats = _finish(con, run, raw_path, base_path, fields)
+        _swap_into_place(root, run)
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+    return DiffRunSummary(
+        capture_dir=root, pairs=pairs, equal_pairs=stats["equal"], pairs_with_real_diffs=stats["unequal"],
+        truncated_pairs=stats["truncated"], secondary_pairs=stats["secondary"], diff_rows=stats["rows"],
+        real_rows=stats["real"], noise_rows=stats["rows"] - stats["real"], seconds=time.perf_counter() - started,
+        workers=workers, probe_used=probe is not None, fields=tuple(fields), diffs_dir=root / "diffs",
+        summary_dir=root / "diffs_summary", fields_dir=root / "diffs_fields")
+
+
+def _progress(enabled: bool, total: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="diffing pairs", unit=" pairs", leave=False, file=sys.stderr,
+                disable=not sys.stderr.isatty())
+
+
+def _finish(con: Any, run: Path, raw_path: Path, base_path: Path, fields: list[FieldNoise]) -> dict[str, int]:
+    """Second pass, relational: per-field noise verdicts onto the rows, then the per-pair summary."""
+    for name in OUTPUT_DIRS:
+        (run / name).mkdir()
+    fields_table = field_noise_table(fields)
+    pq.write_table(fields_table, run / "diffs_fields" / "part-0.parquet")
+    noisy = fields_table.filter(pc.invert(fields_table.column("real"))).select(
+        ["endpoint", "c_service", "kind", "pointer_template", "reason"])
+    con.register("noisy_fields", noisy)
+    diffs_out = run / "diffs" / "part-0.parquet"
+    con.execute(f"""
+        COPY (
+          SELECT d.request_id, d.endpoint, d.c_service, d.kind, d.op, d.pointer, d.pointer_template, d.old, d.new,
+                 d.noise OR f.reason IS NOT NULL AS noise,
+                 CASE WHEN d.noise THEN d.noise_reason ELSE f.reason END AS noise_reason
+          FROM read_parquet({_sql_str(raw_path)}) d
+          LEFT JOIN noisy_fields f ON d.endpoint = f.endpoint AND d.c_service IS NOT DISTINCT FROM f.c_service
+               AND d.kind = f.kind AND d.pointer_template = f.pointer_template
+        ) TO {_sql_str(diffs_out)} (FORMAT parquet, ROW_GROUP_SIZE 100000)""")
+    con.unregister("noisy_fields")
+    summary_out = run / "diffs_summary" / "part-0.parquet"
+    con.execute(f"""
+        COPY (
+          SELECT b.request_id, b.endpoint, b.c_service, b.mode, b.method,
+                 CASE WHEN coalesce(a.truncated, false) THEN NULL ELSE coalesce(a.real_n, 0) = 0 END AS equal,
+                 NOT coalesce(a.status_diff, false) AS status_equal,
+                 coalesce(a.real_n, 0)::INTEGER AS real_diff_count,
+                 coalesce(a.noise_n, 0)::INTEGER AS noise_diff_count,
+                 coalesce(a.truncated, false) AS truncated, b.has_secondary
+          FROM read_parquet({_sql_str(base_path)}) b
+          LEFT JOIN (
+            SELECT request_id, c_service, count(*) FILTER (WHERE NOT noise) AS real_n,
+                   count(*) FILTER (WHERE noise) AS noise_n, bool_or(op = 'truncated') AS truncated,
+                   bool_or(kind = 'status') AS status_diff
+            FROM read_parquet({_sql_str(diffs_out)}) GROUP BY request_id, c_service
+          ) a ON a.request_id = b.request_id AND a.c_service IS NOT DISTINCT FROM b.c_service
+        ) TO {_sql_str(summary_out)} (FORMAT parquet, ROW_GROUP_SIZE 100000)""")
+    rows = con.execute(f"""
+        SELECT count(*) FILTER (WHERE equal), count(*) FILTER (WHERE NOT equal), count(*) FILTER (WHERE truncated),
+               count(*) FILTER (WHERE has_secondary), coalesce(sum(real_diff_count + noise_diff_count), 0),
+               coalesce(sum(real_diff_count), 0)
+        FROM read_parquet({_sql_str(summary_out)})""").fetchall()
+    row = rows[0]
+    # check the written schemas match the declared ones (a drift here would break every reader)
+    for path, schema in ((diffs_out, DIFFS), (summary_out, DIFFS_SUMMARY)):
+        got = pq.read_schema(path)
+        if got.names != schema.names:
+            raise AssertionError(f"{path}: columns {got.names} != {schema.names}")
+    keys = ("equal", "unequal", "truncated", "secondary", "rows", "real")
+    return {k: int(v) for k, v in zip(keys, row, strict=True)}
+
+
+def _swap_into_place(root: Path, run: Path) -> None:
+    """Replace CAPTURE/{diffs,diffs_summary,diffs_fields} by this run's folders: rename the old one
+    aside (hidden name), rename the new one in, delete the old."""
+    for name in OUTPUT_DIRS:
+        new, target = run / name, root / name
+        for f in new.glob("*.parquet"):
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        old = root / f".{name}-old-{uuid.uuid4().hex[:8]}"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,140 @@
+"""compute_diffs over a capture on disk: the diffs, diffs_summary and diffs_fields tables, read back
+through DuckDB (the store's views)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from analyzers.diffs_table import compute_diffs
+from analyzers.endpoints import EndpointTemplater
+from shadow.canonical import body_hash
+from shadow.errors import CaptureError
+from shadow.schema import DIFFS, DIFFS_SUMMARY, EXCHANGES
+from shadow.store import open_store
+
+JSON_HEADERS = [("Content-Type", "application/json")]
+
+
+def exchange_row(request_id: str, role: str, *, body: Any = None, status: int | None = 200,
+                 headers: list[tuple[str, str]] | None = None, path: str = "/api/items/1",
+                 endpoint: str | None = "/api/items/{id}", service: str | None = None, method: str = "GET",
+                 truncated: bool = False, error: str | None = None, mode: str = "mirror",
+                 content_type: str = "application/json") -> dict[str, Any]:
+    raw = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    return {
+        "request_id": request_id, "exchange_id": f"{request_id}-{role}", "role": role, "mode": mode,
+        "service": service or {"primary": "mono", "candidate": "items-svc", "secondary": "mono-2"}[role],
+        "router": "items", "endpoint": endpoint, "ts": datetime(2026, 11, 26, 6, 0, tzinfo=UTC),
+        "latency_ms": 10.0, "method": method, "url": "http://127.0.0.1" + path, "host": "shop", "path": path,
+        "query": "", "upstream": "http://127.0.0.1:1", "req_headers": [], "req_body": b"",
+        "status": status,
+        "resp_headers": [{"name": k, "value": v} for k, v in (headers if headers is not None else JSON_HEADERS)],
+        "resp_body": raw, "resp_content_type": content_type if status else None,
+        "body_hash": body_hash(raw, content_type) if raw is not None and not truncated else None,
+        "body_size": len(raw) if raw is not None else None, "error": error, "trace_id": None, "span_id": None,
+        "client_key": None, "gateway": "g1", "truncated": truncated,
+    }
+
+
+def write_capture(root: Path, rows: list[dict[str, Any]], part: str = "part-0") -> Path:
+    folder = root / "exchanges" / "dt=2026-11-26" / "hour=06"
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=EXCHANGES), folder / f"{part}.parquet")
+    return root
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cap")
+    rows = []
+    for i in range(40):
+        rid = f"r{i:03d}"
+        doc = {"id": i, "name": f"item {i}", "price": 10.0 + i, "requestId": f"p-{i}", "tags": ["a", "b"]}
+        cand = dict(doc)
+        if i % 2:
+            cand["requestId"] = f"c-{i}"  # volatile: noise on the odd requests
+        if i % 10 == 0:
+            cand["price"] = doc["price"] + 1  # a real change on 4 of 40
+        rows.append(exchange_row(rid, "primary", body=doc))
+        rows.append(exchange_row(rid, "candidate", body=cand,
+                                 headers=[("content-type", "application/json"), ("Date", f"d{i}")]))
+    # status change, a transport error, a truncated body, and a pair settled by canonical hash
+    rows += [exchange_row("s1", "primary", body={"a": 1}), exchange_row("s1", "candidate", body={"a": 1}, status=500)]
+    rows += [exchange_row("e1", "primary", body={"a": 1}),
+             exchange_row("e1", "candidate", body=None, status=None, error="connect refused")]
+    rows += [exchange_row("t1", "primary", body=b'{"a": [1, 2', truncated=True),
+             exchange_row("t1", "candidate", body=b'{"a": [1, 3', truncated=True)]
+    rows += [exchange_row("k1", "primary", body=b'{"a":1,"b":2}'), exchange_row("k1", "candidate", body=b'{"b": 2, "a": 1}')]
+    return write_capture(root, rows)
+
+
+def test_diffs_round_trip_through_duckdb(capture: Path) -> None:
+    summary = compute_diffs(capture, [{"ignore": "**/requestId"}], progress=False, workers=1)
+    assert summary.pairs == 44
+    with open_store(capture) as store:
+        assert "diffs" in store.views
+        rows = store.sql("SELECT request_id, kind, op, pointer, old, new, noise, noise_reason FROM diffs "
+                         "ORDER BY request_id, kind, pointer").fetchall()
+    by_id: dict[str, list[tuple[Any, ...]]] = {}
+    for r in rows:
+        by_id.setdefault(r[0], []).append(r[1:])
+    assert by_id["r010"] == [("body", "changed", "/price", "20.0", "21.0", False, None)]
+    assert ("body", "changed", "/requestId", '"p-1"', '"c-1"', True, "rule: ignore **/requestId") in by_id["r001"]
+    assert "r002" not in by_id  # identical bodies, Date header ignored by default
+    assert by_id["s1"] == [("status", "changed", "", "200", "500", False, None)]
+    assert by_id["e1"] == [("status", "changed", "", "200", '"error: connect refused"', False, None)]
+    assert by_id["t1"][0][1] == "truncated" and by_id["t1"][0][5] is True
+    assert "k1" not in by_id  # key order only: settled by the canonical hash
+    assert pq.read_schema(capture / "diffs" / "part-0.parquet").names == DIFFS.names
+
+
+def test_summary_counts_real_and_noise(capture: Path) -> None:
+    summary = compute_diffs(capture, [{"ignore": "**/requestId"}], progress=False, workers=2)
+    table = pq.read_table(capture / "diffs_summary")
+    assert table.schema.names == DIFFS_SUMMARY.names
+    rows = {r["request_id"]: r for r in table.to_pylist()}
+    assert len(rows) == 44
+    assert rows["r010"]["equal"] is False and rows["r010"]["real_diff_count"] == 1
+    assert rows["r011"]["equal"] is True and rows["r011"]["noise_diff_count"] == 1
+    assert rows["r002"]["equal"] is True and rows["r002"]["noise_diff_count"] == 0
+    assert rows["t1"]["equal"] is None and rows["t1"]["truncated"] is True
+    assert rows["s1"]["status_equal"] is False
+    real = {rid for rid, r in rows.items() if r["equal"] is False}
+    assert real == {"r000", "r010", "r020", "r030", "s1", "e1"}
+    assert summary.pairs_with_real_diffs == 6
+    assert summary.truncated_pairs == 1
+
+
+def test_rerun_replaces_previous_run(capture: Path) -> None:
+    compute_diffs(capture, None, progress=False, workers=1)
+    with_volatile = pq.read_table(capture / "diffs").num_rows
+    compute_diffs(capture, [{"ignore": "**/requestId"}], progress=False, workers=1)
+    files = sorted(p.name for p in (capture / "diffs").iterdir())
+    assert files == ["part-0.parquet"]
+    assert pq.read_table(capture / "diffs").num_rows == with_volatile  # same rows, now flagged noise
+    assert not [p for p in capture.iterdir() if p.name.startswith(".diffs")]
+
+
+def test_templater_sets_endpoints(capture: Path) -> None:
+    templater = EndpointTemplater(explicit=["/api/{kind}/{n}"])
+    compute_diffs(capture, None, templater=templater, progress=False, workers=1)
+    endpoints = set(pq.read_table(capture / "diffs_summary").column("endpoint").to_pylist())
+    assert endpoints == {"/api/{kind}/{n}"}
+
+
+def test_progress_callback_reports_done_and_total(capture: Path) -> None:
+    seen: list[tuple[int, int | None]] = []
+    compute_diffs(capture, None, progress=lambda done, total=None: seen.append((done, total)), workers=1)
+    assert seen[-1] == (44, 44)
+
+
+def test_missing_capture_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CaptureError, match="not found"):
+        compute_diffs(tmp_path / "nope", None, progress=False)
