@@ -281,6 +281,7 @@ class _Reader:
         allowed = tuple(allowed)
         unsupported = frozenset(unsupported)
         known = (*allowed, *unsupported, *ignored)
+        self.canonicalize_keys(node, field, known)
         for key in node:
             where = f"{field}.{key}" if field else str(key)
             if not isinstance(key, str):
@@ -289,6 +290,31 @@ class _Reader:
                 self.fail("not supported yet by the shadow gateway", where, self.key_line(node, key))
             if key not in known:
                 self.fail(f"unknown key{_did_you_mean(key, allowed)}", where, self.key_line(node, key))
+
+    def canonicalize_keys(self, node: dict[Any, Any], field: str, known: Iterable[str]) -> None:
+        """Traefik matches option names case-insensitively (`loadbalancer` is `loadBalancer`):
+        rename such keys in place to their canonical spelling, keeping their line numbers."""
+        by_lower = {k.lower(): k for k in known}
+        renames = {key: by_lower[key.lower()] for key in node
+                   if isinstance(key, str) and key not in by_lower.values() and key.lower() in by_lower}
+        if not renames:
+            return
+        seen: dict[str, str] = {}
+        for key in node:
+            canonical = renames.get(key, key)
+            if canonical in seen:
+                where = f"{field}.{key}" if field else str(key)
+                self.fail(f"duplicate key: {seen[canonical]!r} and {key!r} are the same option",
+                          where, self.key_line(node, key))
+            seen[canonical] = key
+        items = list(node.items())
+        positions = dict(getattr(getattr(node, "lc", None), "data", None) or {})
+        node.clear()
+        for key, value in items:
+            canonical = renames.get(key, key)
+            node[canonical] = value
+            if key in positions:
+                node.lc.data[canonical] = positions[key]  # type: ignore[attr-defined]
 
     def string(self, node: dict[Any, Any], key: str, field: str, *, default: str | None = None,
                required: bool = False, allow_empty: bool = False) -> str | None:
@@ -549,6 +575,7 @@ def _parse_middleware(reader: _Reader, name: str, node: Any, field: str, line: i
     mw = reader.mapping(node, field, line, allow_null=False)
     if len(mw) != 1:
         reader.fail(f"a middleware has exactly one type, found {len(mw)}", field, line)
+    reader.canonicalize_keys(mw, field, _TRAEFIK_MIDDLEWARES)
     kind = next(iter(mw))
     where, kind_line = f"{field}.{kind}", reader.key_line(mw, kind)
     if kind not in _SUPPORTED_MIDDLEWARES:

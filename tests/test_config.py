@@ -105,6 +105,29 @@ http:
         ("pinned", 1000), ("a-long", 25), ("b-long", 25), ("catchall", 15), ("low", 1)]
 
 
+def test_option_names_are_case_insensitive_like_traefik() -> None:
+    text = """\
+HTTP:
+  Routers:
+    Orders: {RULE: "Path(`/`)", service: app, Middlewares: [strip]}
+  services:
+    app:
+      loadbalancer:
+        SERVERS: [{URL: "http://h:1"}]
+        passhostheader: false
+  middlewares:
+    strip: {stripprefix: {Prefixes: [/x]}}
+"""
+    cfg = parse_config(text)
+    assert [(r.name, r.service, r.middlewares) for r in cfg.routers] == [("Orders", "app", ("strip",))]
+    app = cfg.services["app"]
+    assert isinstance(app, LoadBalancerService) and app.pass_host_header is False
+    assert cfg.middlewares["strip"] == StripPrefix("strip", ("/x",))
+    # names are not options: a service called "App" is not "app"
+    with pytest.raises(ConfigError, match="no service named 'App'"):
+        parse_config(text.replace("service: app", "service: App"))
+
+
 def test_middlewares_and_provider_suffix() -> None:
     text = BASE.replace("      service: app\n",
                         "      service: app@file\n      middlewares: [strip, add@file, hdr]\n") + """\
@@ -189,8 +212,11 @@ BAD_CONFIGS = [
      "http.routers.orders.rule", "did you mean Path"),
     ("unknown-router-key", edit("      service: app\n", "      service: app\n      priorty: 5\n"), 6,
      "http.routers.orders.priorty", "did you mean 'priority'"),
-    ("unknown-service-key", edit("      loadBalancer:", "      loadbalancer:"), 8,
-     "http.services.app.loadbalancer", "did you mean 'loadBalancer'"),
+    ("unknown-service-key", edit("      loadBalancer:", "      loadBalancr:"), 8,
+     "http.services.app.loadBalancr", "did you mean 'loadBalancer'"),
+    ("same-option-twice", edit("        servers:", "        passHostHeader: true\n        passhostheader: false\n"
+                               "        servers:"), 10,
+     "http.services.app.loadBalancer.passhostheader", "same option"),
     ("unknown-top-key", "htpp:\n  routers: {}\n", 1, "htpp", "did you mean 'http'"),
     ("priority-type", edit("      service: app\n", "      service: app\n      priority: high\n"), 6,
      "http.routers.orders.priority", "expected an integer"),
