@@ -41,6 +41,7 @@ import fcntl
 import functools
 import logging
 import os
+import re
 import secrets
 import socket
 import threading
@@ -388,6 +389,32 @@ class _GatewayLock:
         self.fd = None
 
 
+def _remove_temporaries(table_dir: Path, owner: str) -> None:
+    """Half-written Parquet a dead owner left (invisible to readers, but they take space)."""
+    own = re.compile(rf"^\.part-{re.escape(owner)}-[0-9a-f]{{32}}\.parquet\.[0-9a-f]+\.tmp$")
+    for tmp in table_dir.glob(f"dt=*/hour=*/.part-{owner}-*.tmp"):
+        if own.match(tmp.name):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _remove_stale_locks(journal_dir: Path, min_age_s: float = 300.0) -> None:
+    """Lock files of dead gateways that left no journal. Only old ones: a process that has just created
+    its lock file and not yet taken the lock must not lose it."""
+    now = time.time()
+    for path in journal_dir.glob("*.lock"):
+        owner = path.name[: -len(".lock")]
+        try:
+            if now - path.stat().st_mtime < min_age_s or any(journal_dir.glob(f"{owner}-*{JOURNAL_SUFFIX}")):
+                continue
+        except OSError:
+            continue
+        lock = _GatewayLock(path)
+        with contextlib.suppress(OSError):
+            if lock.try_acquire():
+                lock.release(remove=True)
+
+
 def recover_journals(table_dir: Path) -> tuple[int, int, int]:
     """Seal the journals of dead gateways: (rows recovered, files written, journals moved to corrupt/)."""
     journal_dir = table_dir / JOURNAL_DIR
@@ -401,6 +428,7 @@ def recover_journals(table_dir: Path) -> tuple[int, int, int]:
         if not lock.try_acquire():
             continue  # its process is alive and still writing
         try:
+            _remove_temporaries(table_dir, owner)
             # Listed again under the lock: another recoverer may have sealed them meanwhile.
             for journal in sorted(journal_dir.glob(f"{owner}-*{JOURNAL_SUFFIX}"),
                                   key=lambda p: (len(p.stem), p.stem)):
@@ -414,6 +442,7 @@ def recover_journals(table_dir: Path) -> tuple[int, int, int]:
                     files += f
         finally:
             lock.release(remove=True)
+    _remove_stale_locks(journal_dir)
     return rows, files, corrupt
 
 
@@ -476,7 +505,7 @@ class CaptureWriter:
         self._max_queue = max(1, settings.max_queue)
         self._wake = threading.Event()
         self._closed = False
-        self._close_lock = threading.Lock()
+        self._close_lock = threading.RLock()  # re-entrant: close() may run again from a signal handler
 
         # Current journal segment (writer thread only).
         self._seq = 0
@@ -486,6 +515,7 @@ class CaptureWriter:
         self._segment_rows = 0
         self._segment_started = 0.0
         self._last_stats = 0.0
+        self._unsealed: list[Path] = []  # our closed journals not sealed yet (a seal failed)
 
         try:
             rows, files, corrupt = recover_journals(self.table_dir)
@@ -691,6 +721,7 @@ class CaptureWriter:
 
     def _seal_current(self) -> None:
         if self._journal_writer is None or self._journal_path is None:
+            self._seal_pending()
             return
         path = self._journal_path
         try:
@@ -706,10 +737,21 @@ class CaptureWriter:
             self._journal_file = None
             self._journal_path = None
             self._segment_rows = 0
-        rows, files, _problem = seal_journal(path, self.table_dir)
-        if rows > 0:
-            self._stats.sealed_rows += rows
-            self._stats.segments += files
+        self._unsealed.append(path)
+        self._seal_pending()
+
+    def _seal_pending(self) -> None:
+        """Seal our closed journals; one that fails (disk full, ...) stays on disk and is retried at the
+        next seal, or recovered by the next process if we die first."""
+        while self._unsealed:
+            path = self._unsealed[0]
+            rows, files, _problem = seal_journal(path, self.table_dir)  # raises: retried later
+            self._unsealed.pop(0)
+            if rows > 0:
+                self._stats.sealed_rows += rows
+                self._stats.segments += files
+            elif rows < 0:
+                self._stats.corrupt_journals += 1
 
     def _publish_stats(self) -> None:
         self._last_stats = time.monotonic()

@@ -93,6 +93,17 @@ class Redactor:
                 bare.add(f.lower())
         self.bare_fields = frozenset(bare)
         self.pointers = tuple(pointers)
+        # A body can only match if one of these (lower-cased) key names occurs in it: checked before parsing.
+        # A pointer ending in "*" or an index has no key of its own: then any JSON body is parsed.
+        tokens: set[bytes] = {b.encode() for b in bare}
+        self._always_parse = False
+        for ptr in pointers:
+            keys = [seg for seg in ptr if seg != "*" and not seg.isdigit()]
+            if keys:
+                tokens.add(keys[-1].lower().encode())
+            else:
+                self._always_parse = True
+        self._tokens = tuple(tokens)
         self.redacts_json = bool(self.bare_fields or self.pointers)
 
     # -- values -----------------------------------------------------------------------------------
@@ -154,6 +165,12 @@ class Redactor:
         head = body[:64].lstrip()
         if head[:1] not in (b"{", b"["):
             return body
+        if not self._always_parse:
+            # JSON escapes (\u0070assword) could hide a key from this check; JSON producers do not
+            # escape ASCII letters, so the cheap check is worth it (most bodies have no such key).
+            lowered = body.lower()
+            if not any(t in lowered for t in self._tokens):
+                return body
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -170,22 +187,31 @@ class Redactor:
             return self.token(value)
         return self.token(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
 
-    def _redact_bare(self, node: Any) -> bool:
-        changed = False
-        if isinstance(node, dict):
-            for k in list(node):
-                if k.lower() in self.bare_fields:
-                    if self.remove:
-                        del node[k]
-                    else:
-                        node[k] = self._replacement(node[k])
-                    changed = True
-                else:
-                    changed |= self._redact_bare(node[k])
-        elif isinstance(node, list):
-            for item in node:
-                changed |= self._redact_bare(item)
-        return changed
+    def _redact_bare(self, root: Any) -> bool:
+        fields = self.bare_fields
+        hits: list[tuple[dict[str, Any], str]] = []
+
+        # Plain recursion over containers only (most values are scalars); collect first, mutate after.
+        def walk(node: Any) -> None:
+            if type(node) is dict:
+                for k, v in node.items():
+                    if k.lower() in fields:
+                        hits.append((node, k))
+                    elif type(v) is dict or type(v) is list:
+                        walk(v)
+            else:
+                for v in node:
+                    if type(v) is dict or type(v) is list:
+                        walk(v)
+
+        if type(root) is dict or type(root) is list:
+            walk(root)
+        for parent, k in hits:
+            if self.remove:
+                del parent[k]
+            else:
+                parent[k] = self._replacement(parent[k])
+        return bool(hits)
 
     def _redact_pointer(self, node: Any, path: Sequence[str]) -> bool:
         if not path:

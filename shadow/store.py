@@ -11,7 +11,8 @@ Views (created when their data exists):
   mode, client_key, ts, router, req_headers, req_body) and, for each role prefix ``p_``/``c_``/``s_``,
   exchange_id, service, status, latency_ms, body_hash, body_size, resp_body, resp_headers,
   resp_content_type, error, truncated, trace_id, span_id.
-* ``diffs`` / ``spans`` — from ``CAPTURE/diffs/`` and ``CAPTURE/spans/`` the same way.
+* ``diffs``, ``spans``, ``diffs_summary``, ... — one view per other subfolder of CAPTURE holding
+  Parquet (its name, when it is a plain lower-case identifier), read the same way.
 * ``capture_stats`` — the writers' counters from ``CAPTURE/_stats/*.json``, one row per writer.
 
 Only *sealed* data is visible: rows a running gateway holds in its journal (``_journal/*.arrows``)
@@ -20,6 +21,7 @@ appear at its next seal (segment_rows / segment_seconds, or at close).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +37,14 @@ PAIR_SHARED_COLUMNS = ("request_id", "endpoint", "method", "path", "query", "url
                        "router", "req_headers", "req_body")
 PAIR_ROLE_COLUMNS = ("exchange_id", "service", "status", "latency_ms", "body_hash", "body_size", "resp_body",
                      "resp_headers", "resp_content_type", "error", "truncated", "trace_id", "span_id")
-_EXTRA_TABLES = ("diffs", "spans")
+_RESERVED = frozenset({"exchanges", "pairs", "capture_stats"})
+_IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _extra_tables(root: Path) -> list[str]:
+    """Sibling tables of `exchanges` (diffs, spans, diffs_summary, ...): subfolders holding sealed Parquet."""
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and _IDENTIFIER.match(p.name) and p.name not in _RESERVED and _has_parquet(p))
 
 
 def _parquet_files(folder: Path) -> list[Path]:
@@ -163,10 +172,9 @@ def open_store(capture_dir: str | Path, *, threads: int | None = None) -> Store:
         views.append("exchanges")
         _create_view(con, "pairs", _pairs_sql(), root)
         views.append("pairs")
-        for name in _EXTRA_TABLES:
-            if _has_parquet(root / name):
-                _create_view(con, name, f"SELECT * FROM {_parquet_source(root / name)}", root)
-                views.append(name)
+        for name in _extra_tables(root):
+            _create_view(con, name, f"SELECT * FROM {_parquet_source(root / name)}", root)
+            views.append(name)
         stats_dir = root / "_stats"
         if stats_dir.is_dir() and any(p for p in stats_dir.glob("*.json") if not p.name.startswith(".")):
             _create_view(con, "capture_stats",

@@ -438,3 +438,48 @@ def test_gateway_id_in_use_is_refused(tmp_path: Path) -> None:
     s = settings(tmp_path)
     with CaptureWriter(s, gateway_id="same"), pytest.raises(CaptureError, match="in use"):
         CaptureWriter(s, gateway_id="same")
+
+
+def test_recovery_removes_a_dead_owners_temporary_parquet_only(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    jdir = s.dir / "exchanges" / JOURNAL_DIR
+    jdir.mkdir(parents=True)
+    _write_journal(jdir / "dead-000001.arrows",
+                   [pa.RecordBatch.from_pylist([prepare_exchange(exchange(1), s, KEY)], schema=EXCHANGES)])
+    part = s.dir / "exchanges" / "dt=2026-01-01" / "hour=00"
+    part.mkdir(parents=True)
+    mine = part / (".part-dead-" + "a" * 32 + ".parquet.0f0f.tmp")
+    other = part / (".part-dead-2-" + "a" * 32 + ".parquet.0f0f.tmp")
+    mine.write_bytes(b"half")
+    other.write_bytes(b"half")
+    with CaptureWriter(s, gateway_id="heir") as w:
+        assert w.stats().recovered_rows == 1
+    assert not mine.exists() and other.exists()
+
+
+def test_journal_header_only_is_deleted_silently(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    jdir = s.dir / "exchanges" / JOURNAL_DIR
+    jdir.mkdir(parents=True)
+    _write_journal(jdir / "dead-000001.arrows", [])
+    with CaptureWriter(s, gateway_id="heir") as w:
+        assert (w.stats().recovered_rows, w.stats().corrupt_journals) == (0, 0)
+    assert not list(jdir.rglob("*.arrows"))
+
+
+def test_stats_are_published_while_running(tmp_path: Path) -> None:
+    import json
+
+    s = settings(tmp_path)
+    with CaptureWriter(s, gateway_id="gw") as w:
+        w.submit(exchange(1))
+        w.update_counters({"mirror_shed": 2})
+        path = s.dir / "_stats" / "gw.json"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if path.exists() and json.loads(path.read_text()).get("journaled") == 1:
+                break
+            time.sleep(0.1)
+        stats = json.loads(path.read_text())
+        assert stats["journaled"] == 1 and stats["mirror_shed"] == 2 and stats["table"] == "exchanges"
+        assert not list((s.dir / "_stats").glob(".*"))  # no temporary left behind

@@ -83,8 +83,15 @@ def test_diffs_and_spans_views(tmp_path: Path) -> None:
                    root / "diffs" / "dt=2026-01-01" / "hour=00" / "d.parquet")
     (root / "spans").mkdir()
     pq.write_table(pa.table({"trace_id": ["t"]}), root / "spans" / "s.parquet")
+    (root / "diffs_summary").mkdir()
+    pq.write_table(pa.table({"equal": [True]}), root / "diffs_summary" / "s.parquet")
+    (root / "_private").mkdir()
+    pq.write_table(pa.table({"x": [1]}), root / "_private" / "p.parquet")
+    (root / "Not-An-Identifier").mkdir()
+    pq.write_table(pa.table({"x": [1]}), root / "Not-An-Identifier" / "p.parquet")
     with open_store(root) as store:
-        assert store.tables() == ["diffs", "exchanges", "pairs", "spans"]
+        assert store.tables() == ["diffs", "diffs_summary", "exchanges", "pairs", "spans"]
+        assert store.sql("SELECT equal FROM diffs_summary").fetchall() == [(True,)]
         assert store.sql("SELECT op, hour FROM diffs").fetchall() == [("replace", 0)]
         assert store.sql("SELECT trace_id FROM spans").fetchall() == [("t",)]
 

@@ -1,0 +1,117 @@
+"""Capture throughput, measured side by side in one run (python bench/capture.py [--rows N]).
+
+1. Event-loop cost of CaptureWriter.submit: µs per row while the writer thread runs concurrently
+   (it shares the GIL, as it does inside mitmproxy).
+2. End to end: rows/s from the first submit to the last row sealed in Parquet, with ~2 KB JSON
+   bodies — full exchange preparation (decode, hash, redact, truncate) and with `prepare` that passes
+   rows through (journal + seal cost alone).
+3. Baseline: a plain pyarrow ParquetWriter writing the same rows (Arrow conversion + zstd Parquet, no
+   journal, no fsync, no crash safety).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from shadow.capture import CaptureWriter
+from shadow.schema import EXCHANGES
+from shadow.settings import CaptureSettings, RedactionSettings
+
+
+def make_rows(n: int) -> list[dict[str, Any]]:
+    items = [{"id": i, "sku": f"SKU-{i:06d}", "name": "widget " * 3, "price": i * 1.25, "tags": ["a", "b"]}
+             for i in range(22)]
+    rows = []
+    base = time.time_ns()
+    for i in range(n):
+        body = orjson.dumps({"order": i, "customer": {"id": i % 97, "email": f"u{i}@example.com",
+                                                      "password": "hunter2"}, "items": items})
+        rows.append({
+            "request_id": f"r{i}", "exchange_id": f"e{i}", "role": "primary", "mode": "serve", "service": "mono",
+            "ts": base + i * 1000, "latency_ms": 3.2, "method": "GET",
+            "url": f"http://127.0.0.1:8080/api/orders/{i}?expand=items", "path": f"/api/orders/{i}",
+            "query": "expand=items",
+            "req_headers": [("Host", "shop"), ("Accept", "application/json"), ("Authorization", "Bearer abc.def.ghi"),
+                            ("Cookie", "sid=abcdef; theme=dark")],
+            "req_body": None, "status": 200,
+            "resp_headers": [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+            "resp_body": body,
+        })
+    return rows
+
+
+def bench_submit(rows: list[dict[str, Any]], root: Path) -> float:
+    s = CaptureSettings(dir=root, max_queue=len(rows) + 1, redaction=RedactionSettings(key=b"k"))
+    w = CaptureWriter(s, gateway_id="bench-submit")
+    t0 = time.perf_counter()
+    for r in rows:
+        w.submit(r)
+    elapsed = time.perf_counter() - t0
+    w.close()
+    assert w.stats().sealed_rows == len(rows), w.stats()
+    return elapsed / len(rows) * 1e6
+
+
+def bench_end_to_end(rows: list[dict[str, Any]], root: Path, *, passthrough: bool) -> tuple[float, int]:
+    s = CaptureSettings(dir=root, max_queue=len(rows) + 1,
+                        redaction=RedactionSettings(key=b"k", json_fields=("password",)))
+
+    def identity(row: dict[str, Any]) -> dict[str, Any]:
+        return row
+
+    w = CaptureWriter(s, gateway_id="bench-e2e", prepare=identity if passthrough else None)
+    t0 = time.perf_counter()
+    for r in rows:
+        w.submit(r)
+    w.close()
+    elapsed = time.perf_counter() - t0
+    st = w.stats()
+    assert st.sealed_rows == len(rows), st
+    return len(rows) / elapsed, st.segments
+
+
+def bench_baseline(rows: list[dict[str, Any]], root: Path) -> float:
+    t0 = time.perf_counter()
+    with pq.ParquetWriter(root / "baseline.parquet", EXCHANGES, compression="zstd") as writer:
+        for i in range(0, len(rows), 1000):
+            writer.write_table(pa.Table.from_pylist(rows[i:i + 1000], schema=EXCHANGES), row_group_size=100_000)
+    return len(rows) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=50_000)
+    args = ap.parse_args()
+    rows = make_rows(args.rows)
+    body = rows[0]["resp_body"]
+    tmp = Path(tempfile.mkdtemp(prefix="shadow-bench-capture-"))
+    try:
+        submit_us = bench_submit(rows, tmp / "submit")
+        e2e, segments = bench_end_to_end(rows, tmp / "e2e", passthrough=False)
+        journal_only, _ = bench_end_to_end(rows, tmp / "pass", passthrough=True)
+        baseline = bench_baseline(rows, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"rows: {args.rows}, response body {len(body)} bytes (JSON)")
+    print(f"submit (event-loop cost):            {submit_us:6.2f} µs/row  ({1e6 / submit_us:,.0f} rows/s)")
+    print(f"end to end, prepare_exchange:        {e2e:10,.0f} rows/s sealed ({segments} files)")
+    print(f"end to end, pass-through prepare:    {journal_only:10,.0f} rows/s sealed")
+    print(f"baseline pyarrow ParquetWriter:      {baseline:10,.0f} rows/s")
+    print(f"ratio end-to-end / baseline:         {e2e / baseline:10.2f}")
+    print(f"ratio pass-through / baseline:       {journal_only / baseline:10.2f}")
+
+
+if __name__ == "__main__":
+    main()
