@@ -18,14 +18,16 @@ Matchers and their semantics follow Traefik v3 (pkg/muxer/http/matcher.go):
 - ``Method(`get`)``: the method, upper-cased.
 - ``Header(`name`, `value`)``: exact match on any one value (header line) of that header; names are
   case-insensitive.  ``HeaderRegexp(`name`, `re`)``: unanchored regexp on any value.
-- ``Query(`k`, `v`)``: some value of query parameter k equals v.  ``Query(`k`)`` with one argument is
-  Traefik's ``Query(`k`, ``)``: k is present with an empty value (``?k`` or ``?k=``), *not* mere
-  presence; use ``QueryRegexp(`k`, ``)`` for "k present with any value".
+- ``Query(`k`, `v`)``: some value of query parameter k equals v.  ``Query(`k`)`` with one argument
+  matches, as in Traefik, when k is present with an *empty* value (``?k`` or ``?k=``) — not mere
+  presence; use ``QueryRegexp(`k`, `.*`)`` for "k present with any value".
 - ``QueryRegexp(`k`, `re`)``: unanchored regexp on any value of k.
 - ``ClientIP(`10.0.0.0/8`)``: the socket peer address (never X-Forwarded-For) is in the CIDR / equals
   the IP; IPv4-mapped IPv6 peers count as IPv4.
 
-Regular expressions use Python's ``re`` (close to Go's RE2 for the usual patterns).
+Matcher names are accepted as Traefik spells them: ``PathPrefix``, ``pathprefix``, ``PATHPREFIX`` or
+``Pathprefix``. Empty arguments are errors for every matcher (Traefik's CheckRule). Regular
+expressions use Python's ``re`` (close to Go's RE2 for the usual patterns).
 """
 
 from __future__ import annotations
@@ -300,8 +302,6 @@ def _require_ascii(value: str, matcher: str, pos: int) -> None:
 def _host(args: list[_Token]) -> Match:
     host = args[0].value
     _require_ascii(host, "Host", args[0].pos)
-    if not host:
-        raise RuleSyntaxError("Host: empty host name", args[0].pos)
     want = host.lower()
     # A trailing dot (fully-qualified name) on either side does not matter.
     want_bare = want[:-1] if want.endswith(".") else want
@@ -343,22 +343,16 @@ def _path_regexp(args: list[_Token]) -> Match:
 
 def _method(args: list[_Token]) -> Match:
     method = args[0].value.upper()
-    if not method:
-        raise RuleSyntaxError("Method: empty method", args[0].pos)
     return lambda req: req.method == method
 
 
 def _header(args: list[_Token]) -> Match:
     name, value = args[0].value.lower(), args[1].value
-    if not name:
-        raise RuleSyntaxError("Header: empty header name", args[0].pos)
     return lambda req: value in req.header_values.get(name, ())
 
 
 def _header_regexp(args: list[_Token]) -> Match:
     name = args[0].value.lower()
-    if not name:
-        raise RuleSyntaxError("HeaderRegexp: empty header name", args[0].pos)
     search = _compile_regexp(args[1].value, args[1].pos).search
 
     def match(req: RequestView) -> bool:
@@ -422,6 +416,15 @@ MATCHERS: dict[str, tuple[tuple[int, ...], Callable[[list[_Token]], Match]]] = {
     "Query": ((1, 2), _query),
     "QueryRegexp": ((1, 2), _query_regexp),
     "ClientIP": ((1,), _client_ip),
+}
+
+
+# Traefik registers each matcher under four spellings: as written, lower, UPPER and Title
+# ("PathPrefix", "pathprefix", "PATHPREFIX", "Pathprefix"); any other casing is unknown.
+_MATCHER_SPELLINGS: dict[str, str] = {
+    spelling: name
+    for name in MATCHERS
+    for spelling in (name, name.lower(), name.upper(), name[0].upper() + name[1:].lower())
 }
 
 
@@ -499,8 +502,9 @@ class _Parser:
         raise RuleSyntaxError(f"unexpected {tok.describe()}, expected a matcher", tok.pos)
 
     def matcher(self, name: _Token) -> Match:
-        spec = MATCHERS.get(name.value)
-        if spec is None:
+        canonical = _MATCHER_SPELLINGS.get(name.value)
+        spec = MATCHERS.get(canonical) if canonical else None
+        if canonical is None or spec is None:
             hint = difflib.get_close_matches(name.value, MATCHERS, n=1, cutoff=0.6)
             if not hint:
                 lowered = {m.lower(): m for m in MATCHERS}
@@ -525,7 +529,10 @@ class _Parser:
             want = " or ".join(str(c) for c in counts)
             plural = "" if counts == (1,) else "s"
             raise RuleSyntaxError(
-                f"{name.value} takes {want} argument{plural}, got {len(args)}", name.pos)
+                f"{canonical} takes {want} argument{plural}, got {len(args)}", name.pos)
+        for arg in args:  # Traefik's CheckRule: no empty arguments, for any matcher
+            if not arg.value:
+                raise RuleSyntaxError(f"{canonical}: empty argument", arg.pos)
         return build(args)
 
 

@@ -31,6 +31,7 @@ VALID_RULES = [
     'PathRegexp("^/a\\\\.b$")',
     "  Path(`/x`)\n && Method(`GET`)  ",
     "Path(`/with space`)",
+    "host(`a.com`) && PATHPREFIX(`/x`) && Pathprefix(`/x`)",  # Traefik's accepted spellings
 ]
 
 
@@ -47,7 +48,9 @@ INVALID_RULES = [
     ("Host(`a`))", 9, "unexpected ')'"),
     ("Host(`a`) && ", 13, "unexpected end of rule"),
     ("Hots(`a`)", 0, "did you mean Host"),
-    ("host(`a`)", 0, "did you mean Host"),
+    ("hOst(`a`)", 0, "did you mean Host"),
+    ("Query(`k`, ``)", 11, "empty argument"),
+    ("Header(``, `v`)", 7, "empty argument"),
     ("Host('a')", 5, "single quotes"),
     ("Host(`a)", 5, "unterminated string"),
     ('Host("a)', 5, "unterminated string"),
@@ -68,7 +71,7 @@ INVALID_RULES = [
     ("(Host(`a`)", 10, "expected ')'"),
     ("Host(`a`) && $", 13, "unexpected character '$'"),
     ("Host(`é.com`)", 5, "non-ASCII"),
-    ("Method(``)", 7, "empty method"),
+    ("Method(``)", 7, "empty argument"),
 ]
 
 
@@ -154,7 +157,7 @@ def test_header_matches_any_value_exactly_name_case_insensitive() -> None:
     assert matches("Header(`x-tenant`, `globex`)", req(headers=headers))
     assert not matches("Header(`X-Tenant`, `acm`)", req(headers=headers))
     assert not matches("Header(`Accept`, `a`)", req(headers=headers))  # a whole header line, not a list item
-    assert not matches("Header(`X-Missing`, ``)", req(headers=headers))
+    assert not matches("Header(`X-Missing`, `acme`)", req(headers=headers))
 
 
 def test_header_regexp_is_unanchored_on_any_value() -> None:
@@ -176,8 +179,9 @@ def test_query_value_and_single_argument_form() -> None:
     assert not matches("Query(`debug`)", req(query="debug=1"))
     assert not matches("Query(`debug`)", req(query=""))
     # presence with any value
-    assert matches("QueryRegexp(`debug`, ``)", req(query="debug=1"))
-    assert not matches("QueryRegexp(`debug`, ``)", req(query="other=1"))
+    assert matches("QueryRegexp(`debug`, `.*`)", req(query="debug=1"))
+    assert matches("QueryRegexp(`debug`, `.*`)", req(query="debug"))
+    assert not matches("QueryRegexp(`debug`, `.*`)", req(query="other=1"))
     assert not matches("Query(`a`, `1`)", req(query="a=1;b=2"))  # Go rejects ';' pairs
 
 
