@@ -4,9 +4,11 @@ real traffic, a sealed capture. This is the demo's guarantee, so it runs in the 
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +117,35 @@ def test_demo_leaves_no_service_running(demo_run: DemoRun) -> None:
         port = int(url.rsplit(":", 1)[1])
         with socket.socket() as s, pytest.raises(OSError):
             s.connect(("127.0.0.1", port))
+
+
+def test_sigterm_stops_the_traffic_seals_and_cleans_up(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shadow.cli", "demo", "--requests", "100000", "--max-seconds", "60", "--out", str(out),
+         "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:  # bounded: the demo prints this within seconds, or exits
+            lines.append(line)
+            if "listening on" in line:
+                break
+        time.sleep(1.0)  # some traffic flows
+        proc.send_signal(signal.SIGTERM)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-2000:]
+    assert "sealing what was captured" in rest and f"capture: {out / 'capture'}" in rest
+    with open_store(out / "capture") as s:
+        primary = s.sql("SELECT count(*) FROM exchanges WHERE role = 'primary'").fetchall()[0][0]
+    assert primary > 0
+    for url in re.findall(r'url: "(http://127\.0\.0\.1:\d+)"', (out / "gateway.yaml").read_text()):
+        with socket.socket() as sock, pytest.raises(OSError):
+            sock.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
 
 
 def test_demo_refuses_to_mix_captures(demo_run: DemoRun) -> None:

@@ -106,17 +106,19 @@ def default_out_dir() -> Path:
 
 
 @contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """Turn SIGTERM into SystemExit so `finally` blocks stop the children, as Ctrl-C does."""
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGINT both raise KeyboardInterrupt here, so the demo stops its children in order
+    whichever it gets (SIGINT explicitly too: a shell starting us in the background ignores it)."""
 
-    def on_sigterm(signum: int, _frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _prepare_out_dir(out: Path) -> Path:
@@ -202,35 +204,40 @@ def _wait_for_interrupt(gateway_url: str, upstreams: DemoUpstreams) -> None:
     click.echo(f"\nStill running (--keep-running). Try:\n  curl {gateway_url}/api/orders/7\n"
                f"  monolith {upstreams.monolith}  monolith-b {upstreams.secondary}  orders {upstreams.candidate}\n"
                "Press Ctrl-C to stop and seal the capture.")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        click.echo("stopping…")
+    while True:
+        time.sleep(3600)  # until Ctrl-C or SIGTERM raises KeyboardInterrupt
 
 
 def run_demo(out: Path, *, requests: int, concurrency: int, max_seconds: float, keep_running: bool,
-             seed: int, progress: bool) -> Path:
-    """Run the demo into `out`; return the capture folder. Every child is stopped on any exit."""
+             seed: int, progress: bool) -> tuple[Path, bool]:
+    """Run the demo into `out`; return the capture folder and whether the run was interrupted.
+    Every child is stopped on any exit."""
+    interrupted = False
     capture = _prepare_out_dir(out)
     config = out / CONFIG_NAME
-    with _sigterm_unwinds(), Supervisor(out / "logs") as sup:
+    with _stop_signals_interrupt(), Supervisor(out / "logs") as sup:
         click.echo("starting the monolith, a second monolith instance and the orders service…")
         upstreams = start_upstreams(sup)
         config.write_text(gateway_yaml(upstreams))
         click.echo(f"wrote {config}")
         gateway, gateway_url = start_gateway(sup, config)
         click.echo(f"gateway (shadow gateway {config}) listening on {gateway_url}")
-        result = drive(gateway_url, plan_requests(requests, seed), concurrency=concurrency,
-                       max_seconds=max_seconds, progress=progress)
-        _print_drive(result)
-        time.sleep(MIRROR_SETTLE_S)
-        if keep_running:
-            _wait_for_interrupt(gateway_url, upstreams)
+        try:
+            result = drive(gateway_url, plan_requests(requests, seed), concurrency=concurrency,
+                           max_seconds=max_seconds, progress=progress)
+            _print_drive(result)
+            time.sleep(MIRROR_SETTLE_S)
+            if keep_running:
+                _wait_for_interrupt(gateway_url, upstreams)
+        except KeyboardInterrupt:
+            interrupted = not keep_running  # Ctrl-C is how --keep-running is meant to end
+            # A first Ctrl-C ends the traffic, not the demo: what was captured is still sealed and shown.
+            click.echo("\nstopping; sealing what was captured (Ctrl-C again to abort)")
+        click.echo("stopping the gateway and the services…")
         code = sup.stop(gateway, timeout_s=20)
         if code != 0:
             raise gateway.failure(f"exited with code {code} when stopped; the capture may be incomplete")
-    return capture
+    return capture, interrupted
 
 
 @click.command("demo")
@@ -256,11 +263,14 @@ def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: fl
     """
     out = out or default_out_dir()
     started = time.monotonic()
-    capture = run_demo(out, requests=request_count, concurrency=concurrency, max_seconds=max_seconds,
-                       keep_running=keep_running, seed=seed, progress=not no_progress)
+    capture, interrupted = run_demo(out, requests=request_count, concurrency=concurrency,
+                                    max_seconds=max_seconds, keep_running=keep_running, seed=seed,
+                                    progress=not no_progress)
     click.echo(f"\ncapture: {capture}  ({time.monotonic() - started:.0f} s in all; logs in {out / 'logs'})\n")
     click.echo(summarize_capture(capture))
     click.echo(next_steps(out / CONFIG_NAME, capture))
+    if interrupted:
+        sys.exit(130)
 
 
 def next_steps(config: Path, capture: Path) -> str:
