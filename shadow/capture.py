@@ -227,6 +227,10 @@ def prepare_exchange(row: dict[str, Any], settings: CaptureSettings, key: bytes,
             truncated = True
         out[f"{side}_body"] = body
 
+    if out.get("query"):
+        out["query"] = r.query(out["query"])
+    if out.get("url"):
+        out["url"] = r.url(out["url"])
     out["req_headers"] = r.headers(req_headers) if req_headers is not None else None
     out["resp_headers"] = r.headers(resp_headers) if resp_headers is not None else None
     out["truncated"] = truncated

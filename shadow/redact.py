@@ -8,6 +8,8 @@ Rules (RedactionSettings):
   restarts; an Authorization scheme ("Bearer", "Basic") is kept in front. Cookie and Set-Cookie
   keep their cookie names and attributes and hash each cookie *value* (so a sticky-session cookie
   is still recognisable). In "remove" mode the header is dropped.
+* Query parameters named in `settings.query_params` (case-insensitive) are redacted in the `query` and
+  `url` columns; a password in a URL's userinfo (``https://user:pw@host``) always is.
 * JSON fields (request and response bodies): a bare name ("password") matches that key at any
   depth (case-insensitive); "/a/*/b" is an RFC 6901 pointer where "*" matches any one key or
   index. In "hash" mode the value is replaced by ``"redacted:…"`` over its canonical JSON; in
@@ -27,6 +29,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 import orjson
 
@@ -105,6 +108,7 @@ class Redactor:
                 self._always_parse = True
         self._tokens = tuple(tokens)
         self.redacts_json = bool(self.bare_fields or self.pointers)
+        self.query_names = frozenset(q.lower() for q in settings.query_params)
 
     # -- values -----------------------------------------------------------------------------------
     def token(self, value: str | bytes) -> str:
@@ -156,6 +160,43 @@ class Redactor:
             if redacted is not None:
                 out.append((name, redacted))
         return out
+
+    # -- URLs and query strings ---------------------------------------------------------------------
+    def query(self, query: str) -> str:
+        """`query` with configured parameters' values redacted (or the parameters dropped)."""
+        if not self.query_names or not query:
+            return query
+        out = []
+        changed = False
+        for part in query.split("&"):
+            name, _, value = part.partition("=")
+            if unquote_plus(name).lower() in self.query_names:
+                changed = True
+                if self.remove:
+                    continue
+                out.append(f"{name}={quote(self.token(unquote_plus(value)), safe=':')}")
+            else:
+                out.append(part)
+        return "&".join(out) if changed else query
+
+    def url(self, url: str) -> str:
+        """`url` with a password in its userinfo and configured query parameters redacted."""
+        if not url or ("@" not in url and not self.query_names):
+            return url
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return url
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, hostport = netloc.rpartition("@")
+            user, colon, password = userinfo.partition(":")
+            if colon:
+                netloc = f"{user}@{hostport}" if self.remove else f"{user}:{self.token(password)}@{hostport}"
+        query = self.query(parts.query)
+        if netloc == parts.netloc and query == parts.query:
+            return url
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
     # -- JSON bodies ------------------------------------------------------------------------------
     def json_body(self, body: bytes) -> bytes:

@@ -24,6 +24,8 @@ class RedactionSettings:
     mode: Literal["hash", "remove"] = "hash"
     # HMAC key. None: taken from $SHADOW_REDACTION_KEY, else generated once per capture folder.
     key: bytes | None = None
+    # Query parameter names (case-insensitive) redacted in the `query` and `url` columns (api_key, token...).
+    query_params: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

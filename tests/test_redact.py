@@ -46,6 +46,18 @@ def test_configured_header_and_remove_mode() -> None:
     assert out == [("Accept", "*/*")]
 
 
+def test_query_params_and_url_userinfo() -> None:
+    r = Redactor(RedactionSettings(query_params=("api_key", "Token")), KEY)
+    q = r.query("a=1&api_key=s1&TOKEN=x%20y&flag")
+    assert q.startswith("a=1&api_key=redacted:") and "&TOKEN=redacted:" in q and q.endswith("&flag")
+    assert "s1" not in q and "x%20y" not in q
+    url = r.url("https://bob:pw@h:8/p?api_key=s1&z=1#frag")
+    assert url.startswith("https://bob:redacted:") and url.endswith("@h:8/p?api_key=" + r.token("s1") + "&z=1#frag")
+    assert r.url("http://h/p?z=1") == "http://h/p?z=1"
+    remove = Redactor(RedactionSettings(query_params=("api_key",), mode="remove"), KEY)
+    assert remove.url("https://bob:pw@h/p?api_key=s1&z=1") == "https://bob@h/p?z=1"
+
+
 def test_different_keys_give_different_tokens() -> None:
     assert Redactor(RedactionSettings(), b"a").token("v") != Redactor(RedactionSettings(), b"b").token("v")
 
@@ -88,12 +100,13 @@ def test_key_precedence_and_persistence(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 SECRETS = (b"SECRET-AUTHZ", b"SECRET-PROXY", b"SECRET-COOKIE", b"SECRET-SETCOOKIE", b"SECRET-APIKEY",
-           b"SECRET-NESTED", b"SECRET-BARE", b"SECRET-RESP")
+           b"SECRET-NESTED", b"SECRET-BARE", b"SECRET-RESP", b"SECRET-QUERY", b"SECRET-USERINFO")
 
 
 def secret_row(i: int) -> dict[str, object]:
     return {
-        "request_id": str(i), "exchange_id": f"e{i}", "role": "primary", "url": "http://h/login",
+        "request_id": str(i), "exchange_id": f"e{i}", "role": "primary",
+        "url": "http://bob:SECRET-USERINFO@h/login?access_token=SECRET-QUERY&page=2",
         "req_headers": [("Authorization", "Bearer SECRET-AUTHZ"), ("Proxy-Authorization", "Basic SECRET-PROXY"),
                         ("Cookie", "sid=SECRET-COOKIE"), ("X-Api-Key", "SECRET-APIKEY"), ("X-Plain", "SHOWN")],
         "req_body": orjson.dumps({"account": {"card": {"cvv": "SECRET-NESTED"}}, "deep": [{"password": "SECRET-BARE"}]}),
@@ -104,7 +117,8 @@ def secret_row(i: int) -> dict[str, object]:
 
 
 def test_no_secret_reaches_any_file(tmp_path: Path) -> None:
-    red = RedactionSettings(headers=("x-api-key",), json_fields=("/account/card/cvv", "password", "token"))
+    red = RedactionSettings(headers=("x-api-key",), json_fields=("/account/card/cvv", "password", "token"),
+                            query_params=("access_token",))
     s = CaptureSettings(dir=tmp_path / "cap", redaction=red, segment_rows=3)
     w = CaptureWriter(s, gateway_id="gw")
     for i in range(5):
