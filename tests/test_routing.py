@@ -239,3 +239,22 @@ def test_add_prefix_and_headers_in_order() -> None:
     assert out.headers == (("host", "backend"), ("X-Env", "prod"), ("X-Forwarded-Prefix", "/api"))
     resp = apply_response_middlewares(chain, [("Server", "nginx"), ("Content-Type", "text/plain")])
     assert resp == [("Content-Type", "text/plain"), ("X-Frame-Options", "DENY")]
+
+
+def test_example_gateway_routes_as_documented() -> None:
+    from pathlib import Path
+
+    from shadow.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "docs" / "examples" / "gateway.yaml")
+    plans = route_plans(cfg)
+    orders = select_router(cfg, view(path="/api/orders/42"))
+    assert orders is not None and orders.name == "orders"
+    plan = plans[orders.name]
+    assert plan.primary.name == "monolith"  # the client gets the monolith's answer...
+    assert [m.service.name for m in plan.mirrors] == ["orders-next"]  # ...and orders-next gets a copy
+    assert [routed(cfg, path="/api/orders/42", method="OPTIONS"), routed(cfg, path="/"),
+            routed(cfg, path="/api/customers")] == ["monolith"] * 3
+    out = apply_request_middlewares(plan.middlewares, "/api/orders/42", [("Host", "shop")])
+    assert out.headers == (("Host", "shop"), ("X-Shadow-Gateway", "gw-1"))
+    assert apply_response_middlewares(plan.middlewares, [("Server", "mono/1.0"), ("A", "b")]) == [("A", "b")]
