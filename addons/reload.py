@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mitmproxy import exceptions, http
 
-from shadow.config import GatewayConfig, load_config
+from shadow.config import GatewayConfig, load_config, parse_duration
 from shadow.errors import ConfigError
 from shadow.routing import MirrorCounter, RoutePlan, ServerPicker, route_plans
 from shadow.watch import ConfigFileWatcher
@@ -114,21 +114,30 @@ class ShadowConfig:
         self.watcher: ConfigFileWatcher | None = None
         self._poll_task: asyncio.Task[None] | None = None
         self._sighup = False
+        self.reload_interval = 1.0
 
     def load(self, loader: Any) -> None:
+        # First: add_option may apply a deferred --set value and call configure right away.
+        self.options = loader.master.options
         loader.add_option(OPTION, str, "", "The gateway's YAML configuration file (Traefik v3 http: "
                           "routers/services/middlewares plus a shadow: section).")
-        loader.add_option(RELOAD_INTERVAL_OPTION, float, 1.0,
-                          "Seconds between checks of the shadow_config file for changes; 0 disables polling.")
+        # A string: mitmproxy cannot parse float options from the command line.
+        loader.add_option(RELOAD_INTERVAL_OPTION, str, "1s",
+                          "How often the shadow_config file is checked for changes (e.g. 1s, 500ms); "
+                          "0 disables polling (SIGHUP still reloads).")
         loader.add_option(LOG_CONNECTIONS_OPTION, bool, True,
                           "Log every client/server connect and disconnect (mitmproxy's info lines).")
-        self.options = loader.master.options
         # Reverse mode must connect lazily (an eager connection to a down reverse target drops the
         # client before any hook), and routing needs the client's Host, which reverse mode would
         # replace. Both are requirements of the gateway, not preferences.
         self.options.update(connection_strategy="lazy", keep_host_header=True)
 
     def configure(self, updated: set[str]) -> None:
+        if RELOAD_INTERVAL_OPTION in updated:
+            try:
+                self.reload_interval = parse_duration(self.options.shadow_reload_interval)
+            except (ValueError, ConfigError) as exc:
+                raise exceptions.OptionsError(f"{RELOAD_INTERVAL_OPTION}: {exc}") from None
         if LOG_CONNECTIONS_OPTION in updated:
             logging.getLogger("mitmproxy.proxy.server").setLevel(
                 logging.NOTSET if self.options.shadow_log_connections else logging.WARNING)
@@ -192,7 +201,7 @@ class ShadowConfig:
         last = loop.time()
         while True:
             await asyncio.sleep(0.1)  # wakes often enough to answer SIGHUP promptly; polls per interval
-            interval = float(self.options.shadow_reload_interval)
+            interval = self.reload_interval
             force = self._sighup
             if not force and (interval <= 0 or loop.time() - last < interval):
                 continue

@@ -48,24 +48,35 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, port
 
 
+def _set_names(args: tuple[str, ...]) -> set[str]:
+    return {args[i + 1].partition("=")[0] for i, a in enumerate(args[:-1]) if a == "--set"}
+
+
 def mitmdump_command(config_path: str | Path, *, reverse_target: str, listen_host: str,
                      listen_port: int, extra: tuple[str, ...] = ()) -> list[str]:
-    """The full mitmdump command line for a gateway on `config_path`."""
+    """The full mitmdump command line for a gateway on `config_path`. An option that `extra`
+    sets with `--set` replaces the default here: mitmproxy rejects an option given twice."""
+    defaults = {
+        # Eager connections would dial the reverse target before any hook runs: a down monolith
+        # would drop every client before routing, failover or a local 404 could happen.
+        "connection_strategy": "lazy",
+        # Routing by Host and passHostHeader need the client's Host, which reverse mode replaces.
+        "keep_host_header": "true",
+        "flow_detail": "0",  # no line per request: the capture is the record
+        "termlog_verbosity": "info",  # the gateway's own lines: loaded, reloaded, rejected...
+        "shadow_log_connections": "false",  # ...without a line per connection
+    }
+    overridden = _set_names(extra)
+    sets = [arg for name, value in defaults.items() if name not in overridden
+            for arg in ("--set", f"{name}={value}")]
     return [
         mitmdump_executable(),
         "-s", str(ADDON_SCRIPT),
         "--set", f"shadow_config={Path(config_path).resolve()}",
         "--mode", f"reverse:{reverse_target}",
-        # Eager connections would dial the reverse target before any hook runs: a down monolith
-        # would drop every client before routing, failover or a local 404 could happen.
-        "--set", "connection_strategy=lazy",
-        # Routing by Host and passHostHeader need the client's Host, which reverse mode replaces.
-        "--set", "keep_host_header=true",
         "--listen-host", listen_host,
         "--listen-port", str(listen_port),
-        "--set", "flow_detail=0",  # no line per request: the capture is the record
-        "--set", "termlog_verbosity=info",  # the gateway's own lines: loaded, reloaded, rejected
-        "--set", "shadow_log_connections=false",  # ...without a line per connection
+        *sets,
         *extra,
     ]
 
