@@ -165,3 +165,13 @@ def test_demo_config_is_a_valid_gateway_config() -> None:
     assert not config.shadow.mirroring.target("orders").allow_unsafe
     assert "card_number" in config.shadow.capture.redaction.json_fields
     assert "authorization" in config.shadow.capture.redaction.headers
+
+
+def test_sample_capture_in_data_is_readable_and_has_three_roles() -> None:
+    sample = REPO / "data" / "demo-capture"
+    assert not list(sample.rglob(".*")) and not list(sample.rglob("_journal"))  # no key, no journal
+    with open_store(sample) as s:
+        roles = dict(s.sql("SELECT role, count(DISTINCT request_id) FROM exchanges GROUP BY role").fetchall())
+        pairs = s.sql("SELECT count(*), count(s_exchange_id) FROM pairs").fetchall()[0]
+    assert set(roles) == {"primary", "candidate", "secondary"} and roles["primary"] >= 1000
+    assert pairs[0] == pairs[1] >= 1000
