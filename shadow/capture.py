@@ -7,7 +7,8 @@ Data path:
 2. One writer thread drains the queue every `BATCH_INTERVAL_S` (or sooner at `BATCH_ROWS` rows),
    runs `prepare` on each row (for exchanges: decode, hash, redact, truncate — see
    `prepare_exchange`), and appends one record batch to an Arrow IPC *stream* journal
-   ``<dir>/<table>/_journal/<gateway>-<seq>.arrows``, fsync'd after every batch. Secrets are
+   ``<dir>/<table>/_journal/<gateway>-<seq>.arrows`` (seq: a per-process run id and a counter, so
+   names never repeat even for a configured, reused gateway id), fsync'd after every batch. Secrets are
    redacted before this first write.
 3. A journal is *sealed* after `segment_rows` rows or `segment_seconds` after its first row, on
    `seal()` and at `close()`: its rows are written, one file per (UTC date, hour) of `ts`, as zstd
@@ -438,7 +439,11 @@ def recover_journals(table_dir: Path) -> tuple[int, int, int]:
                                   key=lambda p: (len(p.stem), p.stem)):
                 if journal.stem.rsplit("-", 1)[0] != owner:
                     continue
-                n, f, _problem = seal_journal(journal, table_dir)
+                try:
+                    n, f, _problem = seal_journal(journal, table_dir)
+                except Exception as e:  # startup must go on; the journal stays for the next attempt
+                    log.error("capture journal %s could not be sealed (%s); left in place", journal, e)
+                    continue
                 if n < 0:
                     corrupt += 1
                 else:
@@ -513,6 +518,9 @@ class CaptureWriter:
 
         # Current journal segment (writer thread only).
         self._seq = 0
+        # Journal names (and the Parquet names derived from them) must never repeat, even when a
+        # configured gateway id is reused by the next process: the sequence starts with a run id.
+        self._run_id = f"{int(time.time()):x}{secrets.token_hex(2)}"
         self._journal_path: Path | None = None
         self._journal_file: Any = None
         self._journal_writer: pa.ipc.RecordBatchStreamWriter | None = None
@@ -520,6 +528,7 @@ class CaptureWriter:
         self._segment_started = 0.0
         self._last_stats = 0.0
         self._unsealed: list[Path] = []  # our closed journals not sealed yet (a seal failed)
+        self._late_markers: list[_Marker] = []
 
         try:
             rows, files, corrupt = recover_journals(self.table_dir)
@@ -606,51 +615,77 @@ class CaptureWriter:
 
     # -- writer thread ------------------------------------------------------------------------------
     def _run(self) -> None:
+        while True:
+            try:
+                if self._cycle():
+                    return
+            except Exception:  # a bug must not silently stop capture: log it and keep the thread alive
+                log.exception("capture %s: writer thread error", self.table_dir)
+                time.sleep(BATCH_INTERVAL_S)
+
+    def _cycle(self) -> bool:
+        """One wake-up of the writer thread: drain, journal, seal if due. True when closed."""
+        self._wake.wait(BATCH_INTERVAL_S)
+        self._wake.clear()
         pending: list[dict[str, Any]] = []
         while True:
-            self._wake.wait(BATCH_INTERVAL_S)
-            self._wake.clear()
-            stop = False
-            while True:
+            try:
+                item = self._queue.popleft()
+            except IndexError:
+                break
+            if isinstance(item, _Marker):
+                if item.kind == "close":
+                    # Rows a racing submit() appended after the marker are kept too.
+                    late_markers = []
+                    for late in self._drain():
+                        if isinstance(late, _Marker):
+                            late_markers.append(late)
+                        elif (prepared := self._prepare_row(late)) is not None:
+                            pending.append(prepared)
+                    for marker in late_markers:  # flushes that raced close(): answered once we are done
+                        self._late_markers.append(marker)
                 try:
-                    item = self._queue.popleft()
-                except IndexError:
-                    break
-                if isinstance(item, _Marker):
-                    try:
-                        self._write(pending)
-                        pending = []
-                        if item.kind in ("seal", "close"):
-                            self._seal_current()
-                    except Exception as e:  # reported to the caller of flush/seal/close
-                        item.error = e
-                    if item.kind == "close":
-                        stop = True
-                        self._publish_stats()
-                        item.done.set()
-                        break
-                    item.done.set()
-                    continue
-                prepared = self._prepare_row(item)
-                if prepared is not None:
-                    pending.append(prepared)
-                if len(pending) >= BATCH_ROWS:
-                    self._write_safely(pending)
+                    self._write(pending)
                     pending = []
-            if stop:
-                return
-            self._write_safely(pending)
-            pending = []
-            if self._segment_rows and (
-                self._segment_rows >= self.settings.segment_rows
-                or time.monotonic() - self._segment_started >= self.settings.segment_seconds
-            ):
-                try:
-                    self._seal_current()
-                except Exception:
-                    log.exception("capture %s: sealing failed; the journal stays for recovery", self.table_dir)
-            if time.monotonic() - self._last_stats >= STATS_INTERVAL_S:
-                self._publish_stats()
+                    if item.kind in ("seal", "close"):
+                        self._seal_current()
+                except Exception as e:  # reported to the caller of flush/seal/close
+                    item.error = e
+                    pending = []
+                if item.kind == "close":
+                    self._publish_stats()
+                    for marker in (*self._late_markers, item):
+                        marker.error = marker.error or item.error
+                        marker.done.set()
+                    return True
+                item.done.set()
+                continue
+            prepared = self._prepare_row(item)
+            if prepared is not None:
+                pending.append(prepared)
+            if len(pending) >= BATCH_ROWS:
+                self._write_safely(pending)
+                pending = []
+        self._write_safely(pending)
+        if self._segment_rows and (
+            self._segment_rows >= self.settings.segment_rows
+            or time.monotonic() - self._segment_started >= self.settings.segment_seconds
+        ):
+            try:
+                self._seal_current()
+            except Exception:
+                log.exception("capture %s: sealing failed; the journal stays and is retried", self.table_dir)
+        if time.monotonic() - self._last_stats >= STATS_INTERVAL_S:
+            self._publish_stats()
+        return False
+
+    def _drain(self) -> list[dict[str, Any] | _Marker]:
+        items: list[dict[str, Any] | _Marker] = []
+        while True:
+            try:
+                items.append(self._queue.popleft())
+            except IndexError:
+                return items
 
     def _prepare_row(self, row: dict[str, Any]) -> dict[str, Any] | None:
         try:
@@ -686,7 +721,7 @@ class CaptureWriter:
 
     def _open_journal(self) -> None:
         self._seq += 1
-        name = f"{self.gateway_id}-{self._seq:06d}{JOURNAL_SUFFIX}"
+        name = f"{self.gateway_id}-{self._run_id}{self._seq:06d}{JOURNAL_SUFFIX}"
         path = self.journal_dir / name
         f = open(path, "xb")  # noqa: SIM115 — kept open for the segment's lifetime
         try:

@@ -483,3 +483,12 @@ def test_stats_are_published_while_running(tmp_path: Path) -> None:
         stats = json.loads(path.read_text())
         assert stats["journaled"] == 1 and stats["mirror_shed"] == 2 and stats["table"] == "exchanges"
         assert not list((s.dir / "_stats").glob(".*"))  # no temporary left behind
+
+
+def test_a_reused_gateway_id_never_overwrites_earlier_segments(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    ts = time.time_ns()
+    for i in range(3):  # three runs of a gateway configured with the same id, same hour
+        with CaptureWriter(s, gateway_id="gw-1") as w:
+            w.submit(exchange(i, ts=ts))
+    assert sorted(r["exchange_id"] for r in read_all(s.dir / "exchanges").to_pylist()) == ["x0", "x1", "x2"]
