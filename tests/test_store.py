@@ -117,6 +117,18 @@ def test_errors_name_the_path(tmp_path: Path) -> None:
     assert "broken.parquet" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_half_written_temporary_is_invisible(capture: Path) -> None:
+    # What a seal leaves behind when killed before its rename: not matched by the readers' glob.
+    part = next(capture.glob("exchanges/dt=*/hour=*"))
+    tmp = part / (".part-gw-" + "0" * 32 + ".parquet.dead.tmp")
+    tmp.write_bytes(b"PAR1 half written")
+    try:
+        with open_store(capture) as store:
+            assert store.sql("SELECT count(*) FROM exchanges").fetchall() == [(6,)]
+    finally:
+        tmp.unlink()
+
+
 def test_unsealed_journal_is_invisible_until_seal(tmp_path: Path) -> None:
     s = CaptureSettings(dir=tmp_path / "cap", redaction=RedactionSettings(key=b"k"))
     with CaptureWriter(s, gateway_id="gw") as w:
@@ -141,19 +153,32 @@ def test_shadow_sql_command(capture: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [{"request_id": "1", "c_status": 200}, {"request_id": "2", "c_status": 404}]
 
-    out = shadow_sql(str(capture), "SELECT role, ts FROM exchanges ORDER BY ts", "--format", "csv", "--max-rows", "2")
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[0] == "role,ts" and len(out.stdout.splitlines()) == 3
-    assert "showing the first 2 rows" in out.stderr
-
-    out = shadow_sql(str(capture), "SELECT endpoint, count(*) AS n FROM exchanges GROUP BY 1")
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["endpoint", "n", "---------------", "-", "/api/items/{id}", "6"]
-
     out = shadow_sql(str(capture), "SELECT nonsense FROM exchanges")
     assert out.returncode == 2
     assert out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1
 
-    out = shadow_sql(str(capture.parent / "missing"), "SELECT 1")
-    assert out.returncode == 2
+
+def test_shadow_sql_formats_and_errors_in_process(capture: Path) -> None:
+    from click.testing import CliRunner
+
+    from shadow.cli import cli
+
+    runner = CliRunner()
+    out = runner.invoke(cli, ["sql", str(capture), "SELECT role, ts FROM exchanges ORDER BY ts", "--format", "csv",
+                              "--max-rows", "2"])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.splitlines()[0] == "role,ts" and len(out.stdout.splitlines()) == 3
+    assert "showing the first 2 rows" in out.stderr
+
+    out = runner.invoke(cli, ["sql", str(capture), "SELECT endpoint, count(*) AS n FROM exchanges GROUP BY 1"])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.split() == ["endpoint", "n", "---------------", "-", "/api/items/{id}", "6"]
+
+    out = runner.invoke(cli, ["sql", str(capture), "SELECT resp_body, req_headers FROM exchanges LIMIT 1",
+                              "--format", "json"])
+    assert out.exit_code == 0, out.output
+    assert isinstance(json.loads(out.stdout)[0]["resp_body"], str)
+
+    out = runner.invoke(cli, ["sql", str(capture.parent / "missing"), "SELECT 1"])
+    assert out.exit_code == 2
     assert out.stderr.strip() == f"error: {capture.parent / 'missing'}: capture folder not found"
