@@ -82,20 +82,31 @@ def holm(p: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------ Hodges-Lehmann shifts
 
 
-def _walsh_sample(d: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    n = d.size
-    if n * (n + 1) // 2 <= HL_EXACT_MAX_PAIRS:
-        i, j = np.triu_indices(n)
-        return (d[i] + d[j]) / 2.0
-    i = rng.integers(0, n, HL_EXACT_MAX_PAIRS)
-    j = rng.integers(0, n, HL_EXACT_MAX_PAIRS)
-    return (d[i] + d[j]) / 2.0
+def _weighted_order_stats(values: np.ndarray, weights: np.ndarray, ranks: list[float]) -> list[float]:
+    """Order statistics (1-based ranks, rounded; clipped to [1, total]) of a sample given as distinct
+    values with integer multiplicities. Exact: no n^2 array of single differences is built."""
+    order = np.argsort(values, kind="stable")
+    v, cum = values[order], np.cumsum(weights[order])
+    total = float(cum[-1])
+    out = []
+    for rank in ranks:
+        r = min(max(round(rank), 1), total)
+        out.append(float(v[np.searchsorted(cum, r, side="left")]))
+    return out
 
 
-def _pairwise_sample(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    if a.size * b.size <= HL_EXACT_MAX_PAIRS:
-        return (a[:, None] - b[None, :]).ravel()
-    return a[rng.integers(0, a.size, HL_EXACT_MAX_PAIRS)] - b[rng.integers(0, b.size, HL_EXACT_MAX_PAIRS)]
+def _sampled_order_stats(sample: np.ndarray, population: float, ranks: list[float]) -> list[float]:
+    """Order statistics of a population of `population` values, read from a uniform random sample."""
+    idx = [round(min(max((r - 1) / max(population - 1, 1), 0.0), 1.0) * (sample.size - 1)) for r in ranks]
+    part = np.partition(sample, sorted(set(idx)))
+    return [float(part[i]) for i in idx]
+
+
+def _hl_ranks(population: float, sd_rank: float, alpha: float) -> list[float]:
+    """Ranks of (lower end, median low, median high, upper end) among `population` ordered values."""
+    z = float(sps.norm.ppf(1 - alpha))
+    k = population / 2 - z * sd_rank
+    return [k, (population + 1) // 2, population // 2 + 1, population - k + 1]
 
 
 def hodges_lehmann_one_sample(d: np.ndarray, alpha: float = 0.05,
@@ -103,12 +114,18 @@ def hodges_lehmann_one_sample(d: np.ndarray, alpha: float = 0.05,
     """Pseudo-median of d (median of Walsh averages) and its Wilcoxon-inverted (1 - 2 alpha) interval."""
     d = np.asarray(d, dtype=float)
     n = d.size
-    walsh = np.sort(_walsh_sample(d, rng or np.random.default_rng(0)))
-    est = float(np.median(walsh))
-    n_walsh = n * (n + 1) / 2
-    z = sps.norm.ppf(1 - alpha)
-    k = n_walsh / 2 - z * math.sqrt(n * (n + 1) * (2 * n + 1) / 24)  # rank of the lower end
-    return est, _order_stat(walsh, k, n_walsh), _order_stat(walsh, n_walsh - k + 1, n_walsh)
+    population = n * (n + 1) / 2
+    ranks = _hl_ranks(population, math.sqrt(n * (n + 1) * (2 * n + 1) / 24), alpha)
+    u, c = np.unique(d, return_counts=True)
+    if u.size * (u.size + 1) // 2 <= HL_EXACT_MAX_PAIRS:
+        i, j = np.triu_indices(u.size)
+        w = np.where(i == j, c[i] * (c[i] + 1) // 2, c[i] * c[j])
+        lo, m1, m2, hi = _weighted_order_stats((u[i] + u[j]) / 2.0, w, ranks)
+    else:
+        rng = rng or np.random.default_rng(0)
+        a, b = rng.integers(0, n, HL_EXACT_MAX_PAIRS), rng.integers(0, n, HL_EXACT_MAX_PAIRS)
+        lo, m1, m2, hi = _sampled_order_stats((d[a] + d[b]) / 2.0, population, ranks)
+    return (m1 + m2) / 2.0, lo, hi
 
 
 def hodges_lehmann_two_sample(x: np.ndarray, y: np.ndarray, alpha: float = 0.05,
@@ -116,19 +133,20 @@ def hodges_lehmann_two_sample(x: np.ndarray, y: np.ndarray, alpha: float = 0.05,
     """Shift of x over y: median of all x_i - y_j, and its Mann-Whitney-inverted (1 - 2 alpha) interval."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
-    diffs = np.sort(_pairwise_sample(x, y, rng or np.random.default_rng(0)))
-    est = float(np.median(diffs))
     nx, ny = x.size, y.size
-    n_pairs = nx * ny
-    z = sps.norm.ppf(1 - alpha)
-    k = n_pairs / 2 - z * math.sqrt(nx * ny * (nx + ny + 1) / 12)
-    return est, _order_stat(diffs, k, n_pairs), _order_stat(diffs, n_pairs - k + 1, n_pairs)
-
-
-def _order_stat(sorted_values: np.ndarray, rank: float, population: float) -> float:
-    """The rank-th (1-based, of `population`) order statistic, read from a possibly subsampled sorted array."""
-    frac = min(max((rank - 1) / max(population - 1, 1), 0.0), 1.0)
-    return float(sorted_values[round(frac * (sorted_values.size - 1))])
+    population = float(nx * ny)
+    ranks = _hl_ranks(population, math.sqrt(nx * ny * (nx + ny + 1) / 12), alpha)
+    ux, cx = np.unique(x, return_counts=True)
+    uy, cy = np.unique(y, return_counts=True)
+    if ux.size * uy.size <= HL_EXACT_MAX_PAIRS:
+        diffs = (ux[:, None] - uy[None, :]).ravel()
+        w = (cx[:, None] * cy[None, :]).ravel()
+        lo, m1, m2, hi = _weighted_order_stats(diffs, w, ranks)
+    else:
+        rng = rng or np.random.default_rng(0)
+        sample = x[rng.integers(0, nx, HL_EXACT_MAX_PAIRS)] - y[rng.integers(0, ny, HL_EXACT_MAX_PAIRS)]
+        lo, m1, m2, hi = _sampled_order_stats(sample, population, ranks)
+    return (m1 + m2) / 2.0, lo, hi
 
 
 # ------------------------------------------------------------------------------------ latency: bulk
@@ -187,21 +205,29 @@ def _cluster_medians(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------ latency: quantiles
 
 
-def _resample_counts(n: int, b: int, rng: np.random.Generator) -> np.ndarray:
-    """b rows of bootstrap multiplicities of n observations (each row sums to n)."""
-    idx = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
-    return np.bincount(idx.ravel(), minlength=b * n).reshape(b, n)
+def _category_counts(category: np.ndarray, n_categories: int, b: int, rng: np.random.Generator) -> np.ndarray:
+    """b rows of ordinary-bootstrap counts aggregated per category: n observations are drawn with
+    replacement and counted by their category (observation i belongs to category[i]).
+
+    Tie-heavy latencies have few distinct values, so counting per distinct value (a multinomial over
+    their frequencies, the same distribution as resampling the observations) is much cheaper."""
+    n = category.size
+    if n_categories * 4 <= n:
+        freq = np.bincount(category, minlength=n_categories) / n
+        return rng.multinomial(n, freq, size=b)
+    return _bin_rows(category[rng.integers(0, n, size=(b, n))], n_categories)
 
 
-def _cluster_counts(groups: np.ndarray, n_groups: int, b: int, rng: np.random.Generator) -> np.ndarray:
-    """b rows of multiplicities per observation when whole clusters are resampled."""
-    per_group = _resample_counts(n_groups, b, rng)
-    return per_group[:, groups]
+def _bin_rows(categories: np.ndarray, n_categories: int) -> np.ndarray:
+    """Per-row counts of each category: (rows, cols) of category ids -> (rows, n_categories)."""
+    rows = categories.shape[0]
+    flat = (categories + (np.arange(rows) * n_categories)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * n_categories).reshape(rows, n_categories)
 
 
 def _weighted_type7(sorted_x: np.ndarray, cum_counts: np.ndarray, ps: np.ndarray) -> np.ndarray:
-    """Type-7 quantiles of each resample, given the sorted data and cumulative multiplicities in that
-    order (one row per resample). Returns (rows, len(ps)). Avoids sorting every resample."""
+    """Type-7 quantiles of each resample, given the sorted distinct values and cumulative multiplicities
+    in that order (one row per resample). Returns (rows, len(ps)). Avoids sorting every resample."""
     total = cum_counts[:, -1].astype(float)
     out = np.empty((cum_counts.shape[0], ps.size))
     for j, p in enumerate(ps):
@@ -216,6 +242,10 @@ def _weighted_type7(sorted_x: np.ndarray, cum_counts: np.ndarray, ps: np.ndarray
     return out
 
 
+def _clamped_log(q: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(q, LOG_CLAMP_MS))
+
+
 def bootstrap_quantile_log_ratios(primary_ms: np.ndarray, candidate_ms: np.ndarray, ps: np.ndarray, *,
                                   paired: bool, n_boot: int, rng: np.random.Generator,
                                   primary_keys: np.ndarray | None = None,
@@ -228,30 +258,62 @@ def bootstrap_quantile_log_ratios(primary_ms: np.ndarray, candidate_ms: np.ndarr
     xp = np.asarray(primary_ms, dtype=float)
     xc = np.asarray(candidate_ms, dtype=float)
     ps = np.asarray(ps, dtype=float)
-    point = np.log(np.maximum(np.quantile(xc, ps), LOG_CLAMP_MS)) - np.log(
-        np.maximum(np.quantile(xp, ps), LOG_CLAMP_MS))
-    order_p, order_c = np.argsort(xp, kind="stable"), np.argsort(xc, kind="stable")
-    sp, sc = xp[order_p], xc[order_c]
-    gp = gc = None
-    if not paired and primary_keys is not None and candidate_keys is not None:
-        _, gp = np.unique(np.asarray(primary_keys), return_inverse=True)
-        _, gc = np.unique(np.asarray(candidate_keys), return_inverse=True)
+    point = _clamped_log(np.quantile(xc, ps)) - _clamped_log(np.quantile(xp, ps))
     reps = np.empty((n_boot, ps.size))
-    chunk = max(1, BOOT_CHUNK_CELLS // max(xp.size, xc.size, 1))
+    if paired:
+        # Joint resampling of request indices; each arm's quantiles only need the resampled counts
+        # per distinct value of that arm, which is few columns on tie-heavy latencies.
+        vp, cat_p = np.unique(xp, return_inverse=True)
+        vc, cat_c = np.unique(xc, return_inverse=True)
+        n = xp.size
+        chunk = max(1, BOOT_CHUNK_CELLS // max(n, 1))
+        for start in range(0, n_boot, chunk):
+            b = min(chunk, n_boot - start)
+            idx = rng.integers(0, n, size=(b, n))
+            counts_p = _bin_rows(cat_p[idx], vp.size)
+            counts_c = _bin_rows(cat_c[idx], vc.size)
+            qp = _weighted_type7(vp, np.cumsum(counts_p, axis=1), ps)
+            qc = _weighted_type7(vc, np.cumsum(counts_c, axis=1), ps)
+            reps[start:start + b] = _clamped_log(qc) - _clamped_log(qp)
+        return point, reps
+    if primary_keys is not None and candidate_keys is not None:
+        qp = _cluster_boot_quantiles(xp, np.asarray(primary_keys), ps, n_boot, rng)
+        qc = _cluster_boot_quantiles(xc, np.asarray(candidate_keys), ps, n_boot, rng)
+    else:
+        qp = _boot_quantiles(xp, ps, n_boot, rng)
+        qc = _boot_quantiles(xc, ps, n_boot, rng)
+    reps[:] = _clamped_log(qc) - _clamped_log(qp)
+    return point, reps
+
+
+def _boot_quantiles(x: np.ndarray, ps: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    values, category = np.unique(x, return_inverse=True)
+    out = np.empty((n_boot, ps.size))
+    chunk = max(1, BOOT_CHUNK_CELLS // max(x.size, 1))
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
-        if paired:
-            counts = _resample_counts(xp.size, b, rng)
-            cp, cc = counts, counts
-        elif gp is not None and gc is not None:
-            cp = _cluster_counts(gp, int(gp.max()) + 1, b, rng)
-            cc = _cluster_counts(gc, int(gc.max()) + 1, b, rng)
-        else:
-            cp, cc = _resample_counts(xp.size, b, rng), _resample_counts(xc.size, b, rng)
-        qp = _weighted_type7(sp, np.cumsum(cp[:, order_p], axis=1), ps)
-        qc = _weighted_type7(sc, np.cumsum(cc[:, order_c], axis=1), ps)
-        reps[start:start + b] = np.log(np.maximum(qc, LOG_CLAMP_MS)) - np.log(np.maximum(qp, LOG_CLAMP_MS))
-    return point, reps
+        counts = _category_counts(category, values.size, b, rng)
+        out[start:start + b] = _weighted_type7(values, np.cumsum(counts, axis=1), ps)
+    return out
+
+
+def _cluster_boot_quantiles(x: np.ndarray, keys: np.ndarray, ps: np.ndarray, n_boot: int,
+                            rng: np.random.Generator) -> np.ndarray:
+    """Whole clusters resampled with replacement; each request counts as often as its cluster was drawn."""
+    _, group = np.unique(keys, return_inverse=True)
+    n_groups = int(group.max()) + 1
+    order = np.argsort(x, kind="stable")
+    values, group_sorted = x[order], group[order]
+    out = np.empty((n_boot, ps.size))
+    chunk = max(1, BOOT_CHUNK_CELLS // max(x.size, 1))
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        per_group = _category_counts(np.arange(n_groups), n_groups, b, rng)
+        counts = per_group[:, group_sorted]
+        cum = np.cumsum(counts, axis=1)
+        # A resample that drew only empty clusters cannot happen (every cluster has >= 1 request).
+        out[start:start + b] = _weighted_type7(values, cum, ps)
+    return out
 
 
 def bootstrap_shift_test(point: float, reps: np.ndarray, log_margin: float, alpha: float,

@@ -1,0 +1,204 @@
+"""analyzers/stats.py against scipy, brute force and published reference values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from analyzers import stats
+
+
+def tie_heavy(rng: np.random.Generator, n: int, scale: float = 1.0) -> np.ndarray:
+    """statistics.md's model: 97 % lognormal around 40 ms, 3 % around 300 ms, rounded to 1 ms."""
+    slow = rng.random(n) < 0.03
+    x = np.where(slow, 300.0, 40.0) * np.exp(0.5 * rng.standard_normal(n)) * scale
+    return np.round(x)
+
+
+def test_quantile7_is_hyndman_fan_type7() -> None:
+    x = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    # h = (n-1)p = 3.6 -> x[3] + 0.6 (x[4] - x[3]) = 4 + 0.6*6
+    assert stats.quantile7(x, 0.9) == pytest.approx(7.6)
+
+
+def test_holm_on_a_known_vector() -> None:
+    adjusted = stats.holm(np.array([0.01, 0.04, 0.03, 0.005]))
+    # sorted 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> running max 0.06
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02])
+    assert stats.holm(np.array([0.5, 0.9])).max() <= 1.0
+    assert stats.holm(np.array([])).size == 0
+
+
+def test_hodges_lehmann_hand_computed() -> None:
+    # Walsh averages of [1, 2, 4]: 1, 1.5, 2, 2.5, 3, 4 -> median 2.25
+    est, _, _ = stats.hodges_lehmann_one_sample(np.array([1.0, 2.0, 4.0]))
+    assert est == pytest.approx(2.25)
+    # differences of [1, 2, 3] over [0, 5]: -4, -3, -2, 1, 2, 3 -> median -0.5
+    est2, _, _ = stats.hodges_lehmann_two_sample(np.array([1.0, 2.0, 3.0]), np.array([0.0, 5.0]))
+    assert est2 == pytest.approx(-0.5)
+
+
+def test_hodges_lehmann_matches_brute_force_on_tied_data() -> None:
+    rng = np.random.default_rng(3)
+    x = np.log(tie_heavy(rng, 300))
+    y = np.log(tie_heavy(rng, 250, 1.05))
+    est, lo, hi = stats.hodges_lehmann_two_sample(x, y, alpha=0.05)
+    diffs = np.sort((x[:, None] - y[None, :]).ravel())
+    assert est == pytest.approx(np.median(diffs))
+    n_pairs = diffs.size
+    k = n_pairs / 2 - sps.norm.ppf(0.95) * math.sqrt(300 * 250 * (300 + 250 + 1) / 12)
+    assert lo == pytest.approx(diffs[round(k) - 1])
+    assert hi == pytest.approx(diffs[n_pairs - round(k)])
+    d = np.log(tie_heavy(rng, 200)) - np.log(tie_heavy(rng, 200))
+    i, j = np.triu_indices(d.size)
+    est1, _, _ = stats.hodges_lehmann_one_sample(d)
+    assert est1 == pytest.approx(np.median((d[i] + d[j]) / 2))
+
+
+def test_wilcoxon_and_mann_whitney_p_values_equal_scipys() -> None:
+    rng = np.random.default_rng(5)
+    p, c = tie_heavy(rng, 400), tie_heavy(rng, 400, 1.04)
+    t = stats.wilcoxon_log_ratio(p, c, math.log(1.1))
+    d = np.log(c) - np.log(p)
+    assert t.p_harm == pytest.approx(sps.wilcoxon(d, alternative="greater").pvalue)
+    assert t.p_ni == pytest.approx(sps.wilcoxon(d - math.log(1.1), alternative="less").pvalue)
+    u = stats.mann_whitney_log_shift(p, c, math.log(1.1))
+    assert u.p_harm == pytest.approx(sps.mannwhitneyu(np.log(c), np.log(p), alternative="greater").pvalue)
+    assert u.p_ni == pytest.approx(
+        sps.mannwhitneyu(np.log(c) - math.log(1.1), np.log(p), alternative="less").pvalue)
+    assert u.lo <= u.estimate <= u.hi
+
+
+def test_wilcoxon_all_zero_differences_is_no_evidence() -> None:
+    x = np.full(100, 40.0)
+    t = stats.wilcoxon_log_ratio(x, x, math.log(1.1))
+    assert t.p_harm == 1.0
+    assert t.estimate == 0.0
+
+
+def test_mcnemar_exact_equals_hand_computed_binomial() -> None:
+    # b=8 candidate-only, c=2 primary-only: P(X >= 8 | 10, 1/2) = (45 + 10 + 1) / 1024
+    greater, two_sided = stats.mcnemar_exact(8, 2)
+    assert greater == pytest.approx(56 / 1024)
+    assert two_sided == pytest.approx(112 / 1024)
+    assert stats.mcnemar_exact(0, 0) == (1.0, 1.0)
+
+
+def test_newcombe_and_wilson_reproduce_newcombe_1998() -> None:
+    # Newcombe (1998), Stat Med 17:873, example 56/70 vs 48/80: method 10 gives 0.0524 to 0.3339.
+    lo, hi = stats.newcombe_interval(56, 70, 48, 80, 1.959964)
+    assert (lo, hi) == pytest.approx((0.0524, 0.3339), abs=1e-4)
+    # Newcombe (1998) single-proportion example 81/263: Wilson 0.2553 to 0.3662.
+    assert stats.wilson_interval(81, 263, 1.959964) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+
+
+def test_unpaired_rate_test_fisher_and_inverted_ni() -> None:
+    prim = np.zeros(5000, bool)
+    prim[:10] = True
+    cand = np.zeros(5000, bool)
+    cand[:30] = True
+    t = stats.unpaired_rate_test(prim, cand, 0.001, 0.05)
+    assert t.p_harm == pytest.approx(sps.fisher_exact([[30, 4970], [10, 4990]], alternative="greater").pvalue)
+    assert t.estimate == pytest.approx(0.004)
+    assert t.p_ni > 0.5  # 0.4 pp worse cannot be within +0.1 pp
+    # The inverted p-value is the level at which the Newcombe upper bound touches the margin.
+    same = stats.unpaired_rate_test(prim, prim, 0.003, 0.05)
+    z = sps.norm.isf(same.p_ni)
+    assert stats.newcombe_interval(10, 5000, 10, 5000, z)[1] == pytest.approx(0.003, abs=1e-6)
+
+
+def test_paired_rate_test_counts_discordant_pairs() -> None:
+    prim = np.zeros(1000, bool)
+    cand = np.zeros(1000, bool)
+    prim[:5] = True
+    cand[:5] = True  # concordant failures carry no information
+    cand[5:13] = True  # 8 candidate-only
+    prim[13:15] = True  # 2 primary-only
+    t = stats.paired_rate_test(prim, cand, 0.001, 0.05)
+    assert t.p_harm == pytest.approx(56 / 1024)
+    assert t.estimate == pytest.approx(6 / 1000)
+
+
+def test_budget_rate_test_exact_binomial() -> None:
+    flags = np.zeros(1000, bool)
+    flags[:3] = True
+    t = stats.budget_rate_test(flags, 0.01, 0.05)
+    assert t.p_ni == pytest.approx(sps.binom.cdf(3, 1000, 0.01))
+    assert t.p_harm == pytest.approx(sps.binom.sf(2, 1000, 0.01))
+
+
+def test_rule_of_three() -> None:
+    assert stats.rule_of_three(3000) == pytest.approx(0.001)
+    # The exact 95 % bound with zero events, 1 - 0.05**(1/n), is close to 3/n.
+    assert stats.rule_of_three(3000) == pytest.approx(1 - 0.05 ** (1 / 3000), rel=0.01)
+
+
+def test_sample_sizes_match_statistics_md() -> None:
+    # Two-sided detection of a 10 % quantile change, 80 % power (reference/statistics.md).
+    assert stats.quantile_ratio_sample_size(0.95, 1.0, margin=1.10, two_sided=True) == pytest.approx(7717, rel=0.003)
+    assert stats.quantile_ratio_sample_size(0.99, 1.0, margin=1.10, two_sided=True) == pytest.approx(24085, rel=0.003)
+    assert stats.quantile_ratio_sample_size(0.50, 0.5, margin=1.10, two_sided=True) == pytest.approx(679, rel=0.003)
+    assert stats.quantile_ratio_sample_size(0.95, 0.5, margin=1.10, two_sided=True) == pytest.approx(1930, rel=0.003)
+    # One-sided non-inferiority with a 5 % margin.
+    assert stats.quantile_ratio_sample_size(0.95, 1.0, margin=1.05) == pytest.approx(23196, rel=0.003)
+    assert stats.proportion_sample_size(0.005, 0.010) == pytest.approx(3681, rel=0.003)
+    assert stats.proportion_sample_size(0.001, 0.002) == pytest.approx(18519, rel=0.003)
+    with pytest.raises(ValueError):
+        stats.quantile_ratio_sample_size(0.5, 1.0, margin=1.1, true_ratio=1.1)
+
+
+def test_weighted_type7_equals_numpy_on_the_expanded_resample() -> None:
+    rng = np.random.default_rng(9)
+    values = np.sort(rng.choice(np.arange(1.0, 60.0), 25, replace=False))
+    counts = rng.integers(0, 4, size=(30, values.size))
+    counts[:, 0] += 1
+    ps = np.array([0.5, 0.95, 0.99])
+    got = stats._weighted_type7(values, np.cumsum(counts, axis=1), ps)
+    for row in range(counts.shape[0]):
+        np.testing.assert_allclose(got[row], np.quantile(np.repeat(values, counts[row]), ps))
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_bootstrap_replicates_are_quantile_ratios_of_resamples(paired: bool) -> None:
+    rng = np.random.default_rng(11)
+    p, c = tie_heavy(rng, 600), tie_heavy(rng, 600, 1.2)
+    ps = np.array([0.5, 0.95])
+    point, reps = stats.bootstrap_quantile_log_ratios(p, c, ps, paired=paired, n_boot=400,
+                                                      rng=np.random.default_rng(0))
+    np.testing.assert_allclose(point, np.log(np.quantile(c, ps)) - np.log(np.quantile(p, ps)))
+    assert reps.shape == (400, 2)
+    # A 20 % slowdown: the replicates centre near log 1.2 and their spread is plausible.
+    assert abs(np.median(reps[:, 0]) - math.log(1.2)) < 0.1
+    assert 0.005 < reps[:, 0].std() < 0.2
+
+
+def test_cluster_bootstrap_is_wider_than_request_bootstrap_with_a_client_effect() -> None:
+    rng = np.random.default_rng(13)
+    users = np.repeat(np.arange(50), 20)
+
+    def arm() -> np.ndarray:
+        effect = np.exp(0.4 * rng.standard_normal(50))[users]
+        return np.round(tie_heavy(rng, users.size) * effect)
+
+    p, c = arm(), arm()
+    ps = np.array([0.5])
+    _, plain = stats.bootstrap_quantile_log_ratios(p, c, ps, paired=False, n_boot=300, rng=np.random.default_rng(1))
+    _, clustered = stats.bootstrap_quantile_log_ratios(p, c, ps, paired=False, n_boot=300, rng=np.random.default_rng(1),
+                                                       primary_keys=users, candidate_keys=users)
+    assert clustered.std() > 1.5 * plain.std()
+
+
+def test_bootstrap_shift_test_degenerate_spread_proves_nothing() -> None:
+    t = stats.bootstrap_shift_test(0.0, np.zeros(100), math.log(1.1), 0.05, "x")
+    assert t.p_ni == 1.0 and t.p_harm == 1.0
+
+
+def test_needed_n_from_se_scales_as_inverse_square() -> None:
+    # se 0.05 at n=100, margin log 1.1, no difference: n * ((z_a + z_b) se / margin)^2
+    z = sps.norm.ppf(0.95) + sps.norm.ppf(0.8)
+    expected = math.ceil(100 * (z * 0.05 / math.log(1.1)) ** 2)
+    assert stats.needed_n_from_se(100, 0.05, 0.0, math.log(1.1), 0.05, 0.8) == expected
+    assert stats.needed_n_from_se(100, 0.05, math.log(1.2), math.log(1.1), 0.05, 0.8) is None

@@ -1,0 +1,218 @@
+"""analyzers/verdict.py: every verdict class, the floor, Holm, low traffic, JSON shape, exit codes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from analyzers.policy import Policy
+from analyzers.stats import holm
+from analyzers.verdict import EndpointSample, Verdict, judge
+from shadow.errors import ShadowError
+
+
+def split_latency(rng: np.random.Generator, n: int, scale: float = 1.0, base: float = 40.0) -> np.ndarray:
+    slow = rng.random(n) < 0.03
+    x = np.where(slow, base * 7.5, base) * np.exp(0.5 * rng.standard_normal(n)) * scale
+    return np.maximum(np.round(x), 1.0)
+
+
+def paired_latency(rng: np.random.Generator, n: int, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    slow = rng.random(n) < 0.03
+    base = np.where(slow, 300.0, 40.0) * np.exp(0.4 * rng.standard_normal(n))
+    p = np.round(base * np.exp(0.3 * rng.standard_normal(n)))
+    c = np.round(base * np.exp(0.3 * rng.standard_normal(n)) * scale)
+    return np.maximum(p, 1.0), np.maximum(c, 1.0)
+
+
+def make(rng: np.random.Generator, n: int, *, paired: bool, scale: float = 1.0, err_p: float = 0.0,
+         err_c: float = 0.0, endpoint: str = "/api/orders/{id}", mismatch: float | None = None) -> EndpointSample:
+    if paired:
+        p, c = paired_latency(rng, n, scale)
+    else:
+        p, c = split_latency(rng, n), split_latency(rng, n, scale)
+    no = np.zeros(n, bool)
+    return EndpointSample(endpoint, paired, p, c, rng.random(n) < err_p, rng.random(n) < err_c, no, no.copy(),
+                          None, None, (rng.random(n) < mismatch) if mismatch is not None else None)
+
+
+def classes(v: Verdict) -> dict[str, str]:
+    return {r.metric: r.cls for r in v.results}
+
+
+def test_aa_with_enough_data_passes() -> None:
+    rng = np.random.default_rng(1)
+    v = judge([make(rng, 6000, paired=True, mismatch=0.0)], Policy())
+    assert v.overall == "PASS", [r.reason for r in v.results if r.cls != "PASS"]
+    assert v.exit_code() == 0
+    assert v.score == 100.0
+    assert set(classes(v)) == {"latency_bulk", "latency_p50", "latency_p95", "latency_p99", "error_rate",
+                               "transport_error_rate", "mismatch_rate"}
+    for r in v.results:
+        assert r.interval is not None and r.p_value is not None and r.p_value < 0.05
+        assert r.needed_n is None
+    zero = next(r for r in v.results if r.metric == "transport_error_rate")
+    assert "rule of three" in zero.reason and "0.05 %" in zero.reason  # 3 / 6000
+
+
+def test_clear_fifty_percent_regression_fails() -> None:
+    rng = np.random.default_rng(2)
+    v = judge([make(rng, 500, paired=False, scale=1.5)], Policy())
+    assert v.overall == "FAIL" and v.exit_code() == 1
+    bulk = next(r for r in v.results if r.metric == "latency_bulk")
+    assert bulk.cls == "FAIL"
+    assert bulk.estimate == pytest.approx(1.5, rel=0.1)
+    assert bulk.p_harm_adjusted is not None and bulk.p_harm_adjusted < 0.05
+    assert "significantly worse" in bulk.reason and "×1.10" in bulk.reason
+    assert v.to_json()["verdict"] == "fail"
+
+
+def test_moderate_data_is_inconclusive_with_needed_n() -> None:
+    rng = np.random.default_rng(3)
+    v = judge([make(rng, 300, paired=False, err_p=0.01, err_c=0.01)], Policy())
+    assert v.overall == "INCONCLUSIVE" and v.exit_code() == 3
+    open_ = [r for r in v.results if r.cls == "INCONCLUSIVE"]
+    assert open_, classes(v)
+    assert all(r.needed_n is None or r.needed_n > 300 for r in open_)
+    assert any(r.needed_n for r in open_)
+    assert "requests per arm would settle it" in next(r.reason for r in open_ if r.needed_n)
+    assert classes(v)["latency_p99"] == "INSUFFICIENT_DATA"  # 300 < 5 / (1 - 0.99)
+    assert v.to_json()["verdict"] == "inconclusive"
+
+
+def test_little_data_is_insufficient_and_never_passes() -> None:
+    rng = np.random.default_rng(4)
+    for paired in (True, False):
+        v = judge([make(rng, 20, paired=paired)], Policy())
+        assert v.overall == "INCONCLUSIVE"
+        assert set(classes(v).values()) == {"INSUFFICIENT_DATA"}
+        assert all("too little data" in r.reason for r in v.results)
+        assert v.score == 0.0
+
+
+def test_no_data_at_all_is_inconclusive() -> None:
+    v = judge([], Policy())
+    assert v.overall == "INCONCLUSIVE" and v.results == [] and v.exit_code() == 3
+    e = np.zeros(0)
+    b = np.zeros(0, bool)
+    v2 = judge([EndpointSample("/x", False, e, e, b, b, b, b)], Policy())
+    assert v2.overall == "INCONCLUSIVE"
+    assert {r.cls for r in v2.results} == {"INSUFFICIENT_DATA"}
+
+
+def test_low_traffic_endpoint_keeps_the_verdict_inconclusive() -> None:
+    rng = np.random.default_rng(5)
+    good = make(rng, 6000, paired=True, endpoint="/busy")
+    quiet = make(rng, 10, paired=True, endpoint="/quiet")
+    v = judge([good, quiet], Policy())
+    assert v.overall == "INCONCLUSIVE"
+    summary = {e.endpoint: e.cls for e in v.endpoints}
+    assert summary == {"/busy": "PASS", "/quiet": "INSUFFICIENT_DATA"}
+    assert v.score == pytest.approx(100 * 6000 / 6010)
+
+
+def test_absolute_floor_a_small_delta_never_fails() -> None:
+    rng = np.random.default_rng(6)
+    n = 3000
+    # A 3 ms endpoint becoming 4 ms: +33 %, but 1 ms is under the 2 ms floor.
+    p = np.maximum(np.round(3.0 * np.exp(0.1 * rng.standard_normal(n))), 1.0)
+    c = np.maximum(np.round(4.0 * np.exp(0.1 * rng.standard_normal(n))), 1.0)
+    no = np.zeros(n, bool)
+    v = judge([EndpointSample("/fast", False, p, c, no, no, no, no)], Policy())
+    assert v.overall != "FAIL"
+    bulk = next(r for r in v.results if r.metric == "latency_bulk")
+    assert bulk.margin == pytest.approx(1 + 2 / 3)  # the floor widens the ratio margin
+    assert bulk.cls == "PASS"
+    # The same +33 % on a 30 ms endpoint is 10 ms: it fails.
+    p2, c2 = p * 10, c * 10
+    v2 = judge([EndpointSample("/slow", False, p2, c2, no, no, no, no)], Policy())
+    assert next(r for r in v2.results if r.metric == "latency_bulk").cls == "FAIL"
+
+
+def test_holm_adjusts_harm_tests_across_the_whole_run() -> None:
+    rng = np.random.default_rng(7)
+    samples = [make(rng, 400, paired=False, endpoint=f"/e{k}", err_p=0.01, err_c=0.01) for k in range(5)]
+    samples.append(make(rng, 400, paired=False, scale=1.3, endpoint="/slow"))
+    v = judge(samples, Policy())
+    raw = np.array([r.p_harm for r in v.results if r.p_harm is not None])
+    adj = np.array([r.p_harm_adjusted for r in v.results if r.p_harm is not None])
+    np.testing.assert_allclose(adj, holm(raw))
+    assert v.overall == "FAIL"
+    assert {r.endpoint for r in v.results if r.cls == "FAIL"} == {"/slow"}
+
+
+def test_error_rate_regression_and_mismatch_budget_fail_paired() -> None:
+    rng = np.random.default_rng(8)
+    s = make(rng, 3000, paired=True, err_p=0.001, err_c=0.03, mismatch=0.05)
+    v = judge([s], Policy())
+    c = classes(v)
+    assert c["error_rate"] == "FAIL" and c["mismatch_rate"] == "FAIL"
+    err = next(r for r in v.results if r.metric == "error_rate")
+    assert err.test.startswith("exact McNemar") and err.paired
+    assert err.estimate == pytest.approx(0.029, abs=0.01)
+
+
+def test_transport_errors_are_judged_apart_and_drop_out_of_latency() -> None:
+    rng = np.random.default_rng(9)
+    n = 3000
+    p, c = paired_latency(rng, n)
+    tc = rng.random(n) < 0.05
+    c = np.where(tc, np.nan, c)
+    no = np.zeros(n, bool)
+    v = judge([EndpointSample("/t", True, p, c, no, no, no, tc)], Policy())
+    res = {r.metric: r for r in v.results}
+    assert res["transport_error_rate"].cls == "FAIL"
+    assert res["error_rate"].cls != "FAIL"
+    assert res["latency_bulk"].n_primary == n - int(tc.sum())
+
+
+def test_sticky_split_needs_client_keys_and_uses_clusters() -> None:
+    rng = np.random.default_rng(10)
+    users = np.repeat(np.arange(60), 20)
+    n = users.size
+    p, c = split_latency(rng, n), split_latency(rng, n)
+    no = np.zeros(n, bool)
+    with pytest.raises(ShadowError, match="client_key"):
+        judge([EndpointSample("/s", False, p, c, no, no, no, no, sticky=True)], Policy())
+    v = judge([EndpointSample("/s", False, p, c, no, no, no, no, users, users + 100, sticky=True)], Policy())
+    tests = {r.metric: r.test for r in v.results}
+    assert "per-client" in tests["latency_bulk"]
+    assert "cluster bootstrap" in tests["latency_p50"]
+
+
+def test_bad_sample_shapes_are_clear_errors() -> None:
+    a, b = np.ones(10), np.zeros(10, bool)
+    with pytest.raises(ShadowError, match="paired sample with 10 primary and 9 candidate"):
+        judge([EndpointSample("/x", True, a, a[:9], b, b[:9], b, b[:9])], Policy())
+    with pytest.raises(ShadowError, match="candidate_5xx has 3 rows"):
+        judge([EndpointSample("/x", False, a, a, b, b[:3], b, b)], Policy())
+
+
+def test_json_shape_and_exit_codes() -> None:
+    rng = np.random.default_rng(11)
+    when = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+    v = judge([make(rng, 400, paired=True, mismatch=0.0)], Policy(), now=when)
+    d = v.to_json()
+    text = json.dumps(d, allow_nan=False)  # strict JSON: no NaN / Infinity anywhere
+    assert json.loads(text)["verdict"] in {"pass", "fail", "inconclusive"}
+    assert d["overall"] == v.overall and d["exit_code"] == v.exit_code()
+    assert d["generated_at"] == "2026-11-26T08:00:00Z"
+    assert set(d) >= {"verdict", "score", "results", "endpoints", "policy", "counts", "reason"}
+    r0 = d["results"][0]
+    assert set(r0) >= {"endpoint", "metric", "class", "estimate", "interval", "margin", "n_primary",
+                       "n_candidate", "test", "paired", "p_value", "p_harm", "needed_n", "reason"}
+    assert d["policy"]["alpha"] == 0.05
+    assert sum(d["counts"].values()) == len(d["results"])
+    assert {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}[v.overall] == v.exit_code()
+
+
+def test_same_seed_same_verdict() -> None:
+    s = make(np.random.default_rng(12), 1500, paired=False)
+    a = judge([s], Policy(), rng_seed=5).to_json()
+    b = judge([s], Policy(), rng_seed=5).to_json()
+    a.pop("generated_at")
+    b.pop("generated_at")
+    assert a == b
