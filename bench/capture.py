@@ -5,6 +5,8 @@
 2. End to end: rows/s from the first submit to the last row sealed in Parquet, with ~2 KB JSON
    bodies — full exchange preparation (decode, hash, redact, truncate) and with `prepare` that passes
    rows through (journal + seal cost alone).
+4. A simulated event loop (~50 µs of Python work per request, then submit) with and without the
+   writer thread running: what capture costs the proxy through the GIL.
 3. Baseline: a plain pyarrow ParquetWriter writing the same rows (Arrow conversion + zstd Parquet, no
    journal, no fsync, no crash safety).
 """
@@ -64,6 +66,34 @@ def bench_submit(rows: list[dict[str, Any]], root: Path) -> float:
     return elapsed / len(rows) * 1e6
 
 
+def _proxy_work(row: dict[str, Any]) -> None:
+    """Stand-in for what the proxy's event loop does per request (parse, route, build a response): ~50 µs."""
+    for _ in range(6):
+        orjson.loads(orjson.dumps(row["req_headers"]) + b"")
+        sorted(str(v) for v in row.values())
+
+
+def bench_event_loop_impact(rows: list[dict[str, Any]], root: Path) -> tuple[float, float]:
+    """Requests/s of a simulated event loop (work + submit) without capture and with the writer thread
+    running, which competes for the GIL. Returns (without, with)."""
+    sink: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for r in rows:
+        _proxy_work(r)
+        sink.append(r)
+    without = len(rows) / (time.perf_counter() - t0)
+    s = CaptureSettings(dir=root, max_queue=len(rows) + 1,
+                        redaction=RedactionSettings(key=b"k", json_fields=("password",)))
+    w = CaptureWriter(s, gateway_id="bench-loop")
+    t0 = time.perf_counter()
+    for r in rows:
+        _proxy_work(r)
+        w.submit(r)
+    with_capture = len(rows) / (time.perf_counter() - t0)
+    w.close()
+    return without, with_capture
+
+
 def bench_end_to_end(rows: list[dict[str, Any]], root: Path, *, passthrough: bool) -> tuple[float, int]:
     s = CaptureSettings(dir=root, max_queue=len(rows) + 1,
                         redaction=RedactionSettings(key=b"k", json_fields=("password",)))
@@ -102,6 +132,7 @@ def main() -> None:
         e2e, segments = bench_end_to_end(rows, tmp / "e2e", passthrough=False)
         journal_only, _ = bench_end_to_end(rows, tmp / "pass", passthrough=True)
         baseline = bench_baseline(rows, tmp)
+        loop_without, loop_with = bench_event_loop_impact(rows[: min(len(rows), 20_000)], tmp / "loop")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"rows: {args.rows}, response body {len(body)} bytes (JSON)")
@@ -110,6 +141,9 @@ def main() -> None:
     print(f"end to end, pass-through prepare:    {journal_only:10,.0f} rows/s sealed")
     print(f"baseline pyarrow ParquetWriter:      {baseline:10,.0f} rows/s")
     print(f"ratio end-to-end / baseline:         {e2e / baseline:10.2f}")
+    print(f"simulated event loop, no capture:    {loop_without:10,.0f} req/s")
+    print(f"simulated event loop, with capture:  {loop_with:10,.0f} req/s "
+          f"(ratio {loop_with / loop_without:.2f}; the writer thread shares the GIL)")
     print(f"ratio pass-through / baseline:       {journal_only / baseline:10.2f}")
 
 

@@ -22,7 +22,6 @@ The HMAC key: settings.key, else $SHADOW_REDACTION_KEY, else generated once and 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import secrets
@@ -107,6 +106,11 @@ class Redactor:
             else:
                 self._always_parse = True
         self._tokens = tuple(tokens)
+        # Byte-level lower-casing only folds ASCII: non-ASCII names (which a JSON encoder may also
+        # escape as \uXXXX) skip the pre-check and are matched on the parsed keys.
+        self._ascii_bare = all(f.isascii() for f in bare)
+        if not self._ascii_bare:
+            self._always_parse = True
         self.redacts_json = bool(self.bare_fields or self.pointers)
         self.query_names = frozenset(q.lower() for q in settings.query_params)
 
@@ -114,7 +118,7 @@ class Redactor:
     def token(self, value: str | bytes) -> str:
         """"redacted:" + 16 hex of HMAC-SHA256(key, value)."""
         data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
-        return REDACTED_PREFIX + hmac.new(self.key, data, hashlib.sha256).hexdigest()[:16]
+        return REDACTED_PREFIX + hmac.digest(self.key, data, "sha256").hex()[:16]
 
     # -- headers ----------------------------------------------------------------------------------
     def header_value(self, name: str, value: str) -> str | None:
@@ -218,7 +222,10 @@ class Redactor:
             return body
         changed = False
         if self.bare_fields:
-            changed |= self._redact_bare(doc)
+            if self._ascii_bare:
+                changed |= self._redact_bare(doc, self._key_spellings(body))
+            else:
+                changed |= self._redact_bare_casefold(doc)
         for pointer in self.pointers:
             changed |= self._redact_pointer(doc, pointer)
         return orjson.dumps(doc) if changed else body
@@ -228,11 +235,50 @@ class Redactor:
             return self.token(value)
         return self.token(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
 
-    def _redact_bare(self, root: Any) -> bool:
-        fields = self.bare_fields
+    def _key_spellings(self, body: bytes) -> frozenset[str]:
+        """The spellings ("password", "Password", ...) under which bare field names occur in `body`,
+        so the walk can match keys with a set intersection instead of lower-casing every key."""
+        lowered = body.lower()
+        found: set[str] = set()
+        for name in self.bare_fields:
+            token = name.encode()
+            start = lowered.find(token)
+            while start >= 0:
+                found.add(body[start:start + len(token)].decode("utf-8", "replace"))
+                start = lowered.find(token, start + 1)
+        return frozenset(found)
+
+    def _redact_bare(self, root: Any, spellings: frozenset[str]) -> bool:
         hits: list[tuple[dict[str, Any], str]] = []
 
         # Plain recursion over containers only (most values are scalars); collect first, mutate after.
+        def walk(node: Any) -> None:
+            if type(node) is dict:
+                if not spellings.isdisjoint(node):
+                    hits.extend((node, k) for k in spellings.intersection(node))
+                for v in node.values():
+                    if type(v) is dict or type(v) is list:
+                        walk(v)
+            else:
+                for v in node:
+                    if type(v) is dict or type(v) is list:
+                        walk(v)
+
+        if spellings and (type(root) is dict or type(root) is list):
+            walk(root)
+        for parent, k in hits:
+            if k not in parent:
+                continue
+            if self.remove:
+                del parent[k]
+            else:
+                parent[k] = self._replacement(parent[k])
+        return bool(hits)
+
+    def _redact_bare_casefold(self, root: Any) -> bool:
+        fields = self.bare_fields
+        hits: list[tuple[dict[str, Any], str]] = []
+
         def walk(node: Any) -> None:
             if type(node) is dict:
                 for k, v in node.items():

@@ -75,6 +75,13 @@ def test_json_bare_name_at_any_depth_and_pointer_with_wildcard() -> None:
     assert doc["user"]["Password"] != doc["password"]
 
 
+def test_json_non_ascii_field_names_and_escaped_keys() -> None:
+    r = Redactor(RedactionSettings(json_fields=("pässwort",)), KEY)
+    for body in ('{"PÄSSWORT": "geheim"}'.encode(), b'{"p\\u00e4sswort": "geheim"}', b'{"P\\u00c4SSWORT": "geheim"}'):
+        out = r.json_body(body)
+        assert b"geheim" not in out, body
+
+
 def test_json_remove_mode_and_non_string_values() -> None:
     r = Redactor(RedactionSettings(json_fields=("/a/0", "pin"), mode="remove"), KEY)
     assert orjson.loads(r.json_body(b'{"a": [1, 2], "b": {"pin": 1234}}')) == {"a": [2], "b": {}}
