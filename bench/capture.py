@@ -5,10 +5,10 @@
 2. End to end: rows/s from the first submit to the last row sealed in Parquet, with ~2 KB JSON
    bodies — full exchange preparation (decode, hash, redact, truncate) and with `prepare` that passes
    rows through (journal + seal cost alone).
-4. A simulated event loop (~50 µs of Python work per request, then submit) with and without the
-   writer thread running: what capture costs the proxy through the GIL.
 3. Baseline: a plain pyarrow ParquetWriter writing the same rows (Arrow conversion + zstd Parquet, no
    journal, no fsync, no crash safety).
+4. A simulated event loop (~50 µs of Python work per request, then submit) with and without the
+   writer thread running: what capture costs the proxy through the GIL.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ from shadow.endpoints import template_path
 from shadow.errors import CaptureError
 from shadow.redact import Redactor, load_redaction_key
 from shadow.schema import EXCHANGES
-from shadow.settings import CaptureSettings
+from shadow.settings import CaptureSettings, RedactionSettings
 
 __all__ = [
     "BATCH_INTERVAL_S",
@@ -173,6 +173,11 @@ def _as_bytes(body: Any) -> bytes | None:
     raise ValueError(f"a body must be bytes, not {type(body).__name__}")
 
 
+@functools.lru_cache(maxsize=8)
+def _redactor_for(redaction: RedactionSettings, key: bytes) -> Redactor:
+    return Redactor(redaction, key)
+
+
 def prepare_exchange(row: dict[str, Any], settings: CaptureSettings, key: bytes,
                      redactor: Redactor | None = None) -> dict[str, Any]:
     """Make a submitted exchange row safe and complete for disk. Runs in the writer thread.
@@ -183,7 +188,7 @@ def prepare_exchange(row: dict[str, Any], settings: CaptureSettings, key: bytes,
     `capture_note`); redacts headers and JSON fields; computes `body_hash` and `body_size` over the
     full decoded, redacted response body; then cuts bodies at `settings.max_body_bytes`.
     """
-    r = redactor or Redactor(settings.redaction, key)
+    r = redactor or _redactor_for(settings.redaction, key)
     out = dict(row)
     notes: list[str] = []
     if not out.get("exchange_id"):
