@@ -10,6 +10,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from shadow.errors import ConfigError
 from shadow.replay.sources import Headers, SourceEntry
@@ -104,10 +105,14 @@ class Rewrite:
                 return new + path[len(old):]
         return path
 
+    @cached_property
+    def _dropped(self) -> frozenset[str]:
+        replaced = {k.lower() for k, _ in self.set_headers} | {k.lower() for k, _ in REPLAY_MARKERS}
+        return self.remove_headers | replaced | {"host"}
+
     def headers(self, entry: SourceEntry, target_netloc: str) -> Headers:
         """Headers to send to one target: recorded, minus removed, plus set, plus replay markers."""
-        replaced = {k.lower() for k, _ in self.set_headers} | {k.lower() for k, _ in REPLAY_MARKERS}
-        drop = self.remove_headers | replaced | {"host"}
+        drop = self._dropped
         out = [(k, v) for k, v in entry.headers if k.lower() not in drop]
         if self.host is not None:
             host = self.host

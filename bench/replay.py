@@ -1,0 +1,181 @@
+"""Replay throughput: the replay engine against a minimal asyncio client doing the same sends.
+
+    .venv/bin/python bench/replay.py [--requests 6000] [--concurrency 32] [--rounds 3]
+
+A fast loopback upstream (aiohttp, in a subprocess so it has its own core) answers every request
+with a small JSON body. In one run, alternating rounds, it measures sends per second for:
+- minimal aiohttp: one pooled ClientSession, a semaphore, `await resp.read()` — the floor cost;
+- minimal httpx: the same with httpx.AsyncClient (why the engine uses aiohttp);
+- engine: ReplayEngine with one live target (primary = recorded), rows to a null sink;
+- engine + capture: the same, rows to a real CaptureWriter (journal + Parquet) in a temp folder;
+- engine, 2 targets: primary and candidate both live (two sends per source request).
+Prints the median of the rounds and each variant's ratio to the minimal aiohttp client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+import httpx  # noqa: E402
+
+from shadow.replay.engine import ListSink, ReplayConfig, ReplayEngine, Target  # noqa: E402
+from shadow.replay.sources import RecordedResponse, SourceEntry  # noqa: E402
+
+SERVER = """
+import sys
+from aiohttp import web
+BODY = b'{"id": 1, "name": "widget", "price": 9.99, "tags": ["a", "b"]}'
+async def handle(request):
+    await request.read()
+    return web.Response(body=BODY, content_type="application/json")
+app = web.Application()
+app.router.add_route("*", "/{tail:.*}", handle)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError("upstream did not start")
+
+
+class MemorySource:
+    kind = "memory"
+
+    def __init__(self, n: int) -> None:
+        self.path = Path("bench")
+        self.n = n
+
+    @property
+    def identity(self) -> str:
+        return "bench"
+
+    def count(self) -> int:
+        return self.n
+
+    def entries(self) -> Iterator[SourceEntry]:
+        rec = RecordedResponse(status=200, headers=[("Content-Type", "application/json")], body=b"{}",
+                               latency_ms=1.0)
+        for i in range(self.n):
+            yield SourceEntry(index=i, method="GET", scheme="http", host="shop.example",
+                              path=f"/api/items/{i}", query="expand=1",
+                              headers=[("Host", "shop.example"), ("Accept", "application/json"),
+                                       ("User-Agent", "bench")],
+                              body=b"", ts_ns=None, recorded=rec)
+
+
+def paths(n: int) -> list[str]:
+    return [f"/api/items/{i}?expand=1" for i in range(n)]
+
+
+async def minimal_aiohttp(base: str, n: int, concurrency: int) -> int:
+    sem = asyncio.Semaphore(concurrency)
+    headers = {"Accept": "application/json", "X-Shadow-Request": "1", "X-Shadow-Replay": "1"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        async def one(path: str) -> None:
+            async with sem, session.get(base + path, headers=headers) as resp:
+                await resp.read()
+        await asyncio.gather(*(one(p) for p in paths(n)))
+    return n
+
+
+async def minimal_httpx(base: str, n: int, concurrency: int) -> int:
+    sem = asyncio.Semaphore(concurrency)
+    headers = {"Accept": "application/json", "X-Shadow-Request": "1", "X-Shadow-Replay": "1"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits) as client:
+        async def one(path: str) -> None:
+            async with sem:
+                r = await client.get(base + path, headers=headers)
+                r.read()
+        await asyncio.gather(*(one(p) for p in paths(n)))
+    return n
+
+
+def engine_run(base: str, n: int, concurrency: int, *, targets: int, capture: bool) -> Callable[[], Coroutine[Any, Any, int]]:
+    async def go() -> int:
+        primary = Target("primary", "primary", base if targets == 2 else None)
+        cfg = ReplayConfig(targets=(primary, Target("candidate", "candidate", base)), concurrency=concurrency)
+        if capture:
+            from shadow.capture import CaptureWriter
+            from shadow.settings import CaptureSettings
+
+            with tempfile.TemporaryDirectory() as tmp:
+                writer = CaptureWriter(CaptureSettings(dir=Path(tmp)))
+                try:
+                    stats = await ReplayEngine(cfg, [MemorySource(n)], writer,
+                                               backlog=lambda: writer.stats().queued).run()
+                finally:
+                    await asyncio.to_thread(writer.close)
+        else:
+            stats = await ReplayEngine(cfg, [MemorySource(n)], ListSink(keep=False)).run()
+        assert stats.errors == 0 and stats.requests == n, stats
+        return n * targets
+
+    return go
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=6000)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)])
+    try:
+        wait_listening(port)
+        base = f"http://127.0.0.1:{port}"
+        n, c = args.requests, args.concurrency
+        variants: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {
+            "minimal aiohttp client": lambda: minimal_aiohttp(base, n, c),
+            "minimal httpx client": lambda: minimal_httpx(base, n, c),
+            "engine (1 live target)": engine_run(base, n, c, targets=1, capture=False),
+            "engine + CaptureWriter": engine_run(base, n, c, targets=1, capture=True),
+            "engine (2 live targets)": engine_run(base, n // 2, c, targets=2, capture=False),
+        }
+        asyncio.run(minimal_aiohttp(base, 500, c))  # warm-up
+        results: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(args.rounds):
+            for name, make in variants.items():
+                t = time.perf_counter()
+                sends = asyncio.run(make())
+                results[name].append(sends / (time.perf_counter() - t))
+        floor = statistics.median(results["minimal aiohttp client"])
+        print(f"{n} sends per variant, concurrency {c}, median of {args.rounds} rounds")
+        for name, rates in results.items():
+            med = statistics.median(rates)
+            print(f"  {name:26s} {med:8.0f} sends/s   ratio {med / floor:5.2f}   "
+                  f"(rounds: {', '.join(f'{r:.0f}' for r in rates)})")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
