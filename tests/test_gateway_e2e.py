@@ -36,6 +36,8 @@ http:
     down: {{rule: "PathPrefix(`/down`)", service: m-down}}
     slow: {{rule: "PathPrefix(`/slow`)", service: m-slow}}
     hang: {{rule: "PathPrefix(`/hang`)", service: m-hang}}
+    gone: {{rule: "PathPrefix(`/gone`)", service: m-gone}}
+    primary-down: {{rule: "PathPrefix(`/primary-down`)", service: m-primary-down}}
   services:
     mono: {{loadBalancer: {{servers: [{{url: "{mono}"}}]}}}}
     orders: {{loadBalancer: {{servers: [{{url: "{orders}"}}]}}}}
@@ -45,6 +47,7 @@ http:
     down: {{loadBalancer: {{servers: [{{url: "{down}"}}]}}}}
     slow: {{loadBalancer: {{servers: [{{url: "{slow}"}}]}}}}
     hang: {{loadBalancer: {{servers: [{{url: "{hang}"}}]}}}}
+    slowmain: {{loadBalancer: {{servers: [{{url: "{slowmain}"}}]}}}}
     m100: {{mirroring: {{service: mono, mirrors: [{{name: next, percent: 100}}]}}}}
     m50: {{mirroring: {{service: mono, mirrors: [{{name: next, percent: 50}}]}}}}
     m-unsafe: {{mirroring: {{service: mono, mirrors: [{{name: next-unsafe, percent: 100}}]}}}}
@@ -54,6 +57,8 @@ http:
     m-down: {{mirroring: {{service: mono, mirrors: [{{name: down, percent: 100}}]}}}}
     m-slow: {{mirroring: {{service: mono, mirrors: [{{name: slow, percent: 100}}]}}}}
     m-hang: {{mirroring: {{service: mono, mirrors: [{{name: hang, percent: 100}}]}}}}
+    m-gone: {{mirroring: {{service: slowmain, mirrors: [{{name: next, percent: 100}}]}}}}
+    m-primary-down: {{mirroring: {{service: down, mirrors: [{{name: next, percent: 100}}]}}}}
 shadow:
   gateway: {{id: gw-e2e}}
   capture: {{dir: "{capture}", segmentSeconds: 1}}
@@ -91,6 +96,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     ups = {name: Upstream(name).start() for name in ("mono", "orders", "next", "sec")}
     ups["slow"] = Upstream("slow", delay=1.0).start()
     ups["hang"] = Upstream("hang", delay=4.0).start()
+    ups["slowmain"] = Upstream("slowmain", delay=0.8).start()
     root = tmp_path_factory.mktemp("gw-e2e")
     capture = root / "capture"
     cfg = root / "gateway.yaml"
@@ -206,6 +212,22 @@ def test_a_broken_shadow_never_reaches_the_client(env: Env, broken: str) -> None
     assert latency < baseline + 0.3, (latency, baseline)
 
 
+def test_client_gone_during_the_main_call_means_no_mirror(env: Env) -> None:
+    with httpx.Client(base_url=env.gw.url, timeout=0.2) as impatient, pytest.raises(httpx.ReadTimeout):
+        impatient.get("/gone/1")
+    assert env.ups["slowmain"].wait_for(1)[0].path == "/gone/1"
+    time.sleep(1.0)  # the main call ends (0.8 s) after the client left
+    env.settle("next", "/m100/settle-gone")
+    assert env.paths("next", "/gone") == []
+
+
+def test_primary_refused_is_a_502_and_still_mirrored(env: Env) -> None:
+    r = env.client.get("/primary-down/1")
+    assert r.status_code == 502
+    env.settle("next", "/m100/settle-primary-down")
+    assert env.paths("next", "/primary-down/1") == ["/primary-down/1"]  # Traefik mirrors after main returns
+
+
 def test_capture_rows_after_stop(env: Env) -> None:
     time.sleep(HANG_TIMEOUT_S + 0.2)  # the last hanging copies time out and are captured
     assert env.gw.stop() == 0
@@ -243,6 +265,9 @@ def test_capture_rows_after_stop(env: Env) -> None:
     assert downs and downs[0]["status"] is None and "connect" in downs[0]["error"].lower()
     hangs = find("/hang/0", "candidate")
     assert hangs and hangs[0]["status"] is None and hangs[0]["error"] == f"timeout after {HANG_TIMEOUT_S:g}s"
+    (refused,) = find("/primary-down/1", "primary")
+    assert refused["status"] is None and "connect call failed" in refused["error"].lower()
+    assert len(find("/primary-down/1", "candidate")) == 1
     slows = find("/slow/0", "candidate")
     assert slows and slows[0]["status"] == 200 and slows[0]["latency_ms"] >= 1000
 
