@@ -25,13 +25,12 @@ def stable(body: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def upstreams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Child]]:
     with Supervisor(tmp_path_factory.mktemp("logs")) as sup:
-        yield {
-            "monolith-a": sup.start_service("monolith-a", service_argv("monolith", "--name", "monolith-a")),
-            "monolith-b": sup.start_service("monolith-b", service_argv("monolith", "--name", "monolith-b")),
-            "orders": sup.start_service("orders", service_argv("orders")),
-            "orders-failing": sup.start_service(
-                "orders-failing", service_argv("orders", "--error-rate", "1", "--extra-latency-ms", "0")),
-        }
+        yield sup.start_services({
+            "monolith-a": service_argv("monolith", "--name", "monolith-a"),
+            "monolith-b": service_argv("monolith", "--name", "monolith-b"),
+            "orders": service_argv("orders"),
+            "orders-failing": service_argv("orders", "--error-rate", "1", "--extra-latency-ms", "0"),
+        })
 
 
 @pytest.fixture(scope="module")

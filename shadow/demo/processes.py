@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -106,9 +106,14 @@ class Supervisor:
 
     def start_service(self, name: str, argv: Sequence[str], *, timeout_s: float = 15.0) -> Child:
         """Start a child that prints `LISTENING <url>` once it accepts connections."""
-        child = self.spawn(name, argv)
-        child.url = _wait_for_ready_line(child, timeout_s)
-        return child
+        return self.start_services({name: argv}, timeout_s=timeout_s)[name]
+
+    def start_services(self, argvs: Mapping[str, Sequence[str]], *, timeout_s: float = 15.0) -> dict[str, Child]:
+        """Start several such children at once (their imports overlap), then wait for each."""
+        children = {name: self.spawn(name, argv) for name, argv in argvs.items()}
+        for child in children.values():
+            child.url = _wait_for_ready_line(child, timeout_s)
+        return children
 
     def stop(self, child: Child, timeout_s: float = 10.0) -> int | None:
         code = child.stop(timeout_s)

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +26,8 @@ import click
 from shadow.demo import seeds
 from shadow.demo.processes import Child, Supervisor, service_argv, wait_for_port
 from shadow.demo.traffic import DriveResult, drive, plan_requests
-from shadow.errors import ShadowError
+from shadow.errors import CaptureError, ShadowError
+from shadow.schema import ROLES
 
 CAPTURE_SUBDIR = "capture"
 CONFIG_NAME = "gateway.yaml"
@@ -133,10 +134,12 @@ def _prepare_out_dir(out: Path) -> Path:
 
 
 def start_upstreams(sup: Supervisor) -> DemoUpstreams:
-    monolith = sup.start_service("monolith", service_argv("monolith", "--name", "monolith"))
-    secondary = sup.start_service("monolith-b", service_argv("monolith", "--name", "monolith-b"))
-    candidate = sup.start_service("orders", service_argv("orders"))
-    return DemoUpstreams(monolith.url, secondary.url, candidate.url)
+    started = sup.start_services({
+        "monolith": service_argv("monolith", "--name", "monolith"),
+        "monolith-b": service_argv("monolith", "--name", "monolith-b"),
+        "orders": service_argv("orders"),
+    })
+    return DemoUpstreams(started["monolith"].url, started["monolith-b"].url, started["orders"].url)
 
 
 def gateway_argv(config: Path, port: int) -> list[str]:
@@ -164,30 +167,53 @@ def start_gateway(sup: Supervisor, config: Path, *, timeout_s: float = 30.0) -> 
     raise AssertionError("unreachable")
 
 
+def format_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], *, left: int = 2) -> list[str]:
+    """Plain-text columns: the first `left` columns left-aligned, the rest right-aligned."""
+    table = [header, *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = ["  " + "  ".join(cell.ljust(w) if i < left else cell.rjust(w)
+                              for i, (cell, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+             for r in table]
+    lines.insert(1, "  " + "  ".join("-" * w for w in widths))
+    return lines
+
+
+def _slash(*values: int | float | None) -> str:
+    """'1249/1249', '0/13', '10.4/30.5/7.1'; '-' when nothing was measured."""
+    if all(v is None for v in values):
+        return "-"
+    return "/".join("-" if v is None else str(v) if isinstance(v, int) else f"{v:.1f}" for v in values)
+
+
 def summarize_capture(capture: Path) -> str:
-    """A small text report of what the capture holds: rows by endpoint and role, pairs, errors."""
+    """A small text report of what the capture holds: rows, server errors and median latency by
+    endpoint and role; pairs; and the seeded differences an analysis should find."""
     from shadow.store import open_store
 
     with open_store(capture) as store:
         rows = store.sql(
             "SELECT endpoint, method, "
-            "count(*) FILTER (WHERE role = 'primary') AS primary_rows, "
-            "count(*) FILTER (WHERE role = 'candidate') AS candidate_rows, "
-            "count(*) FILTER (WHERE role = 'secondary') AS secondary_rows, "
-            "count(*) FILTER (WHERE status >= 500 OR error IS NOT NULL) AS failed "
-            "FROM exchanges GROUP BY ALL ORDER BY primary_rows DESC, endpoint, method").fetchall()
+            + ", ".join(f"count(*) FILTER (WHERE role = '{r}')" for r in ROLES)
+            + ", " + ", ".join(f"count(*) FILTER (WHERE role = '{r}' AND (status >= 500 OR error IS NOT NULL))"
+                               for r in ("primary", "candidate"))
+            + ", " + ", ".join(f"median(latency_ms) FILTER (WHERE role = '{r}')" for r in ROLES)
+            + " FROM exchanges GROUP BY ALL ORDER BY 3 DESC, endpoint, method").fetchall()
         total = store.sql("SELECT count(*), count(DISTINCT request_id) FROM exchanges").fetchall()[0]
         pairs = store.sql("SELECT count(*), count(s_exchange_id), "
                           "count(*) FILTER (WHERE p_body_hash IS DISTINCT FROM c_body_hash) FROM pairs").fetchall()[0]
-    header = ("endpoint", "method", "primary", "candidate", "secondary", "5xx/err")
-    table = [header, *[(str(ep), str(m), *(str(n) for n in counts)) for ep, m, *counts in rows]]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines = ["  " + "  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in
-                              enumerate(zip(r, widths, strict=True))) for r in table]
-    lines.insert(1, "  " + "  ".join("-" * w for w in widths))
+    header = ("endpoint", "method", "requests", "mirrored c/s", "5xx p/c", "p50 ms p/c/s")
+    body = [(str(ep), str(m), str(n_p), _slash(n_c, n_s) if n_c or n_s else "-", _slash(e_p, e_c if n_c else None),
+             _slash(l_p, l_c, l_s)) for ep, m, n_p, n_c, n_s, e_p, e_c, l_p, l_c, l_s in rows]
+    lines = ["  p = primary (the monolith, answers the client), c = candidate (orders service), "
+             "s = secondary (monolith-b)", *format_table(header, body)]
     lines.append("")
     lines.append(f"  {total[0]} rows for {total[1]} client requests; {pairs[0]} primary/candidate pairs "
                  f"({pairs[1]} with a secondary), {pairs[2]} with different bodies before noise cancellation")
+    lines.append("")
+    lines.append("  seeded in the orders service (shadow/demo/seeds.py), for the analysis to find:")
+    lines.extend(f"    {d.method} {d.endpoint}: {d.description}" for d in seeds.SEEDED_DIFFERENCES)
+    lines.append(f"  volatile on every instance (noise, not differences): body {', '.join(seeds.VOLATILE_BODY_FIELDS)}; "
+                 f"headers {', '.join(seeds.VOLATILE_HEADERS)}")
     return "\n".join(lines)
 
 
@@ -223,8 +249,10 @@ def run_demo(out: Path, *, requests: int, concurrency: int, max_seconds: float, 
         gateway, gateway_url = start_gateway(sup, config)
         click.echo(f"gateway (shadow gateway {config}) listening on {gateway_url}")
         try:
-            result = drive(gateway_url, plan_requests(requests, seed), concurrency=concurrency,
-                           max_seconds=max_seconds, progress=progress)
+            plan = plan_requests(requests, seed)
+            click.echo(f"sending {len(plan)} requests, {concurrency} at a time, for at most {max_seconds:.0f} s…")
+            result = drive(gateway_url, plan, concurrency=concurrency, max_seconds=max_seconds,
+                           progress=progress)
             _print_drive(result)
             time.sleep(MIRROR_SETTLE_S)
             if keep_running:
@@ -245,9 +273,10 @@ def run_demo(out: Path, *, requests: int, concurrency: int, max_seconds: float, 
               help="How many client requests to send through the gateway.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the config, capture and logs.  [default: ./out/demo-<timestamp>]")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True,
-              help="Requests in flight at once.")
-@click.option("--max-seconds", type=click.FloatRange(min=1), default=90.0, show_default=True,
+@click.option("--concurrency", type=click.IntRange(1, 256), default=2, show_default=True,
+              help="Requests in flight at once. More saturates the gateway on 2 cores, and its queueing "
+                   "then inflates the primary's measured latency (see the secondary's, same code).")
+@click.option("--max-seconds", type=click.FloatRange(min=1), default=75.0, show_default=True,
               help="Stop sending after this long even if requests remain.")
 @click.option("--seed", type=int, default=2026, show_default=True, help="Seed of the traffic plan.")
 @click.option("--keep-running", is_flag=True, help="After the traffic, keep everything up until Ctrl-C.")
@@ -267,7 +296,14 @@ def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: fl
                                     max_seconds=max_seconds, keep_running=keep_running, seed=seed,
                                     progress=not no_progress)
     click.echo(f"\ncapture: {capture}  ({time.monotonic() - started:.0f} s in all; logs in {out / 'logs'})\n")
-    click.echo(summarize_capture(capture))
+    try:
+        summary = summarize_capture(capture)
+    except CaptureError:
+        if not interrupted:
+            raise
+        click.echo("nothing was captured: interrupted before any request went through")
+        sys.exit(130)
+    click.echo(summary)
     click.echo(next_steps(out / CONFIG_NAME, capture))
     if interrupted:
         sys.exit(130)
