@@ -4,6 +4,7 @@ rewrites, scheduling accuracy, errors, stop and resume."""
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import statistics
 import threading
@@ -15,7 +16,7 @@ import pytest
 
 from shadow.replay.engine import ListSink, ReplayConfig, ReplayEngine, ReplayStats, Target
 from shadow.replay.filters import EntryFilter, Rewrite, fnv1a_32
-from shadow.replay.resume import ReplayState, from_ranges, request_id, to_ranges
+from shadow.replay.resume import RangeSet, ReplayState, from_ranges, request_id, to_ranges
 from shadow.replay.sources import RecordedResponse, SourceEntry, SourceError
 from tests.upstream import ReceivedRequest, Response, Upstream, echo, free_port
 
@@ -347,6 +348,19 @@ def test_second_stop_cancels_in_flight_calls() -> None:
 
         stats = asyncio.run(main())
     assert stats.cancelled == 4 and stats.requests == 0 and sink.rows == []
+
+
+def test_range_set_matches_a_plain_set() -> None:
+    rng = random.Random(7)
+    for _ in range(200):
+        xs = rng.sample(range(120), rng.randint(0, 100))
+        ranges = RangeSet()
+        for x in xs:
+            ranges.add(x)
+        assert ranges.ranges() == to_ranges(xs)
+        assert [i in ranges for i in range(-1, 122)] == [i in set(xs) for i in range(-1, 122)]
+        assert RangeSet(ranges.ranges()).ranges() == ranges.ranges() and len(ranges) == len(set(xs))
+    assert RangeSet([[5, 9], [0, 3], [4, 4], [8, 12]]).ranges() == [[0, 12]]
 
 
 def test_checkpoint_ranges_round_trip() -> None:

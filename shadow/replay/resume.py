@@ -10,6 +10,7 @@ never collides with an earlier one. What is done is the union of two records:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -52,11 +53,57 @@ def from_ranges(ranges: Iterable[Iterable[int]]) -> set[int]:
     return out
 
 
+class RangeSet:
+    """A set of ints kept as sorted disjoint inclusive ranges. Completions arrive nearly in order,
+    so adding is O(log n) and usually extends the last range; a checkpoint of a million finished
+    entries serialises a handful of ranges instead of sorting a million ints."""
+
+    def __init__(self, ranges: Iterable[Iterable[int]] = ()) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        for lo, hi in sorted((int(a), int(b)) for a, b in (list(r) for r in ranges)):
+            if self.ends and lo <= self.ends[-1] + 1:
+                self.ends[-1] = max(self.ends[-1], hi)
+            else:
+                self.starts.append(lo)
+                self.ends.append(hi)
+
+    def __contains__(self, i: object) -> bool:
+        if not isinstance(i, int):
+            return False
+        k = bisect.bisect_right(self.starts, i) - 1
+        return k >= 0 and self.ends[k] >= i
+
+    def add(self, i: int) -> None:
+        starts, ends = self.starts, self.ends
+        k = bisect.bisect_right(starts, i) - 1
+        if k >= 0 and ends[k] >= i:
+            return
+        joins_left = k >= 0 and ends[k] == i - 1
+        joins_right = k + 1 < len(starts) and starts[k + 1] == i + 1
+        if joins_left and joins_right:
+            ends[k] = ends[k + 1]
+            del starts[k + 1], ends[k + 1]
+        elif joins_left:
+            ends[k] = i
+        elif joins_right:
+            starts[k + 1] = i
+        else:
+            starts.insert(k + 1, i)
+            ends.insert(k + 1, i)
+
+    def ranges(self) -> list[list[int]]:
+        return [[a, b] for a, b in zip(self.starts, self.ends, strict=True)]
+
+    def __len__(self) -> int:
+        return sum(b - a + 1 for a, b in zip(self.starts, self.ends, strict=True))
+
+
 @dataclass
 class SourceProgress:
     path: str
     identity: str
-    done: dict[int, set[int]] = field(default_factory=dict)  # loop -> finished entry indices
+    done: dict[int, RangeSet] = field(default_factory=dict)  # loop -> finished entry indices
 
 
 @dataclass
@@ -70,11 +117,16 @@ class ReplayState:
         return cls(run_id=secrets.token_hex(8))
 
     def mark(self, identity: str, loop: int, index: int) -> None:
-        self.sources[identity].done.setdefault(loop, set()).add(index)
+        done = self.sources[identity].done
+        if loop not in done:
+            done[loop] = RangeSet()
+        done[loop].add(index)
 
     def is_done(self, identity: str, loop: int, index: int) -> bool:
         src = self.sources.get(identity)
-        return bool(src and index in src.done.get(loop, ()))
+        if src is None or loop not in src.done:
+            return False
+        return index in src.done[loop]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,7 +135,7 @@ class ReplayState:
             "finished": self.finished,
             "sources": [
                 {"path": s.path, "identity": s.identity,
-                 "done": {str(loop): to_ranges(idx) for loop, idx in sorted(s.done.items())}}
+                 "done": {str(loop): idx.ranges() for loop, idx in sorted(s.done.items())}}
                 for s in self.sources.values()
             ],
         }
@@ -94,7 +146,7 @@ class ReplayState:
         for s in doc.get("sources", []):
             state.sources[s["identity"]] = SourceProgress(
                 path=s["path"], identity=s["identity"],
-                done={int(loop): from_ranges(r) for loop, r in s.get("done", {}).items()})
+                done={int(loop): RangeSet(r) for loop, r in s.get("done", {}).items()})
         return state
 
 
