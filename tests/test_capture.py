@@ -492,3 +492,20 @@ def test_a_reused_gateway_id_never_overwrites_earlier_segments(tmp_path: Path) -
         with CaptureWriter(s, gateway_id="gw-1") as w:
             w.submit(exchange(i, ts=ts))
     assert sorted(r["exchange_id"] for r in read_all(s.dir / "exchanges").to_pylist()) == ["x0", "x1", "x2"]
+
+
+def test_capture_folder_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    from shadow.errors import CaptureError
+
+    (tmp_path / "cap").write_text("not a folder")
+    with pytest.raises(CaptureError, match=r"cap/exchanges: cannot create the capture folder"):
+        CaptureWriter(settings(tmp_path), gateway_id="gw")
+
+
+def test_capture_note_reaches_disk(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    with CaptureWriter(s, gateway_id="gw") as w:
+        w.submit(exchange(1, resp_body=b"\x00broken", resp_headers=[("Content-Encoding", "br")]))
+    (row,) = read_all(s.dir / "exchanges").to_pylist()
+    assert row["resp_body"] == b"\x00broken"
+    assert row["capture_note"].startswith("resp_body kept raw: br:")
