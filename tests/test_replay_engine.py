@@ -211,6 +211,18 @@ def test_rewrites(pc: tuple[Upstream, Upstream]) -> None:
     assert c.received()[-1].headers["host"] == "shop.example"
 
 
+def test_rewrite_headers_rules() -> None:
+    e = entry(1, headers=[("X-Shadow-Replay", "0"), ("x-a", "1")])
+    sent = Rewrite().headers(e, "svc:8080")
+    assert sent == [("Host", "svc:8080"), ("Accept", "application/json"), ("x-a", "1"),
+                    ("X-Shadow-Request", "1"), ("X-Shadow-Replay", "1")]
+    sent = Rewrite(set_headers=[("host", "forced")], host="ignored").headers(e, "svc:8080")
+    assert [v for k, v in sent if k.lower() == "host"] == ["forced"]
+    assert Rewrite(keep_host=True).headers(e, "svc")[0] == ("Host", "shop.example")
+    assert Rewrite(path_prefixes=(("/a/", "/b/"), ("/", "/root/"))).path("/a/x") == "/b/x"
+    assert Rewrite(path_prefixes=(("/a/", "/b/"), ("/", "/root/"))).path("/c") == "/root/c"
+
+
 def test_rate_is_kept(pc: tuple[Upstream, Upstream]) -> None:
     """--rate 50 over 100 requests: sends follow the schedule n/50 s (checked from the send
     timestamps in the rows, and against each send's own scheduled instant)."""

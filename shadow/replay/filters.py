@@ -106,6 +106,10 @@ class Rewrite:
         return path
 
     @cached_property
+    def _set_names(self) -> frozenset[str]:
+        return frozenset(k.lower() for k, _ in self.set_headers)
+
+    @cached_property
     def _dropped(self) -> frozenset[str]:
         replaced = {k.lower() for k, _ in self.set_headers} | {k.lower() for k, _ in REPLAY_MARKERS}
         return self.remove_headers | replaced | {"host"}
@@ -114,6 +118,8 @@ class Rewrite:
         """Headers to send to one target: recorded, minus removed, plus set, plus replay markers."""
         drop = self._dropped
         out = [(k, v) for k, v in entry.headers if k.lower() not in drop]
+        if "host" in self._set_names:  # --set-header Host:... wins over every other Host rule
+            return [*out, *self.set_headers, *REPLAY_MARKERS]
         if self.host is not None:
             host = self.host
         elif self.keep_host:
