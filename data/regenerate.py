@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["SHADOW_REDACTION_KEY"] = SAMPLE_REDACTION_KEY  # inherited by the gateway
     with tempfile.TemporaryDirectory(prefix="shadow-sample-") as tmp:
         out = Path(tmp) / "demo"
-        capture, interrupted = run_demo(out, requests=args.requests, concurrency=8, max_seconds=120,
+        capture, interrupted = run_demo(out, requests=args.requests, concurrency=2, max_seconds=120,
                                         keep_running=False, seed=args.seed, progress=True)
         if interrupted:
             print("interrupted: data/demo-capture left as it was", file=sys.stderr)
