@@ -130,7 +130,7 @@ class ShadowConfig:
         # Reverse mode must connect lazily (an eager connection to a down reverse target drops the
         # client before any hook), and routing needs the client's Host, which reverse mode would
         # replace. Both are requirements of the gateway, not preferences.
-        self.options.update(connection_strategy="lazy", keep_host_header=True)
+        self.options.update_known(connection_strategy="lazy", keep_host_header=True)
 
     def configure(self, updated: set[str]) -> None:
         if RELOAD_INTERVAL_OPTION in updated:
@@ -147,6 +147,9 @@ class ShadowConfig:
         if not path:
             self._reject(f"{OPTION} is not set: pass --set {OPTION}=FILE")
             return
+        if (path == self.state.config_path and self.watcher is not None and self.state.active is not None
+                and not self.watcher.poll(force=True)):
+            return  # the same file, unchanged (e.g. mitmproxy rolling back a rejected value)
         try:
             config = load_config(path)
         except ConfigError as exc:

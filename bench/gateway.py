@@ -1,0 +1,267 @@
+"""Gateway overhead, side by side in one run: bare mitmdump vs the shadow gateway.
+
+    .venv/bin/python bench/gateway.py [--seconds 8] [--concurrency 16] [--rounds 2]
+
+Modes, each against the same fast loopback upstream (an aiohttp server in its own process):
+  (a) bare      mitmdump reverse mode (same lazy/quiet flags as the gateway), no addon
+  (b) pass      the gateway, catch-all router, capture off
+  (b2) pass+cap the gateway, catch-all router, capture on
+  (c) mirror    the gateway mirroring 100 % to a fast shadow, capture on
+  (d) mirror-late  as (c), the shadow answering 200 ms late
+Prints throughput and client latency p50/p99 per mode and as a ratio to (a); for (c)/(d) checks
+mirrored = captured + shed from the capture's counters. The load generator is an aiohttp client
+with `--concurrency` keep-alive connections, bounded by `--seconds` and `--max-requests`.
+Modes run interleaved for `--rounds` rounds so drift on a shared machine hits them all alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from shadow.gateway_cmd import mitmdump_command, mitmdump_executable  # noqa: E402
+
+BODY = json.dumps({"id": 42, "name": "widget", "price": 9.99, "tags": ["a", "b", "c"],
+                   "description": "x" * 120}).encode()
+
+
+# -- upstream (runs in a child process) ---------------------------------------------------------------
+
+def serve(port: int, delay_ms: int) -> None:
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        if delay_ms:
+            await asyncio.sleep(delay_ms / 1000)
+        return web.Response(body=BODY, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def start_upstream(delay_ms: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), str(delay_ms)])
+    wait_port(port, proc)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float = 60.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+CONFIG = """
+http:
+  routers:
+    all: {{rule: "PathPrefix(`/`)", service: {service}}}
+  services:
+    mono: {{loadBalancer: {{servers: [{{url: "{primary}"}}]}}}}
+    shadow: {{loadBalancer: {{servers: [{{url: "{shadow}"}}]}}}}
+    mirrored: {{mirroring: {{service: mono, mirrors: [{{name: shadow, percent: 100}}]}}}}
+shadow:
+  gateway: {{id: bench}}
+  capture: {{dir: "{capture}", enabled: {capture_on}}}
+  mirroring: {{maxInFlight: 256, timeout: 5s}}
+"""
+
+
+@dataclass
+class Result:
+    mode: str
+    requests: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    captured_candidates: int = 0
+    captured_primaries: int = 0
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+async def load(url: str, seconds: float, concurrency: int, max_requests: int, result: Result) -> None:
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        # Warm up: connections open, first-flow imports done in mitmdump.
+        for _ in range(3):
+            async with session.get(url + "/warmup") as r:
+                await r.read()
+        deadline = time.perf_counter() + seconds
+        budget = [max_requests]
+
+        async def worker(n: int) -> None:
+            i = 0
+            while time.perf_counter() < deadline and budget[0] > 0:
+                budget[0] -= 1
+                t0 = time.perf_counter()
+                try:
+                    async with session.get(f"{url}/api/items/{n}-{i}?q=1") as r:
+                        await r.read()
+                        ok = r.status == 200
+                except aiohttp.ClientError:
+                    ok = False
+                result.latencies_ms.append((time.perf_counter() - t0) * 1000)
+                result.requests += ok
+                result.errors += not ok
+                i += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(n) for n in range(concurrency)))
+        result.seconds += time.perf_counter() - started
+
+
+def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Namespace, root: Path) -> Result:
+    result = Result(mode)
+    port = free_port()
+    capture = root / f"capture-{mode}-{time.monotonic_ns()}"
+    if mode == "bare":
+        cmd = [mitmdump_executable(), "--mode", f"reverse:{primary}", "--listen-host", "127.0.0.1",
+               "--listen-port", str(port), "--set", "connection_strategy=lazy", "--set", "keep_host_header=true",
+               "--set", "flow_detail=0", "--set", "termlog_verbosity=warn"]
+    else:
+        cfg = root / f"{mode}.yaml"
+        cfg.write_text(CONFIG.format(
+            service="mirrored" if mode.startswith("mirror") else "mono", primary=primary,
+            shadow=shadows["late" if mode == "mirror-late" else "fast"], capture=capture,
+            capture_on="false" if mode == "pass" else "true"))
+        cmd = mitmdump_command(cfg, reverse_target=primary, listen_host="127.0.0.1", listen_port=port,
+                               extra=("--set", "termlog_verbosity=warn"))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc)
+        asyncio.run(load(f"http://127.0.0.1:{port}", args.seconds, args.concurrency, args.max_requests, result))
+    finally:
+        stop(proc)
+    stats = capture / "_stats" / "bench.json"
+    if stats.exists():
+        result.counters = json.loads(stats.read_text())
+        import duckdb
+
+        rows = duckdb.sql(f"select role, count(*) from read_parquet('{capture}/exchanges/**/*.parquet', "
+                          "union_by_name=true, hive_partitioning=true) group by role").fetchall()
+        by_role = dict(rows)
+        result.captured_candidates = int(by_role.get("candidate", 0))
+        result.captured_primaries = int(by_role.get("primary", 0))
+    return result
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+MODES = ("bare", "pass", "pass+cap", "mirror", "mirror-late")
+LABELS = {"bare": "(a) bare mitmdump", "pass": "(b) gateway pass-through", "pass+cap": "(b2) pass-through + capture",
+          "mirror": "(c) mirror 100 % + capture", "mirror-late": "(d) as (c), shadow +200 ms"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0, help="load duration per mode and round")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--max-requests", type=int, default=50_000, help="per mode and round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--serve", nargs=2, type=int, metavar=("PORT", "DELAY_MS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(*args.serve)
+        return
+    modes = [m for m in args.modes.split(",") if m]
+    upstreams = [start_upstream(0), start_upstream(0), start_upstream(200)]
+    primary, fast, late = (url for _p, url in upstreams)
+    results: dict[str, list[Result]] = {m: [] for m in modes}
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+            for rnd in range(args.rounds):
+                for mode in modes:
+                    r = run_mode(mode, primary, {"fast": fast, "late": late}, args, Path(tmp))
+                    results[mode].append(r)
+                    print(f"round {rnd + 1} {mode:12s} {r.rps:7.1f} req/s  p50 {pct(r.latencies_ms, .5):6.2f} ms  "
+                          f"p99 {pct(r.latencies_ms, .99):6.2f} ms  errors {r.errors}", flush=True)
+    finally:
+        for proc, _url in upstreams:
+            stop(proc, signal.SIGTERM)
+
+    def rps(mode: str) -> float:
+        return statistics.median(r.rps for r in results[mode])
+
+    def lat(mode: str, q: float) -> float:
+        return pct([x for r in results[mode] for x in r.latencies_ms], q)
+
+    base = rps("bare") if "bare" in results else float("nan")
+    print(f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; concurrency "
+          f"{args.concurrency}, {args.seconds:g} s x {args.rounds} rounds per mode (median req/s; pooled latencies)\n")
+    print("| mode | req/s | vs (a) | p50 ms | p99 ms | mirrored = captured + shed |")
+    print("|---|---|---|---|---|---|")
+    for mode in modes:
+        check = ""
+        if mode.startswith("mirror"):
+            parts = []
+            for r in results[mode]:
+                c = r.counters
+                mirrored = r.captured_primaries  # 100 %: every served request should be mirrored
+                shed = c.get("mirror_shed", 0)
+                parts.append(f"{mirrored} = {r.captured_candidates} + {shed}"
+                             f"{' ok' if mirrored == r.captured_candidates + shed else ' MISMATCH'}"
+                             f" (timeouts {c.get('mirror_timeouts', 0)}, errors {c.get('mirror_errors', 0)},"
+                             f" capture shed {c.get('shed', 0)})")
+            check = "; ".join(parts)
+        print(f"| {LABELS[mode]} | {rps(mode):.0f} | {rps(mode) / base:.2f} | {lat(mode, .5):.2f} | "
+              f"{lat(mode, .99):.2f} | {check} |")
+    if "mirror" in results and "mirror-late" in results:
+        print(f"\n(d) p50 / (c) p50 = {lat('mirror-late', .5) / lat('mirror', .5):.2f} (target ≤ 1.10)")
+
+
+if __name__ == "__main__":
+    main()
