@@ -23,10 +23,12 @@ from __future__ import annotations
 import hashlib
 import zlib
 from types import ModuleType
+from typing import Any
 
 import orjson
 
-__all__ = ["DEFAULT_DECODE_LIMIT", "BodyDecodeError", "body_hash", "canonical_json", "decode_body", "is_json_type"]
+__all__ = ["DEFAULT_DECODE_LIMIT", "BodyDecodeError", "body_hash", "canonical_json", "decode_body", "is_json_type",
+           "json_value_hash"]
 
 DEFAULT_DECODE_LIMIT = 256 * 1024 * 1024  # a decompression bomb stops here (BodyDecodeError)
 HASH_HEX = 32
@@ -134,3 +136,10 @@ def body_hash(body: bytes, content_type: str | None) -> str:
         if canonical is not None:
             return "j:" + hashlib.sha256(canonical).hexdigest()[:HASH_HEX]
     return "b:" + hashlib.sha256(body).hexdigest()[:HASH_HEX]
+
+
+def json_value_hash(value: Any) -> str:
+    """`body_hash` of a JSON body that is already parsed (`value` as orjson.loads returned it).
+
+    Equal to body_hash(body, "application/json") for any body that parses to `value`."""
+    return "j:" + hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:HASH_HEX]

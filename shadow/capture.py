@@ -61,10 +61,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shadow.canonical import BodyDecodeError, body_hash, decode_body
+from shadow.canonical import BodyDecodeError, body_hash, decode_body, is_json_type, json_value_hash
 from shadow.endpoints import template_path
 from shadow.errors import CaptureError
-from shadow.redact import Redactor, load_redaction_key
+from shadow.redact import UNPARSED, Redactor, load_redaction_key
 from shadow.schema import EXCHANGES
 from shadow.settings import CaptureSettings, RedactionSettings
 
@@ -225,9 +225,13 @@ def prepare_exchange(row: dict[str, Any], settings: CaptureSettings, key: bytes,
                 notes.append(f"{side}_body kept raw: {e}")
         if side == "resp" and out.get("body_size") is None:
             out["body_size"] = len(body)
-        body = r.json_body(body)
+        body, doc = r.redact_json(body)
         if side == "resp":
-            out["body_hash"] = body_hash(body, out["resp_content_type"])
+            content_type = out["resp_content_type"]
+            if doc is not UNPARSED and (not content_type or is_json_type(content_type)):
+                out["body_hash"] = json_value_hash(doc)  # same value as body_hash(body, ...), one parse less
+            else:
+                out["body_hash"] = body_hash(body, content_type)
         if len(body) > limit:
             body = body[:limit]
             truncated = True

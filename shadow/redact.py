@@ -35,11 +35,21 @@ import orjson
 from shadow.errors import CaptureError
 from shadow.settings import DEFAULT_REDACTED_HEADERS, RedactionSettings
 
-__all__ = ["KEY_ENV", "KEY_FILE", "REDACTED_PREFIX", "Redactor", "load_redaction_key"]
+__all__ = ["KEY_ENV", "KEY_FILE", "REDACTED_PREFIX", "UNPARSED", "Redactor", "load_redaction_key"]
 
 KEY_ENV = "SHADOW_REDACTION_KEY"
 KEY_FILE = ".shadow-key"
 REDACTED_PREFIX = "redacted:"
+
+_TOKEN_CACHE_SIZE = 4096
+
+
+class _Unparsed:
+    def __repr__(self) -> str:
+        return "UNPARSED"
+
+
+UNPARSED: Any = _Unparsed()  # redact_json did not parse the body (not JSON, or nothing to redact)
 
 _AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})
 _COOKIE_ATTRIBUTES = frozenset(
@@ -79,7 +89,7 @@ def _parse_pointer(pointer: str) -> tuple[str, ...]:
 
 
 class Redactor:
-    """Applies one RedactionSettings with one key. Immutable and thread-safe."""
+    """Applies one RedactionSettings with one key. Thread-safe (its only state is a token cache)."""
 
     def __init__(self, settings: RedactionSettings, key: bytes) -> None:
         self.settings = settings
@@ -113,12 +123,21 @@ class Redactor:
             self._always_parse = True
         self.redacts_json = bool(self.bare_fields or self.pointers)
         self.query_names = frozenset(q.lower() for q in settings.query_params)
+        # Sessions send the same Authorization and cookies over and over: remember their tokens.
+        self._tokens_cache: dict[str | bytes, str] = {}
 
     # -- values -----------------------------------------------------------------------------------
     def token(self, value: str | bytes) -> str:
         """"redacted:" + 16 hex of HMAC-SHA256(key, value)."""
+        cached = self._tokens_cache.get(value)
+        if cached is not None:
+            return cached
         data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
-        return REDACTED_PREFIX + hmac.digest(self.key, data, "sha256").hex()[:16]
+        token = REDACTED_PREFIX + hmac.digest(self.key, data, "sha256").hex()[:16]
+        if len(self._tokens_cache) >= _TOKEN_CACHE_SIZE:
+            self._tokens_cache.clear()  # crude but bounded; the same few credentials repeat
+        self._tokens_cache[value] = token
+        return token
 
     # -- headers ----------------------------------------------------------------------------------
     def header_value(self, name: str, value: str) -> str | None:
@@ -205,40 +224,45 @@ class Redactor:
     # -- JSON bodies ------------------------------------------------------------------------------
     def json_body(self, body: bytes) -> bytes:
         """`body` with configured JSON fields redacted; unchanged if nothing matched or not JSON."""
+        return self.redact_json(body)[0]
+
+    def redact_json(self, body: bytes) -> tuple[bytes, Any]:
+        """(`json_body(body)`, the parsed and redacted document or `UNPARSED`), so a caller that
+        hashes the body next need not parse it again."""
         if not self.redacts_json or not body:
-            return body
+            return body, UNPARSED
         head = body[:64].lstrip()
         if head[:1] not in (b"{", b"["):
-            return body
+            return body, UNPARSED
+        lowered = b""
         if not self._always_parse:
             # JSON escapes (\u0070assword) could hide a key from this check; JSON producers do not
             # escape ASCII letters, so the cheap check is worth it (most bodies have no such key).
             lowered = body.lower()
             if not any(t in lowered for t in self._tokens):
-                return body
+                return body, UNPARSED
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return body
+            return body, UNPARSED
         changed = False
         if self.bare_fields:
             if self._ascii_bare:
-                changed |= self._redact_bare(doc, self._key_spellings(body))
+                changed |= self._redact_bare(doc, self._key_spellings(body, lowered or body.lower()))
             else:
                 changed |= self._redact_bare_casefold(doc)
         for pointer in self.pointers:
             changed |= self._redact_pointer(doc, pointer)
-        return orjson.dumps(doc) if changed else body
+        return (orjson.dumps(doc) if changed else body), doc
 
     def _replacement(self, value: Any) -> str:
         if isinstance(value, str):
             return self.token(value)
         return self.token(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
 
-    def _key_spellings(self, body: bytes) -> frozenset[str]:
+    def _key_spellings(self, body: bytes, lowered: bytes) -> frozenset[str]:
         """The spellings ("password", "Password", ...) under which bare field names occur in `body`,
         so the walk can match keys with a set intersection instead of lower-casing every key."""
-        lowered = body.lower()
         found: set[str] = set()
         for name in self.bare_fields:
             token = name.encode()

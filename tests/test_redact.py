@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from shadow.canonical import body_hash
 from shadow.capture import CaptureWriter, prepare_exchange
 from shadow.redact import KEY_ENV, Redactor, load_redaction_key
 from shadow.settings import CaptureSettings, RedactionSettings
@@ -145,6 +146,11 @@ def test_hash_mode_keeps_equality_across_writers(tmp_path: Path, monkeypatch: py
     b = prepare_exchange(secret_row(2), s, load_redaction_key(tmp_path, s.redaction))
     assert a["req_headers"] == b["req_headers"]
     assert a["resp_body"] == b["resp_body"] and a["body_hash"] == b["body_hash"]
+    # The stored hash is reproducible from the stored (redacted) body, with or without a content type.
+    assert a["body_hash"] == body_hash(a["resp_body"], "application/json")
+    untyped = prepare_exchange({**secret_row(4), "resp_headers": []}, s, key1)
+    assert untyped["resp_content_type"] is None
+    assert untyped["body_hash"] == body_hash(untyped["resp_body"], None) == a["body_hash"]
     other = prepare_exchange({**secret_row(3), "resp_body": b'{"token": "different", "ok": true}'}, s, key1)
     assert other["body_hash"] != a["body_hash"]
     assert os.environ.get(KEY_ENV) is None
