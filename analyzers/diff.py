@@ -101,6 +101,9 @@ def _fingerprint(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
 
 
+_canonical = _fingerprint  # equal canonical texts = strictly equal values (true and 1 serialize apart)
+
+
 def diff_pair(primary: ExchangeSide, candidate: ExchangeSide, rules: RuleSet | EndpointRules | None = None,
               *, endpoint: str | None = None, max_value_chars: int = MAX_VALUE_CHARS,
               compare_headers: bool = True, compare_body: bool = True) -> list[Difference]:
@@ -284,15 +287,15 @@ def _leaf_equal(a: Any, b: Any) -> bool:
 
 
 def _may_conflate(a: bytes | None, b: bytes | None) -> bool:
-    """Python's `==` says True == 1 and False == 0. The walker's C-speed subtree shortcut is exact
-    unless a boolean may meet a number; only then does it walk without the shortcut."""
+    """Python's `==` says True == 1 and False == 0. When neither text holds a boolean, `==` on two
+    subtrees is exact; otherwise the walker confirms an `==`-equal subtree by its canonical text."""
     return a is None or b is None or b"true" in a or b"false" in a or b"true" in b or b"false" in b
 
 
 def diff_json(a: Any, b: Any, rules: EndpointRules | RuleSet | None = None, *,
               max_value_chars: int = MAX_VALUE_CHARS, exact_shortcut: bool = False) -> list[Difference]:
     """Differences between two parsed JSON values. `exact_shortcut=True` promises that no boolean can
-    meet a number (e.g. neither text contains true/false), letting equal subtrees be skipped by `==`."""
+    meet a number (e.g. neither text contains true/false), so `==` alone settles equal subtrees."""
     er = _resolve(rules, None)
     walker = _Walker(er, max_value_chars, shortcut=exact_shortcut)
     walker.walk(a, b, "", "")
@@ -306,6 +309,9 @@ def diff_json_bytes(a: bytes, b: bytes, rules: EndpointRules | RuleSet | None = 
         return []
     return diff_json(orjson.loads(a), orjson.loads(b), rules, max_value_chars=max_value_chars,
                      exact_shortcut=not _may_conflate(a, b))
+
+
+_MISSING: Any = object()  # a key absent from the candidate's object
 
 
 class _Walker:
@@ -322,13 +328,45 @@ class _Walker:
             render_value(new, self.limit) if has_new else None, reason is not None, reason))
 
     def _equal(self, a: Any, b: Any) -> bool:
-        if self.shortcut:
-            return bool(a == b)
-        return _strict_equal(a, b)
+        if a != b:
+            return False
+        return self.shortcut or _canonical(a) == _canonical(b) or _strict_equal(a, b)
 
     def walk(self, a: Any, b: Any, ptr: str, tpl: str) -> None:
-        if self.shortcut and a == b:
-            return
+        if a == b:  # C speed; exact unless a boolean meets a number (True == 1), checked below
+            ta = type(a)
+            if ta is dict or ta is list:
+                if self.shortcut or _canonical(a) == _canonical(b) or _strict_equal(a, b):
+                    return
+            elif _leaf_equal(a, b):
+                return
+        self._node(a, b, ptr, tpl)
+
+    def _children(self, pairs: list[tuple[Any, Any, str, str]]) -> None:
+        """Walk child pairs. `==`-equal containers are confirmed together with one canonical
+        serialisation per side (not one per child): cheap when, as usual, they really are equal."""
+        suspects: list[tuple[Any, Any, str, str]] = []
+        for item in pairs:
+            va, vb = item[0], item[1]
+            if va == vb:
+                if self.shortcut:
+                    continue
+                tv = type(va)
+                if tv is dict or tv is list:
+                    suspects.append(item)
+                    continue
+                if _leaf_equal(va, vb):
+                    continue
+            elif vb is _MISSING:
+                ctpl = item[3]
+                self.emit("removed", item[2], ctpl, va, None, has_new=False, reason=self._child_noise(ctpl))
+                continue
+            self._node(*item)
+        if suspects and _canonical([x[0] for x in suspects]) != _canonical([x[1] for x in suspects]):
+            for item in suspects:
+                self.walk(*item)
+
+    def _node(self, a: Any, b: Any, ptr: str, tpl: str) -> None:
         node = self.rules.node(tpl)
         ta, tb = type(a), type(b)
         if node.ignore is not None or node.presence is not None:
@@ -354,13 +392,11 @@ class _Walker:
         return self.rules.node(tpl).ignore if not self.rules.empty else None
 
     def _object(self, a: dict[str, Any], b: dict[str, Any], ptr: str, tpl: str) -> None:
+        pairs: list[tuple[Any, Any, str, str]] = []
         for k, va in a.items():
             ek = escape_token(k)
-            if k in b:
-                self.walk(va, b[k], ptr + "/" + ek, tpl + "/" + ek)
-            else:
-                ctpl = tpl + "/" + ek
-                self.emit("removed", ptr + "/" + ek, ctpl, va, None, has_new=False, reason=self._child_noise(ctpl))
+            pairs.append((va, b.get(k, _MISSING), ptr + "/" + ek, tpl + "/" + ek))
+        self._children(pairs)
         for k, vb in b.items():
             if k not in a:
                 ek = escape_token(k)
@@ -376,8 +412,7 @@ class _Walker:
         elif node.array_mode == "unordered":
             self._unordered(a, b, ptr, ctpl)
         elif len(a) == len(b):
-            for i, (va, vb) in enumerate(zip(a, b, strict=True)):
-                self.walk(va, vb, f"{ptr}/{i}", ctpl)
+            self._children([(va, vb, f"{ptr}/{i}", ctpl) for i, (va, vb) in enumerate(zip(a, b, strict=True))])
         else:
             self._aligned(a, b, ptr, ctpl)
 
@@ -398,19 +433,20 @@ class _Walker:
                 self.emit("added", f"{ptr}/{j}", ctpl, None, b[j], has_old=False, reason=noise)
 
     def _unordered(self, a: list[Any], b: list[Any], ptr: str, ctpl: str) -> None:
+        """Multiset comparison: elements are matched in order; the unmatched ones are removed/added."""
         fa, fb = [_fingerprint(v) for v in a], [_fingerprint(v) for v in b]
-        spare_b = Counter(fb)
-        spare_a = Counter(fa)
-        spare_a.subtract(Counter(fb))
-        spare_b.subtract(Counter(fa))
         noise = self._child_noise(ctpl)
+        left_b = Counter(fb)
         for i, f in enumerate(fa):
-            if spare_a[f] > 0:
-                spare_a[f] -= 1
+            if left_b[f] > 0:
+                left_b[f] -= 1
+            else:
                 self.emit("removed", f"{ptr}/{i}", ctpl, a[i], None, has_new=False, reason=noise)
+        left_a = Counter(fa)
         for j, f in enumerate(fb):
-            if spare_b[f] > 0:
-                spare_b[f] -= 1
+            if left_a[f] > 0:
+                left_a[f] -= 1
+            else:
                 self.emit("added", f"{ptr}/{j}", ctpl, None, b[j], has_old=False, reason=noise)
 
     def _keyed(self, a: list[Any], b: list[Any], ptr: str, ctpl: str, key: str) -> bool:

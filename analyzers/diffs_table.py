@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import resource
 import shutil
 import sys
 import time
@@ -82,6 +83,8 @@ class DiffRunSummary:
     seconds: float
     workers: int
     probe_used: bool
+    cpu_seconds: float = 0.0  # this process (DuckDB included) plus the workers
+    peak_rss_mb: float = 0.0  # the largest of this process and each worker
     fields: tuple[FieldNoise, ...] = ()
     diffs_dir: Path = field(default=Path("diffs"))
     summary_dir: Path = field(default=Path("diffs_summary"))
@@ -115,6 +118,9 @@ class BatchResult:
     base: pa.Table
     counts: FieldCounts
     pairs: int
+    cpu_seconds: float = 0.0  # of the worker process so far (set by workers)
+    peak_rss_mb: float = 0.0
+    pid: int = 0
 
 
 def _endpoints(batch: pa.RecordBatch, templater: Any) -> list[str]:
@@ -199,7 +205,12 @@ def _init_worker(ctx: BatchContext) -> None:
 
 def _diff_batch_in_worker(batch: pa.RecordBatch) -> BatchResult:
     assert _WORKER_CTX is not None
-    return diff_batch(batch, _WORKER_CTX)
+    result = diff_batch(batch, _WORKER_CTX)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result.cpu_seconds = usage.ru_utime + usage.ru_stime  # cumulative: the caller keeps the latest per pid
+    result.peak_rss_mb = usage.ru_maxrss / 1024
+    result.pid = os.getpid()
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -276,12 +287,15 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
     from shadow.store import open_store
 
     started = time.perf_counter()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = usage.ru_utime + usage.ru_stime
     root = Path(capture_dir)
     ruleset = rules if isinstance(rules, RuleSet) else load_rules(rules)
     probe = load_probe(root) if use_probe else None
     ctx = BatchContext(ruleset, templater, probe, max_value_chars)
     if workers is None:
         workers = 2 if (os.cpu_count() or 1) >= 2 else 1
+    worker_usage: dict[int, tuple[float, float]] = {}  # pid → (cpu seconds, peak RSS MiB)
     store = open_store(root)  # first: a missing or malformed capture is reported before anything is written
     run = root / f".diffs-run-{uuid.uuid4().hex[:12]}"
     run.mkdir()
@@ -291,6 +305,7 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
             con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
             con.execute(f"SET temp_directory = {_sql_str(run / 'duckdb-tmp')}")
             con.execute("SET preserve_insertion_order = false")
+            con.execute("SET enable_progress_bar = false")
             n_total = int(con.execute("SELECT count(*) FROM pairs").fetchall()[0][0])
             reader = con.sql(_pairs_query(ruleset)).to_arrow_reader(batch_rows)
             assert reader is not None
@@ -302,6 +317,8 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
 
                 def take(result: BatchResult) -> None:
                     nonlocal pairs
+                    if result.pid:
+                        worker_usage[result.pid] = (result.cpu_seconds, result.peak_rss_mb)
                     if result.diffs.num_rows:
                         raw_w.write_table(result.diffs)
                     base_w.write_table(result.base)
@@ -333,8 +350,11 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
         _swap_into_place(root, run)
     finally:
         shutil.rmtree(run, ignore_errors=True)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = own.ru_utime + own.ru_stime - cpu_before + sum(c for c, _ in worker_usage.values())
+    peak = max([own.ru_maxrss / 1024] + [m for _, m in worker_usage.values()])
     return DiffRunSummary(
-        capture_dir=root, pairs=pairs, equal_pairs=stats["equal"], pairs_with_real_diffs=stats["unequal"],
+        cpu_seconds=cpu, peak_rss_mb=peak, capture_dir=root, pairs=pairs, equal_pairs=stats["equal"], pairs_with_real_diffs=stats["unequal"],
         truncated_pairs=stats["truncated"], secondary_pairs=stats["secondary"], diff_rows=stats["rows"],
         real_rows=stats["real"], noise_rows=stats["rows"] - stats["real"], seconds=time.perf_counter() - started,
         workers=workers, probe_used=probe is not None, fields=tuple(fields), diffs_dir=root / "diffs",

@@ -191,7 +191,7 @@ def learn_from_capture(capture_dir: str | Path, *, explicit: Sequence[str] = (),
     from shadow.store import open_store
 
     with open_store(capture_dir) as store:
-        reader = store.con.execute("SELECT DISTINCT path FROM exchanges WHERE path IS NOT NULL").to_arrow_reader(
+        reader = store.con.sql("SELECT DISTINCT path FROM exchanges WHERE path IS NOT NULL").to_arrow_reader(
             65536)
         assert reader is not None
         paths = (p for batch in reader for p in batch.column(0).to_pylist())

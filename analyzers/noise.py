@@ -225,7 +225,7 @@ def probe_noise(capture_dir: str | Path, *, base_url: str | None = None, sample:
 
     root = Path(capture_dir)
     with open_store(root) as store:
-        table = store.con.execute(
+        table = store.con.sql(
             "SELECT endpoint, path, query, method, upstream, req_headers FROM exchanges "
             "WHERE role = 'primary' AND upper(method) IN ('GET', 'HEAD') AND status IS NOT NULL "
             "QUALIFY row_number() OVER (PARTITION BY endpoint, path, query ORDER BY ts) = 1"

@@ -296,6 +296,8 @@ def _compile(i: int, item: object, *, file: str | None, base: str, line: int | N
     action = actions[0]
     value = item[action]
 
+    if action == "ignore" and value is not True and not isinstance(value, str):
+        raise fail("ignore", "must be true or a path glob string")
     pattern: re.Pattern[str] | None = None
     label, search = "", False
     if action == "ignore" and isinstance(value, str):
