@@ -17,7 +17,7 @@ import pytest
 
 from shadow.config import parse_config
 from shadow.demo import seeds
-from shadow.demo.run import DemoUpstreams, gateway_yaml
+from shadow.demo.run import DemoUpstreams, capture_health, gateway_yaml
 from shadow.store import Store, open_store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,7 +56,7 @@ def test_demo_exits_0_and_says_where_the_capture_is(demo_run: DemoRun) -> None:
     assert "sent 200 of 200 requests" in out
     assert re.search(r"/api/orders/\{id\}\s+GET\s+\d+\s+\d+/\d+\s+0/0\s+[\d.]+/[\d.]+/[\d.]+\n", out), out
     assert re.search(r"/api/users/\{id\}\s+GET\s+\d+\s+-\s+0/-\s+[\d.]+/-/-\n", out), out
-    assert "next:" in out and "shadow gateway" in out
+    assert "next:" in out and "shadow gateway" in out and "gateway counters: " in out
     assert (demo_run.out / "gateway.yaml").is_file()
 
 
@@ -176,3 +176,16 @@ def test_sample_capture_in_data_is_readable_and_has_three_roles() -> None:
         pairs = s.sql("SELECT count(*), count(s_exchange_id) FROM pairs").fetchall()[0]
     assert set(roles) == {"primary", "candidate", "secondary"} and roles["primary"] >= 1000
     assert pairs[0] == pairs[1] >= 1000
+
+
+def test_capture_health_names_what_was_lost(tmp_path: Path) -> None:
+    (tmp_path / "_stats").mkdir()
+    (tmp_path / "_stats" / "gw-1.json").write_text(
+        '{"gateway": "gw-1", "sealed_rows": 90, "shed": 0, "mirror_completed": 40, "mirror_shed": 3}')
+    (tmp_path / "_stats" / "gw-2.json").write_text('{"sealed_rows": 10, "mirror_timeouts": 2, "mirror_shed": 1}')
+    assert capture_health(tmp_path) == ("gateway counters: 100 rows sealed, 40 mirror calls completed; "
+                                        "LOST: mirror_shed 4, mirror_timeouts 2")
+    (tmp_path / "_stats" / "gw-2.json").unlink()
+    (tmp_path / "_stats" / "gw-1.json").write_text('{"sealed_rows": 5, "mirror_completed": 2}')
+    assert capture_health(tmp_path).endswith("; nothing shed or failed")
+    assert capture_health(tmp_path / "missing") == "no gateway counters found"

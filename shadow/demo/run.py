@@ -9,9 +9,10 @@ stops everything cleanly so the capture is sealed; and shows what was captured.
 
 from __future__ import annotations
 
+import json
+import shlex
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -46,7 +47,8 @@ class DemoUpstreams:
 def gateway_yaml(upstreams: DemoUpstreams, *, capture_dir: str = CAPTURE_SUBDIR, gateway_id: str = "demo") -> str:
     """The demo's gateway config: Traefik v3 `http:` routing plus the `shadow:` section."""
     return f"""\
-# Written by `shadow demo`. Run it yourself with: shadow gateway {CONFIG_NAME} --listen 127.0.0.1:8080
+# Written by `shadow demo`. Its upstreams live only as long as the demo (see --keep-running);
+# point the URLs at your own services to run it with: shadow gateway FILE --listen 127.0.0.1:8080
 http:
   routers:
     everything:                 # catch-all: the monolith serves every client, as before
@@ -162,7 +164,7 @@ def start_gateway(sup: Supervisor, config: Path, *, timeout_s: float = 30.0) -> 
         except ShadowError:
             sup.stop(child)
             # Another process may have taken the free port between our probe and mitmdump's bind.
-            if attempt == 2 or "Address already in use" not in child.log_path.read_text(errors="replace"):
+            if attempt == 2 or "address already in use" not in child.log_path.read_text(errors="replace").lower():
                 raise
     raise AssertionError("unreachable")
 
@@ -185,11 +187,12 @@ def _slash(*values: int | float | None) -> str:
     return "/".join("-" if v is None else str(v) if isinstance(v, int) else f"{v:.1f}" for v in values)
 
 
-def summarize_capture(capture: Path) -> str:
+def summarize_capture(capture: str | Path) -> str:
     """A small text report of what the capture holds: rows, server errors and median latency by
     endpoint and role; pairs; and the seeded differences an analysis should find."""
     from shadow.store import open_store
 
+    capture = Path(capture)
     with open_store(capture) as store:
         rows = store.sql(
             "SELECT endpoint, method, "
@@ -209,12 +212,37 @@ def summarize_capture(capture: Path) -> str:
     lines.append("")
     lines.append(f"  {total[0]} rows for {total[1]} client requests; {pairs[0]} primary/candidate pairs "
                  f"({pairs[1]} with a secondary), {pairs[2]} with different bodies before noise cancellation")
+    lines.append(f"  {capture_health(capture)}")
     lines.append("")
     lines.append("  seeded in the orders service (shadow/demo/seeds.py), for the analysis to find:")
     lines.extend(f"    {d.method} {d.endpoint}: {d.description}" for d in seeds.SEEDED_DIFFERENCES)
     lines.append(f"  volatile on every instance (noise, not differences): body {', '.join(seeds.VOLATILE_BODY_FIELDS)}; "
                  f"headers {', '.join(seeds.VOLATILE_HEADERS)}")
     return "\n".join(lines)
+
+
+# Counters of the capture writer and the mirror dispatcher (CAPTURE/_stats/*.json) that mean
+# something was lost or failed; all zero in a healthy run.
+_LOSS_COUNTERS = ("shed", "write_errors", "capture_errors", "mirror_shed", "mirror_errors", "mirror_timeouts")
+
+
+def capture_health(capture: str | Path) -> str:
+    """One line from the gateway's published counters: rows sealed, and anything shed or failed."""
+    capture = Path(capture)
+    totals: dict[str, int] = {}
+    for path in sorted((capture / "_stats").glob("*.json")):
+        try:
+            stats = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for key, value in stats.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                totals[key] = totals.get(key, 0) + value
+    if not totals:
+        return "no gateway counters found"
+    losses = [f"{key} {totals[key]}" for key in _LOSS_COUNTERS if totals.get(key)]
+    sealed = f"{totals.get('sealed_rows', 0)} rows sealed, {totals.get('mirror_completed', 0)} mirror calls completed"
+    return f"gateway counters: {sealed}; " + ("LOST: " + ", ".join(losses) if losses else "nothing shed or failed")
 
 
 def _print_drive(result: DriveResult) -> None:
@@ -313,7 +341,7 @@ def next_steps(config: Path, capture: Path) -> str:
     """The commands to try next, only those this installation has."""
     from shadow.cli import COMMANDS
 
-    q = subprocess.list2cmdline
+    q = shlex.join
     steps = []
     if "sql" in COMMANDS:
         steps.append(q(["shadow", "sql", str(capture), "SELECT role, count(*) FROM exchanges GROUP BY role"]))
