@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from shadow.demo import seeds
 from shadow.demo.processes import Child, Supervisor, service_argv
 from shadow.demo.traffic import MIX, drive, plan_requests
 from shadow.errors import ShadowError
-from tests.upstream import Upstream, free_port
+from tests.upstream import ReceivedRequest, Response, Upstream, free_port
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +65,22 @@ def test_drive_against_nothing_is_one_clear_error(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ShadowError, match=f"nothing answers at {url}"):
         drive(url, plan_requests(100), concurrency=2, max_seconds=20, timeout_s=2, progress=False)
+
+
+def test_drive_gives_up_when_the_target_dies_midway() -> None:
+    answered = 0
+    up: Upstream
+
+    def handler(req: ReceivedRequest) -> Response:
+        nonlocal answered
+        answered += 1
+        if answered == 10:  # the target goes away after ten answers
+            threading.Thread(target=up.stop, daemon=True).start()
+        return 200, {"Content-Type": "application/json", "Connection": "close"}, b"{}"
+
+    with Upstream("dying", handler=handler) as up:
+        result = drive(up.url, plan_requests(2000), concurrency=2, max_seconds=60, timeout_s=2, progress=False)
+    assert result.stopped_by_failures and not result.stopped_by_deadline
+    assert 10 <= sum(result.statuses.values()) < 100
+    assert result.transport_errors >= 25 and result.sent < 500
+    assert result.first_error is not None

@@ -252,6 +252,9 @@ def _print_drive(result: DriveResult) -> None:
                + (f"; {result.transport_errors} transport errors" if result.transport_errors else ""))
     if result.stopped_by_deadline:
         click.echo("note: stopped at the time limit before the plan was done (--max-seconds)")
+    if result.stopped_by_failures:
+        click.echo(f"warning: stopped sending after {result.transport_errors} transport errors; first: "
+                   f"{result.first_error} (see the gateway log)", err=True)
 
 
 def _wait_for_interrupt(gateway_url: str, upstreams: DemoUpstreams) -> None:

@@ -108,6 +108,7 @@ class DriveResult:
     statuses: Counter[int] = field(default_factory=Counter)
     elapsed_s: float = 0.0
     stopped_by_deadline: bool = False
+    stopped_by_failures: bool = False  # gave up after many transport errors in a row
     first_error: str | None = None
 
     @property
@@ -161,8 +162,10 @@ async def drive_async(base_url: str, plan: Sequence[PlannedRequest], *, concurre
     finally:
         bar.close()
         result.elapsed_s = time.monotonic() - started
-    if consecutive_failures >= _CONSECUTIVE_FAILURES_TO_ABORT and not result.statuses:
-        raise ShadowError(f"nothing answers at {base_url}: {result.first_error}")
+    if consecutive_failures >= _CONSECUTIVE_FAILURES_TO_ABORT:
+        if not result.statuses:
+            raise ShadowError(f"nothing answers at {base_url}: {result.first_error}")
+        result.stopped_by_failures = True
     return result
 
 
