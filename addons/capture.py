@@ -34,7 +34,10 @@ def primary_record(flow: http.HTTPFlow, route: RouteContext | None, gateway_id: 
     if ended is None:
         ended = (flow.error.timestamp if flow.error is not None else None) or time.time()
     path, _, query = req.path.partition("?")
-    trace_id, span_id = traceparent_ids(req.headers.get("traceparent"))
+    req_fields = req.headers.fields
+    # A scan of the raw fields: the multidict lookup costs a third of building the record.
+    traceparent = next((v for k, v in req_fields if len(k) == 11 and k.lower() == b"traceparent"), None)
+    trace_id, span_id = traceparent_ids(traceparent.decode("latin-1") if traceparent else None)
     peer = flow.client_conn.peername
     # raw_content: bytes as they travelled (possibly compressed); the writer decodes them.
     return ExchangeRecord(
@@ -51,7 +54,7 @@ def primary_record(flow: http.HTTPFlow, route: RouteContext | None, gateway_id: 
         path=path,
         query=query,
         upstream=route.upstream if route else None,
-        req_headers=list(req.headers.fields),  # type: ignore[arg-type]  # bytes pairs: decoded by the writer
+        req_headers=list(req_fields),  # type: ignore[arg-type]  # bytes pairs: decoded by the writer
         req_body=req.raw_content,
         status=resp.status_code if resp is not None else None,
         resp_headers=list(resp.headers.fields) if resp is not None else [],  # type: ignore[arg-type]

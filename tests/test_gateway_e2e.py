@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import GatewayProcess
 from tests.upstream import Upstream, free_port
 
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 HANG_TIMEOUT_S = 1.5  # the slow shadow (1 s) answers within it, the hanging one (4 s) does not
 
 CONFIG = """
@@ -147,7 +148,7 @@ def test_mirror_percent_is_a_deterministic_counter(env: Env) -> None:
 
 
 def test_mirrors_are_marked_with_the_request_id(env: Env) -> None:
-    env.client.get("/m100/marked", headers={"Host": "shop.example"})
+    env.client.get("/m100/marked", headers={"Host": "shop.example", "traceparent": TRACEPARENT})
     env.settle("next", "/m100/settle-marked")
     (copy,) = env.requests("next", "/m100/marked")
     assert copy.headers["x-shadow-request"] == "1"
@@ -237,10 +238,10 @@ def test_capture_rows_after_stop(env: Env) -> None:
     con = duckdb.connect()
     rows = con.sql(
         f"select request_id, role, mode, service, router, status, error, path, method, latency_ms, gateway, "
-        f"host, upstream from read_parquet('{env.capture}/exchanges/**/*.parquet', union_by_name=true, "
+        f"host, upstream, trace_id, span_id, client_key from read_parquet('{env.capture}/exchanges/**/*.parquet', union_by_name=true, "
         f"hive_partitioning=true)").fetchall()
     cols = ("request_id", "role", "mode", "service", "router", "status", "error", "path", "method", "latency_ms",
-            "gateway", "host", "upstream")
+            "gateway", "host", "upstream", "trace_id", "span_id", "client_key")
     table = [dict(zip(cols, r, strict=True)) for r in rows]
 
     def find(path: str, role: str) -> list[dict[str, Any]]:
@@ -255,6 +256,9 @@ def test_capture_rows_after_stop(env: Env) -> None:
     assert primary["router"] == candidate["router"] == "m100"
     assert primary["status"] == candidate["status"] == 200
     assert primary["host"] == "shop.example" and primary["gateway"] == "gw-e2e"
+    for row in (primary, candidate):
+        assert (row["trace_id"], row["span_id"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+        assert row["client_key"] == "127.0.0.1"
     assert primary["upstream"] == env.ups["mono"].url and candidate["upstream"] == env.ups["next"].url
 
     (served,) = find("/shop/cart", "primary")
