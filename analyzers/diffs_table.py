@@ -67,6 +67,7 @@ __all__ = ["DiffRunSummary", "compute_diffs", "diff_batch"]
 BASE_SCHEMA = pa.schema([("request_id", pa.string()), ("endpoint", pa.string()), ("c_service", pa.string()),
                          ("mode", pa.string()), ("method", pa.string()), ("has_secondary", pa.bool_())])
 OUTPUT_DIRS = ("diffs", "diffs_summary", "diffs_fields")
+SMALL_RUN_PAIRS = 20_000  # below this, diff in-process
 
 
 @dataclass(frozen=True)
@@ -280,7 +281,8 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
     """Diff every pair of the capture and (re)write CAPTURE/diffs, diffs_summary, diffs_fields.
 
     `rules`: a RuleSet, the raw `shadow.analysis.rules` list, or None (defaults only).
-    `workers`: processes for the per-pair work (default: 2 when the machine has ≥ 2 cores, else 1).
+    `workers`: processes for the per-pair work (default: 2 when the machine has ≥ 2 cores, else 1;
+    by default 1 below SMALL_RUN_PAIRS pairs).
     `progress`: True for a bar on a terminal, False for none, or a callback `report(done, total)`.
     `use_probe`: apply CAPTURE/noise/probe.parquet (from `probe_noise`) when it exists.
     Raises CaptureError for a missing or unreadable capture."""
@@ -293,6 +295,7 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
     ruleset = rules if isinstance(rules, RuleSet) else load_rules(rules)
     probe = load_probe(root) if use_probe else None
     ctx = BatchContext(ruleset, templater, probe, max_value_chars)
+    auto_workers = workers is None
     if workers is None:
         workers = 2 if (os.cpu_count() or 1) >= 2 else 1
     worker_usage: dict[int, tuple[float, float]] = {}  # pid → (cpu seconds, peak RSS MiB)
@@ -307,6 +310,8 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
             con.execute("SET preserve_insertion_order = false")
             con.execute("SET enable_progress_bar = false")
             n_total = int(con.execute("SELECT count(*) FROM pairs").fetchall()[0][0])
+            if auto_workers and n_total < SMALL_RUN_PAIRS:
+                workers = 1  # starting worker processes costs more than it saves
             reader = con.sql(_pairs_query(ruleset)).to_arrow_reader(batch_rows)
             assert reader is not None
             counts = FieldCounts()

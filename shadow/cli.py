@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "report": "shadow.report_cmd:report",
     "gate": "shadow.gate_cmd:gate",
     "serve-verdict": "shadow.verdict_server:serve_verdict",
+    "probe": "shadow.probe_cmd:probe",
 }
 
 

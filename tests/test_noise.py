@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
 from analyzers.diff import Difference
 from analyzers.diffs_table import compute_diffs
@@ -25,6 +28,7 @@ from analyzers.noise import (
     mcnemar_one_sided,
     probe_noise,
 )
+from shadow.cli import cli
 from tests.test_diffs_table import exchange_row, write_capture
 from tests.upstream import ReceivedRequest, Upstream
 
@@ -127,7 +131,7 @@ def volatile_upstream() -> Any:
         yield up
 
 
-def test_probe_learns_volatile_fields_and_compute_diffs_uses_them(tmp_path: Path, volatile_upstream: Upstream) -> None:
+def _probe_capture(root: Path, upstream_url: str) -> Path:
     rows: list[dict[str, Any]] = []
     for i in range(12):
         doc = {"requestId": f"p{i}", "generatedAt": "t", "path": f"/api/items/{i}",
@@ -135,10 +139,14 @@ def test_probe_learns_volatile_fields_and_compute_diffs_uses_them(tmp_path: Path
         cand = dict(doc, requestId=f"c{i}", path="changed" if i == 3 else doc["path"])
         for role, body in (("primary", doc), ("candidate", cand)):
             row = exchange_row(f"r{i}", role, body=body, path=f"/api/items/{i}")
-            row["upstream"] = volatile_upstream.url
+            row["upstream"] = upstream_url
             rows.append(row)
     rows.append(exchange_row("w1", "primary", body={}, method="POST", path="/api/items/99"))  # never re-sent
-    write_capture(tmp_path, rows)
+    return write_capture(root, rows)
+
+
+def test_probe_learns_volatile_fields_and_compute_diffs_uses_them(tmp_path: Path, volatile_upstream: Upstream) -> None:
+    _probe_capture(tmp_path, volatile_upstream.url)
 
     result = probe_noise(tmp_path, sample=6, per_endpoint=6)
     assert result.probed == 6 and result.failed == 0
@@ -158,3 +166,16 @@ def test_probe_learns_volatile_fields_and_compute_diffs_uses_them(tmp_path: Path
     assert [(d["request_id"], d["pointer"]) for d in real] == [("r3", "/path")]
     compute_diffs(tmp_path, None, progress=False, workers=1, use_probe=False)
     assert not any(d["noise"] for d in pq.read_table(tmp_path / "diffs").to_pylist())
+
+
+def test_probe_cli(tmp_path: Path, volatile_upstream: Upstream) -> None:
+    _probe_capture(tmp_path, "http://127.0.0.1:1")  # the captured upstream is gone: --primary points to it
+    cmd = [sys.executable, "-m", "shadow.cli", "probe", str(tmp_path), "--primary", volatile_upstream.url,
+           "--sample", "3"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "probed 3 requests (0 failed)" in out.stdout
+    assert "/api/items/{id}  body /requestId  differs 3/3" in out.stdout
+    # without --primary the captured upstream (a closed port) is used: nothing could be re-sent
+    bad = CliRunner().invoke(cli, ["probe", str(tmp_path), "--sample", "2", "--timeout", "0.5"])
+    assert bad.exit_code == 2 and "error: " in bad.output and "no request could be re-sent" in bad.output
