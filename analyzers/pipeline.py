@@ -33,6 +33,7 @@ PAIRED_MODES = ("mirror", "replay")
 SPLIT_MODE = "split"
 EXAMPLES_PER_FIELD = 3
 EXAMPLE_VALUE_CHARS = 400
+PARALLEL_DIFF_MIN_PAIRS = 50_000
 
 
 @dataclass(frozen=True)
@@ -316,10 +317,18 @@ def split_samples(store: Any) -> list[Any]:
 
 
 def mismatched_pairs(store: Any) -> set[tuple[str, str]]:
-    """(request_id, candidate service) of every pair with at least one real (non-noise) difference."""
-    if "diffs" not in store.views:
+    """(request_id, candidate service) of every pair that is not proven equal after noise.
+
+    From the diff engine's per-pair summary (CAPTURE/diffs_summary): `equal` false is a real
+    difference; `equal` NULL (a truncated body kept the pair from being compared) also counts as a
+    mismatch, because a verdict is PASS only with evidence. Without a summary, from the diffs rows."""
+    if "diffs_summary" in store.views:
+        rows = store.sql("SELECT request_id, c_service FROM diffs_summary WHERE equal IS NOT TRUE").fetchall()
+    elif "diffs" in store.views:
+        rows = store.sql("SELECT DISTINCT request_id, c_service FROM diffs WHERE NOT coalesce(noise, false)"
+                         ).fetchall()
+    else:
         return set()
-    rows = store.sql("SELECT DISTINCT request_id, c_service FROM diffs WHERE NOT coalesce(noise, false)").fetchall()
     return {(str(r), str(s)) for r, s in rows}
 
 
@@ -380,7 +389,6 @@ def analyze(capture_dir: Path, policy: Any, *, rules: Any = None, progress: bool
     """Diff the capture's pairs (writing CAPTURE/diffs/), build the samples and judge them.
 
     Raises CaptureError for a missing, empty or malformed capture (one line, naming the path)."""
-    from analyzers.verdict import judge
     from shadow.store import open_store
 
     capture_dir = Path(capture_dir)
@@ -388,10 +396,11 @@ def analyze(capture_dir: Path, policy: Any, *, rules: Any = None, progress: bool
     # Open once before diffing: an empty or malformed capture is reported before any work.
     with open_store(capture_dir) as store:
         modes = ", ".join(f"'{m}'" for m in PAIRED_MODES)
-        has_pairs = bool(store.sql(f"SELECT count(*) FROM pairs WHERE mode IN ({modes})").fetchall()[0][0])
+        n_pairs = int(store.sql(f"SELECT count(*) FROM pairs WHERE mode IN ({modes})").fetchall()[0][0])
+    has_pairs = n_pairs > 0
     diff_summary = None
     if run_diffs and has_pairs:
-        diff_summary = _run_diffs(capture_dir, rules, show)
+        diff_summary = _run_diffs(capture_dir, rules, show, n_pairs)
     with open_store(capture_dir) as store, _stage("samples", None, show):
         totals = pairs_per_endpoint(store)
         mismatch = mismatched_pairs(store) if (run_diffs and has_pairs) else None
@@ -400,6 +409,8 @@ def analyze(capture_dir: Path, policy: Any, *, rules: Any = None, progress: bool
     if not samples:
         raise CaptureError(f"{capture_dir}: nothing to judge: no mirrored, replayed or split exchanges "
                            "with both a primary and a candidate")
+    from analyzers.verdict import judge  # scipy: imported only once there is something to judge
+
     with _stage(f"judging {len(samples)} endpoint(s)", None, show):
         verdict = judge(samples, policy, sequential_state=sequential_state)
     pairs_by_endpoint = {(e if not s else f"{e} → {s}"): n for (e, s), n in totals.items()}
@@ -408,14 +419,16 @@ def analyze(capture_dir: Path, policy: Any, *, rules: Any = None, progress: bool
                           diff_summary=diff_summary)
 
 
-def _run_diffs(capture_dir: Path, rules: Any, show: bool) -> Any:
+def _run_diffs(capture_dir: Path, rules: Any, show: bool, pairs: int) -> Any:
     from analyzers.diff import compute_diffs
     from analyzers.rules import DEFAULT_RULES
 
     bar = Progress("diffing pairs", None, show)
     try:
+        # Worker processes pay off only on large captures (forkserver start-up costs about a second).
+        workers = 1 if pairs < PARALLEL_DIFF_MIN_PAIRS else None
         return compute_diffs(capture_dir, rules if rules is not None else DEFAULT_RULES,
-                             progress=_progress_callback(bar))
+                             progress=_progress_callback(bar), workers=workers)
     finally:
         bar.close()
 

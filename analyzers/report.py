@@ -30,6 +30,7 @@ CLASS_ORDER = {"FAIL": 0, "INCONCLUSIVE": 1, "INSUFFICIENT_DATA": 2, "PASS": 3}
 CLASS_COLOUR = {"PASS": "#1a7f37", "FAIL": "#cf222e", "INCONCLUSIVE": "#9a6700",
                 "INSUFFICIENT_DATA": "#6e7781"}
 TOP_REAL_DIFFS_IN_MARKDOWN = 10
+MAX_REASONS_IN_MARKDOWN = 15
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ def latency_plot_png(primary: np.ndarray, candidate: np.ndarray, title: str) -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig, (ax, tail) = plt.subplots(1, 2, figsize=(10.0, 3.4), dpi=90)
     try:
@@ -208,14 +210,21 @@ def latency_plot_png(primary: np.ndarray, candidate: np.ndarray, title: str) -> 
                                 fmt="o", color=colour, markersize=3, capsize=3, linewidth=1)
                     tail.errorbar([estimate], [1 - q], xerr=[[estimate - ci[0]], [ci[1] - estimate]],
                                   fmt="o", color=colour, markersize=3, capsize=3, linewidth=1)
+        # Plain tick labels: matplotlib's default log labels ($10^{2}$) go through mathtext, whose
+        # parser costs seconds on first use.
+        plain = FuncFormatter(lambda v, _pos: f"{v:g}")
         for axis in (ax, tail):
             axis.set_xscale("log")
+            axis.xaxis.set_major_formatter(plain)
+            axis.xaxis.set_minor_formatter(NullFormatter())
             axis.set_xlabel("latency (ms, log scale)")
             axis.grid(True, which="both", alpha=0.25)
         ax.set_ylabel("share of requests ≤ x")
         ax.set_ylim(0, 1.04)
         ax.legend(loc="lower right", fontsize=8)
         tail.set_yscale("log")
+        tail.yaxis.set_major_formatter(plain)
+        tail.yaxis.set_minor_formatter(NullFormatter())
         tail.set_ylabel("share of requests > x (tail)")
         fig.suptitle(title, fontsize=10)
         fig.tight_layout()
@@ -306,7 +315,7 @@ def _json_default(value: Any) -> Any:
 
 
 def dumps(doc: Any) -> str:
-    return json.dumps(doc, indent=2, default=_json_default, allow_nan=False, sort_keys=False)
+    return json.dumps(doc, indent=2, default=_json_default, allow_nan=False, ensure_ascii=False)
 
 
 def _sanitize(value: Any) -> Any:
@@ -421,12 +430,21 @@ def _error_section(result: AnalysisResult) -> str:
             + "</section>")
 
 
+def field_label(f: FieldDiff) -> str:
+    """What a person calls the field: the status, a header by name, or the body's JSON pointer."""
+    if f.kind == "status":
+        return "(status)"
+    if f.kind == "header":
+        return f"header {f.pointer_template.lstrip('/')}"
+    return f.pointer_template or "(whole body)"
+
+
 def _field_rows(fields: Iterable[FieldDiff]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for f in fields:
         link = f'<a href="#{f.anchor}">{len(f.examples)} example{"s" if len(f.examples) != 1 else ""}</a>'
         rows.append((
-            _e(f.name), f"<code>{_e(f.pointer_template)}</code>", _e(f.kind), _e(f.op),
+            _e(f.name), f"<code>{_e(field_label(f))}</code>", _e(f.kind), _e(f.op),
             _num(f.count), _pct(f.rate), "noise" if f.noise else "<b>real</b>",
             _e(f.noise_reason) if f.noise else "", link if f.examples else "",
         ))
@@ -452,7 +470,7 @@ def _noise_section(result: AnalysisResult) -> str:
         reasons.setdefault(f.noise_reason or "(no reason given)", []).append(f)
     rows = []
     for reason, fields in sorted(reasons.items()):
-        names = ", ".join(f"<code>{_e(f.pointer_template)}</code> ({_e(f.name)})" for f in fields)
+        names = ", ".join(f"<code>{_e(field_label(f))}</code> ({_e(f.name)})" for f in fields)
         rows.append((_e(reason), names, _num(sum(f.count for f in fields))))
     return ('<section id="noise"><h2>Treated as noise</h2>'
             '<p class="muted">These differences do not count against the candidate, for the reason '
@@ -468,7 +486,7 @@ def _examples_section(result: AnalysisResult) -> str:
             continue
         label = "noise" if f.noise else "real"
         parts.append(f'<div class="example" id="{f.anchor}"><h3>{_e(f.name)} '
-                     f'<code>{_e(f.pointer_template)}</code> {_e(f.op)} <span class="muted">({label})</span>'
+                     f'<code>{_e(field_label(f))}</code> {_e(f.op)} <span class="muted">({label})</span>'
                      "</h3>")
         rows = [(f"<code>{_e(e.request_id)}</code>", f"<code>{_e(e.pointer)}</code>",
                  f"<pre>{_e(_clip(e.old))}</pre>", f"<pre>{_e(_clip(e.new))}</pre>") for e in f.examples]
@@ -536,16 +554,20 @@ def render_markdown(result: AnalysisResult) -> str:
                 cells.append(_MD_MARK.get(class_name(r.cls), class_name(r.cls)) if r is not None else "")
             lines.append(f"| {_md(ep)} | " + " | ".join(cells) + " |")
         lines.append("")
-        problems = [(ep, cls, why) for ep, cls, why in endpoint_rollup(verdict) if cls != "PASS"]
+        problems = sorted((r for r in results if class_name(r.cls) != "PASS"),
+                          key=lambda r: (_severity(class_name(r.cls)), r.endpoint, r.metric))
         if problems:
-            lines.append("**Why not PASS**")
-            lines.append("")
-            lines += [f"- `{ep}` {cls}: {why}" for ep, cls, why in problems]
+            lines += ["**Why not PASS**", ""]
+            for r in problems[:MAX_REASONS_IN_MARKDOWN]:
+                name = label(r.endpoint, getattr(r, "candidate", None))
+                lines.append(f"- {class_name(r.cls)} `{_md(name)}` {_md(r.metric)}: {_md(r.reason)}")
+            if len(problems) > MAX_REASONS_IN_MARKDOWN:
+                lines.append(f"- … and {len(problems) - MAX_REASONS_IN_MARKDOWN} more in the HTML report")
             lines.append("")
     real = sorted(result.real_fields, key=lambda f: -f.count)[:TOP_REAL_DIFFS_IN_MARKDOWN]
     if real:
         lines += ["**Top real differences**", "", "| endpoint | field | op | count | rate |", "|---|---|---|---|---|"]
-        lines += [f"| {_md(f.name)} | `{_md(f.pointer_template)}` | {_md(f.op)} | {f.count:,} | {_pct(f.rate)} |"
+        lines += [f"| {_md(f.name)} | `{_md(field_label(f))}` | {_md(f.op)} | {f.count:,} | {_pct(f.rate)} |"
                   for f in real]
         lines.append("")
     else:

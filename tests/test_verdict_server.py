@@ -1,0 +1,132 @@
+"""The verdict over real HTTP on 127.0.0.1, as Argo Rollouts' web provider and Flagger poll it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from analyzers.policy import Policy
+from analyzers.rules import DEFAULT_RULES
+from shadow.verdict_server import VerdictService, make_server, parse_listen, verdict_document
+from tests.conftest import REPO
+from tests.synthetic_capture import EndpointTraffic, write_capture
+from tests.upstream import free_port
+
+POLICY = Policy.from_mapping({"defaults": {"error_rate_pp": 1.0, "transport_error_pp": 1.0,
+                                           "mismatch_budget": 0.02}})
+
+
+@pytest.fixture(scope="module")
+def captures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("serve")
+    (root / "empty" / "exchanges").mkdir(parents=True)
+    return {
+        "pass": write_capture(root / "pass", [EndpointTraffic(n=1500)], seed=21),
+        "fail": write_capture(root / "fail", [EndpointTraffic(n=500, latency_factor=1.7, candidate_5xx_rate=0.06)],
+                              seed=22),
+        "empty": root / "empty",
+    }
+
+
+@contextmanager
+def serving(capture: Path, cache_seconds: float = 60.0) -> Iterator[tuple[str, VerdictService]]:
+    service = VerdictService(lambda: verdict_document(capture, POLICY, DEFAULT_RULES), cache_seconds=cache_seconds)
+    server = make_server(service, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", service
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_pass_verdict_and_gate(captures: dict[str, Path]) -> None:
+    with serving(captures["pass"]) as (url, service):
+        r = httpx.get(url + "/verdict", timeout=30)
+        assert r.status_code == 200
+        doc = r.json()
+        assert doc["verdict"] == "pass"  # Argo Rollouts: jsonPath {$.verdict}
+        assert 0 <= doc["score"] <= 100 and doc["results"]
+        assert {"metric", "class", "reason"} <= set(doc["results"][0])
+        gate = httpx.post(url + "/gate", json={"name": "orders", "phase": "Progressing"}, timeout=30)
+        assert gate.status_code == 200  # Flagger webhook: 2xx = go
+        assert httpx.get(url + "/healthz", timeout=5).text.strip() == "ok"
+        assert httpx.get(url + "/nope", timeout=5).status_code == 404
+        assert service.computations == 1  # the gate reused the cached verdict
+
+
+def test_fail_gate_is_not_2xx(captures: dict[str, Path]) -> None:
+    with serving(captures["fail"]) as (url, _):
+        assert httpx.get(url + "/verdict", timeout=30).json()["verdict"] == "fail"
+        assert httpx.get(url + "/gate", timeout=30).status_code == 412
+
+
+def test_empty_capture_is_inconclusive_not_an_error_page(captures: dict[str, Path]) -> None:
+    with serving(captures["empty"]) as (url, _):
+        r = httpx.get(url + "/verdict", timeout=30)
+        assert r.status_code == 200
+        assert r.json()["verdict"] == "inconclusive" and "no sealed Parquet" in r.json()["error"]
+        assert httpx.get(url + "/gate", timeout=30).status_code == 503
+
+
+def test_cache_expires_and_concurrent_polls_share_one_computation() -> None:
+    now = [0.0]
+    calls: list[float] = []
+
+    def compute() -> dict[str, object]:
+        calls.append(now[0])
+        time.sleep(0.05)  # long enough for the other threads to queue behind the lock
+        return {"verdict": "pass", "score": 100.0, "results": []}
+
+    service = VerdictService(compute, cache_seconds=5.0, clock=lambda: now[0])
+    threads = [threading.Thread(target=service.current) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert len(calls) == 1
+    now[0] = 4.9
+    service.current()
+    assert len(calls) == 1
+    now[0] = 5.0
+    service.current()
+    assert len(calls) == 2
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("0.0.0.0:9000") == ("0.0.0.0", 9000)
+    assert parse_listen(":9000") == ("127.0.0.1", 9000)
+    assert parse_listen("[::1]:9000") == ("::1", 9000)
+    with pytest.raises(Exception, match="HOST:PORT"):
+        parse_listen("9000")
+
+
+def test_serve_verdict_command_answers_over_http(captures: dict[str, Path]) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "shadow.cli", "serve-verdict", str(captures["fail"]),
+                             "--listen", f"127.0.0.1:{port}"], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/verdict", timeout=30)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        assert r.status_code == 200 and r.json()["verdict"] == "fail"
+    finally:
+        proc.terminate()
+        proc.wait(10)
