@@ -8,7 +8,9 @@
     GET /healthz  -> 200 "ok"
 
 The verdict is recomputed from the capture on request (the gateway keeps appending to it), at most
-once per `--cache-seconds`: concurrent polls share one computation. When the capture cannot be
+once per `--cache-seconds`: concurrent polls share one computation. A policy with `sequential: true`
+makes every computation one look of an anytime-valid test (reference/statistics.md: a live canary
+polled repeatedly), with the looks' state kept in CAPTURE/_verdict/sequential_state.json. When the capture cannot be
 judged (empty, unreadable), /verdict still answers 200 with verdict "inconclusive" and the error,
 so a controller sees "no evidence" rather than a scrape failure; /gate answers 503.
 """
@@ -57,14 +59,46 @@ class VerdictService:
             return self._cached.document
 
 
-def verdict_document(capture: Path, policy: Any, rules: Any) -> dict[str, Any]:
-    """The JSON served at /verdict; judging errors become an "inconclusive" document."""
+def state_path(capture: Path) -> Path:
+    return capture / "_verdict" / "sequential_state.json"
+
+
+def load_sequential_state(capture: Path) -> Any:
+    """The anytime-valid monitoring state of earlier looks (policy `sequential: true`), so a restarted
+    server keeps counting looks instead of starting over (which would spend alpha afresh)."""
+    from analyzers.sequential import SequentialState
+    from shadow.errors import ShadowError
+
+    path = state_path(capture)
+    if not path.is_file():
+        return SequentialState()
+    try:
+        return SequentialState.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise ShadowError(f"{path}: cannot read the sequential state: {exc}") from None
+
+
+def save_sequential_state(capture: Path, state: Any) -> None:
+    path = state_path(capture)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(state.to_dict()), encoding="utf-8")
+    tmp.replace(path)  # atomic: a crash leaves the previous look's state, never half a file
+
+
+def verdict_document(capture: Path, policy: Any, rules: Any, *, sequential_state: Any = None) -> dict[str, Any]:
+    """The JSON served at /verdict; judging errors become an "inconclusive" document.
+
+    With `sequential_state` (policy `sequential: true`) every computation is one look of an
+    anytime-valid test, and the state is saved under CAPTURE/_verdict/ after it."""
     from analyzers.pipeline import analyze
     from analyzers.report import overall_name, verdict_json
     from shadow.errors import ShadowError
 
     try:
-        result = analyze(capture, policy, rules=rules, progress=False)
+        result = analyze(capture, policy, rules=rules, progress=False, sequential_state=sequential_state)
+        if sequential_state is not None:
+            save_sequential_state(capture, sequential_state)
     except ShadowError as exc:
         return {"verdict": "inconclusive", "score": 0.0, "results": [], "error": exc.format_message(),
                 "computed_at": time.time()}
@@ -142,7 +176,9 @@ def serve_verdict(capture: Path, listen: str, policy_file: Path | None, cache_se
 
     host, port = parse_listen(listen)
     policy, rules = load_inputs(policy_file)
-    service = VerdictService(lambda: verdict_document(capture, policy, rules), cache_seconds=cache_seconds)
+    state = load_sequential_state(capture) if policy.sequential else None
+    service = VerdictService(lambda: verdict_document(capture, policy, rules, sequential_state=state),
+                             cache_seconds=cache_seconds)
     try:
         server = make_server(service, host, port)
     except OSError as exc:

@@ -130,3 +130,19 @@ def test_serve_verdict_command_answers_over_http(captures: dict[str, Path]) -> N
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_sequential_policy_counts_looks_across_restarts(captures: dict[str, Path]) -> None:
+    from analyzers.pipeline import load_inputs
+    from shadow.verdict_server import load_sequential_state, state_path
+
+    capture = captures["fail"]
+    policy = Policy.from_mapping({"sequential": True})
+    state = load_sequential_state(capture)
+    assert state.looks == 0
+    for _ in range(2):
+        doc = verdict_document(capture, policy, DEFAULT_RULES, sequential_state=state)
+        assert doc["verdict"] == "fail" and doc["sequential"] is True
+    assert state_path(capture).is_file()
+    assert load_sequential_state(capture).looks == 2  # a restarted server continues at look 3
+    assert load_inputs(None)[0].sequential is False
