@@ -10,6 +10,8 @@
    journal, no fsync, no crash safety).
 4. A simulated event loop (~1 ms of Python work per request, as bare mitmdump spends here, then submit) with and without the
    writer thread running: what capture costs the proxy through the GIL.
+5. How late a 0.5 ms timer on the event-loop thread wakes while the writer is busy, with the writer
+   yielding the GIL every YIELD_EVERY_ROWS rows (the default) and never.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import shadow.capture as capture_module
 from shadow.capture import CaptureWriter
 from shadow.schema import EXCHANGES
 from shadow.settings import CaptureSettings, RedactionSettings
@@ -107,6 +110,28 @@ def bench_event_loop_impact(rows: list[dict[str, Any]], root: Path) -> tuple[flo
     return without, with_capture
 
 
+def bench_wakeup_delay(rows: list[dict[str, Any]], root: Path, *, yield_rows: int) -> tuple[float, float]:
+    """How late a 0.5 ms timer on the event-loop thread gets the GIL back while the writer thread
+    is busy: (p50, p99) in µs. `yield_rows` sets shadow.capture.YIELD_EVERY_ROWS (huge = never yield)."""
+    saved = capture_module.YIELD_EVERY_ROWS
+    capture_module.YIELD_EVERY_ROWS = yield_rows
+    try:
+        s = CaptureSettings(dir=root, max_queue=len(rows) + 1,
+                            redaction=RedactionSettings(key=b"k", json_fields=("password",)))
+        w = CaptureWriter(s, gateway_id=f"bench-wake-{yield_rows}")
+        late: list[float] = []
+        for r in rows:
+            w.submit(r)
+            t0 = time.perf_counter()
+            time.sleep(0.0005)
+            late.append(time.perf_counter() - t0 - 0.0005)
+        w.close()
+    finally:
+        capture_module.YIELD_EVERY_ROWS = saved
+    late.sort()
+    return late[len(late) // 2] * 1e6, late[int(len(late) * 0.99)] * 1e6
+
+
 def bench_end_to_end(rows: list[dict[str, Any]], root: Path, *, passthrough: bool,
                      json_fields: tuple[str, ...] = ("password",)) -> tuple[float, int]:
     s = CaptureSettings(dir=root, max_queue=len(rows) + 1,
@@ -148,6 +173,9 @@ def main() -> None:
         journal_only, _ = bench_end_to_end(rows, tmp / "pass", passthrough=True)
         baseline = bench_baseline(rows, tmp)
         loop_without, loop_with = bench_event_loop_impact(rows[: min(len(rows), 3_000)], tmp / "loop")
+        wake_rows = rows[: min(len(rows), 4_000)]
+        wake_never = bench_wakeup_delay(wake_rows, tmp / "wake0", yield_rows=10**9)
+        wake_yield = bench_wakeup_delay(wake_rows, tmp / "wake1", yield_rows=capture_module.YIELD_EVERY_ROWS)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"rows: {args.rows}, response body {len(body)} bytes (JSON)")
@@ -162,6 +190,9 @@ def main() -> None:
     print(f"simulated event loop, with capture:  {loop_with:10,.0f} req/s "
           f"(ratio {loop_with / loop_without:.2f}; the writer thread shares the GIL)")
     print(f"ratio pass-through / baseline:       {journal_only / baseline:10.2f}")
+    print(f"event-loop timer lateness, writer never yields:  p50 {wake_never[0]:7.0f} µs  p99 {wake_never[1]:7.0f} µs")
+    print(f"event-loop timer lateness, writer yields every {capture_module.YIELD_EVERY_ROWS} rows: "
+          f"p50 {wake_yield[0]:5.0f} µs  p99 {wake_yield[1]:7.0f} µs")
 
 
 if __name__ == "__main__":

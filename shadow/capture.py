@@ -84,6 +84,11 @@ BATCH_INTERVAL_S = 0.1  # the writer thread journals what is queued at least thi
 BATCH_ROWS = 1_000  # ...or as soon as this many rows are queued
 ROW_GROUP_ROWS = 100_000  # Parquet row groups: ~100k rows (1k-row groups: 1.7x larger, 2x slower scans)
 STATS_INTERVAL_S = 2.0
+# The writer thread sleeps YIELD_SLEEP_S after every YIELD_EVERY_ROWS prepared rows. Without it, a
+# busy writer keeps the GIL for whole switch intervals (5 ms) while the event loop waits to run; a
+# real sleep (not sleep(0), after which this thread usually takes the GIL straight back) lets it in.
+YIELD_EVERY_ROWS = 8
+YIELD_SLEEP_S = 0.00005
 JOURNAL_DIR = "_journal"
 CORRUPT_DIR = "corrupt"
 STATS_DIR = "_stats"
@@ -676,6 +681,8 @@ class CaptureWriter:
             prepared = self._prepare_row(item)
             if prepared is not None:
                 pending.append(prepared)
+            if len(pending) % YIELD_EVERY_ROWS == 0:
+                time.sleep(YIELD_SLEEP_S)  # let the event loop have the GIL (see YIELD_EVERY_ROWS)
             if len(pending) >= BATCH_ROWS:
                 self._write_safely(pending)
                 pending = []
