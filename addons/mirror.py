@@ -20,7 +20,15 @@ from mitmproxy import http
 from addons.reload import ActiveConfig, GatewayState, RouteContext
 from addons.router import host_port
 from shadow.exchange import ExchangeRecord, mirror_record
-from shadow.mirror import MirrorDispatcher, MirrorRequest, MirrorResult, mirror_headers, mirror_skip_reason
+from shadow.mirror import (
+    MirrorDispatcher,
+    MirrorRequest,
+    MirrorResult,
+    RateLimitedLog,
+    describe_error,
+    mirror_headers,
+    mirror_skip_reason,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +39,14 @@ class Mirror:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self.skipped: collections.Counter[str] = collections.Counter()
+        self.errors = 0
+        self._warn = RateLimitedLog(logger.warning)
         state.on_activate.append(self._on_activate)
         state.extra_counters.append(self.counters)
 
     def counters(self) -> dict[str, int]:
-        return {f"mirror_skipped_{reason.replace('-', '_')}": n for reason, n in self.skipped.items()}
+        skipped = {f"mirror_skipped_{reason.replace('-', '_')}": n for reason, n in self.skipped.items()}
+        return {**skipped, "mirror_dispatch_errors": self.errors}
 
     def _on_activate(self, active: ActiveConfig, _previous: ActiveConfig | None) -> None:
         settings = active.config.shadow.mirroring
@@ -76,7 +87,11 @@ class Mirror:
         if flow.client_conn.timestamp_end is not None:  # the client went away during the main call
             self.skipped["client-gone"] += 1
             return
-        self._dispatch(flow, route, route.active, dispatcher)
+        try:
+            self._dispatch(flow, route, route.active, dispatcher)
+        except Exception as exc:  # shadow work never fails the client's exchange
+            self.errors += 1
+            self._warn(f"mirroring failed ({self.errors} so far): {describe_error(exc)}")
 
     def _dispatch(self, flow: http.HTTPFlow, route: RouteContext, active: ActiveConfig,
                   dispatcher: MirrorDispatcher) -> None:

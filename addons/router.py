@@ -8,9 +8,12 @@ client's when the service passes the host header, Traefik's default).
 
 from __future__ import annotations
 
+import logging
+
 from mitmproxy import http
 
 from addons.reload import GatewayState, RouteContext
+from shadow.mirror import RateLimitedLog, describe_error
 from shadow.routing import (
     apply_request_middlewares,
     apply_response_middlewares,
@@ -18,6 +21,8 @@ from shadow.routing import (
     select_router,
 )
 from shadow.rules import RequestView
+
+logger = logging.getLogger(__name__)
 
 NOT_FOUND_BODY = b"404 page not found\n"  # Traefik's body for "no router matched"
 TEXT_PLAIN = {"Content-Type": "text/plain; charset=utf-8"}
@@ -52,10 +57,22 @@ def host_port(host: str, port: int, scheme: str) -> str:
 class Router:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
+        self.errors = 0
+        self._warn = RateLimitedLog(logger.error)
+        state.extra_counters.append(lambda: {"routing_errors": self.errors})
 
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
+        try:
+            self._route(flow)
+        except Exception as exc:
+            # Never fall through to mitmdump's reverse target: that would be a silent mis-route.
+            self.errors += 1
+            self._warn(f"routing failed ({self.errors} so far): {describe_error(exc)}")
+            flow.response = http.Response.make(502, b"shadow gateway: routing failed\n", TEXT_PLAIN)
+
+    def _route(self, flow: http.HTTPFlow) -> None:
         active = self.state.active
         if active is None:
             flow.response = http.Response.make(503, b"shadow gateway: no configuration loaded\n", TEXT_PLAIN)

@@ -137,3 +137,15 @@ def test_runtime_set_of_a_bad_file_is_rejected_and_the_config_stays(tmp_path: Pa
         with pytest.raises(Exception, match=r"bad\.yaml:3"):
             tctx.configure(addon, shadow_config=str(bad))
         assert state.active is before
+
+
+def test_a_routing_failure_is_a_local_502_never_the_reverse_target(routed) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    state: GatewayState = routed.state
+    assert state.active is not None
+    state.active = replace(state.active, plans={})  # a plan missing: the router addon raises inside
+    flow = routed(make_flow("/a"))
+    assert flow.response is not None and flow.response.status_code == 502
+    assert flow.request.host == "127.0.0.1"  # untouched
+    assert state.counters()["routing_errors"] == 1
