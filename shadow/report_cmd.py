@@ -36,3 +36,22 @@ def report(capture: Path, out_dir: Path | None, policy_file: Path | None, progre
     click.echo(f"json:    {files.json}")
     score = float(getattr(result.verdict, "score", 0.0))
     click.echo(f"verdict: {overall_name(result.verdict)} (score {score:.1f})")
+
+
+def demo_report(capture: Path, out_dir: Path, *, progress: bool | None = None) -> int:
+    """The demo's last step: analyse its capture with the default policy, write the report and print
+    the verdict and where to read it. Returns the gate's exit code (the demo itself still exits 0:
+    its seeded candidate is meant to fail)."""
+    from analyzers.pipeline import analyze, load_inputs
+    from analyzers.report import overall_name, write_report
+    from shadow.gate_cmd import exit_code_for
+
+    click.echo("\nanalysing the capture: diffs, statistics, verdict…")
+    policy, rules = load_inputs(None)
+    result = analyze(capture, policy, rules=rules, progress=progress)
+    files = write_report(result, out_dir)
+    overall = overall_name(result.verdict)
+    click.echo(f"verdict: {overall} (score {float(result.verdict.score):.1f}): {result.verdict.reason}")
+    click.echo(f"report:  {files.html}")
+    click.echo(f"summary: {files.markdown}  (verdict.json beside it)")
+    return exit_code_for(overall)

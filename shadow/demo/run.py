@@ -338,6 +338,9 @@ def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: fl
     click.echo(next_steps(out / CONFIG_NAME, capture))
     if interrupted:
         sys.exit(130)
+    from shadow.report_cmd import demo_report  # last step: the verdict and the report (shadow report)
+
+    demo_report(capture, out / "report", progress=not no_progress)
 
 
 def next_steps(config: Path, capture: Path) -> str:
