@@ -84,6 +84,9 @@ BATCH_INTERVAL_S = 0.1  # the writer thread journals what is queued at least thi
 BATCH_ROWS = 1_000  # ...or as soon as this many rows are queued
 ROW_GROUP_ROWS = 100_000  # Parquet row groups: ~100k rows (1k-row groups: 1.7x larger, 2x slower scans)
 STATS_INTERVAL_S = 2.0
+# Besides settings.max_queue rows, the queue holds at most this many body bytes (bodies arrive uncut):
+# 20,000 queued rows of 1 MB bodies must shed, not take 20 GB. A single row always fits an empty queue.
+MAX_QUEUE_BYTES = 256 * 1024 * 1024
 # The writer thread sleeps YIELD_SLEEP_S after every YIELD_EVERY_ROWS prepared rows. Without it, a
 # busy writer keeps the GIL for whole switch intervals (5 ms) while the event loop waits to run; a
 # real sleep (not sleep(0), after which this thread usually takes the GIL straight back) lets it in.
@@ -476,6 +479,18 @@ def recover_journals(table_dir: Path) -> tuple[int, int, int]:
 # -- the writer -----------------------------------------------------------------------------------------
 
 
+def _body_bytes(row: Mapping[str, Any]) -> int:
+    """Body bytes a queued row holds (bodies are cut only in the writer thread, so they count in full)."""
+    size = 0
+    body = row.get("resp_body")
+    if body:
+        size += len(body)
+    body = row.get("req_body")
+    if body:
+        size += len(body)
+    return size
+
+
 class _Marker:
     """A control item in the queue: everything queued before it is handled before `done` is set."""
 
@@ -502,7 +517,8 @@ class CaptureWriter:
 
     def __init__(self, settings: CaptureSettings, *, table: str = "exchanges", schema: pa.Schema = EXCHANGES,
                  gateway_id: str | None = None,
-                 prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+                 prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 max_queue_bytes: int = MAX_QUEUE_BYTES) -> None:
         self.settings = settings
         self.table = table
         self.schema = schema
@@ -530,6 +546,10 @@ class CaptureWriter:
         self._extra_lock = threading.Lock()
         self._queue: collections.deque[dict[str, Any] | _Marker] = collections.deque()
         self._max_queue = max(1, settings.max_queue)
+        self._max_queue_bytes = max_queue_bytes
+        # Body bytes queued = in - out; each counter has one writing thread (submit's / the writer's).
+        self._bytes_in = 0
+        self._bytes_out = 0
         self._wake = threading.Event()
         self._closed = False
         self._close_lock = threading.RLock()  # re-entrant: close() may run again from a signal handler
@@ -569,12 +589,16 @@ class CaptureWriter:
 
     # -- event-loop side ---------------------------------------------------------------------------
     def submit(self, row: dict[str, Any]) -> bool:
-        """Enqueue one row (no I/O). False, and counted as shed, when the queue is full or closed."""
+        """Enqueue one row (no I/O). False, and counted as shed, when the queue is full (settings.max_queue
+        rows or `max_queue_bytes` of bodies) or the writer is closed."""
         q = self._queue
         n = len(q)
-        if n >= self._max_queue or self._closed:
+        size = _body_bytes(row)
+        if (n >= self._max_queue or self._closed
+                or (n and self._bytes_in + size - self._bytes_out > self._max_queue_bytes)):
             self._stats.shed += 1
             return False
+        self._bytes_in += size
         q.append(row)
         self._stats.submitted += 1
         if n == BATCH_ROWS:
@@ -651,6 +675,8 @@ class CaptureWriter:
                 item = self._queue.popleft()
             except IndexError:
                 break
+            if not isinstance(item, _Marker):
+                self._bytes_out += _body_bytes(item)
             if isinstance(item, _Marker):
                 if item.kind == "close":
                     # Rows a racing submit() appended after the marker are kept too.

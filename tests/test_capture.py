@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import zlib
 from datetime import UTC, datetime
@@ -175,18 +176,22 @@ def test_union_by_name_reads_files_with_and_without_a_new_column(tmp_path: Path)
 
 def test_queue_full_sheds_and_counts(tmp_path: Path) -> None:
     s = settings(tmp_path, max_queue=5)
-    w = CaptureWriter(s, gateway_id="gw")
+    blocked = BlockedPrepare()
+    w = CaptureWriter(s, gateway_id="gw", prepare=blocked)
     try:
-        # The writer thread drains every 100 ms; 50 submits in a tight loop outrun it.
-        results = [w.submit(exchange(i)) for i in range(50)]
+        assert w.submit(exchange(0))
+        w._wake.set()
+        assert blocked.entered.wait(10)
+        results = [w.submit(exchange(i)) for i in range(1, 50)]
+        assert results == [True] * 5 + [False] * 44
         st = w.stats()
-        assert results.count(False) == st.shed > 0
-        assert st.submitted == results.count(True)
+        assert (st.submitted, st.shed, st.queued) == (6, 44, 5)
     finally:
+        blocked.release.set()
         w.close()
-    assert w.stats().sealed_rows == results.count(True)
+    assert w.stats().sealed_rows == 6
     assert not w.submit(exchange(99))  # closed: refused and counted
-    assert w.stats().shed == results.count(False) + 1
+    assert w.stats().shed == 45
 
 
 def test_close_is_idempotent_and_publishes_stats(tmp_path: Path) -> None:
@@ -509,3 +514,40 @@ def test_capture_note_reaches_disk(tmp_path: Path) -> None:
     (row,) = read_all(s.dir / "exchanges").to_pylist()
     assert row["resp_body"] == b"\x00broken"
     assert row["capture_note"].startswith("resp_body kept raw: br:")
+
+
+class BlockedPrepare:
+    """A `prepare` that holds the writer thread at its first row until released: the queue then fills
+    deterministically, whatever the scheduler does."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        self.entered.set()
+        assert self.release.wait(10)
+        return row
+
+
+def test_queue_sheds_by_body_bytes_too(tmp_path: Path) -> None:
+    s = settings(tmp_path, max_queue=10_000)
+    blocked = BlockedPrepare()
+    w = CaptureWriter(s, gateway_id="gw", max_queue_bytes=50_000, prepare=blocked)
+    try:
+        big = b"x" * 20_000
+        assert w.submit(exchange(0, resp_body=big))
+        w._wake.set()
+        assert blocked.entered.wait(10)  # row 0 left the queue; the writer is stuck on it
+        results = [w.submit(exchange(i, resp_body=big)) for i in range(1, 5)]
+        assert results == [True, True, False, False]
+        assert w.stats().shed == 2
+    finally:
+        blocked.release.set()
+        w.close()
+    assert w.stats().sealed_rows == 3
+    w2 = CaptureWriter(s, gateway_id="gw2", max_queue_bytes=10)
+    try:
+        assert w2.submit(exchange(9, resp_body=big))  # one row always fits an empty queue
+    finally:
+        w2.close()
