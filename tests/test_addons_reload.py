@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -44,15 +44,16 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(tmp_path_factory: pytest.TempPathFactory,
+        gateway_factory: Callable[..., GatewayProcess]) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("reload")
     with Upstream("mono") as mono, Upstream("next") as next_:
         e = Env(root / "gateway.yaml", None, mono, next_)  # type: ignore[arg-type]
         e.write("mono")
-        # 0.2 s polling keeps the test short; the default is 1 s.
-        with GatewayProcess(e.cfg, extra_args=("--set", "shadow_reload_interval=200ms")) as gw:
-            e.gw = gw
-            yield e
+        # 200 ms polling keeps the test short; the default is 1 s.
+        e.gw = gateway_factory(e.cfg, extra_args=("--set", "shadow_reload_interval=200ms"))
+        yield e
+        e.http.close()
 
 
 def _client_port(r: httpx.Response) -> int:
