@@ -105,6 +105,27 @@ def test_seed_list_is_consistent() -> None:
         "customer-id-renamed-in-list", "total-rounded-in-list", "items-reordered-in-list", "list-errors"}
 
 
+def test_check_diff_fields_against_the_answer_key() -> None:
+    # The shape of a report's diff fields on the demo (taken from a real run), trimmed.
+    found = [
+        ("/api/orders", "/orders/*/items/*/sku", False), ("/api/orders", "/orders/*/customerId", False),
+        ("/api/orders", "/orders/*/customer_id", False), ("/api/orders", "/orders/*/total", False),
+        ("/api/orders/{id}", "/items/*/line", False), ("/api/orders/{id}", "/customer_id", False),
+        ("/api/orders/{id}", "/total", False), ("/api/orders", "/error", False),
+        ("/api/orders/{id}", "/generated_at", True), ("/api/orders/{id}", "/request_id", True),
+    ]
+    assert seeds.check_diff_fields(found).ok
+    without_total = [row for row in found if row[1] != "/total"]
+    check = seeds.check_diff_fields([*without_total, ("/api/orders", "/generated_at", False)])
+    assert [d.name for d in check.missing] == ["total-rounded"]
+    assert check.volatile_as_real == (("/api/orders", "/generated_at"),)
+    assert not check.ok
+    # A seed counts only on its own endpoint.
+    moved = [(("/api/orders" if e == "/api/orders/{id}" else e), p, n) for e, p, n in found]
+    assert {d.name for d in seeds.check_diff_fields(moved).missing} == {
+        "customer-id-renamed", "total-rounded", "items-reordered"}
+
+
 # ---------------------------------------------------------------- over HTTP, real processes
 
 def test_two_monolith_instances_agree_except_volatile_fields(upstreams: dict[str, Child],

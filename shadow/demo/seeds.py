@@ -8,6 +8,7 @@ it as noise). services.py reads its knobs from here, so the key and the behaviou
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -106,6 +107,31 @@ MIRRORED_ENDPOINTS: tuple[str, ...] = (ORDERS_LIST, ORDERS_DETAIL)
 
 def is_volatile_body_field(pointer_template: str) -> bool:
     return any(_at_or_below(pointer_template, p) for p in VOLATILE_BODY_FIELDS)
+
+
+@dataclass(frozen=True)
+class SeedCheck:
+    """How an analysis's per-field differences compare with the answer key."""
+
+    missing: tuple[SeededDifference, ...]  # body seeds no real difference matched
+    volatile_as_real: tuple[tuple[str, str], ...]  # (endpoint, pointer template) of volatile fields not noise
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.volatile_as_real
+
+
+def check_diff_fields(fields: Iterable[tuple[str, str, bool]]) -> SeedCheck:
+    """Check (endpoint, pointer_template, noise) rows — e.g. a report's diff fields — against the
+    key: every body seed must match a real (non-noise) row of its endpoint, and no volatile field
+    may be real. Latency and error-rate seeds are judged by the verdict's metrics, not here."""
+    rows = list(fields)
+    real = [(endpoint, pointer) for endpoint, pointer, noise in rows if not noise]
+    missing = tuple(
+        d for d in SEEDED_DIFFERENCES
+        if d.pointers and not any(endpoint == d.endpoint and d.covers(pointer) for endpoint, pointer in real))
+    volatile = tuple((endpoint, pointer) for endpoint, pointer in real if is_volatile_body_field(pointer))
+    return SeedCheck(missing, volatile)
 
 
 def seeded_for(endpoint: str) -> tuple[SeededDifference, ...]:
