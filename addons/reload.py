@@ -177,8 +177,13 @@ class ShadowConfig:
         for listener in self.state.on_activate:
             try:
                 listener(active, previous)
-            except Exception as exc:  # a listener must not undo a valid reload
-                logger.warning(f"shadow gateway: applying the new configuration: {exc}")
+            except Exception as exc:
+                if previous is None:
+                    # Startup (e.g. a capture folder that cannot be created): one line, and
+                    # mitmdump's ErrorCheck exits 1 rather than serving without capture.
+                    logger.error(f"shadow gateway: {exc}")
+                else:  # a listener must not undo a valid reload
+                    logger.warning(f"shadow gateway: applying the new configuration: {exc}")
         if previous is None:
             logger.info(f"shadow gateway: loaded {config.source}: {config.summary()}")
         else:

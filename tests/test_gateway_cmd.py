@@ -148,3 +148,17 @@ def test_reverse_target_without_servers_is_a_config_error() -> None:
     config = parse_config("http: {}\n")
     with pytest.raises(ConfigError, match="nowhere to send traffic"):
         reverse_target_for(config)
+
+
+def test_unusable_capture_folder_stops_mitmdump_with_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(GOOD.format(mono="http://127.0.0.1:9", capture=blocker / "capture"))
+    cmd = mitmdump_command(cfg, reverse_target="http://127.0.0.1:9", listen_host="127.0.0.1",
+                           listen_port=free_port())
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO)
+    text = out.stdout + out.stderr
+    assert out.returncode == 1 and "Traceback" not in text, text
+    (line,) = [ln for ln in text.splitlines() if "cannot create the capture folder" in ln]
+    assert line.count(str(blocker)) >= 1
