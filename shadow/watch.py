@@ -2,12 +2,17 @@
 
 Cheap check first (mtime + size from one stat), content hash second, so an editor that rewrites
 the same bytes, or a `touch`, does not trigger a reload: Traefik skips identical configurations too.
+
+File systems stamp mtimes with a coarse clock (a few ms), so two same-size writes in one tick look
+identical to stat. As git does with "racily clean" files, a file whose mtime is within
+`RACY_WINDOW_NS` of now is always hashed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +22,9 @@ class FileState:
     mtime_ns: int
     size: int
     sha256: str | None  # None: not read (missing file)
+
+
+RACY_WINDOW_NS = 2_000_000_000
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
@@ -53,7 +61,7 @@ class ConfigFileWatcher:
         current = _stat(self.path)
         if current is None:
             return False
-        if not force and current == self._stat:
+        if not force and current == self._stat and time.time_ns() - current[0] > RACY_WINDOW_NS:
             return False
         self._stat = current
         digest = self._read_hash()
