@@ -185,8 +185,9 @@ def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Na
         result.counters = json.loads(stats.read_text())
         import duckdb
 
-        rows = duckdb.sql(f"select role, count(*) from read_parquet('{capture}/exchanges/**/*.parquet', "
-                          "union_by_name=true, hive_partitioning=true) group by role").fetchall()
+        rows = duckdb.connect().execute(
+            f"select role, count(*) from read_parquet('{capture}/exchanges/**/*.parquet', "
+            "union_by_name=true, hive_partitioning=true) group by role").fetchall()
         by_role = dict(rows)
         result.captured_candidates = int(by_role.get("candidate", 0))
         result.captured_primaries = int(by_role.get("primary", 0))
@@ -239,9 +240,14 @@ def main() -> None:
     def lat(mode: str, q: float) -> float:
         return pct([x for r in results[mode] for x in r.latencies_ms], q)
 
-    base = rps("bare") if "bare" in results else float("nan")
+    def ratio(mode: str) -> float:
+        """Median over rounds of (mode / bare) in the same round: paired, so drift cancels."""
+        if "bare" not in results:
+            return float("nan")
+        return statistics.median(r.rps / b.rps for r, b in zip(results[mode], results["bare"], strict=True))
+
     print(f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; concurrency "
-          f"{args.concurrency}, {args.seconds:g} s x {args.rounds} rounds per mode (median req/s; pooled latencies)\n")
+          f"{args.concurrency}, {args.seconds:g} s x {args.rounds} rounds per mode (median req/s; ratio = median of per-round ratios; pooled latencies)\n")
     print("| mode | req/s | vs (a) | p50 ms | p99 ms | mirrored = captured + shed |")
     print("|---|---|---|---|---|---|")
     for mode in modes:
@@ -257,7 +263,7 @@ def main() -> None:
                              f" (timeouts {c.get('mirror_timeouts', 0)}, errors {c.get('mirror_errors', 0)},"
                              f" capture shed {c.get('shed', 0)})")
             check = "; ".join(parts)
-        print(f"| {LABELS[mode]} | {rps(mode):.0f} | {rps(mode) / base:.2f} | {lat(mode, .5):.2f} | "
+        print(f"| {LABELS[mode]} | {rps(mode):.0f} | {ratio(mode):.2f} | {lat(mode, .5):.2f} | "
               f"{lat(mode, .99):.2f} | {check} |")
     if "mirror" in results and "mirror-late" in results:
         print(f"\n(d) p50 / (c) p50 = {lat('mirror-late', .5) / lat('mirror', .5):.2f} (target ≤ 1.10)")
