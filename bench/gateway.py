@@ -6,6 +6,7 @@ Modes, each against the same fast loopback upstream (an aiohttp server in its ow
   (a) bare      mitmdump reverse mode (same lazy/quiet flags as the gateway), no addon
   (b) pass      the gateway, catch-all router, capture off
   (b2) pass+cap the gateway, catch-all router, capture on
+  (c0) mirror-nocap  the gateway mirroring 100 % to a fast shadow, capture off (isolates mirroring)
   (c) mirror    the gateway mirroring 100 % to a fast shadow, capture on
   (d) mirror-late  as (c), the shadow answering 200 ms late
 Prints throughput and client latency p50/p99 per mode and as a ratio to (a); for (c)/(d) checks
@@ -171,7 +172,7 @@ def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Na
         cfg.write_text(CONFIG.format(
             service="mirrored" if mode.startswith("mirror") else "mono", primary=primary,
             shadow=shadows["late" if mode == "mirror-late" else "fast"], capture=capture,
-            capture_on="false" if mode == "pass" else "true"))
+            capture_on="false" if mode in ("pass", "mirror-nocap") else "true"))
         cmd = mitmdump_command(cfg, reverse_target=primary, listen_host="127.0.0.1", listen_port=port,
                                extra=("--set", "termlog_verbosity=warn"))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -201,9 +202,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-MODES = ("bare", "pass", "pass+cap", "mirror", "mirror-late")
+MODES = ("bare", "pass", "pass+cap", "mirror-nocap", "mirror", "mirror-late")
 LABELS = {"bare": "(a) bare mitmdump", "pass": "(b) gateway pass-through", "pass+cap": "(b2) pass-through + capture",
-          "mirror": "(c) mirror 100 % + capture", "mirror-late": "(d) as (c), shadow +200 ms"}
+          "mirror-nocap": "(c0) mirror 100 %, capture off", "mirror": "(c) mirror 100 % + capture", "mirror-late": "(d) as (c), shadow +200 ms"}
 
 
 def main() -> None:
@@ -252,7 +253,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for mode in modes:
         check = ""
-        if mode.startswith("mirror"):
+        if mode in ("mirror", "mirror-late"):
             parts = []
             for r in results[mode]:
                 c = r.counters
