@@ -12,8 +12,8 @@ Data path:
    redacted before this first write.
 3. A journal is *sealed* after `segment_rows` rows or `segment_seconds` after its first row, on
    `seal()` and at `close()`: its rows are written, one file per (UTC date, hour) of `ts`, as zstd
-   Parquet with large row groups to a hidden temporary name (``.part-….parquet.tmp``, which no
-   ``*.parquet`` glob matches), fsync'd, atomically renamed to
+   Parquet with large row groups to a hidden temporary name (``.part-….parquet.<random>.tmp``, which
+   no ``*.parquet`` glob matches — DuckDB's glob does match hidden ``.x.parquet`` names), fsync'd, atomically renamed to
    ``<dir>/<table>/dt=YYYY-MM-DD/hour=HH/part-<gateway>-<uuid>.parquet``, the directory fsync'd,
    and only then is the journal deleted. The uuid is derived from the journal's name and the
    partition, so re-sealing a journal after a crash in the middle of sealing rewrites the same
@@ -84,6 +84,7 @@ BATCH_INTERVAL_S = 0.1  # the writer thread journals what is queued at least thi
 BATCH_ROWS = 1_000  # ...or as soon as this many rows are queued
 ROW_GROUP_ROWS = 100_000  # Parquet row groups: ~100k rows (1k-row groups: 1.7x larger, 2x slower scans)
 STATS_INTERVAL_S = 2.0
+ERROR_LOG_INTERVAL_S = 10.0
 # Besides settings.max_queue rows, the queue holds at most this many body bytes (bodies arrive uncut):
 # 20,000 queued rows of 1 MB bodies must shed, not take 20 GB. A single row always fits an empty queue.
 MAX_QUEUE_BYTES = 256 * 1024 * 1024
@@ -567,6 +568,8 @@ class CaptureWriter:
         self._last_stats = 0.0
         self._unsealed: list[Path] = []  # our closed journals not sealed yet (a seal failed)
         self._late_markers: list[_Marker] = []
+        self._row_error_logged = -ERROR_LOG_INTERVAL_S
+        self._row_errors_unlogged = 0
 
         try:
             rows, files, corrupt = recover_journals(self.table_dir)
@@ -740,8 +743,20 @@ class CaptureWriter:
             return self._prepare(row) if self._prepare is not None else row
         except Exception as e:
             self._stats.write_errors += 1
-            log.error("capture %s: dropped a row that could not be prepared: %s", self.table_dir, e)
+            self._row_error(f"dropped a row that could not be prepared: {e}")
             return None
+
+    def _row_error(self, message: str) -> None:
+        """Log a per-row problem at most once per ERROR_LOG_INTERVAL_S (a bad producer can send thousands)."""
+        self._row_errors_unlogged += 1
+        now = time.monotonic()
+        if now - self._row_error_logged < ERROR_LOG_INTERVAL_S:
+            return
+        more = self._row_errors_unlogged - 1
+        suffix = f" (and {more} more since the last report)" if more else ""
+        log.error("capture %s: %s%s; write_errors=%d", self.table_dir, message, suffix, self._stats.write_errors)
+        self._row_error_logged = now
+        self._row_errors_unlogged = 0
 
     def _to_batch(self, rows: list[dict[str, Any]]) -> pa.RecordBatch:
         try:
@@ -755,8 +770,7 @@ class CaptureWriter:
                 good.append(row)
             except (pa.ArrowException, ValueError, TypeError, OverflowError) as e:
                 self._stats.write_errors += 1
-                log.error("capture %s: dropped a row with a value that does not fit the schema: %s",
-                          self.table_dir, e)
+                self._row_error(f"dropped a row with a value that does not fit the schema: {e}")
         return pa.RecordBatch.from_pylist(good, schema=self.schema)
 
     def _write_safely(self, rows: list[dict[str, Any]]) -> None:

@@ -210,14 +210,15 @@ def test_close_is_idempotent_and_publishes_stats(tmp_path: Path) -> None:
     assert w.stats().extra == {"mirror_shed": 7}
 
 
-def test_bad_row_is_dropped_and_counted_others_kept(tmp_path: Path) -> None:
+def test_bad_row_is_dropped_and_counted_others_kept(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     s = settings(tmp_path)
-    with CaptureWriter(s, gateway_id="gw") as w:
+    with caplog.at_level("ERROR"), CaptureWriter(s, gateway_id="gw") as w:
         w.submit(exchange(1))
         w.submit(exchange(2, status="not a number"))
         w.submit(exchange(3, ts="yesterday"))
         w.submit(exchange(4))
     assert w.stats().write_errors == 2
+    assert "ts must be int ns since epoch or datetime, not str" in caplog.text
     assert sorted(r["exchange_id"] for r in read_all(s.dir / "exchanges").to_pylist()) == ["x1", "x4"]
 
 
