@@ -147,10 +147,12 @@ def progress_enabled(flag: bool | None) -> bool:
 
 
 @contextmanager
-def _stage(desc: str, total: int | None, enabled: bool) -> Iterator[Progress]:
-    bar = Progress(desc, total, enabled)
+def stage(desc: str, enabled: bool) -> Iterator[Progress]:
+    """A one-step bar for work that reports no progress of its own: shows what is running."""
+    bar = Progress(desc, 1, enabled)
     try:
         yield bar
+        bar.update(1)
     finally:
         bar.close()
 
@@ -401,7 +403,7 @@ def analyze(capture_dir: Path, policy: Any, *, rules: Any = None, progress: bool
     diff_summary = None
     if run_diffs and has_pairs:
         diff_summary = _run_diffs(capture_dir, rules, show, n_pairs)
-    with open_store(capture_dir) as store, _stage("samples", None, show):
+    with open_store(capture_dir) as store, stage("reading samples", show):
         totals = pairs_per_endpoint(store)
         mismatch = mismatched_pairs(store) if (run_diffs and has_pairs) else None
         samples = paired_samples(store, mismatch) + split_samples(store)
@@ -411,7 +413,7 @@ def analyze(capture_dir: Path, policy: Any, *, rules: Any = None, progress: bool
                            "with both a primary and a candidate")
     from analyzers.verdict import judge  # scipy: imported only once there is something to judge
 
-    with _stage(f"judging {len(samples)} endpoint(s)", None, show):
+    with stage(f"judging {len(samples)} endpoint(s)", show):
         verdict = judge(samples, policy, sequential_state=sequential_state)
     pairs_by_endpoint = {(e if not s else f"{e} → {s}"): n for (e, s), n in totals.items()}
     return AnalysisResult(capture_dir=capture_dir, policy=policy, samples=tuple(samples), verdict=verdict,

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from analyzers.pipeline import AnalysisResult, FieldDiff
+from analyzers.pipeline import AnalysisResult, FieldDiff, Progress, progress_enabled
 
 QUANTILES = (0.50, 0.95, 0.99)
 CLASS_ORDER = {"FAIL": 0, "INCONCLUSIVE": 1, "INSUFFICIENT_DATA": 2, "PASS": 3}
@@ -379,7 +379,7 @@ def _value_cell(value: Any, unit: str | None, ms: bool) -> str:
     return _e(f"{_num(value, 1)} ms") if ms else _e(format_value(value, unit))
 
 
-def _latency_section(result: AnalysisResult) -> str:
+def _latency_section(result: AnalysisResult, progress: Progress | None = None) -> str:
     parts = ['<section id="latency"><h2>Latency</h2>'
              '<p class="muted">Empirical distribution functions, primary vs candidate; dots are each '
              "arm's p50/p95/p99 with a distribution-free 95 % interval (order statistics).</p>"]
@@ -393,6 +393,8 @@ def _latency_section(result: AnalysisResult) -> str:
             parts.append('<p class="muted">no latency measured</p>')
             continue
         parts.append(_img(latency_plot_png(primary, candidate, name), f"latency ECDF for {name}"))
+        if progress is not None:
+            progress.update(1)
         rows = []
         for q in QUANTILES:
             cells = [f"p{round(q * 100)}"]
@@ -503,13 +505,14 @@ def _policy_section(result: AnalysisResult) -> str:
     return f'<section id="policy"><h2>Policy used</h2><pre>{_e(text)}</pre></section>'
 
 
-def render_html(result: AnalysisResult, *, generated_at: datetime | None = None) -> str:
+def render_html(result: AnalysisResult, *, generated_at: datetime | None = None,
+                progress: Progress | None = None) -> str:
     when = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S UTC")
     nav = "".join(f'<a href="#{anchor}">{title}</a>' for anchor, title in (
         ("summary", "Readiness"), ("guardrails", "Guardrails"), ("latency", "Latency"), ("errors", "Errors"),
         ("diffs", "Differences"), ("noise", "Noise"), ("examples", "Examples"), ("policy", "Policy")))
     body = "".join((
-        _summary_section(result), _guardrail_section(result), _latency_section(result),
+        _summary_section(result), _guardrail_section(result), _latency_section(result, progress),
         _error_section(result), _diff_section(result), _noise_section(result),
         _examples_section(result), _policy_section(result),
     ))
@@ -578,10 +581,15 @@ def render_markdown(result: AnalysisResult) -> str:
     return "\n".join(lines)
 
 
-def write_report(result: AnalysisResult, out_dir: Path) -> ReportFiles:
+def write_report(result: AnalysisResult, out_dir: Path, *, progress: bool | None = None) -> ReportFiles:
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(out_dir / "report.html", out_dir / "summary.md", out_dir / "verdict.json")
-    files.html.write_text(render_html(result), encoding="utf-8")
+    bar = Progress("plotting latency", len(result.samples), progress_enabled(progress))
+    try:
+        page = render_html(result, progress=bar)
+    finally:
+        bar.close()
+    files.html.write_text(page, encoding="utf-8")
     files.markdown.write_text(render_markdown(result), encoding="utf-8")
     files.json.write_text(verdict_json(result) + "\n", encoding="utf-8")
     return files

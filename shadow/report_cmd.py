@@ -28,7 +28,7 @@ def report(capture: Path, out_dir: Path | None, policy_file: Path | None, progre
     result = analyze(capture, policy, rules=rules, progress=progress)
     target = out_dir if out_dir is not None else capture / "report"
     try:
-        files = write_report(result, target)
+        files = write_report(result, target, progress=progress)
     except OSError as exc:
         raise ShadowError(f"{target}: cannot write the report: {exc.strerror}") from None
     click.echo(f"report:  {files.html}")
@@ -49,7 +49,7 @@ def demo_report(capture: Path, out_dir: Path, *, progress: bool | None = None) -
     click.echo("\nanalysing the capture: diffs, statistics, verdict…")
     policy, rules = load_inputs(None)
     result = analyze(capture, policy, rules=rules, progress=progress)
-    files = write_report(result, out_dir)
+    files = write_report(result, out_dir, progress=progress)
     overall = overall_name(result.verdict)
     click.echo(f"verdict: {overall} (score {float(result.verdict.score):.1f}): {result.verdict.reason}")
     click.echo(f"report:  {files.html}")
