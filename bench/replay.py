@@ -9,13 +9,15 @@ with a small JSON body. In one run, alternating rounds, it measures sends per se
 - engine: ReplayEngine with one live target (primary = recorded), rows to a null sink;
 - engine + capture: the same, rows to a real CaptureWriter (journal + Parquet) in a temp folder;
 - engine, 2 targets: primary and candidate both live (two sends per source request).
-Prints the median of the rounds and each variant's ratio to the minimal aiohttp client.
+Prints the median of the rounds and each variant's ratio to the minimal aiohttp client, in sends
+per second and in client CPU per send (the second stays meaningful when other work loads the box).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import statistics
 import subprocess
@@ -162,18 +164,23 @@ def main() -> None:
         }
         asyncio.run(minimal_aiohttp(base, 500, c))  # warm-up
         results: dict[str, list[float]] = {k: [] for k in variants}
+        cpu: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(args.rounds):
             for name, make in variants.items():
-                t = time.perf_counter()
+                t, t_cpu = time.perf_counter(), time.process_time()
                 sends = asyncio.run(make())
                 results[name].append(sends / (time.perf_counter() - t))
+                # Client CPU per send (this process, all threads): robust on a busy machine.
+                cpu[name].append((time.process_time() - t_cpu) / sends * 1e6)
         floor = statistics.median(results["minimal aiohttp client"])
+        floor_cpu = statistics.median(cpu["minimal aiohttp client"])
         print(f"{n} sends per variant (httpx: {max(200, n // 5)}), concurrency {c}, "
-              f"median of {args.rounds} alternating rounds")
+              f"median of {args.rounds} alternating rounds; load average {os.getloadavg()[0]:.1f}")
+        print(f"  {'variant':26s} {'sends/s':>8s}  {'ratio':>5s}   {'CPU µs/send':>11s}  {'ratio':>5s}   rounds (sends/s)")
         for name, rates in results.items():
-            med = statistics.median(rates)
-            print(f"  {name:26s} {med:8.0f} sends/s   ratio {med / floor:5.2f}   "
-                  f"(rounds: {', '.join(f'{r:.0f}' for r in rates)})")
+            med, med_cpu = statistics.median(rates), statistics.median(cpu[name])
+            print(f"  {name:26s} {med:8.0f}  {med / floor:5.2f}   {med_cpu:11.0f}  {floor_cpu / med_cpu:5.2f}   "
+                  f"{', '.join(f'{r:.0f}' for r in rates)}")
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from shadow.endpoints import template_path
 from shadow.replay.filters import EntryFilter, Rewrite
 from shadow.replay.resume import ReplayState, SourceProgress, exchange_id, request_id
 from shadow.replay.sources import Headers, Source, SourceEntry, SourceError
+
+# Real traffic repeats paths: template each distinct one once.
+_endpoint = functools.lru_cache(maxsize=65_536)(template_path)
 
 
 class RowSink(Protocol):
@@ -228,7 +232,7 @@ class ReplayEngine:
                         if self.progress is not None:
                             self.progress.update(1)
                         continue
-                    yield Job(src, ident, loop, entry, rid, template_path(entry.path))
+                    yield Job(src, ident, loop, entry, rid, _endpoint(entry.path))
 
     # --- run ------------------------------------------------------------------------------------
 

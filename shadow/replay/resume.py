@@ -30,8 +30,12 @@ def request_id(run_id: str, identity: str, index: int, loop: int) -> str:
     return hashlib.sha256(f"{run_id}:{identity}:{index}:{loop}".encode()).hexdigest()[:32]
 
 
+_ROLE_DIGIT = {"primary": "0", "candidate": "1", "secondary": "2"}
+
+
 def exchange_id(request_id: str, role: str) -> str:
-    return hashlib.sha256(f"{request_id}:{role}".encode()).hexdigest()[:32]
+    """32 hex like the request id, unique per (request, role), and free to compute."""
+    return request_id[:31] + _ROLE_DIGIT.get(role, "f")
 
 
 def to_ranges(indices: Iterable[int]) -> list[list[int]]:
