@@ -25,6 +25,7 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,10 +71,13 @@ def load_redaction_key(capture_dir: str | Path, settings: RedactionSettings) -> 
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            key = path.read_text().strip()
-            if not key:
-                raise CaptureError(f"{path}: redaction key file is empty; delete it or set ${KEY_ENV}") from None
-            return key.encode()
+            # Another process may have created it a moment ago and not written it yet: wait a little.
+            for _ in range(50):
+                key = path.read_text().strip()
+                if key:
+                    return key.encode()
+                time.sleep(0.02)
+            raise CaptureError(f"{path}: redaction key file is empty; delete it or set ${KEY_ENV}") from None
         key_text = secrets.token_hex(32)
         with os.fdopen(fd, "w") as f:
             f.write(key_text + "\n")

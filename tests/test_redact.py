@@ -11,6 +11,7 @@ import pytest
 
 from shadow.canonical import body_hash
 from shadow.capture import CaptureWriter, prepare_exchange
+from shadow.errors import CaptureError
 from shadow.redact import KEY_ENV, Redactor, load_redaction_key
 from shadow.settings import CaptureSettings, RedactionSettings
 from tests.test_capture import assert_no_secrets
@@ -105,6 +106,11 @@ def test_key_precedence_and_persistence(tmp_path: Path, monkeypatch: pytest.Monk
     assert load_redaction_key(tmp_path / "c", RedactionSettings()) == generated  # survives restarts
     monkeypatch.setenv(KEY_ENV, "from-env")
     assert load_redaction_key(tmp_path / "c", RedactionSettings()) == b"from-env"
+    monkeypatch.delenv(KEY_ENV)
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / ".shadow-key").write_text("")
+    with pytest.raises(CaptureError, match=r"e/.shadow-key: redaction key file is empty"):
+        load_redaction_key(tmp_path / "e", RedactionSettings())
 
 
 SECRETS = (b"SECRET-AUTHZ", b"SECRET-PROXY", b"SECRET-COOKIE", b"SECRET-SETCOOKIE", b"SECRET-APIKEY",
