@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from shadow.config import parse_config
-from shadow.demo import seeds
+from shadow.demo import run, seeds
+from shadow.demo.processes import Supervisor
 from shadow.demo.run import DemoUpstreams, capture_health, gateway_yaml
+from shadow.errors import ShadowError
 from shadow.store import Store, open_store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -153,7 +155,7 @@ def test_demo_refuses_to_mix_captures(demo_run: DemoRun) -> None:
     again = subprocess.run([sys.executable, "-m", "shadow.cli", "demo", "--out", str(demo_run.out)],
                            capture_output=True, text=True, timeout=30, cwd=REPO)
     assert again.returncode == 2
-    assert again.stderr.strip() == f"error: {demo_run.capture} already holds a capture; choose another --out " \
+    assert again.stderr.strip().splitlines()[-1] == f"error: {demo_run.capture} already holds a capture; choose another --out " \
                                    "or remove it"
 
 
@@ -189,3 +191,16 @@ def test_capture_health_names_what_was_lost(tmp_path: Path) -> None:
     (tmp_path / "_stats" / "gw-1.json").write_text('{"sealed_rows": 5, "mirror_completed": 2}')
     assert capture_health(tmp_path).endswith("; nothing shed or failed")
     assert capture_health(tmp_path / "missing") == "no gateway counters found"
+
+
+def test_a_gateway_that_cannot_start_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(gateway_yaml(DemoUpstreams("http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3")))
+    crash = "import sys; print('mitmdump: cannot load addons/gateway.py', file=sys.stderr); sys.exit(3)"
+    monkeypatch.setattr(run, "gateway_argv", lambda config, port: [sys.executable, "-c", crash])
+    with Supervisor(tmp_path / "logs") as sup, pytest.raises(ShadowError) as err:
+        run.start_gateway(sup, config)
+    message = err.value.format_message()
+    assert message.startswith("gateway exited with code 3 while starting")
+    assert "mitmdump: cannot load addons/gateway.py" in message
+    assert not sup.children
