@@ -266,7 +266,9 @@ def build_order(order_id: int, new: NewOrder) -> Order:
 def _orders_routes(render: Callable[[Order], JsonObject], *, detail_delay: Callable[[], float],
                    list_fails: Callable[[], bool]) -> list[web.RouteDef]:
     """Routes of /api/orders*, shared by the monolith and the service; `render` sets the dialect."""
-    next_id = [seeds.ORDER_COUNT + 1]  # created orders live only in this process
+    # Created orders get ids after the seeded ones and are not stored: the data stays a pure
+    # function of ids, and two monolith processes never disagree about an order that exists.
+    next_id = [seeds.ORDER_COUNT + 1]
 
     async def list_orders(request: web.Request) -> web.Response:
         if list_fails():
