@@ -299,11 +299,11 @@ CHILD = textwrap.dedent(
     from shadow.settings import CaptureSettings, RedactionSettings
     s = CaptureSettings(dir=Path(sys.argv[1]), segment_rows=int(sys.argv[2]), segment_seconds=3600,
                         redaction=RedactionSettings(json_fields=("password",), key=b"k" * 32))
-    w = CaptureWriter(s, gateway_id="victim")
+    w = CaptureWriter(s, gateway_id=sys.argv[3])
     i = 0
     while True:
         for _ in range(100):
-            w.submit({"request_id": str(i), "exchange_id": "e%d" % i, "role": "primary", "ts": time.time_ns(),
+            w.submit({"request_id": str(i), "exchange_id": "%s-%d" % (sys.argv[3], i), "role": "primary", "ts": time.time_ns(),
                       "url": "http://h/p/%d" % i, "status": 200,
                       "req_headers": [("Authorization", "Bearer TOPSECRET-AUTH"), ("X-Plain", "VISIBLE-MARK")],
                       "req_body": b'{"user": "u", "password": "TOPSECRET-PW"}',
@@ -342,47 +342,77 @@ def assert_no_secrets(root: Path, secrets: tuple[bytes, ...], visible: bytes) ->
             assert secret not in data, f"{secret!r} reached {path}"
 
 
-def run_and_kill(capture: Path, acknowledged_at_least: int, segment_rows: int) -> int:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(capture), str(segment_rows)],
-                            stdout=subprocess.PIPE, text=True, env=env)
-    acknowledged = 0
-    try:
-        assert proc.stdout is not None
+class Child:
+    """A writer process that submits rows in a loop and prints how many it has flushed (acknowledged)."""
+
+    def __init__(self, capture: Path, gateway: str, segment_rows: int) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.gateway = gateway
+        self.proc = subprocess.Popen([sys.executable, "-c", CHILD, str(capture), str(segment_rows), gateway],
+                                     stdout=subprocess.PIPE, text=True, env=env)
+        self.acknowledged = 0
+
+    def wait_for(self, rows: int) -> None:
+        assert self.proc.stdout is not None
         deadline = time.monotonic() + 20
-        while acknowledged < acknowledged_at_least and time.monotonic() < deadline:
-            line = proc.stdout.readline()
+        while self.acknowledged < rows and time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
             if not line:
                 break
-            acknowledged = int(line)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    assert acknowledged >= acknowledged_at_least, "the child stopped early"
-    return acknowledged
+            self.acknowledged = int(line)
+        assert self.acknowledged >= rows, f"{self.gateway} stopped early"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def ids(self) -> set[str]:
+        return {f"{self.gateway}-{i}" for i in range(self.acknowledged)}
+
+
+def sealed_ids(table_dir: Path) -> list[str]:
+    glob = str(table_dir / "**" / "*.parquet")
+    return [r[0] for r in duck(f"SELECT exchange_id FROM read_parquet('{glob}', union_by_name=true)").fetchall()]
 
 
 def test_sigkill_loses_no_acknowledged_row_and_recovery_has_no_duplicates(tmp_path: Path) -> None:
     capture = tmp_path / "cap"
-    acknowledged = run_and_kill(capture, 3000, segment_rows=700)
     table_dir = capture / "exchanges"
-    # Every sealed file is readable through the glob readers use (no half-written file is visible).
-    glob = str(table_dir / "**" / "*.parquet")
-    sealed_before = duck(f"SELECT count(*) FROM read_parquet('{glob}', union_by_name=true)").fetchall()[0][0]
-    assert sealed_before > 0, "no segment was sealed before the kill (segment_rows too large?)"
-    assert list((table_dir / JOURNAL_DIR).glob("victim-*.arrows")), "a live journal was left behind"
-    assert_no_secrets(capture, SECRETS, b"VISIBLE-MARK")
+    a = Child(capture, "victim-a", segment_rows=400)  # seals often: the kill may land mid-seal
+    b = Child(capture, "victim-b", segment_rows=100_000)  # never seals: all its rows are in journals
+    try:
+        a.wait_for(1500)
+        b.wait_for(300)
+        a.kill()
+        # Every sealed file is readable through the glob readers use (no half-written file is visible).
+        sealed_before = len(sealed_ids(table_dir))
+        assert sealed_before > 0, "no segment was sealed before the kill (segment_rows too large?)"
+        assert list((table_dir / JOURNAL_DIR).glob("victim-a-*.arrows")), "a live journal was left behind"
+        assert_no_secrets(capture, SECRETS, b"VISIBLE-MARK")
 
-    w = CaptureWriter(CaptureSettings(dir=capture), gateway_id="heir")
-    w.close()
-    assert w.stats().recovered_rows > 0
+        # b is alive: an heir recovers a's journal and leaves b's alone.
+        heir = CaptureWriter(CaptureSettings(dir=capture), gateway_id="heir")
+        heir.close()
+        assert heir.stats().recovered_rows > 0
+        assert not list((table_dir / JOURNAL_DIR).glob("victim-a-*.arrows"))
+        assert list((table_dir / JOURNAL_DIR).glob("victim-b-*.arrows"))
+        ids = sealed_ids(table_dir)
+        assert len(ids) == len(set(ids)), "duplicates after recovery"
+        assert a.ids() <= set(ids)
+        assert sealed_before + heir.stats().recovered_rows == len(ids)
+        assert not any(i.startswith("victim-b-") for i in ids)
+
+        b.wait_for(b.acknowledged + 100)  # b kept writing throughout
+    finally:
+        a.kill()
+        b.kill()
+    heir2 = CaptureWriter(CaptureSettings(dir=capture), gateway_id="heir2")
+    heir2.close()
+    ids = sealed_ids(table_dir)
+    assert len(ids) == len(set(ids)), "duplicates after recovery"
+    assert a.ids() | b.ids() <= set(ids)
     assert not list((table_dir / JOURNAL_DIR).glob("*.arrows"))
-    ids = duck(f"SELECT exchange_id FROM read_parquet('{glob}', union_by_name=true)").fetchall()
-    exchange_ids = [r[0] for r in ids]
-    assert len(exchange_ids) == len(set(exchange_ids)), "duplicates after recovery"
-    assert len(exchange_ids) >= acknowledged
-    assert {f"e{i}" for i in range(acknowledged)} <= set(exchange_ids)
-    assert sealed_before + w.stats().recovered_rows == len(exchange_ids)
     assert_no_secrets(capture, SECRETS, b"VISIBLE-MARK")
 
 
