@@ -14,6 +14,7 @@ from tests.conftest import shadow_cli
 from tests.synthetic_capture import EndpointTraffic, write_capture
 
 POLICY_YAML = """\
+n_boot: 200
 defaults:
   error_rate_pp: 1.0
   transport_error_pp: 1.0

@@ -18,7 +18,7 @@ from tests.synthetic_capture import EndpointTraffic, write_capture
 
 # Looser error margins than the defaults (+0.1 pp needs ~3,000 clean requests per arm to prove):
 # the tests stay small and still need real evidence to pass.
-TEST_POLICY = Policy.from_mapping({"defaults": {"error_rate_pp": 1.0, "transport_error_pp": 1.0,
+TEST_POLICY = Policy.from_mapping({"n_boot": 200, "defaults": {"error_rate_pp": 1.0, "transport_error_pp": 1.0,
                                                 "mismatch_budget": 0.02}})
 
 

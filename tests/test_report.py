@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +11,9 @@ import pytest
 from analyzers.pipeline import AnalysisResult, DiffExample, FieldDiff
 from analyzers.policy import Policy
 from analyzers.report import (
+    ReportFiles,
     endpoint_rollup,
     order_statistic_interval,
-    render_html,
     render_markdown,
     write_report,
 )
@@ -47,8 +46,9 @@ def _sample(endpoint: str, paired: bool, shift: float, seed: int) -> EndpointSam
                           candidate_transport_error=c_err, candidate="orders-svc")
 
 
-@pytest.fixture
-def analysis(tmp_path: Path) -> AnalysisResult:
+@pytest.fixture(scope="module")
+def analysis(tmp_path_factory: pytest.TempPathFactory) -> AnalysisResult:
+    tmp_path = tmp_path_factory.mktemp("report")
     results = [
         _result("/api/orders/{id}", "latency_p95", "FAIL", "p95 is 50 % slower"),
         _result("/api/orders/{id}", "error_rate", "PASS", "within margin", unit="difference", estimate=0.0),
@@ -74,9 +74,17 @@ def analysis(tmp_path: Path) -> AnalysisResult:
                           pairs_by_endpoint={"/api/orders/{id} → orders-svc": 800})
 
 
-def test_report_files_are_written_and_self_contained(analysis: AnalysisResult, tmp_path: Path) -> None:
-    files = write_report(analysis, tmp_path / "out")
-    page = files.html.read_text()
+@pytest.fixture(scope="module")
+def files(analysis: AnalysisResult, tmp_path_factory: pytest.TempPathFactory) -> ReportFiles:
+    return write_report(analysis, tmp_path_factory.mktemp("out"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def page(files: ReportFiles) -> str:
+    return files.html.read_text()
+
+
+def test_report_files_are_written_and_self_contained(page: str) -> None:
     for section in SECTIONS:
         assert f'id="{section}"' in page
     # Self-contained: every src is a data URI, every href an in-page anchor.
@@ -90,14 +98,12 @@ def test_report_files_are_written_and_self_contained(analysis: AnalysisResult, t
     assert len(re.findall(r"<img ", page)) == 2  # one latency plot per endpoint
 
 
-def test_html_escapes_captured_values(analysis: AnalysisResult) -> None:
-    page = render_html(analysis)
+def test_html_escapes_captured_values(page: str) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<script>alert" not in page
 
 
-def test_html_shows_verdict_reasons_noise_and_policy(analysis: AnalysisResult) -> None:
-    page = render_html(analysis)
+def test_html_shows_verdict_reasons_noise_and_policy(page: str) -> None:
     summary = page[page.index('id="summary"'):page.index('id="guardrails"')]
     assert "FAIL" in summary and "12.5" in summary
     assert "latency_p95: p95 is 50 % slower" in summary
@@ -127,8 +133,7 @@ def test_markdown_summary(analysis: AnalysisResult) -> None:
     assert "/generated_at" not in md  # noise stays out of a PR comment
 
 
-def test_verdict_json_is_strict_json_with_diff_fields(analysis: AnalysisResult, tmp_path: Path) -> None:
-    files = write_report(analysis, tmp_path / "out")
+def test_verdict_json_is_strict_json_with_diff_fields(files: ReportFiles) -> None:
     text = files.json.read_text()
     assert "NaN" not in text and "Infinity" not in text
     doc = json.loads(text)

@@ -20,7 +20,7 @@ from tests.conftest import REPO
 from tests.synthetic_capture import EndpointTraffic, write_capture
 from tests.upstream import free_port
 
-POLICY = Policy.from_mapping({"defaults": {"error_rate_pp": 1.0, "transport_error_pp": 1.0,
+POLICY = Policy.from_mapping({"n_boot": 200, "defaults": {"error_rate_pp": 1.0, "transport_error_pp": 1.0,
                                            "mismatch_budget": 0.02}})
 
 
