@@ -13,6 +13,10 @@ Prints throughput and client latency p50/p99 per mode and as a ratio to (a); for
 mirrored = captured + shed from the capture's counters. The load generator is an aiohttp client
 with `--concurrency` keep-alive connections, bounded by `--seconds` and `--max-requests`.
 Modes run interleaved for `--rounds` rounds so drift on a shared machine hits them all alike.
+
+Also printed: the proxy process's CPU time per request (all its threads, from /proc), which a busy
+shared machine disturbs far less than throughput; for a proxy that saturates one core, bare CPU /
+mode CPU is the throughput ratio it would reach on an idle machine.
 """
 
 from __future__ import annotations
@@ -120,13 +124,25 @@ class Result:
     counters: dict[str, int] = field(default_factory=dict)
     captured_candidates: int = 0
     captured_primaries: int = 0
+    cpu_seconds: float = 0.0  # the proxy process's CPU (all threads) during the measured load
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_seconds / self.requests * 1e6 if self.requests else float("nan")
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-async def load(url: str, seconds: float, concurrency: int, max_requests: int, result: Result) -> None:
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(url: str, seconds: float, concurrency: int, max_requests: int, result: Result,
+               pid: int | None = None) -> None:
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -155,8 +171,11 @@ async def load(url: str, seconds: float, concurrency: int, max_requests: int, re
                 i += 1
 
         started = time.perf_counter()
+        cpu0 = process_cpu_seconds(pid) if pid else 0.0
         await asyncio.gather(*(worker(n) for n in range(concurrency)))
         result.seconds += time.perf_counter() - started
+        if pid:
+            result.cpu_seconds += process_cpu_seconds(pid) - cpu0
 
 
 def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Namespace, root: Path) -> Result:
@@ -178,7 +197,8 @@ def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Na
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, proc)
-        asyncio.run(load(f"http://127.0.0.1:{port}", args.seconds, args.concurrency, args.max_requests, result))
+        asyncio.run(load(f"http://127.0.0.1:{port}", args.seconds, args.concurrency, args.max_requests, result,
+                         pid=proc.pid))
     finally:
         stop(proc)
     stats = capture / "_stats" / "bench.json"
@@ -230,7 +250,8 @@ def main() -> None:
                     r = run_mode(mode, primary, {"fast": fast, "late": late}, args, Path(tmp))
                     results[mode].append(r)
                     print(f"round {rnd + 1} {mode:12s} {r.rps:7.1f} req/s  p50 {pct(r.latencies_ms, .5):6.2f} ms  "
-                          f"p99 {pct(r.latencies_ms, .99):6.2f} ms  errors {r.errors}", flush=True)
+                          f"p99 {pct(r.latencies_ms, .99):6.2f} ms  proxy CPU {r.cpu_us_per_request:6.0f} us/req  "
+                          f"errors {r.errors}", flush=True)
     finally:
         for proc, _url in upstreams:
             stop(proc, signal.SIGTERM)
@@ -249,8 +270,12 @@ def main() -> None:
 
     print(f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; concurrency "
           f"{args.concurrency}, {args.seconds:g} s x {args.rounds} rounds per mode (median req/s; ratio = median of per-round ratios; pooled latencies)\n")
-    print("| mode | req/s | vs (a) | p50 ms | p99 ms | mirrored = captured + shed |")
-    print("|---|---|---|---|---|---|")
+    def cpu(mode: str) -> float:
+        return statistics.median(r.cpu_us_per_request for r in results[mode])
+
+    print("| mode | req/s | vs (a) | p50 ms | p99 ms | proxy CPU µs/req | CPU-bound req/s vs (a) | "
+          "mirrored = captured + shed |")
+    print("|---|---|---|---|---|---|---|---|")
     for mode in modes:
         check = ""
         if mode in ("mirror", "mirror-late"):
@@ -265,7 +290,7 @@ def main() -> None:
                              f" capture shed {c.get('shed', 0)})")
             check = "; ".join(parts)
         print(f"| {LABELS[mode]} | {rps(mode):.0f} | {ratio(mode):.2f} | {lat(mode, .5):.2f} | "
-              f"{lat(mode, .99):.2f} | {check} |")
+              f"{lat(mode, .99):.2f} | {cpu(mode):.0f} | {cpu('bare') / cpu(mode):.2f} | {check} |")
     if "mirror" in results and "mirror-late" in results:
         print(f"\n(d) p50 / (c) p50 = {lat('mirror-late', .5) / lat('mirror', .5):.2f} (target ≤ 1.10)")
 
