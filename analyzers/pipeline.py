@@ -47,6 +47,26 @@ class DiffExample:
 
 
 @dataclass(frozen=True)
+class SecondaryEvidence:
+    """The noise test of one field (analyzers/noise.py): candidate vs secondary on the same requests."""
+
+    requests: int  # requests that had a secondary
+    candidate_diffs: int  # of them, where the candidate differed here
+    secondary_diffs: int  # where the secondary (same code as the primary) differed here
+    p_holm: float | None  # one-sided McNemar, Holm-adjusted; None when the secondary never differed
+    diffy_real: bool  # Diffy's count rule, for comparison
+
+    def describe(self) -> str:
+        test = "" if self.p_holm is None else f", McNemar p = {self.p_holm:.2g} (Holm)"
+        return (f"candidate differs on {self.candidate_diffs:,} and the secondary on "
+                f"{self.secondary_diffs:,} of {self.requests:,} requests{test}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"requests": self.requests, "candidate_diffs": self.candidate_diffs,
+                "secondary_diffs": self.secondary_diffs, "p_holm": self.p_holm, "diffy_real": self.diffy_real}
+
+
+@dataclass(frozen=True)
 class FieldDiff:
     """One row of the diff-field table: a (templated) field that differed on an endpoint."""
 
@@ -61,6 +81,7 @@ class FieldDiff:
     pairs_affected: int  # distinct requests with this difference
     pairs_total: int  # paired requests on the endpoint (the rate's denominator)
     examples: tuple[DiffExample, ...] = ()
+    secondary: SecondaryEvidence | None = None
 
     @property
     def name(self) -> str:
@@ -86,6 +107,7 @@ class FieldDiff:
             "noise_reason": self.noise_reason, "count": self.count,
             "pairs_affected": self.pairs_affected, "pairs_total": self.pairs_total,
             "rate": self.rate,
+            "secondary": None if self.secondary is None else self.secondary.to_json(),
             "examples": [{"request_id": e.request_id, "pointer": e.pointer, "primary": e.old,
                           "candidate": e.new} for e in self.examples],
         }
@@ -344,25 +366,32 @@ def pairs_per_endpoint(store: Any) -> dict[tuple[str, str], int]:
 def field_diffs(store: Any, pairs_total: dict[tuple[str, str], int],
                 examples_per_field: int = EXAMPLES_PER_FIELD) -> list[FieldDiff]:
     """The diff-field table: per (endpoint, candidate service, kind, op, pointer template, noise,
-    reason) how many differences and pairs, with a few concrete examples each."""
+    reason) how many differences and pairs, with examples from a few distinct requests each, and
+    the secondary's evidence for the field when the capture had a secondary (CAPTURE/diffs_fields)."""
     if "diffs" not in store.views:
         return []
-    key = ("endpoint, coalesce(c_service, '') AS c_service, kind, op, pointer_template, "
-           "coalesce(noise, false) AS noise, coalesce(noise_reason, '') AS noise_reason")
+    group = ("endpoint, coalesce(c_service, '') AS c_service, kind, op, pointer_template, "
+             "coalesce(noise, false) AS noise, coalesce(noise_reason, '') AS noise_reason")
+    partition = ("endpoint, coalesce(c_service, ''), kind, op, pointer_template, coalesce(noise, false), "
+                 "coalesce(noise_reason, '')")
     groups = store.sql(
-        f"SELECT {key}, count(*) AS n, count(DISTINCT request_id) AS pairs FROM diffs GROUP BY ALL"
+        f"SELECT {group}, count(*) AS n, count(DISTINCT request_id) AS pairs FROM diffs GROUP BY ALL"
     ).fetchall()
+    # One difference per request (its first pointer), then the first few requests in a stable but
+    # scattered order (by hash), so the examples show different requests, not one array's elements.
     examples_rows = store.sql(
-        f"SELECT * FROM (SELECT {key}, request_id, pointer, CAST(old AS VARCHAR) AS old, "
-        "CAST(new AS VARCHAR) AS new, row_number() OVER (PARTITION BY endpoint, c_service, kind, op, "
-        "pointer_template, coalesce(noise, false), coalesce(noise_reason, '') ORDER BY request_id, pointer) AS k "
-        f"FROM diffs) WHERE k <= {int(examples_per_field)}"
+        f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {partition} ORDER BY hash(request_id), "
+        "request_id) AS k FROM (SELECT * FROM (SELECT "
+        f"{group}, request_id, pointer, CAST(old AS VARCHAR) AS old, CAST(new AS VARCHAR) AS new, "
+        f"row_number() OVER (PARTITION BY {partition}, request_id ORDER BY pointer) AS j FROM diffs) "
+        f"WHERE j = 1)) WHERE k <= {int(examples_per_field)} ORDER BY k"
     ).fetchall()
     examples: dict[tuple[Any, ...], list[DiffExample]] = {}
     for row in examples_rows:
         examples.setdefault(tuple(row[:7]), []).append(DiffExample(
             request_id=str(row[7]), pointer=str(row[8]),
             old=None if row[9] is None else _clip(row[9]), new=None if row[10] is None else _clip(row[10])))
+    evidence = secondary_evidence(store)
     fields = []
     for endpoint, service, kind, op, template, noise, reason, n, pairs in groups:
         k = (endpoint, service, kind, op, template, noise, reason)
@@ -371,9 +400,24 @@ def field_diffs(store: Any, pairs_total: dict[tuple[str, str], int],
             pointer_template=str(template), noise=bool(noise), noise_reason=str(reason) or None,
             count=int(n), pairs_affected=int(pairs), pairs_total=pairs_total.get((str(endpoint), str(service)), 0),
             examples=tuple(examples.get(k, ())),
+            secondary=evidence.get((str(endpoint), str(service), str(kind), str(template))),
         ))
     fields.sort(key=lambda f: (f.noise, -f.count, f.endpoint, f.pointer_template, f.op))
     return fields
+
+
+def secondary_evidence(store: Any) -> dict[tuple[str, str, str, str], SecondaryEvidence]:
+    """Per (endpoint, candidate service, kind, pointer template): how often the candidate and the
+    secondary (the primary's own code, again) differed from the primary on the same requests."""
+    if "diffs_fields" not in store.views:
+        return {}
+    rows = store.sql(
+        "SELECT endpoint, coalesce(c_service, ''), kind, pointer_template, requests, candidate_diffs, "
+        "secondary_diffs, p_holm, diffy_real FROM diffs_fields").fetchall()
+    return {(str(e), str(s), str(k), str(t)): SecondaryEvidence(
+        requests=int(n), candidate_diffs=int(c), secondary_diffs=int(d),
+        p_holm=None if p is None else float(p), diffy_real=bool(dr))
+        for e, s, k, t, n, c, d, p, dr in rows}
 
 
 def _clip(value: str) -> str:

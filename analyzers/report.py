@@ -139,16 +139,6 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{f:.{digits}f}".rstrip("0").rstrip(".") if "." in f"{f:.{digits}f}" else f"{f:.{digits}f}"
 
 
-def _interval(value: Any) -> str:
-    if value is None:
-        return "—"
-    try:
-        lo, hi = value
-    except (TypeError, ValueError):
-        return str(value)
-    return f"[{_num(lo)}, {_num(hi)}]"
-
-
 def _pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
@@ -403,7 +393,8 @@ def _latency_section(result: AnalysisResult, progress: Progress | None = None) -
                     cells += ["—", "—"]
                     continue
                 ci = order_statistic_interval(values, q)
-                cells += [_num(float(np.quantile(values, q)), 1), _interval(ci)]
+                cells += [_num(float(np.quantile(values, q)), 1),
+                          "—" if ci is None else f"[{_num(ci[0], 1)}, {_num(ci[1], 1)}]"]
             rows.append(cells)
         parts.append(_table(("quantile", "primary ms", "primary 95 % interval", "candidate ms",
                              "candidate 95 % interval"), rows, numeric=(1, 3)))
@@ -448,7 +439,9 @@ def _field_rows(fields: Iterable[FieldDiff]) -> list[tuple[str, ...]]:
         rows.append((
             _e(f.name), f"<code>{_e(field_label(f))}</code>", _e(f.kind), _e(f.op),
             _num(f.count), _pct(f.rate), "noise" if f.noise else "<b>real</b>",
-            _e(f.noise_reason) if f.noise else "", link if f.examples else "",
+            _e(f.noise_reason) if f.noise else "",
+            _e(f.secondary.describe()) if f.secondary is not None else '<span class="muted">no secondary</span>',
+            link if f.examples else "",
         ))
     return rows
 
@@ -462,7 +455,7 @@ def _diff_section(result: AnalysisResult) -> str:
             'with that difference. Real differences first.</p>'
             + (f"<ul>{pairs}</ul>" if pairs else "")
             + _table(("endpoint", "field", "kind", "op", "count", "rate", "real / noise", "why noise",
-                      "examples"), _field_rows(fields), numeric=(4, 5))
+                      "secondary (noise evidence)", "examples"), _field_rows(fields), numeric=(4, 5))
             + "</section>")
 
 
