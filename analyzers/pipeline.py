@@ -159,6 +159,11 @@ class Progress:
         if self._bar is not None:
             self._bar.update(n)
 
+    def set_total(self, total: int) -> None:
+        if self._bar is not None and self._bar.total != total:
+            self._bar.total = total
+            self._bar.refresh()
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
@@ -475,6 +480,10 @@ def _run_diffs(capture_dir: Path, rules: Any, show: bool, pairs: int) -> Any:
         workers = 1 if pairs < PARALLEL_DIFF_MIN_PAIRS else None
         return compute_diffs(capture_dir, rules if rules is not None else DEFAULT_RULES,
                              progress=_progress_callback(bar), workers=workers)
+    except OSError as exc:
+        # The diff step writes CAPTURE/diffs*/ beside the capture: a read-only copy cannot be judged.
+        raise CaptureError(f"{capture_dir}: cannot write the diffs table there: "
+                           f"{exc.strerror or exc} (copy the capture somewhere writable)") from None
     finally:
         bar.close()
 
@@ -484,9 +493,8 @@ def _progress_callback(bar: Progress) -> Callable[..., None]:
     state = {"done": 0}
 
     def report(done: int, total: int | None = None) -> None:
-        if bar._bar is not None and total is not None and bar._bar.total != total:
-            bar._bar.total = total
-            bar._bar.refresh()
+        if total is not None:
+            bar.set_total(total)
         bar.update(max(0, done - state["done"]))
         state["done"] = max(state["done"], done)
 

@@ -103,6 +103,8 @@ def verdict_document(capture: Path, policy: Any, rules: Any, *, sequential_state
         return {"verdict": "inconclusive", "score": 0.0, "results": [], "error": exc.format_message(),
                 "computed_at": time.time()}
     doc: dict[str, Any] = json.loads(verdict_json(result))
+    for field in doc.get("diff_fields", []):
+        field.pop("examples", None)  # polled every few seconds: keep the answer small (the report has them)
     doc["verdict"] = overall_name(result.verdict).lower()
     doc.setdefault("score", float(getattr(result.verdict, "score", 0.0)))
     doc.setdefault("results", [])
