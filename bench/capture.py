@@ -11,7 +11,7 @@
 4. A simulated event loop (~1 ms of Python work per request, as bare mitmdump spends here, then submit) with and without the
    writer thread running: what capture costs the proxy through the GIL.
 5. How late a 0.5 ms timer on the event-loop thread wakes while the writer is busy, with the writer
-   yielding the GIL every YIELD_EVERY_ROWS rows (the default) and never.
+   yielding the GIL after YIELD_AFTER_S of work (the default) and never.
 """
 
 from __future__ import annotations
@@ -59,14 +59,28 @@ def make_rows(n: int) -> list[dict[str, Any]]:
 
 
 def bench_submit(rows: list[dict[str, Any]], root: Path) -> float:
-    s = CaptureSettings(dir=root, max_queue=len(rows) + 1, redaction=RedactionSettings(key=b"k"))
-    w = CaptureWriter(s, gateway_id="bench-submit")
+    """The call itself, µs per row: the writer thread is held (its first prepare waits) so that the
+    loop measures submit(), not the GIL sharing (measured separately by bench_event_loop_impact)."""
+    import threading
+
+    s = CaptureSettings(dir=root, max_queue=len(rows) + 2, redaction=RedactionSettings(key=b"k"))
+    entered, release = threading.Event(), threading.Event()
+
+    def held(row: dict[str, Any]) -> dict[str, Any]:
+        entered.set()
+        release.wait()
+        return row
+
+    w = CaptureWriter(s, gateway_id="bench-submit", prepare=held)
+    w.submit(rows[0])
+    entered.wait(5)
     t0 = time.perf_counter()
     for r in rows:
         w.submit(r)
     elapsed = time.perf_counter() - t0
+    release.set()
     w.close()
-    assert w.stats().sealed_rows == len(rows), w.stats()
+    assert w.stats().sealed_rows == len(rows) + 1, w.stats()
     return elapsed / len(rows) * 1e6
 
 
@@ -110,15 +124,15 @@ def bench_event_loop_impact(rows: list[dict[str, Any]], root: Path) -> tuple[flo
     return without, with_capture
 
 
-def bench_wakeup_delay(rows: list[dict[str, Any]], root: Path, *, yield_rows: int) -> tuple[float, float]:
+def bench_wakeup_delay(rows: list[dict[str, Any]], root: Path, *, yield_after_s: float) -> tuple[float, float]:
     """How late a 0.5 ms timer on the event-loop thread gets the GIL back while the writer thread
-    is busy: (p50, p99) in µs. `yield_rows` sets shadow.capture.YIELD_EVERY_ROWS (huge = never yield)."""
-    saved = capture_module.YIELD_EVERY_ROWS
-    capture_module.YIELD_EVERY_ROWS = yield_rows
+    is busy: (p50, p99) in µs. `yield_after_s` sets shadow.capture.YIELD_AFTER_S (huge = never yield)."""
+    saved = capture_module.YIELD_AFTER_S
+    capture_module.YIELD_AFTER_S = yield_after_s
     try:
         s = CaptureSettings(dir=root, max_queue=len(rows) + 1,
                             redaction=RedactionSettings(key=b"k", json_fields=("password",)))
-        w = CaptureWriter(s, gateway_id=f"bench-wake-{yield_rows}")
+        w = CaptureWriter(s, gateway_id=f"bench-wake-{yield_after_s:g}")
         late: list[float] = []
         for r in rows:
             w.submit(r)
@@ -127,7 +141,7 @@ def bench_wakeup_delay(rows: list[dict[str, Any]], root: Path, *, yield_rows: in
             late.append(time.perf_counter() - t0 - 0.0005)
         w.close()
     finally:
-        capture_module.YIELD_EVERY_ROWS = saved
+        capture_module.YIELD_AFTER_S = saved
     late.sort()
     return late[len(late) // 2] * 1e6, late[int(len(late) * 0.99)] * 1e6
 
@@ -174,8 +188,8 @@ def main() -> None:
         baseline = bench_baseline(rows, tmp)
         loop_without, loop_with = bench_event_loop_impact(rows[: min(len(rows), 3_000)], tmp / "loop")
         wake_rows = rows[: min(len(rows), 4_000)]
-        wake_never = bench_wakeup_delay(wake_rows, tmp / "wake0", yield_rows=10**9)
-        wake_yield = bench_wakeup_delay(wake_rows, tmp / "wake1", yield_rows=capture_module.YIELD_EVERY_ROWS)
+        wake_never = bench_wakeup_delay(wake_rows, tmp / "wake0", yield_after_s=1e9)
+        wake_yield = bench_wakeup_delay(wake_rows, tmp / "wake1", yield_after_s=capture_module.YIELD_AFTER_S)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"rows: {args.rows}, response body {len(body)} bytes (JSON)")
@@ -191,7 +205,7 @@ def main() -> None:
           f"(ratio {loop_with / loop_without:.2f}; the writer thread shares the GIL)")
     print(f"ratio pass-through / baseline:       {journal_only / baseline:10.2f}")
     print(f"event-loop timer lateness, writer never yields:  p50 {wake_never[0]:7.0f} µs  p99 {wake_never[1]:7.0f} µs")
-    print(f"event-loop timer lateness, writer yields every {capture_module.YIELD_EVERY_ROWS} rows: "
+    print(f"event-loop timer lateness, writer yields each {capture_module.YIELD_AFTER_S * 1e3:g} ms: "
           f"p50 {wake_yield[0]:5.0f} µs  p99 {wake_yield[1]:7.0f} µs")
 
 

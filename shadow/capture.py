@@ -88,10 +88,11 @@ ERROR_LOG_INTERVAL_S = 10.0
 # Besides settings.max_queue rows, the queue holds at most this many body bytes (bodies arrive uncut):
 # 20,000 queued rows of 1 MB bodies must shed, not take 20 GB. A single row always fits an empty queue.
 MAX_QUEUE_BYTES = 256 * 1024 * 1024
-# The writer thread sleeps YIELD_SLEEP_S after every YIELD_EVERY_ROWS prepared rows. Without it, a
-# busy writer keeps the GIL for whole switch intervals (5 ms) while the event loop waits to run; a
-# real sleep (not sleep(0), after which this thread usually takes the GIL straight back) lets it in.
-YIELD_EVERY_ROWS = 8
+# After YIELD_AFTER_S of continuous row preparation the writer thread sleeps YIELD_SLEEP_S. Without
+# it, a busy writer keeps the GIL for whole switch intervals (5 ms) while the event loop waits to run;
+# a real sleep (not sleep(0), after which this thread usually takes the GIL straight back) lets it in.
+# Bounded by time, not rows, so an idle-ish writer never sleeps and a busy one loses ~5 % at most.
+YIELD_AFTER_S = 0.001
 YIELD_SLEEP_S = 0.00005
 JOURNAL_DIR = "_journal"
 CORRUPT_DIR = "corrupt"
@@ -673,6 +674,7 @@ class CaptureWriter:
         self._wake.wait(BATCH_INTERVAL_S)
         self._wake.clear()
         pending: list[dict[str, Any]] = []
+        busy_since = time.perf_counter()
         while True:
             try:
                 item = self._queue.popleft()
@@ -710,8 +712,10 @@ class CaptureWriter:
             prepared = self._prepare_row(item)
             if prepared is not None:
                 pending.append(prepared)
-            if len(pending) % YIELD_EVERY_ROWS == 0:
-                time.sleep(YIELD_SLEEP_S)  # let the event loop have the GIL (see YIELD_EVERY_ROWS)
+            now = time.perf_counter()
+            if now - busy_since >= YIELD_AFTER_S:
+                time.sleep(YIELD_SLEEP_S)  # let the event loop have the GIL (see YIELD_AFTER_S)
+                busy_since = time.perf_counter()
             if len(pending) >= BATCH_ROWS:
                 self._write_safely(pending)
                 pending = []
