@@ -85,6 +85,7 @@ class DiffRunSummary:
     workers: int
     probe_used: bool
     cpu_seconds: float = 0.0  # this process (DuckDB included) plus the workers
+    worker_cpu_seconds: float = 0.0  # the workers' share (0 when diffing in-process)
     peak_rss_mb: float = 0.0  # the largest of this process and each worker
     fields: tuple[FieldNoise, ...] = ()
     diffs_dir: Path = field(default=Path("diffs"))
@@ -167,7 +168,10 @@ def diff_batch(batch: pa.RecordBatch, ctx: BatchContext) -> BatchResult:
             if not row["c_settled"]:
                 cd = diff_pair(primary, ExchangeSide.from_row(row, "c_"), er, max_value_chars=ctx.max_value_chars,
                                compare_headers=not row["c_h_eq"], compare_body=not row["c_b_eq"])
-            if has_s[idx]:
+            if has_s[idx] and row["s_status"] is None and row["p_status"] is not None:
+                # the secondary failed to answer: that says nothing about the primary's determinism
+                counts.requests[(ep, svc)] -= 1
+            elif has_s[idx]:
                 sd: list[Difference] = []
                 if not row["s_settled"]:
                     sd = diff_pair(primary, ExchangeSide.from_row(row, "s_"), er,
@@ -359,7 +363,8 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
     cpu = own.ru_utime + own.ru_stime - cpu_before + sum(c for c, _ in worker_usage.values())
     peak = max([own.ru_maxrss / 1024] + [m for _, m in worker_usage.values()])
     return DiffRunSummary(
-        cpu_seconds=cpu, peak_rss_mb=peak, capture_dir=root, pairs=pairs, equal_pairs=stats["equal"], pairs_with_real_diffs=stats["unequal"],
+        cpu_seconds=cpu, worker_cpu_seconds=sum(c for c, _ in worker_usage.values()), peak_rss_mb=peak,
+        capture_dir=root, pairs=pairs, equal_pairs=stats["equal"], pairs_with_real_diffs=stats["unequal"],
         truncated_pairs=stats["truncated"], secondary_pairs=stats["secondary"], diff_rows=stats["rows"],
         real_rows=stats["real"], noise_rows=stats["rows"] - stats["real"], seconds=time.perf_counter() - started,
         workers=workers, probe_used=probe is not None, fields=tuple(fields), diffs_dir=root / "diffs",

@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -120,22 +121,68 @@ def generate(root: Path, pairs: int, seed: int = 7) -> dict[str, Any]:
     return {"pairs": pairs, "mean_body_bytes": sizes / max(pairs, 1), **kinds}
 
 
-def _rss_mb() -> tuple[float, float]:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return own, children
+def _tree_rss(root: int) -> int:
+    """Resident bytes of `root` and all its descendants (worker processes included), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+            except OSError:
+                pass
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            pass
+        stack += children.get(pid, [])
+    return total
+
+
+class PeakMemory:
+    """Samples the whole process tree's RSS every 0.2 s (ru_maxrss misses forkserver workers)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _tree_rss(os.getpid()))
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _tree_rss(os.getpid()))
+
+
+def _cpu() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def stage_diff(root: Path, workers: int) -> dict[str, Any]:
     from analyzers.diffs_table import compute_diffs
 
-    t = time.perf_counter()
-    s = compute_diffs(root, RULES, progress=False, workers=workers)
-    wall = time.perf_counter() - t
-    own, children = _rss_mb()
+    with PeakMemory() as mem:
+        t = time.perf_counter()
+        s = compute_diffs(root, RULES, progress=False, workers=workers)
+        wall = time.perf_counter() - t
     return {"seconds": wall, "pairs": s.pairs, "pairs_per_s": s.pairs / wall, "equal": s.equal_pairs,
             "real": s.pairs_with_real_diffs, "rows": s.diff_rows, "noise_rows": s.noise_rows,
-            "peak_rss_main_mb": own, "peak_rss_worker_mb": children, "workers": workers}
+            "cpu_seconds": s.cpu_seconds, "worker_cpu_seconds": s.worker_cpu_seconds,
+            "peak_rss_tree_mb": mem.peak / 2**20, "peak_rss_process_mb": s.peak_rss_mb, "workers": s.workers,
+            "load_avg": os.getloadavg()[0]}
 
 
 def stage_pipeline(root: Path) -> dict[str, Any]:
@@ -146,22 +193,24 @@ def stage_pipeline(root: Path) -> dict[str, Any]:
         return {"skipped": f"pipeline not importable: {e}"}
     from analyzers.rules import load_rules
 
-    t = time.perf_counter()
+    mem = PeakMemory().__enter__()
+    t, c = time.perf_counter(), _cpu()
     result = analyze(root, Policy(), rules=load_rules(RULES), progress=False)
     analyzed = time.perf_counter() - t
-    out: dict[str, Any] = {"analyze_seconds": analyzed, "verdict": str(getattr(result.verdict, "overall", "?"))}
+    summary = result.diff_summary
+    out: dict[str, Any] = {"analyze_seconds": analyzed, "analyze_cpu_seconds": _cpu() - c,
+                           "of_which_diff_seconds": getattr(summary, "seconds", None),
+                           "verdict": str(getattr(result.verdict, "overall", "?"))}
     try:
         from analyzers import report
 
-        render = getattr(report, "render_html", None) or getattr(report, "render", None)
-        if render is not None:
-            t = time.perf_counter()
-            render(result)
-            out["report_seconds"] = time.perf_counter() - t
+        t = time.perf_counter()
+        report.write_report(result, root / "report")
+        out["report_seconds"] = time.perf_counter() - t
     except Exception as e:  # the report API may differ; say so rather than guess
         out["report_error"] = f"{type(e).__name__}: {e}"[:200]
-    own, children = _rss_mb()
-    out.update(peak_rss_main_mb=own, peak_rss_worker_mb=children)
+    mem.__exit__()
+    out["peak_rss_tree_mb"] = mem.peak / 2**20
     return out
 
 
@@ -182,18 +231,19 @@ def stage_deepdiff(root: Path, subset: int) -> dict[str, Any]:
     rules = load_rules(RULES).for_endpoint("/api/orders/{id}")
     sides = [(ExchangeSide(200, [], pb, "application/json", ph), ExchangeSide(200, [], cb, "application/json", ch))
              for pb, cb, ph, ch in rows]
-    t = time.perf_counter()
+    # CPU time (one thread each): comparable even when other work shares the machine
+    t = time.process_time()
     ours_real = sum(1 for p, c in sides if any(not d.noise for d in diff_pair(p, c, rules)))
-    ours = time.perf_counter() - t
+    ours = time.process_time() - t
     # DeepDiff told to exclude the same volatile fields
     exclude = [r"root\['requestId'\]", r"root\['generatedAt'\]"]
-    t = time.perf_counter()
+    t = time.process_time()
     dd_real = sum(1 for pb, cb, _, _ in rows if DeepDiff(orjson.loads(pb), orjson.loads(cb), exclude_regex_paths=exclude))
-    dd = time.perf_counter() - t
-    t = time.perf_counter()
+    dd = time.process_time() - t
+    t = time.process_time()
     dd_short = sum(1 for pb, cb, _, _ in rows
                    if pb != cb and DeepDiff(orjson.loads(pb), orjson.loads(cb), exclude_regex_paths=exclude))
-    dd_s = time.perf_counter() - t
+    dd_s = time.process_time() - t
     n = len(rows)
     return {"pairs": n, "ours_pairs_per_s": n / ours, "deepdiff_pairs_per_s": n / dd,
             "deepdiff_shortcut_pairs_per_s": n / dd_s, "ratio": dd / ours, "ratio_vs_shortcut": dd_s / ours,
@@ -214,6 +264,7 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=10_000, help="pairs for the DeepDiff comparison")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the generated capture")
+    ap.add_argument("--capture", type=Path, help="use this capture (from an earlier --keep) instead of generating")
     ap.add_argument("--no-pipeline", action="store_true")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
@@ -225,10 +276,13 @@ def main() -> None:
         print(json.dumps(fn[args.stage]()))
         return
     tmp = Path(tempfile.mkdtemp(prefix="shadow-bench-"))
-    root = tmp / "capture"
+    root = args.capture or tmp / "capture"
     try:
         t = time.perf_counter()
-        gen = _run_stage("generate", root, ["--pairs", str(args.pairs)])
+        if args.capture:
+            gen = {"pairs": "existing"}
+        else:
+            gen = _run_stage("generate", root, ["--pairs", str(args.pairs)])
         if "error" in gen:
             sys.exit(f"generating the capture failed: {gen['error']}")
         print(f"generated {gen.get('pairs')} pairs in {time.perf_counter() - t:.1f} s "
@@ -239,10 +293,12 @@ def main() -> None:
         if "error" in d:
             print("compute_diffs failed:", d["error"])
         else:
-            print(f"compute_diffs: {d['pairs']} pairs in {d['seconds']:.1f} s = {d['pairs_per_s']:,.0f} pairs/s "
-                  f"({d['workers']} workers); equal {d['equal']}, real {d['real']}, diff rows {d['rows']} "
-                  f"({d['noise_rows']} noise); peak RSS main {d['peak_rss_main_mb']:.0f} MiB, "
-                  f"largest worker {d['peak_rss_worker_mb']:.0f} MiB", flush=True)
+            print(f"compute_diffs: {d['pairs']} pairs in {d['seconds']:.1f} s wall = {d['pairs_per_s']:,.0f} pairs/s "
+                  f"({d['workers']} workers, load average {d['load_avg']:.1f}); CPU {d['cpu_seconds']:.1f} s "
+                  f"(workers {d['worker_cpu_seconds']:.1f} s) → {d['pairs'] / max(d['cpu_seconds'], 1e-9):,.0f} "
+                  f"pairs per CPU-second; equal {d['equal']}, real {d['real']}, diff rows {d['rows']} "
+                  f"({d['noise_rows']} noise); peak RSS of the process tree {d['peak_rss_tree_mb']:.0f} MiB "
+                  f"(largest single process {d['peak_rss_process_mb']:.0f} MiB)", flush=True)
         if not args.no_pipeline:
             p = _run_stage("pipeline", root, [])
             print("pipeline (diffs + statistics + verdict):", json.dumps(p), flush=True)
@@ -250,15 +306,17 @@ def main() -> None:
         if "error" in dd:
             print("deepdiff comparison failed:", dd["error"])
         else:
-            print(f"subset of {dd['pairs']} pairs, one core: diff_pair {dd['ours_pairs_per_s']:,.0f} pairs/s, "
+            print(f"subset of {dd['pairs']} pairs, CPU time of one core: diff_pair {dd['ours_pairs_per_s']:,.0f} pairs/s, "
                   f"DeepDiff {dd['deepdiff_pairs_per_s']:,.0f} pairs/s (ratio {dd['ratio']:.0f}×), DeepDiff with "
                   f"the bytes-equal shortcut {dd['deepdiff_shortcut_pairs_per_s']:,.0f} pairs/s "
                   f"(ratio {dd['ratio_vs_shortcut']:.0f}×); pairs with real diffs: ours {dd['ours_real']}, "
                   f"DeepDiff {dd['deepdiff_real']}")
             if "error" not in d:
-                print(f"end to end vs DeepDiff: {d['pairs_per_s'] / dd['deepdiff_pairs_per_s']:.0f}×")
+                print(f"end to end (all stages, both cores) vs DeepDiff (one core): wall "
+                      f"{d['pairs_per_s'] / dd['deepdiff_pairs_per_s']:.0f}×, per CPU-second "
+                      f"{d['pairs'] / d['cpu_seconds'] / dd['deepdiff_pairs_per_s']:.0f}×")
     finally:
-        if args.keep:
+        if args.keep or args.capture:
             print("capture kept at", root)
         else:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -179,3 +179,13 @@ def test_probe_cli(tmp_path: Path, volatile_upstream: Upstream) -> None:
     # without --primary the captured upstream (a closed port) is used: nothing could be re-sent
     bad = CliRunner().invoke(cli, ["probe", str(tmp_path), "--sample", "2", "--timeout", "0.5"])
     assert bad.exit_code == 2 and "error: " in bad.output and "no request could be re-sent" in bad.output
+
+
+def test_a_failed_secondary_is_no_evidence_of_noise(tmp_path: Path) -> None:
+    rows = [exchange_row("x1", "primary", body={"a": 1}), exchange_row("x1", "candidate", body={"a": 1}, status=500),
+            exchange_row("x1", "secondary", body=None, status=None, error="connect refused")]
+    write_capture(tmp_path, rows)
+    summary = compute_diffs(tmp_path, None, progress=False, workers=1)
+    diffs = pq.read_table(tmp_path / "diffs").to_pylist()
+    assert [(d["kind"], d["noise"]) for d in diffs] == [("status", False)]
+    assert summary.pairs_with_real_diffs == 1
