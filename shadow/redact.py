@@ -43,6 +43,7 @@ KEY_FILE = ".shadow-key"
 REDACTED_PREFIX = "redacted:"
 
 _TOKEN_CACHE_SIZE = 4096
+_TOKEN_CACHE_VALUE_MAX = 512
 
 
 class _Unparsed:
@@ -138,9 +139,10 @@ class Redactor:
             return cached
         data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
         token = REDACTED_PREFIX + hmac.digest(self.key, data, "sha256").hex()[:16]
-        if len(self._tokens_cache) >= _TOKEN_CACHE_SIZE:
-            self._tokens_cache.clear()  # crude but bounded; the same few credentials repeat
-        self._tokens_cache[value] = token
+        if len(value) <= _TOKEN_CACHE_VALUE_MAX:  # credentials are short; a redacted JSON object may not be
+            if len(self._tokens_cache) >= _TOKEN_CACHE_SIZE:
+                self._tokens_cache.clear()  # crude but bounded; the same few credentials repeat
+            self._tokens_cache[value] = token
         return token
 
     # -- headers ----------------------------------------------------------------------------------
