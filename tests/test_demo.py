@@ -39,7 +39,8 @@ class DemoRun:
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     out = tmp_path_factory.mktemp("demo") / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "shadow.cli", "demo", "--requests", "200", "--out", str(out), "--no-progress"],
+        [sys.executable, "-m", "shadow.cli", "demo", "--requests", "200", "--out", str(out), "--no-progress",
+         "--no-report"],  # the report's own test runs the demo with it (tests/test_demo_report.py)
         capture_output=True, text=True, timeout=110, cwd=REPO)
     return DemoRun(out, result)
 

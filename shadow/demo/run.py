@@ -4,7 +4,8 @@ It starts the shop monolith, a second monolith instance (the secondary, for nois
 the extracted orders service (the candidate, with the differences listed in seeds.py); writes a
 gateway config that serves everything from the monolith and mirrors /api/orders to both others;
 runs that config with `shadow gateway` (the command users run); drives shop traffic through it;
-stops everything cleanly so the capture is sealed; and shows what was captured.
+stops everything cleanly so the capture is sealed; shows what was captured; and ends with the
+analysis (shadow.report_cmd.demo_report: the verdict and OUT/report/).
 """
 
 from __future__ import annotations
@@ -312,14 +313,17 @@ def run_demo(out: Path, *, requests: int, concurrency: int, max_seconds: float, 
 @click.option("--seed", type=int, default=2026, show_default=True, help="Seed of the traffic plan.")
 @click.option("--keep-running", is_flag=True, help="After the traffic, keep everything up until Ctrl-C.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--report/--no-report", default=True, show_default=True,
+              help="End by analysing the capture: the verdict and an HTML report in OUT/report.")
 def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: float, seed: int,
-         keep_running: bool, no_progress: bool) -> None:
+         keep_running: bool, no_progress: bool, report: bool) -> None:
     """Run the monolith → orders-service migration demo end to end and leave a capture to analyse.
 
     Starts a shop monolith, a second instance of it and an extracted orders service that differs in
     seeded ways (a renamed field, rounding, item order, latency, occasional 500s), puts the gateway in
     front (everything served by the monolith; /api/orders mirrored to the other two), drives traffic
-    through it, stops everything cleanly and shows what the capture holds.
+    through it, stops everything cleanly, shows what the capture holds, and ends with the verdict
+    and an HTML report of the comparison (OUT/report).
     """
     out = out or default_out_dir()
     started = time.monotonic()
@@ -338,6 +342,8 @@ def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: fl
     click.echo(next_steps(out / CONFIG_NAME, capture))
     if interrupted:
         sys.exit(130)
+    if not report:
+        return
     from shadow.report_cmd import demo_report  # last step: the verdict and the report (shadow report)
 
     demo_report(capture, out / "report", progress=not no_progress)
