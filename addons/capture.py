@@ -29,7 +29,10 @@ def primary_record(flow: http.HTTPFlow, route: RouteContext | None, gateway_id: 
     """The primary exchange of a flow (answered by an upstream, locally, or failed)."""
     req = flow.request
     resp = flow.response
-    started = req.timestamp_start
+    # `ts` and `latency_ms` start when the request leaves for the upstream (after routing), as the
+    # mirror copies' do, so primary and mirror latencies compare like for like; a locally answered
+    # flow starts when the client's request started.
+    started = route.sent_at if route is not None and route.sent_at else req.timestamp_start
     ended = resp.timestamp_end if resp is not None else None
     if ended is None:
         ended = (flow.error.timestamp if flow.error is not None else None) or time.time()

@@ -60,6 +60,7 @@ class RouteContext:
     active: ActiveConfig | None
     plan: RoutePlan | None = None  # None: answered locally (no router matched)
     path: str = ""  # path?query after middlewares, before a server's preserved path prefix
+    sent_at: float = 0.0  # time.time() when routing finished and mitmproxy sends the request upstream
 
     @property
     def mirrored(self) -> bool:

@@ -9,6 +9,7 @@ client's when the service passes the host header, Traefik's default).
 from __future__ import annotations
 
 import logging
+import time
 
 from mitmproxy import http
 
@@ -118,7 +119,8 @@ class Router:
         req.headers.fields = fields
         self.state.routes[flow] = RouteContext(
             request_id=flow.id, router=router.name, service=plan.primary.name, upstream=server.url,
-            client_host=client_host, active=active, plan=plan, path=rewritten.path + sep + query)
+            client_host=client_host, active=active, plan=plan, path=rewritten.path + sep + query,
+            sent_at=time.time())
 
     def response(self, flow: http.HTTPFlow) -> None:
         if flow.response is None:
