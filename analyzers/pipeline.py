@@ -245,54 +245,65 @@ def _column(table: Any, name: str, dtype: Any = float) -> np.ndarray:
     return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=dtype)
 
 
-def _keys(table: Any, name: str) -> np.ndarray:
+def _objects(table: Any, name: str) -> np.ndarray:
+    """A string column as an object array (client keys: None where absent)."""
     return np.asarray(table.column(name).to_pylist(), dtype=object)
 
 
-def paired_samples(store: Any, mismatch_ids: set[tuple[str, str]] | None) -> list[Any]:
+def _groups(table: Any, *names: str) -> list[tuple[tuple[str, ...], slice]]:
+    """(key values, row slice) of each run of equal `g` (the query's dense_rank over `names`)."""
+    g = _column(table, "g", np.int64)
+    if len(g) == 0:
+        return []
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(g)) + 1))
+    ends = np.concatenate((starts[1:], [len(g)]))
+    cols = [table.column(n) for n in names]
+    return [(tuple("" if c[int(a)].as_py() is None else str(c[int(a)].as_py()) for c in cols), slice(int(a), int(b)))
+            for a, b in zip(starts, ends, strict=True)]
+
+
+def paired_samples(store: Any, *, use_diffs: bool = True) -> list[Any]:
     """One paired EndpointSample per (endpoint, candidate service) of mirrored/replayed pairs.
 
-    `mismatch_ids`: (request_id, candidate service) of pairs with a real difference; None when no
-    diff ran (then the samples carry no mismatch array and the mismatch guardrail has nothing to judge)."""
+    With `use_diffs` and the diff engine's per-pair summary present (CAPTURE/diffs_summary), the
+    samples hold exactly the pairs that were diffed (a live capture may have sealed more since),
+    and each pair's mismatch flag: `equal` false is a real difference; NULL (a truncated body kept
+    the pair from being compared) counts as a mismatch too, since PASS needs evidence. Without it
+    the samples carry no mismatch array and the mismatch guardrail has nothing to judge."""
     from analyzers.verdict import EndpointSample
 
     modes = ", ".join(f"'{m}'" for m in PAIRED_MODES)
+    summary = use_diffs and "diffs_summary" in store.views
+    join = ("JOIN diffs_summary d ON d.request_id = p.request_id AND d.c_service IS NOT DISTINCT FROM p.c_service"
+            if summary else "")
+    mismatch = "d.equal IS NOT TRUE" if summary else "NULL::BOOLEAN"
     table = store.sql(
-        "SELECT endpoint, c_service, request_id, p_latency_ms, c_latency_ms, "
-        "CAST(p_status AS DOUBLE) AS p_status, CAST(c_status AS DOUBLE) AS c_status, "
-        "p_error IS NOT NULL AS p_err, c_error IS NOT NULL AS c_err, client_key "
-        f"FROM pairs WHERE mode IN ({modes}) "
-        "ORDER BY endpoint, c_service, ts, request_id"
+        "SELECT p.endpoint, p.c_service, dense_rank() OVER (ORDER BY p.endpoint, p.c_service) AS g, "
+        "p.p_latency_ms, p.c_latency_ms, CAST(p.p_status AS DOUBLE) AS p_status, "
+        "CAST(p.c_status AS DOUBLE) AS c_status, p.p_error IS NOT NULL AS p_err, "
+        f"p.c_error IS NOT NULL AS c_err, p.client_key, {mismatch} AS mismatch "
+        f"FROM pairs p {join} WHERE p.mode IN ({modes}) "
+        "ORDER BY p.endpoint, p.c_service, p.ts, p.request_id"
     ).to_arrow_table()
-    samples: list[Any] = []
     if table.num_rows == 0:
-        return samples
-    endpoints = _keys(table, "endpoint")
-    services = _keys(table, "c_service")
-    group_keys = [(str(e), str(s)) for e, s in zip(endpoints, services, strict=True)]
-    starts: dict[tuple[str, str], list[int]] = {}
-    for i, key in enumerate(group_keys):
-        starts.setdefault(key, []).append(i)
+        return []
     p_lat, c_lat = _column(table, "p_latency_ms"), _column(table, "c_latency_ms")
     p_status, c_status = _column(table, "p_status"), _column(table, "c_status")
     p_err, c_err = _column(table, "p_err", bool), _column(table, "c_err", bool)
-    request_ids = _keys(table, "request_id")
-    clients = _keys(table, "client_key")
-    for (endpoint, service), rows in starts.items():
-        idx = np.asarray(rows)
-        mismatch = None
-        if mismatch_ids is not None:
-            mismatch = np.array([(str(request_ids[i]), service) in mismatch_ids for i in idx], dtype=bool)
-        keys = clients[idx]
+    flags = _column(table, "mismatch", bool) if summary else None
+    clients = _objects(table, "client_key")
+    samples: list[Any] = []
+    for (endpoint, service), rows in _groups(table, "endpoint", "c_service"):
+        keys = clients[rows]
         has_keys = any(k is not None for k in keys)
         samples.append(EndpointSample(
             endpoint=endpoint, paired=True,
-            primary_latency_ms=np.where(p_err[idx], np.nan, p_lat[idx]),
-            candidate_latency_ms=np.where(c_err[idx], np.nan, c_lat[idx]),
-            primary_5xx=_status_5xx(p_status[idx]), candidate_5xx=_status_5xx(c_status[idx]),
-            primary_transport_error=p_err[idx], candidate_transport_error=c_err[idx],
+            primary_latency_ms=np.where(p_err[rows], np.nan, p_lat[rows]),
+            candidate_latency_ms=np.where(c_err[rows], np.nan, c_lat[rows]),
+            primary_5xx=_status_5xx(p_status[rows]), candidate_5xx=_status_5xx(c_status[rows]),
+            primary_transport_error=p_err[rows], candidate_transport_error=c_err[rows],
             primary_client_key=keys if has_keys else None, candidate_client_key=keys if has_keys else None,
-            mismatch=mismatch, sticky=False, candidate=service,
+            mismatch=None if flags is None else flags[rows], sticky=False, candidate=service or None,
         ))
     return samples
 
@@ -304,29 +315,26 @@ def split_samples(store: Any) -> list[Any]:
     from analyzers.verdict import EndpointSample
 
     table = store.sql(
-        "SELECT endpoint, role, service, latency_ms, CAST(status AS DOUBLE) AS status, "
-        "error IS NOT NULL AS err, client_key FROM exchanges "
-        f"WHERE mode = '{SPLIT_MODE}' AND role IN ('primary', 'candidate') ORDER BY endpoint, ts, request_id"
+        "SELECT endpoint, CASE WHEN role = 'primary' THEN '' ELSE service END AS arm, "
+        "dense_rank() OVER (ORDER BY endpoint, CASE WHEN role = 'primary' THEN '' ELSE service END) AS g, "
+        "latency_ms, CAST(status AS DOUBLE) AS status, error IS NOT NULL AS err, client_key FROM exchanges "
+        f"WHERE mode = '{SPLIT_MODE}' AND role IN ('primary', 'candidate') "
+        "ORDER BY endpoint, arm, ts, request_id"
     ).to_arrow_table()
     if table.num_rows == 0:
         return []
-    endpoints = _keys(table, "endpoint")
-    roles = _keys(table, "role")
-    services = _keys(table, "service")
     lat, status = _column(table, "latency_ms"), _column(table, "status")
     err = _column(table, "err", bool)
-    clients = _keys(table, "client_key")
-    by_endpoint: dict[str, dict[str, list[int]]] = {}
-    for i, (endpoint, role, service) in enumerate(zip(endpoints, roles, services, strict=True)):
-        arms = by_endpoint.setdefault(str(endpoint), {})
-        arms.setdefault("primary" if role == "primary" else f"candidate:{service}", []).append(i)
+    clients = _objects(table, "client_key")
+    by_endpoint: dict[str, dict[str, slice]] = {}
+    for (endpoint, arm), rows in _groups(table, "endpoint", "arm"):
+        by_endpoint.setdefault(endpoint, {})[arm] = rows  # arm "" = the primary
     samples: list[Any] = []
     for endpoint, arms in by_endpoint.items():
-        primary = np.asarray(arms.get("primary", []), dtype=int)
-        for arm, rows in sorted(arms.items()):
-            if arm == "primary":
+        primary = arms.get("", slice(0, 0))
+        for arm, cand in arms.items():
+            if arm == "":
                 continue
-            cand = np.asarray(rows, dtype=int)
             p_keys, c_keys = clients[primary], clients[cand]
             sticky = any(k is not None for k in p_keys) or any(k is not None for k in c_keys)
             samples.append(EndpointSample(
@@ -336,7 +344,7 @@ def split_samples(store: Any) -> list[Any]:
                 primary_5xx=_status_5xx(status[primary]), candidate_5xx=_status_5xx(status[cand]),
                 primary_transport_error=err[primary], candidate_transport_error=err[cand],
                 primary_client_key=p_keys if sticky else None, candidate_client_key=c_keys if sticky else None,
-                mismatch=None, sticky=sticky, candidate=arm.split(":", 1)[1],
+                mismatch=None, sticky=sticky, candidate=arm,
             ))
     return samples
 
@@ -345,26 +353,13 @@ def split_samples(store: Any) -> list[Any]:
 # Diff fields: the relational half of the diff report
 
 
-def mismatched_pairs(store: Any) -> set[tuple[str, str]]:
-    """(request_id, candidate service) of every pair that is not proven equal after noise.
-
-    From the diff engine's per-pair summary (CAPTURE/diffs_summary): `equal` false is a real
-    difference; `equal` NULL (a truncated body kept the pair from being compared) also counts as a
-    mismatch, because a verdict is PASS only with evidence. Without a summary, from the diffs rows."""
-    if "diffs_summary" in store.views:
-        rows = store.sql("SELECT request_id, c_service FROM diffs_summary WHERE equal IS NOT TRUE").fetchall()
-    elif "diffs" in store.views:
-        rows = store.sql("SELECT DISTINCT request_id, c_service FROM diffs WHERE NOT coalesce(noise, false)"
-                         ).fetchall()
-    else:
-        return set()
-    return {(str(r), str(s)) for r, s in rows}
-
-
 def pairs_per_endpoint(store: Any) -> dict[tuple[str, str], int]:
+    """Paired requests per (endpoint, candidate service): those the diff run compared when it ran
+    (the rates' denominator must be the pairs the differences were counted on)."""
     modes = ", ".join(f"'{m}'" for m in PAIRED_MODES)
-    rows = store.sql(f"SELECT endpoint, c_service, count(*) FROM pairs WHERE mode IN ({modes}) "
-                     "GROUP BY ALL").fetchall()
+    source = "diffs_summary" if "diffs_summary" in store.views else "pairs"
+    rows = store.sql(f"SELECT endpoint, coalesce(c_service, ''), count(*) FROM {source} "
+                     f"WHERE mode IN ({modes}) GROUP BY ALL").fetchall()
     return {(str(e), str(s)): int(n) for e, s, n in rows}
 
 
@@ -454,8 +449,7 @@ def analyze(capture_dir: Path, policy: Any, *, rules: Any = None, progress: bool
         diff_summary = _run_diffs(capture_dir, rules, show, n_pairs)
     with open_store(capture_dir) as store, stage("reading samples", show):
         totals = pairs_per_endpoint(store)
-        mismatch = mismatched_pairs(store) if (run_diffs and has_pairs) else None
-        samples = paired_samples(store, mismatch) + split_samples(store)
+        samples = paired_samples(store, use_diffs=run_diffs) + split_samples(store)
         fields = field_diffs(store, totals)
     if not samples:
         raise CaptureError(f"{capture_dir}: nothing to judge: no mirrored, replayed or split exchanges "

@@ -40,7 +40,7 @@ def captures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_paired_samples_align_requests_and_mark_transport_errors(captures: dict[str, Path]) -> None:
     with open_store(captures["mixed"]) as store:
-        samples = paired_samples(store, mismatch_ids=None)
+        samples = paired_samples(store, use_diffs=False)
     assert len(samples) == 1
     s = samples[0]
     assert s.endpoint == "/api/items/{id}" and s.candidate == "items-svc" and s.paired
