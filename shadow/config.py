@@ -52,6 +52,7 @@ from urllib.parse import urlsplit
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from shadow.errors import ConfigError
 from shadow.rules import Rule, RuleSyntaxError, compile_rule
@@ -406,9 +407,9 @@ def _kind(value: object) -> str:
         return f"a number ({value})"
     if isinstance(value, str):
         return f"a string ({value!r})"
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return "a mapping"
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return "a list"
     return type(value).__name__
 
@@ -862,6 +863,25 @@ def _yaml_error(exc: YAMLError, source: str, text: str) -> ConfigError:
     return ConfigError(f"YAML error: {str(exc).splitlines()[0]}", file=source)
 
 
+def _complex_key_line(text: str) -> int | None:
+    """Line (1-based) of the first mapping key that is not a scalar."""
+    try:
+        node = YAML(typ="rt").compose(text)
+    except YAMLError:
+        return None
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, MappingNode):
+            for key, value in current.value:
+                if not isinstance(key, ScalarNode):
+                    return int(key.start_mark.line) + 1
+                stack.append(value)
+        elif isinstance(current, SequenceNode):
+            stack.extend(current.value)
+    return None
+
+
 def _dotted_path_at(text: str, line: int) -> str | None:
     """Dotted key path of block-style YAML line `line` (1-based), from indentation."""
     lines = text.splitlines()
@@ -897,6 +917,9 @@ def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None =
         root = yaml.load(text)
     except YAMLError as exc:
         raise _yaml_error(exc, source, text) from None
+    except TypeError:  # ruamel cannot build a mapping whose key is itself a mapping or a list
+        raise ConfigError("mapping keys must be plain values, not mappings or lists", file=source,
+                          line=_complex_key_line(text)) from None
     if root is None:
         reader.fail("empty configuration file (expected an http: section)", None, None)
     if not isinstance(root, dict):

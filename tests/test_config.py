@@ -395,3 +395,32 @@ def test_config_check_cli(tmp_path: Path) -> None:
     helped = subprocess.run([sys.executable, "-m", "shadow.cli", "config", "check", "--help"],
                             capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0 and "Validate FILE" in helped.stdout
+
+
+def test_mangled_files_give_config_errors_never_other_exceptions() -> None:
+    # Random edits of the example (fixed seed, bounded): every outcome is a config or a ConfigError.
+    import random
+
+    rng = random.Random(7)
+    lines = (EXAMPLES / "gateway.yaml").read_text().splitlines()
+    pieces = [*":-[]{}'\"`&|!()#\t ,*?%@\\", "\n", "true", "null", "1", "-1", "x", "? "]
+    errors = 0
+    for _ in range(120):
+        edited = list(lines)
+        for _ in range(rng.randint(1, 3)):
+            j = rng.randrange(len(edited))
+            op = rng.random()
+            if op < 0.25:
+                del edited[j]
+            elif op < 0.45:
+                edited.insert(j, edited[rng.randrange(len(edited))])
+            else:
+                k = rng.randrange(len(edited[j]) + 1)
+                cut = 1 if op < 0.8 else 0
+                edited[j] = edited[j][:k] + rng.choice(pieces) + edited[j][k + cut:]
+        try:
+            parse_config("\n".join(edited), "f.yaml")
+        except ConfigError as exc:
+            errors += 1
+            assert str(exc).startswith("f.yaml") and "\n" not in str(exc), str(exc)
+    assert errors > 30  # the edits do break files

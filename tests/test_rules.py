@@ -225,3 +225,54 @@ def test_many_rules_on_one_request_share_derived_views() -> None:
 def test_rule_equality_by_text() -> None:
     assert compile_rule("Path(`/a`)") == compile_rule("Path(`/a`)")
     assert len({compile_rule("Path(`/a`)"), compile_rule("Path(`/a`)")}) == 1
+
+
+def test_random_token_soup_gives_syntax_errors_with_positions_inside_the_text() -> None:
+    import random
+
+    rng = random.Random(3)
+    alphabet = ["Host", "Path", "PathPrefix", "Header", "Query", "ClientIP", "(", ")", ",", "&&", "||", "!",
+                "`a`", "`/x`", '"b"', '"\\', "`", " ", "&", "|", "'", "`[`", "`10.0.0.0/8`", "`(?P<x`", "é"]
+    failures = 0
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 10)))
+        try:
+            compile_rule(text)
+        except RuleSyntaxError as exc:
+            failures += 1
+            assert 0 <= exc.position <= len(text), (text, exc.position)
+    assert failures > 2000
+
+
+def test_random_expressions_follow_boolean_precedence() -> None:
+    # Random trees of true/false matchers, rendered with only the parentheses precedence needs
+    # (! over && over ||): the compiled rule must give the tree's value.
+    import random
+
+    rng = random.Random(11)
+    request = req(method="GET", path="/t")
+    atoms = {"Method(`GET`)": True, "Path(`/t`)": True, "Method(`PUT`)": False, "Path(`/f`)": False}
+
+    def build(depth: int) -> tuple[str, bool, int]:
+        """(rule text, value of the tree, precedence of its top: 3 matcher or !, 2 &&, 1 ||)."""
+        if depth == 0 or rng.random() < 0.3:
+            atom = rng.choice(list(atoms))
+            return atom, atoms[atom], 3
+        op = rng.choice(["&&", "||", "!"])
+        if op == "!":
+            text, value, prec = build(depth - 1)
+            return (f"!({text})" if prec < 3 else f"!{text}"), not value, 3
+        prec = 2 if op == "&&" else 1
+        left, lvalue, lprec = build(depth - 1)
+        right, rvalue, rprec = build(depth - 1)
+        left = f"({left})" if lprec < prec else left
+        right = f"({right})" if rprec < prec else right
+        value = (lvalue and rvalue) if op == "&&" else (lvalue or rvalue)
+        return f"{left} {op} {right}", value, prec
+
+    seen = set()
+    for _ in range(300):
+        text, value, _ = build(4)
+        seen.add(value)
+        assert compile_rule(text).matches(request) is value, text
+    assert seen == {True, False}
