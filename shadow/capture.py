@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import concurrent.futures.thread  # noqa: F401  (see below)
 import contextlib
 import errno
 import fcntl
@@ -504,6 +505,9 @@ class _Marker:
         self.error: BaseException | None = None
 
 
+# Writers still open at interpreter exit are closed (flushed and sealed) by an atexit hook. pyarrow's
+# Parquet writer imports concurrent.futures.thread lazily, and that import registers a threading
+# atexit hook, which raises once shutdown has begun; it is imported above so sealing works then too.
 _open_writers: weakref.WeakSet[CaptureWriter] = weakref.WeakSet()
 
 

@@ -582,3 +582,36 @@ def test_queue_sheds_by_body_bytes_too(tmp_path: Path) -> None:
         assert w2.submit(exchange(9, resp_body=big))  # one row always fits an empty queue
     finally:
         w2.close()
+
+
+def test_flush_times_out_with_a_clear_error(tmp_path: Path) -> None:
+    from shadow.errors import CaptureError
+
+    blocked = BlockedPrepare()
+    w = CaptureWriter(settings(tmp_path), gateway_id="gw", prepare=blocked)
+    try:
+        w.submit(exchange(1))
+        with pytest.raises(CaptureError, match=r"capture flush did not finish within 0.2 s"):
+            w.flush(timeout=0.2)
+    finally:
+        blocked.release.set()
+        w.close()
+    assert w.stats().sealed_rows == 1
+
+
+def test_rows_are_sealed_at_interpreter_exit_without_close(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from shadow.capture import CaptureWriter
+        from shadow.settings import CaptureSettings, RedactionSettings
+        w = CaptureWriter(CaptureSettings(dir=Path(sys.argv[1]), redaction=RedactionSettings(key=b"k")))
+        for i in range(25):
+            w.submit({"request_id": str(i), "url": "http://h/x"})
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "cap")], check=True, env=env, timeout=60)
+    assert read_all(tmp_path / "cap" / "exchanges").num_rows == 25
+    assert not list((tmp_path / "cap" / "exchanges" / JOURNAL_DIR).glob("*"))
