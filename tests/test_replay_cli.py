@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -82,7 +83,7 @@ def shadow_in_process(*args: str | Path) -> Result:
     return CliRunner().invoke(cli, ["replay", *map(str, args)])
 
 
-def query(capture: Path, sql: str) -> list[tuple[object, ...]]:
+def query(capture: Path, sql: str) -> list[tuple[Any, ...]]:
     with open_store(capture) as store:
         return store.sql(sql).fetchall()
 

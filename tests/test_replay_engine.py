@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shadow.replay.engine import ListSink, ReplayConfig, ReplayEngine, ReplayStats, Target
+from shadow.replay.engine import ListSink, RecordedClock, ReplayConfig, ReplayEngine, ReplayStats, Target
 from shadow.replay.filters import EntryFilter, Rewrite, fnv1a_32
 from shadow.replay.resume import RangeSet, ReplayState, from_ranges, request_id, to_ranges
 from shadow.replay.sources import RecordedResponse, SourceEntry, SourceError
@@ -252,6 +252,15 @@ def test_speed_scales_recorded_timing(pc: tuple[Upstream, Upstream]) -> None:
     span = (sends[-1] - sends[0]) / 1e9
     assert abs(span / 1.0 - 1) < 0.05, span
     assert max(a - s for s, a in stats.schedule) < 0.05
+
+
+def test_recorded_clock_follows_the_recording_without_going_back() -> None:
+    clock = RecordedClock(2.0)
+    s = 1_000_000_000
+    got = [clock.offset(("a", 0), t) for t in (10 * s, 11 * s, 13 * s, 12 * s, 14 * s, None)]
+    assert got == [0.0, 0.5, 1.5, 1.5, 2.0, 2.0]  # the out-of-order start is sent at once
+    # The next loop (or source) starts where the previous one ended, on its own time base.
+    assert [clock.offset(("a", 1), t) for t in (10 * s, 12 * s)] == [2.0, 3.0]
 
 
 def test_sequential_keeps_source_order_and_target_order() -> None:

@@ -134,6 +134,31 @@ class Progress(Protocol):
     def set_postfix_str(self, s: str = "", refresh: bool = True) -> None: ...
 
 
+class RecordedClock:
+    """Send offsets (seconds from the replay's start) that follow the recorded timing / speed.
+
+    Offsets come from each entry's distance to the first entry of its segment (one source in one
+    loop), not from summed gaps, so rounding never drifts. They never go backwards: a recording
+    stored in completion order (mitmdump -w writes a flow when its response ends) has starts
+    slightly out of order, and such an entry is sent right after the previous one. A new segment
+    (next source, next loop) starts where the previous one ended."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self.segment: object = None
+        self.base = 0.0
+        self.first_ts = 0
+        self.last = 0.0
+
+    def offset(self, segment: object, ts_ns: int | None) -> float:
+        if ts_ns is None:
+            return self.last
+        if segment != self.segment:
+            self.segment, self.base, self.first_ts = segment, self.last, ts_ns
+        self.last = max(self.last, self.base + max(0, ts_ns - self.first_ts) / 1e9 / self.speed)
+        return self.last
+
+
 class _TargetURL:
     def __init__(self, base: str) -> None:
         u = urlsplit(base)
@@ -272,21 +297,15 @@ class ReplayEngine:
         assert self._wake is not None
         t0 = loop.time()
         launched = 0  # sends so far (jobs skipped as done do not count)
-        cumulative = 0.0
-        prev: tuple[str, int, int] | None = None  # (identity, loop, ts) of the previous send
+        clock = RecordedClock(cfg.speed) if cfg.speed else None
         for job in self.jobs():
             if self.stopping:
                 break
             offset: float | None = None
             if cfg.rate:
                 offset = launched / cfg.rate
-            elif cfg.speed:
-                ts = job.entry.ts_ns
-                if ts is not None:
-                    if prev is not None and prev[:2] == (job.identity, job.loop):
-                        cumulative += max(0, ts - prev[2]) / 1e9 / cfg.speed
-                    prev = (job.identity, job.loop, ts)
-                offset = cumulative
+            elif clock is not None:
+                offset = clock.offset((job.identity, job.loop), job.entry.ts_ns)
             if offset is not None:
                 delay = t0 + offset - loop.time()
                 if delay > 0:
