@@ -186,6 +186,7 @@ class _Token:
     kind: str  # ident | string | ( | ) | , | && | || | ! | eof
     value: str
     pos: int
+    raw: bool = False  # a backtick string: value[k] sits at column pos + 1 + k
 
     def describe(self) -> str:
         if self.kind == "eof":
@@ -257,7 +258,7 @@ def _tokenize(text: str) -> list[_Token]:
             j = text.find("`", i + 1)
             if j < 0:
                 raise RuleSyntaxError("unterminated string", i)
-            tokens.append(_Token("string", text[i + 1:j], i))
+            tokens.append(_Token("string", text[i + 1:j], i, raw=True))
             i = j + 1
         elif c == '"':
             value, j = _read_go_string(text, i)
@@ -287,11 +288,14 @@ def _tokenize(text: str) -> list[_Token]:
 Match = Callable[[RequestView], bool]
 
 
-def _compile_regexp(pattern: str, pos: int) -> re.Pattern[str]:
+def _compile_regexp(arg: _Token) -> re.Pattern[str]:
     try:
-        return re.compile(pattern)
+        return re.compile(arg.value)
     except re.error as exc:
-        raise RuleSyntaxError(f"invalid regular expression `{pattern}`: {exc.msg}", pos) from None
+        # Point inside a raw string at the offending character; a quoted string's escapes make the
+        # offsets differ, so there the string's opening quote is the position.
+        pos = arg.pos + 1 + exc.pos if arg.raw and exc.pos is not None else arg.pos
+        raise RuleSyntaxError(f"invalid regular expression `{arg.value}`: {exc.msg}", pos) from None
 
 
 def _require_ascii(value: str, matcher: str, pos: int) -> None:
@@ -315,7 +319,7 @@ def _host(args: list[_Token]) -> Match:
 
 def _host_regexp(args: list[_Token]) -> Match:
     _require_ascii(args[0].value, "HostRegexp", args[0].pos)
-    search = _compile_regexp(args[0].value, args[0].pos).search
+    search = _compile_regexp(args[0]).search
     return lambda req: search(req.canonical_host) is not None
 
 
@@ -337,7 +341,7 @@ def _path_prefix(args: list[_Token]) -> Match:
 
 
 def _path_regexp(args: list[_Token]) -> Match:
-    search = _compile_regexp(args[0].value, args[0].pos).search
+    search = _compile_regexp(args[0]).search
     return lambda req: search(req.routing_path) is not None
 
 
@@ -353,7 +357,7 @@ def _header(args: list[_Token]) -> Match:
 
 def _header_regexp(args: list[_Token]) -> Match:
     name = args[0].value.lower()
-    search = _compile_regexp(args[1].value, args[1].pos).search
+    search = _compile_regexp(args[1]).search
 
     def match(req: RequestView) -> bool:
         return any(search(v) is not None for v in req.header_values.get(name, ()))
@@ -376,7 +380,7 @@ def _query_regexp(args: list[_Token]) -> Match:
     if len(args) == 1:
         return _query(args)
     key = args[0].value
-    search = _compile_regexp(args[1].value, args[1].pos).search
+    search = _compile_regexp(args[1]).search
 
     def match(req: RequestView) -> bool:
         return any(search(v) is not None for v in req.query_params.get(key, ()))
