@@ -109,6 +109,7 @@ def test_key_precedence_and_persistence(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.delenv(KEY_ENV)
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / ".shadow-key").write_text("")
+    monkeypatch.setattr("shadow.redact.time.sleep", lambda _s: None)  # skip the wait for a concurrent writer
     with pytest.raises(CaptureError, match=r"e/.shadow-key: redaction key file is empty"):
         load_redaction_key(tmp_path / "e", RedactionSettings())
 
