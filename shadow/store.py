@@ -5,7 +5,7 @@ Views (created when their data exists):
 * ``exchanges`` — every row of ``CAPTURE/exchanges/**/*.parquet`` read with
   ``hive_partitioning=true, union_by_name=true`` (so segments written before a column was added
   stay readable; a column of the EXCHANGES schema that no file has yet reads as NULL). Adds the
-  partition columns ``dt`` (DATE) and ``hour`` (BIGINT).
+  partition columns ``dt`` (DATE) and ``hour`` (INTEGER).
 * ``pairs`` — each primary joined (inner) to its candidate and left-joined to its secondary on
   ``request_id``: shared columns from the primary (request_id, endpoint, method, path, query, url,
   mode, client_key, ts, router, req_headers, req_body) and, for each role prefix ``p_``/``c_``/``s_``,
@@ -22,6 +22,7 @@ appear at its next seal (segment_rows / segment_seconds, or at close).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,16 +48,17 @@ def _extra_tables(root: Path) -> list[str]:
                   if p.is_dir() and _IDENTIFIER.match(p.name) and p.name not in _RESERVED and _has_parquet(p))
 
 
-def _parquet_files(folder: Path) -> list[Path]:
-    """Sealed Parquet files (DuckDB's glob matches hidden names too; the writer never leaves one)."""
+def _sealed_parquet(folder: Path) -> Iterator[Path]:
+    """Sealed Parquet files, lazily (DuckDB's glob matches hidden names too; the writer never leaves one)."""
     if not folder.is_dir():
-        return []
-    return [p for p in folder.rglob("*.parquet")
-            if not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)]
+        return
+    for p in folder.rglob("*.parquet"):
+        if not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts):
+            yield p
 
 
 def _has_parquet(folder: Path) -> bool:
-    return bool(_parquet_files(folder))
+    return next(_sealed_parquet(folder), None) is not None
 
 
 def _sql_str(value: str | Path) -> str:
@@ -111,8 +113,9 @@ class Store:
 def _parquet_source(folder: Path) -> str:
     # Partition columns typed explicitly (hour=07 would otherwise read as VARCHAR '07'), but only those
     # the folder has: DuckDB rejects a hive_types key that is not a partition.
-    keys = {part.split("=", 1)[0] for f in _parquet_files(folder)[:1] for part in f.relative_to(folder).parts[:-1]
-            if "=" in part}
+    first = next(_sealed_parquet(folder), None)
+    parts = first.relative_to(folder).parts[:-1] if first is not None else ()
+    keys = {part.split("=", 1)[0] for part in parts if "=" in part}
     types = {k: v for k, v in (("dt", "DATE"), ("hour", "INTEGER")) if k in keys}
     hive_types = (", hive_types={" + ", ".join(f"'{k}': {v}" for k, v in types.items()) + "}") if types else ""
     return (f"read_parquet({_sql_str(folder / '**' / '*.parquet')}, hive_partitioning=true{hive_types}, "
@@ -122,10 +125,10 @@ def _parquet_source(folder: Path) -> str:
 def _create_view(con: duckdb.DuckDBPyConnection, name: str, select: str, root: Path, *,
                  check: bool = True) -> None:
     try:
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS {select}")
+        con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {select}')
         if check:
             # Reads every file's footer now, so an unreadable file is reported here, naming it.
-            con.execute(f"SELECT count(*) FROM {name}").fetchall()
+            con.execute(f'SELECT count(*) FROM "{name}"').fetchall()
     except duckdb.Error as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CaptureError(f"{root}: cannot read the {name} data: {first_line}") from None
