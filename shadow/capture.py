@@ -678,7 +678,7 @@ class CaptureWriter:
         self._wake.wait(BATCH_INTERVAL_S)
         self._wake.clear()
         pending: list[dict[str, Any]] = []
-        busy_since = time.perf_counter()
+        busy_since = batch_started = time.perf_counter()
         while True:
             try:
                 item = self._queue.popleft()
@@ -720,10 +720,19 @@ class CaptureWriter:
             if now - busy_since >= YIELD_AFTER_S:
                 time.sleep(YIELD_SLEEP_S)  # let the event loop have the GIL (see YIELD_AFTER_S)
                 busy_since = time.perf_counter()
-            if len(pending) >= BATCH_ROWS:
+            if len(pending) >= BATCH_ROWS or now - batch_started >= BATCH_INTERVAL_S:
+                # Also inside the loop: a writer that is behind may never see an empty queue, and must
+                # still journal, seal and publish on time.
                 self._write_safely(pending)
                 pending = []
+                batch_started = time.perf_counter()
+                self._housekeeping()
         self._write_safely(pending)
+        self._housekeeping()
+        return False
+
+    def _housekeeping(self) -> None:
+        """Seal the segment when it is due (rows or age); publish the stats when they are due."""
         if self._segment_rows and (
             self._segment_rows >= self.settings.segment_rows
             or time.monotonic() - self._segment_started >= self.settings.segment_seconds
@@ -734,7 +743,6 @@ class CaptureWriter:
                 log.exception("capture %s: sealing failed; the journal stays and is retried", self.table_dir)
         if time.monotonic() - self._last_stats >= STATS_INTERVAL_S:
             self._publish_stats()
-        return False
 
     def _drain(self) -> list[dict[str, Any] | _Marker]:
         items: list[dict[str, Any] | _Marker] = []

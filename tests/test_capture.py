@@ -615,3 +615,20 @@ def test_rows_are_sealed_at_interpreter_exit_without_close(tmp_path: Path) -> No
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "cap")], check=True, env=env, timeout=60)
     assert read_all(tmp_path / "cap" / "exchanges").num_rows == 25
     assert not list((tmp_path / "cap" / "exchanges" / JOURNAL_DIR).glob("*"))
+
+
+def test_a_writer_that_is_behind_still_journals_and_seals_on_time(tmp_path: Path) -> None:
+    def slow(row: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(0.002)  # 500 rows take >= 1 s: the queue stays non-empty meanwhile
+        return row
+
+    s = settings(tmp_path, segment_rows=20)
+    with CaptureWriter(s, gateway_id="gw", prepare=slow) as w:
+        for i in range(500):
+            w.submit(exchange(i))
+        deadline = time.monotonic() + 10
+        while w.stats().sealed_rows == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        st = w.stats()
+        assert st.sealed_rows >= 20 and st.queued > 0, st
+    assert w.stats().sealed_rows == 500
