@@ -313,9 +313,27 @@ def _latency_arrays(s: EndpointSample) -> tuple[np.ndarray, np.ndarray, np.ndarr
     if s.paired:
         ok = ok_p & ok_c
         return lp[ok], lc[ok], None, None
-    keys_p = np.asarray(kp)[ok_p] if (s.sticky and kp is not None) else None
-    keys_c = np.asarray(kc)[ok_c] if (s.sticky and kc is not None) else None
-    return lp[ok_p], lc[ok_c], keys_p, keys_c
+    if not (s.sticky and kp is not None and kc is not None):
+        return lp[ok_p], lc[ok_c], None, None
+    codes_p, codes_c = client_codes(kp, kc)
+    return lp[ok_p], lc[ok_c], codes_p[ok_p], codes_c[ok_c]
+
+
+def client_codes(primary_keys: np.ndarray, candidate_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer cluster ids for client keys of any type. A missing key (None/NaN) makes the request its
+    own cluster: with no assignment unit known, it is treated as independent."""
+    codes: dict[Any, int] = {}
+    out = []
+    for keys in (primary_keys, candidate_keys):
+        arr = np.empty(len(keys), dtype=np.int64)
+        for i, k in enumerate(keys.tolist() if isinstance(keys, np.ndarray) else list(keys)):
+            if k is None or (isinstance(k, float) and math.isnan(k)):
+                arr[i] = len(codes)
+                codes[("__row__", len(codes))] = arr[i]
+            else:
+                arr[i] = codes.setdefault(k, len(codes))
+        out.append(arr)
+    return out[0], out[1]
 
 
 def evaluate_endpoint(s: EndpointSample, policy: Policy, *, rng: np.random.Generator, power: float,
@@ -424,6 +442,7 @@ class _Ctx:
         sticky = keys_p is not None and keys_c is not None
         design = "paired bootstrap" if s.paired else ("cluster bootstrap over client_key" if sticky
                                                       else "bootstrap")
+        design = f"{design} (de-rounded)" if stats.latency_resolution(lp) else design
         for q in names:
             p = QUANTILE_NAMES[q]
             r = self.base(f"latency_{q}", lp.size, lc.size, f"{design} of the type-7 {q} ratio",
@@ -437,7 +456,10 @@ class _Ctx:
         if not eligible:
             return results
         ps = np.array([p for _, p, _ in eligible])
-        point, reps = stats.bootstrap_quantile_log_ratios(lp, lc, ps, paired=s.paired, n_boot=self.policy.n_boot,
+        # Ties at the capture's resolution (1 ms) are broken by uniform jitter within it (see dequantize).
+        step = stats.latency_resolution(np.concatenate([lp, lc]))
+        jp, jc = stats.dequantize(lp, rng, step), stats.dequantize(lc, rng, step)
+        point, reps = stats.bootstrap_quantile_log_ratios(jp, jc, ps, paired=s.paired, n_boot=self.policy.n_boot,
                                                           rng=rng, primary_keys=keys_p, candidate_keys=keys_c)
         qp = np.quantile(lp, ps)
         qc = np.quantile(lc, ps)

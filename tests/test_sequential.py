@@ -85,7 +85,7 @@ def test_state_round_trips_through_a_dict() -> None:
 
 def test_msprt_stays_valid_over_many_looks_under_aa() -> None:
     rng = np.random.default_rng(0)
-    reps, looks, per_look = 300, 40, 25
+    reps, looks, per_look = 200, 30, 25
     rejected = 0
     for _ in range(reps):
         st = seq.SequentialState()

@@ -202,3 +202,24 @@ def test_needed_n_from_se_scales_as_inverse_square() -> None:
     expected = math.ceil(100 * (z * 0.05 / math.log(1.1)) ** 2)
     assert stats.needed_n_from_se(100, 0.05, 0.0, math.log(1.1), 0.05, 0.8) == expected
     assert stats.needed_n_from_se(100, 0.05, math.log(1.2), math.log(1.1), 0.05, 0.8) is None
+
+
+def test_partition_bootstrap_path_matches_numpy_quantiles_of_resamples() -> None:
+    # Distinct values take the partition path; with the same generator state the replicates must be
+    # numpy's type-7 quantiles of the same resamples.
+    x = np.random.default_rng(21).lognormal(3.7, 0.5, 300)
+    ps = np.array([0.5, 0.95, 0.99])
+    got = stats._boot_quantiles(x, ps, 50, np.random.default_rng(4))
+    idx = np.random.default_rng(4).integers(0, x.size, size=(50, x.size), dtype=np.int32)
+    np.testing.assert_allclose(got, np.quantile(x[idx], ps, axis=1).T)
+
+
+def test_dequantize_only_touches_tied_grid_data() -> None:
+    rng = np.random.default_rng(22)
+    rounded = np.round(rng.lognormal(3.7, 0.5, 1000))
+    assert stats.latency_resolution(rounded) == 1.0
+    smooth = rng.lognormal(3.7, 0.5, 1000)
+    assert stats.latency_resolution(smooth) is None
+    np.testing.assert_array_equal(stats.dequantize(smooth, rng), smooth)
+    j = stats.dequantize(rounded, rng)
+    assert np.all(np.abs(j - rounded) <= 0.5) and np.unique(j).size == j.size
