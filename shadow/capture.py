@@ -196,8 +196,10 @@ def prepare_exchange(row: dict[str, Any], settings: CaptureSettings, key: bytes,
     Fills `exchange_id` (uuid4 hex), `ts` (now), `truncated`, `path`/`query` (from `url`),
     `endpoint` (template_path), `resp_content_type`; decodes req/resp bodies per Content-Encoding
     (bodies are stored decoded; a body that fails to decode is kept raw and the reason goes to
-    `capture_note`); redacts headers and JSON fields; computes `body_hash` and `body_size` over the
-    full decoded, redacted response body; then cuts bodies at `settings.max_body_bytes`.
+    `capture_note`; a request whose body was decoded loses its Content-Encoding header, so that it
+    replays as stored, while a response keeps it); redacts headers, cookies, configured query
+    parameters and JSON fields; computes `body_hash` and `body_size` over the full decoded, redacted
+    response body; then cuts bodies at `settings.max_body_bytes`.
     """
     r = redactor or _redactor_for(settings.redaction, key)
     out = dict(row)
@@ -234,6 +236,11 @@ def prepare_exchange(row: dict[str, Any], settings: CaptureSettings, key: bytes,
                 body = decode_body(body, coding, limit=decode_limit)
             except BodyDecodeError as e:
                 notes.append(f"{side}_body kept raw: {e}")
+            else:
+                if side == "req" and req_headers is not None:
+                    # The stored request must describe the stored body, so that it can be replayed
+                    # as is. (The response keeps its Content-Encoding: the analyzers compare it.)
+                    req_headers = [(n, v) for n, v in req_headers if n.lower() != "content-encoding"]
         if side == "resp" and out.get("body_size") is None:
             out["body_size"] = len(body)
         body, doc = r.redact_json(body)

@@ -256,6 +256,18 @@ def test_prepare_decodes_response_body(coding: str, encode: Any) -> None:
     assert out.get("capture_note") is None
 
 
+def test_prepare_decodes_request_body_and_drops_its_content_encoding() -> None:
+    body = b'{"q": 1}'
+    row = exchange(1, req_body=gzip.compress(body),
+                   req_headers=[("Content-Type", "application/json"), ("Content-Encoding", "gzip")],
+                   resp_body=gzip.compress(body),
+                   resp_headers=[("Content-Type", "application/json"), ("Content-Encoding", "gzip")])
+    out = prepare_exchange(row, CaptureSettings(), KEY)
+    assert out["req_body"] == body and out["resp_body"] == body
+    assert out["req_headers"] == [("Content-Type", "application/json")]  # replayable as stored
+    assert ("Content-Encoding", "gzip") in out["resp_headers"]  # kept: the analyzers compare it
+
+
 def test_prepare_keeps_undecodable_body_raw_and_notes_it() -> None:
     out = prepare_exchange(
         exchange(1, resp_body=b"not gzip", resp_headers=[("Content-Encoding", "gzip")]), CaptureSettings(), KEY
