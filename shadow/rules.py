@@ -303,9 +303,17 @@ def _require_ascii(value: str, matcher: str, pos: int) -> None:
         raise RuleSyntaxError(f"{matcher}: non-ASCII characters are not allowed", pos)
 
 
+# A DNS name (letters, digits, '-', '_', dots; a leading "*." is Traefik's wildcard syntax, which
+# then only matches literally) or an IP address; IPv6 without brackets, as the Host is compared
+# without its port.
+_HOST_NAME = re.compile(r"^(?:[A-Za-z0-9_*-]+(?:\.[A-Za-z0-9_-]+)*\.?|[0-9A-Fa-f:.]+)$")
+
+
 def _host(args: list[_Token]) -> Match:
     host = args[0].value
     _require_ascii(host, "Host", args[0].pos)
+    if not _HOST_NAME.match(host):
+        raise RuleSyntaxError(f"Host: `{host}` is not a host name (no port, path or spaces)", args[0].pos)
     want = host.lower()
     # A trailing dot (fully-qualified name) on either side does not matter.
     want_bare = want[:-1] if want.endswith(".") else want

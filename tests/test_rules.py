@@ -74,6 +74,9 @@ INVALID_RULES = [
     ("Host(`a`) && $", 13, "unexpected character '$'"),
     ("Host(`é.com`)", 5, "non-ASCII"),
     ("Method(``)", 7, "empty argument"),
+    ("Host(`/`)", 5, "not a host name"),
+    ("Host(`a.com:8080`)", 5, "not a host name"),
+    ("Host(`a b`)", 5, "not a host name"),
 ]
 
 
