@@ -21,6 +21,7 @@ appear at its next seal (segment_rows / segment_seconds, or at close).
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ PAIR_SHARED_COLUMNS = ("request_id", "endpoint", "method", "path", "query", "url
                        "router", "req_headers", "req_body")
 PAIR_ROLE_COLUMNS = ("exchange_id", "service", "status", "latency_ms", "body_hash", "body_size", "resp_body",
                      "resp_headers", "resp_content_type", "error", "truncated", "trace_id", "span_id")
+log = logging.getLogger("shadow.store")
+
 _RESERVED = frozenset({"exchanges", "pairs", "capture_stats"})
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -182,10 +185,13 @@ def open_store(capture_dir: str | Path, *, threads: int | None = None) -> Store:
             views.append(name)
         stats_dir = root / "_stats"
         if stats_dir.is_dir() and any(p for p in stats_dir.glob("*.json") if not p.name.startswith(".")):
-            _create_view(con, "capture_stats",
-                         f"SELECT * FROM read_json_auto({_sql_str(stats_dir / '*.json')}, union_by_name=true)",
-                         root)
-            views.append("capture_stats")
+            try:
+                _create_view(con, "capture_stats",
+                             f"SELECT * FROM read_json_auto({_sql_str(stats_dir / '*.json')}, union_by_name=true)",
+                             root)
+                views.append("capture_stats")
+            except CaptureError as e:  # counters are auxiliary: the captured data stays usable
+                log.warning("%s; the capture_stats view is left out", e)
     except BaseException:
         con.close()
         raise

@@ -117,6 +117,17 @@ def test_errors_name_the_path(tmp_path: Path) -> None:
     assert "broken.parquet" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_corrupt_stats_file_leaves_only_capture_stats_out(capture: Path, caplog: pytest.LogCaptureFixture) -> None:
+    bad = capture / "_stats" / "broken.json"
+    bad.write_text("{not json")
+    try:
+        with caplog.at_level("WARNING"), open_store(capture) as store:
+            assert store.tables() == ["exchanges", "pairs"]
+        assert "capture_stats view is left out" in caplog.text
+    finally:
+        bad.unlink()
+
+
 def test_a_half_written_temporary_is_invisible(capture: Path) -> None:
     # What a seal leaves behind when killed before its rename: not matched by the readers' glob.
     part = next(capture.glob("exchanges/dt=*/hour=*"))
