@@ -40,6 +40,7 @@ The `shadow:` section (camelCase like Traefik; every key optional)::
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -202,13 +203,9 @@ def parse_duration(value: object) -> float:
     """Seconds from a Go-style duration ("5s", "250ms", "1m30s") or a plain number of seconds."""
     if isinstance(value, bool):
         raise ValueError("expected a duration like 5s, 250ms or 1m")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(value)
-    if not isinstance(value, str):
+    if not isinstance(value, int | float | str):
         raise ValueError("expected a duration like 5s, 250ms or 1m")
-    text = value.strip()
+    text = str(value).strip()
     try:
         seconds = float(text)
     except ValueError:
@@ -220,6 +217,8 @@ def parse_duration(value: object) -> float:
             pos = m.end()
         if pos != len(text) or not text:
             raise ValueError(f"{value!r} is not a duration like 5s, 250ms or 1m") from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a duration like 5s, 250ms or 1m")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
@@ -331,6 +330,12 @@ class _Reader:
         if not text and not allow_empty:
             self.fail("must not be empty", where, self.value_line(node, key))
         return text
+
+    def required_string(self, node: dict[Any, Any], key: str, field: str) -> str:
+        value = self.string(node, key, field, required=True)
+        if value is None:  # string() already failed; this keeps the type checker informed
+            self.fail("required", f"{field}.{key}", self.node_line(node))
+        return value
 
     def integer(self, node: dict[Any, Any], key: str, field: str, default: int, *,
                 minimum: int | None = None, maximum: int | None = None) -> int:
@@ -459,6 +464,9 @@ def _local_name(reader: _Reader, ref: str, field: str, line: int | None) -> str:
     return ref
 
 
+_URL_HOST = re.compile(r"^(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?|[0-9a-f:.]+)$")
+
+
 def _parse_url(reader: _Reader, text: str, field: str, line: int | None) -> tuple[str, str, str, int, str]:
     try:
         parts = urlsplit(text.strip())
@@ -471,6 +479,8 @@ def _parse_url(reader: _Reader, text: str, field: str, line: int | None) -> tupl
     host = (parts.hostname or "").lower()
     if not host:
         reader.fail(f"bad URL {text!r}: no host", field, line)
+    if not _URL_HOST.match(host):
+        reader.fail(f"bad URL {text!r}: {host!r} is not a host name or IP address", field, line)
     if parts.username is not None or parts.password is not None:
         reader.fail(f"bad URL {text!r}: credentials in server URLs are not supported", field, line)
     if parts.query or parts.fragment or text.rstrip().endswith(("?", "#")):
@@ -481,7 +491,8 @@ def _parse_url(reader: _Reader, text: str, field: str, line: int | None) -> tupl
         reader.fail(f"bad URL {text!r}: port 0", field, line)
     path = parts.path.rstrip("/")
     netloc_host = f"[{host}]" if ":" in host else host
-    netloc = netloc_host if parts.port is None else f"{netloc_host}:{parts.port}"
+    default_port = 443 if scheme == "https" else 80
+    netloc = netloc_host if port == default_port else f"{netloc_host}:{port}"
     return f"{scheme}://{netloc}{path}", scheme, host, port, path
 
 
@@ -501,8 +512,7 @@ def _parse_load_balancer(reader: _Reader, name: str, node: Any, field: str,
         item_line = reader.item_line(servers_node, i)
         srv = reader.mapping(item, where, item_line, allow_null=False)
         reader.check_keys(srv, where, ("url", "weight", "preservePath"))
-        url = reader.string(srv, "url", where, required=True)
-        assert url is not None
+        url = reader.required_string(srv, "url", where)
         normalised, scheme, host, port, path = _parse_url(reader, url, f"{where}.url",
                                                           reader.value_line(srv, "url"))
         weight = reader.integer(srv, "weight", where, 1, minimum=0)
@@ -518,8 +528,7 @@ def _parse_mirroring(reader: _Reader, name: str, node: Any, field: str, line: in
     m = reader.mapping(node, field, line, allow_null=False)
     reader.check_keys(m, field, ("service", "mirrors", "mirrorBody", "maxBodySize"),
                       unsupported=("healthCheck",))
-    service = reader.string(m, "service", field, required=True)
-    assert service is not None
+    service = reader.required_string(m, "service", field)
     service = _local_name(reader, service, f"{field}.service", reader.value_line(m, "service"))
     mirrors_node = reader.sequence(m, "mirrors", field)
     mirrors: list[MirrorSpec] = []
@@ -528,8 +537,7 @@ def _parse_mirroring(reader: _Reader, name: str, node: Any, field: str, line: in
         where = f"{field}.mirrors[{i}]"
         spec = reader.mapping(item, where, reader.item_line(mirrors_node, i), allow_null=False)
         reader.check_keys(spec, where, ("name", "percent"))
-        mirror_name = reader.string(spec, "name", where, required=True)
-        assert mirror_name is not None
+        mirror_name = reader.required_string(spec, "name", where)
         mirror_name = _local_name(reader, mirror_name, f"{where}.name", reader.value_line(spec, "name"))
         if mirror_name in seen:
             reader.fail(f"mirror {mirror_name!r} is listed twice", f"{where}.name",
@@ -594,8 +602,7 @@ def _parse_middleware(reader: _Reader, name: str, node: Any, field: str, line: i
         return StripPrefix(name, prefixes)
     if kind == "addPrefix":
         reader.check_keys(body, where, ("prefix",))
-        prefix = reader.string(body, "prefix", where, required=True)
-        assert prefix is not None
+        prefix = reader.required_string(body, "prefix", where)
         if not prefix.startswith("/"):
             reader.fail(f"prefix {prefix!r} must start with '/'", f"{where}.prefix",
                         reader.value_line(body, "prefix"))
@@ -609,8 +616,7 @@ def _parse_middleware(reader: _Reader, name: str, node: Any, field: str, line: i
 def _parse_router(reader: _Reader, name: str, node: Any, field: str, line: int | None) -> Router:
     r = reader.mapping(node, field, line, allow_null=False)
     reader.check_keys(r, field, _ROUTER_KEYS, unsupported=_ROUTER_UNSUPPORTED)
-    text = reader.string(r, "rule", field, required=True)
-    assert text is not None
+    text = reader.required_string(r, "rule", field)
     rule_line = reader.value_line(r, "rule")
     try:
         rule = compile_rule(text)
@@ -621,8 +627,7 @@ def _parse_router(reader: _Reader, name: str, node: Any, field: str, line: int |
         reader.fail(f"only ruleSyntax v3 is supported, got {syntax!r}", f"{field}.ruleSyntax",
                     reader.value_line(r, "ruleSyntax"))
     reader.string_list(r, "entryPoints", field)  # accepted and ignored: the gateway has one entry point
-    service = reader.string(r, "service", field, required=True)
-    assert service is not None
+    service = reader.required_string(r, "service", field)
     service = _local_name(reader, service, f"{field}.service", reader.value_line(r, "service"))
     middlewares = reader.string_list(r, "middlewares", field)
     mw_items = reader.sequence(r, "middlewares", field)

@@ -79,7 +79,7 @@ def test_defaults_of_a_minimal_file() -> None:
 
 
 def test_server_urls_are_normalised() -> None:
-    text = BASE.replace("http://127.0.0.1:8081", "HTTPS://API.Example.com/base/") + \
+    text = BASE.replace("http://127.0.0.1:8081", "HTTPS://API.Example.com:443/base/") + \
         "          - url: http://[::1]:9000\n            weight: 3\n            preservePath: true\n"
     servers = parse_config(text).services["app"].servers  # type: ignore[union-attr]
     assert (servers[0].url, servers[0].scheme, servers[0].host, servers[0].port, servers[0].path) == \
@@ -188,11 +188,8 @@ def test_parse_duration(text: object, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "5", "5 s", "s", "-1s", "1d", True, None])
+@pytest.mark.parametrize("text", ["", "5 s", "s", "-1s", "1d", "nan", "inf", float("inf"), -2, True, None])
 def test_parse_duration_rejects(text: object) -> None:
-    if text == "5":
-        assert parse_duration(text) == 5.0
-        return
     with pytest.raises(ValueError):
         parse_duration(text)
 
@@ -258,6 +255,8 @@ BAD_CONFIGS = [
      "http.services.app.loadBalancer.servers[0].url", "no host"),
     ("bad-url-port", edit("http://127.0.0.1:8081", "http://h:99999"), 10,
      "http.services.app.loadBalancer.servers[0].url", "bad URL"),
+    ("bad-url-space", edit("http://127.0.0.1:8081", "http://my host/"), 10,
+     "http.services.app.loadBalancer.servers[0].url", "not a host name"),
     ("bad-url-query", edit("http://127.0.0.1:8081", "http://h/x?y=1"), 10,
      "http.services.app.loadBalancer.servers[0].url", "no query"),
     ("url-missing", edit("          - url: http://127.0.0.1:8081\n", "          - weight: 1\n"), 10,
