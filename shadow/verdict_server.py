@@ -7,6 +7,21 @@
                      Flagger webhooks (pre-rollout / rollout) treat any non-2xx as "not yet/no".
     GET /healthz  -> 200 "ok"
 
+Argo Rollouts AnalysisTemplate (web provider):
+
+    metrics:
+      - name: shadow-verdict
+        interval: 1m
+        successCondition: result == "pass"
+        failureCondition: result == "fail"      # neither: inconclusive, measured again
+        inconclusiveLimit: 30
+        provider:
+          web:
+            url: http://shadow-verdict:9464/verdict
+            jsonPath: "{$.verdict}"
+
+Flagger canary webhook: `- name: shadow-gate, type: rollout, url: http://shadow-verdict:9464/gate`.
+
 The verdict is recomputed from the capture on request (the gateway keeps appending to it), at most
 once per `--cache-seconds`: concurrent polls share one computation. A policy with `sequential: true`
 makes every computation one look of an anytime-valid test (reference/statistics.md: a live canary
