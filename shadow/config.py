@@ -567,15 +567,17 @@ def _parse_service(reader: _Reader, name: str, node: Any, field: str, line: int 
     return _parse_mirroring(reader, name, svc[kind], sub_field, sub_line)
 
 
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
+
+
 def _header_pairs(reader: _Reader, node: dict[Any, Any], key: str, field: str) -> tuple[tuple[str, str], ...]:
     where = f"{field}.{key}"
     headers = reader.mapping(node.get(key), where, reader.value_line(node, key))
     pairs: list[tuple[str, str]] = []
     for name in headers:
-        value = reader.string(headers, name, where, default="", allow_empty=True) if isinstance(name, str) \
-            else reader.fail("header names must be strings", where, reader.key_line(headers, name))
-        if not name or any(c in name for c in " \t:\r\n"):
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
             reader.fail(f"bad header name {name!r}", f"{where}.{name}", reader.key_line(headers, name))
+        value = reader.string(headers, name, where, default="", allow_empty=True)
         pairs.append((name, value or ""))
     return tuple(pairs)
 

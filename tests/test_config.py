@@ -278,6 +278,10 @@ BAD_CONFIGS = [
      "http.middlewares.m.stripPrefixes", "unknown middleware type (did you mean 'stripPrefix'?)"),
     ("unsupported-middleware", BASE + "  middlewares:\n    m:\n      basicAuth: {users: [a]}\n", 13,
      "http.middlewares.m.basicAuth", "not supported yet"),
+    ("bad-header-name", BASE + "  middlewares:\n    m:\n      headers:\n        customRequestHeaders:\n"
+     "          X Bad: 1\n", 15, "http.middlewares.m.headers.customRequestHeaders.X Bad", "bad header name"),
+    ("header-value-type", BASE + "  middlewares:\n    m:\n      headers:\n        customResponseHeaders:\n"
+     "          X-A: [1]\n", 15, "http.middlewares.m.headers.customResponseHeaders.X-A", "expected a string"),
     ("strip-prefix-empty", BASE + "  middlewares:\n    m:\n      stripPrefix: {prefixes: []}\n", 13,
      "http.middlewares.m.stripPrefix.prefixes", "at least one prefix"),
     ("add-prefix-relative", BASE + "  middlewares:\n    m:\n      addPrefix: {prefix: api}\n", 13,
