@@ -31,7 +31,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     policy = root / "policy.yaml"
     policy.write_text(POLICY_YAML)
     (root / "empty" / "exchanges").mkdir(parents=True)
+    bad = root / "bad" / "exchanges" / "dt=2026-11-26" / "hour=06"
+    bad.mkdir(parents=True)
+    (bad / "part-00000.parquet").write_bytes(b"PAR1 not really")
     return {
+        "bad": root / "bad",
         "policy": policy,
         "pass": write_capture(root / "pass", [EndpointTraffic(n=1500, volatile_field=True)], seed=11),
         "fail": write_capture(root / "fail", [EndpointTraffic(n=500, latency_factor=1.7, candidate_5xx_rate=0.06)],
@@ -91,6 +95,7 @@ def test_usage_errors_exit_2_with_one_clear_line(setup: dict[str, Path], args: t
 
 @pytest.mark.parametrize("args, message", [
     (("gate",), "Missing argument"),
+    (("gate", "{bad}"), "cannot read the exchanges data"),
     (("report", "{empty}"), "no sealed Parquet"),
     (("report", "{pass}", "--policy", "{bad_policy}"), "defaults.latency.p95"),
     (("serve-verdict", "{empty}", "--listen", "nowhere"), "expected HOST:PORT"),
@@ -98,8 +103,8 @@ def test_usage_errors_exit_2_with_one_clear_line(setup: dict[str, Path], args: t
 def test_usage_errors_in_process(setup: dict[str, Path], args: tuple[str, ...], message: str) -> None:
     bad_policy = setup["root"] / "bad-policy.yaml"
     bad_policy.write_text("defaults:\n  latency:\n    p95: 0.5\n")
-    argv = [a.format(root=setup["root"], empty=setup["empty"], bad_policy=bad_policy, **{"pass": setup["pass"]})
-            for a in args]
+    argv = [a.format(root=setup["root"], empty=setup["empty"], bad=setup["bad"], bad_policy=bad_policy,
+                     **{"pass": setup["pass"]}) for a in args]
     out = CliRunner().invoke(cli, argv)
     assert out.exit_code == 2, out.output
     assert message in out.output
