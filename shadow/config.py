@@ -783,7 +783,7 @@ def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
     defaults = CaptureSettings()
     cap_dir = reader.string(cap, "dir", cap_field)
     capture = CaptureSettings(
-        dir=(base_dir / cap_dir) if cap_dir is not None else base_dir / defaults.dir,
+        dir=base_dir / (Path(cap_dir).expanduser() if cap_dir is not None else defaults.dir),
         enabled=reader.boolean(cap, "enabled", cap_field, defaults.enabled),
         max_body_bytes=reader.integer(cap, "maxBodyBytes", cap_field, defaults.max_body_bytes, minimum=0),
         segment_rows=reader.integer(cap, "segmentRows", cap_field, defaults.segment_rows, minimum=1),
