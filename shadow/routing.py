@@ -235,7 +235,8 @@ def _is_websocket(headers: Sequence[tuple[str, str]]) -> bool:
 
 
 def forwarded_headers(headers: Iterable[tuple[str, str]], *, client_ip: str, host: str, scheme: str,
-                      port: int | str, server_name: str, trust_forwarded: bool = True) -> Headers:
+                      port: int | str, server_name: str, trust_forwarded: bool = True,
+                      append_forwarded_for: bool = True) -> Headers:
     """The request headers as Traefik sends them upstream.
 
     - X-Forwarded-For: the client IP appended to what the client sent (one line, ", "-joined).
@@ -245,7 +246,8 @@ def forwarded_headers(headers: Iterable[tuple[str, str]], *, client_ip: str, hos
 
     `trust_forwarded=False` is Traefik's default for clients outside `forwardedHeaders.trustedIPs`:
     the client's X-Forwarded-* and X-Real-Ip are dropped first. The default here trusts them
-    (the gateway usually sits behind the organisation's own edge)."""
+    (the gateway usually sits behind the organisation's own edge).
+    `append_forwarded_for=False` (see RewrittenRequest) leaves X-Forwarded-For out entirely."""
     out: Headers = list(headers)
     if not trust_forwarded:
         for name in _FORWARDED_HEADERS:
@@ -253,8 +255,11 @@ def forwarded_headers(headers: Iterable[tuple[str, str]], *, client_ip: str, hos
     ip = client_ip.split("%", 1)[0]  # drop an IPv6 zone, as Traefik does
     if ip.startswith("[") and ip.endswith("]"):
         ip = ip[1:-1]
-    prior = [v.strip() for v in _values(out, "X-Forwarded-For") if v.strip()]
-    out = _set(out, "X-Forwarded-For", ", ".join([*prior, ip]))
+    if append_forwarded_for:
+        prior = [v.strip() for v in _values(out, "X-Forwarded-For") if v.strip()]
+        out = _set(out, "X-Forwarded-For", ", ".join([*prior, ip]))
+    else:
+        out = _without(out, "X-Forwarded-For")
     if not _values(out, "X-Forwarded-Proto"):
         secure = scheme.lower() in ("https", "wss")
         proto = ("wss" if secure else "ws") if _is_websocket(out) else ("https" if secure else "http")
@@ -277,6 +282,9 @@ def forwarded_headers(headers: Iterable[tuple[str, str]], *, client_ip: str, hos
 class RewrittenRequest:
     path: str  # raw path (percent-escapes kept as sent), without query
     headers: tuple[tuple[str, str], ...]
+    # False when a headers middleware set X-Forwarded-For to "": Traefik then sends no
+    # X-Forwarded-For at all (pass it to forwarded_headers(append_forwarded_for=...)).
+    append_forwarded_for: bool = True
 
 
 def _strip_raw_prefix(raw: str, prefix: str) -> str | None:
@@ -317,8 +325,10 @@ def apply_request_middlewares(middlewares: Sequence[Middleware], path: str,
       and sent as X-Forwarded-Prefix; no prefix matches → unchanged.
     - addPrefix: prefix + path.
     - headers.customRequestHeaders: set each header (replacing all its lines); "" removes it.
-      Setting Host changes the Host the upstream sees."""
+      Setting Host changes the Host the upstream sees; X-Forwarded-For: "" means no
+      X-Forwarded-For upstream at all (Traefik's special case), see `append_forwarded_for`."""
     out: Headers = list(headers)
+    append_forwarded_for = True
     for mw in middlewares:
         if isinstance(mw, StripPrefix):
             for prefix in mw.prefixes:
@@ -332,7 +342,9 @@ def apply_request_middlewares(middlewares: Sequence[Middleware], path: str,
         elif isinstance(mw, HeadersMiddleware):
             for name, value in mw.request_headers:
                 out = _set(out, name, value) if value else _without(out, name)
-    return RewrittenRequest(path, tuple(out))
+                if name.lower() == "x-forwarded-for":
+                    append_forwarded_for = bool(value)
+    return RewrittenRequest(path, tuple(out), append_forwarded_for)
 
 
 def apply_response_middlewares(middlewares: Sequence[Middleware],

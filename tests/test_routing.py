@@ -258,3 +258,14 @@ def test_example_gateway_routes_as_documented() -> None:
     out = apply_request_middlewares(plan.middlewares, "/api/orders/42", [("Host", "shop")])
     assert out.headers == (("Host", "shop"), ("X-Shadow-Gateway", "gw-1"))
     assert apply_response_middlewares(plan.middlewares, [("Server", "mono/1.0"), ("A", "b")]) == [("A", "b")]
+
+
+def test_empty_x_forwarded_for_header_middleware_suppresses_it() -> None:
+    drop = HeadersMiddleware("h", (("X-Forwarded-For", ""),))
+    out = apply_request_middlewares([drop], "/", [("X-Forwarded-For", "6.6.6.6"), ("A", "1")])
+    assert out.append_forwarded_for is False
+    sent = forwarded_headers(out.headers, client_ip="10.0.0.1", host="h", scheme="http", port=80,
+                             server_name="gw", append_forwarded_for=out.append_forwarded_for)
+    assert "x-forwarded-for" not in {k.lower() for k, _ in sent}
+    assert apply_request_middlewares([HeadersMiddleware("h", (("X-Forwarded-For", "1.1.1.1"),))], "/", []) \
+        .append_forwarded_for is True
