@@ -210,7 +210,7 @@ def _parse_margins(ctx: _Ctx, node: Mapping[str, Any], base: Margins, path: str)
             elif key == "bulk":
                 changes["bulk_ratio"] = _number(ctx, lat, key, kpath, lo=1.0, hi=100.0, lo_open=True)
             elif key in QUANTILE_NAMES:
-                if lat[key] is None or lat[key] is False:  # `p50: off` style: stop gating this quantile
+                if lat[key] is None or lat[key] is False:  # `p50: null` or `p50: false`: stop gating it
                     ratios.pop(key, None)
                 else:
                     ratios[key] = _number(ctx, lat, key, kpath, lo=1.0, hi=100.0, lo_open=True)

@@ -217,9 +217,21 @@ def judge(samples: Sequence[EndpointSample], policy: Policy, *, sequential_state
     return _combine(samples, results, policy, sequential_state, now)
 
 
+_METRIC_WORDS = {"latency_bulk": "typical latency", "error_rate": "the 5xx rate",
+                 "transport_error_rate": "the transport-error rate", "mismatch_rate": "the body-mismatch rate"}
+
+
+def metric_words(metric: str) -> str:
+    """A metric name as words: latency_p95 -> "p95 latency"."""
+    if metric in _METRIC_WORDS:
+        return _METRIC_WORDS[metric]
+    return f"{metric.removeprefix('latency_')} latency" if metric.startswith("latency_") else metric
+
+
 def _fail_reason(r: GuardrailResult, p_adj: float) -> str:
-    return (f"{r.metric.replace('_', ' ')} is significantly worse: {describe_estimate(r)} "
-            f"(harm p = {p_adj:.2g} after Holm), beyond the margin of {_margin_text(r)}.")
+    versus = "the budget" if r.unit == "rate" else "the primary"
+    return (f"{_cap(metric_words(r.metric))} is significantly worse than {versus}: {describe_estimate(r)} "
+            f"(harm p = {p_adj:.2g} after Holm), and it is not shown to be within {_margin_text(r)}.")
 
 
 def _margin_text(r: GuardrailResult) -> str:
@@ -350,9 +362,9 @@ def evaluate_endpoint(s: EndpointSample, policy: Policy, *, rng: np.random.Gener
     if m.gated_quantiles:
         out.extend(ctx.quantiles(lp, lc, keys_p, keys_c, rng))
     if m.gate_errors:
-        out.append(ctx.rate("error_rate", "5xx", s.primary_5xx, s.candidate_5xx, m.error_rate_pp / 100))
+        out.append(ctx.rate("error_rate", "the 5xx rate", s.primary_5xx, s.candidate_5xx, m.error_rate_pp / 100))
     if m.gate_transport_errors:
-        out.append(ctx.rate("transport_error_rate", "transport errors", s.primary_transport_error,
+        out.append(ctx.rate("transport_error_rate", "the transport-error rate", s.primary_transport_error,
                             s.candidate_transport_error, m.transport_error_pp / 100))
     if m.gate_mismatch and s.paired and s.mismatch is not None:
         out.append(ctx.mismatch(np.asarray(s.mismatch, dtype=bool)))

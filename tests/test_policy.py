@@ -103,3 +103,9 @@ def test_load_policy_bad_yaml_and_missing_file(tmp_path: Path) -> None:
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_policy(listy)
+
+
+def test_yaml_null_or_false_switches_a_quantile_off(tmp_path: Path) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text("defaults:\n  latency:\n    p50: null\n    p99: false\n    p90: 1.15\n")
+    assert load_policy(f).defaults.gated_quantiles == ("p90", "p95")

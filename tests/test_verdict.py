@@ -70,7 +70,7 @@ def test_clear_fifty_percent_regression_fails() -> None:
     assert bulk.cls == "FAIL"
     assert bulk.estimate == pytest.approx(1.5, rel=0.1)
     assert bulk.p_harm_adjusted is not None and bulk.p_harm_adjusted < 0.05
-    assert "significantly worse" in bulk.reason and "×1.10" in bulk.reason
+    assert bulk.reason.startswith("Typical latency is significantly worse than the primary") and "×1.10" in bulk.reason
     assert v.to_json()["verdict"] == "fail"
 
 
