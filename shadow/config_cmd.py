@@ -14,7 +14,9 @@ def config() -> None:
 
 @config.command("check")
 @click.argument("file", type=click.Path(dir_okay=True, path_type=str))
-def check(file: str) -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also list the routers in the order they are tried, with where each one sends traffic.")
+def check(file: str, verbose: bool) -> None:
     """Validate FILE; print a one-line summary (exit 0) or the one-line error (exit 2)."""
     from shadow.config import load_config  # imported here so `shadow --help` stays fast
 
@@ -25,3 +27,13 @@ def check(file: str) -> None:
     except Exception as exc:  # never a traceback, even for a bug of ours
         raise ConfigError(f"unexpected error while loading: {type(exc).__name__}: {exc}", file=file) from None
     click.echo(f"ok: {file}: {cfg.summary()}")
+    if verbose:
+        from shadow.routing import plan_route
+
+        for router in cfg.routers:
+            plan = plan_route(cfg, router)
+            target = plan.primary.name
+            if plan.mirrors:
+                target += " + mirrors " + ", ".join(f"{m.spec.name} {m.spec.percent}%" for m in plan.mirrors)
+            middlewares = f" via {', '.join(router.middlewares)}" if router.middlewares else ""
+            click.echo(f"  {router.priority:>6}  {router.name}: {router.rule.text} -> {target}{middlewares}")

@@ -435,3 +435,17 @@ def test_mangled_files_give_config_errors_never_other_exceptions() -> None:
             errors += 1
             assert str(exc).startswith("f.yaml") and "\n" not in str(exc), str(exc)
     assert errors > 20  # the edits do break files
+
+
+def test_config_check_verbose_lists_routers_in_the_order_tried() -> None:
+    from click.testing import CliRunner
+
+    from shadow.config_cmd import config
+
+    result = CliRunner().invoke(config, ["check", "-v", str(EXAMPLES / "gateway.yaml")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("ok: ")
+    assert lines[1].split() == ["47", "orders:", "PathPrefix(`/api/orders`)", "&&", "!Method(`OPTIONS`)", "->",
+                                "monolith", "+", "mirrors", "orders-next", "100%", "via", "tag-gateway"]
+    assert lines[2].split() == ["15", "monolith:", "PathPrefix(`/`)", "->", "monolith"]
