@@ -347,10 +347,12 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(f"expected an integer, got {_kind(value)}", where, line)
         value = int(value)
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            if maximum is None:
-                self.fail(f"must be at least {minimum}, got {value}", where, line)
+        if minimum is not None and maximum is not None and not minimum <= value <= maximum:
             self.fail(f"must be between {minimum} and {maximum}, got {value}", where, line)
+        if minimum is not None and value < minimum:
+            self.fail(f"must be at least {minimum}, got {value}", where, line)
+        if maximum is not None and value > maximum:
+            self.fail(f"must be at most {maximum}, got {value}", where, line)
         return value
 
     def number(self, node: dict[Any, Any], key: str, field: str, default: float, *, minimum: float) -> float:
@@ -615,6 +617,9 @@ def _parse_middleware(reader: _Reader, name: str, node: Any, field: str, line: i
                              _header_pairs(reader, body, "customResponseHeaders", where))
 
 
+_MAX_USER_PRIORITY = 2**63 - 1 - 1000  # Traefik keeps the priorities above this for its own routers
+
+
 def _parse_router(reader: _Reader, name: str, node: Any, field: str, line: int | None) -> Router:
     r = reader.mapping(node, field, line, allow_null=False)
     reader.check_keys(r, field, _ROUTER_KEYS, unsupported=_ROUTER_UNSUPPORTED)
@@ -635,7 +640,7 @@ def _parse_router(reader: _Reader, name: str, node: Any, field: str, line: int |
     mw_items = reader.sequence(r, "middlewares", field)
     middlewares = tuple(_local_name(reader, m, f"{field}.middlewares[{i}]", reader.item_line(mw_items, i))
                         for i, m in enumerate(middlewares))
-    priority = reader.integer(r, "priority", field, 0)
+    priority = reader.integer(r, "priority", field, 0, maximum=_MAX_USER_PRIORITY)
     if priority == 0:
         priority = len(text)
     return Router(name, rule, priority, service, middlewares)

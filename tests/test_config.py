@@ -217,6 +217,8 @@ BAD_CONFIGS = [
     ("unknown-top-key", "htpp:\n  routers: {}\n", 1, "htpp", "did you mean 'http'"),
     ("priority-type", edit("      service: app\n", "      service: app\n      priority: high\n"), 6,
      "http.routers.orders.priority", "expected an integer"),
+    ("priority-too-high", edit("      service: app\n", "      service: app\n      priority: 9223372036854775000\n"),
+     6, "http.routers.orders.priority", "must be at most 9223372036854774807"),
     ("pass-host-type", edit("        servers:", "        passHostHeader: yes please\n        servers:"), 9,
      "http.services.app.loadBalancer.passHostHeader", "expected true or false"),
     ("rule-type", edit("rule: PathPrefix(`/api/orders`)", "rule: [a]"), 4,
