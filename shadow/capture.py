@@ -135,6 +135,17 @@ def _header_pairs(headers: Any) -> list[tuple[str, str]] | None:
     """Normalise (name, value) tuples, {"name","value"} dicts or a mapping to a list of str pairs."""
     if headers is None:
         return None
+    # Fast paths for what the gateway sends (mitmproxy's bytes pairs) and for str pairs.
+    if not headers:
+        return []
+    try:
+        first = headers[0][0]
+        if type(first) is bytes:
+            return [(n.decode("utf-8", "replace"), v.decode("utf-8", "replace")) for n, v in headers]
+        if type(first) is str and all(type(n) is str and type(v) is str for n, v in headers):
+            return [(n, v) for n, v in headers]
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError):
+        pass  # mixed or other shapes: the general loop below
     if isinstance(headers, Mapping):
         items: Iterable[Any] = headers.items()
     else:

@@ -268,6 +268,19 @@ def test_prepare_decodes_request_body_and_drops_its_content_encoding() -> None:
     assert ("Content-Encoding", "gzip") in out["resp_headers"]  # kept: the analyzers compare it
 
 
+@pytest.mark.parametrize("headers", [
+    [(b"Accept", b"*/*"), (b"X-N", b"1")],  # mitmproxy's Headers.fields
+    [("Accept", "*/*"), ("X-N", "1")],
+    (("Accept", "*/*"), ("X-N", "1")),
+    {"Accept": "*/*", "X-N": "1"},
+    [{"name": "Accept", "value": "*/*"}, {"name": "X-N", "value": "1"}],  # as read back from a capture
+    [("Accept", b"*/*"), (b"X-N", 1)],
+])
+def test_prepare_accepts_header_shapes(headers: Any) -> None:
+    out = prepare_exchange(exchange(1, req_headers=headers), CaptureSettings(), KEY)
+    assert out["req_headers"] == [("Accept", "*/*"), ("X-N", "1")]
+
+
 def test_prepare_keeps_undecodable_body_raw_and_notes_it() -> None:
     out = prepare_exchange(
         exchange(1, resp_body=b"not gzip", resp_headers=[("Content-Encoding", "gzip")]), CaptureSettings(), KEY
