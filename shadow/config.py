@@ -9,7 +9,9 @@ The `http:` keys and defaults are Traefik's, so a Traefik file-provider file loa
 as it uses what the gateway supports (routers; loadBalancer and mirroring services; stripPrefix,
 addPrefix and headers middlewares). Traefik features the gateway does not implement yet are rejected
 with "not supported yet" rather than silently ignored. `entryPoints` and `observability` on routers
-are accepted and ignored (the gateway has one entry point).
+are accepted and ignored (the gateway has one entry point). Option names are case-insensitive, as
+in Traefik (`loadbalancer` is `loadBalancer`); names of routers, services and middlewares are not.
+Equal router priorities are ordered by router name (Traefik leaves them unordered).
 
 The `shadow:` section (camelCase like Traefik; every key optional)::
 
