@@ -77,9 +77,10 @@ def read_all(table_dir: Path) -> pa.Table:
 
 def test_round_trip_seals_partitioned_parquet_with_derived_fields(tmp_path: Path) -> None:
     s = settings(tmp_path)
+    ts = time.time_ns()  # one timestamp: the rows cannot straddle an hour boundary
     with CaptureWriter(s, gateway_id="gw1") as w:
         for i in range(10):
-            assert w.submit(exchange(i))
+            assert w.submit(exchange(i, ts=ts + i))
         w.flush()
         assert w.stats().journaled == 10
         assert sealed_files(s.dir / "exchanges") == []  # journaled, not yet sealed
