@@ -127,9 +127,10 @@ def test_rows_are_partitioned_by_utc_hour_of_ts(tmp_path: Path) -> None:
 
 def test_segment_sealed_by_row_count(tmp_path: Path) -> None:
     s = settings(tmp_path, segment_rows=50, segment_seconds=3600)
+    ts = time.time_ns()  # one hour: one file per segment
     with CaptureWriter(s, gateway_id="gw") as w:
         for i in range(120):
-            w.submit(exchange(i))
+            w.submit(exchange(i, ts=ts))
             if i % 10 == 9:
                 w.flush()  # each flush is one journal batch, so a segment ends every 50 rows
         deadline = time.monotonic() + 5
