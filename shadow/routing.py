@@ -136,10 +136,10 @@ class ServerPicker:
 
     def carry_over(self, new_config: GatewayConfig) -> None:
         """Keep rotation positions of services whose servers did not change across a reload."""
-        keep = {name for name, svc in new_config.services.items() if isinstance(svc, LoadBalancerService)}
-        self._next_index = {k: v for k, v in self._next_index.items() if k in keep}
-        self._current = {k: v for k, v in self._current.items()
-                         if k in keep and new_config.services[k].servers == v[0]}  # type: ignore[union-attr]
+        servers = {name: svc.servers for name, svc in new_config.services.items()
+                   if isinstance(svc, LoadBalancerService)}
+        self._next_index = {k: v for k, v in self._next_index.items() if k in servers}
+        self._current = {k: v for k, v in self._current.items() if servers.get(k) == v[0]}
 
 
 # --------------------------------------------------------------------------------------------------
