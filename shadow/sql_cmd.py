@@ -66,9 +66,14 @@ def _print_table(columns: list[str], rows: list[tuple[Any, ...]]) -> None:
 def sql(capture: str, query: str, fmt: str, max_rows: int, threads: int | None) -> None:
     """Run QUERY over the capture folder CAPTURE.
 
-    Views: exchanges, pairs (primary ⋈ candidate ⟕ secondary on request_id), and diffs, spans,
-    capture_stats when present. Only sealed data is visible: a running gateway's journal shows up at
-    its next seal (every segment_rows / segment_seconds) and at shutdown.
+    Views: exchanges, pairs (primary ⋈ candidate ⟕ secondary on request_id), capture_stats, and one
+    per other subfolder holding Parquet (diffs, spans, ...). Only sealed data is visible: a running
+    gateway's journal shows up at its next seal (every segment_rows / segment_seconds) and at
+    shutdown.
+
+    \b
+    Example:
+      shadow sql capture "SELECT endpoint, count(*) AS n FROM exchanges GROUP BY 1 ORDER BY n DESC"
     """
     import duckdb
 
