@@ -659,3 +659,64 @@ def test_a_writer_that_is_behind_still_journals_and_seals_on_time(tmp_path: Path
         st = w.stats()
         assert st.sealed_rows >= 20 and st.queued > 0, st
     assert w.stats().sealed_rows == 500
+
+
+def test_a_failed_seal_keeps_the_journal_and_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import shadow.capture as capture_module
+    from shadow.errors import CaptureError
+
+    real = capture_module._write_parquet_atomically
+    failures = [OSError(errno.ENOSPC, "No space left on device")]
+
+    def flaky(table: pa.Table, final: Path) -> None:
+        if failures:
+            raise failures.pop()
+        real(table, final)
+
+    monkeypatch.setattr(capture_module, "_write_parquet_atomically", flaky)
+    s = settings(tmp_path)
+    with CaptureWriter(s, gateway_id="gw") as w:
+        w.submit(exchange(1))
+        with pytest.raises(CaptureError, match=r"capture seal failed: .*No space left on device"):
+            w.seal()
+        assert list((s.dir / "exchanges" / JOURNAL_DIR).glob("gw-*.arrows"))  # nothing lost
+        w.submit(exchange(2))
+        w.seal()  # retries the first journal, then seals the second
+        assert sorted(r["exchange_id"] for r in read_all(s.dir / "exchanges").to_pylist()) == ["x1", "x2"]
+    assert w.stats().sealed_rows == 2 and w.stats().write_errors == 0
+
+
+def test_a_failed_journal_write_is_counted_and_capture_goes_on(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import shadow.capture as capture_module
+    from shadow.errors import CaptureError
+
+    failing = threading.Event()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if failing.is_set():
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(capture_module.os, "fsync", fsync)
+    s = settings(tmp_path)
+    with CaptureWriter(s, gateway_id="gw") as w:
+        w.submit(exchange(1))
+        w.flush()
+        failing.set()
+        w.submit(exchange(2))
+        with pytest.raises(CaptureError, match=r"capture flush failed: .*Input/output error"):
+            w.flush()  # flush promises durability: its caller learns that it failed
+        assert w.stats().write_errors == 1
+        failing.clear()
+        w.submit(exchange(3))
+    ids = {r["exchange_id"] for r in read_all(s.dir / "exchanges").to_pylist()}
+    assert {"x1", "x3"} <= ids  # rows before and after the failure are kept
+    assert not list((s.dir / "exchanges" / JOURNAL_DIR).glob("*.arrows"))  # the torn journal was sealed too
+    st = w.stats()
+    assert st.sealed_rows + st.write_errors >= st.submitted
