@@ -276,3 +276,28 @@ def test_sigterm_is_a_clean_stop_too(tmp_path: Path) -> None:
     assert proc.returncode == 130, stderr
     n, ids = query(out, "SELECT count(*), count(DISTINCT request_id) FROM exchanges")[0]
     assert n == 2 * ids and ids >= 10
+
+
+def test_sigkill_then_resume_completes_every_pair_once(tmp_path: Path) -> None:
+    """A kill -9 loses only what the capture had not journaled: the next writer recovers the
+    journal, and --resume sends each request (or the missing role of a split one) again."""
+    flows = write_flows(tmp_path / "t.flows", make_flows(120))
+    out = tmp_path / "cap"
+    with Upstream("p", delay=0.01) as p, Upstream("c", delay=0.01) as c:
+        proc = subprocess.Popen([sys.executable, "-m", "shadow.cli", "replay", str(flows), "--primary", p.url,
+                                 "--candidate", c.url, "-o", str(out), "--concurrency", "2", "--no-progress"],
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            p.wait_for(30, timeout=20)
+            proc.kill()
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        r = shadow_here("replay", flows, "--primary", p.url, "--candidate", c.url, "-o", out, "--resume")
+        assert r.returncode == 0, r.stderr
+        assert len(p.received()) >= 120 and len(c.received()) >= 120
+    rows = query(out, "SELECT count(*), count(DISTINCT request_id), count(DISTINCT (request_id, role)) "
+                      "FROM exchanges")
+    assert rows == [(240, 120, 240)]
+    assert query(out, "SELECT count(*) FROM pairs") == [(120,)]

@@ -342,13 +342,18 @@ def test_stop_leaves_no_half_pairs_and_resume_finishes_exactly() -> None:
         assert first.interrupted and 10 <= first.requests < 60
         ids = [r["request_id"] for r in sink.rows]
         assert all(ids.count(i) == 2 for i in set(ids))  # both roles, or neither
-        done_ids = set(ids)
+        captured = {i: frozenset({"primary", "candidate"}) for i in ids}
+        # As if a kill had split one request's rows: only its primary row reached the capture.
+        half = sorted(captured)[0]
+        captured[half] = frozenset({"primary"})
         # Resume: a new engine with the same run id and what the capture holds.
         resumed = ReplayState(run_id=state.run_id)
-        stats, sink2 = run(cfg, [source], state=resumed, done_ids=done_ids)
-        assert stats.already_done == first.requests and stats.requests == 60 - first.requests
-        all_ids = ids + [r["request_id"] for r in sink2.rows]
-        assert len(all_ids) == 120 and len(set(all_ids)) == 60
+        stats, sink2 = run(cfg, [source], state=resumed, captured=captured)
+        assert stats.already_done == first.requests - 1 and stats.requests == 60 - first.requests + 1
+        assert [r["role"] for r in sink2.rows if r["request_id"] == half] == ["candidate"]
+        rows = [(r["request_id"], r["role"]) for r in sink.rows if r["request_id"] != half]
+        rows += [(half, "primary")] + [(r["request_id"], r["role"]) for r in sink2.rows]
+        assert len(rows) == 120 and len(set(rows)) == 120 and len({i for i, _ in rows}) == 60
 
 
 def test_second_stop_cancels_in_flight_calls() -> None:

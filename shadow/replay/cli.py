@@ -23,7 +23,8 @@ from shadow.replay.filters import (
 )
 from shadow.replay.resume import (
     ReplayState,
-    captured_request_ids,
+    SourceProgress,
+    captured_roles,
     load_state,
     save_state,
     state_path,
@@ -159,10 +160,10 @@ def replay(sources: tuple[str, ...], primary: str, candidate: str, secondary: st
     writer = CaptureWriter(CaptureSettings(dir=capture), gateway_id=f"replay-{make_gateway_id()}")
     try:
         # After the writer recovered any journal a killed replay left, the capture is the truth.
-        done_ids = captured_request_ids(capture) if resume else set()
+        captured = captured_roles(capture) if resume else {}
         save_state(capture, state)  # the run id must survive even a kill before the first checkpoint
         show = sys.stderr.isatty() if progress is None else progress
-        stats = _run(config, opened, writer, state, done_ids, show, capture, loops, limit)
+        stats = _run(config, opened, writer, state, captured, show, capture, loops, limit)
     finally:
         writer.close()
     state.finished = not stats.interrupted
@@ -187,10 +188,14 @@ def _prepare_state(capture: Path, sources: list[Source], resume: bool) -> Replay
     if previous is not None and not previous.finished and not resume:
         raise ShadowError(f"{capture}: holds an interrupted replay; pass --resume to continue it, or remove "
                           f"{state_path(capture)} to start a new one")
-    return ReplayState.new()
+    state = ReplayState.new()
+    for src in sources:  # recorded now: a kill before the first checkpoint must still be resumable
+        state.sources.setdefault(src.identity, SourceProgress(path=str(src.path), identity=src.identity))
+    return state
 
 
-def _run(config: ReplayConfig, sources: list[Source], writer: Any, state: ReplayState, done_ids: set[str],
+def _run(config: ReplayConfig, sources: list[Source], writer: Any, state: ReplayState,
+         captured: dict[str, frozenset[str]],
          show_progress: bool, capture: Path, loops: int, limit: int | None) -> ReplayStats:
     from tqdm import tqdm
 
@@ -206,7 +211,7 @@ def _run(config: ReplayConfig, sources: list[Source], writer: Any, state: Replay
         writer.flush()
         write_state_json(capture, snapshot)
 
-    engine = ReplayEngine(config, sources, writer, state=state, done_ids=done_ids, progress=bar,
+    engine = ReplayEngine(config, sources, writer, state=state, captured=captured, progress=bar,
                           checkpoint=checkpoint, backlog=lambda: writer.stats().queued)
 
     async def main() -> ReplayStats:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -126,6 +126,7 @@ class Job:
     entry: SourceEntry
     request_id: str
     endpoint: str  # templated recorded path, the same on every row of the request
+    captured_roles: frozenset[str] = frozenset()  # already in the capture: not sent again
 
 
 class Progress(Protocol):
@@ -173,7 +174,7 @@ class _TargetURL:
 
 class ReplayEngine:
     def __init__(self, config: ReplayConfig, sources: list[Source], sink: RowSink, *,
-                 state: ReplayState | None = None, done_ids: set[str] | None = None,
+                 state: ReplayState | None = None, captured: Mapping[str, frozenset[str]] | None = None,
                  progress: Progress | None = None,
                  checkpoint: Callable[[dict[str, Any]], None] | None = None,
                  backlog: Callable[[], int] | None = None, max_backlog: int = 5_000) -> None:
@@ -183,7 +184,10 @@ class ReplayEngine:
         self.sources = sources
         self.sink = sink
         self.state = state or ReplayState.new()
-        self.done_ids = done_ids or set()
+        # Roles the capture already holds per request id (on --resume): a request is done when it
+        # holds every role; one with some roles (a kill split its rows) is finished for the rest.
+        self.captured = captured or {}
+        self._roles = frozenset(t.role for t in config.targets)
         self.progress = progress
         self.checkpoint = checkpoint
         # A replay is not live traffic: when the writer falls behind, wait for it rather than shed.
@@ -252,12 +256,13 @@ class ReplayEngine:
                         return
                     eligible += 1
                     rid = request_id(self.state.run_id, ident, entry.index, loop)
-                    if rid in self.done_ids or self.state.is_done(ident, loop, entry.index):
+                    have = self.captured.get(rid, frozenset())
+                    if self._roles <= have or self.state.is_done(ident, loop, entry.index):
                         self.stats.already_done += 1
                         if self.progress is not None:
                             self.progress.update(1)
                         continue
-                    yield Job(src, ident, loop, entry, rid, _endpoint(entry.path))
+                    yield Job(src, ident, loop, entry, rid, _endpoint(entry.path), have)
 
     # --- run ------------------------------------------------------------------------------------
 
@@ -375,15 +380,18 @@ class ReplayEngine:
     # --- one request ------------------------------------------------------------------------------
 
     async def _run_job(self, job: Job) -> None:
-        targets = self.config.targets
+        targets, live = self.config.targets, self._live
+        if job.captured_roles:
+            targets = tuple(t for t in targets if t.role not in job.captured_roles)
+            live = [t for t in targets if t.url is not None]
         if self.config.sequential:
             rows = [await self._call(t, job) for t in targets]
-        elif len(self._live) == 1:
-            # The common case (recorded primary, one live candidate): no extra tasks per request.
-            rows = [self._count(t, self._recorded_row(t, job)) for t in targets if t.url is None]
-            rows.append(await self._call(self._live[0], job))
         else:
-            rows = list(await asyncio.gather(*(self._call(t, job) for t in targets)))
+            rows = [self._count(t, self._recorded_row(t, job)) for t in targets if t.url is None]
+            if len(live) == 1:  # the common case: no extra tasks per request
+                rows.append(await self._call(live[0], job))
+            elif live:
+                rows.extend(await asyncio.gather(*(self._call(t, job) for t in live)))
         for row in rows:
             if not self.sink.submit(row):
                 self.stats.shed += 1

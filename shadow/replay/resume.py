@@ -188,21 +188,21 @@ def write_state_json(capture: Path, doc: dict[str, Any]) -> None:
         raise
 
 
-def captured_request_ids(capture: Path) -> set[str]:
-    """Request ids of replay rows already sealed in the capture."""
+def captured_roles(capture: Path) -> dict[str, frozenset[str]]:
+    """Roles of the replay rows already sealed in the capture, by request id."""
     root = capture / "exchanges"
     if not root.is_dir():
-        return set()
+        return {}
     files = [str(p) for p in root.rglob("*.parquet") if not p.name.startswith((".", "_"))]
     if not files:
-        return set()
+        return {}
     import duckdb
 
     try:
         con = duckdb.connect()
         rows = con.execute(
-            "SELECT DISTINCT request_id FROM read_parquet(?, hive_partitioning=true, union_by_name=true) "
-            "WHERE mode = 'replay'", [files]).fetchall()
+            "SELECT request_id, list(DISTINCT role) FROM read_parquet(?, hive_partitioning=true, "
+            "union_by_name=true) WHERE mode = 'replay' GROUP BY request_id", [files]).fetchall()
     except duckdb.Error as e:
         raise CaptureError(f"{capture}: cannot read the capture to resume: {str(e).splitlines()[0]}") from None
-    return {r[0] for r in rows}
+    return {rid: frozenset(roles) for rid, roles in rows}
