@@ -37,7 +37,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "bad": root / "bad",
         "policy": policy,
-        "pass": write_capture(root / "pass", [EndpointTraffic(n=1500, volatile_field=True)], seed=11),
+        "pass": write_capture(root / "pass", [EndpointTraffic(n=1200, volatile_field=True)], seed=11),
         "fail": write_capture(root / "fail", [EndpointTraffic(n=500, latency_factor=1.7, candidate_5xx_rate=0.06)],
                               seed=12),
         "inconclusive": write_capture(root / "inconclusive", [EndpointTraffic(n=40)], seed=13),

@@ -26,7 +26,7 @@ TEST_POLICY = Policy.from_mapping({"n_boot": 200, "defaults": {"error_rate_pp": 
 def captures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("captures")
     return {
-        "aa": write_capture(root / "aa", [EndpointTraffic(n=1500)], seed=1),
+        "aa": write_capture(root / "aa", [EndpointTraffic(n=1200)], seed=1),
         "regression": write_capture(root / "regression", [
             EndpointTraffic(n=600, latency_factor=1.6, candidate_5xx_rate=0.05, changed_field_rate=0.2)], seed=2),
         "little": write_capture(root / "little", [EndpointTraffic(n=30)], seed=3),

@@ -29,7 +29,7 @@ def captures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("serve")
     (root / "empty" / "exchanges").mkdir(parents=True)
     return {
-        "pass": write_capture(root / "pass", [EndpointTraffic(n=1500)], seed=21),
+        "pass": write_capture(root / "pass", [EndpointTraffic(n=1200)], seed=21),
         "fail": write_capture(root / "fail", [EndpointTraffic(n=500, latency_factor=1.7, candidate_5xx_rate=0.06)],
                               seed=22),
         "empty": root / "empty",
