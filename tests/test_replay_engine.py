@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from shadow.replay.engine import ListSink, RecordedClock, ReplayConfig, ReplayEngine, ReplayStats, Target
-from shadow.replay.filters import EntryFilter, Rewrite, fnv1a_32
+from shadow.replay.filters import EntryFilter, Rewrite, fnv1a_32, hostname_of
 from shadow.replay.resume import RangeSet, ReplayState, from_ranges, request_id, to_ranges
 from shadow.replay.sources import RecordedResponse, SourceEntry, SourceError
 from tests.upstream import ReceivedRequest, Response, Upstream, echo, free_port
@@ -142,6 +142,7 @@ def test_filter_rules() -> None:
     assert EntryFilter(path=re.compile(r"^/other")).reject(e) == "filtered"
     assert EntryFilter(hosts=frozenset({"shop.example"})).reject(entry(1, host="shop.example:8443")) is None
     assert EntryFilter(hosts=frozenset({"other"})).reject(e) == "filtered"
+    assert hostname_of("Shop.Example:8443") == "shop.example" and hostname_of("[::1]:80") == "[::1]"
     assert EntryFilter(statuses=((500, 599),)).reject(e) is None
     assert EntryFilter(statuses=((200, 200),)).reject(e) == "filtered"
     assert EntryFilter().reject(entry(1, "DELETE")) == "unsafe"

@@ -17,6 +17,7 @@ from shadow.replay.filters import (
     Rewrite,
     check_percent,
     compile_path,
+    hostname_of,
     parse_path_rewrites,
     parse_set_headers,
     parse_status,
@@ -134,7 +135,7 @@ def replay(sources: tuple[str, ...], primary: str, candidate: str, secondary: st
     entry_filter = EntryFilter(
         methods=frozenset(m.upper() for m in methods),
         path=compile_path(path_regex),
-        hosts=frozenset(h.lower() for h in hosts),
+        hosts=frozenset(hostname_of(h) for h in hosts),
         statuses=tuple(parse_status(s) for s in statuses),
         sample_percent=check_percent(sample, "--sample"),
         hash_header=hash_header,

@@ -56,7 +56,7 @@ class EntryFilter:
             return "filtered"
         if self.path is not None and not self.path.search(entry.target):
             return "filtered"
-        if self.hosts and _hostname(entry.host) not in self.hosts:
+        if self.hosts and hostname_of(entry.host) not in self.hosts:
             return "filtered"
         if self.statuses:
             status = entry.recorded.status if entry.recorded else None
@@ -77,7 +77,8 @@ class EntryFilter:
         return None
 
 
-def _hostname(host: str) -> str:
+def hostname_of(host: str) -> str:
+    """Host without port, lower case (IPv6 literals keep their brackets)."""
     h = host.lower()
     if h.startswith("["):
         return h.split("]")[0] + "]"
