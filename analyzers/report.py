@@ -350,6 +350,7 @@ def _summary_section(result: AnalysisResult) -> str:
         f' &nbsp; score <b>{_num(getattr(verdict, "score", None), 1)}</b> / 100'
         ' <span class="muted">(the score is for display; the gate is the rule: PASS needs every '
         'guardrail proven non-inferior)</span></p>'
+        + (f"<p>{_e(verdict.reason)}</p>" if getattr(verdict, "reason", "") else "")
         + _table(("endpoint", "class", "why"), rows) + "</section>"
     )
 
@@ -553,6 +554,8 @@ def render_markdown(result: AnalysisResult) -> str:
     overall = overall_name(verdict)
     lines = [f"## shadow verdict: {_MD_MARK.get(overall, overall)}", "",
              f"Score {_num(getattr(verdict, 'score', None), 1)} / 100 · capture `{result.capture_dir}`", ""]
+    if getattr(verdict, "reason", ""):
+        lines += [_md(verdict.reason), ""]
     results = verdict_results(verdict)
     metrics = sorted({r.metric for r in results})
     by_cell = {(label(r.endpoint, getattr(r, "candidate", None)), r.metric): r for r in results}

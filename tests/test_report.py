@@ -105,7 +105,7 @@ def test_html_escapes_captured_values(page: str) -> None:
 
 def test_html_shows_verdict_reasons_noise_and_policy(page: str) -> None:
     summary = page[page.index('id="summary"'):page.index('id="guardrails"')]
-    assert "FAIL" in summary and "12.5" in summary
+    assert "FAIL" in summary and "12.5" in summary and "1 guardrail failed" in summary
     assert "latency_p95: p95 is 50 % slower" in summary
     assert "not enough data yet" in summary
     noise = page[page.index('id="noise"'):page.index('id="examples"')]
