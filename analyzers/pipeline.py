@@ -208,6 +208,14 @@ def load_inputs(policy_file: Path | None) -> tuple[Any, Any]:
     return Policy.from_mapping(rest, source=str(policy_file)), rules
 
 
+def learn_templater(capture_dir: Path, explicit: tuple[str, ...] = ()) -> Any:
+    """An endpoint templater learned from the capture's paths (/users/alice, /users/bob, … →
+    /users/{name}), for captures whose static templating left one endpoint per user, slug, etc."""
+    from analyzers.endpoints import learn_from_capture
+
+    return learn_from_capture(capture_dir, explicit=explicit)
+
+
 def _analysis_section(policy_file: Path) -> Any:
     """The analysis mapping of a policy file, or None when the file is not shaped like one
     (load_policy then reports the problem, with its line)."""
@@ -262,6 +270,30 @@ def _groups(table: Any, *names: str) -> list[tuple[tuple[str, ...], slice]]:
             for a, b in zip(starts, ends, strict=True)]
 
 
+ENDPOINT_MAP_VIEW = "endpoint_map"
+
+
+def register_endpoint_map(store: Any, templater: Any) -> None:
+    """Re-template every captured path with `templater` (analyzers.endpoints.EndpointTemplater), as a
+    view `endpoint_map(path, endpoint)` the sample queries join: the same mapping the diff engine
+    applies when given the templater, so samples, diffs and rates agree on endpoint names."""
+    import pyarrow as pa
+
+    paths = store.sql("SELECT DISTINCT path FROM exchanges WHERE path IS NOT NULL").to_arrow_table().column(0)
+    mapping = pa.table({"path": paths, "endpoint": templater.template_many(paths)})
+    store.con.register(ENDPOINT_MAP_VIEW + "_arrow", mapping)
+    store.con.execute(f"CREATE OR REPLACE TEMP VIEW {ENDPOINT_MAP_VIEW} AS SELECT * FROM {ENDPOINT_MAP_VIEW}_arrow")
+    store.views.append(ENDPOINT_MAP_VIEW)
+
+
+def _endpoint_sql(store: Any, alias: str) -> tuple[str, str]:
+    """(join clause, endpoint expression) for rows of `alias`: re-templated when a map is registered."""
+    if ENDPOINT_MAP_VIEW in store.views:
+        return (f"LEFT JOIN {ENDPOINT_MAP_VIEW} m ON m.path = {alias}.path",
+                f"coalesce(m.endpoint, {alias}.endpoint)")
+    return "", f"{alias}.endpoint"
+
+
 def paired_samples(store: Any, *, use_diffs: bool = True) -> list[Any]:
     """One paired EndpointSample per (endpoint, candidate service) of mirrored/replayed pairs.
 
@@ -277,13 +309,14 @@ def paired_samples(store: Any, *, use_diffs: bool = True) -> list[Any]:
     join = ("JOIN diffs_summary d ON d.request_id = p.request_id AND d.c_service IS NOT DISTINCT FROM p.c_service"
             if summary else "")
     mismatch = "d.equal IS NOT TRUE" if summary else "NULL::BOOLEAN"
+    map_join, endpoint = _endpoint_sql(store, "p")
     table = store.sql(
-        "SELECT p.endpoint, p.c_service, dense_rank() OVER (ORDER BY p.endpoint, p.c_service) AS g, "
+        f"SELECT {endpoint} AS endpoint, p.c_service, dense_rank() OVER (ORDER BY {endpoint}, p.c_service) AS g, "
         "p.p_latency_ms, p.c_latency_ms, CAST(p.p_status AS DOUBLE) AS p_status, "
         "CAST(p.c_status AS DOUBLE) AS c_status, p.p_error IS NOT NULL AS p_err, "
         f"p.c_error IS NOT NULL AS c_err, p.client_key, {mismatch} AS mismatch "
-        f"FROM pairs p {join} WHERE p.mode IN ({modes}) "
-        "ORDER BY p.endpoint, p.c_service, p.ts, p.request_id"
+        f"FROM pairs p {join} {map_join} WHERE p.mode IN ({modes}) "
+        f"ORDER BY {endpoint}, p.c_service, p.ts, p.request_id"
     ).to_arrow_table()
     if table.num_rows == 0:
         return []
@@ -314,12 +347,13 @@ def split_samples(store: Any) -> list[Any]:
     carry a client_key (the gateway sets it from the sticky cookie / HRW key)."""
     from analyzers.verdict import EndpointSample
 
+    map_join, endpoint = _endpoint_sql(store, "x")
+    arm = "CASE WHEN x.role = 'primary' THEN '' ELSE x.service END"
     table = store.sql(
-        "SELECT endpoint, CASE WHEN role = 'primary' THEN '' ELSE service END AS arm, "
-        "dense_rank() OVER (ORDER BY endpoint, CASE WHEN role = 'primary' THEN '' ELSE service END) AS g, "
-        "latency_ms, CAST(status AS DOUBLE) AS status, error IS NOT NULL AS err, client_key FROM exchanges "
-        f"WHERE mode = '{SPLIT_MODE}' AND role IN ('primary', 'candidate') "
-        "ORDER BY endpoint, arm, ts, request_id"
+        f"SELECT {endpoint} AS endpoint, {arm} AS arm, dense_rank() OVER (ORDER BY {endpoint}, {arm}) AS g, "
+        "x.latency_ms, CAST(x.status AS DOUBLE) AS status, x.error IS NOT NULL AS err, x.client_key "
+        f"FROM exchanges x {map_join} WHERE x.mode = '{SPLIT_MODE}' AND x.role IN ('primary', 'candidate') "
+        f"ORDER BY {endpoint}, {arm}, x.ts, x.request_id"
     ).to_arrow_table()
     if table.num_rows == 0:
         return []
@@ -431,9 +465,11 @@ def _clip(value: str) -> str:
 
 
 def analyze(capture_dir: Path, policy: Any, *, rules: Any = None, progress: bool | None = None,
-            run_diffs: bool = True, sequential_state: Any = None) -> AnalysisResult:
+            run_diffs: bool = True, sequential_state: Any = None, templater: Any = None) -> AnalysisResult:
     """Diff the capture's pairs (writing CAPTURE/diffs/), build the samples and judge them.
 
+    `templater` (analyzers.endpoints.EndpointTemplater, see `learn_templater`) re-templates the
+    captured paths for diffs and samples alike; None keeps the `endpoint` the gateway captured.
     Raises CaptureError for a missing, empty or malformed capture (one line, naming the path)."""
     from shadow.store import open_store
 
@@ -446,9 +482,11 @@ def analyze(capture_dir: Path, policy: Any, *, rules: Any = None, progress: bool
     has_pairs = n_pairs > 0
     diff_summary = None
     if run_diffs and has_pairs:
-        diff_summary = _run_diffs(capture_dir, rules, show, n_pairs)
+        diff_summary = _run_diffs(capture_dir, rules, show, n_pairs, templater)
     with open_store(capture_dir) as store, stage("reading samples", show):
         totals = pairs_per_endpoint(store)
+        if templater is not None:
+            register_endpoint_map(store, templater)
         samples = paired_samples(store, use_diffs=run_diffs) + split_samples(store)
         fields = field_diffs(store, totals)
     if not samples:
@@ -464,7 +502,7 @@ def analyze(capture_dir: Path, policy: Any, *, rules: Any = None, progress: bool
                           diff_summary=diff_summary)
 
 
-def _run_diffs(capture_dir: Path, rules: Any, show: bool, pairs: int) -> Any:
+def _run_diffs(capture_dir: Path, rules: Any, show: bool, pairs: int, templater: Any = None) -> Any:
     from analyzers.diff import compute_diffs
     from analyzers.rules import DEFAULT_RULES
 
@@ -473,7 +511,7 @@ def _run_diffs(capture_dir: Path, rules: Any, show: bool, pairs: int) -> Any:
         # Worker processes pay off only on large captures (forkserver start-up costs about a second).
         workers = 1 if pairs < PARALLEL_DIFF_MIN_PAIRS else None
         return compute_diffs(capture_dir, rules if rules is not None else DEFAULT_RULES,
-                             progress=_progress_callback(bar), workers=workers)
+                             progress=_progress_callback(bar), workers=workers, templater=templater)
     except OSError as exc:
         # The diff step writes CAPTURE/diffs*/ beside the capture: a read-only copy cannot be judged.
         raise CaptureError(f"{capture_dir}: cannot write the diffs table there: "

@@ -66,14 +66,19 @@ def junit_xml(verdict: Any, *, suite_name: str = "shadow gate") -> bytes:
               help="Analysis policy YAML (margins, alpha, rules); defaults apply without it.")
 @click.option("--junit", "junit_file", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write a JUnit XML report here (a testcase per endpoint × metric).")
+@click.option("--learn-endpoints", is_flag=True,
+              help="Re-template paths learned from the capture (/users/alice, /users/bob → /users/{name}) "
+                   "instead of the endpoint the gateway captured.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
-def gate(capture: Path, policy_file: Path | None, junit_file: Path | None, progress: bool | None) -> None:
+def gate(capture: Path, policy_file: Path | None, junit_file: Path | None, learn_endpoints: bool,
+         progress: bool | None) -> None:
     """Judge CAPTURE and exit 0 PASS, 1 FAIL, 3 INCONCLUSIVE (2: usage error)."""
-    from analyzers.pipeline import analyze, load_inputs
+    from analyzers.pipeline import analyze, learn_templater, load_inputs
     from analyzers.report import class_name, overall_name, verdict_results
 
     policy, rules = load_inputs(policy_file)
-    result = analyze(capture, policy, rules=rules, progress=progress)
+    templater = learn_templater(capture) if learn_endpoints else None
+    result = analyze(capture, policy, rules=rules, progress=progress, templater=templater)
     for r in sorted(verdict_results(result.verdict), key=lambda r: (r.endpoint, r.metric)):
         if class_name(r.cls) != "PASS":
             click.echo(guardrail_line(r))

@@ -17,15 +17,20 @@ import click
               help="Folder for report.html, summary.md, verdict.json (default: CAPTURE/report).")
 @click.option("--policy", "policy_file", type=click.Path(path_type=Path, dir_okay=False),
               help="Analysis policy YAML (margins, alpha, rules); defaults apply without it.")
+@click.option("--learn-endpoints", is_flag=True,
+              help="Re-template paths learned from the capture (/users/alice, /users/bob → /users/{name}) "
+                   "instead of the endpoint the gateway captured.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
-def report(capture: Path, out_dir: Path | None, policy_file: Path | None, progress: bool | None) -> None:
+def report(capture: Path, out_dir: Path | None, policy_file: Path | None, learn_endpoints: bool,
+           progress: bool | None) -> None:
     """Analyse CAPTURE and write an HTML report, a Markdown summary and verdict.json."""
-    from analyzers.pipeline import analyze, load_inputs
+    from analyzers.pipeline import analyze, learn_templater, load_inputs
     from analyzers.report import overall_name, write_report
     from shadow.errors import ShadowError
 
     policy, rules = load_inputs(policy_file)
-    result = analyze(capture, policy, rules=rules, progress=progress)
+    templater = learn_templater(capture) if learn_endpoints else None
+    result = analyze(capture, policy, rules=rules, progress=progress, templater=templater)
     target = out_dir if out_dir is not None else capture / "report"
     try:
         files = write_report(result, target, progress=progress)

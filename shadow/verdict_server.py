@@ -101,17 +101,20 @@ def save_sequential_state(capture: Path, state: Any) -> None:
     tmp.replace(path)  # atomic: a crash leaves the previous look's state, never half a file
 
 
-def verdict_document(capture: Path, policy: Any, rules: Any, *, sequential_state: Any = None) -> dict[str, Any]:
+def verdict_document(capture: Path, policy: Any, rules: Any, *, sequential_state: Any = None,
+                     learn_endpoints: bool = False) -> dict[str, Any]:
     """The JSON served at /verdict; judging errors become an "inconclusive" document.
 
     With `sequential_state` (policy `sequential: true`) every computation is one look of an
     anytime-valid test, and the state is saved under CAPTURE/_verdict/ after it."""
-    from analyzers.pipeline import analyze
+    from analyzers.pipeline import analyze, learn_templater
     from analyzers.report import overall_name, verdict_json
     from shadow.errors import ShadowError
 
     try:
-        result = analyze(capture, policy, rules=rules, progress=False, sequential_state=sequential_state)
+        templater = learn_templater(capture) if learn_endpoints else None
+        result = analyze(capture, policy, rules=rules, progress=False, sequential_state=sequential_state,
+                         templater=templater)
         if sequential_state is not None:
             save_sequential_state(capture, sequential_state)
     except ShadowError as exc:
@@ -187,14 +190,18 @@ def parse_listen(value: str) -> tuple[str, int]:
               help="Analysis policy YAML (margins, alpha, rules); defaults apply without it.")
 @click.option("--cache-seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Reuse a computed verdict for this long.")
-def serve_verdict(capture: Path, listen: str, policy_file: Path | None, cache_seconds: float) -> None:
+@click.option("--learn-endpoints", is_flag=True,
+              help="Re-template paths learned from the capture (/users/alice, /users/bob → /users/{name}).")
+def serve_verdict(capture: Path, listen: str, policy_file: Path | None, cache_seconds: float,
+                  learn_endpoints: bool) -> None:
     """Serve CAPTURE's verdict at /verdict (JSON) and /gate (200 pass, non-2xx otherwise)."""
     from analyzers.pipeline import load_inputs
 
     host, port = parse_listen(listen)
     policy, rules = load_inputs(policy_file)
     state = load_sequential_state(capture) if policy.sequential else None
-    service = VerdictService(lambda: verdict_document(capture, policy, rules, sequential_state=state),
+    service = VerdictService(lambda: verdict_document(capture, policy, rules, sequential_state=state,
+                                                      learn_endpoints=learn_endpoints),
                              cache_seconds=cache_seconds)
     try:
         server = make_server(service, host, port)

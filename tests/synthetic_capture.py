@@ -34,6 +34,8 @@ class EndpointTraffic:
     changed_field_rate: float = 0.0  # share of pairs whose candidate body has a different "price"
     volatile_field: bool = False  # every body carries a fresh "request_ts" (noise, when a rule says so)
     clients: int = 0  # >0: client_key drawn from this many users (sticky units)
+    names: int = 0  # >0: "{name}" in the endpoint is one of this many user names, and the captured
+    # endpoint is the raw path (static templating cannot see that a name is a parameter)
 
 
 def _body(item: int, price: float, ts: str | None) -> bytes:
@@ -45,8 +47,11 @@ def _body(item: int, price: float, ts: str | None) -> bytes:
 
 def _row(*, request_id: str, exchange_id: str, role: str, mode: str, service: str, endpoint: str,
          ts: datetime, latency_ms: float, item: int, status: int | None, body: bytes | None,
-         error: str | None, client_key: str | None) -> dict[str, object]:
+         error: str | None, client_key: str | None, name: str | None = None) -> dict[str, object]:
     path = endpoint.replace("{id}", str(item))
+    if name is not None:
+        path = path.replace("{name}", name)
+        endpoint = path
     return {
         "request_id": request_id,
         "exchange_id": exchange_id,
@@ -98,6 +103,7 @@ def write_capture(capture_dir: Path, endpoints: list[EndpointTraffic], *, seed: 
             item = int(rng.integers(1, 50))
             price = float(item) * 1.5
             client = f"user-{int(rng.integers(0, spec.clients))}" if spec.clients else None
+            name = f"user{int(rng.integers(0, spec.names))}" if spec.names else None
             p_lat = float(np.round(base[i]))
             c_lat = float(np.round(base[i] * spec.latency_factor * rng.lognormal(0.0, 0.05)))
             c_5xx = rng.random() < spec.candidate_5xx_rate
@@ -120,20 +126,21 @@ def write_capture(capture_dir: Path, endpoints: list[EndpointTraffic], *, seed: 
                     rows.append(_row(request_id=rid, exchange_id=rid + "-c", role="candidate",
                                      mode="split", service=spec.candidate_service, endpoint=spec.endpoint,
                                      ts=ts, latency_ms=c_lat, item=item, status=c_status, body=c_body,
-                                     error=c_error, client_key=client))
+                                     error=c_error, client_key=client, name=name))
                 else:
                     rows.append(_row(request_id=rid, exchange_id=rid + "-p", role="primary", mode="split",
                                      service=primary_service, endpoint=spec.endpoint, ts=ts,
                                      latency_ms=p_lat, item=item, status=200, body=p_body, error=None,
-                                     client_key=client))
+                                     client_key=client, name=name))
             else:
                 rows.append(_row(request_id=rid, exchange_id=rid + "-p", role="primary", mode=spec.mode,
                                  service=primary_service, endpoint=spec.endpoint, ts=ts, latency_ms=p_lat,
-                                 item=item, status=200, body=p_body, error=None, client_key=client))
+                                 item=item, status=200, body=p_body, error=None, client_key=client,
+                                 name=name))
                 rows.append(_row(request_id=rid, exchange_id=rid + "-c", role="candidate", mode=spec.mode,
                                  service=spec.candidate_service, endpoint=spec.endpoint, ts=ts,
                                  latency_ms=c_lat, item=item, status=c_status, body=c_body, error=c_error,
-                                 client_key=client))
+                                 client_key=client, name=name))
             key = (ts.strftime("%Y-%m-%d"), ts.strftime("%H"))
             by_hour.setdefault(key, []).extend(rows)
     for (dt, hour), rows in by_hour.items():

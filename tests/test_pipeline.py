@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analyzers.pipeline import analyze, load_inputs, paired_samples, split_samples
+from analyzers.pipeline import analyze, learn_templater, load_inputs, paired_samples, split_samples
 from analyzers.policy import Policy
 from analyzers.rules import load_rules
 from shadow.errors import CaptureError, ConfigError
@@ -139,3 +139,21 @@ def test_policy_file_may_carry_rules(tmp_path: Path) -> None:
     policy_file.write_text("alpha: 0.01\nbogus: 1\n")
     with pytest.raises(ConfigError, match="bogus"):
         load_inputs(policy_file)
+
+
+def test_learned_endpoints_merge_high_cardinality_paths(tmp_path: Path) -> None:
+    # The gateway captured one "endpoint" per user name; learning re-templates them as one endpoint,
+    # for the samples and the diff table alike.
+    capture = write_capture(tmp_path / "names", [
+        EndpointTraffic(endpoint="/api/users/{name}/items/{id}", n=300, names=40, changed_field_rate=0.2),
+        EndpointTraffic(endpoint="/api/users/{name}/cart", n=200, names=40, mode="split", candidate_service="cart")],
+        seed=9)
+    raw = analyze(capture, TEST_POLICY, progress=False)
+    assert len(raw.samples) > 40
+    learned = analyze(capture, TEST_POLICY, progress=False, templater=learn_templater(capture))
+    assert {(s.endpoint, s.paired) for s in learned.samples} == {
+        ("/api/users/{name}/items/{id}", True), ("/api/users/{name}/cart", False)}
+    paired = next(s for s in learned.samples if s.paired)
+    assert paired.n_primary == 300
+    price = next(f for f in learned.real_fields if f.pointer_template == "/price")
+    assert price.endpoint == "/api/users/{name}/items/{id}" and price.pairs_total == 300
