@@ -73,6 +73,9 @@ def policy(**kw: object) -> Policy:
     return Policy.from_mapping(kw, source="bench")
 
 
+SIM_POLICY = Policy(n_boot=200)  # the default policy, with fewer bootstrap resamples (see main)
+
+
 # ------------------------------------------------------------------------------------------ workers
 # Each worker function simulates reps [start, start + count) with seeds derived from (target, rep),
 # so results do not depend on how reps are split across processes.
@@ -109,7 +112,7 @@ def t1_tests(args: tuple[int, bool, int, int, int]) -> np.ndarray:
 def t2_gate(args: tuple[int, int, int]) -> np.ndarray:
     """A/A gate over 40 endpoints x 3 metrics (bulk, p95, 5xx rate): 1 if any FAIL."""
     n, start, count = args
-    pol = policy(n_boot=500, defaults={"latency": {"p50": None, "p99": None}, "gate": {"transport_errors": False}})
+    pol = policy(n_boot=200, defaults={"latency": {"p50": None, "p99": None}, "gate": {"transport_errors": False}})
     out = np.zeros(count)
     for i in range(count):
         rng = np.random.default_rng([2, start + i])
@@ -208,7 +211,7 @@ def t5_power(args: tuple[str, bool, int, int]) -> np.ndarray:
         rng = np.random.default_rng([5, int(paired), {"shift": 1, "tail": 2}[kind], start + i])
         s = sample(rng, "/e", 2000, paired=paired, scale=1.10 if kind == "shift" else 1.0,
                    tail_scale=2.0 if kind == "tail" else 1.0)
-        v = judge([s], Policy(), rng_seed=start + i)
+        v = judge([s], SIM_POLICY, rng_seed=start + i)
         p99 = next(r for r in v.results if r.metric == "latency_p99")
         out[i] = [v.overall == "FAIL", p99.cls == "FAIL"]
     return out
@@ -232,8 +235,8 @@ def t6_sticky(args: tuple[int, int]) -> np.ndarray:
         sticky = EndpointSample("/e", False, arms[0], arms[1], err[0], err[1], no, no.copy(),
                                 users, users + 1000, sticky=True)
         naive = EndpointSample("/e", False, arms[0], arms[1], err[0], err[1], no, no.copy())
-        naive_fail = judge([naive], Policy(), rng_seed=i).overall == "FAIL" if start + i < 200 else np.nan
-        out[i] = [judge([sticky], Policy(), rng_seed=i).overall == "FAIL", naive_fail]
+        naive_fail = judge([naive], SIM_POLICY, rng_seed=i).overall == "FAIL" if start + i < 200 else np.nan
+        out[i] = [judge([sticky], SIM_POLICY, rng_seed=i).overall == "FAIL", naive_fail]
     return out
 
 
@@ -304,8 +307,13 @@ def main() -> None:
     a = ap.parse_args()
     reps = 200 if a.quick else 1000
     only = {int(x) for x in a.only.split(",")}
-    n_boot = 500  # direct bootstrap simulations (targets 1, 4); gate runs use the policy's B
-    print(f"verdict quality: {reps} reps per figure, {WORKERS} worker processes, bootstrap B = {n_boot}")
+    # Bootstrap resamples in the simulations: 200, for time on a shared 2-core machine (a Wald test
+    # needs only the bootstrap standard error, which 200 resamples estimate to ~5 %). The gate's
+    # default is 1000.
+    n_boot = 200
+    half = max(100, reps // 2)  # the costliest targets (3, 5) run half the reps
+    print(f"verdict quality: {reps} reps per figure ({half} for targets 3 and 5), {WORKERS} worker processes, "
+          f"bootstrap B = {n_boot}")
     lines: dict[int, list[Line]] = {}
     t_all = time.time()
     with ProcessPoolExecutor(WORKERS) as pool:
@@ -332,15 +340,15 @@ def main() -> None:
             print(f"target 1 done in {time.time() - t0:.0f} s", flush=True)
         if 2 in only:
             t0 = time.time()
-            res = run(t2_gate, reps, lambda s, c: (400, s, c), pool)
-            lines[2] = [Line("2. A/A gate false-FAIL, 40 endpoints x 3 metrics, n=400 (<= 0.05)",
+            res = run(t2_gate, reps, lambda s, c: (200, s, c), pool)
+            lines[2] = [Line("2. A/A gate false-FAIL, 40 endpoints x 3 metrics, n=200 (<= 0.05)",
                              rate_ci(res), res.mean() <= 0.05)]
             _flush(lines)
             print(f"target 2 done in {time.time() - t0:.0f} s", flush=True)
         if 3 in only:
             t0 = time.time()
-            res = run(t3_sequential, reps, lambda s, c: (50, 30, s, c), pool)
-            lines[3] = [Line("3. sequential A/A false-FAIL, 50 looks x 30/arm, split canary (<= 0.05)",
+            res = run(t3_sequential, half, lambda s, c: (50, 20, s, c), pool)
+            lines[3] = [Line("3. sequential A/A false-FAIL, 50 looks x 20/arm, split canary (<= 0.05)",
                              rate_ci(res[:, 0]), res[:, 0].mean() <= 0.05),
                         Line("   contrast: fixed-sample gate peeked at 10 of the looks (100 reps)", rate_ci(res[:, 1]),
                              None)]
@@ -369,7 +377,7 @@ def main() -> None:
             out = []
             for paired in (False, True):
                 tag = "paired" if paired else "split"
-                r5 = reps if not paired else max(100, reps // 3)  # split is the harder case; paired is extra
+                r5 = half if not paired else max(100, reps // 5)  # split is the harder case; paired is extra
                 shift = run(t5_power, r5, lambda s, c, paired=paired: ("shift", paired, s, c), pool)
                 tail = run(t5_power, r5, lambda s, c, paired=paired: ("tail", paired, s, c), pool)
                 out.append(Line(f"5. power, whole distribution +10 %, 2000/arm ({tag}) (>= 0.95)",
