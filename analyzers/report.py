@@ -340,10 +340,18 @@ def verdict_json(result: AnalysisResult) -> str:
     return dumps(_sanitize(json.loads(json.dumps(result.to_json(), default=_json_default))))
 
 
+def latency_anchor(name: str) -> str:
+    import hashlib
+
+    return "lat-" + hashlib.sha1(name.encode()).hexdigest()[:12]
+
+
 def _summary_section(result: AnalysisResult) -> str:
     verdict = result.verdict
     overall = overall_name(verdict)
-    rows = [(_e(ep), _badge(cls), _e(reason)) for ep, cls, reason in endpoint_rollup(verdict)]
+    plotted = {label(x.endpoint, getattr(x, "candidate", None)) for x in result.samples}
+    rows = [(f'<a href="#{latency_anchor(ep)}">{_e(ep)}</a>' if ep in plotted else _e(ep), _badge(cls), _e(reason))
+            for ep, cls, reason in endpoint_rollup(verdict)]
     return (
         '<section id="summary"><h2>Readiness</h2>'
         f'<p><span class="verdict" style="color:{CLASS_COLOUR.get(overall, "#000")}">{_e(overall)}</span>'
@@ -396,7 +404,7 @@ def _latency_section(result: AnalysisResult, progress: Progress | None = None) -
         candidate = _finite_positive(sample.candidate_latency_ms)
         design = "paired (mirrored)" if sample.paired else "unpaired (split)"
         name = label(sample.endpoint, getattr(sample, "candidate", None))
-        parts.append(f"<h3>{_e(name)} <span class='muted'>— {design}</span></h3>")
+        parts.append(f"<h3 id=\"{latency_anchor(name)}\">{_e(name)} <span class='muted'>— {design}</span></h3>")
         if len(primary) == 0 and len(candidate) == 0:
             parts.append('<p class="muted">no latency measured</p>')
             continue
