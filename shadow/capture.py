@@ -304,7 +304,10 @@ def read_journal(path: Path) -> tuple[list[pa.RecordBatch], pa.Schema | None, st
                 except StopIteration:
                     return batches, reader.schema, None
                 except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
-                    return batches, reader.schema, f"torn after {len(batches)} batches ({e})"
+                    # A message cut short (the writer was killed while appending it) reads as "Expected
+                    # to (be able to) read N bytes..."; anything else is damage, not a torn tail.
+                    kind = "torn" if "Expected to" in str(e) else "unreadable"
+                    return batches, reader.schema, f"{kind} after {len(batches)} batches ({e})"
     except OSError as e:
         return [], None, f"cannot open ({e.strerror or e})"
 
@@ -382,14 +385,18 @@ def seal_journal(path: Path, table_dir: Path) -> tuple[int, int, str | None]:
     """Write a journal's complete batches to partitioned Parquet and delete it.
 
     Returns (rows, files, problem). A journal with unreadable bytes and no complete batch is moved to
-    `_journal/corrupt/` (rows == -1); one with only a header is deleted (nothing to keep).
+    `_journal/corrupt/` (rows == -1); one with only a header, or a header and a torn first batch, is
+    deleted (nothing to keep).
     """
     batches, schema, problem = read_journal(path)
     if not batches:
         size = path.stat().st_size if path.exists() else 0
-        if schema is not None and problem is None:
-            path.unlink(missing_ok=True)  # a header and no rows: nothing to keep
-            return 0, 0, None
+        if schema is not None and (problem is None or problem.startswith("torn")):
+            # A header and no complete batch (killed while appending the first one): nothing to keep.
+            path.unlink(missing_ok=True)
+            if problem:
+                log.warning("capture journal %s: %s; no complete rows, removed", path, problem)
+            return 0, 0, problem
         if size == 0:
             path.unlink(missing_ok=True)
             return 0, 0, None

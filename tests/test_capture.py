@@ -481,6 +481,18 @@ def test_torn_journal_tail_recovers_complete_batches(tmp_path: Path) -> None:
     assert next(p.name for p in sealed_files(s.dir / "exchanges")).startswith("part-dead-host-1-abc-")
 
 
+def test_journal_torn_in_its_first_batch_holds_nothing_and_is_removed(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    jdir = s.dir / "exchanges" / JOURNAL_DIR
+    jdir.mkdir(parents=True)
+    path = jdir / "dead-000001.arrows"
+    _write_journal(path, [pa.RecordBatch.from_pylist([prepare_exchange(exchange(1), s, KEY)], schema=EXCHANGES)])
+    path.write_bytes(path.read_bytes()[:-200])  # killed while appending its first batch
+    with CaptureWriter(s, gateway_id="heir") as w:
+        assert (w.stats().recovered_rows, w.stats().corrupt_journals) == (0, 0)
+    assert not list(jdir.rglob("*.arrows"))
+
+
 def test_unreadable_journal_is_moved_aside_not_deleted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     s = settings(tmp_path)
     jdir = s.dir / "exchanges" / JOURNAL_DIR
