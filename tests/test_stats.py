@@ -41,6 +41,18 @@ def test_hodges_lehmann_hand_computed() -> None:
     assert est2 == pytest.approx(-0.5)
 
 
+def test_hodges_lehmann_and_wilcoxon_on_the_hollander_wolfe_textbook_example() -> None:
+    # Hollander & Wolfe, Nonparametric Statistical Methods (2nd ed.), Example 3.1: Hamilton depression
+    # scale before (x) and after (y) tranquilizer, 9 patients. T+ = 5, one-sided P = .020, and the
+    # Hodges-Lehmann estimate of the median change is -0.46.
+    x = np.array([1.83, 0.50, 1.62, 2.48, 1.68, 1.88, 1.55, 3.06, 1.30])
+    y = np.array([0.878, 0.647, 0.598, 2.05, 1.06, 1.29, 1.06, 3.14, 1.29])
+    est, lo, hi = stats.hodges_lehmann_one_sample(y - x)
+    assert est == pytest.approx(-0.46)
+    assert lo < est < hi < 0
+    assert sps.wilcoxon(y - x, alternative="less").pvalue == pytest.approx(0.0195, abs=5e-4)
+
+
 def test_hodges_lehmann_matches_brute_force_on_tied_data() -> None:
     rng = np.random.default_rng(3)
     x = np.log(tie_heavy(rng, 300))
