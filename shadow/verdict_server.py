@@ -32,6 +32,7 @@ so a controller sees "no evidence" rather than a scrape failure; /gate answers 5
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -53,25 +54,55 @@ class CachedVerdict:
 
 
 class VerdictService:
-    """Computes the verdict document for a capture, caching it for `cache_seconds`."""
+    """Computes the verdict document for a capture, caching it for `cache_seconds`.
+
+    One computation at a time: concurrent polls of an empty cache wait for it; once a verdict exists,
+    polls during a recomputation get the previous one (stale while revalidating), so a controller's
+    short HTTP timeout is never spent waiting on a large capture's analysis."""
 
     def __init__(self, compute: Callable[[], dict[str, Any]], *, cache_seconds: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._compute = compute
         self._cache_seconds = cache_seconds
         self._clock = clock
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._cached: CachedVerdict | None = None
+        self._computing = False
         self.computations = 0
 
     def current(self) -> dict[str, Any]:
-        # One lock around check-and-compute: a burst of polls waits for one computation.
-        with self._lock:
-            now = self._clock()
-            if self._cached is None or now - self._cached.computed_at >= self._cache_seconds:
-                self.computations += 1
-                self._cached = CachedVerdict(self._compute(), now)
-            return self._cached.document
+        with self._cond:
+            while True:
+                cached = self._cached
+                if cached is not None and self._clock() - cached.computed_at < self._cache_seconds:
+                    return cached.document
+                if not self._computing:
+                    self._computing = True
+                    self.computations += 1
+                    break
+                if cached is not None:
+                    return cached.document
+                self._cond.wait()
+        try:
+            document = self._compute()
+            with self._cond:
+                self._cached = CachedVerdict(document, self._clock())
+            return document
+        finally:
+            with self._cond:
+                self._computing = False
+                self._cond.notify_all()
+
+    def warm(self) -> threading.Thread:
+        """Start the first computation in the background (at server start)."""
+        thread = threading.Thread(target=self._warm, name="verdict-warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    def _warm(self) -> None:
+        # On failure nothing is cached: the next poll computes again and reports the problem.
+        with contextlib.suppress(Exception):
+            self.current()
 
 
 def state_path(capture: Path) -> Path:
@@ -209,6 +240,7 @@ def serve_verdict(capture: Path, listen: str, policy_file: Path | None, cache_se
         from shadow.errors import ShadowError
 
         raise ShadowError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    service.warm()
     bound_host, bound_port = server.server_address[:2]
     click.echo(f"serving the verdict of {capture} at http://{bound_host!s}:{bound_port}/verdict "
                f"(and /gate)", err=True)

@@ -103,6 +103,32 @@ def test_cache_expires_and_concurrent_polls_share_one_computation() -> None:
     assert len(calls) == 2
 
 
+def test_polls_during_a_recomputation_get_the_previous_verdict() -> None:
+    now = [0.0]
+    release = threading.Event()
+    verdicts = iter(["pass", "fail"])
+
+    def compute() -> dict[str, object]:
+        verdict = next(verdicts)
+        if verdict == "fail":
+            release.wait(5)  # the second computation is slow
+        return {"verdict": verdict, "score": 0.0, "results": []}
+
+    service = VerdictService(compute, cache_seconds=5.0, clock=lambda: now[0])
+    assert service.current()["verdict"] == "pass"
+    now[0] = 10.0  # expired
+    slow = threading.Thread(target=service.current)
+    slow.start()
+    deadline = time.monotonic() + 5
+    while service.computations < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert service.current()["verdict"] == "pass"  # stale while the slow one runs, no waiting
+    release.set()
+    slow.join(5)
+    assert service.current()["verdict"] == "fail"
+    assert service.computations == 2
+
+
 def test_parse_listen() -> None:
     assert parse_listen("0.0.0.0:9000") == ("0.0.0.0", 9000)
     assert parse_listen(":9000") == ("127.0.0.1", 9000)
