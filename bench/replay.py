@@ -142,6 +142,36 @@ def engine_run(base: str, n: int, concurrency: int, *, targets: int, capture: bo
     return go
 
 
+def source_rates(n: int) -> dict[str, float]:
+    """Entries per second each source reader yields (so a replay's ceiling is known)."""
+    from mitmproxy import http
+    from mitmproxy.addons.savehar import SaveHar
+    from mitmproxy.io import FlowWriter
+    from mitmproxy.test import tflow
+
+    from shadow.replay.sources import open_source
+
+    flows = []
+    for i in range(n):
+        f = tflow.tflow(resp=True)
+        f.request.path = f"/api/items/{i}?expand=1"
+        f.response = http.Response.make(200, b'{"id": %d, "name": "widget"}' % i, {"Content-Type": "application/json"})
+        flows.append(f)
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        flow_path, har_path = Path(tmp) / "t.flows", Path(tmp) / "t.har"
+        with flow_path.open("wb") as fo:
+            writer = FlowWriter(fo)
+            for f in flows:
+                writer.add(f)
+        SaveHar().export_har(flows, str(har_path))
+        for name, path in (("mitmproxy flow file", flow_path), ("HAR (savehar)", har_path)):
+            t = time.perf_counter()
+            count = sum(1 for _ in open_source(path).entries())
+            rates[name] = count / (time.perf_counter() - t)
+    return rates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=6000)
@@ -181,6 +211,8 @@ def main() -> None:
             med, med_cpu = statistics.median(rates), statistics.median(cpu[name])
             print(f"  {name:26s} {med:8.0f}  {med / floor:5.2f}   {med_cpu:11.0f}  {floor_cpu / med_cpu:5.2f}   "
                   f"{', '.join(f'{r:.0f}' for r in rates)}")
+        for name, rate in source_rates(5000).items():
+            print(f"  source reader: {name:20s} {rate:8.0f} entries/s")
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -237,7 +237,7 @@ def test_rate_is_kept(pc: tuple[Upstream, Upstream]) -> None:
     assert abs(span / (99 / 50) - 1) < 0.05, span
     lags = [actual - scheduled for scheduled, actual in stats.schedule]
     assert [s for s, _ in stats.schedule] == pytest.approx([i / 50 for i in range(100)])
-    assert statistics.median(lags) < 0.02 and min(lags) >= 0
+    assert statistics.median(lags) < 0.02 and min(lags) > -0.002  # never (noticeably) early
 
 
 def test_speed_scales_recorded_timing(pc: tuple[Upstream, Upstream]) -> None:

@@ -274,3 +274,25 @@ def test_har_identity_changes_with_the_file(tmp_path: Path) -> None:
     assert open_source(path).identity == first
     os.utime(path, ns=(1, 1))
     assert open_source(path).identity != first
+
+
+def test_flow_file_with_older_format_and_non_http_flows(tmp_path: Path) -> None:
+    """A record in an older flow format goes through mitmproxy's own migrations; TCP flows are
+    counted (entry numbers stay those of the file) but not replayed."""
+    from mitmproxy.io import tnetstring
+    from mitmproxy.test import tflow
+
+    old = tflow.tflow(resp=True).get_state()
+    old["version"] = 20
+    path = tmp_path / "mixed.flows"
+    with path.open("wb") as fo:
+        tnetstring.dump(old, fo)
+        tnetstring.dump(tflow.ttcpflow().get_state(), fo)
+        current = tflow.tflow(resp=True)
+        current.request.path = "/now?x=1"
+        tnetstring.dump(current.get_state(), fo)
+    entries = list(open_source(path).entries())
+    assert [(e.index, e.method, e.target) for e in entries] == [(0, "GET", "/path"), (2, "GET", "/now?x=1")]
+    assert entries[0].recorded is not None and entries[0].recorded.body == b"message"
+    assert entries[1].client_key == "127.0.0.1" and entries[1].body == b"content"
+    assert open_source(path).count() == 3

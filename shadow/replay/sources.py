@@ -154,68 +154,142 @@ class FlowFileSource:
             return None
 
     def entries(self) -> Iterator[SourceEntry]:
-        from mitmproxy import exceptions, http
-        from mitmproxy.io import FlowReader
-
         index = 0
         with self.path.open("rb") as fo:
-            reader = FlowReader(fo)
-            stream = iter(reader.stream())
             while True:
                 try:
-                    flow = next(stream)
-                except StopIteration:
-                    return
-                except exceptions.FlowReadException as e:
+                    record = _read_record(fo)
+                except ValueError as e:
                     raise SourceError(self.path, f"unreadable flow data (truncated or corrupt): {e}",
                                       entry=index + 1) from None
-                except Exception as e:  # the reader's internals raise many types on damaged data
-                    raise SourceError(self.path, f"unreadable flow data: {type(e).__name__}: {e}",
+                if record is None:
+                    return
+                try:
+                    entry = flow_state_entry(_flow_state(record), index)
+                except Exception as e:  # damaged data surfaces as many types in the parser
+                    raise SourceError(self.path, f"invalid flow: {type(e).__name__}: {e}",
                                       entry=index + 1) from None
-                if isinstance(flow, http.HTTPFlow):
-                    try:
-                        yield flow_entry(flow, index)
-                    except SourceError:
-                        raise
-                    except Exception as e:
-                        raise SourceError(self.path, f"invalid flow: {e}", entry=index + 1) from None
+                if entry is not None:  # TCP/UDP/DNS flows are counted but not replayed
+                    yield entry
                 index += 1
 
 
-def flow_entry(flow: Any, index: int) -> SourceEntry:
-    """One mitmproxy HTTPFlow as a SourceEntry (bodies raw, as they went over the wire)."""
-    req = flow.request
-    headers, authority = clean_headers([(k.decode("latin-1"), v.decode("latin-1"))
-                                        for k, v in req.headers.fields])
-    host = req.host_header or authority or req.pretty_host
-    path, _, query = req.path.partition("?")
+def _read_record(fo: Any) -> bytes | None:
+    """One top-level tnetstring record ("<length>:<payload><type>"), None at a clean end of file."""
+    prefix = fo.read(12)
+    if not prefix:
+        return None
+    digits, sep, rest = prefix.partition(b":")
+    if not sep or not digits.isdigit():
+        raise ValueError("not a tnetstring record (no length prefix)")
+    need = int(digits) + 1 - len(rest)
+    tail = fo.read(need) if need > 0 else b""
+    if len(tail) < need:
+        raise ValueError(f"file ends inside the record ({len(rest) + len(tail)} of {int(digits) + 1} bytes)")
+    data = prefix + tail
+    if len(data) > len(digits) + 1 + int(digits) + 1:  # a short record: push back what follows
+        extra = len(data) - (len(digits) + 1 + int(digits) + 1)
+        fo.seek(-extra, 1)
+        data = data[:-extra]
+    if data[-1:] != b"}":
+        raise ValueError("a record that is not a flow (not a dictionary)")
+    return data
+
+
+def _span(buf: bytes, pos: int) -> tuple[int, int, int, int]:
+    """(payload start, payload end, type byte, next position) of the tnetstring at `pos`."""
+    colon = buf.index(b":", pos, pos + 12)
+    start = colon + 1
+    end = start + int(buf[pos:colon])
+    if end >= len(buf):
+        raise ValueError("a value runs past the end of its record")
+    return start, end, buf[end], end + 1
+
+
+# The parts of a flow record a replay reads; the others (server_conn with its certificates,
+# websocket messages, metadata, ...) are skipped over by their length prefix without parsing.
+_FLOW_KEYS = frozenset({"type", "version", "request", "response", "error"})
+
+
+def _flow_state(record: bytes) -> dict[Any, Any]:
+    """The state dict of one flow record, as mitmproxy.io.FlowReader would produce it before
+    Flow.from_state (which would double the cost per flow for objects used once)."""
+    from mitmproxy.io import compat, tnetstring
+    from mitmproxy.version import FLOW_FORMAT_VERSION
+
+    view = memoryview(record)
+    start, end, _, _ = _span(record, 0)
+    state: dict[Any, Any] = {}
+    pos = start
+    while pos < end:
+        ks, ke, _, pos = _span(record, pos)
+        key = record[ks:ke].decode()
+        vs, ve, vt, pos = _span(record, pos)
+        if key in _FLOW_KEYS:
+            state[key] = tnetstring.parse(vt, view[vs:ve])
+        elif key == "client_conn" and vt == ord("}"):
+            conn: dict[str, Any] = {}
+            cpos = vs
+            while cpos < ve:
+                cks, cke, _, cpos = _span(record, cpos)
+                cvs, cve, cvt, cpos = _span(record, cpos)
+                if record[cks:cke] == b"peername":
+                    conn["peername"] = tnetstring.parse(cvt, view[cvs:cve])
+            state[key] = conn
+    if state.get("version") != FLOW_FORMAT_VERSION:
+        # An older (or newer) format: the full record through mitmproxy's own migrations.
+        full = tnetstring.parse(ord("}"), view[start:end])
+        if not isinstance(full, dict):
+            raise ValueError("not a flow record")
+        return compat.migrate_flow(full)
+    return state
+
+
+def _pairs_of(fields: Any) -> Headers:
+    return [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in fields or ()]
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes | bytearray) else str(value)
+
+
+def flow_state_entry(state: dict[Any, Any], index: int) -> SourceEntry | None:
+    """A SourceEntry from a mitmproxy HTTP flow's state dict (current format, after
+    mitmproxy.io.compat.migrate_flow); None for a flow that is not HTTP. Bodies stay as they went
+    over the wire (Content-Encoding kept: the capture writer decodes)."""
+    if state.get("type") != "http":
+        return None
+    req = state["request"]
+    scheme = _text(req["scheme"])
+    server = f"{scheme}://{_text(req['host'])}:{int(req['port'])}"
+    headers, authority = clean_headers(_pairs_of(req["headers"]))
+    host = next((v for k, v in headers if k.lower() == "host"), None) or authority
+    if not host:
+        host = _text(req.get("authority") or b"") or _text(req["host"])
+    path, _, query = _text(req["path"]).partition("?")
     recorded: RecordedResponse | None = None
-    if flow.response is not None:
-        resp = flow.response
+    resp = state.get("response")
+    error = state.get("error")
+    if resp:
         latency = None
-        if resp.timestamp_end and req.timestamp_start:
-            latency = (resp.timestamp_end - req.timestamp_start) * 1000.0
-        recorded = RecordedResponse(
-            status=resp.status_code,
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.headers.fields],
-            body=resp.raw_content or b"",
-            latency_ms=latency,
-            upstream=f"{req.scheme}://{req.host}:{req.port}",
-        )
-    elif flow.error is not None:
-        recorded = RecordedResponse(status=None, error=flow.error.msg,
-                                    upstream=f"{req.scheme}://{req.host}:{req.port}")
-    peer = flow.client_conn.peername if flow.client_conn else None
+        if resp.get("timestamp_end") and req.get("timestamp_start"):
+            latency = (resp["timestamp_end"] - req["timestamp_start"]) * 1000.0
+        recorded = RecordedResponse(status=int(resp["status_code"]), headers=_pairs_of(resp["headers"]),
+                                    body=bytes(resp.get("content") or b""), latency_ms=latency, upstream=server)
+    elif error:
+        recorded = RecordedResponse(status=None, error=str(error.get("msg") or "error"), upstream=server)
+    peer = (state.get("client_conn") or {}).get("peername")
+    started = req.get("timestamp_start")
     return SourceEntry(
         index=index,
-        method=req.method.upper(),
-        scheme=req.scheme,
+        method=_text(req["method"]).upper(),
+        scheme=scheme,
         host=host,
         path=path or "/",
         query=query,
         headers=headers,
-        body=req.raw_content or b"",
-        ts_ns=int(req.timestamp_start * 1e9) if req.timestamp_start else None,
+        body=bytes(req.get("content") or b""),
+        ts_ns=int(started * 1e9) if started else None,
         recorded=recorded,
         client_key=str(peer[0]) if peer else None,
     )
