@@ -238,9 +238,11 @@ class ReplayEngine:
                         entry = next(entries)
                     except StopIteration:
                         break
-                    except SourceError as e:
+                    except (SourceError, OSError) as e:
                         if ident not in failed:  # reported once, not once per loop
                             failed.add(ident)
+                            if isinstance(e, OSError):
+                                e = SourceError(src.path, f"cannot read: {e.strerror or e}")
                             self.stats.source_errors.append(e)
                         break
                     reason = cfg.entry_filter.reject(entry)
