@@ -191,7 +191,12 @@ def judge(samples: Sequence[EndpointSample], policy: Policy, *, sequential_state
     verdict is recomputed repeatedly on a growing capture (policy.sequential). Samples must then be
     cumulative (everything captured so far), not a sliding window.
     """
-    if policy.sequential and sequential_state is not None:
+    if policy.sequential:
+        if sequential_state is None:
+            # A single look: the anytime-valid tests still apply; the caller keeps no state.
+            from analyzers.sequential import SequentialState
+
+            sequential_state = SequentialState()
         sequential_state.start_look()
     # Intersection-union: PASS needs every guardrail, so each is sized for power 1 - beta/m.
     n_guardrails = sum(guardrail_count(s, policy.margins_for(s.endpoint)) for s in samples)

@@ -132,3 +132,10 @@ def test_judge_in_sequential_mode_aa_does_not_fail() -> None:
     for m in range(100, 1501, 200):
         v = judge([_prefix(full, m)], pol, sequential_state=st)
         assert v.overall != "FAIL"
+
+
+def test_sequential_policy_without_state_is_a_single_look() -> None:
+    pol = Policy.from_mapping({"sequential": True, "n_boot": 200})
+    v = judge([_split(np.random.default_rng(3), 400, 1.0)], pol)
+    assert v.looks == 1 and v.sequential
+    assert "mSPRT" in next(r.test for r in v.results if r.metric == "latency_bulk")
