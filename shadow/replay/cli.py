@@ -123,6 +123,16 @@ def replay(sources: tuple[str, ...], primary: str, candidate: str, secondary: st
     SOURCE is a mitmproxy flow file, a HAR file, or a capture folder (its primary rows).
     Unsafe methods are skipped unless --allow-unsafe. Every request carries X-Shadow-Request: 1 and
     X-Shadow-Replay: 1. Ctrl-C stops cleanly (twice: cancel in-flight calls); --resume continues.
+    Exit codes: 0 done, 2 usage or source error (entries before a damaged one are replayed),
+    130 interrupted.
+
+    \b
+    Examples:
+      shadow replay traffic.flows --primary http://monolith:8080 --candidate http://orders:8081 -o cap
+      shadow replay session.har --primary recorded --candidate http://orders:8081 -o cap --speed 2
+      shadow replay old-capture/ --primary http://mono:8080 --candidate http://orders:8081 \\
+          --secondary http://mono-2:8080 -o cap --rate 50 --path '^/api/orders'
+      shadow replay traffic.flows --primary ... --candidate ... -o cap --resume   # after Ctrl-C
     """
     if rate is not None and speed is not None:
         raise ConfigError("--rate and --speed exclude each other")
