@@ -22,15 +22,16 @@ def exit_code_for(overall: str) -> int:
 
 
 def guardrail_line(result: Any) -> str:
-    from analyzers.report import class_name
+    from analyzers.report import class_name, label
 
-    return f"{class_name(result.cls):<17} {result.endpoint} {result.metric}: {result.reason}"
+    name = label(result.endpoint, getattr(result, "candidate", None))
+    return f"{class_name(result.cls):<17} {name} {result.metric}: {result.reason}"
 
 
 def junit_xml(verdict: Any, *, suite_name: str = "shadow gate") -> bytes:
     """JUnit XML: one testcase per endpoint × metric; FAIL is a <failure>, INCONCLUSIVE and
     INSUFFICIENT_DATA are <skipped> (not proven either way), PASS is a plain testcase."""
-    from analyzers.report import class_name, verdict_results
+    from analyzers.report import class_name, label, verdict_results
 
     results = sorted(verdict_results(verdict), key=lambda r: (r.endpoint, r.metric))
     failures = sum(class_name(r.cls) == "FAIL" for r in results)
@@ -41,7 +42,8 @@ def junit_xml(verdict: Any, *, suite_name: str = "shadow gate") -> bytes:
     ET.SubElement(props, "property", name="verdict", value=class_name(verdict.overall))
     ET.SubElement(props, "property", name="score", value=str(getattr(verdict, "score", "")))
     for r in results:
-        case = ET.SubElement(suite, "testcase", classname=str(r.endpoint), name=str(r.metric))
+        name = label(r.endpoint, getattr(r, "candidate", None))
+        case = ET.SubElement(suite, "testcase", classname=name, name=str(r.metric))
         cls = class_name(r.cls)
         detail = (f"estimate={r.estimate} interval={r.interval} margin={r.margin} "
                   f"n_primary={r.n_primary} n_candidate={r.n_candidate} test={r.test} "

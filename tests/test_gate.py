@@ -66,7 +66,7 @@ def test_gate_fail_exits_1_with_one_line_per_failing_guardrail_and_junit(setup: 
     assert len(cases) == int(suite.get("tests", "-1")) >= 5  # endpoint × metric
     failed = {c.get("name") for c in cases if c.find("failure") is not None}
     assert "error_rate" in failed and int(suite.get("failures", "0")) == len(failed)
-    assert all(c.get("classname") == "/api/items/{id}" for c in cases)
+    assert all(c.get("classname") == "/api/items/{id} → items-svc" for c in cases)
 
 
 def test_gate_inconclusive_exits_3(setup: dict[str, Path]) -> None:
