@@ -86,6 +86,7 @@ BATCH_ROWS = 1_000  # ...or as soon as this many rows are queued
 ROW_GROUP_ROWS = 100_000  # Parquet row groups: ~100k rows (1k-row groups: 1.7x larger, 2x slower scans)
 STATS_INTERVAL_S = 2.0
 ERROR_LOG_INTERVAL_S = 10.0
+LOCK_WAIT_S = 2.0  # how long a new writer waits for its gateway lock (a recoverer may hold it briefly)
 # Besides settings.max_queue rows, the queue holds at most this many body bytes (bodies arrive uncut):
 # 20,000 queued rows of 1 MB bodies must shed, not take 20 GB. A single row always fits an empty queue.
 MAX_QUEUE_BYTES = 256 * 1024 * 1024
@@ -435,15 +436,33 @@ class _GatewayLock:
         self.fd: int | None = None
 
     def try_acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    return False
+                raise
+            # A recoverer removes a dead owner's lock file before releasing it. A lock taken on a file
+            # that is no longer at the path protects nothing: take the one that is there now.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd = fd
+                return True
             os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+
+    def acquire(self, timeout: float) -> bool:
+        """try_acquire, retried for `timeout` seconds (a recoverer may hold a restarted owner's lock)."""
+        deadline = time.monotonic() + timeout
+        while not self.try_acquire():
+            if time.monotonic() >= deadline:
                 return False
-            raise
-        self.fd = fd
+            time.sleep(0.05)
         return True
 
     def release(self, *, remove: bool) -> None:
@@ -620,7 +639,7 @@ class CaptureWriter:
             raise CaptureError(f"{self.journal_dir}: recovering journals failed: {e}") from None
         # Taken after recovery, so journals a dead process with the same id left were recovered too.
         self._lock = _GatewayLock(self.journal_dir / f"{self.gateway_id}.lock")
-        if not self._lock.try_acquire():
+        if not self._lock.acquire(timeout=LOCK_WAIT_S):
             raise CaptureError(f"{self.journal_dir}: gateway id {self.gateway_id!r} is in use by a live process")
         self._stats.recovered_rows = rows
         self._stats.sealed_rows += rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import os
 import signal
@@ -507,9 +508,10 @@ def test_unreadable_journal_is_moved_aside_not_deleted(tmp_path: Path, caplog: p
     assert "unreadable" in caplog.text and "moved to" in caplog.text
 
 
-def test_gateway_id_in_use_is_refused(tmp_path: Path) -> None:
+def test_gateway_id_in_use_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from shadow.errors import CaptureError
 
+    monkeypatch.setattr("shadow.capture.LOCK_WAIT_S", 0.1)
     s = settings(tmp_path)
     with CaptureWriter(s, gateway_id="same"), pytest.raises(CaptureError, match="in use"):
         CaptureWriter(s, gateway_id="same")
@@ -567,6 +569,24 @@ def test_a_reused_gateway_id_never_overwrites_earlier_segments(tmp_path: Path) -
         with CaptureWriter(s, gateway_id="gw-1") as w:
             w.submit(exchange(i, ts=ts))
     assert sorted(r["exchange_id"] for r in read_all(s.dir / "exchanges").to_pylist()) == ["x0", "x1", "x2"]
+
+
+def test_a_lock_file_replaced_under_a_waiter_is_not_trusted(tmp_path: Path) -> None:
+    from shadow.capture import _GatewayLock
+
+    path = tmp_path / "gw.lock"
+    recoverer = _GatewayLock(path)
+    assert recoverer.try_acquire()
+    fd = os.open(path, os.O_RDWR)  # a restarting owner opened the file the recoverer is about to remove
+    recoverer.release(remove=True)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # it can lock that old, unlinked file...
+    owner = _GatewayLock(path)
+    assert owner.try_acquire()  # ...but _GatewayLock takes the file at the path instead
+    assert os.fstat(owner.fd).st_ino == os.stat(path).st_ino  # type: ignore[arg-type]
+    third = _GatewayLock(path)
+    assert not third.try_acquire()  # and so a third process sees it as alive
+    os.close(fd)
+    owner.release(remove=True)
 
 
 def test_capture_folder_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
