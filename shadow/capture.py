@@ -86,7 +86,7 @@ BATCH_ROWS = 1_000  # ...or as soon as this many rows are queued
 ROW_GROUP_ROWS = 100_000  # Parquet row groups: ~100k rows (1k-row groups: 1.7x larger, 2x slower scans)
 STATS_INTERVAL_S = 2.0
 ERROR_LOG_INTERVAL_S = 10.0
-LOCK_WAIT_S = 2.0  # how long a new writer waits for its gateway lock (a recoverer may hold it briefly)
+LOCK_WAIT_S = 10.0  # how long a new writer waits for its gateway lock (a recoverer may be sealing its journals)
 # Besides settings.max_queue rows, the queue holds at most this many body bytes (bodies arrive uncut):
 # 20,000 queued rows of 1 MB bodies must shed, not take 20 GB. A single row always fits an empty queue.
 MAX_QUEUE_BYTES = 256 * 1024 * 1024
