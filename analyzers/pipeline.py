@@ -12,8 +12,9 @@ what*:
 - split requests (mode split) were answered by one side only: unpaired arrays per side;
 - one sample per endpoint and candidate service; passthrough (mode serve) rows are not judged.
 
-The body-mismatch flag of a pair comes from the diff engine's per-pair summary (a pair mismatches
-when it has at least one real, non-noise difference).
+The body-mismatch flag of a pair comes from the diff engine's per-pair summary (CAPTURE/diffs_summary:
+a pair mismatches when it has a real, non-noise difference, or when a truncated body kept it from
+being compared), and the samples hold exactly the pairs that diff run compared.
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from shadow.errors import CaptureError
+
+if TYPE_CHECKING:
+    from analyzers.policy import Policy
+    from analyzers.verdict import EndpointSample, Verdict
 
 PAIRED_MODES = ("mirror", "replay")
 SPLIT_MODE = "split"
@@ -116,9 +121,9 @@ class FieldDiff:
 @dataclass(frozen=True)
 class AnalysisResult:
     capture_dir: Path
-    policy: Any  # analyzers.policy.Policy
-    samples: tuple[Any, ...]  # analyzers.stats.EndpointSample, one per endpoint × candidate service
-    verdict: Any  # analyzers.verdict.Verdict
+    policy: Policy
+    samples: tuple[EndpointSample, ...]  # one per endpoint × candidate service
+    verdict: Verdict
     fields: tuple[FieldDiff, ...]
     pairs_by_endpoint: dict[str, int] = field(default_factory=dict)
     diff_summary: Any = None  # analyzers.diff.DiffRunSummary
@@ -141,9 +146,6 @@ class AnalysisResult:
 
 # ---------------------------------------------------------------------------------------------------
 # Progress: a bar on a terminal, silence elsewhere (CI logs, tests, the verdict server).
-
-ProgressFactory = Callable[[str, int | None], "Progress"]
-
 
 class Progress:
     """A minimal progress handle: `update(n)` and `close()`; tqdm underneath on a TTY."""
@@ -199,10 +201,10 @@ def load_inputs(policy_file: Path | None) -> tuple[Any, Any]:
 
     if policy_file is None:
         return Policy(), DEFAULT_RULES
-    section = _analysis_section(policy_file)
+    section, where = _analysis_section(policy_file)
     if not isinstance(section, dict) or "rules" not in section:
         return load_policy(policy_file), DEFAULT_RULES
-    rules = load_rules(section["rules"] or [], file=str(policy_file))
+    rules = load_rules(section["rules"] or [], file=str(policy_file), base=f"{where}rules")
     rest = section.copy()  # a ruamel CommentedMap copy keeps the line numbers for error messages
     rest.pop("rules", None)
     return Policy.from_mapping(rest, source=str(policy_file)), rules
@@ -216,9 +218,9 @@ def learn_templater(capture_dir: Path, explicit: tuple[str, ...] = ()) -> Any:
     return learn_from_capture(capture_dir, explicit=explicit)
 
 
-def _analysis_section(policy_file: Path) -> Any:
-    """The analysis mapping of a policy file, or None when the file is not shaped like one
-    (load_policy then reports the problem, with its line)."""
+def _analysis_section(policy_file: Path) -> tuple[Any, str]:
+    """The analysis mapping of a policy file and its field path prefix, or None when the file is not
+    shaped like one (load_policy then reports the problem, with its line)."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
@@ -229,14 +231,14 @@ def _analysis_section(policy_file: Path) -> Any:
     except OSError as exc:
         raise ConfigError(f"cannot read policy file: {exc.strerror}", file=str(policy_file)) from None
     except YAMLError:
-        return None
+        return None, ""
     if not isinstance(data, dict):
-        return None
+        return None, ""
     if isinstance(data.get("shadow"), dict):
-        return data["shadow"].get("analysis")
+        return data["shadow"].get("analysis"), "shadow.analysis."
     if "analysis" in data:
-        return data["analysis"]
-    return data
+        return data["analysis"], "analysis."
+    return data, ""
 
 
 # ---------------------------------------------------------------------------------------------------
