@@ -466,7 +466,7 @@ def _clip(value: str) -> str:
 # The pipeline
 
 
-def analyze(capture_dir: Path, policy: Any, *, rules: Any = None, progress: bool | None = None,
+def analyze(capture_dir: Path, policy: Policy, *, rules: Any = None, progress: bool | None = None,
             run_diffs: bool = True, sequential_state: Any = None, templater: Any = None) -> AnalysisResult:
     """Diff the capture's pairs (writing CAPTURE/diffs/), build the samples and judge them.
 
