@@ -136,7 +136,8 @@ def _num(value: Any, digits: int = 3) -> str:
         return "∞" if f > 0 else "−∞"
     if f != 0 and (abs(f) >= 1e5 or abs(f) < 1e-3):
         return f"{f:.{digits}g}"
-    return f"{f:.{digits}f}".rstrip("0").rstrip(".") if "." in f"{f:.{digits}f}" else f"{f:.{digits}f}"
+    text = f"{f:.{digits}f}"
+    return text.rstrip("0").rstrip(".") if digits > 0 else text
 
 
 def _pct(x: float) -> str:
@@ -151,12 +152,15 @@ def order_statistic_interval(values: np.ndarray, q: float, level: float = 0.95) 
     n = len(values)
     if n == 0:
         return None
-    lo_rank = int(binom.ppf((1 - level) / 2, n, q))  # 0-based index into the sorted values
-    hi_rank = int(binom.ppf(1 - (1 - level) / 2, n, q))
-    if lo_rank < 1 or hi_rank >= n:
+    # With B ~ Binom(n, q) the number of observations at or below the quantile, the 1-based order
+    # statistics x(l), x(u) bracket it with probability P(l <= B <= u - 1): l = ppf(a/2) leaves at
+    # most a/2 below, u = ppf(1 - a/2) + 1 at most a/2 above.
+    lo_rank = int(binom.ppf((1 - level) / 2, n, q))
+    hi_rank = int(binom.ppf(1 - (1 - level) / 2, n, q)) + 1
+    if lo_rank < 1 or hi_rank > n:
         return None
     ordered = np.sort(values)
-    return float(ordered[lo_rank - 1]), float(ordered[hi_rank])
+    return float(ordered[lo_rank - 1]), float(ordered[hi_rank - 1])
 
 
 def _finite_positive(values: Any) -> np.ndarray:
