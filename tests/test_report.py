@@ -150,3 +150,14 @@ def test_order_statistic_interval_brackets_the_quantile() -> None:
     assert lo is not None and hi is not None
     assert lo < 949.5 < hi and hi - lo < 40
     assert order_statistic_interval(np.arange(10, dtype=float), 0.99) is None  # too few to bracket p99
+
+
+def test_order_statistic_interval_covers_at_its_level() -> None:
+    rng = np.random.default_rng(3)
+    true_p95 = float(np.exp(1.6448536))  # lognormal(0, 1)
+    hits = 0
+    for _ in range(400):
+        ci = order_statistic_interval(rng.lognormal(0.0, 1.0, 200), 0.95)
+        assert ci is not None
+        hits += ci[0] <= true_p95 <= ci[1]
+    assert 0.93 <= hits / 400 <= 0.995  # distribution-free, slightly conservative by discreteness
