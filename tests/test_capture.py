@@ -346,6 +346,12 @@ CHILD = textwrap.dedent(
 SECRETS = (b"TOPSECRET-AUTH", b"TOPSECRET-PW", b"TOPSECRET-SID")
 
 
+def _decoded_buffers(arrays: list[pa.Array]) -> bytes:
+    """The uncompressed value buffers of `arrays` (children of structs and lists included): where every
+    string and body lives once decoded, so a search there sees what any reader would."""
+    return b"".join(buf.to_pybytes() for arr in arrays for buf in arr.buffers() if buf is not None)
+
+
 def file_contents(root: Path) -> list[tuple[Path, bytes]]:
     """Raw bytes of every file, plus the decoded values of every Parquet file and journal (compressed
     pages would hide a secret from a raw grep)."""
@@ -355,10 +361,11 @@ def file_contents(root: Path) -> list[tuple[Path, bytes]]:
             continue
         out.append((p, p.read_bytes()))
         if p.suffix == ".parquet":
-            out.append((p, repr(pq.read_table(p).to_pylist()).encode()))
+            table = pq.read_table(p)
+            out.append((p, _decoded_buffers([c for col in table.columns for c in col.chunks])))
         elif p.suffix == ".arrows":
             batches, _schema, _problem = read_journal(p)
-            out.append((p, repr([b.to_pylist() for b in batches]).encode()))
+            out.append((p, _decoded_buffers([c for b in batches for c in b.columns])))
     return out
 
 
@@ -407,11 +414,11 @@ def sealed_ids(table_dir: Path) -> list[str]:
 def test_sigkill_loses_no_acknowledged_row_and_recovery_has_no_duplicates(tmp_path: Path) -> None:
     capture = tmp_path / "cap"
     table_dir = capture / "exchanges"
-    a = Child(capture, "victim-a", segment_rows=400)  # seals often: the kill may land mid-seal
+    a = Child(capture, "victim-a", segment_rows=300)  # seals often: the kill may land mid-seal
     b = Child(capture, "victim-b", segment_rows=100_000)  # never seals: all its rows are in journals
     try:
-        a.wait_for(1500)
-        b.wait_for(300)
+        a.wait_for(1000)
+        b.wait_for(200)
         a.kill()
         # Every sealed file is readable through the glob readers use (no half-written file is visible).
         sealed_before = len(sealed_ids(table_dir))

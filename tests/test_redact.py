@@ -161,3 +161,16 @@ def test_hash_mode_keeps_equality_across_writers(tmp_path: Path, monkeypatch: py
     other = prepare_exchange({**secret_row(3), "resp_body": b'{"token": "different", "ok": true}'}, s, key1)
     assert other["body_hash"] != a["body_hash"]
     assert os.environ.get(KEY_ENV) is None
+
+
+def test_the_secret_search_sees_inside_compressed_parquet_and_journals(tmp_path: Path) -> None:
+    # The check above is only meaningful if it would find a secret that did reach disk.
+    s = CaptureSettings(dir=tmp_path / "cap", redaction=RedactionSettings(headers=(), key=KEY))
+    with CaptureWriter(s, gateway_id="gw", prepare=lambda row: row) as w:  # no redaction at all
+        w.submit({"request_id": "1", "req_headers": [("X-Plain", "SHOWN"), ("X-Token", "LEAKED-SECRET")],
+                  "resp_body": b"x" * 5000 + b"LEAKED-BODY" + b"x" * 5000})
+        w.flush()
+        with pytest.raises(AssertionError, match="LEAKED-SECRET"):
+            assert_no_secrets(s.dir, (b"LEAKED-SECRET",), b"SHOWN")  # in the journal
+    with pytest.raises(AssertionError, match=r"LEAKED-SECRET.*parquet"):  # zstd pages: decoded, then searched
+        assert_no_secrets(s.dir, (b"LEAKED-SECRET",), b"SHOWN")
