@@ -184,7 +184,8 @@ class MirrorDispatcher:
         if self._session is None:
             import aiohttp
 
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+            # limit=0: the dispatcher bounds copies in flight itself (max_in_flight).
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=False,  # capture gets the bytes as sent; the writer decodes
