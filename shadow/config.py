@@ -29,6 +29,7 @@ The `shadow:` section (camelCase like Traefik; every key optional)::
         keyEnv: SHADOW_REDACTION_KEY           # env var holding the HMAC key (must be set if named)
         headers: [X-Api-Key]                   # added to Authorization, Cookie, Set-Cookie...
         jsonFields: [password, /card/number]   # bare name: any depth; "/a/b": JSON pointer
+        queryParams: [api_key, access_token]   # redacted in the query and url columns
       mirroring:
         timeout: 5s                            # a slower mirror call is abandoned, captured as error
         maxInFlight: 256                       # mirror calls beyond this are shed and counted
@@ -765,7 +766,7 @@ def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
 
     red_field = "shadow.redaction"
     red = reader.mapping(sh.get("redaction"), red_field, reader.value_line(sh, "redaction"))
-    reader.check_keys(red, red_field, ("mode", "keyEnv", "headers", "jsonFields"))
+    reader.check_keys(red, red_field, ("mode", "keyEnv", "headers", "jsonFields", "queryParams"))
     mode = reader.string(red, "mode", red_field, default="hash")
     if mode not in ("hash", "remove"):
         reader.fail(f"must be hash or remove, got {mode!r}", f"{red_field}.mode", reader.value_line(red, "mode"))
@@ -780,8 +781,10 @@ def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
     extra_headers = tuple(h.lower() for h in reader.string_list(red, "headers", red_field))
     headers = tuple(dict.fromkeys((*DEFAULT_REDACTED_HEADERS, *extra_headers)))
     json_fields = reader.string_list(red, "jsonFields", red_field)
+    query_params = reader.string_list(red, "queryParams", red_field)
     redaction = RedactionSettings(headers=headers, json_fields=json_fields,
-                                  mode="hash" if mode == "hash" else "remove", key=key)
+                                  mode="hash" if mode == "hash" else "remove", key=key,
+                                  query_params=query_params)
 
     cap_field = "shadow.capture"
     cap = reader.mapping(sh.get("capture"), cap_field, reader.value_line(sh, "capture"))

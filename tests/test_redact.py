@@ -174,3 +174,18 @@ def test_the_secret_search_sees_inside_compressed_parquet_and_journals(tmp_path:
             assert_no_secrets(s.dir, (b"LEAKED-SECRET",), b"SHOWN")  # in the journal
     with pytest.raises(AssertionError, match=r"LEAKED-SECRET.*parquet"):  # zstd pages: decoded, then searched
         assert_no_secrets(s.dir, (b"LEAKED-SECRET",), b"SHOWN")
+
+
+def test_query_params_come_from_the_config_file() -> None:
+    from shadow.config import parse_config
+
+    config = parse_config(
+        "http:\n"
+        "  routers: {r: {rule: \"PathPrefix(`/`)\", service: s}}\n"
+        "  services: {s: {loadBalancer: {servers: [{url: \"http://127.0.0.1:1\"}]}}}\n"
+        "shadow:\n"
+        "  redaction: {queryParams: [api_key]}\n"
+    )
+    red = config.shadow.capture.redaction
+    assert red.query_params == ("api_key",)
+    assert Redactor(red, KEY).query("api_key=s3cret&a=1").startswith("api_key=redacted:")
