@@ -576,7 +576,17 @@ def _close_open_writers() -> None:
 
 
 class CaptureWriter:
-    """Journals submitted rows and seals them into Parquet under `settings.dir/<table>/`. See module doc."""
+    """Journals submitted rows and seals them into Parquet under `settings.dir/<table>/`. See module doc.
+
+    `table`/`schema`: what is written (exchanges by default; spans, ... use their own schema).
+    `gateway_id`: names journals, Parquet files and the stats file, and fills the `gateway` column
+    when the schema has one; generated (hostname-pid-random) when None.
+    `prepare`: runs on each row in the writer thread before anything touches disk. For "exchanges"
+    the default is `prepare_exchange` (decoding, hashing, redaction, truncation); a `prepare` given
+    here replaces it, redaction included.
+    `max_queue_bytes`: body bytes the queue may hold besides `settings.max_queue` rows.
+    Creating a writer seals the journals that dead writers left in the table's folder.
+    """
 
     def __init__(self, settings: CaptureSettings, *, table: str = "exchanges", schema: pa.Schema = EXCHANGES,
                  gateway_id: str | None = None,
