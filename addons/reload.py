@@ -138,7 +138,7 @@ class ShadowConfig:
             try:
                 self.reload_interval = parse_duration(self.options.shadow_reload_interval)
             except (ValueError, ConfigError) as exc:
-                raise exceptions.OptionsError(f"{RELOAD_INTERVAL_OPTION}: {exc}") from None
+                self._reject(f"{RELOAD_INTERVAL_OPTION}: {exc}")
         if LOG_CONNECTIONS_OPTION in updated:
             logging.getLogger("mitmproxy.proxy.server").setLevel(
                 logging.NOTSET if self.options.shadow_log_connections else logging.WARNING)

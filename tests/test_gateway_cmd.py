@@ -162,3 +162,14 @@ def test_unusable_capture_folder_stops_mitmdump_with_one_line(tmp_path: Path) ->
     assert out.returncode == 1 and "Traceback" not in text, text
     (line,) = [ln for ln in text.splitlines() if "cannot create the capture folder" in ln]
     assert line.count(str(blocker)) >= 1
+
+
+def test_bad_gateway_option_at_startup_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(GOOD.format(mono="http://127.0.0.1:9", capture=tmp_path / "capture"))
+    cmd = mitmdump_command(cfg, reverse_target="http://127.0.0.1:9", listen_host="127.0.0.1",
+                           listen_port=free_port(), extra=("--set", "shadow_reload_interval=soon"))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO)
+    text = out.stdout + out.stderr
+    assert out.returncode == 1 and "Traceback" not in text, text
+    assert "shadow gateway: shadow_reload_interval: 'soon' is not a duration" in text
