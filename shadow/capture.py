@@ -716,10 +716,11 @@ class CaptureWriter:
             if self._closed:
                 return
             self._closed = True
+        deadline = time.monotonic() + timeout
         try:
             self._control("close", timeout)
         finally:
-            self._thread.join(timeout)
+            self._thread.join(max(0.1, deadline - time.monotonic()))  # one budget for both waits
             if not self._thread.is_alive():
                 self._lock.release(remove=True)
             _open_writers.discard(self)
