@@ -173,3 +173,20 @@ def test_bad_gateway_option_at_startup_is_one_line(tmp_path: Path) -> None:
     text = out.stdout + out.stderr
     assert out.returncode == 1 and "Traceback" not in text, text
     assert "shadow gateway: shadow_reload_interval: 'soon' is not a duration" in text
+
+
+def test_a_down_reverse_target_does_not_drop_routed_clients(tmp_path: Path) -> None:
+    """connection_strategy=lazy: with eager connections mitmproxy would dial the (down) reverse
+    target when the client connects and drop the client before any routing hook runs."""
+    from tests.conftest import GatewayProcess
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    with Upstream("orders") as orders:
+        cfg = tmp_path / "gw.yaml"
+        cfg.write_text(GOOD.format(mono=dead, capture=tmp_path / "capture").replace(
+            'service: api-mirror}', 'service: orders-svc}').replace(
+            "  services:\n", f'  services:\n    orders-svc: {{loadBalancer: {{servers: [{{url: "{orders.url}"}}]}}}}\n'))
+        with GatewayProcess(cfg) as gw, httpx.Client(base_url=gw.url) as client:
+            assert gw.reverse_target is None and dead in " ".join(gw.command())  # the catch-all's server
+            assert client.get("/api/x").json()["upstream"] == "orders"
+            assert client.get("/elsewhere").status_code == 502  # the catch-all's server is down
