@@ -141,7 +141,9 @@ def gateway(config_file: Path, listen: str, dry_run: bool) -> None:
     """Run the gateway (mitmdump + addons/gateway.py) on CONFIG_FILE.
 
     The file is validated first; a bad file is one line naming file, line and field (exit 2).
-    Edits to the file while running are validated and applied without a restart.
+    Edits to the file while running are validated and applied without a restart (checked every
+    second; SIGHUP checks at once). Ctrl-C / SIGTERM stop it cleanly, sealing the capture.
+    See docs/gateway.md.
     """
     from shadow.config import load_config
 
