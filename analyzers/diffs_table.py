@@ -16,11 +16,15 @@ renamed into place, so a reader sees the old run or the new one, never half of o
   requests with a secondary: the candidate's and the secondary's difference counts, the exact
   McNemar p-value (raw and Holm), Diffy's verdict for comparison, and whether the field is real.
 
-How it stays fast and bounded: DuckDB joins the pairs and settles most of them in SQL (equal status,
-equal header lists after the ignore list, equal body bytes or canonical hashes), nulling the bodies
-of settled pairs so they never become Python objects; the remaining pairs go through the pure
-`diff_pair` in record batches (in worker processes when `workers > 1`), at most a few batches in
-flight. A second, relational pass applies the per-field noise verdicts and builds the summary.
+How it stays fast and bounded, in two stages:
+A. DuckDB pairs every request without reading a body, and settles what needs no Python — equal
+   status, equal header lists after the ignore list, equal canonical body hashes (a hash covers the
+   whole decoded body, so truncated bodies settle too). Every pair gets its base row here; the
+   metadata of the pairs left unsettled goes to a side file.
+B. Only those pairs are joined to their bodies (the hash join is built on them, so the bodies of
+   settled pairs are never held in memory) and go through the pure `diff_pair`, in record batches,
+   in worker processes when `workers > 1`, with at most a few batches in flight.
+A last relational pass applies the per-field noise verdicts and builds the per-pair summary.
 
 Endpoints: the captured `endpoint` column (static templating at capture time), unless a
 `templater` (analyzers.endpoints.EndpointTemplater, e.g. learned with `learn_from_capture`) is
@@ -67,7 +71,7 @@ __all__ = ["DiffRunSummary", "compute_diffs", "diff_batch"]
 BASE_SCHEMA = pa.schema([("request_id", pa.string()), ("endpoint", pa.string()), ("c_service", pa.string()),
                          ("mode", pa.string()), ("method", pa.string()), ("has_secondary", pa.bool_())])
 OUTPUT_DIRS = ("diffs", "diffs_summary", "diffs_fields")
-SMALL_RUN_PAIRS = 20_000  # below this, diff in-process
+SMALL_RUN_PAIRS = 20_000  # fewer unsettled pairs than this: diff in-process
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,6 @@ class BatchContext:
 @dataclass
 class BatchResult:
     diffs: pa.Table
-    base: pa.Table
     counts: FieldCounts
     pairs: int
     cpu_seconds: float = 0.0  # of the worker process so far (set by workers)
@@ -139,65 +142,71 @@ def _endpoints(batch: pa.RecordBatch, templater: Any) -> list[str]:
 _SIDE_COLUMNS = ("status", "resp_headers", "resp_body", "resp_content_type", "body_hash", "truncated", "error")
 
 
+def base_rows(batch: pa.RecordBatch, ctx: BatchContext) -> tuple[pa.Table, dict[tuple[str, str], int]]:
+    """From a batch of the flags query (every pair): the per-pair base rows, and per (endpoint,
+    c_service) the requests with a usable secondary (the rate test's denominator)."""
+    endpoints = _endpoints(batch, ctx.templater)
+    c_services = batch.column("c_service").to_pylist()
+    has_s = batch.column("has_s").to_pylist()
+    base = pa.table({"request_id": batch.column("request_id"), "endpoint": endpoints, "c_service": c_services,
+                     "mode": batch.column("mode"), "method": batch.column("method"), "has_secondary": has_s},
+                    schema=BASE_SCHEMA)
+    requests: dict[tuple[str, str], int] = {}
+    # a secondary that failed to answer says nothing about the primary's determinism: left out
+    s_failed = pc.fill_null(pc.and_(pc.is_null(batch.column("s_status")), pc.is_valid(batch.column("p_status"))),
+                            False).to_pylist()
+    for ep, svc, present, failed in zip(endpoints, c_services, has_s, s_failed, strict=True):
+        if present and not failed:
+            requests[(ep, svc)] = requests.get((ep, svc), 0) + 1
+    return base, requests
+
+
 def diff_batch(batch: pa.RecordBatch, ctx: BatchContext) -> BatchResult:
-    """Diff one record batch of the pre-settled pairs query (see `_pairs_query`)."""
+    """Diff the unsettled pairs of one record batch of the bodies query (see `_bodies_query`)."""
     n = batch.num_rows
     endpoints = _endpoints(batch, ctx.templater)
     request_ids = batch.column("request_id").to_pylist()
     c_services = batch.column("c_service").to_pylist()
     has_s = batch.column("has_s").to_pylist()
-    base = pa.table({"request_id": request_ids, "endpoint": endpoints, "c_service": c_services,
-                     "mode": batch.column("mode"), "method": batch.column("method"), "has_secondary": has_s},
-                    schema=BASE_SCHEMA)
     counts = FieldCounts()
-    settled = pc.and_(batch.column("c_settled"), batch.column("s_settled"))
-    for i in range(n):  # requests with a secondary count in the rate test's denominator, settled or not
-        if has_s[i]:
-            counts.requests[(endpoints[i], c_services[i])] = counts.requests.get((endpoints[i], c_services[i]), 0) + 1
-    todo = pc.indices_nonzero(pc.invert(pc.fill_null(settled, False)))
     cols: dict[str, list[Any]] = {name: [] for name in DIFFS.names}
-    if len(todo):
-        wanted = ["c_settled", "s_settled", "c_h_eq", "c_b_eq", "s_h_eq", "s_b_eq"] + [
-            f"{r}_{c}" for r in "pcs" for c in _SIDE_COLUMNS]
-        rows = batch.select(wanted).take(todo).to_pylist()
-        for row, idx in zip(rows, todo.to_pylist(), strict=True):
-            ep, svc, rid = endpoints[idx], c_services[idx], request_ids[idx]
-            er = ctx.rules.for_endpoint(ep)
-            primary = ExchangeSide.from_row(row, "p_")
-            cd: list[Difference] = []
-            if not row["c_settled"]:
-                cd = diff_pair(primary, ExchangeSide.from_row(row, "c_"), er, max_value_chars=ctx.max_value_chars,
-                               compare_headers=not row["c_h_eq"], compare_body=not row["c_b_eq"])
-            if has_s[idx] and row["s_status"] is None and row["p_status"] is not None:
-                # the secondary failed to answer: that says nothing about the primary's determinism
-                counts.requests[(ep, svc)] -= 1
-            elif has_s[idx]:
-                sd: list[Difference] = []
-                if not row["s_settled"]:
-                    sd = diff_pair(primary, ExchangeSide.from_row(row, "s_"), er,
-                                   max_value_chars=ctx.max_value_chars, compare_headers=not row["s_h_eq"],
-                                   compare_body=not row["s_b_eq"])
-                    cd = mark_secondary_noise(cd, sd)
-                counts.requests[(ep, svc)] -= 1  # add_request counts it again
-                counts.add_request(ep, svc, {(d.kind, d.pointer_template) for d in cd if d.op != "truncated"},
-                                   {(d.kind, d.pointer_template) for d in sd if d.op != "truncated"})
-            for d in cd:
-                if not d.noise and ctx.probe is not None:
-                    reason = ctx.probe.reason(ep, d.kind, d.pointer_template)
-                    if reason:
-                        d = d._replace(noise=True, noise_reason=reason)
-                cols["request_id"].append(rid)
-                cols["endpoint"].append(ep)
-                cols["c_service"].append(svc)
-                cols["kind"].append(d.kind)
-                cols["op"].append(d.op)
-                cols["pointer"].append(d.pointer)
-                cols["pointer_template"].append(d.pointer_template)
-                cols["old"].append(d.old)
-                cols["new"].append(d.new)
-                cols["noise"].append(d.noise)
-                cols["noise_reason"].append(d.noise_reason)
-    return BatchResult(pa.table(cols, schema=DIFFS), base, counts, n)
+    wanted = ["c_settled", "s_settled", "c_h_eq", "c_b_eq", "s_h_eq", "s_b_eq"] + [
+        f"{r}_{c}" for r in "pcs" for c in _SIDE_COLUMNS]
+    for idx, row in enumerate(batch.select(wanted).to_pylist()):
+        ep, svc, rid = endpoints[idx], c_services[idx], request_ids[idx]
+        er = ctx.rules.for_endpoint(ep)
+        primary = ExchangeSide.from_row(row, "p_")
+        cd: list[Difference] = []
+        if not row["c_settled"]:
+            cd = diff_pair(primary, ExchangeSide.from_row(row, "c_"), er, max_value_chars=ctx.max_value_chars,
+                           compare_headers=not row["c_h_eq"], compare_body=not row["c_b_eq"])
+        if has_s[idx] and not (row["s_status"] is None and row["p_status"] is not None):
+            sd: list[Difference] = []
+            if not row["s_settled"]:
+                sd = diff_pair(primary, ExchangeSide.from_row(row, "s_"), er,
+                               max_value_chars=ctx.max_value_chars, compare_headers=not row["s_h_eq"],
+                               compare_body=not row["s_b_eq"])
+                cd = mark_secondary_noise(cd, sd)
+            counts.add_request(ep, svc, {(d.kind, d.pointer_template) for d in cd if d.op != "truncated"},
+                               {(d.kind, d.pointer_template) for d in sd if d.op != "truncated"},
+                               count_request=False)
+        for d in cd:
+            if not d.noise and ctx.probe is not None:
+                reason = ctx.probe.reason(ep, d.kind, d.pointer_template)
+                if reason:
+                    d = d._replace(noise=True, noise_reason=reason)
+            cols["request_id"].append(rid)
+            cols["endpoint"].append(ep)
+            cols["c_service"].append(svc)
+            cols["kind"].append(d.kind)
+            cols["op"].append(d.op)
+            cols["pointer"].append(d.pointer)
+            cols["pointer_template"].append(d.pointer_template)
+            cols["old"].append(d.old)
+            cols["new"].append(d.new)
+            cols["noise"].append(d.noise)
+            cols["noise_reason"].append(d.noise_reason)
+    return BatchResult(pa.table(cols, schema=DIFFS), counts, n)
 
 
 _WORKER_CTX: BatchContext | None = None
@@ -248,7 +257,9 @@ def _header_ignored_sql(globs: Iterable[str], name: str) -> str:
     return "(" + " OR ".join(terms) + ")" if terms else "false"
 
 
-def _pairs_query(rules: RuleSet) -> str:
+def _flags_query(rules: RuleSet) -> str:
+    """Stage A, every pair, no bodies read: what is settled by status, the compared headers and the
+    canonical body hashes; the metadata the diff needs for the rest."""
     ignored = _header_ignored_sql(rules.compared_header_superset_ignores(), "lower(h.name)")
 
     def hdr(col: str) -> str:
@@ -257,12 +268,15 @@ def _pairs_query(rules: RuleSet) -> str:
                 "lambda h: lower(h.name) || ':' || h.value))")
 
     def body_eq(r: str) -> str:
-        return (f"((p_resp_body IS NOT DISTINCT FROM {r}_resp_body AND coalesce(p_truncated, false) = "
-                f"coalesce({r}_truncated, false)) OR coalesce(p_body_hash = {r}_body_hash, false))")
+        # the canonical hash covers the whole decoded body, so it settles truncated bodies too
+        return f"coalesce(p_body_hash = {r}_body_hash, false)"
 
     return f"""
     WITH flagged AS (
-      SELECT *,
+      SELECT request_id, endpoint, path, method, mode, c_service, p_exchange_id, c_exchange_id, s_exchange_id,
+        p_status, c_status, s_status, p_error, c_error, s_error, p_truncated, c_truncated, s_truncated,
+        p_body_hash, c_body_hash, s_body_hash, p_resp_content_type, c_resp_content_type, s_resp_content_type,
+        p_resp_headers, c_resp_headers, s_resp_headers,
         s_exchange_id IS NOT NULL AS has_s,
         p_status IS NOT DISTINCT FROM c_status AS c_st_eq,
         s_exchange_id IS NULL OR (p_status IS NOT DISTINCT FROM s_status) AS s_st_eq,
@@ -274,18 +288,31 @@ def _pairs_query(rules: RuleSet) -> str:
         s_exchange_id IS NULL OR {body_eq('s')} AS s_b_eq
       FROM pairs
     )
-    SELECT request_id, endpoint, path, method, mode, c_service, has_s,
+    SELECT request_id, endpoint, path, method, mode, c_service, has_s, p_exchange_id, c_exchange_id, s_exchange_id,
       c_st_eq AND c_h_eq AND c_b_eq AS c_settled, s_st_eq AND s_h_eq AND s_b_eq AS s_settled,
       c_h_eq, c_b_eq, s_h_eq, s_b_eq,
       p_status, c_status, s_status, p_error, c_error, s_error, p_truncated, c_truncated, s_truncated,
       p_body_hash, c_body_hash, s_body_hash, p_resp_content_type, c_resp_content_type, s_resp_content_type,
       CASE WHEN c_h_eq AND s_h_eq THEN NULL ELSE p_resp_headers END AS p_resp_headers,
       CASE WHEN c_h_eq THEN NULL ELSE c_resp_headers END AS c_resp_headers,
-      CASE WHEN s_h_eq THEN NULL ELSE s_resp_headers END AS s_resp_headers,
-      CASE WHEN c_b_eq AND s_b_eq THEN NULL ELSE p_resp_body END AS p_resp_body,
-      CASE WHEN c_b_eq THEN NULL ELSE c_resp_body END AS c_resp_body,
-      CASE WHEN s_b_eq THEN NULL ELSE s_resp_body END AS s_resp_body
+      CASE WHEN s_h_eq THEN NULL ELSE s_resp_headers END AS s_resp_headers
     FROM flagged
+    """
+
+
+def _bodies_query(unsettled: Path) -> str:
+    """Stage B, only the pairs stage A could not settle: their metadata joined to the bodies still
+    needed. The hash join is built on these pairs, so the bodies of settled pairs are never held."""
+    return f"""
+    SELECT u.*,
+      CASE WHEN u.c_b_eq AND u.s_b_eq THEN NULL ELSE p.resp_body END AS p_resp_body,
+      CASE WHEN u.c_b_eq THEN NULL ELSE c.resp_body END AS c_resp_body,
+      CASE WHEN u.s_b_eq THEN NULL ELSE s.resp_body END AS s_resp_body
+    FROM read_parquet({_sql_str(unsettled)}) u
+    JOIN (SELECT exchange_id, resp_body FROM exchanges WHERE role = 'primary') p ON p.exchange_id = u.p_exchange_id
+    JOIN (SELECT exchange_id, resp_body FROM exchanges WHERE role = 'candidate') c ON c.exchange_id = u.c_exchange_id
+    LEFT JOIN (SELECT exchange_id, resp_body FROM exchanges WHERE role = 'secondary') s
+      ON s.exchange_id = u.s_exchange_id
     """
 
 
@@ -301,7 +328,7 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
 
     `rules`: a RuleSet, the raw `shadow.analysis.rules` list, or None (defaults only).
     `workers`: processes for the per-pair work (default: 2 when the machine has ≥ 2 cores, else 1;
-    by default 1 below SMALL_RUN_PAIRS pairs).
+    by default 1 when fewer than SMALL_RUN_PAIRS pairs need diffing).
     `progress`: True for a bar on a terminal, False for none, or a callback `report(done, total)`.
     `use_probe`: apply CAPTURE/noise/probe.parquet (from `probe_noise`) when it exists.
     Raises CaptureError for a missing or unreadable capture."""
@@ -328,38 +355,66 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
             con.execute(f"SET temp_directory = {_sql_str(run / 'duckdb-tmp')}")
             con.execute("SET preserve_insertion_order = false")
             con.execute("SET enable_progress_bar = false")
-            n_total = int(con.execute("SELECT count(*) FROM pairs").fetchall()[0][0])
-            if auto_workers and n_total < SMALL_RUN_PAIRS:
-                workers = 1  # starting worker processes costs more than it saves
-            reader = con.sql(_pairs_query(ruleset)).to_arrow_reader(batch_rows)
-            assert reader is not None
             counts = FieldCounts()
-            pairs = 0
-            raw_path, base_path = run / "raw.parquet", run / "base.parquet"
-            with pq.ParquetWriter(raw_path, DIFFS) as raw_w, pq.ParquetWriter(base_path, BASE_SCHEMA) as base_w:
-                bar = _progress(progress is True, n_total)
+            raw_path, base_path, unsettled_path = run / "raw.parquet", run / "base.parquet", run / "unsettled.parquet"
+            # Stage A: every pair's base row; the unsettled pairs' metadata to a side file
+            flags = con.sql(_flags_query(ruleset)).to_arrow_reader(batch_rows)
+            assert flags is not None
+            n_total = n_unsettled = 0
+            with pq.ParquetWriter(base_path, BASE_SCHEMA) as base_w, \
+                    pq.ParquetWriter(unsettled_path, flags.schema) as unsettled_w:
+                for batch in flags:
+                    base, requests = base_rows(batch, ctx)
+                    base_w.write_table(base)
+                    for key, n in requests.items():
+                        counts.requests[key] = counts.requests.get(key, 0) + n
+                    todo = batch.filter(pc.invert(pc.fill_null(pc.and_(batch.column("c_settled"),
+                                                                       batch.column("s_settled")), False)))
+                    if todo.num_rows:
+                        unsettled_w.write_batch(todo)
+                    n_total += batch.num_rows
+                    n_unsettled += todo.num_rows
+            if auto_workers and n_unsettled < SMALL_RUN_PAIRS:
+                workers = 1  # starting worker processes costs more than it saves
+            pairs = n_total
+            done = n_total - n_unsettled
+            bar = _progress(progress is True, n_total)
+            if callable(progress):
+                progress(done, n_total)
+            elif bar is not None:
+                bar.update(done)
+            # Stage B: diff the unsettled pairs, their bodies joined in
+            with pq.ParquetWriter(raw_path, DIFFS) as raw_w:
 
                 def take(result: BatchResult) -> None:
-                    nonlocal pairs
+                    nonlocal done
                     if result.pid:
                         worker_usage[result.pid] = (result.cpu_seconds, result.peak_rss_mb)
                     if result.diffs.num_rows:
                         raw_w.write_table(result.diffs)
-                    base_w.write_table(result.base)
                     counts.merge(result.counts)
-                    pairs += result.pairs
+                    done += result.pairs
                     if callable(progress):
-                        progress(pairs, n_total)
+                        progress(done, n_total)
                     elif bar is not None:
                         bar.update(result.pairs)
 
+                reader: Iterable[pa.RecordBatch] = ()
+                if n_unsettled:
+                    bodies = con.sql(_bodies_query(unsettled_path)).to_arrow_reader(batch_rows)
+                    assert bodies is not None
+                    reader = bodies
                 if workers <= 1:
                     for batch in reader:
                         take(diff_batch(batch, ctx))
                 else:
-                    # forkserver: forking this process (DuckDB's threads are running) could deadlock
+                    # forkserver: forking this process (DuckDB's threads are running) could deadlock.
+                    # Workers fork from a server that has already imported the diff engine (and pyarrow's
+                    # pandas shim), so each starts in milliseconds instead of re-importing everything.
+                    mp = multiprocessing.get_context("forkserver")
+                    mp.set_forkserver_preload(["analyzers.diffs_table", "analyzers.bodies", "pandas"])
                     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(ctx,),
-                                             mp_context=multiprocessing.get_context("forkserver")) as pool:
+                                             mp_context=mp) as pool:
                         pending: deque[Future[BatchResult]] = deque()
                         for batch in reader:
                             pending.append(pool.submit(_diff_batch_in_worker, batch))

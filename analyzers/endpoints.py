@@ -100,6 +100,7 @@ class EndpointTemplater:
         for path in set(paths):
             if not path:
                 continue
+            path = path.split("?", 1)[0]
             node = root
             for seg in _segments(path):
                 node = node.children.setdefault(template_segment(seg) if seg else seg, _Node())

@@ -15,6 +15,7 @@ with the reason (never dropped):
      significantly more often than the secondary; otherwise its differences are noise,
      reason "secondary rate not lower (p=0.41)". A field on which the secondary never differed has
      no noise evidence and stays real (so few requests can never turn a real change into noise).
+     A secondary that failed to answer (transport error) is left out for that request.
      Diffy's count rule is reported beside it (raw > noise, |raw−noise|/(raw+noise) > 20 %,
      |raw−noise|/n > 0.03 %) for comparison; it decides nothing.
 2. Without a secondary, the noise probe: re-send a few safe (GET/HEAD) captured requests to the
@@ -87,9 +88,10 @@ class FieldCounts:
     requests: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def add_request(self, endpoint: str, c_service: str, c_templates: set[tuple[str, str]],
-                    s_templates: set[tuple[str, str]]) -> None:
-        key = (endpoint, c_service)
-        self.requests[key] = self.requests.get(key, 0) + 1
+                    s_templates: set[tuple[str, str]], *, count_request: bool = True) -> None:
+        if count_request:
+            key = (endpoint, c_service)
+            self.requests[key] = self.requests.get(key, 0) + 1
         for kind, tpl in c_templates | s_templates:
             counts = self.fields.setdefault((endpoint, c_service, kind, tpl), [0, 0, 0])
             in_c, in_s = (kind, tpl) in c_templates, (kind, tpl) in s_templates
