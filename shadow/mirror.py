@@ -193,6 +193,9 @@ class MirrorDispatcher:
                 skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
                 trust_env=False,
                 requote_redirect_url=False,
+                # asyncio.timeout in _send bounds each copy; aiohttp's own timers would be a second,
+                # redundant timer per copy.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None),
             )
         return self._session
 
