@@ -117,6 +117,8 @@ class Router:
             without = tuple(f for f in fields if f[0].lower() != b"host")
             fields = ((b"Host", server_host), *without)
         req.headers.fields = fields
+        if (req.is_http2 or req.is_http3) and req.authority and plan.primary.pass_host_header:
+            req.authority = client_host  # HTTP/2 and 3 carry the Host as :authority, which the setters replaced
         self.state.routes[flow] = RouteContext(
             request_id=flow.id, router=router.name, service=plan.primary.name, upstream=server.url,
             client_host=client_host, active=active, plan=plan, path=rewritten.path + sep + query,

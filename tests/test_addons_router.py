@@ -149,3 +149,12 @@ def test_a_routing_failure_is_a_local_502_never_the_reverse_target(routed) -> No
     assert flow.response is not None and flow.response.status_code == 502
     assert flow.request.host == "127.0.0.1"  # untouched
     assert state.counters()["routing_errors"] == 1
+
+
+def test_http2_authority_is_the_clients_host(routed) -> None:  # type: ignore[no-untyped-def]
+    req = tutils.treq(host="127.0.0.1", port=1, path=b"/a", content=b"", http_version=b"HTTP/2.0",
+                      authority=b"shop.example", headers=http.Headers(((b"accept", b"*/*"),)))
+    flow = routed(tflow.tflow(req=req))
+    assert (flow.request.host, flow.request.port) == ("10.0.0.1", 8080)
+    assert flow.request.authority == "shop.example" and flow.request.host_header == "shop.example"
+    assert flow.request.headers["X-Forwarded-Host"] == "shop.example"
