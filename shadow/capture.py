@@ -665,7 +665,10 @@ class CaptureWriter:
     # -- event-loop side ---------------------------------------------------------------------------
     def submit(self, row: dict[str, Any]) -> bool:
         """Enqueue one row (no I/O). False, and counted as shed, when the queue is full (settings.max_queue
-        rows or `max_queue_bytes` of bodies) or the writer is closed."""
+        rows or `max_queue_bytes` of bodies) or the writer is closed.
+
+        Lock-free, for one producer thread (the event loop). Calls from several threads are safe for
+        the rows, but the submitted/shed counters and the byte budget may then be approximate."""
         q = self._queue
         n = len(q)
         size = _body_bytes(row)
