@@ -22,7 +22,7 @@ from shadow.store import PAIR_ROLE_COLUMNS, PAIR_SHARED_COLUMNS, open_store
 REPO = Path(__file__).resolve().parent.parent
 
 
-def row(request_id: str, role: str, status: int, body: bytes, **kw: Any) -> dict[str, Any]:
+def row(request_id: str, role: str, status: int | None, body: bytes | None, **kw: Any) -> dict[str, Any]:
     return {"request_id": request_id, "role": role, "mode": "mirror", "service": role[:4], "ts": time.time_ns(),
             "method": "GET", "url": f"http://h/api/items/{request_id}", "status": status,
             "resp_headers": [("Content-Type", "application/json")], "resp_body": body, **kw}
@@ -40,6 +40,9 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
         w.submit(row("2", "primary", 200, b'{"a": 1}'))
         w.submit(row("2", "candidate", 404, b'{"a": 2}'))
         w.submit(row("3", "primary", 200, b"{}"))
+        # 4: the candidate did not answer (transport error: no status, no body).
+        w.submit(row("4", "primary", 200, b"{}"))
+        w.submit(row("4", "candidate", None, None, error="connection refused"))
         w.update_counters({"mirror_shed": 3})
     return root
 
@@ -47,19 +50,21 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_views_and_pairs(capture: Path) -> None:
     with open_store(capture, threads=1) as store:
         assert store.tables() == ["capture_stats", "exchanges", "pairs"]
-        assert store.sql("SELECT count(*) FROM exchanges").fetchall() == [(6,)]
+        assert store.sql("SELECT count(*) FROM exchanges").fetchall() == [(8,)]
         pairs = store.sql("SELECT * FROM pairs ORDER BY request_id").to_arrow_table()
         expected = [*PAIR_SHARED_COLUMNS] + [f"{p}_{c}" for p in "pcs" for c in PAIR_ROLE_COLUMNS]
         assert pairs.column_names == expected
         rows = pairs.to_pylist()
-        assert [r["request_id"] for r in rows] == ["1", "2"]
-        one, two = rows
+        assert [r["request_id"] for r in rows] == ["1", "2", "4"]
+        one, two, four = rows
+        assert (four["c_status"], four["c_error"], four["c_body_hash"]) == (None, "connection refused", None)
+        assert four["p_status"] == 200 and four["p_error"] is None
         assert one["p_body_hash"] == one["c_body_hash"]  # reordered JSON keys hash equal
         assert one["s_status"] == 500 and one["client_key"] == "u1"
         assert one["endpoint"] == "/api/items/{id}"
         assert two["s_exchange_id"] is None and two["c_status"] == 404
         stats = store.sql("SELECT gateway, sealed_rows, mirror_shed FROM capture_stats").fetchall()
-        assert stats == [("gw", 6, 3)]
+        assert stats == [("gw", 8, 3)]
         hours = store.sql("SELECT DISTINCT typeof(dt), typeof(hour) FROM exchanges").fetchall()
         assert hours == [("DATE", "INTEGER")]
 
@@ -135,7 +140,7 @@ def test_a_half_written_temporary_is_invisible(capture: Path) -> None:
     tmp.write_bytes(b"PAR1 half written")
     try:
         with open_store(capture) as store:
-            assert store.sql("SELECT count(*) FROM exchanges").fetchall() == [(6,)]
+            assert store.sql("SELECT count(*) FROM exchanges").fetchall() == [(8,)]
     finally:
         tmp.unlink()
 
@@ -162,7 +167,8 @@ def shadow_sql(*args: str) -> subprocess.CompletedProcess[str]:
 def test_shadow_sql_command(capture: Path) -> None:
     out = shadow_sql(str(capture), "SELECT request_id, c_status FROM pairs ORDER BY 1", "--format", "json")
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == [{"request_id": "1", "c_status": 200}, {"request_id": "2", "c_status": 404}]
+    assert json.loads(out.stdout) == [{"request_id": "1", "c_status": 200}, {"request_id": "2", "c_status": 404},
+                                      {"request_id": "4", "c_status": None}]
 
     out = shadow_sql(str(capture), "SELECT nonsense FROM exchanges")
     assert out.returncode == 2
@@ -183,7 +189,7 @@ def test_shadow_sql_formats_and_errors_in_process(capture: Path) -> None:
 
     out = runner.invoke(cli, ["sql", str(capture), "SELECT endpoint, count(*) AS n FROM exchanges GROUP BY 1"])
     assert out.exit_code == 0, out.output
-    assert out.stdout.split() == ["endpoint", "n", "---------------", "-", "/api/items/{id}", "6"]
+    assert out.stdout.split() == ["endpoint", "n", "---------------", "-", "/api/items/{id}", "8"]
 
     out = runner.invoke(cli, ["sql", str(capture), "SELECT resp_body, req_headers FROM exchanges LIMIT 1",
                               "--format", "json"])
