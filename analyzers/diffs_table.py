@@ -300,19 +300,24 @@ def _flags_query(rules: RuleSet) -> str:
     """
 
 
-def _bodies_query(unsettled: Path) -> str:
+def _bodies_query(unsettled: Path, *, with_secondary: bool) -> str:
     """Stage B, only the pairs stage A could not settle: their metadata joined to the bodies still
-    needed. The hash join is built on these pairs, so the bodies of settled pairs are never held."""
+    needed. Run with DuckDB's join-order and build-side optimizers off (see `_bodies_reader`), so
+    every hash table is built on the right-hand side as written: the unsettled pairs, never a
+    whole role's bodies. The exchanges are streamed through as the probe side."""
+    u = f"read_parquet({_sql_str(unsettled)})"
+    if with_secondary:
+        u = (f"(SELECT u.*, s.resp_body AS s_body FROM exchanges s RIGHT JOIN {u} u "
+             "ON s.exchange_id = u.s_exchange_id)")
+    else:
+        u = f"(SELECT *, CAST(NULL AS BLOB) AS s_body FROM {u})"
+    pu = f"(SELECT u.*, p.resp_body AS p_body FROM exchanges p JOIN {u} u ON p.exchange_id = u.p_exchange_id)"
     return f"""
-    SELECT u.*,
-      CASE WHEN u.c_b_eq AND u.s_b_eq THEN NULL ELSE p.resp_body END AS p_resp_body,
-      CASE WHEN u.c_b_eq THEN NULL ELSE c.resp_body END AS c_resp_body,
-      CASE WHEN u.s_b_eq THEN NULL ELSE s.resp_body END AS s_resp_body
-    FROM read_parquet({_sql_str(unsettled)}) u
-    JOIN (SELECT exchange_id, resp_body FROM exchanges WHERE role = 'primary') p ON p.exchange_id = u.p_exchange_id
-    JOIN (SELECT exchange_id, resp_body FROM exchanges WHERE role = 'candidate') c ON c.exchange_id = u.c_exchange_id
-    LEFT JOIN (SELECT exchange_id, resp_body FROM exchanges WHERE role = 'secondary') s
-      ON s.exchange_id = u.s_exchange_id
+    SELECT pu.* EXCLUDE (p_body, s_body),
+      CASE WHEN pu.c_b_eq AND pu.s_b_eq THEN NULL ELSE pu.p_body END AS p_resp_body,
+      CASE WHEN pu.c_b_eq THEN NULL ELSE c.resp_body END AS c_resp_body,
+      CASE WHEN pu.s_b_eq THEN NULL ELSE pu.s_body END AS s_resp_body
+    FROM exchanges c JOIN {pu} pu ON c.exchange_id = pu.c_exchange_id
     """
 
 
@@ -360,7 +365,7 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
             # Stage A: every pair's base row; the unsettled pairs' metadata to a side file
             flags = con.sql(_flags_query(ruleset)).to_arrow_reader(batch_rows)
             assert flags is not None
-            n_total = n_unsettled = 0
+            n_total = n_unsettled = n_secondary = 0
             with pq.ParquetWriter(base_path, BASE_SCHEMA) as base_w, \
                     pq.ParquetWriter(unsettled_path, flags.schema) as unsettled_w:
                 for batch in flags:
@@ -374,6 +379,7 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
                         unsettled_w.write_batch(todo)
                     n_total += batch.num_rows
                     n_unsettled += todo.num_rows
+                    n_secondary += pc.sum(todo.column("has_s")).as_py() or 0 if todo.num_rows else 0
             if auto_workers and n_unsettled < SMALL_RUN_PAIRS:
                 workers = 1  # starting worker processes costs more than it saves
             pairs = n_total
@@ -401,7 +407,9 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
 
                 reader: Iterable[pa.RecordBatch] = ()
                 if n_unsettled:
-                    bodies = con.sql(_bodies_query(unsettled_path)).to_arrow_reader(batch_rows)
+                    con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
+                    bodies = con.sql(_bodies_query(unsettled_path, with_secondary=n_secondary > 0)).to_arrow_reader(
+                        batch_rows)
                     assert bodies is not None
                     reader = bodies
                 if workers <= 1:
@@ -424,6 +432,7 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
                             take(pending.popleft().result())
                 if bar is not None:
                     bar.close()
+            con.execute("RESET disabled_optimizers")
             fields = classify_fields(counts, alpha=alpha)
             stats = _finish(con, run, raw_path, base_path, fields)
         _swap_into_place(root, run)

@@ -189,3 +189,12 @@ def test_a_failed_secondary_is_no_evidence_of_noise(tmp_path: Path) -> None:
     diffs = pq.read_table(tmp_path / "diffs").to_pylist()
     assert [(d["kind"], d["noise"]) for d in diffs] == [("status", False)]
     assert summary.pairs_with_real_diffs == 1
+
+
+def test_pairs_with_and_without_a_secondary_in_one_capture(tmp_path: Path) -> None:
+    rows = [*_triple("m1", {"a": 1, "t": 1}, {"a": 2, "t": 2}, {"a": 1, "t": 3}),
+            exchange_row("m2", "primary", body={"a": 1, "t": 1}), exchange_row("m2", "candidate", body={"a": 2, "t": 1})]
+    write_capture(tmp_path, rows)
+    compute_diffs(tmp_path, None, progress=False, workers=1)
+    got = sorted((d["request_id"], d["pointer"], d["noise_reason"]) for d in pq.read_table(tmp_path / "diffs").to_pylist())
+    assert got == [("m1", "/a", None), ("m1", "/t", SECONDARY_REASON), ("m2", "/a", None)]
