@@ -118,7 +118,7 @@ class ReplayStats:
         return sum(t.errors for t in self.targets.values())
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Job:
     source: Source
     identity: str
@@ -402,21 +402,6 @@ class ReplayEngine:
         if self.progress is not None:
             self.progress.update(1)
 
-    def _base_row(self, target: Target, job: Job) -> dict[str, Any]:
-        e = job.entry
-        return {
-            "request_id": job.request_id,
-            "exchange_id": exchange_id(job.request_id, target.role),
-            "role": target.role,
-            "mode": "replay",
-            "service": target.name,
-            "router": None,
-            "endpoint": job.endpoint,
-            "host": e.host,
-            "client_key": e.client_key,
-            "method": e.method,
-        }
-
     async def _call(self, target: Target, job: Job) -> dict[str, Any]:
         if target.url is None:
             return self._count(target, self._recorded_row(target, job))
@@ -434,26 +419,32 @@ class ReplayEngine:
     def _recorded_row(self, target: Target, job: Job) -> dict[str, Any]:
         e = job.entry
         rec = e.recorded
-        row = self._base_row(target, job)
-        row.update({
-            "service": (rec.service if rec and rec.service else target.name),
+        return {
+            "request_id": job.request_id,
+            "exchange_id": exchange_id(job.request_id, target.role),
+            "role": target.role,
+            "mode": "replay",
+            "service": rec.service if rec and rec.service else target.name,
+            "router": None,
+            "endpoint": job.endpoint,
             # The replay's clock, not the recording's: every row of a replay lands in the same time
             # window (and partition), which is what time-windowed analysis expects.
             "ts": time.time_ns(),
             "latency_ms": rec.latency_ms if rec else None,
+            "method": e.method,
             "url": f"{e.scheme}://{e.host}{e.target}",
+            "host": e.host,
             "path": e.path,
             "query": e.query,
             "upstream": (rec.upstream if rec else None) or "recorded",
-            "req_headers": list(e.headers),
+            "req_headers": e.headers,
             "req_body": e.body,
             "status": rec.status if rec else None,
-            "resp_headers": list(rec.headers) if rec else [],
+            "resp_headers": rec.headers if rec else [],
             "resp_body": rec.body if rec else None,
-            "resp_content_type": _content_type(rec.headers) if rec else None,
             "error": (rec.error if rec else "no recorded response") if not (rec and rec.status) else None,
-        })
-        return row
+            "client_key": e.client_key,
+        }
 
     async def _send(self, target: Target, base: _TargetURL, job: Job) -> dict[str, Any]:
         assert self._session is not None
@@ -462,9 +453,6 @@ class ReplayEngine:
         path = rw.path(e.path)
         url = base.url(path, e.query)
         headers = rw.headers(e, base.netloc)
-        row = self._base_row(target, job)
-        row.update({"url": url, "path": path, "query": e.query, "upstream": base.base,
-                    "req_headers": headers, "req_body": e.body})
         ts = time.time_ns()
         started = time.perf_counter()
         status: int | None = None
@@ -486,20 +474,28 @@ class ReplayEngine:
         except OSError as exc:
             error = f"{type(exc).__name__}: {exc}"
         latency_ms = (time.perf_counter() - started) * 1000.0
-        row.update({
+        # One literal per row (resp_content_type, body_hash, body_size: the capture writer's job).
+        return {
+            "request_id": job.request_id,
+            "exchange_id": exchange_id(job.request_id, target.role),
+            "role": target.role,
+            "mode": "replay",
+            "service": target.name,
+            "router": None,
+            "endpoint": job.endpoint,
             "ts": ts,
             "latency_ms": latency_ms,
+            "method": e.method,
+            "url": url,
+            "host": e.host,
+            "path": path,
+            "query": e.query,
+            "upstream": base.base,
+            "req_headers": headers,
+            "req_body": e.body,
             "status": status,
             "resp_headers": resp_headers,
             "resp_body": body,
-            "resp_content_type": _content_type(resp_headers),
             "error": error,
-        })
-        return row
-
-
-def _content_type(headers: Headers) -> str | None:
-    for k, v in headers:
-        if k.lower() == "content-type":
-            return v
-    return None
+            "client_key": e.client_key,
+        }
