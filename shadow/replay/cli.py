@@ -210,8 +210,9 @@ def _run(config: ReplayConfig, sources: list[Source], writer: Any, state: Replay
          show_progress: bool, capture: Path, loops: int, limit: int | None) -> ReplayStats:
     from tqdm import tqdm
 
-    counts = [s.count() for s in sources]
-    # The bar advances per source entry (sent, skipped or already done).
+    # The bar advances per source entry (sent, skipped or already done). Counting a HAR parses it
+    # once more: only worth it when the bar is shown.
+    counts = [s.count() for s in sources] if show_progress else [None]
     total: int | None = sum(c for c in counts if c is not None) * loops if None not in counts else None
     if limit is not None:
         total = min(total, limit) if total is not None else limit
