@@ -41,7 +41,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -328,13 +328,16 @@ def _bodies_query(unsettled: Path, *, with_secondary: bool) -> str:
 def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str, Any]] | None = None, *,
                   templater: Any = None, progress: bool | Callable[..., None] = True, workers: int | None = None,
                   batch_rows: int = 8192, alpha: float = DEFAULT_ALPHA, use_probe: bool = True,
-                  max_value_chars: int = MAX_VALUE_CHARS, memory_limit: str = "1GB") -> DiffRunSummary:
+                  max_value_chars: int = MAX_VALUE_CHARS, memory_limit: str = "1GB",
+                  chunk_pairs: int = 100_000) -> DiffRunSummary:
     """Diff every pair of the capture and (re)write CAPTURE/diffs, diffs_summary, diffs_fields.
 
     `rules`: a RuleSet, the raw `shadow.analysis.rules` list, or None (defaults only).
     `workers`: processes for the per-pair work (default: 2 when the machine has ≥ 2 cores, else 1;
     by default 1 when fewer than SMALL_RUN_PAIRS pairs need diffing).
     `progress`: True for a bar on a terminal, False for none, or a callback `report(done, total)`.
+    `chunk_pairs`: unsettled pairs joined to their bodies per query (bounds DuckDB's hash tables:
+    ≈ chunk_pairs × the mean body size); `memory_limit`: DuckDB's, beyond which it spills to disk.
     `use_probe`: apply CAPTURE/noise/probe.parquet (from `probe_noise`) when it exists.
     Raises CaptureError for a missing or unreadable capture."""
     from shadow.store import open_store
@@ -361,25 +364,39 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
             con.execute("SET preserve_insertion_order = false")
             con.execute("SET enable_progress_bar = false")
             counts = FieldCounts()
-            raw_path, base_path, unsettled_path = run / "raw.parquet", run / "base.parquet", run / "unsettled.parquet"
-            # Stage A: every pair's base row; the unsettled pairs' metadata to a side file
+            raw_path, base_path = run / "raw.parquet", run / "base.parquet"
+            # Stage A: every pair's base row; the unsettled pairs' metadata to side files of at most
+            # `chunk_pairs` rows each (stage B joins one file at a time: that bounds its hash tables)
             flags = con.sql(_flags_query(ruleset)).to_arrow_reader(batch_rows)
             assert flags is not None
             n_total = n_unsettled = n_secondary = 0
-            with pq.ParquetWriter(base_path, BASE_SCHEMA) as base_w, \
-                    pq.ParquetWriter(unsettled_path, flags.schema) as unsettled_w:
-                for batch in flags:
-                    base, requests = base_rows(batch, ctx)
-                    base_w.write_table(base)
-                    for key, n in requests.items():
-                        counts.requests[key] = counts.requests.get(key, 0) + n
-                    todo = batch.filter(pc.invert(pc.fill_null(pc.and_(batch.column("c_settled"),
-                                                                       batch.column("s_settled")), False)))
-                    if todo.num_rows:
-                        unsettled_w.write_batch(todo)
-                    n_total += batch.num_rows
-                    n_unsettled += todo.num_rows
-                    n_secondary += pc.sum(todo.column("has_s")).as_py() or 0 if todo.num_rows else 0
+            chunks: list[Path] = []
+            chunk_w: pq.ParquetWriter | None = None
+            chunk_rows = 0
+            try:
+                with pq.ParquetWriter(base_path, BASE_SCHEMA) as base_w:
+                    for batch in flags:
+                        base, requests = base_rows(batch, ctx)
+                        base_w.write_table(base)
+                        for key, n in requests.items():
+                            counts.requests[key] = counts.requests.get(key, 0) + n
+                        todo = batch.filter(pc.invert(pc.fill_null(pc.and_(batch.column("c_settled"),
+                                                                           batch.column("s_settled")), False)))
+                        n_total += batch.num_rows
+                        if not todo.num_rows:
+                            continue
+                        if chunk_w is None or chunk_rows >= chunk_pairs:
+                            if chunk_w is not None:
+                                chunk_w.close()
+                            chunks.append(run / f"unsettled-{len(chunks)}.parquet")
+                            chunk_w, chunk_rows = pq.ParquetWriter(chunks[-1], flags.schema), 0
+                        chunk_w.write_batch(todo)
+                        chunk_rows += todo.num_rows
+                        n_unsettled += todo.num_rows
+                        n_secondary += pc.sum(todo.column("has_s")).as_py() or 0
+            finally:
+                if chunk_w is not None:
+                    chunk_w.close()
             if auto_workers and n_unsettled < SMALL_RUN_PAIRS:
                 workers = 1  # starting worker processes costs more than it saves
             pairs = n_total
@@ -405,13 +422,15 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
                     elif bar is not None:
                         bar.update(result.pairs)
 
-                reader: Iterable[pa.RecordBatch] = ()
-                if n_unsettled:
+                def stage_b() -> Iterator[pa.RecordBatch]:
                     con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
-                    bodies = con.sql(_bodies_query(unsettled_path, with_secondary=n_secondary > 0)).to_arrow_reader(
-                        batch_rows)
-                    assert bodies is not None
-                    reader = bodies
+                    for chunk in chunks:
+                        bodies = con.sql(_bodies_query(chunk, with_secondary=n_secondary > 0)).to_arrow_reader(
+                            batch_rows)
+                        assert bodies is not None
+                        yield from bodies
+
+                reader = stage_b()
                 if workers <= 1:
                     for batch in reader:
                         take(diff_batch(batch, ctx))

@@ -121,8 +121,9 @@ def generate(root: Path, pairs: int, seed: int = 7) -> dict[str, Any]:
     return {"pairs": pairs, "mean_body_bytes": sizes / max(pairs, 1), **kinds}
 
 
-def _tree_rss(root: int) -> int:
-    """Resident bytes of `root` and all its descendants (worker processes included), from /proc."""
+def _tree_memory(root: int) -> int:
+    """Proportional set size (PSS) of `root` and all its descendants, from /proc: pages shared between
+    the forkserver and its workers count once in total, not once per process as RSS would."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -135,8 +136,11 @@ def _tree_rss(root: int) -> int:
     while stack:
         pid = stack.pop()
         try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
         except OSError:
             pass
         stack += children.get(pid, [])
@@ -144,7 +148,7 @@ def _tree_rss(root: int) -> int:
 
 
 class PeakMemory:
-    """Samples the whole process tree's RSS every 0.2 s (ru_maxrss misses forkserver workers)."""
+    """Samples the whole process tree's PSS every 0.2 s (ru_maxrss misses forkserver workers)."""
 
     def __init__(self) -> None:
         self.peak = 0
@@ -153,7 +157,7 @@ class PeakMemory:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, _tree_rss(os.getpid()))
+            self.peak = max(self.peak, _tree_memory(os.getpid()))
             self._stop.wait(0.2)
 
     def __enter__(self) -> PeakMemory:
@@ -163,7 +167,7 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _tree_rss(os.getpid()))
+        self.peak = max(self.peak, _tree_memory(os.getpid()))
 
 
 def _cpu() -> float:
@@ -297,8 +301,8 @@ def main() -> None:
                   f"({d['workers']} workers, load average {d['load_avg']:.1f}); CPU {d['cpu_seconds']:.1f} s "
                   f"(workers {d['worker_cpu_seconds']:.1f} s) → {d['pairs'] / max(d['cpu_seconds'], 1e-9):,.0f} "
                   f"pairs per CPU-second; equal {d['equal']}, real {d['real']}, diff rows {d['rows']} "
-                  f"({d['noise_rows']} noise); peak RSS of the process tree {d['peak_rss_tree_mb']:.0f} MiB "
-                  f"(largest single process {d['peak_rss_process_mb']:.0f} MiB)", flush=True)
+                  f"({d['noise_rows']} noise); peak memory of the process tree (PSS) {d['peak_rss_tree_mb']:.0f} MiB "
+                  f"(largest single-process RSS {d['peak_rss_process_mb']:.0f} MiB)", flush=True)
         if not args.no_pipeline:
             p = _run_stage("pipeline", root, [])
             print("pipeline (diffs + statistics + verdict):", json.dumps(p), flush=True)

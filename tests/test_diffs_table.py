@@ -138,3 +138,14 @@ def test_progress_callback_reports_done_and_total(capture: Path) -> None:
 def test_missing_capture_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CaptureError, match="not found"):
         compute_diffs(tmp_path / "nope", None, progress=False)
+
+
+def test_small_chunks_give_the_same_table(capture: Path) -> None:
+    def rows() -> list[tuple[Any, ...]]:
+        t = pq.read_table(capture / "diffs").to_pylist()
+        return sorted(tuple(r.values()) for r in t)
+
+    compute_diffs(capture, [{"ignore": "**/requestId"}], progress=False, workers=1)
+    whole = rows()
+    compute_diffs(capture, [{"ignore": "**/requestId"}], progress=False, workers=1, chunk_pairs=3)
+    assert rows() == whole and len(whole) > 10
