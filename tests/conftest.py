@@ -121,12 +121,18 @@ class GatewayProcess:
             self.proc.kill()
             self.proc.wait(5)
 
+    def close(self) -> None:
+        """Stop, and delete the output file unless the gateway failed (then it stays, for reading)."""
+        rc = self.stop()
+        if rc in (0, None) or (self.proc is not None and rc == -signal.SIGKILL):
+            self._log.unlink(missing_ok=True)
+
     def __enter__(self) -> GatewayProcess:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.stop()
+        self.close()
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +147,7 @@ def gateway_factory() -> Iterator[Callable[..., GatewayProcess]]:
 
     yield start
     for gw in started:
-        gw.stop()
+        gw.close()
 
 
 def shadow_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:

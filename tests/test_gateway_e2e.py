@@ -109,7 +109,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         yield e
     finally:
         e.client.close()
-        gw.stop()
+        gw.close()
         for u in ups.values():
             u.stop()
 
