@@ -14,7 +14,7 @@ import time
 
 from mitmproxy import http
 
-from addons.reload import ActiveConfig, GatewayState, RouteContext
+from addons.reload import ActiveConfig, GatewayState, RouteContext, after_hooks
 from shadow.capture import CaptureWriter, make_gateway_id
 from shadow.exchange import ExchangeRecord, traceparent_ids
 from shadow.mirror import RateLimitedLog, describe_error
@@ -130,13 +130,13 @@ class Capture:
     def response(self, flow: http.HTTPFlow) -> None:
         if flow.error is not None or flow.response is None or self.state.capture is None:
             return
-        self._capture_flow(flow)
+        after_hooks(self._capture_flow, flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
         # An upstream that refused or timed out: the client got mitmproxy's 502, the row says why.
         if flow.response is not None or self.state.capture is None or flow not in self.state.routes:
             return
-        self._capture_flow(flow)
+        after_hooks(self._capture_flow, flow)
 
     async def done(self) -> None:
         # Mirrors still in flight get their grace period first, so their rows are captured too.

@@ -17,7 +17,7 @@ import logging
 
 from mitmproxy import http
 
-from addons.reload import ActiveConfig, GatewayState, RouteContext
+from addons.reload import ActiveConfig, GatewayState, RouteContext, after_hooks
 from addons.router import host_port
 from shadow.exchange import ExchangeRecord, mirror_record
 from shadow.mirror import (
@@ -68,23 +68,28 @@ class Mirror:
     def response(self, flow: http.HTTPFlow) -> None:
         if flow.error is not None or flow.response is None or not flow.live:
             return
-        self._mirror(flow)
+        # Whether the client went away is read now: once the answer is sent, a `Connection: close`
+        # exchange ends the client connection normally.
+        gone = flow.client_conn.timestamp_end is not None
+        # After Capture's callback (scheduled first), so the primary row exists by then.
+        after_hooks(lambda f: self._mirror(f, client_gone=gone), flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
         # The primary failed upstream (refused, timeout): Traefik still mirrors once the main
         # handler returned, unless the client itself went away.
         if flow.response is not None or flow.error is None or flow.error.msg in CLIENT_GONE_MESSAGES:
             return
-        self._mirror(flow)
+        gone = flow.client_conn.timestamp_end is not None
+        after_hooks(lambda f: self._mirror(f, client_gone=gone), flow)
 
-    def _mirror(self, flow: http.HTTPFlow) -> None:
+    def _mirror(self, flow: http.HTTPFlow, *, client_gone: bool) -> None:
         route = self.state.routes.get(flow)
         dispatcher = self.state.dispatcher
         if route is None or route.plan is None or route.plan.mirroring is None or route.active is None:
             return
         if dispatcher is None:
             return
-        if flow.client_conn.timestamp_end is not None:  # the client went away during the main call
+        if client_gone:  # the client went away during the main call
             self.skipped["client-gone"] += 1
             return
         try:

@@ -95,6 +95,18 @@ class GatewayState:
         return out
 
 
+def after_hooks(callback: Callable[[http.HTTPFlow], None], flow: http.HTTPFlow) -> None:
+    """Run `callback(flow)` once the current hooks are done, i.e. after mitmproxy has handed the
+    client its response: shadow work (capture rows, mirror copies) never delays the client's answer.
+    Callbacks run in the order they were scheduled. Without a running loop (unit tests): now."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        callback(flow)
+        return
+    loop.call_soon(callback, flow)
+
+
 def build_active(config: GatewayConfig, previous: ActiveConfig | None) -> ActiveConfig:
     """Routing state for `config`. Server rotation and mirror percent counters carry over from the
     previous generation, so a reload does not restart every mirror's 1-in-N sequence."""

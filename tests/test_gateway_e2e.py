@@ -157,6 +157,13 @@ def test_mirrors_are_marked_with_the_request_id(env: Env) -> None:
     assert copy.headers["x-forwarded-host"] == "shop.example"
 
 
+def test_a_connection_close_exchange_is_mirrored(env: Env) -> None:
+    # The gateway closes such a client connection right after the answer: not "the client went away".
+    assert env.client.get("/m100/closing", headers={"Connection": "close"}).status_code == 200
+    env.settle("next", "/m100/settle-closing")
+    assert env.paths("next", "/m100/closing") == ["/m100/closing"]
+
+
 def test_unsafe_methods_are_mirrored_only_where_allowed(env: Env) -> None:
     r = env.client.post("/m100/order", content=b"buy")
     assert r.json()["body"] == "buy"
