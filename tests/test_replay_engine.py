@@ -401,3 +401,22 @@ def test_checkpoint_ranges_round_trip() -> None:
         state.mark("x", 1, i)
     again = ReplayState.from_json(state.to_json())
     assert again.run_id == state.run_id and again.is_done("x", 1, 7) and not again.is_done("x", 0, 7)
+
+
+def test_checkpoints_are_taken_during_the_run_and_a_failing_one_does_not_stop_it() -> None:
+    entries = [entry(i) for i in range(30)]
+    snapshots: list[dict[str, Any]] = []
+
+    def checkpoint(doc: dict[str, Any]) -> None:
+        snapshots.append(doc)
+        if len(snapshots) == 2:
+            raise OSError("disk full")
+
+    with Upstream("p", delay=0.05) as p:
+        cfg = ReplayConfig(targets=(Target("primary", "recorded", None), Target("candidate", "c", p.url)),
+                           concurrency=1, checkpoint_s=0.3)
+        stats, _ = run(cfg, [ListSource(entries)], checkpoint=checkpoint)
+    assert stats.requests == 30 and stats.checkpoint_error == "disk full"
+    assert len(snapshots) >= 2
+    done = [len(from_ranges(s["sources"][0]["done"].get("0", []))) for s in snapshots]
+    assert done == sorted(done) and 0 < done[0] < 30

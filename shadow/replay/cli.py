@@ -180,6 +180,9 @@ def replay(sources: tuple[str, ...], primary: str, candidate: str, secondary: st
     state.finished = not stats.interrupted
     save_state(capture, state)
     click.echo(summary_line(stats, targets, capture))
+    if stats.checkpoint_error:
+        click.echo(f"warning: {state_path(capture)}: a checkpoint failed ({stats.checkpoint_error}); "
+                   "--resume still works from the capture", err=True)
     for err in stats.source_errors:
         err.show()
     if stats.source_errors:

@@ -104,6 +104,7 @@ class ReplayStats:
     targets: dict[str, TargetStats] = field(default_factory=dict)
     source_errors: list[SourceError] = field(default_factory=list)
     interrupted: bool = False
+    checkpoint_error: str | None = None  # the last failed checkpoint (the replay went on)
     started: float = 0.0
     ended: float = 0.0
     max_lag_s: float = 0.0  # worst lateness of a send against its schedule
@@ -201,6 +202,7 @@ class ReplayEngine:
         self._stopped: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
+        self._checkpointing: asyncio.Future[None] | None = None
 
     # --- control ------------------------------------------------------------------------------
 
@@ -295,6 +297,8 @@ class ReplayEngine:
         finally:
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
+            if self._checkpointing is not None:
+                await asyncio.gather(self._checkpointing, return_exceptions=True)
             self.stats.ended = time.monotonic()
             self._refresh_progress()
         return self.stats
@@ -369,7 +373,13 @@ class ReplayEngine:
             self._refresh_progress()
             if self.checkpoint is not None and time.monotonic() >= next_checkpoint:
                 snapshot = self.state.to_json()  # before the flush: all of it is then durable
-                await asyncio.to_thread(self.checkpoint, snapshot)
+                # Shielded and remembered: a checkpoint still writing when the run ends must finish
+                # before the caller writes the final state, or a stale one could land last.
+                self._checkpointing = asyncio.ensure_future(asyncio.to_thread(self.checkpoint, snapshot))
+                try:
+                    await asyncio.shield(self._checkpointing)
+                except Exception as e:  # the capture is still the record of what is done
+                    self.stats.checkpoint_error = str(e)
                 next_checkpoint = time.monotonic() + self.config.checkpoint_s
 
     def _refresh_progress(self) -> None:
