@@ -75,8 +75,12 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, P
                 for method, path, body in SENT:
                     client.request(method, path, content=body)
         finally:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=15)
+            proc.send_signal(signal.SIGINT)  # a clean exit writes the HAR (hardump) at "done"
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     assert flows.exists() and har.exists()
     yield flows, har
 
