@@ -592,8 +592,8 @@ class _Ctx:
         r.needed_n = (stats.needed_n_from_se(min(r.n_primary, r.n_candidate), se, log_est, log_margin,
                                              self.alpha_ni, self.power) if se else None)
         if r.needed_n is None and log_est < log_margin:
-            sigma = float(np.std(stats.log_latency(self.s.primary_latency_ms[np.isfinite(
-                self.s.primary_latency_ms)]))) or 1.0
+            lat = np.asarray(self.s.primary_latency_ms, dtype=float)
+            sigma = float(np.std(stats.log_latency(lat[np.isfinite(lat)]))) or 1.0
             p = QUANTILE_NAMES.get(r.metric.removeprefix("latency_"), 0.5)
             r.needed_n = max(r.n_primary + 1, stats.quantile_ratio_sample_size(
                 p, sigma, margin=math.exp(log_margin), true_ratio=math.exp(max(log_est, 0.0)),
