@@ -83,3 +83,44 @@ DIFFS_SUMMARY = pa.schema(
         ("has_secondary", pa.bool_()),
     ]
 )
+
+# One row per OTLP span (CAPTURE/spans/, written by the OTLP receiver). Ids are lower-case hex, as in
+# the exchanges' trace_id/span_id columns, so spans join exchanges on trace_id.
+SPANS = pa.schema(
+    [
+        ("trace_id", pa.string()),  # 32 hex
+        ("span_id", pa.string()),  # 16 hex
+        ("parent_span_id", pa.string()),  # 16 hex; null for a root span
+        ("name", pa.string()),
+        ("kind", pa.string()),  # internal | server | client | producer | consumer | unspecified
+        ("service_name", pa.string()),  # resource attribute service.name
+        ("start_ts", pa.timestamp("ns", tz="UTC")),
+        ("end_ts", pa.timestamp("ns", tz="UTC")),
+        ("duration_ms", pa.float64()),
+        ("status_code", pa.string()),  # unset | ok | error
+        ("status_message", pa.string()),
+        ("attributes", pa.string()),  # JSON object text
+        ("resource_attributes", pa.string()),  # JSON object text
+        ("scope_name", pa.string()),
+        ("ts", pa.timestamp("ns", tz="UTC")),  # = start_ts; partitions the files by hour
+        ("received_ts", pa.timestamp("ns", tz="UTC")),
+    ]
+)
+
+# One row per OTLP metric data point (CAPTURE/metrics/): gauges and sums carry `value`; histograms carry
+# count, sum and their bucket counts.
+METRICS = pa.schema(
+    [
+        ("name", pa.string()),
+        ("kind", pa.string()),  # gauge | sum | histogram | exponential_histogram | summary
+        ("unit", pa.string()),
+        ("service_name", pa.string()),
+        ("attributes", pa.string()),  # JSON object text
+        ("ts", pa.timestamp("ns", tz="UTC")),  # time_unix_nano of the point
+        ("value", pa.float64()),
+        ("count", pa.int64()),
+        ("sum", pa.float64()),
+        ("bucket_counts", pa.list_(pa.int64())),
+        ("explicit_bounds", pa.list_(pa.float64())),
+    ]
+)
