@@ -15,7 +15,8 @@ mapping; its *selector* says where it applies and its *action* what it does:
     - path: "/items"
       array: unordered                        # ordered (default) | unordered | {key: id}
     - header: "ETag"                          # header rules: name or glob, case-insensitive
-      ignore: false                           # false = compare it (cuts it from the default ignore list)
+      ignore: false                           # false = compare it (the last matching header rule wins,
+                                              # over the default ignore list and earlier rules)
     - header: "X-Build-*"                     # ignore: true is implied for a header rule
     - endpoint: "/api/orders/*"               # any rule may be scoped to an endpoint glob
       ignore: "/total"
@@ -140,7 +141,7 @@ class EndpointRules:
     entry per differing template) and a lookup is one dict access.
     """
 
-    def __init__(self, rules: Sequence[Rule], header_ignore: tuple[re.Pattern[str], ...]) -> None:
+    def __init__(self, rules: Sequence[Rule], header_ignore: tuple[tuple[re.Pattern[str], bool], ...]) -> None:
         self.rules = tuple(r for r in rules if r.action != "header")
         self._header_ignore = header_ignore
         self._cache: dict[str, NodeRules] = {}
@@ -175,7 +176,7 @@ class EndpointRules:
     def header_ignored(self, lower_name: str) -> bool:
         hit = self._header_cache.get(lower_name)
         if hit is None:
-            hit = any(p.match(lower_name) for p in self._header_ignore)
+            hit = next((ignore for p, ignore in reversed(self._header_ignore) if p.match(lower_name)), False)
             self._header_cache[lower_name] = hit
         return hit
 
@@ -196,7 +197,8 @@ class RuleSet:
         return hit
 
     def compared_header_superset_ignores(self) -> tuple[str, ...]:
-        """Header globs ignored under *every* endpoint scope: safe for a pre-filter shared by all."""
+        """Header globs ignored under *every* endpoint scope: safe for a pre-filter shared by all
+        (conservative: a glob that any `ignore: false` rule touches is left to the exact check)."""
         everywhere = [r for r in self.rules if r.action == "header" and r.endpoint is None]
         ignored = list(DEFAULT_IGNORED_HEADERS)
         for r in everywhere:
@@ -226,16 +228,13 @@ def _header_glob(glob: str) -> re.Pattern[str]:
     return re.compile("^" + "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in glob) + "$")
 
 
-def _header_patterns(rules: Sequence[Rule]) -> tuple[re.Pattern[str], ...]:
-    globs = list(DEFAULT_IGNORED_HEADERS)
-    for r in rules:  # in order: a later rule wins over an earlier one and over the defaults
-        if r.action != "header":
-            continue
-        if r.header_ignore:
-            globs.append(r.label.lower())
-        else:
-            globs = [g for g in globs if not glob_matches_name(g, r.label)]
-    return tuple(_header_glob(g.lower()) for g in globs)
+def _header_patterns(rules: Sequence[Rule]) -> tuple[tuple[re.Pattern[str], bool], ...]:
+    """(glob, ignore?) in precedence order, lowest first: the defaults, then the header rules as
+    written. The last one matching a name decides, so `{header: X-Forwarded-For, ignore: false}`
+    compares that one header while the rest of the default `x-forwarded-*` stays ignored."""
+    out = [(_header_glob(g), True) for g in DEFAULT_IGNORED_HEADERS]
+    out += [(_header_glob(r.label.lower()), r.header_ignore) for r in rules if r.action == "header"]
+    return tuple(out)
 
 
 DEFAULT_RULES = RuleSet()

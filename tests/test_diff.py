@@ -98,6 +98,12 @@ def test_header_ignore_list_extend_and_cut() -> None:
     assert [x.pointer for x in diff_pair(a, b)] == ["/x-build", "/x-build-sha"]  # ETag ignored by default
     rules = load_rules([{"header": "X-Build*"}, {"header": "etag", "ignore": False}])
     assert [x.pointer for x in diff_pair(a, b, rules)] == ["/etag"]
+    fwd_a = side({}, headers=[("X-Forwarded-For", "1"), ("X-Forwarded-Proto", "http")])
+    fwd_b = side({}, headers=[("X-Forwarded-For", "2"), ("X-Forwarded-Proto", "https")])
+    one = load_rules([{"header": "X-Forwarded-For", "ignore": False}])  # cut one name out of a default glob
+    assert [x.pointer for x in diff_pair(fwd_a, fwd_b, one)] == ["/x-forwarded-for"]
+    back = load_rules([{"header": "X-Forwarded-For", "ignore": False}, {"header": "x-forwarded-*"}])
+    assert diff_pair(fwd_a, fwd_b, back) == []  # a later rule wins
     scoped = load_rules([{"header": "x-build*", "endpoint": "/api/**"}])
     assert [x.pointer for x in diff_pair(a, b, scoped, endpoint="/api/x")] == []
     assert len(diff_pair(a, b, scoped, endpoint="/other")) == 2

@@ -149,3 +149,13 @@ def test_small_chunks_give_the_same_table(capture: Path) -> None:
     whole = rows()
     compute_diffs(capture, [{"ignore": "**/requestId"}], progress=False, workers=1, chunk_pairs=3)
     assert rows() == whole and len(whole) > 10
+
+
+def test_header_rules_reach_the_sql_prefilter(tmp_path: Path) -> None:
+    rows = [exchange_row("h1", "primary", body={"a": 1}, headers=[("X-Forwarded-For", "1"), ("X-Forwarded-Proto", "a")]),
+            exchange_row("h1", "candidate", body={"a": 1}, headers=[("X-Forwarded-For", "2"), ("X-Forwarded-Proto", "b")])]
+    write_capture(tmp_path, rows)
+    compute_diffs(tmp_path, None, progress=False, workers=1)
+    assert pq.read_table(tmp_path / "diffs").num_rows == 0  # both ignored by default: settled in SQL
+    compute_diffs(tmp_path, [{"header": "X-Forwarded-For", "ignore": False}], progress=False, workers=1)
+    assert pq.read_table(tmp_path / "diffs").column("pointer").to_pylist() == ["/x-forwarded-for"]
