@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "gate": "shadow.gate_cmd:gate",
     "serve-verdict": "shadow.verdict_server:serve_verdict",
     "probe": "shadow.probe_cmd:probe",
+    "otlp-receiver": "shadow.otlp.cli:otlp_receiver",
 }
 
 
