@@ -67,6 +67,7 @@ from shadow.settings import (
     MirrorTargetSettings,
     RedactionSettings,
 )
+from shadow.telemetry import TelemetrySettings, parse_telemetry
 
 __all__ = [
     "AddPrefix",
@@ -170,6 +171,7 @@ class ShadowSection:
     gateway_id: str | None = None
     endpoints: tuple[str, ...] = ()
     analysis: Mapping[str, Any] = field(default_factory=dict)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
 
 @dataclass(frozen=True)
@@ -758,7 +760,7 @@ def _check_cycles(reader: _Reader, root: dict[Any, Any], services: dict[str, Ser
 def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
                   services: Mapping[str, Service]) -> ShadowSection:
     sh = reader.mapping(node, "shadow", line)
-    reader.check_keys(sh, "shadow", ("gateway", "capture", "redaction", "mirroring", "endpoints", "analysis"))
+    reader.check_keys(sh, "shadow", ("gateway", "capture", "redaction", "mirroring", "endpoints", "analysis", "telemetry"))
 
     gw = reader.mapping(sh.get("gateway"), "shadow.gateway", reader.value_line(sh, "gateway"))
     reader.check_keys(gw, "shadow.gateway", ("id",))
@@ -844,6 +846,7 @@ def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
 
     analysis_node = reader.mapping(sh.get("analysis"), "shadow.analysis", reader.value_line(sh, "analysis"))
     return ShadowSection(capture=capture, mirroring=mirroring, gateway_id=gateway_id,
+                         telemetry=parse_telemetry(reader, sh.get("telemetry"), reader.value_line(sh, "telemetry")),
                          endpoints=endpoints, analysis=MappingProxyType(_plain(analysis_node)))
 
 
