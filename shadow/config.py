@@ -58,6 +58,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
+from shadow.breaker import BreakerSettings, ExpressionError, parse_expression
 from shadow.errors import ConfigError
 from shadow.rules import Rule, RuleSyntaxError, compile_rule
 from shadow.settings import (
@@ -68,23 +69,31 @@ from shadow.settings import (
     RedactionSettings,
 )
 from shadow.telemetry import TelemetrySettings, parse_telemetry
+from shadow.traffic import SplitSettings, StickyCookie, default_cookie_name
 
 __all__ = [
     "AddPrefix",
     "CaptureSettings",
+    "CircuitBreakerMiddleware",
+    "FailoverService",
     "GatewayConfig",
     "HeadersMiddleware",
+    "HealthCheck",
     "LoadBalancerService",
     "Middleware",
     "MirrorSpec",
     "MirroringService",
     "MirroringSettings",
+    "PassiveHealthCheck",
     "RedactionSettings",
     "Router",
     "Server",
     "Service",
     "ShadowSection",
+    "SplitSettings",
     "StripPrefix",
+    "WeightedChild",
+    "WeightedService",
     "load_config",
     "parse_config",
     "parse_duration",
@@ -117,10 +126,64 @@ class Server:
 
 
 @dataclass(frozen=True)
+class HealthCheck:
+    """Traefik's active health check (`loadBalancer.healthCheck`), defaults included."""
+
+    path: str
+    scheme: str | None = None  # None: the server's
+    port: int | None = None  # None: the server's
+    hostname: str | None = None  # Host header of the probe
+    headers: tuple[tuple[str, str], ...] = ()
+    method: str = "GET"
+    status: int = 0  # 0: 200-399 is healthy; else exactly this code
+    interval_s: float = 30.0
+    unhealthy_interval_s: float = 30.0  # defaults to interval
+    timeout_s: float = 5.0
+    follow_redirects: bool = True
+
+
+@dataclass(frozen=True)
+class PassiveHealthCheck:
+    failure_window_s: float = 10.0
+    max_failed_attempts: int = 1
+
+
+@dataclass(frozen=True)
 class LoadBalancerService:
     name: str
     servers: tuple[Server, ...]
     pass_host_header: bool = True
+    strategy: str = "wrr"  # wrr | hrw
+    sticky: StickyCookie | None = None
+    health_check: HealthCheck | None = None
+    passive_health_check: PassiveHealthCheck | None = None
+
+
+@dataclass(frozen=True)
+class WeightedChild:
+    name: str
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class WeightedService:
+    """`weighted` (WRR over services) or, with hrw=True, `highestRandomWeight`."""
+
+    name: str
+    services: tuple[WeightedChild, ...]
+    sticky: StickyCookie | None = None
+    health_check: bool = False  # `healthCheck: {}`: skip unhealthy children
+    hrw: bool = False
+
+
+@dataclass(frozen=True)
+class FailoverService:
+    name: str
+    service: str
+    fallback: str
+    health_check: bool = False
+    error_status: tuple[tuple[int, int], ...] = ()  # inclusive ranges: answers re-sent to the fallback
+    max_request_body_bytes: int = -1  # -1: unlimited; a larger body with error_status set → 413
 
 
 @dataclass(frozen=True)
@@ -138,7 +201,7 @@ class MirroringService:
     max_body_size: int = -1  # -1: unlimited; a larger body → that request is not mirrored
 
 
-Service = LoadBalancerService | MirroringService
+Service = LoadBalancerService | MirroringService | WeightedService | FailoverService
 
 
 @dataclass(frozen=True)
@@ -161,7 +224,13 @@ class HeadersMiddleware:
     response_headers: tuple[tuple[str, str], ...] = ()
 
 
-Middleware = StripPrefix | AddPrefix | HeadersMiddleware
+@dataclass(frozen=True)
+class CircuitBreakerMiddleware:
+    name: str
+    settings: BreakerSettings
+
+
+Middleware = StripPrefix | AddPrefix | HeadersMiddleware | CircuitBreakerMiddleware
 
 
 @dataclass(frozen=True)
@@ -172,6 +241,7 @@ class ShadowSection:
     endpoints: tuple[str, ...] = ()
     analysis: Mapping[str, Any] = field(default_factory=dict)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    split: SplitSettings = field(default_factory=SplitSettings)
 
 
 @dataclass(frozen=True)
@@ -447,7 +517,7 @@ _TRAEFIK_MIDDLEWARES = (
     "ipAllowList", "ipWhiteList", "passTLSClientCert", "plugin", "rateLimit", "redirectRegex",
     "redirectScheme", "replacePath", "replacePathRegex", "retry", "stripPrefix", "stripPrefixRegex",
 )
-_SUPPORTED_MIDDLEWARES = ("stripPrefix", "addPrefix", "headers")
+_SUPPORTED_MIDDLEWARES = ("stripPrefix", "addPrefix", "headers", "circuitBreaker")
 _HEADERS_UNSUPPORTED = (
     "accessControlAllowCredentials", "accessControlAllowHeaders", "accessControlAllowMethods",
     "accessControlAllowOriginList", "accessControlAllowOriginListRegex", "accessControlExposeHeaders",
@@ -506,9 +576,9 @@ def _parse_url(reader: _Reader, text: str, field: str, line: int | None) -> tupl
 def _parse_load_balancer(reader: _Reader, name: str, node: Any, field: str,
                          line: int | None) -> LoadBalancerService:
     lb = reader.mapping(node, field, line, allow_null=False)
-    reader.check_keys(lb, field, ("servers", "passHostHeader"),
-                      unsupported=("healthCheck", "passiveHealthCheck", "sticky", "serversTransport",
-                                   "responseForwarding", "strategy"))
+    reader.check_keys(lb, field, ("servers", "passHostHeader", "strategy", "sticky", "healthCheck",
+                                  "passiveHealthCheck"),
+                      unsupported=("serversTransport", "responseForwarding"))
     servers_node = reader.sequence(lb, "servers", field)
     if not servers_node:
         reader.fail("a loadBalancer needs at least one server", f"{field}.servers",
@@ -528,7 +598,153 @@ def _parse_load_balancer(reader: _Reader, name: str, node: Any, field: str,
     if not any(s.weight > 0 for s in servers):
         reader.fail("every server has weight 0: nothing could serve", f"{field}.servers",
                     reader.value_line(lb, "servers"))
-    return LoadBalancerService(name, tuple(servers), reader.boolean(lb, "passHostHeader", field, True))
+    strategy = (reader.string(lb, "strategy", field, default="wrr") or "wrr").lower()
+    if strategy not in ("wrr", "hrw"):
+        reader.fail(f"strategy {strategy!r} is not supported yet (wrr, hrw)", f"{field}.strategy",
+                    reader.value_line(lb, "strategy"))
+    return LoadBalancerService(
+        name, tuple(servers), reader.boolean(lb, "passHostHeader", field, True), strategy=strategy,
+        sticky=_parse_sticky(reader, name, lb, field),
+        health_check=_parse_health_check(reader, lb, field),
+        passive_health_check=_parse_passive_health_check(reader, lb, field))
+
+
+def _parse_sticky(reader: _Reader, service: str, node: dict[Any, Any], field: str) -> StickyCookie | None:
+    if "sticky" not in node:
+        return None
+    where = f"{field}.sticky"
+    sticky = reader.mapping(node["sticky"], where, reader.value_line(node, "sticky"))
+    reader.check_keys(sticky, where, ("cookie",))
+    if "cookie" not in sticky:
+        return None
+    where = f"{where}.cookie"
+    c = reader.mapping(sticky["cookie"], where, reader.value_line(sticky, "cookie"))
+    reader.check_keys(c, where, ("name", "secure", "httpOnly", "sameSite", "maxAge", "path", "domain"))
+    same_site = (reader.string(c, "sameSite", where, default="", allow_empty=True) or "").lower()
+    if same_site not in ("", "none", "lax", "strict"):
+        same_site = ""  # Traefik omits SameSite for any other value
+    return StickyCookie(
+        name=reader.string(c, "name", where) or default_cookie_name(service),
+        secure=reader.boolean(c, "secure", where, False),
+        http_only=reader.boolean(c, "httpOnly", where, False),
+        same_site=same_site,
+        max_age=reader.integer(c, "maxAge", where, 0),
+        path=reader.string(c, "path", where, default="/") or "/",
+        domain=reader.string(c, "domain", where, default="", allow_empty=True) or "",
+    )
+
+
+def _parse_health_check(reader: _Reader, node: dict[Any, Any], field: str) -> HealthCheck | None:
+    if "healthCheck" not in node:
+        return None
+    where = f"{field}.healthCheck"
+    line = reader.value_line(node, "healthCheck")
+    hc = reader.mapping(node["healthCheck"], where, line)
+    reader.check_keys(hc, where, ("path", "scheme", "port", "hostname", "headers", "method", "status",
+                                  "interval", "unhealthyInterval", "timeout", "followRedirects", "mode"))
+    path = reader.required_string(hc, "path", where)
+    if not path.startswith("/"):
+        reader.fail(f"path {path!r} must be relative to the server and start with '/'", f"{where}.path",
+                    reader.value_line(hc, "path"))
+    mode = reader.string(hc, "mode", where, default="http")
+    if mode != "http":
+        reader.fail(f"mode {mode!r} is not supported yet (http)", f"{where}.mode", reader.value_line(hc, "mode"))
+    scheme = reader.string(hc, "scheme", where)
+    if scheme is not None and scheme.lower() not in ("http", "https"):
+        reader.fail(f"scheme must be http or https, got {scheme!r}", f"{where}.scheme",
+                    reader.value_line(hc, "scheme"))
+    port = reader.integer(hc, "port", where, 0, minimum=0, maximum=65535)
+    interval = reader.duration(hc, "interval", where, 30.0)
+    timeout = reader.duration(hc, "timeout", where, 5.0)
+    for key, value in (("interval", interval), ("timeout", timeout)):
+        if value <= 0:
+            reader.fail("must be positive", f"{where}.{key}", reader.value_line(hc, key))
+    unhealthy = reader.duration(hc, "unhealthyInterval", where, interval)
+    if unhealthy <= 0:
+        unhealthy = interval
+    method = (reader.string(hc, "method", where, default="GET") or "GET").upper()
+    return HealthCheck(
+        path=path, scheme=scheme.lower() if scheme else None, port=port or None,
+        hostname=reader.string(hc, "hostname", where), headers=_header_pairs(reader, hc, "headers", where),
+        method=method, status=reader.integer(hc, "status", where, 0, minimum=0, maximum=599),
+        interval_s=interval, unhealthy_interval_s=unhealthy, timeout_s=timeout,
+        follow_redirects=reader.boolean(hc, "followRedirects", where, True))
+
+
+def _parse_passive_health_check(reader: _Reader, node: dict[Any, Any], field: str) -> PassiveHealthCheck | None:
+    if "passiveHealthCheck" not in node:
+        return None
+    where = f"{field}.passiveHealthCheck"
+    p = reader.mapping(node["passiveHealthCheck"], where, reader.value_line(node, "passiveHealthCheck"))
+    reader.check_keys(p, where, ("failureWindow", "maxFailedAttempts"))
+    window = reader.duration(p, "failureWindow", where, 10.0)
+    if window <= 0:
+        reader.fail("must be positive", f"{where}.failureWindow", reader.value_line(p, "failureWindow"))
+    return PassiveHealthCheck(window, reader.integer(p, "maxFailedAttempts", where, 1, minimum=1))
+
+
+def _empty_health_check(reader: _Reader, node: dict[Any, Any], field: str) -> bool:
+    """A parent service's `healthCheck: {}` (its only form): react to the children's health."""
+    if "healthCheck" not in node:
+        return False
+    where = f"{field}.healthCheck"
+    hc = reader.mapping(node["healthCheck"], where, reader.value_line(node, "healthCheck"))
+    reader.check_keys(hc, where, ())
+    return True
+
+
+def _parse_weighted(reader: _Reader, name: str, node: Any, field: str, line: int | None, *,
+                    hrw: bool) -> WeightedService:
+    w = reader.mapping(node, field, line, allow_null=False)
+    reader.check_keys(w, field, ("services", "healthCheck") if hrw else ("services", "sticky", "healthCheck"))
+    items = reader.sequence(w, "services", field)
+    if not items:
+        reader.fail("needs at least one service", f"{field}.services",
+                    reader.value_line(w, "services") if "services" in w else line)
+    children: list[WeightedChild] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        where = f"{field}.services[{i}]"
+        spec = reader.mapping(item, where, reader.item_line(items, i), allow_null=False)
+        reader.check_keys(spec, where, ("name", "weight"))
+        child = _local_name(reader, reader.required_string(spec, "name", where), f"{where}.name",
+                            reader.value_line(spec, "name"))
+        if child in seen:
+            reader.fail(f"service {child!r} is listed twice", f"{where}.name", reader.value_line(spec, "name"))
+        seen.add(child)
+        # Traefik: weight ≤ 0 removes the child (kept here for the file's record, skipped by the pick).
+        children.append(WeightedChild(child, reader.integer(spec, "weight", where, 1)))
+    return WeightedService(name, tuple(children), sticky=None if hrw else _parse_sticky(reader, name, w, field),
+                           health_check=_empty_health_check(reader, w, field), hrw=hrw)
+
+
+_STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
+
+
+def _parse_failover(reader: _Reader, name: str, node: Any, field: str, line: int | None) -> FailoverService:
+    f = reader.mapping(node, field, line, allow_null=False)
+    reader.check_keys(f, field, ("service", "fallback", "healthCheck", "errors"))
+    service = _local_name(reader, reader.required_string(f, "service", field), f"{field}.service",
+                          reader.value_line(f, "service"))
+    fallback = _local_name(reader, reader.required_string(f, "fallback", field), f"{field}.fallback",
+                           reader.value_line(f, "fallback"))
+    ranges: list[tuple[int, int]] = []
+    max_body = -1
+    if "errors" in f:
+        where = f"{field}.errors"
+        e = reader.mapping(f["errors"], where, reader.value_line(f, "errors"))
+        reader.check_keys(e, where, ("status", "maxRequestBodyBytes"))
+        items = reader.sequence(e, "status", where)
+        for i, text in enumerate(reader.string_list(e, "status", where)):
+            m = _STATUS_RANGE.match(text)
+            lo, hi = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, -1)
+            if not m or not 100 <= lo <= hi <= 599:
+                reader.fail(f"bad status range {text!r} (expected like 500 or 500-504)", f"{where}.status[{i}]",
+                            reader.item_line(items, i))
+            ranges.append((lo, hi))
+        max_body = reader.integer(e, "maxRequestBodyBytes", where, -1, minimum=-1)
+    return FailoverService(name, service, fallback, health_check=_empty_health_check(reader, f, field),
+                           error_status=tuple(ranges), max_request_body_bytes=max_body)
 
 
 def _parse_mirroring(reader: _Reader, name: str, node: Any, field: str, line: int | None) -> MirroringService:
@@ -561,16 +777,21 @@ def _parse_mirroring(reader: _Reader, name: str, node: Any, field: str, line: in
 
 def _parse_service(reader: _Reader, name: str, node: Any, field: str, line: int | None) -> Service:
     svc = reader.mapping(node, field, line, allow_null=False)
-    reader.check_keys(svc, field, ("loadBalancer", "mirroring"), unsupported=("weighted", "failover"))
-    kinds = [k for k in ("loadBalancer", "mirroring") if k in svc]
+    all_kinds = ("loadBalancer", "mirroring", "weighted", "failover", "highestRandomWeight")
+    reader.check_keys(svc, field, all_kinds)
+    kinds = [k for k in all_kinds if k in svc]
     if not kinds:
-        reader.fail("a service needs one of loadBalancer, mirroring", field, line)
+        reader.fail(f"a service needs one of {', '.join(all_kinds)}", field, line)
     if len(kinds) > 1:
         reader.fail(f"a service has exactly one kind, found {' and '.join(kinds)}", field, line)
     kind = kinds[0]
     sub_field, sub_line = f"{field}.{kind}", reader.value_line(svc, kind)
     if kind == "loadBalancer":
         return _parse_load_balancer(reader, name, svc[kind], sub_field, sub_line)
+    if kind in ("weighted", "highestRandomWeight"):
+        return _parse_weighted(reader, name, svc[kind], sub_field, sub_line, hrw=kind != "weighted")
+    if kind == "failover":
+        return _parse_failover(reader, name, svc[kind], sub_field, sub_line)
     return _parse_mirroring(reader, name, svc[kind], sub_field, sub_line)
 
 
@@ -609,6 +830,8 @@ def _parse_middleware(reader: _Reader, name: str, node: Any, field: str, line: i
             reader.fail("needs at least one prefix", f"{where}.prefixes", kind_line)
         reader.boolean(body, "forceSlash", where, True)  # deprecated in Traefik; "" always becomes "/"
         return StripPrefix(name, prefixes)
+    if kind == "circuitBreaker":
+        return _parse_circuit_breaker(reader, name, body, where)
     if kind == "addPrefix":
         reader.check_keys(body, where, ("prefix",))
         prefix = reader.required_string(body, "prefix", where)
@@ -620,6 +843,26 @@ def _parse_middleware(reader: _Reader, name: str, node: Any, field: str, line: i
                       unsupported=_HEADERS_UNSUPPORTED)
     return HeadersMiddleware(name, _header_pairs(reader, body, "customRequestHeaders", where),
                              _header_pairs(reader, body, "customResponseHeaders", where))
+
+
+def _parse_circuit_breaker(reader: _Reader, name: str, body: dict[Any, Any], where: str) -> CircuitBreakerMiddleware:
+    reader.check_keys(body, where, ("expression", "checkPeriod", "fallbackDuration", "recoveryDuration",
+                                    "responseCode"))
+    text = reader.required_string(body, "expression", where)
+    try:
+        expression = parse_expression(text)
+    except ExpressionError as exc:
+        reader.fail(f"{exc.message} at column {exc.column} of {text!r}", f"{where}.expression",
+                    reader.value_line(body, "expression"))
+    durations = {}
+    for key, default in (("checkPeriod", 0.1), ("fallbackDuration", 10.0), ("recoveryDuration", 10.0)):
+        durations[key] = reader.duration(body, key, where, default)
+    if durations["checkPeriod"] <= 0:
+        reader.fail("must be positive", f"{where}.checkPeriod", reader.value_line(body, "checkPeriod"))
+    code = reader.integer(body, "responseCode", where, 503, minimum=100, maximum=599)
+    return CircuitBreakerMiddleware(name, BreakerSettings(
+        expression, check_period_s=durations["checkPeriod"], fallback_duration_s=durations["fallbackDuration"],
+        recovery_duration_s=durations["recoveryDuration"], response_code=code))
 
 
 _MAX_USER_PRIORITY = 2**63 - 1 - 1000  # Traefik keeps the priorities above this for its own routers
@@ -705,6 +948,16 @@ def _check_references(reader: _Reader, root: dict[Any, Any], routers: list[Route
             if mirror.name not in services:
                 reader.fail(f"no service named {mirror.name!r}{_did_you_mean(mirror.name, services)}",
                             f"{field}.mirrors[{i}].name", _ref_line(reader, root, [*path, "mirrors", i, "name"]))
+    for svc in services.values():
+        if isinstance(svc, WeightedService | FailoverService):
+            for ref, path, ref_field in _service_refs(svc):
+                if ref not in services:
+                    reader.fail(f"no service named {ref!r}{_did_you_mean(ref, services)}", ref_field,
+                                _ref_line(reader, root, path))
+                if isinstance(services[ref], MirroringService):
+                    reader.fail(f"{ref!r} is a mirroring service; mirroring inside weighted, "
+                                "highestRandomWeight or failover is not supported yet", ref_field,
+                                _ref_line(reader, root, path))
     _check_cycles(reader, root, services)
     for svc in services.values():
         if not isinstance(svc, MirroringService):
@@ -724,6 +977,15 @@ def _check_references(reader: _Reader, root: dict[Any, Any], routers: list[Route
 
 def _service_refs(svc: Service) -> list[tuple[str, list[Any], str]]:
     """(referenced service, YAML path of the reference, dotted field) for each reference of `svc`."""
+    if isinstance(svc, WeightedService):
+        kind = "highestRandomWeight" if svc.hrw else "weighted"
+        wbase: list[Any] = ["http", "services", svc.name, kind, "services"]
+        return [(c.name, [*wbase, i, "name"], f"http.services.{svc.name}.{kind}.services[{i}].name")
+                for i, c in enumerate(svc.services)]
+    if isinstance(svc, FailoverService):
+        fbase: list[Any] = ["http", "services", svc.name, "failover"]
+        return [(ref, [*fbase, key], f"http.services.{svc.name}.failover.{key}")
+                for ref, key in ((svc.service, "service"), (svc.fallback, "fallback"))]
     if not isinstance(svc, MirroringService):
         return []
     base: list[Any] = ["http", "services", svc.name, "mirroring"]
@@ -760,7 +1022,7 @@ def _check_cycles(reader: _Reader, root: dict[Any, Any], services: dict[str, Ser
 def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
                   services: Mapping[str, Service]) -> ShadowSection:
     sh = reader.mapping(node, "shadow", line)
-    reader.check_keys(sh, "shadow", ("gateway", "capture", "redaction", "mirroring", "endpoints", "analysis", "telemetry"))
+    reader.check_keys(sh, "shadow", ("gateway", "capture", "redaction", "mirroring", "endpoints", "analysis", "telemetry", "split"))
 
     gw = reader.mapping(sh.get("gateway"), "shadow.gateway", reader.value_line(sh, "gateway"))
     reader.check_keys(gw, "shadow.gateway", ("id",))
@@ -847,7 +1109,27 @@ def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
     analysis_node = reader.mapping(sh.get("analysis"), "shadow.analysis", reader.value_line(sh, "analysis"))
     return ShadowSection(capture=capture, mirroring=mirroring, gateway_id=gateway_id,
                          telemetry=parse_telemetry(reader, sh.get("telemetry"), reader.value_line(sh, "telemetry")),
-                         endpoints=endpoints, analysis=MappingProxyType(_plain(analysis_node)))
+                         endpoints=endpoints, analysis=MappingProxyType(_plain(analysis_node)),
+                         split=_parse_split(reader, sh, services))
+
+
+def _parse_split(reader: _Reader, sh: dict[Any, Any], services: Mapping[str, Service]) -> SplitSettings:
+    where = "shadow.split"
+    sp = reader.mapping(sh.get("split"), where, reader.value_line(sh, "split"))
+    reader.check_keys(sp, where, ("candidates", "clientKey"))
+    candidates = reader.string_list(sp, "candidates", where)
+    items = reader.sequence(sp, "candidates", where)
+    for i, name in enumerate(candidates):
+        if name not in services:
+            reader.fail(f"no service named {name!r}{_did_you_mean(name, services)}", f"{where}.candidates[{i}]",
+                        reader.item_line(items, i))
+    ck_field = f"{where}.clientKey"
+    ck = reader.mapping(sp.get("clientKey"), ck_field, reader.value_line(sp, "clientKey"))
+    reader.check_keys(ck, ck_field, ("header", "cookie"))
+    header, cookie = reader.string(ck, "header", ck_field), reader.string(ck, "cookie", ck_field)
+    if header is not None and cookie is not None:
+        reader.fail("name a header or a cookie, not both", ck_field, reader.value_line(sp, "clientKey"))
+    return SplitSettings(candidates=candidates, client_key_header=header, client_key_cookie=cookie)
 
 
 def _plain(node: Any) -> Any:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from shadow.config import (
     AddPrefix,
+    FailoverService,
     GatewayConfig,
     HeadersMiddleware,
     LoadBalancerService,
@@ -24,8 +25,10 @@ from shadow.config import (
     Router,
     Server,
     StripPrefix,
+    WeightedService,
 )
 from shadow.rules import RESERVED_ESCAPES, RequestView
+from shadow.shifting import needs_control
 
 __all__ = [
     "MirrorCounter",
@@ -69,6 +72,9 @@ class RoutePlan:
     mirroring: MirroringService | None  # ask MirrorCounter.select(mirroring) once per request
     mirrors: tuple[MirrorTarget, ...]  # every mirror of `mirroring`, resolved to its service
     middlewares: tuple[Middleware, ...]  # the router's middlewares, in order
+    # True: weighted / failover / HRW / sticky / health / breaker: ask shadow.shifting.TrafficControl
+    # per request; `primary` is then only the first leaf loadBalancer (a default, for display).
+    controlled: bool = False
 
 
 def plan_route(config: GatewayConfig, router: Router) -> RoutePlan:
@@ -77,8 +83,11 @@ def plan_route(config: GatewayConfig, router: Router) -> RoutePlan:
     loaded config."""
     service = config.services[router.service]
     middlewares = tuple(config.middlewares[name] for name in router.middlewares)
+    controlled = needs_control(config, router.service, middlewares)
+    if isinstance(service, WeightedService | FailoverService):
+        return RoutePlan(router, _first_leaf(config, service.name), None, (), middlewares, controlled)
     if isinstance(service, LoadBalancerService):
-        return RoutePlan(router, service, None, (), middlewares)
+        return RoutePlan(router, service, None, (), middlewares, controlled)
     primary = config.services[service.service]
     if not isinstance(primary, LoadBalancerService):
         raise ValueError(f"service {service.name!r}: main service must be a loadBalancer")
@@ -88,7 +97,21 @@ def plan_route(config: GatewayConfig, router: Router) -> RoutePlan:
         if not isinstance(target, LoadBalancerService):
             raise ValueError(f"service {service.name!r}: mirror {spec.name!r} must be a loadBalancer")
         mirrors.append(MirrorTarget(spec, target))
-    return RoutePlan(router, primary, service, tuple(mirrors), middlewares)
+    return RoutePlan(router, primary, service, tuple(mirrors), middlewares, controlled)
+
+
+def _first_leaf(config: GatewayConfig, name: str, depth: int = 0) -> LoadBalancerService:
+    """The first loadBalancer reached through weighted / failover children (file order)."""
+    svc = config.services[name]
+    if isinstance(svc, LoadBalancerService):
+        return svc
+    if depth > 32:
+        raise ValueError(f"service {name!r}: nesting too deep")
+    if isinstance(svc, WeightedService):
+        return _first_leaf(config, svc.services[0].name, depth + 1)
+    if isinstance(svc, FailoverService):
+        return _first_leaf(config, svc.service, depth + 1)
+    return _first_leaf(config, svc.service, depth + 1)
 
 
 def route_plans(config: GatewayConfig) -> dict[str, RoutePlan]:

@@ -1,0 +1,252 @@
+"""Per-request traffic decisions over a loaded configuration: which leaf service and server, which
+cookies to set, which breaker answers locally. Pure (no I/O, injectable clock).
+
+`TrafficControl` is built once per configuration generation from the previous one's, so the state
+that must survive a reload does: WRR deadlines, circuit breakers and server health are kept for
+every service / middleware whose definition (its fingerprint) did not change. Health checkers are
+restarted by the addon on every reload, as Traefik does; a changed service starts healthy.
+
+Several gateways behind one load balancer agree without sharing state on what needs agreement:
+a sticky cookie names its child by a hash of the child's name, and HRW is a pure function of
+(key, child names, weights). WRR sequences, passive health and breaker windows are per gateway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from shadow.breaker import CircuitBreaker
+from shadow.config import (
+    CircuitBreakerMiddleware,
+    FailoverService,
+    GatewayConfig,
+    LoadBalancerService,
+    Middleware,
+    MirroringService,
+    Server,
+    Service,
+    WeightedService,
+)
+from shadow.traffic import (
+    EdfWrr,
+    HealthBoard,
+    hrw_pick,
+    parse_cookie_header,
+    set_cookie_header,
+    sticky_value,
+)
+
+__all__ = ["Decision", "RequestFacts", "TrafficControl", "fingerprint", "needs_control"]
+
+Clock = Callable[[], float]
+
+
+def fingerprint(item: object) -> str:
+    """A stable digest of a (frozen dataclass) definition: equal definitions, equal fingerprints."""
+    return hashlib.sha1(repr(item).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    client_ip: str
+    cookies: dict[str, str]
+    headers: Sequence[tuple[str, str]]
+
+    @staticmethod
+    def from_headers(client_ip: str, headers: Sequence[tuple[str, str]]) -> RequestFacts:
+        cookie_lines = [v for k, v in headers if len(k) == 6 and k.lower() == "cookie"]
+        return RequestFacts(client_ip, parse_cookie_header(cookie_lines) if cookie_lines else {}, headers)
+
+
+@dataclass
+class Decision:
+    service: LoadBalancerService | None  # None: answer locally with `status`
+    server: Server | None
+    status: int = 0
+    reason: str = ""
+    set_cookies: list[str] = field(default_factory=list)
+    split_child: str | None = None  # the child a weighted / HRW choice sent the request to
+    split_parent: str | None = None
+    client_key: str | None = None
+    breakers: list[CircuitBreaker] = field(default_factory=list)  # report the outcome to these
+    failover: FailoverService | None = None  # status-range failover applies to this answer
+    path: list[str] = field(default_factory=list)  # services traversed, root first
+
+
+def needs_control(config: GatewayConfig, service_name: str, middlewares: Sequence[Middleware]) -> bool:
+    """Whether a route needs `TrafficControl` (else the plain ServerPicker path is exact)."""
+    if any(isinstance(m, CircuitBreakerMiddleware) for m in middlewares):
+        return True
+    svc = config.services[service_name]
+    if isinstance(svc, MirroringService):
+        svc = config.services[svc.service]
+    if isinstance(svc, LoadBalancerService):
+        return (svc.strategy != "wrr" or svc.sticky is not None or svc.health_check is not None
+                or svc.passive_health_check is not None)
+    return True
+
+
+class TrafficControl:
+    def __init__(self, config: GatewayConfig, previous: TrafficControl | None = None, *,
+                 clock: Clock = time.monotonic, seed: str = "") -> None:
+        self.config = config
+        self.clock = clock
+        self.seed = seed
+        self.split = config.shadow.split
+        self.fingerprints = {name: fingerprint(svc) for name, svc in config.services.items()}
+        self.health: HealthBoard = previous.health if previous is not None else HealthBoard(clock=clock)
+        unchanged: set[str] = set()
+        if previous is not None:
+            unchanged = {n for n, fp in self.fingerprints.items() if previous.fingerprints.get(n) == fp}
+            self.health.forget(lambda name: name in unchanged)
+        self._wrr: dict[str, EdfWrr] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self._breaker_fp: dict[str, str] = {}
+        for name, svc in config.services.items():
+            kept = previous._wrr.get(name) if previous is not None and name in unchanged else None
+            if isinstance(svc, WeightedService) and not svc.hrw:
+                self._wrr[name] = kept or EdfWrr([(c.name, c.weight) for c in svc.services], seed=seed + name)
+            elif isinstance(svc, LoadBalancerService) and svc.strategy == "wrr":
+                self._wrr[name] = kept or EdfWrr([(s.url, s.weight) for s in svc.servers], seed=seed + name)
+        for name, mw in config.middlewares.items():
+            if isinstance(mw, CircuitBreakerMiddleware):
+                fp = fingerprint(mw)
+                old = previous.breakers.get(name) if previous is not None else None
+                if old is not None and previous is not None and previous._breaker_fp.get(name) == fp:
+                    self.breakers[name] = old
+                else:
+                    self.breakers[name] = CircuitBreaker(mw.settings, clock=clock)
+                self._breaker_fp[name] = fp
+
+    # health ----------------------------------------------------------------------------------------
+    def server_up(self, svc: LoadBalancerService, server: Server) -> bool:
+        return server.weight > 0 and self.health.is_up(svc.name, server.url)
+
+    def service_up(self, name: str, _depth: int = 0) -> bool:
+        svc = self.config.services[name]
+        if _depth > 32:
+            return True
+        if isinstance(svc, LoadBalancerService):
+            return any(self.server_up(svc, s) for s in svc.servers)
+        if isinstance(svc, WeightedService):
+            return any(c.weight > 0 and self.service_up(c.name, _depth + 1) for c in svc.services)
+        if isinstance(svc, FailoverService):
+            return self.service_up(svc.service, _depth + 1) or self.service_up(svc.fallback, _depth + 1)
+        return self.service_up(svc.service, _depth + 1)
+
+    def report(self, decision: Decision, status: int | None, latency_ms: float, *, network_error: bool) -> None:
+        """The outcome of a forwarded request: breaker metrics and passive health."""
+        code = status if status is not None else 502
+        for breaker in decision.breakers:
+            breaker.record(code, latency_ms, network_error)
+        svc, server = decision.service, decision.server
+        if svc is None or server is None or svc.passive_health_check is None:
+            return
+        if network_error or code in (502, 504):
+            p = svc.passive_health_check
+            self.health.record_failure(svc.name, server.url, window_s=p.failure_window_s,
+                                       max_failed=p.max_failed_attempts)
+
+    # decisions -------------------------------------------------------------------------------------
+    def client_key(self, facts: RequestFacts) -> str:
+        if self.split.client_key_header:
+            lname = self.split.client_key_header.lower()
+            for k, v in facts.headers:
+                if k.lower() == lname and v:
+                    return v
+        if self.split.client_key_cookie:
+            value = facts.cookies.get(self.split.client_key_cookie)
+            if value:
+                return value
+        return facts.client_ip
+
+    def decide(self, service_name: str, middlewares: Sequence[Middleware], facts: RequestFacts) -> Decision:
+        decision = Decision(None, None)
+        for mw in middlewares:
+            if isinstance(mw, CircuitBreakerMiddleware):
+                breaker = self.breakers[mw.name]
+                if not breaker.allow():
+                    decision.status, decision.reason = mw.settings.response_code, f"circuit breaker {mw.name} open"
+                    return decision
+                decision.breakers.append(breaker)
+        self._resolve(service_name, facts, decision, 0)
+        return decision
+
+    def _resolve(self, name: str, facts: RequestFacts, d: Decision, depth: int) -> None:
+        svc: Service = self.config.services[name]
+        d.path.append(name)
+        if depth > 32:  # the loader rejects cycles; this only guards against a bug
+            d.status, d.reason = 500, "service nesting too deep"
+            return
+        while isinstance(svc, MirroringService):
+            svc = self.config.services[svc.service]
+        if isinstance(svc, LoadBalancerService):
+            self._pick_server(svc, facts, d)
+        elif isinstance(svc, WeightedService):
+            child = self._pick_child(svc, facts, d)
+            if child is None:
+                d.status, d.reason = 503, f"no available service in {svc.name}"
+                return
+            if d.split_child is None:
+                d.split_child, d.split_parent = child, svc.name
+                d.client_key = self._split_key(svc, child, facts)
+            self._resolve(child, facts, d, depth + 1)
+        elif isinstance(svc, FailoverService):
+            if self.service_up(svc.service):
+                if svc.error_status:
+                    d.failover = svc
+                self._resolve(svc.service, facts, d, depth + 1)
+            elif self.service_up(svc.fallback):
+                self._resolve(svc.fallback, facts, d, depth + 1)
+            else:
+                d.status, d.reason = 503, f"no available service in {svc.name}"
+
+    def _split_key(self, svc: WeightedService, child: str, facts: RequestFacts) -> str:
+        if svc.sticky is not None:
+            return sticky_value(child)  # the unit of assignment is the cookie
+        return self.client_key(facts)
+
+    def _pick_child(self, svc: WeightedService, facts: RequestFacts, d: Decision) -> str | None:
+        live = [(c.name, float(c.weight)) for c in svc.services if c.weight > 0]
+
+        def healthy(child: str) -> bool:  # Traefik: a parent reacts to health only with healthCheck: {}
+            return not svc.health_check or self.service_up(child)
+        if svc.hrw:
+            return hrw_pick(self.client_key(facts), live, healthy)
+        if svc.sticky is not None:
+            wanted = facts.cookies.get(svc.sticky.name)
+            if wanted is not None:
+                for name, _ in live:
+                    if sticky_value(name) == wanted and healthy(name) and self.service_up(name):
+                        return name
+        child = self._wrr[svc.name].pick(healthy)
+        if child is not None and svc.sticky is not None:
+            d.set_cookies.append(set_cookie_header(svc.sticky, sticky_value(child)))
+        return child
+
+    def _pick_server(self, svc: LoadBalancerService, facts: RequestFacts, d: Decision) -> None:
+        def healthy(url: str) -> bool:
+            return self.health.is_up(svc.name, url)
+
+        by_url = {s.url: s for s in svc.servers if s.weight > 0}
+        server: Server | None = None
+        if svc.sticky is not None:
+            wanted = facts.cookies.get(svc.sticky.name)
+            if wanted is not None:
+                server = next((s for u, s in by_url.items() if sticky_value(u) == wanted and healthy(u)), None)
+        if server is None:
+            if svc.strategy == "hrw":
+                chosen = hrw_pick(self.client_key(facts), [(s.url, float(s.weight)) for s in by_url.values()],
+                                  healthy)
+            else:
+                chosen = self._wrr[svc.name].pick(healthy)
+            server = by_url.get(chosen) if chosen is not None else None
+            if server is not None and svc.sticky is not None:
+                d.set_cookies.append(set_cookie_header(svc.sticky, sticky_value(server.url)))
+        if server is None:
+            d.status, d.reason = 503, f"no available server in {svc.name}"
+            return
+        d.service, d.server = svc, server
