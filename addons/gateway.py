@@ -17,6 +17,7 @@ from addons.capture import Capture
 from addons.mirror import Mirror
 from addons.reload import GatewayState, ShadowConfig
 from addons.router import Router
+from addons.telemetry import Telemetry
 
 state = GatewayState()
 
@@ -25,4 +26,5 @@ addons = [
     Router(state),
     Capture(state),
     Mirror(state),
+    Telemetry(state),  # last: its `request` hook sees the routed request (traceparent set upstream)
 ]

@@ -105,12 +105,17 @@ def mirror_record(result: MirrorResult, primary: ExchangeRecord) -> ExchangeReco
     """The capture record of a mirror copy: the primary's identity, the copy's request and answer."""
     req = result.request
     parts = urlsplit(req.url)
+    # A copy that carries its own traceparent (the telemetry addon gives each copy a client span) is
+    # captured with that span; otherwise it shares the primary's ids.
+    trace_id, span_id = traceparent_ids(header_value(list(req.headers), "traceparent"))
+    if trace_id is None:
+        trace_id, span_id = primary.trace_id, primary.span_id
     return ExchangeRecord(
         request_id=primary.request_id, role=req.role, mode="mirror", service=req.target,
         router=primary.router, ts_ns=result.ts_ns, latency_ms=result.latency_ms, method=req.method,
         url=req.url, host=primary.host, path=parts.path or "/", query=parts.query, upstream=req.upstream,
         req_headers=list(req.headers), req_body=req.body, status=result.status,
         resp_headers=result.headers, resp_body=result.body if result.error is None else None,
-        error=result.error, trace_id=primary.trace_id, span_id=primary.span_id,
+        error=result.error, trace_id=trace_id, span_id=span_id,
         client_key=primary.client_key, gateway=primary.gateway,
     )

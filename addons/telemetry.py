@@ -1,0 +1,228 @@
+"""Telemetry addon: the gateway's own traces, metrics and logs over OTLP, and an embedded OTLP receiver.
+
+Off unless `shadow.telemetry.endpoint` is set: every hook then returns at its first line and no
+OpenTelemetry object exists (the SDK is not even imported).
+
+On: in `request` (after the router), the addon continues the client's W3C `traceparent` or starts a
+trace (shadow.telemetry.continue_or_start: parent-based ratio sampling), picks the server span's id
+and the primary call's client span id, and sets ``traceparent: 00-<trace>-<client span>-<flags>``
+on the upstream request; the capture addon reads that header, so the primary row's trace_id/span_id
+are the gateway's client span. Each mirror copy gets its own client span id the same way (the mirror
+dispatcher's `submit` is wrapped), so every upstream's own spans hang under the call that reached it.
+Spans are built after the client has its answer (`after_hooks`) with the measured times; the SDK's
+batch processors export them on their own thread.
+
+`shadow.telemetry.receiver.listen` starts an OTLP receiver on the proxy's event loop that writes spans
+into the gateway's capture folder (CAPTURE/spans/), so upstream services can export to the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+import random
+import time
+import weakref
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from mitmproxy import http
+
+from addons.reload import ActiveConfig, GatewayState, after_hooks
+from shadow.mirror import RateLimitedLog, describe_error
+from shadow.telemetry import (
+    TelemetrySettings,
+    TraceContext,
+    continue_or_start,
+    format_traceparent,
+    new_span_id,
+)
+
+if TYPE_CHECKING:
+    from shadow.mirror import MirrorDispatcher, MirrorRequest, MirrorResult
+    from shadow.otlp.receiver import OtlpReceiver
+    from shadow.telemetry_export import GatewayTelemetry
+
+logger = logging.getLogger(__name__)
+
+CONTEXT_KEY = "telemetry"  # MirrorRequest.context key: (TraceContext, client span id)
+MAX_PENDING_REQUESTS = 16_384  # request id → trace context, kept for mirror copies scheduled after the answer
+
+
+class _FlowTrace:
+    __slots__ = ("client_span_id", "ctx", "start_ns")
+
+    def __init__(self, ctx: TraceContext, start_ns: int, client_span_id: int) -> None:
+        self.ctx, self.start_ns, self.client_span_id = ctx, start_ns, client_span_id
+
+
+class Telemetry:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self.settings: TelemetrySettings | None = None
+        self.export: GatewayTelemetry | None = None
+        self.receiver: OtlpReceiver | None = None
+        self.errors = 0
+        self._warn = RateLimitedLog(logger.warning)
+        self._rng = random.Random()
+        self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, _FlowTrace] = weakref.WeakKeyDictionary()
+        self._by_request: collections.OrderedDict[str, TraceContext] = collections.OrderedDict()
+        self._wrapped: MirrorDispatcher | None = None
+        state.on_activate.append(self._on_activate)
+        state.extra_counters.append(lambda: {"telemetry_errors": self.errors})
+
+    # -- configuration ------------------------------------------------------------------------------
+    def _on_activate(self, active: ActiveConfig, previous: ActiveConfig | None) -> None:
+        settings = active.config.shadow.telemetry
+        if previous is not None:
+            if settings != self.settings:
+                logger.warning("shadow gateway: telemetry settings changed; they apply after a restart")
+            return
+        self.settings = settings
+        if settings.exporting:
+            from shadow.telemetry_export import GatewayTelemetry
+
+            self.export = GatewayTelemetry(settings, gateway_id=self.state.gateway_id or "shadow",
+                                           counters=self.state.counters)
+            self._wrap_dispatcher()
+            logger.info(f"shadow gateway: telemetry to {settings.endpoint} (sampling {settings.sampling:g})")
+
+    def _wrap_dispatcher(self) -> None:
+        """Give every mirror copy its own client span: its traceparent is set when it is submitted, its
+        span recorded when its result arrives (after the capture callback has run)."""
+        dispatcher = self.state.dispatcher
+        if dispatcher is None or self._wrapped is dispatcher:
+            return
+        self._wrapped = dispatcher
+        submit, on_result = dispatcher.submit, dispatcher._on_result
+
+        def traced_submit(request: MirrorRequest) -> bool:
+            ctx = self._by_request.get(request.request_id)
+            if ctx is not None:
+                span_id = new_span_id(self._rng)
+                headers = (*((k, v) for k, v in request.headers if k.lower() != "traceparent"),
+                           ("traceparent", format_traceparent(ctx.trace_id, span_id, ctx.sampled)))
+                request = replace(request, headers=headers,
+                                  context={**request.context, CONTEXT_KEY: (ctx, span_id)})
+            return submit(request)
+
+        def traced_result(result: MirrorResult) -> None:
+            on_result(result)
+            self._record_mirror(result)
+
+        dispatcher.submit = traced_submit  # type: ignore[method-assign]
+        dispatcher._on_result = traced_result
+
+    # -- hooks ------------------------------------------------------------------------------------------
+    def request(self, flow: http.HTTPFlow) -> None:
+        if self.export is None or flow.error or not flow.live:
+            return
+        try:
+            req = flow.request
+            settings = self.settings
+            assert settings is not None
+            incoming = req.headers.get("traceparent")
+            ctx = continue_or_start(incoming, settings.sampling, self._rng)
+            client_span_id = 0
+            route = self.state.routes.get(flow)
+            if flow.response is None and route is not None and route.upstream is not None:
+                client_span_id = new_span_id(self._rng)
+                req.headers["traceparent"] = format_traceparent(ctx.trace_id, client_span_id, ctx.sampled)
+                self._by_request[route.request_id] = ctx
+                if len(self._by_request) > MAX_PENDING_REQUESTS:
+                    self._by_request.popitem(last=False)
+            self._flows[flow] = _FlowTrace(ctx, int(req.timestamp_start * 1e9), client_span_id)
+        except Exception as exc:  # telemetry never fails a request
+            self.errors += 1
+            self._warn(f"telemetry failed ({self.errors} so far): {describe_error(exc)}")
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        if self.export is None:
+            return
+        after_hooks(functools.partial(self._record, end_ns=time.time_ns()), flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        if self.export is None or flow.response is not None:
+            return
+        after_hooks(functools.partial(self._record, end_ns=time.time_ns()), flow)
+
+    # -- recording (after the answer) --------------------------------------------------------------------
+    def _record(self, flow: http.HTTPFlow, end_ns: int) -> None:
+        export, traced = self.export, self._flows.pop(flow, None)
+        if export is None or traced is None:
+            return
+        try:
+            from shadow.telemetry_export import ClientCall
+
+            route = self.state.routes.get(flow)
+            resp = flow.response
+            status = resp.status_code if resp is not None else None
+            error = flow.error.msg if flow.error is not None and resp is None else None
+            client = None
+            if traced.client_span_id and route is not None:
+                ended = resp.timestamp_end if resp is not None and resp.timestamp_end else None
+                client_end = int(ended * 1e9) if ended else end_ns
+                start = int(route.sent_at * 1e9) if route.sent_at else traced.start_ns
+                client = ClientCall(span_id=traced.client_span_id, role="primary", service=route.service,
+                                    method=flow.request.method, url=flow.request.url, start_ns=start,
+                                    end_ns=client_end, status=status, error=error)
+            export.record_exchange(traced.ctx, request_id=route.request_id if route else flow.id,
+                                   method=flow.request.method, router=route.router if route else None,
+                                   service=route.service if route else None, status=status, error=error,
+                                   start_ns=traced.start_ns, end_ns=max(end_ns, traced.start_ns), client=client)
+        except Exception as exc:
+            self.errors += 1
+            self._warn(f"telemetry failed ({self.errors} so far): {describe_error(exc)}")
+
+    def _record_mirror(self, result: MirrorResult) -> None:
+        export = self.export
+        traced = result.request.context.get(CONTEXT_KEY)
+        if export is None or traced is None:
+            return
+        try:
+            from shadow.telemetry_export import ClientCall
+
+            ctx, span_id = traced
+            req = result.request
+            export.record_mirror(ctx, ClientCall(
+                span_id=span_id, role=req.role, service=req.target, method=req.method, url=req.url,
+                start_ns=result.ts_ns, end_ns=result.ts_ns + int(result.latency_ms * 1e6),
+                status=result.status, error=result.error))
+        except Exception as exc:
+            self.errors += 1
+            self._warn(f"telemetry failed ({self.errors} so far): {describe_error(exc)}")
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def running(self) -> None:
+        settings = self.settings
+        active = self.state.active
+        if settings is None or settings.receiver_listen is None or self.receiver is not None or active is None:
+            return
+        from shadow.otlp.receiver import OtlpReceiver, parse_listen
+
+        try:
+            host, port = parse_listen(settings.receiver_listen)
+            receiver = OtlpReceiver(active.config.shadow.capture.dir,
+                                    max_body_bytes=settings.receiver_max_body_bytes,
+                                    segment_seconds=active.config.shadow.capture.segment_seconds,
+                                    writer_id=self.state.gateway_id or None)
+            bound = await receiver.start(host, port)
+        except Exception as exc:
+            logger.error(f"shadow gateway: OTLP receiver not started: {describe_error(exc)}")
+            return
+        self.receiver = receiver
+        logger.info(f"shadow gateway: OTLP receiver on http://{host}:{bound}")
+
+    async def done(self) -> None:
+        export, self.export = self.export, None
+        if export is not None:
+            # Blocking flushes off the loop; the embedded receiver (same loop) keeps answering meanwhile.
+            try:
+                await asyncio.to_thread(export.shutdown)
+            except Exception as exc:
+                logger.error(f"shadow gateway: flushing telemetry failed: {describe_error(exc)}")
+        receiver, self.receiver = self.receiver, None
+        if receiver is not None:
+            await receiver.stop()
