@@ -18,12 +18,14 @@ from addons.mirror import Mirror
 from addons.reload import GatewayState, ShadowConfig
 from addons.router import Router
 from addons.telemetry import Telemetry
+from addons.traffic import Traffic
 
 state = GatewayState()
 
 addons = [
     ShadowConfig(state),
     Router(state),
+    Traffic(state),  # after routing (health, breaker, failover, cookies), before capture
     Capture(state),
     Mirror(state),
     Telemetry(state),  # last: its `request` hook sees the routed request (traceparent set upstream)

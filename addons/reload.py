@@ -61,6 +61,11 @@ class RouteContext:
     plan: RoutePlan | None = None  # None: answered locally (no router matched)
     path: str = ""  # path?query after middlewares, before a server's preserved path prefix
     sent_at: float = 0.0  # time.time() when routing finished and mitmproxy sends the request upstream
+    # Traffic shifting (shadow.shifting.Decision) when the route is controlled; a weighted / HRW
+    # choice makes the captured row mode=split with this role and client_key.
+    decision: Any = None
+    split_role: str | None = None  # primary | candidate; None: not split traffic
+    client_key: str | None = None
 
     @property
     def mirrored(self) -> bool:
@@ -82,6 +87,7 @@ class GatewayState:
         default_factory=weakref.WeakKeyDictionary)
     reloads: int = 0
     reload_failures: int = 0
+    traffic: Any = None  # shadow.shifting.TrafficControl of the active configuration (addons/traffic.py)
     extra_counters: list[Callable[[], dict[str, int]]] = field(default_factory=list)
     # Called with (new, previous) after a configuration was swapped in.
     on_activate: list[Callable[[ActiveConfig, ActiveConfig | None], None]] = field(default_factory=list)

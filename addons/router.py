@@ -22,6 +22,7 @@ from shadow.routing import (
     select_router,
 )
 from shadow.rules import RequestView
+from shadow.shifting import RequestFacts
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,21 @@ class Router:
             flow.response = http.Response.make(404, NOT_FOUND_BODY, TEXT_PLAIN)
             return
         plan = active.plans[router.name]
-        server = active.picker.pick(plan.primary)
+        service, decision, control = plan.primary, None, self.state.traffic
+        if plan.controlled and control is not None:
+            # Weighted / HRW / failover / sticky / health / breaker: decided before forwarding, so a
+            # dead primary with a healthy fallback never costs the client mitmproxy's own 502.
+            decision = control.decide(router.service, plan.middlewares,
+                                      RequestFacts.from_headers(client_ip, headers))
+            if decision.service is None or decision.server is None:
+                self.state.routes[flow] = RouteContext(
+                    request_id=flow.id, router=router.name, service=None, upstream=None,
+                    client_host=client_host, active=active, decision=decision)
+                flow.response = http.Response.make(decision.status, f"{decision.reason}\n".encode(), TEXT_PLAIN)
+                return
+            service, server = decision.service, decision.server
+        else:
+            server = active.picker.pick(plan.primary)
         rewritten = apply_request_middlewares(plan.middlewares, path, headers)
         sockname = flow.client_conn.sockname
         client_scheme = "https" if flow.client_conn.tls_established else "http"
@@ -112,17 +127,22 @@ class Router:
         req.host = server.host
         req.port = server.port
         req.path = new_path + sep + query
-        if not plan.primary.pass_host_header:  # the upstream sees its own host:port
+        if not service.pass_host_header:  # the upstream sees its own host:port
             server_host = host_port(server.host, server.port, server.scheme).encode("latin-1")
             without = tuple(f for f in fields if f[0].lower() != b"host")
             fields = ((b"Host", server_host), *without)
         req.headers.fields = fields
-        if (req.is_http2 or req.is_http3) and req.authority and plan.primary.pass_host_header:
+        if (req.is_http2 or req.is_http3) and req.authority and service.pass_host_header:
             req.authority = client_host  # HTTP/2 and 3 carry the Host as :authority, which the setters replaced
         self.state.routes[flow] = RouteContext(
-            request_id=flow.id, router=router.name, service=plan.primary.name, upstream=server.url,
+            request_id=flow.id, router=router.name, service=service.name, upstream=server.url,
             client_host=client_host, active=active, plan=plan, path=rewritten.path + sep + query,
-            sent_at=time.time())
+            sent_at=time.time(), decision=decision)
+        if decision is not None and decision.split_child is not None and control is not None:
+            route = self.state.routes[flow]
+            route.service = decision.split_child
+            route.split_role = "candidate" if decision.split_child in control.split.candidates else "primary"
+            route.client_key = decision.client_key
 
     def response(self, flow: http.HTTPFlow) -> None:
         if flow.response is None:

@@ -1,0 +1,215 @@
+"""Traffic addon: the I/O around shadow.shifting's decisions.
+
+- Builds a `TrafficControl` for every configuration generation (state carried over by fingerprint).
+- Active health checks: one background task per (loadBalancer with `healthCheck`, server); servers
+  start healthy, the first probe comes one interval after (re)start, one failure → down, one
+  success → up; all checkers restart on every reload, as Traefik's do.
+- After the answer: breaker metrics and passive health get the outcome; sticky Set-Cookie headers
+  are added; a failover with `errors.status` re-sends the buffered request to the fallback (with
+  the gateway's pooled aiohttp session) and the client gets the fallback's answer instead.
+- Before forwarding: a failover with `errors.status` answers 413 to a body above
+  `maxRequestBodyBytes` (it could not be re-sent).
+
+Runs after the router addon and before capture, so capture sees the final answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from mitmproxy import http
+
+from addons.reload import ActiveConfig, GatewayState, RouteContext
+from addons.router import host_port
+from shadow.config import HealthCheck, LoadBalancerService, Server
+from shadow.mirror import RateLimitedLog, describe_error
+from shadow.shifting import Decision, RequestFacts, TrafficControl
+
+logger = logging.getLogger(__name__)
+
+# Headers aiohttp computes itself, or that describe the hop rather than the request.
+_HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+                          "proxy-connection", "te", "trailer"})
+
+
+def probe_healthy(status: int, expected: int) -> bool:
+    """Traefik: `status` 0 → healthy on 200–399; else exactly that code."""
+    return 200 <= status < 400 if expected == 0 else status == expected
+
+
+def probe_url(server: Server, hc: HealthCheck) -> str:
+    scheme = hc.scheme or server.scheme
+    port = hc.port or server.port
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    return f"{scheme}://{host}:{port}{server.path}{hc.path}"
+
+
+def in_ranges(status: int, ranges: tuple[tuple[int, int], ...]) -> bool:
+    return any(lo <= status <= hi for lo, hi in ranges)
+
+
+class Traffic:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self._session: Any = None
+        self._checkers: list[asyncio.Task[None]] = []
+        self._running = False
+        self._warn = RateLimitedLog(logger.warning)
+        self.failovers = 0
+        self.probes = 0
+        state.on_activate.append(self._on_activate)
+        state.extra_counters.append(lambda: {"status_failovers": self.failovers, "health_probes": self.probes})
+
+    # configuration ---------------------------------------------------------------------------------
+    def _on_activate(self, active: ActiveConfig, _previous: ActiveConfig | None) -> None:
+        self.state.traffic = TrafficControl(active.config, self.state.traffic, seed=self.state.gateway_id)
+        if self._running:
+            self._restart_checkers()
+
+    def running(self) -> None:
+        self._running = True
+        self._restart_checkers()
+
+    def _restart_checkers(self) -> None:
+        for task in self._checkers:
+            task.cancel()
+        self._checkers = []
+        control: TrafficControl | None = self.state.traffic
+        if control is None:
+            return
+        loop = asyncio.get_running_loop()
+        for svc in control.config.services.values():
+            if isinstance(svc, LoadBalancerService) and svc.health_check is not None:
+                for server in svc.servers:
+                    self._checkers.append(loop.create_task(self._check_loop(control, svc, server),
+                                                           name=f"health {svc.name} {server.url}"))
+
+    def _ensure_session(self) -> Any:
+        if self._session is None:
+            import aiohttp
+
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0), cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False, skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))
+        return self._session
+
+    async def _check_loop(self, control: TrafficControl, svc: LoadBalancerService, server: Server) -> None:
+        hc = svc.health_check
+        assert hc is not None
+        while True:
+            up = control.health.is_up(svc.name, server.url)
+            await asyncio.sleep(hc.interval_s if up else hc.unhealthy_interval_s)
+            healthy = await self._probe(server, hc)
+            self.probes += 1
+            if control.health.set_active(svc.name, server.url, healthy):
+                logger.info(f"shadow gateway: health: {svc.name} {server.url} is "
+                            f"{'up' if healthy else 'down'}")
+
+    async def _probe(self, server: Server, hc: HealthCheck) -> bool:
+        import aiohttp
+
+        headers = dict(hc.headers)
+        if hc.hostname:
+            headers["Host"] = hc.hostname
+        try:
+            async with asyncio.timeout(hc.timeout_s):
+                async with self._ensure_session().request(
+                        hc.method, probe_url(server, hc), headers=headers,
+                        allow_redirects=hc.follow_redirects) as resp:
+                    await resp.read()
+                    return probe_healthy(resp.status, hc.status)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            return False
+
+    # requests --------------------------------------------------------------------------------------
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        route = self.state.routes.get(flow)
+        decision: Decision | None = route.decision if route is not None else None
+        if decision is None or decision.failover is None:
+            return
+        limit = decision.failover.max_request_body_bytes
+        body = flow.request.raw_content or b""
+        if limit >= 0 and len(body) > limit:
+            flow.response = http.Response.make(413, b"request body too large to fail over\n",
+                                               {"Content-Type": "text/plain; charset=utf-8"})
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        route = self.state.routes.get(flow)
+        if route is None or route.decision is None or flow.response is None:
+            return
+        decision: Decision = route.decision
+        control: TrafficControl | None = self.state.traffic
+        resp = flow.response
+        if control is not None and decision.service is not None:
+            ended = resp.timestamp_end or time.time()
+            latency_ms = (ended - (route.sent_at or flow.request.timestamp_start)) * 1000.0
+            control.report(decision, resp.status_code, latency_ms, network_error=False)
+            failover = decision.failover
+            if failover is not None and in_ranges(resp.status_code, failover.error_status):
+                await self._fail_over(flow, route, control, failover.fallback)
+        if decision.set_cookies and flow.response is not None:
+            for cookie in decision.set_cookies:
+                flow.response.headers.add("Set-Cookie", cookie)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        route = self.state.routes.get(flow)
+        control: TrafficControl | None = self.state.traffic
+        if route is None or route.decision is None or control is None or route.decision.service is None:
+            return
+        latency_ms = (time.time() - (route.sent_at or flow.request.timestamp_start)) * 1000.0
+        control.report(route.decision, None, latency_ms, network_error=True)
+
+    async def _fail_over(self, flow: http.HTTPFlow, route: RouteContext, control: TrafficControl,
+                         fallback: str) -> None:
+        """Re-send the buffered request to the fallback; its answer replaces the main one."""
+        import aiohttp
+
+        peer = flow.client_conn.peername
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in flow.request.headers.fields]
+        facts = RequestFacts.from_headers(str(peer[0]) if peer else "", headers)
+        decision = control.decide(fallback, (), facts)
+        if decision.service is None or decision.server is None:
+            return  # nothing healthy to fail over to: the main answer stands
+        server = decision.server
+        path = server.path + route.path if server.preserve_path and server.path else route.path
+        url = f"{server.scheme}://{host_port(server.host, server.port, server.scheme)}{path}"
+        send = [(k, v) for k, v in headers if k.lower() not in _HOP_HEADERS]
+        if not decision.service.pass_host_header:
+            send = [(k, v) for k, v in send if k.lower() != "host"]
+        started = time.time()
+        try:
+            async with asyncio.timeout(30.0):
+                async with self._ensure_session().request(
+                        flow.request.method, url, headers=send, data=flow.request.raw_content or None,
+                        allow_redirects=False) as resp:
+                    body = await resp.read()
+                    status = resp.status
+                    out_headers = [(k, v) for k, v in resp.raw_headers
+                                   if k.lower() not in (b"transfer-encoding", b"content-length")]
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            self._warn(f"failover to {fallback} failed: {describe_error(exc)}")
+            control.report(decision, None, (time.time() - started) * 1000.0, network_error=True)
+            return
+        self.failovers += 1
+        control.report(decision, status, (time.time() - started) * 1000.0, network_error=False)
+        new = http.Response.make(status, b"", ())
+        new.headers.fields = (*out_headers, (b"Content-Length", str(len(body)).encode()))
+        new.raw_content = body
+        flow.response = new
+        route.service, route.upstream = decision.service.name, server.url
+
+    async def done(self) -> None:
+        self._running = False
+        for task in self._checkers:
+            task.cancel()
+        self._checkers = []
+        if self._session is not None:
+            with contextlib.suppress(Exception):
+                await self._session.close()
+            self._session = None
