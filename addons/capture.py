@@ -42,11 +42,15 @@ def primary_record(flow: http.HTTPFlow, route: RouteContext | None, gateway_id: 
     traceparent = next((v for k, v in req_fields if len(k) == 11 and k.lower() == b"traceparent"), None)
     trace_id, span_id = traceparent_ids(traceparent.decode("latin-1") if traceparent else None)
     peer = flow.client_conn.peername
+    # Split traffic (a weighted / HRW choice): role by shadow.split.candidates, client_key = the
+    # unit of assignment (sticky cookie value, HRW key or client IP) for clustered statistics.
+    split_role = route.split_role if route is not None else None
+    split_key = route.client_key if route is not None else None
     # raw_content: bytes as they travelled (possibly compressed); the writer decodes them.
     return ExchangeRecord(
         request_id=route.request_id if route else flow.id,
-        role="primary",
-        mode="mirror" if route is not None and route.mirrored else "serve",
+        role=split_role or "primary",
+        mode="split" if split_role else "mirror" if route is not None and route.mirrored else "serve",
         service=route.service if route else None,
         router=route.router if route else None,
         ts_ns=int(started * 1e9),
@@ -65,7 +69,7 @@ def primary_record(flow: http.HTTPFlow, route: RouteContext | None, gateway_id: 
         error=flow.error.msg if flow.error is not None and resp is None else None,
         trace_id=trace_id,
         span_id=span_id,
-        client_key=peer[0] if peer else None,
+        client_key=split_key if split_role else peer[0] if peer else None,
         gateway=gateway_id,
     )
 
