@@ -322,8 +322,7 @@ State = Literal["closed", "open", "recovering"]
 class CircuitBreaker:
     """closed → (expression true at a check) → open: every request answered `response_code` for
     fallbackDuration, metrics reset → recovering: the share of requests let through rises linearly
-    from 0 to 100 % over recoveryDuration (deterministically: the n-th request in recovery passes
-    when passed < n × share) → expression true again: open; recovery complete: closed."""
+    from 0 to 100 % over recoveryDuration (deterministically, by error diffusion) → expression true again: open; recovery complete: closed."""
 
     def __init__(self, settings: BreakerSettings, clock: Clock = time.monotonic) -> None:
         self.settings = settings
@@ -332,8 +331,7 @@ class CircuitBreaker:
         self.state: State = "closed"
         self._until = 0.0  # open: end of the fallback; recovering: its start
         self._next_check = 0.0
-        self._seen = 0
-        self._passed = 0
+        self._credit = 0.0
         self.trips = 0
 
     def _check(self, now: float) -> None:
@@ -352,7 +350,7 @@ class CircuitBreaker:
     def current_state(self) -> State:
         now = self.clock()
         if self.state == "open" and now >= self._until:
-            self.state, self._until, self._seen, self._passed = "recovering", now, 0, 0
+            self.state, self._until, self._credit = "recovering", now, 0.0
         if self.state == "recovering" and now - self._until >= self.settings.recovery_duration_s:
             self.state = "closed"
         return self.state
@@ -373,9 +371,11 @@ class CircuitBreaker:
         if state == "open":
             return False
         if state == "recovering":
-            self._seen += 1
-            if self._passed < self._seen * self.recovery_share():
-                self._passed += 1
+            # Error diffusion: over any run of requests the share let through follows the ramp
+            # (deterministic, where oxy draws a random number per request).
+            self._credit += self.recovery_share()
+            if self._credit >= 1.0:
+                self._credit -= 1.0
                 return True
             return False
         return True
