@@ -127,6 +127,8 @@ class AnalysisResult:
     fields: tuple[FieldDiff, ...]
     pairs_by_endpoint: dict[str, int] = field(default_factory=dict)
     diff_summary: Any = None  # analyzers.diff.DiffRunSummary
+    # analyzers.spans.EndpointAttribution per regressed endpoint whose calls have spans (empty: no spans)
+    span_attribution: tuple[Any, ...] = ()
 
     @property
     def real_fields(self) -> list[FieldDiff]:
@@ -141,6 +143,10 @@ class AnalysisResult:
         doc: dict[str, Any] = dict(self.verdict.to_json())
         doc["capture"] = str(self.capture_dir)
         doc["diff_fields"] = [f.to_json() for f in self.fields]
+        if self.span_attribution:
+            from analyzers.spans import attribution_to_json
+
+            doc["span_attribution"] = attribution_to_json(list(self.span_attribution))
         return doc
 
 
@@ -491,6 +497,7 @@ def analyze(capture_dir: Path, policy: Policy, *, rules: Any = None, progress: b
             register_endpoint_map(store, templater)
         samples = paired_samples(store, use_diffs=run_diffs) + split_samples(store)
         fields = field_diffs(store, totals)
+        attribution = _span_attribution(store)
     if not samples:
         raise CaptureError(f"{capture_dir}: nothing to judge: no mirrored, replayed or split exchanges "
                            "with both a primary and a candidate")
@@ -501,7 +508,16 @@ def analyze(capture_dir: Path, policy: Policy, *, rules: Any = None, progress: b
     pairs_by_endpoint = {(e if not s else f"{e} → {s}"): n for (e, s), n in totals.items()}
     return AnalysisResult(capture_dir=capture_dir, policy=policy, samples=tuple(samples), verdict=verdict,
                           fields=tuple(fields), pairs_by_endpoint=pairs_by_endpoint,
-                          diff_summary=diff_summary)
+                          diff_summary=diff_summary, span_attribution=tuple(attribution))
+
+
+def _span_attribution(store: Any) -> list[Any]:
+    """Where a regressed endpoint's extra time sits, from the capture's spans (none: an empty list)."""
+    if "spans" not in store.tables():
+        return []
+    from analyzers.spans import span_attribution
+
+    return span_attribution(store.con)
 
 
 def _run_diffs(capture_dir: Path, rules: Any, show: bool, pairs: int, templater: Any = None) -> Any:

@@ -432,6 +432,29 @@ def _latency_section(result: AnalysisResult, progress: Progress | None = None) -
     return "".join(parts)
 
 
+def _spans_section(result: AnalysisResult) -> str:
+    """Where a regressed endpoint's extra time sits (shown only when the capture has spans)."""
+    items = result.span_attribution
+    if not items:
+        return ""
+    parts = ['<section id="spans"><h2>Where the time goes (spans)</h2>'
+             '<p class="muted">For each endpoint whose candidate median latency is above the primary\'s: the '
+             "median per call of the time spent in each span name (self time: a span's duration minus its "
+             "children's), primary calls against candidate calls, largest difference first.</p>"]
+    for a in items:
+        name = label(a.endpoint, a.candidate)
+        parts.append(f"<h3>{_e(name)} <span class='muted'>— median {_num(a.primary_median_ms, 1)} → "
+                     f"{_num(a.candidate_median_ms, 1)} ms; calls with spans {a.calls_with_spans[0]} / "
+                     f"{a.calls_with_spans[1]}</span></h3>")
+        rows = [(str(r.span), str(r.services), _num(r.primary_ms, 1), _num(r.candidate_ms, 1),
+                 f"{r.delta_ms:+.1f}", str(r.primary_calls), str(r.candidate_calls))
+                for r in a.spans.itertuples(index=False)]
+        parts.append(_table(("span", "services", "primary ms", "candidate ms", "Δ ms", "primary calls",
+                             "candidate calls"), rows, numeric=(2, 3, 4, 5, 6)))
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def _error_section(result: AnalysisResult) -> str:
     rows = []
     for s in result.samples:
@@ -532,11 +555,13 @@ def render_html(result: AnalysisResult, *, generated_at: datetime | None = None,
                 progress: Progress | None = None) -> str:
     when = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S UTC")
     nav = "".join(f'<a href="#{anchor}">{title}</a>' for anchor, title in (
-        ("summary", "Readiness"), ("guardrails", "Guardrails"), ("latency", "Latency"), ("errors", "Errors"),
-        ("diffs", "Differences"), ("noise", "Noise"), ("examples", "Examples"), ("policy", "Policy")))
+        ("summary", "Readiness"), ("guardrails", "Guardrails"), ("latency", "Latency"), ("spans", "Spans"),
+        ("errors", "Errors"),
+        ("diffs", "Differences"), ("noise", "Noise"), ("examples", "Examples"), ("policy", "Policy"))
+        if anchor != "spans" or result.span_attribution)
     body = "".join((
         _summary_section(result), _guardrail_section(result), _latency_section(result, progress),
-        _error_section(result), _diff_section(result), _noise_section(result),
+        _spans_section(result), _error_section(result), _diff_section(result), _noise_section(result),
         _examples_section(result), _policy_section(result),
     ))
     title = f"shadow report — {overall_name(result.verdict)}"
@@ -600,6 +625,12 @@ def render_markdown(result: AnalysisResult) -> str:
         lines.append("")
     else:
         lines += ["No real body differences after noise cancellation.", ""]
+    for a in result.span_attribution[:MAX_REASONS_IN_MARKDOWN]:
+        if not a.spans.empty:
+            top = a.spans.iloc[0]
+            lines += [f"Spans: `{_md(label(a.endpoint, a.candidate))}` is {a.delta_ms:+.1f} ms at the median; "
+                      f"the largest span difference is `{_md(top['span'])}` ({_md(top['services'])}) "
+                      f"{top['delta_ms']:+.1f} ms.", ""]
     noise = len(result.noise_fields)
     if noise:
         lines += [f"{noise} field(s) treated as noise; see the HTML report for why.", ""]
