@@ -56,6 +56,7 @@ class Traffic:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self._session: Any = None
+        self._probe_session: Any = None
         self._checkers: list[asyncio.Task[None]] = []
         self._running = False
         self._warn = RateLimitedLog(logger.warning)
@@ -97,6 +98,16 @@ class Traffic:
                 auto_decompress=False, skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))
         return self._session
 
+    def _ensure_probe_session(self) -> Any:
+        # A fresh connection per probe: a kept-alive connection can outlive the server's listener
+        # (a server stopping accepting while old connections drain) and hide that it is gone.
+        if self._probe_session is None:
+            import aiohttp
+
+            self._probe_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, force_close=True), cookie_jar=aiohttp.DummyCookieJar())
+        return self._probe_session
+
     async def _check_loop(self, control: TrafficControl, svc: LoadBalancerService, server: Server) -> None:
         hc = svc.health_check
         assert hc is not None
@@ -117,7 +128,7 @@ class Traffic:
             headers["Host"] = hc.hostname
         try:
             async with asyncio.timeout(hc.timeout_s):
-                async with self._ensure_session().request(
+                async with self._ensure_probe_session().request(
                         hc.method, probe_url(server, hc), headers=headers,
                         allow_redirects=hc.follow_redirects) as resp:
                     await resp.read()
@@ -209,7 +220,8 @@ class Traffic:
         for task in self._checkers:
             task.cancel()
         self._checkers = []
-        if self._session is not None:
-            with contextlib.suppress(Exception):
-                await self._session.close()
-            self._session = None
+        for session in (self._session, self._probe_session):
+            if session is not None:
+                with contextlib.suppress(Exception):
+                    await session.close()
+        self._session = self._probe_session = None

@@ -1,0 +1,182 @@
+"""Traffic shifting end to end: a real mitmdump gateway, real upstreams on 127.0.0.1, httpx.
+
+One gateway serves several routes (by path prefix), each over its own upstreams:
+/sticky: weighted + sticky cookie + active health checks; /fo: status-range failover;
+/cb: circuit breaker; capture rows of the split traffic are read after the stop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+
+from shadow.traffic import sticky_value
+from tests.conftest import GatewayProcess
+from tests.upstream import ReceivedRequest, Response, Upstream, echo, free_port
+
+CONFIG = """
+http:
+  routers:
+    sticky: {{rule: "PathPrefix(`/sticky`)", service: split}}
+    fo: {{rule: "PathPrefix(`/fo`)", service: fo}}
+    cb: {{rule: "PathPrefix(`/cb`)", service: flaky-cb, middlewares: [breaker]}}
+  services:
+    split:
+      weighted:
+        services: [{{name: mono, weight: 1}}, {{name: next, weight: 1}}]
+        sticky: {{cookie: {{name: lb, secure: true, sameSite: lax, maxAge: -1}}}}
+        healthCheck: {{}}
+    mono: {{loadBalancer: {{servers: [{{url: "{mono}"}}]}}}}
+    next:
+      loadBalancer:
+        servers: [{{url: "{nxt}"}}]
+        healthCheck: {{path: /health, interval: 200ms, timeout: 500ms}}
+    fo: {{failover: {{service: flaky, fallback: mono, errors: {{status: ["500-504"], maxRequestBodyBytes: 64}}}}}}
+    flaky: {{loadBalancer: {{servers: [{{url: "{flaky}"}}]}}}}
+    flaky-cb: {{loadBalancer: {{servers: [{{url: "{flaky_cb}"}}]}}}}
+  middlewares:
+    breaker:
+      circuitBreaker:
+        expression: "ResponseCodeRatio(500, 600, 0, 600) > 0.5"
+        checkPeriod: 50ms
+        fallbackDuration: 1s
+        recoveryDuration: 500ms
+        responseCode: 529
+shadow:
+  gateway: {{id: gw-traffic}}
+  capture: {{dir: "{capture}", segmentSeconds: 1}}
+  split: {{candidates: [next]}}
+"""
+
+
+class Switch:
+    """A handler whose answer status the test flips."""
+
+    def __init__(self, name: str, status: int) -> None:
+        self.status = status
+        self.inner = echo(name)
+
+    def __call__(self, req: ReceivedRequest) -> Response:
+        _, headers, body = self.inner(req)
+        return self.status, headers, body
+
+
+class Env:
+    def __init__(self, gw: GatewayProcess, ups: dict[str, Upstream], capture: Path, flaky: Switch,
+                 flaky_cb: Switch, next_port: int) -> None:
+        self.gw, self.ups, self.capture, self.flaky, self.flaky_cb = gw, ups, capture, flaky, flaky_cb
+        self.next_port = next_port
+        self.client = httpx.Client(base_url=gw.url, timeout=5.0)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    root = tmp_path_factory.mktemp("traffic")
+    flaky, flaky_cb = Switch("flaky", 503), Switch("flaky-cb", 500)
+    next_port = free_port()
+    ups = {"mono": Upstream("mono").start(), "next": Upstream("next", port=next_port).start(),
+           "flaky": Upstream("flaky", handler=flaky).start(),
+           "flaky_cb": Upstream("flaky-cb", handler=flaky_cb).start()}
+    config = root / "gw.yaml"
+    capture = root / "capture"
+    config.write_text(CONFIG.format(mono=ups["mono"].url, nxt=ups["next"].url, flaky=ups["flaky"].url,
+                                    flaky_cb=ups["flaky_cb"].url, capture=capture))
+    gw = GatewayProcess(config).start()
+    e = Env(gw, ups, capture, flaky, flaky_cb, next_port)
+    try:
+        yield e
+    finally:
+        e.client.close()
+        gw.close()
+        for up in ups.values():
+            up.stop()
+
+
+def served_by(resp: httpx.Response) -> str:
+    return str(resp.json()["upstream"])
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sticky_cookie_is_set_honoured_and_reissued_for_a_dead_target(env: Env) -> None:
+    first = env.client.get("/sticky/a")
+    assert first.status_code == 200
+    cookie = first.headers["set-cookie"]
+    child = "mono" if served_by(first) == "mono" else "next"
+    assert cookie == f"lb={sticky_value(child)}; Path=/; Max-Age=0; Secure; SameSite=Lax"
+    pinned = {"lb": sticky_value("next")}
+    for _ in range(4):  # a valid cookie naming a healthy child: there, and no new Set-Cookie
+        resp = env.client.get("/sticky/b", cookies=pinned)
+        assert served_by(resp) == "next" and "set-cookie" not in resp.headers
+    env.ups["next"].stop()  # the pinned target dies; the active check marks it down
+    try:
+        assert wait_until(lambda: "next is down" in env.gw.output() or "is down" in env.gw.output())
+        for _ in range(3):
+            resp = env.client.get("/sticky/c", cookies=pinned)
+            assert resp.status_code == 200 and served_by(resp) == "mono"  # never a 502
+            assert resp.headers["set-cookie"].startswith(f"lb={sticky_value('mono')};")
+    finally:
+        env.ups["next"] = Upstream("next", port=env.next_port).start()  # revived on the same port
+    assert wait_until(lambda: env.gw.output().count("is up") >= 1)
+    resp = env.client.get("/sticky/d", cookies=pinned)
+    assert served_by(resp) == "next" and "set-cookie" not in resp.headers
+
+
+def test_status_range_failover_resends_the_buffered_request(env: Env) -> None:
+    before = len(env.ups["flaky"].received())
+    resp = env.client.post("/fo/orders?x=1", content=b'{"n": 1}', headers={"Content-Type": "application/json"})
+    assert resp.status_code == 200 and served_by(resp) == "mono"
+    body = resp.json()
+    assert body["path"] == "/fo/orders?x=1" and body["body"] == '{"n": 1}' and body["method"] == "POST"
+    assert len(env.ups["flaky"].received()) == before + 1  # the main service was tried first
+    too_big = env.client.post("/fo/orders", content=b"x" * 65)
+    assert too_big.status_code == 413
+    env.flaky.status = 200
+    try:
+        assert served_by(env.client.get("/fo/ok")) == "flaky"  # out of range: the main answer stands
+    finally:
+        env.flaky.status = 503
+
+
+def test_circuit_breaker_opens_on_a_failing_upstream_and_recovers(env: Env) -> None:
+    statuses = []
+    for _ in range(40):
+        statuses.append(env.client.get("/cb/x").status_code)
+        if statuses[-1] == 529:
+            break
+        time.sleep(0.01)
+    assert statuses[-1] == 529 and set(statuses[:-1]) <= {500}
+    hits = len(env.ups["flaky_cb"].received())
+    assert all(env.client.get("/cb/y").status_code == 529 for _ in range(5))
+    assert len(env.ups["flaky_cb"].received()) == hits  # open: the upstream is spared
+    env.flaky_cb.status = 200
+    time.sleep(1.0)  # fallbackDuration
+    seen = [env.client.get("/cb/z").status_code for _ in range(30)]
+    assert 200 in seen
+    time.sleep(0.6)  # recoveryDuration: closed again
+    assert all(env.client.get("/cb/w").status_code == 200 for _ in range(5))
+
+
+def test_split_rows_are_captured_with_role_and_client_key(env: Env) -> None:
+    for i in range(6):
+        env.client.get(f"/sticky/row{i}", cookies={"lb": sticky_value("next" if i % 2 else "mono")})
+    env.gw.stop()
+    rows = duckdb.connect().execute(
+        f"SELECT mode, role, service, client_key FROM read_parquet('{env.capture}/exchanges/**/*.parquet', "
+        "union_by_name=true, hive_partitioning=true) WHERE path LIKE '/sticky/row%'").fetchall()
+    assert len(rows) == 6
+    assert {r[0] for r in rows} == {"split"}
+    assert sorted({(r[1], r[2], r[3]) for r in rows}) == [
+        ("candidate", "next", sticky_value("next")), ("primary", "mono", sticky_value("mono"))]
