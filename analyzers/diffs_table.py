@@ -33,6 +33,7 @@ given, which is then applied to `path`.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import resource
@@ -47,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -366,7 +368,9 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
             con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
             con.execute(f"SET temp_directory = {_sql_str(run / 'duckdb-tmp')}")
             con.execute("SET preserve_insertion_order = false")
-            con.execute("SET enable_progress_bar = false")
+            # Under Jupyter without ipywidgets DuckDB refuses even to turn its bar off (and shows none).
+            with contextlib.suppress(duckdb.Error):
+                con.execute("SET enable_progress_bar = false")
             counts = FieldCounts()
             raw_path, base_path = run / "raw.parquet", run / "base.parquet"
             # Stage A: every pair's base row; the unsettled pairs' metadata to side files of at most
