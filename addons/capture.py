@@ -15,7 +15,8 @@ import time
 from mitmproxy import http
 
 from addons.reload import ActiveConfig, GatewayState, RouteContext, after_hooks
-from shadow.capture import CaptureWriter, make_gateway_id
+from shadow.capture import make_gateway_id
+from shadow.capture_process import open_capture_writer
 from shadow.exchange import ExchangeRecord, traceparent_ids
 from shadow.mirror import RateLimitedLog, describe_error
 from shadow.settings import CaptureSettings
@@ -92,7 +93,7 @@ class Capture:
             self._settings = shadow.capture
             if shadow.capture.enabled:
                 # CaptureError (folder not writable, id in use) propagates: startup fails with one line.
-                self.state.capture = CaptureWriter(shadow.capture, gateway_id=self.state.gateway_id)
+                self.state.capture = open_capture_writer(shadow.capture, gateway_id=self.state.gateway_id)
                 logger.info(f"shadow gateway: capturing to {shadow.capture.dir} as {self.state.gateway_id}")
         elif shadow.capture != self._settings or shadow.gateway_id not in (None, self.state.gateway_id):
             logger.warning("shadow gateway: capture settings changed; they apply after a restart "

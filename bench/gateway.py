@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -125,10 +126,15 @@ class Result:
     captured_candidates: int = 0
     captured_primaries: int = 0
     cpu_seconds: float = 0.0  # the proxy process's CPU (all threads) during the measured load
+    child_cpu_seconds: float = 0.0  # its child processes' CPU (the capture process), same period
 
     @property
     def cpu_us_per_request(self) -> float:
         return self.cpu_seconds / self.requests * 1e6 if self.requests else float("nan")
+
+    @property
+    def child_cpu_us_per_request(self) -> float:
+        return self.child_cpu_seconds / self.requests * 1e6 if self.requests else float("nan")
 
     @property
     def rps(self) -> float:
@@ -141,6 +147,25 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def child_pids(pid: int) -> list[int]:
+    """Live child processes of `pid` (the gateway's capture process)."""
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return out
+
+
+def children_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for child in child_pids(pid):
+        with contextlib.suppress(OSError):
+            total += process_cpu_seconds(child)
+    return total
+
+
 async def load(url: str, seconds: float, concurrency: int, max_requests: int, result: Result,
                pid: int | None = None) -> None:
     import aiohttp
@@ -148,9 +173,17 @@ async def load(url: str, seconds: float, concurrency: int, max_requests: int, re
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         # Warm up: connections open, first-flow imports done in mitmdump.
-        for _ in range(3):
-            async with session.get(url + "/warmup") as r:
-                await r.read()
+        # (retried: a just-started proxy occasionally drops the very first connection)
+        for attempt in range(10):
+            try:
+                for _ in range(3):
+                    async with session.get(url + "/warmup") as r:
+                        await r.read()
+                break
+            except aiohttp.ClientError:
+                if attempt == 9:
+                    raise
+                await asyncio.sleep(0.2)
         deadline = time.perf_counter() + seconds
         budget = [max_requests]
 
@@ -172,10 +205,12 @@ async def load(url: str, seconds: float, concurrency: int, max_requests: int, re
 
         started = time.perf_counter()
         cpu0 = process_cpu_seconds(pid) if pid else 0.0
+        child0 = children_cpu_seconds(pid) if pid else 0.0
         await asyncio.gather(*(worker(n) for n in range(concurrency)))
         result.seconds += time.perf_counter() - started
         if pid:
             result.cpu_seconds += process_cpu_seconds(pid) - cpu0
+            result.child_cpu_seconds += children_cpu_seconds(pid) - child0
 
 
 def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Namespace, root: Path) -> Result:
@@ -251,6 +286,7 @@ def main() -> None:
                     results[mode].append(r)
                     print(f"round {rnd + 1} {mode:12s} {r.rps:7.1f} req/s  p50 {pct(r.latencies_ms, .5):6.2f} ms  "
                           f"p99 {pct(r.latencies_ms, .99):6.2f} ms  proxy CPU {r.cpu_us_per_request:6.0f} us/req  "
+                          f"(+ child processes {r.child_cpu_us_per_request:4.0f})  "
                           f"errors {r.errors}", flush=True)
     finally:
         for proc, _url in upstreams:
@@ -273,9 +309,12 @@ def main() -> None:
     def cpu(mode: str) -> float:
         return statistics.median(r.cpu_us_per_request for r in results[mode])
 
+    def child_cpu(mode: str) -> float:
+        return statistics.median(r.child_cpu_us_per_request for r in results[mode])
+
     print("| mode | req/s | vs (a) | p50 ms | p99 ms | proxy CPU µs/req | CPU-bound req/s vs (a) | "
-          "mirrored = captured + shed |")
-    print("|---|---|---|---|---|---|---|---|")
+          "capture process CPU µs/req | mirrored = captured + shed |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for mode in modes:
         check = ""
         if mode in ("mirror", "mirror-late"):
@@ -290,7 +329,7 @@ def main() -> None:
                              f" capture shed {c.get('shed', 0)})")
             check = "; ".join(parts)
         print(f"| {LABELS[mode]} | {rps(mode):.0f} | {ratio(mode):.2f} | {lat(mode, .5):.2f} | "
-              f"{lat(mode, .99):.2f} | {cpu(mode):.0f} | {cpu('bare') / cpu(mode):.2f} | {check} |")
+              f"{lat(mode, .99):.2f} | {cpu(mode):.0f} | {cpu('bare') / cpu(mode):.2f} | {child_cpu(mode):.0f} | {check} |")
     if "mirror" in results and "mirror-late" in results:
         print(f"\n(d) p50 / (c) p50 = {lat('mirror-late', .5) / lat('mirror', .5):.2f} (target ≤ 1.10)")
 

@@ -565,7 +565,16 @@ class _Marker:
 # Writers still open at interpreter exit are closed (flushed and sealed) by an atexit hook. pyarrow's
 # Parquet writer imports concurrent.futures.thread lazily, and that import registers a threading
 # atexit hook, which raises once shutdown has begun; it is imported above so sealing works then too.
-_open_writers: weakref.WeakSet[CaptureWriter] = weakref.WeakSet()
+_open_writers: weakref.WeakSet[Any] = weakref.WeakSet()  # CaptureWriter, CaptureProcessWriter
+
+
+def register_open_writer(writer: Any) -> None:
+    """Have `writer.close()` called at interpreter exit if it is still open then."""
+    _open_writers.add(writer)
+
+
+def unregister_open_writer(writer: Any) -> None:
+    _open_writers.discard(writer)
 
 
 @atexit.register
@@ -682,6 +691,17 @@ class CaptureWriter:
         if n == BATCH_ROWS:
             self._wake.set()
         return True
+
+    def submit_waiting(self, row: dict[str, Any], poll_s: float = 0.005) -> bool:
+        """`submit`, but wait for room instead of shedding: for a producer that can be slowed down
+        (the capture process, which then stops reading its pipe). False only once closed."""
+        size = _body_bytes(row)
+        while not self._closed:
+            n = len(self._queue)
+            if n < self._max_queue and (not n or self._bytes_in + size - self._bytes_out <= self._max_queue_bytes):
+                break
+            time.sleep(poll_s)
+        return self.submit(row)
 
     def update_counters(self, counters: Mapping[str, int]) -> None:
         """Set extra counters (e.g. mirror_shed) published with the stats; values replace earlier ones."""

@@ -1053,9 +1053,12 @@ def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
     cap_field = "shadow.capture"
     cap = reader.mapping(sh.get("capture"), cap_field, reader.value_line(sh, "capture"))
     reader.check_keys(cap, cap_field, ("dir", "enabled", "maxBodyBytes", "segmentRows", "segmentSeconds",
-                                       "maxQueue"))
+                                       "maxQueue", "mode"))
     defaults = CaptureSettings()
     cap_dir = reader.string(cap, "dir", cap_field)
+    cap_mode = reader.string(cap, "mode", cap_field, default=defaults.mode)
+    if cap_mode not in ("process", "thread"):
+        reader.fail(f"must be process or thread, got {cap_mode!r}", f"{cap_field}.mode", reader.value_line(cap, "mode"))
     capture = CaptureSettings(
         dir=base_dir / (Path(cap_dir).expanduser() if cap_dir is not None else defaults.dir),
         enabled=reader.boolean(cap, "enabled", cap_field, defaults.enabled),
@@ -1063,6 +1066,7 @@ def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
         segment_rows=reader.integer(cap, "segmentRows", cap_field, defaults.segment_rows, minimum=1),
         segment_seconds=reader.duration(cap, "segmentSeconds", cap_field, defaults.segment_seconds),
         max_queue=reader.integer(cap, "maxQueue", cap_field, defaults.max_queue, minimum=1),
+        mode="thread" if cap_mode == "thread" else "process",
         redaction=redaction,
     )
     if capture.segment_seconds <= 0:

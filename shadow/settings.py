@@ -36,6 +36,9 @@ class CaptureSettings:
     segment_rows: int = 100_000  # seal a Parquet segment after this many rows...
     segment_seconds: float = 60.0  # ...or this long after its first row
     max_queue: int = 20_000  # rows waiting for the writer thread; beyond it rows are shed and counted
+    # "process": the gateway's rows are prepared and written by a child process (own GIL, see
+    # shadow.capture_process); "thread": by a thread of the proxy's process (CaptureWriter).
+    mode: Literal["process", "thread"] = "process"
     redaction: RedactionSettings = field(default_factory=RedactionSettings)
 
 

@@ -37,6 +37,7 @@ shadow:
   capture:
     dir: "{capture}"
     segmentSeconds: {segment_seconds}
+    mode: {mode}
   redaction:
     headers: [X-Api-Key]
     jsonFields: [password]
@@ -56,9 +57,23 @@ def login_handler(name: str) -> object:
     return handle
 
 
-def write_config(path: Path, ups: dict[str, Upstream], capture: Path, segment_seconds: int = 60) -> None:
+def write_config(path: Path, ups: dict[str, Upstream], capture: Path, segment_seconds: int = 60,
+                 mode: str = "process") -> None:
     path.write_text(CONFIG.format(**{n: u.url for n, u in ups.items()}, capture=capture,
-                                  segment_seconds=segment_seconds))
+                                  segment_seconds=segment_seconds, mode=mode))
+
+
+def child_pids(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def wait_gone(pid: int, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +130,11 @@ def test_secrets_reach_no_file_and_shed_mirrors_are_counted(ups: dict[str, Upstr
         assert json.loads(bytes(req_body))["user"] == "ada"  # only the configured fields
 
 
-def test_kill_9_loses_nothing_journaled(ups: dict[str, Upstream], tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_kill_9_loses_nothing_journaled(ups: dict[str, Upstream], tmp_path: Path, mode: str) -> None:
     capture = tmp_path / "capture"
     cfg = tmp_path / "gateway.yaml"
-    write_config(cfg, ups, capture, segment_seconds=3600)  # rows stay in the journal until the kill
+    write_config(cfg, ups, capture, segment_seconds=3600, mode=mode)  # rows stay in the journal until the kill
     acknowledged: list[str] = []
     stop = threading.Event()
 
@@ -140,12 +156,19 @@ def test_kill_9_loses_nothing_journaled(ups: dict[str, Upstream], tmp_path: Path
         worker = threading.Thread(target=load, args=(client,))
         worker.start()
         time.sleep(0.5)
+        assert gw.proc is not None
+        capture_processes = child_pids(gw.proc.pid)
+        assert len(capture_processes) == (1 if mode == "process" else 0)
         gw.signal(signal.SIGKILL)
-        gw.proc.wait(5)  # type: ignore[union-attr]
+        gw.proc.wait(5)
         stop.set()
         worker.join(10)
     assert gw.proc is not None and gw.proc.returncode == -signal.SIGKILL
-    assert list((capture / "exchanges" / "_journal").glob("*.arrows"))  # what the kill left behind
+    if mode == "thread":
+        assert list((capture / "exchanges" / "_journal").glob("*.arrows"))  # what the kill left behind
+    else:  # the capture process saw the gateway go, journaled what it had received and sealed it
+        assert all(wait_gone(pid) for pid in capture_processes)
+        assert not list((capture / "exchanges" / "_journal").glob("*.arrows"))
 
     with GatewayProcess(cfg) as gw2:  # restart: the capture writer recovers the dead gateway's journal
         assert gw2.stop() == 0
