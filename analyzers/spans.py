@@ -19,7 +19,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-__all__ = ["EndpointAttribution", "call_span_times", "has_spans", "span_attribution"]
+__all__ = ["EndpointAttribution", "call_span_times", "endpoint_coupling", "has_spans", "span_attribution"]
 
 MAX_DEPTH = 32  # deeper span trees are cut (cycles in bad data must not loop forever)
 # The upstream's own entry span (the direct child of the exchange's span) is named differently by each
@@ -178,3 +178,49 @@ def attribution_to_json(items: list[EndpointAttribution]) -> list[dict[str, Any]
     return [{"endpoint": a.endpoint, "candidate": a.candidate, "primary_median_ms": a.primary_median_ms,
              "candidate_median_ms": a.candidate_median_ms, "spans": a.spans.to_dict(orient="records")}
             for a in items]
+
+
+def endpoint_coupling(con: duckdb.DuckDBPyConnection, role: str = "primary", *,
+                      source: str = "exchanges") -> pd.DataFrame:
+    """Per endpoint, what its calls touch below the service that answered (from the spans): calls with
+    spans, the median and max number of distinct other services and of database spans per call, and the
+    services seen. A database span is one with a `db.system` (or legacy `db.type`) attribute.
+    `source`: the view holding the exchanges (e.g. one whose `endpoint` is method-qualified)."""
+    if not has_spans(con):
+        return pd.DataFrame(columns=["endpoint", "calls", "median_services", "max_services", "median_db_spans",
+                                     "max_db_spans", "services_seen"])
+    query = f"""
+    WITH RECURSIVE
+    calls AS (
+        SELECT exchange_id, endpoint, trace_id, span_id FROM {source}
+        WHERE trace_id IS NOT NULL AND span_id IS NOT NULL AND role = '{role.replace("'", "''")}'
+    ),
+    sp AS (
+        SELECT trace_id, span_id, any_value(parent_span_id) AS parent_span_id,
+               any_value(service_name) AS service_name,
+               bool_or(attributes LIKE '%"db.system"%' OR attributes LIKE '%"db.type"%') AS is_db
+        FROM spans GROUP BY trace_id, span_id
+    ),
+    tree(exchange_id, trace_id, span_id, service_name, is_db, entry_service, depth) AS (
+        SELECT c.exchange_id, s.trace_id, s.span_id, s.service_name, s.is_db, s.service_name, 1
+        FROM calls c JOIN sp s ON s.trace_id = c.trace_id AND s.parent_span_id = c.span_id
+        UNION ALL
+        SELECT t.exchange_id, s.trace_id, s.span_id, s.service_name, s.is_db, t.entry_service, t.depth + 1
+        FROM tree t JOIN sp s ON s.trace_id = t.trace_id AND s.parent_span_id = t.span_id
+        WHERE t.depth < {MAX_DEPTH}
+    ),
+    per_call AS (
+        SELECT exchange_id,
+               count(DISTINCT service_name) FILTER (WHERE service_name IS DISTINCT FROM entry_service) AS services,
+               count(*) FILTER (WHERE is_db) AS db_spans,
+               list(DISTINCT service_name) FILTER (WHERE service_name IS DISTINCT FROM entry_service) AS names
+        FROM tree GROUP BY exchange_id
+    )
+    SELECT c.endpoint, count(*) AS calls,
+           median(p.services) AS median_services, max(p.services) AS max_services,
+           median(p.db_spans) AS median_db_spans, max(p.db_spans) AS max_db_spans,
+           array_to_string(list_sort(list_distinct(flatten(list(p.names)))), ', ') AS services_seen
+    FROM per_call p JOIN calls c USING (exchange_id)
+    GROUP BY c.endpoint
+    """
+    return con.execute(query).df()

@@ -19,7 +19,9 @@ COMMANDS: dict[str, str] = {
     "gate": "shadow.gate_cmd:gate",
     "serve-verdict": "shadow.verdict_server:serve_verdict",
     "probe": "shadow.probe_cmd:probe",
+    "canary": "shadow.canary:canary",
     "otlp-receiver": "shadow.otlp.cli:otlp_receiver",
+    "baseline": "shadow.baseline_cmd:baseline",
 }
 
 

@@ -34,7 +34,10 @@ def write_spans(capture: Path, children: ChildSpans, *, duplicate_every: int = 0
         start = ts
         for (name, svc), ms in kids.items():
             counter += 1
-            rows.append(_span(trace_id, f"{counter:016x}", server_id, name, svc, start, ms, "client"))
+            span = _span(trace_id, f"{counter:016x}", server_id, name, svc, start, ms, "client")
+            if svc == "postgres":
+                span["attributes"] = '{"db.system": "postgresql"}'
+            rows.append(span)
             start += int(ms * 1e6)
     if duplicate_every:
         rows += rows[::duplicate_every]
