@@ -206,6 +206,10 @@ class SeenSpans:
             self._keys.popitem(last=False)
         return True
 
+    def discard(self, key: tuple[str, str]) -> None:
+        """Forget `key` (its span was not stored after all, so a retry must be accepted)."""
+        self._keys.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._keys)
 

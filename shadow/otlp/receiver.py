@@ -189,7 +189,7 @@ class OtlpReceiver:
                 # submitted are deduplicated when the retry arrives; the refused ones must be forgettable.
                 self.counters.shed += len(batch.rows) - i
                 for later in batch.rows[i:]:
-                    self.seen._keys.pop((later["trace_id"], later["span_id"]), None)
+                    self.seen.discard((later["trace_id"], later["span_id"]))
                 return _text_response(503, "capture queue full, retry later", json)
         self.counters.spans_accepted += len(batch.rows)
         self.counters.spans_rejected += batch.rejected
