@@ -322,8 +322,8 @@ def main() -> None:
     finally:
         if args.keep or args.capture:
             print("capture kept at", root)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)  # with --capture: only the unused temporary folder
 
 
 if __name__ == "__main__":
