@@ -227,6 +227,8 @@ def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Na
             service="mirrored" if mode.startswith("mirror") else "mono", primary=primary,
             shadow=shadows["late" if mode == "mirror-late" else "fast"], capture=capture,
             capture_on="false" if mode in ("pass", "mirror-nocap") else "true"))
+        if mode in SHIFT_MODES:
+            cfg.write_text(SHIFT_CONFIG.format(primary=primary, second=shadows["fast"], capture=capture))
         cmd = mitmdump_command(cfg, reverse_target=primary, listen_host="127.0.0.1", listen_port=port,
                                extra=("--set", "termlog_verbosity=warn"))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -260,6 +262,33 @@ def pct(values: list[float], q: float) -> float:
 MODES = ("bare", "pass", "pass+cap", "mirror-nocap", "mirror", "mirror-late")
 LABELS = {"bare": "(a) bare mitmdump", "pass": "(b) gateway pass-through", "pass+cap": "(b2) pass-through + capture",
           "mirror-nocap": "(c0) mirror 100 %, capture off", "mirror": "(c) mirror 100 % + capture", "mirror-late": "(d) as (c), shadow +200 ms"}
+
+
+# Traffic shifting on (weighted 50/50 over two upstreams + sticky cookie + circuit breaker that never
+# trips), capture off: compare with (b) pass-through. aiohttp's default cookie jar ignores cookies
+# from an IP host, so every request is a fresh WRR pick plus a Set-Cookie: the costlier path.
+SHIFT_MODES = ("shift",)
+SHIFT_BASE = {"shift": "pass"}
+MODES = (*MODES, *SHIFT_MODES)
+LABELS.update({"shift": "(s) weighted + sticky + breaker, capture off"})
+SHIFT_CONFIG = """
+http:
+  routers:
+    all: {{rule: "PathPrefix(`/`)", service: split, middlewares: [breaker]}}
+  services:
+    split:
+      weighted:
+        services: [{{name: mono, weight: 1}}, {{name: next, weight: 1}}]
+        sticky: {{cookie: {{name: lb, httpOnly: true}}}}
+    mono: {{loadBalancer: {{servers: [{{url: "{primary}"}}]}}}}
+    next: {{loadBalancer: {{servers: [{{url: "{second}"}}]}}}}
+  middlewares:
+    breaker: {{circuitBreaker: {{expression: "NetworkErrorRatio() > 0.5 || ResponseCodeRatio(500, 600, 0, 600) > 0.5"}}}}
+shadow:
+  gateway: {{id: bench}}
+  capture: {{dir: "{capture}", enabled: false}}
+  split: {{candidates: [next]}}
+"""
 
 
 def main() -> None:
@@ -330,6 +359,11 @@ def main() -> None:
             check = "; ".join(parts)
         print(f"| {LABELS[mode]} | {rps(mode):.0f} | {ratio(mode):.2f} | {lat(mode, .5):.2f} | "
               f"{lat(mode, .99):.2f} | {cpu(mode):.0f} | {cpu('bare') / cpu(mode):.2f} | {child_cpu(mode):.0f} | {check} |")
+    for mode, base in SHIFT_BASE.items():
+        if mode in results and base in results:
+            paired = statistics.median(t.rps / b.rps for t, b in zip(results[mode], results[base], strict=True))
+            print(f"\n{LABELS[mode]}: req/s vs {LABELS[base]} = {paired:.2f} (median of per-round ratios; "
+                  f"target ≥ 0.90); proxy CPU µs/req {cpu(base):.0f} → {cpu(mode):.0f}")
     if "mirror" in results and "mirror-late" in results:
         print(f"\n(d) p50 / (c) p50 = {lat('mirror-late', .5) / lat('mirror', .5):.2f} (target ≤ 1.10)")
 
