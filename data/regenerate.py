@@ -1,12 +1,19 @@
-"""Regenerate data/demo-capture/: a small capture of the demo for notebooks and tests.
+"""Regenerate everything in data/: the sample capture and the recorded traffic.
 
-    .venv/bin/python data/regenerate.py [--requests 2000]
+    .venv/bin/python data/regenerate.py                      # all of it (~45 s)
+    .venv/bin/python data/regenerate.py --only capture       # data/demo-capture/ only
+    .venv/bin/python data/regenerate.py --only traffic       # data/traffic.flows + data/traffic.har only
 
-Runs `shadow demo` (real services, real gateway) into a temporary folder and copies the sealed
-capture here. The traffic plan and the data are seeded, so the rows, ids and bodies come out the
-same every time; timestamps, latencies, the volatile fields and which list calls got a 500 differ
-from run to run. The redaction key is fixed (below) so redacted values are stable across
-regenerations; the per-folder key file and the journal are not copied.
+demo-capture/: runs `shadow demo` (real services, real gateway) into a temporary folder and copies
+the sealed capture here. The traffic plan and the data are seeded, so the rows, ids and bodies come
+out the same every time; timestamps, latencies, the volatile fields and which list calls got a 500
+differ from run to run. The redaction key is fixed (below) so redacted values are stable across
+regenerations; the per-folder key file and the journal are not copied. Spans: copied with the rest
+once the demo's gateway writes CAPTURE/spans/ (see `collect_spans`).
+
+traffic.flows + traffic.har: the demo monolith behind a plain `mitmdump --mode reverse:URL -w FILE
+--set hardump=FILE` (no shadow addon: a recording as a user would make one of their own traffic),
+driven with the same seeded plan as the demo. `shadow replay` reads both.
 """
 
 from __future__ import annotations
@@ -20,9 +27,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TARGET = HERE / "demo-capture"
+FLOWS = HERE / "traffic.flows"
+HAR = HERE / "traffic.har"
 # Not a secret: it only makes redacted sample values reproducible. Real captures get their own key.
 SAMPLE_REDACTION_KEY = "shadow-demo-sample-data"
 MAX_SAMPLE_BYTES = 5_000_000
+MAX_TRAFFIC_BYTES = 3_000_000  # flows + HAR together
+TRAFFIC_REQUESTS = 200
 
 
 def copy_sealed(capture: Path, target: Path) -> int:
@@ -39,23 +50,30 @@ def copy_sealed(capture: Path, target: Path) -> int:
     return copied
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=2026)
-    args = parser.parse_args(argv)
+def collect_spans(capture: Path) -> str:
+    """The hook for spans. The OTLP receiver (another piece of work) will write CAPTURE/spans/ beside
+    exchanges/ when the demo's services export traces to the gateway; `copy_sealed` then copies it
+    like any sealed table, and `shadow.open(...).spans` reads it. Until then there is nothing to
+    collect: say so, rather than leave a silent gap. Once the demo runs the receiver, this is where
+    to wait for the receiver's last segment to be sealed, if it seals after the gateway."""
+    spans = capture / "spans"
+    if spans.is_dir() and any(spans.rglob("*.parquet")):
+        return f"spans: {sum(1 for _ in spans.rglob('*.parquet'))} sealed segment(s) copied with the capture"
+    return "spans: none (the demo has no OTLP receiver yet; the sample gets spans/ once it does)"
 
-    sys.path.insert(0, str(HERE.parent))
+
+def regenerate_capture(requests: int, seed: int) -> int:
     from shadow.demo.run import CONFIG_NAME, run_demo, summarize_capture
 
     os.environ["SHADOW_REDACTION_KEY"] = SAMPLE_REDACTION_KEY  # inherited by the gateway
     with tempfile.TemporaryDirectory(prefix="shadow-sample-") as tmp:
         out = Path(tmp) / "demo"
-        capture, interrupted = run_demo(out, requests=args.requests, concurrency=2, max_seconds=120,
-                                        keep_running=False, seed=args.seed, progress=True)
+        capture, interrupted = run_demo(out, requests=requests, concurrency=2, max_seconds=120,
+                                        keep_running=False, seed=seed, progress=True)
         if interrupted:
             print("interrupted: data/demo-capture left as it was", file=sys.stderr)
             return 130
+        spans_note = collect_spans(capture)
         staged = Path(tmp) / "staged"
         size = copy_sealed(capture, staged)
         if size > MAX_SAMPLE_BYTES:
@@ -66,9 +84,78 @@ def main(argv: list[str] | None = None) -> int:
         if TARGET.exists():
             shutil.rmtree(TARGET)
         shutil.copytree(staged, TARGET)
-    print(f"\nwrote {TARGET} ({size / 1e6:.1f} MB)\n")
+    print(f"\nwrote {TARGET} ({size / 1e6:.1f} MB); {spans_note}\n")
     print(summarize_capture(TARGET))
     return 0
+
+
+def recorder_argv(upstream: str, port: int, flows: Path, har: Path) -> list[str]:
+    """A plain mitmdump in reverse mode in front of `upstream`, recording every flow to `flows` and,
+    at shutdown, a HAR to `har` (mitmproxy's savehar addon)."""
+    from shadow.gateway_cmd import mitmdump_executable
+
+    return [mitmdump_executable(), "--mode", f"reverse:{upstream}", "--listen-host", "127.0.0.1",
+            "--listen-port", str(port), "-w", str(flows), "--set", f"hardump={har}",
+            "--set", "flow_detail=0", "--set", "connection_strategy=lazy"]
+
+
+def record_traffic(flows: Path, har: Path, *, requests: int, seed: int, work: Path) -> tuple[int, str]:
+    """Record `requests` planned demo requests to the monolith through mitmdump; return the client's
+    count of answers and a one-line summary."""
+    from shadow.demo.processes import Supervisor, service_argv, wait_for_port
+    from shadow.demo.run import free_port
+    from shadow.demo.traffic import drive, plan_requests
+
+    with Supervisor(work / "logs") as sup:
+        monolith = sup.start_service("monolith", service_argv("monolith", "--name", "monolith"))
+        port = free_port()
+        recorder = sup.spawn("mitmdump", recorder_argv(monolith.url, port, flows, har))
+        wait_for_port(recorder, "127.0.0.1", port)
+        result = drive(f"http://127.0.0.1:{port}", plan_requests(requests, seed), concurrency=2,
+                       max_seconds=60, progress=True)
+        code = sup.stop(recorder, timeout_s=20)  # SIGTERM: mitmdump closes the flow file, writes the HAR
+        if code != 0:
+            raise recorder.failure(f"exited with code {code} when stopped; the recording may be incomplete")
+    statuses = ", ".join(f"{s}: {n}" for s, n in sorted(result.statuses.items()))
+    return result.sent, f"{result.sent} requests recorded ({statuses})"
+
+
+def regenerate_traffic(requests: int, seed: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="shadow-traffic-") as tmp:
+        work = Path(tmp)
+        flows, har = work / FLOWS.name, work / HAR.name
+        summary = record_traffic(flows, har, requests=requests, seed=seed, work=work)[1]
+        if not flows.exists() or not har.exists():
+            print(f"error: mitmdump left no {'flow file' if not flows.exists() else 'HAR'} "
+                  f"(log: {work / 'logs' / 'mitmdump.log'})", file=sys.stderr)
+            return 1
+        size = flows.stat().st_size + har.stat().st_size
+        if size > MAX_TRAFFIC_BYTES:
+            print(f"error: the recordings are {size / 1e6:.1f} MB, over {MAX_TRAFFIC_BYTES / 1e6:.0f} MB; "
+                  "use fewer --traffic-requests", file=sys.stderr)
+            return 1
+        shutil.copyfile(flows, FLOWS)
+        shutil.copyfile(har, HAR)
+    print(f"\nwrote {FLOWS} and {HAR} ({size / 1e6:.1f} MB): {summary}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000, help="client requests in the sample capture")
+    parser.add_argument("--traffic-requests", type=int, default=TRAFFIC_REQUESTS,
+                        help="requests in traffic.flows / traffic.har")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--only", choices=("capture", "traffic"), help="regenerate just one part")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(HERE.parent))
+    code = 0
+    if args.only in (None, "capture"):
+        code = regenerate_capture(args.requests, args.seed)
+    if code == 0 and args.only in (None, "traffic"):
+        code = regenerate_traffic(args.traffic_requests, args.seed)
+    return code
 
 
 if __name__ == "__main__":
