@@ -5,10 +5,11 @@
   start healthy, the first probe comes one interval after (re)start, one failure → down, one
   success → up; all checkers restart on every reload, as Traefik's do.
 - After the answer: breaker metrics and passive health get the outcome; sticky Set-Cookie headers
-  are added; a failover with `errors.status` re-sends the buffered request to the fallback (with
-  the gateway's pooled aiohttp session) and the client gets the fallback's answer instead.
-- Before forwarding: a failover with `errors.status` answers 413 to a body above
-  `maxRequestBodyBytes` (it could not be re-sent).
+  are added.
+- Failover routes are sent by this addon (a pooled aiohttp session), not by mitmproxy: a main
+  service that refuses the connection, or answers within `errors.status`, has the buffered request
+  re-sent to the fallback, whose answer the client gets. A body above `maxRequestBodyBytes` (with
+  `errors.status` set) gets 413 before anything is sent.
 
 Runs after the router addon and before capture, so capture sees the final answer.
 """
@@ -25,11 +26,13 @@ from mitmproxy import http
 
 from addons.reload import ActiveConfig, GatewayState, RouteContext
 from addons.router import host_port
-from shadow.config import HealthCheck, LoadBalancerService, Server
+from shadow.config import FailoverService, HealthCheck, LoadBalancerService, Server
 from shadow.mirror import RateLimitedLog, describe_error
 from shadow.shifting import Decision, RequestFacts, TrafficControl
 
 logger = logging.getLogger(__name__)
+
+FORWARD_TIMEOUT_S = 60.0  # a failover route's upstream call (sent by this addon) gives up after this
 
 # Headers aiohttp computes itself, or that describe the hop rather than the request.
 _HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
@@ -50,6 +53,17 @@ def probe_url(server: Server, hc: HealthCheck) -> str:
 
 def in_ranges(status: int, ranges: tuple[tuple[int, int], ...]) -> bool:
     return any(lo <= status <= hi for lo, hi in ranges)
+
+
+def _response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> http.Response:
+    resp = http.Response.make(status, b"", ())
+    resp.headers.fields = (*headers, (b"Content-Length", str(len(body)).encode()))
+    resp.raw_content = body
+    return resp
+
+
+def _local(status: int, text: str) -> http.Response:
+    return http.Response.make(status, f"{text}\n".encode(), {"Content-Type": "text/plain; charset=utf-8"})
 
 
 class Traffic:
@@ -137,18 +151,25 @@ class Traffic:
             return False
 
     # requests --------------------------------------------------------------------------------------
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
         route = self.state.routes.get(flow)
         decision: Decision | None = route.decision if route is not None else None
-        if decision is None or decision.failover is None:
+        control: TrafficControl | None = self.state.traffic
+        if route is None or decision is None or decision.failover is None or control is None:
             return
-        limit = decision.failover.max_request_body_bytes
-        body = flow.request.raw_content or b""
-        if limit >= 0 and len(body) > limit:
+        failover = decision.failover
+        limit = failover.max_request_body_bytes
+        if failover.error_status and limit >= 0 and len(flow.request.raw_content or b"") > limit:
             flow.response = http.Response.make(413, b"request body too large to fail over\n",
                                                {"Content-Type": "text/plain; charset=utf-8"})
+            return
+        # A failover route is sent from here rather than by mitmproxy: a main service that refuses
+        # the connection (dead before the health check noticed) then fails over to the fallback —
+        # nothing was sent, so re-sending is safe — where mitmproxy would answer its own 502.
+        decision.handled = True
+        await self._serve_failover(flow, route, control, decision, failover)
 
     async def response(self, flow: http.HTTPFlow) -> None:
         route = self.state.routes.get(flow)
@@ -157,13 +178,10 @@ class Traffic:
         decision: Decision = route.decision
         control: TrafficControl | None = self.state.traffic
         resp = flow.response
-        if control is not None and decision.service is not None:
+        if control is not None and decision.service is not None and not decision.handled:
             ended = resp.timestamp_end or time.time()
             latency_ms = (ended - (route.sent_at or flow.request.timestamp_start)) * 1000.0
             control.report(decision, resp.status_code, latency_ms, network_error=False)
-            failover = decision.failover
-            if failover is not None and in_ranges(resp.status_code, failover.error_status):
-                await self._fail_over(flow, route, control, failover.fallback)
         if decision.set_cookies and flow.response is not None:
             for cookie in decision.set_cookies:
                 flow.response.headers.add("Set-Cookie", cookie)
@@ -176,44 +194,71 @@ class Traffic:
         latency_ms = (time.time() - (route.sent_at or flow.request.timestamp_start)) * 1000.0
         control.report(route.decision, None, latency_ms, network_error=True)
 
+    async def _send(self, method: str, url: str, headers: list[tuple[str, str]],
+                    body: bytes | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        async with asyncio.timeout(FORWARD_TIMEOUT_S):
+            async with self._ensure_session().request(method, url, headers=headers, data=body or None,
+                                                      allow_redirects=False) as resp:
+                payload = await resp.read()
+                kept = [(k, v) for k, v in resp.raw_headers
+                        if k.lower() not in (b"transfer-encoding", b"content-length", b"connection")]
+                return resp.status, kept, payload
+
+    async def _serve_failover(self, flow: http.HTTPFlow, route: RouteContext, control: TrafficControl,
+                              decision: Decision, failover: FailoverService) -> None:
+        import aiohttp
+
+        req = flow.request
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers.fields]
+        send = [(k, v) for k, v in headers if k.lower() not in _HOP_HEADERS]
+        url = f"{req.scheme}://{host_port(req.host, req.port, req.scheme)}{req.path}"
+        started = time.time()
+        try:
+            status, out_headers, body = await self._send(req.method, url, send, req.raw_content)
+        except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
+            control.report(decision, None, (time.time() - started) * 1000.0, network_error=True)
+            self._warn(f"{decision.service.name if decision.service else '?'} refused the connection "
+                       f"({describe_error(exc)}); failing over to {failover.fallback}")
+            if not await self._fail_over(flow, route, control, failover.fallback, send):
+                flow.response = _local(502, "Bad Gateway")
+            return
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            # Sent, then failed: the request may have had effects, so it is not re-sent.
+            control.report(decision, None, (time.time() - started) * 1000.0, network_error=True)
+            flow.response = _local(502 if not isinstance(exc, TimeoutError) else 504, describe_error(exc))
+            return
+        control.report(decision, status, (time.time() - started) * 1000.0, network_error=False)
+        if in_ranges(status, failover.error_status) and await self._fail_over(flow, route, control,
+                                                                                failover.fallback, send):
+            return
+        flow.response = _response(status, out_headers, body)
+
     async def _fail_over(self, flow: http.HTTPFlow, route: RouteContext, control: TrafficControl,
-                         fallback: str) -> None:
-        """Re-send the buffered request to the fallback; its answer replaces the main one."""
+                         fallback: str, headers: list[tuple[str, str]]) -> bool:
+        """Re-send the buffered request to the fallback; its answer becomes the client's. False when
+        nothing healthy can take it or the fallback could not be reached."""
         import aiohttp
 
         peer = flow.client_conn.peername
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in flow.request.headers.fields]
-        facts = RequestFacts.from_headers(str(peer[0]) if peer else "", headers)
-        decision = control.decide(fallback, (), facts)
+        decision = control.decide(fallback, (), RequestFacts.from_headers(str(peer[0]) if peer else "", headers))
         if decision.service is None or decision.server is None:
-            return  # nothing healthy to fail over to: the main answer stands
+            return False
         server = decision.server
         path = server.path + route.path if server.preserve_path and server.path else route.path
         url = f"{server.scheme}://{host_port(server.host, server.port, server.scheme)}{path}"
-        send = [(k, v) for k, v in headers if k.lower() not in _HOP_HEADERS]
-        if not decision.service.pass_host_header:
-            send = [(k, v) for k, v in send if k.lower() != "host"]
+        send = headers if decision.service.pass_host_header else [(k, v) for k, v in headers if k.lower() != "host"]
         started = time.time()
         try:
-            async with asyncio.timeout(30.0):
-                async with self._ensure_session().request(
-                        flow.request.method, url, headers=send, data=flow.request.raw_content or None,
-                        allow_redirects=False) as resp:
-                    body = await resp.read()
-                    status = resp.status
-                    out_headers = [(k, v) for k, v in resp.raw_headers
-                                   if k.lower() not in (b"transfer-encoding", b"content-length")]
+            status, out_headers, body = await self._send(flow.request.method, url, send, flow.request.raw_content)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             self._warn(f"failover to {fallback} failed: {describe_error(exc)}")
             control.report(decision, None, (time.time() - started) * 1000.0, network_error=True)
-            return
+            return False
         self.failovers += 1
         control.report(decision, status, (time.time() - started) * 1000.0, network_error=False)
-        new = http.Response.make(status, b"", ())
-        new.headers.fields = (*out_headers, (b"Content-Length", str(len(body)).encode()))
-        new.raw_content = body
-        flow.response = new
+        flow.response = _response(status, out_headers, body)
         route.service, route.upstream = decision.service.name, server.url
+        return True
 
     async def done(self) -> None:
         self._running = False

@@ -72,7 +72,10 @@ class Decision:
     split_parent: str | None = None
     client_key: str | None = None
     breakers: list[CircuitBreaker] = field(default_factory=list)  # report the outcome to these
-    failover: FailoverService | None = None  # status-range failover applies to this answer
+    # The failover service whose main service serves this request (its fallback takes over on a
+    # refused connection or an answer in errors.status).
+    failover: FailoverService | None = None
+    handled: bool = False  # the traffic addon sent the request itself (failover routes)
     path: list[str] = field(default_factory=list)  # services traversed, root first
 
 
@@ -196,7 +199,7 @@ class TrafficControl:
             self._resolve(child, facts, d, depth + 1)
         elif isinstance(svc, FailoverService):
             if self.service_up(svc.service):
-                if svc.error_status:
+                if d.failover is None:
                     d.failover = svc
                 self._resolve(svc.service, facts, d, depth + 1)
             elif self.service_up(svc.fallback):

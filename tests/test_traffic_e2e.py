@@ -25,6 +25,7 @@ http:
     sticky: {{rule: "PathPrefix(`/sticky`)", service: split}}
     fo: {{rule: "PathPrefix(`/fo`)", service: fo}}
     cb: {{rule: "PathPrefix(`/cb`)", service: flaky-cb, middlewares: [breaker]}}
+    dead: {{rule: "PathPrefix(`/dead`)", service: dead-fo}}
   services:
     split:
       weighted:
@@ -38,6 +39,11 @@ http:
         healthCheck: {{path: /health, interval: 200ms, timeout: 500ms}}
     fo: {{failover: {{service: flaky, fallback: mono, errors: {{status: ["500-504"], maxRequestBodyBytes: 64}}}}}}
     flaky: {{loadBalancer: {{servers: [{{url: "{flaky}"}}]}}}}
+    dead-fo: {{failover: {{service: dead, fallback: mono}}}}
+    dead:
+      loadBalancer:
+        servers: [{{url: "{dead}"}}]
+        passiveHealthCheck: {{failureWindow: 1s, maxFailedAttempts: 2}}
     flaky-cb: {{loadBalancer: {{servers: [{{url: "{flaky_cb}"}}]}}}}
   middlewares:
     breaker:
@@ -85,7 +91,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     config = root / "gw.yaml"
     capture = root / "capture"
     config.write_text(CONFIG.format(mono=ups["mono"].url, nxt=ups["next"].url, flaky=ups["flaky"].url,
-                                    flaky_cb=ups["flaky_cb"].url, capture=capture))
+                                    flaky_cb=ups["flaky_cb"].url, capture=capture,
+                                    dead=f"http://127.0.0.1:{free_port()}"))
     gw = GatewayProcess(config).start()
     e = Env(gw, ups, capture, flaky, flaky_cb, next_port)
     try:
@@ -148,6 +155,15 @@ def test_status_range_failover_resends_the_buffered_request(env: Env) -> None:
         assert served_by(env.client.get("/fo/ok")) == "flaky"  # out of range: the main answer stands
     finally:
         env.flaky.status = 503
+
+
+def test_a_dead_main_never_costs_a_502_when_the_fallback_is_healthy(env: Env) -> None:
+    # No active check: the first requests find the main refusing connections and are re-sent to
+    # the fallback; two refusals within the failure window mark it down (passive health).
+    for i in range(5):
+        resp = env.client.post(f"/dead/{i}", content=b"payload")
+        assert resp.status_code == 200 and served_by(resp) == "mono"
+        assert resp.json()["body"] == "payload"
 
 
 def test_circuit_breaker_opens_on_a_failing_upstream_and_recovers(env: Env) -> None:
