@@ -32,7 +32,7 @@ def check(file: str, verbose: bool) -> None:
 
         for router in cfg.routers:
             plan = plan_route(cfg, router)
-            target = plan.primary.name
+            target = router.service if plan.controlled else plan.primary.name  # weighted, failover: its name
             if plan.mirrors:
                 target += " + mirrors " + ", ".join(f"{m.spec.name} {m.spec.percent}%" for m in plan.mirrors)
             middlewares = f" via {', '.join(router.middlewares)}" if router.middlewares else ""

@@ -169,3 +169,11 @@ def test_rolls_back_a_candidate_with_a_latency_and_error_regression(env: Env) ->
     failed = {g["metric"] for g in rollback[0]["guardrails_not_pass"]}  # type: ignore[attr-defined]
     assert failed & {"latency_bulk", "latency_p50", "error_rate"}
     assert any("rolled back" in line for line in lines)
+
+
+def test_the_documented_example_plan_loads() -> None:
+    docs = Path(__file__).resolve().parent.parent / "docs" / "examples"
+    plan = load_plan(docs / "canary-plan.yaml")
+    assert plan.steps == (5, 25, 50, 100) and plan.child == "orders-next-safe" and plan.policy.sequential
+    assert split_weights({"monolith": 95, "orders-next-safe": 5}, plan.child, 25) == \
+        {"monolith": 75, "orders-next-safe": 25}
