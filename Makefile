@@ -39,9 +39,13 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(PY) bench/gateway.py
 
+# Jupyter Lab on notebooks/, reading the sample capture; `make notebook SHADOW_CAPTURE=DIR` for your own.
+SHADOW_CAPTURE ?= $(CURDIR)/data/demo-capture
+# Jupyter refuses to start as root without --allow-root (containers and CI machines often are root).
+JUPYTER_AS_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root)
 notebook: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,notebook]'
-	$(VENV)/bin/jupyter lab notebooks/
+	SHADOW_CAPTURE='$(SHADOW_CAPTURE)' $(VENV)/bin/jupyter lab notebooks/ $(JUPYTER_AS_ROOT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
