@@ -44,7 +44,6 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path, monkeypatch: py
     capture = tmp_path / "demo-capture"
     shutil.copytree(SAMPLE, capture, ignore=shutil.ignore_patterns("diffs*", "report"))
     monkeypatch.setenv("SHADOW_CAPTURE", str(capture))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     book = nbformat.read(path, as_version=4)
     client = NotebookClient(book, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
