@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from mitmproxy import http
@@ -151,27 +152,29 @@ class Traffic:
             return False
 
     # requests --------------------------------------------------------------------------------------
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
+        # Synchronous unless the route is a failover (mitmproxy awaits a returned coroutine): an
+        # async hook would cost every flow of the gateway a coroutine, controlled or not.
         if flow.response or flow.error or not flow.live:
-            return
+            return None
         route = self.state.routes.get(flow)
         decision: Decision | None = route.decision if route is not None else None
         control: TrafficControl | None = self.state.traffic
         if route is None or decision is None or decision.failover is None or control is None:
-            return
+            return None
         failover = decision.failover
         limit = failover.max_request_body_bytes
         if failover.error_status and limit >= 0 and len(flow.request.raw_content or b"") > limit:
             flow.response = http.Response.make(413, b"request body too large to fail over\n",
                                                {"Content-Type": "text/plain; charset=utf-8"})
-            return
+            return None
         # A failover route is sent from here rather than by mitmproxy: a main service that refuses
         # the connection (dead before the health check noticed) then fails over to the fallback —
         # nothing was sent, so re-sending is safe — where mitmproxy would answer its own 502.
         decision.handled = True
-        await self._serve_failover(flow, route, control, decision, failover)
+        return self._serve_failover(flow, route, control, decision, failover)
 
-    async def response(self, flow: http.HTTPFlow) -> None:
+    def response(self, flow: http.HTTPFlow) -> None:
         route = self.state.routes.get(flow)
         if route is None or route.decision is None or flow.response is None:
             return
