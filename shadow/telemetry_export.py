@@ -1,23 +1,25 @@
 """OpenTelemetry SDK wiring for the gateway: spans, metrics and logs exported over OTLP/HTTP.
 
 `GatewayTelemetry` takes plain values (no proxy types): the addon calls `record_exchange` /
-`record_mirror` once the client has its answer, with the ids it already decided and propagated
-(shadow.telemetry), and the timestamps it measured. Spans are created after the fact with explicit
-start and end times; a `PresetIds` id generator hands the SDK the pre-chosen span (and root trace)
-ids, so what went upstream in `traceparent`, what the capture wrote and what is exported agree.
-Batch processors and a periodic metric reader do the encoding and I/O on their own threads: the
-event loop only records. Unsampled requests create no span at all (metrics still count them).
+`record_mirror` once the client has its answer, with the ids and the sampling decision it already
+made and propagated (shadow.telemetry), and the timestamps it measured.
+
+Spans are finished facts by then, so they are handed to the SDK's `BatchSpanProcessor` (and its
+OTLP/HTTP exporter) as `ReadableSpan`s built directly, skipping the tracer's per-span machinery
+(sampler, live-span locks, attribute re-validation): measured in-process, that machinery cost ≈ 35 µs
+per span, most of the telemetry's cost on a proxy doing ≈ 1 ms of work per request. The processor's
+thread batches, encodes and exports. Metrics: one histogram record per request; the request counter
+is a plain dict read by an observable instrument at export time. Unsampled requests create no span.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -27,34 +29,18 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from shadow.telemetry import TelemetrySettings, TraceContext
 
-__all__ = ["ClientCall", "GatewayTelemetry", "PresetIds"]
+__all__ = ["ClientCall", "GatewayTelemetry"]
 
 EXPORTED_LOGGERS = ("shadow", "addons")
-
-
-class PresetIds(IdGenerator):
-    """Returns the id set just before `start_span` (one use each), random ids otherwise."""
-
-    def __init__(self) -> None:
-        self.next_span_id = 0
-        self.next_trace_id = 0
-        self._rng = random.Random()
-
-    def generate_span_id(self) -> int:
-        value, self.next_span_id = self.next_span_id, 0
-        return value or self._rng.getrandbits(64) or 1
-
-    def generate_trace_id(self) -> int:
-        value, self.next_trace_id = self.next_trace_id, 0
-        return value or self._rng.getrandbits(128) or 1
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSET = Status(StatusCode.UNSET)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,23 +65,23 @@ class GatewayTelemetry:
         self.settings = settings
         headers = dict(settings.headers) or None
         resource = Resource.create({"service.name": settings.service_name, "service.instance.id": gateway_id})
-        self.ids = PresetIds()
-        self.tracer_provider = TracerProvider(resource=resource, id_generator=self.ids,
-                                              sampler=ParentBased(TraceIdRatioBased(settings.sampling)))
-        self.tracer_provider.add_span_processor(BatchSpanProcessor(
+        self.resource = resource
+        self.scope = InstrumentationScope("shadow.gateway")
+        self.span_processor = BatchSpanProcessor(
             OTLPSpanExporter(endpoint=f"{settings.endpoint}/v1/traces", headers=headers),
-            max_queue_size=8192, schedule_delay_millis=1000))
-        self.tracer = self.tracer_provider.get_tracer("shadow.gateway")
+            max_queue_size=8192, schedule_delay_millis=1000, max_export_batch_size=1024)
         self.meter_provider = MeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(
             OTLPMetricExporter(endpoint=f"{settings.endpoint}/v1/metrics", headers=headers),
             export_interval_millis=settings.export_interval_s * 1000)])
         meter = self.meter_provider.get_meter("shadow.gateway")
-        self.requests = meter.create_counter("shadow.gateway.requests", unit="{request}",
-                                             description="Client requests by router, service and status")
+        # Counted in a plain dict on the event loop, read by the metric reader's thread (a dict read
+        # racing an increment sees the old or the new value; both are valid cumulative counts).
+        self.request_counts: collections.Counter[tuple[str, str, int]] = collections.Counter()
+        meter.create_observable_counter("shadow.gateway.requests", [self._observe_requests], unit="{request}",
+                                        description="Client requests by router, service and status")
         self.duration = meter.create_histogram("shadow.gateway.request.duration", unit="ms",
-                                               description="Client request duration at the gateway")
-        self.upstream_duration = meter.create_histogram("shadow.gateway.upstream.duration", unit="ms",
-                                                        description="Upstream call duration by role and service")
+                                               description="Client request duration at the gateway, by router, "
+                                                           "service and status")
         self._counters = counters
         if counters is not None:
             meter.create_observable_counter("shadow.gateway.mirror.shed", [self._observe_shed], unit="{copy}",
@@ -114,6 +100,10 @@ class GatewayTelemetry:
                 logging.getLogger(name).addHandler(self._log_handler)
 
     # -- metrics callbacks (metric reader thread) -----------------------------------------------------
+    def _observe_requests(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, {"router": r, "service": svc, "status": st})
+                for (r, svc, st), n in list(self.request_counts.items())]
+
     def _observe_shed(self, _options: CallbackOptions) -> Iterable[Observation]:
         counters = self._counters() if self._counters else {}
         return [Observation(counters.get("mirror_shed", 0))]
@@ -123,70 +113,55 @@ class GatewayTelemetry:
         return [Observation(v, {"counter": k}) for k, v in counters.items() if isinstance(v, int | float)]
 
     # -- recording (event loop, after the client's answer) -----------------------------------------
-    def _start(self, name: str, kind: SpanKind, span_id: int, parent: SpanContext | None, start_ns: int,
-               attributes: dict[str, Any], trace_id: int = 0) -> trace.Span:
-        self.ids.next_span_id = span_id
-        self.ids.next_trace_id = trace_id
-        context = trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
-        return self.tracer.start_span(name, context=context, kind=kind, attributes=attributes,
-                                      start_time=start_ns)
+    def _emit(self, name: str, kind: SpanKind, trace_id: int, span_id: int, parent: SpanContext | None,
+              start_ns: int, end_ns: int, attributes: dict[str, Any], error: str | None, failed: bool) -> None:
+        status = Status(StatusCode.ERROR, error) if failed else _UNSET
+        self.span_processor.on_end(ReadableSpan(
+            name, context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED), parent=parent,
+            resource=self.resource, attributes=attributes, kind=kind, instrumentation_scope=self.scope,
+            status=status, start_time=start_ns, end_time=max(end_ns, start_ns)))
 
     def record_exchange(self, ctx: TraceContext, *, request_id: str, method: str, router: str | None,
                         service: str | None, status: int | None, error: str | None, start_ns: int,
                         end_ns: int, client: ClientCall | None) -> None:
-        labels: dict[str, str | int] = {"router": router or "", "service": service or "", "status": status or 0}
-        self.requests.add(1, labels)
-        self.duration.record((end_ns - start_ns) / 1e6, labels)
-        if client is not None:
-            self.upstream_duration.record((client.end_ns - client.start_ns) / 1e6,
-                                          {"role": client.role, "service": client.service or ""})
+        key = (router or "", service or "", status or 0)
+        self.request_counts[key] += 1
+        self.duration.record((end_ns - start_ns) / 1e6, {"router": key[0], "service": key[1], "status": key[2]})
         if not ctx.sampled:
             return
-        flags = TraceFlags(TraceFlags.SAMPLED)
-        parent = (SpanContext(ctx.trace_id, ctx.parent_span_id, is_remote=True, trace_flags=flags)
+        parent = (SpanContext(ctx.trace_id, ctx.parent_span_id, is_remote=True, trace_flags=_SAMPLED)
                   if ctx.parent_span_id else None)
         attributes: dict[str, Any] = {"http.request.method": method, "shadow.request_id": request_id}
         if router:
             attributes["http.route"] = router
-            attributes["shadow.router"] = router
         if status is not None:
             attributes["http.response.status_code"] = status
-        server = self._start(f"{method} {router or 'unrouted'}", SpanKind.SERVER, ctx.server_span_id, parent,
-                             start_ns, attributes, trace_id=ctx.trace_id)
-        if error is not None or (status is not None and status >= 500):
-            server.set_status(Status(StatusCode.ERROR, error))
+        self._emit(f"{method} {router or 'unrouted'}", SpanKind.SERVER, ctx.trace_id, ctx.server_span_id, parent,
+                   start_ns, end_ns, attributes, error, error is not None or (status is not None and status >= 500))
         if client is not None:
-            self._client_span(ctx, client, server.get_span_context())
-        server.end(end_time=end_ns)
+            self.record_mirror(ctx, client)
 
     def record_mirror(self, ctx: TraceContext, call: ClientCall) -> None:
-        self.upstream_duration.record((call.end_ns - call.start_ns) / 1e6,
-                                      {"role": call.role, "service": call.service or ""})
+        """A client span for one upstream call (the primary's or a mirror copy's), child of the server span."""
         if not ctx.sampled:
             return
-        parent = SpanContext(ctx.trace_id, ctx.server_span_id, is_remote=False,
-                             trace_flags=TraceFlags(TraceFlags.SAMPLED))
-        self._client_span(ctx, call, parent)
-
-    def _client_span(self, ctx: TraceContext, call: ClientCall, parent: SpanContext) -> None:
+        parent = SpanContext(ctx.trace_id, ctx.server_span_id, is_remote=False, trace_flags=_SAMPLED)
         attributes: dict[str, Any] = {"http.request.method": call.method, "url.full": call.url,
                                       "shadow.role": call.role}
         if call.service:
             attributes["shadow.service"] = call.service
         if call.status is not None:
             attributes["http.response.status_code"] = call.status
-        span = self._start(f"{call.method} {call.service or 'upstream'} ({call.role})", SpanKind.CLIENT,
-                           call.span_id, parent, call.start_ns, attributes)
-        if call.error is not None or (call.status is not None and call.status >= 500):
-            span.set_status(Status(StatusCode.ERROR, call.error))
-        span.end(end_time=max(call.end_ns, call.start_ns))
+        self._emit(f"{call.method} {call.service or 'upstream'} ({call.role})", SpanKind.CLIENT, ctx.trace_id,
+                   call.span_id, parent, call.start_ns, call.end_ns, attributes, call.error,
+                   call.error is not None or (call.status is not None and call.status >= 500))
 
     def shutdown(self) -> None:
         """Flush and stop the exporters (blocking: call off the event loop)."""
         if self._log_handler is not None:
             for name in EXPORTED_LOGGERS:
                 logging.getLogger(name).removeHandler(self._log_handler)
-        self.tracer_provider.shutdown()
+        self.span_processor.shutdown()
         self.meter_provider.shutdown(timeout_millis=5_000)
         if self.logger_provider is not None:
             self.logger_provider.shutdown()
