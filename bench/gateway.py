@@ -9,6 +9,8 @@ Modes, each against the same fast loopback upstream (an aiohttp server in its ow
   (c0) mirror-nocap  the gateway mirroring 100 % to a fast shadow, capture off (isolates mirroring)
   (c) mirror    the gateway mirroring 100 % to a fast shadow, capture on
   (d) mirror-late  as (c), the shadow answering 200 ms late
+  (t) pass+tel / mirror+tel  as (b2) / (c), with the gateway's telemetry on (spans, metrics, logs over
+      OTLP/HTTP to a `shadow otlp-receiver` in its own process, sampling 1.0); compare with (b2) / (c)
 Prints throughput and client latency p50/p99 per mode and as a ratio to (a); for (c)/(d) checks
 mirrored = captured + shed from the capture's counters. The load generator is an aiohttp client
 with `--concurrency` keep-alive connections, bounded by `--seconds` and `--max-requests`.
@@ -229,6 +231,8 @@ def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Na
             capture_on="false" if mode in ("pass", "mirror-nocap") else "true"))
         if mode in SHIFT_MODES:
             cfg.write_text(SHIFT_CONFIG.format(primary=primary, second=shadows["fast"], capture=capture))
+        if mode in TELEMETRY_MODES:  # `telemetry:` goes last in the shadow: section
+            cfg.write_text(cfg.read_text().rstrip("\n") + "\n" + TELEMETRY.format(endpoint=args.otlp_endpoint))
         cmd = mitmdump_command(cfg, reverse_target=primary, listen_host="127.0.0.1", listen_port=port,
                                extra=("--set", "termlog_verbosity=warn"))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -290,6 +294,21 @@ shadow:
   split: {{candidates: [next]}}
 """
 
+# Telemetry on, otherwise identical to the mode it is compared with (TELEMETRY_BASE).
+TELEMETRY_MODES = ("pass+tel", "mirror+tel")
+TELEMETRY_BASE = {"pass+tel": "pass+cap", "mirror+tel": "mirror"}
+MODES = (*MODES, *TELEMETRY_MODES)
+LABELS.update({"pass+tel": "(t1) as (b2), telemetry on", "mirror+tel": "(t2) as (c), telemetry on"})
+TELEMETRY = "  telemetry: {{endpoint: \"{endpoint}\", sampling: 1.0, exportInterval: 5s}}\n"
+
+
+def start_otlp_receiver(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "shadow.cli", "otlp-receiver", "-o", str(root / "otlp"),
+                             "--listen", f"127.0.0.1:{port}"], cwd=REPO, stderr=subprocess.DEVNULL)
+    wait_port(port, proc)
+    return proc, f"http://127.0.0.1:{port}"
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -306,6 +325,10 @@ def main() -> None:
     modes = [m for m in args.modes.split(",") if m]
     upstreams = [start_upstream(0), start_upstream(0), start_upstream(200)]
     primary, fast, late = (url for _p, url in upstreams)
+    otlp_dir = tempfile.TemporaryDirectory(prefix="bench-otlp-")
+    if any(m in TELEMETRY_MODES for m in modes):
+        receiver, args.otlp_endpoint = start_otlp_receiver(Path(otlp_dir.name))
+        upstreams.append((receiver, args.otlp_endpoint))
     results: dict[str, list[Result]] = {m: [] for m in modes}
     try:
         with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
@@ -360,6 +383,11 @@ def main() -> None:
         print(f"| {LABELS[mode]} | {rps(mode):.0f} | {ratio(mode):.2f} | {lat(mode, .5):.2f} | "
               f"{lat(mode, .99):.2f} | {cpu(mode):.0f} | {cpu('bare') / cpu(mode):.2f} | {child_cpu(mode):.0f} | {check} |")
     for mode, base in SHIFT_BASE.items():
+        if mode in results and base in results:
+            paired = statistics.median(t.rps / b.rps for t, b in zip(results[mode], results[base], strict=True))
+            print(f"\n{LABELS[mode]}: req/s vs {LABELS[base]} = {paired:.2f} (median of per-round ratios; "
+                  f"target ≥ 0.90); proxy CPU µs/req {cpu(base):.0f} → {cpu(mode):.0f}")
+    for mode, base in TELEMETRY_BASE.items():
         if mode in results and base in results:
             paired = statistics.median(t.rps / b.rps for t, b in zip(results[mode], results[base], strict=True))
             print(f"\n{LABELS[mode]}: req/s vs {LABELS[base]} = {paired:.2f} (median of per-round ratios; "
