@@ -230,7 +230,8 @@ def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Na
             shadow=shadows["late" if mode == "mirror-late" else "fast"], capture=capture,
             capture_on="false" if mode in ("pass", "mirror-nocap") else "true"))
         if mode in SHIFT_MODES:
-            cfg.write_text(SHIFT_CONFIG.format(primary=primary, second=shadows["fast"], capture=capture))
+            second = shadows["fast"] if mode == "shift-2up" else primary
+            cfg.write_text(SHIFT_CONFIG.format(primary=primary, second=second, capture=capture))
         if mode in TELEMETRY_MODES:  # `telemetry:` goes last in the shadow: section
             cfg.write_text(cfg.read_text().rstrip("\n") + "\n" + TELEMETRY.format(endpoint=args.otlp_endpoint))
         cmd = mitmdump_command(cfg, reverse_target=primary, listen_host="127.0.0.1", listen_port=port,
@@ -268,13 +269,17 @@ LABELS = {"bare": "(a) bare mitmdump", "pass": "(b) gateway pass-through", "pass
           "mirror-nocap": "(c0) mirror 100 %, capture off", "mirror": "(c) mirror 100 % + capture", "mirror-late": "(d) as (c), shadow +200 ms"}
 
 
-# Traffic shifting on (weighted 50/50 over two upstreams + sticky cookie + circuit breaker that never
-# trips), capture off: compare with (b) pass-through. aiohttp's default cookie jar ignores cookies
-# from an IP host, so every request is a fresh WRR pick plus a Set-Cookie: the costlier path.
-SHIFT_MODES = ("shift",)
-SHIFT_BASE = {"shift": "pass"}
+# Traffic shifting on (weighted 50/50 + sticky cookie + circuit breaker that never trips), capture
+# off: compare with (b) pass-through. aiohttp's default cookie jar ignores cookies from an IP host,
+# so every request is a fresh WRR pick plus a Set-Cookie: the costlier path. (s) sends both children
+# to the same upstream address: the gateway's own work. (s2) sends them to two upstream processes:
+# consecutive requests of a kept-alive client connection then alternate upstreams, and mitmproxy
+# opens a new server connection at each change (its server connection follows the client's).
+SHIFT_MODES = ("shift", "shift-2up")
+SHIFT_BASE = {"shift": "pass", "shift-2up": "pass"}
 MODES = (*MODES, *SHIFT_MODES)
-LABELS.update({"shift": "(s) weighted + sticky + breaker, capture off"})
+LABELS.update({"shift": "(s) weighted + sticky + breaker, capture off",
+               "shift-2up": "(s2) as (s), the children on two upstreams"})
 SHIFT_CONFIG = """
 http:
   routers:
