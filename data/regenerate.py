@@ -8,8 +8,11 @@ demo-capture/: runs `shadow demo` (real services, real gateway) into a temporary
 the sealed capture here. The traffic plan and the data are seeded, so the rows, ids and bodies come
 out the same every time; timestamps, latencies, the volatile fields and which list calls got a 500
 differ from run to run. The redaction key is fixed (below) so redacted values are stable across
-regenerations; the per-folder key file and the journal are not copied. Spans: copied with the rest
-once the demo's gateway writes CAPTURE/spans/ (see `collect_spans`).
+regenerations; the per-folder key file and the journal are not copied. Spans: the demo's gateway
+runs with its telemetry on and the OTLP receiver embedded (`telemetry_yaml`), so its own spans — a
+server span per client request, a client span per upstream call, mirrors included — land in
+CAPTURE/spans/ and are copied too (`--no-spans` leaves them out). The demo services export no
+spans of their own; once they do, theirs arrive through the same receiver.
 
 traffic.flows + traffic.har: the demo monolith behind a plain `mitmdump --mode reverse:URL -w FILE
 --set hardump=FILE` (no shadow addon: a recording as a user would make one of their own traffic),
@@ -34,14 +37,20 @@ SAMPLE_REDACTION_KEY = "shadow-demo-sample-data"
 MAX_SAMPLE_BYTES = 5_000_000
 MAX_TRAFFIC_BYTES = 3_000_000  # flows + HAR together
 TRAFFIC_REQUESTS = 200
+# What of a capture folder belongs in the sample: the tables the notebooks and tests read, and the
+# writers' counters. (The gateway's OTLP metrics, CAPTURE/metrics/, are left out to keep it small.)
+SAMPLE_PARTS = ("exchanges", "spans", "_stats")
 
 
-def copy_sealed(capture: Path, target: Path) -> int:
-    """Copy sealed Parquet segments and stats (nothing hidden, no journal, no key); return bytes copied."""
+def copy_sealed(capture: Path, target: Path, parts: tuple[str, ...] = SAMPLE_PARTS) -> int:
+    """Copy the sealed Parquet segments and stats under `parts` (nothing hidden, no journal, no key);
+    return bytes copied."""
     copied = 0
     for src in sorted(capture.rglob("*")):
         rel = src.relative_to(capture)
-        if not src.is_file() or any(part.startswith(".") or part == "_journal" for part in rel.parts):
+        if not src.is_file() or rel.parts[0] not in parts:
+            continue
+        if any(part.startswith(".") or part == "_journal" for part in rel.parts):
             continue
         dst = target / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -50,26 +59,32 @@ def copy_sealed(capture: Path, target: Path) -> int:
     return copied
 
 
+def telemetry_yaml(port: int) -> str:
+    """The `shadow.telemetry` section that makes the demo's gateway trace every request and receive
+    its own spans on 127.0.0.1:`port` (docs/observability.md), appended to the demo's config."""
+    return (f"  telemetry:                    # added by data/regenerate.py: spans into the capture\n"
+            f"    endpoint: http://127.0.0.1:{port}\n"
+            f"    receiver: {{listen: 127.0.0.1:{port}}}\n")
+
+
 def collect_spans(capture: Path) -> str:
-    """The hook for spans. The OTLP receiver (another piece of work) will write CAPTURE/spans/ beside
-    exchanges/ when the demo's services export traces to the gateway; `copy_sealed` then copies it
-    like any sealed table, and `shadow.open(...).spans` reads it. Until then there is nothing to
-    collect: say so, rather than leave a silent gap. Once the demo runs the receiver, this is where
-    to wait for the receiver's last segment to be sealed, if it seals after the gateway."""
+    """One line on the spans the run left in CAPTURE/spans/ (copied with the capture)."""
     spans = capture / "spans"
-    if spans.is_dir() and any(spans.rglob("*.parquet")):
-        return f"spans: {sum(1 for _ in spans.rglob('*.parquet'))} sealed segment(s) copied with the capture"
-    return "spans: none (the demo has no OTLP receiver yet; the sample gets spans/ once it does)"
+    segments = sum(1 for p in spans.rglob("*.parquet") if not p.name.startswith(".")) if spans.is_dir() else 0
+    if segments:
+        return f"spans: {segments} sealed segment(s) copied with the capture"
+    return "spans: none (run without telemetry, or the receiver sealed nothing)"
 
 
-def regenerate_capture(requests: int, seed: int) -> int:
-    from shadow.demo.run import CONFIG_NAME, run_demo, summarize_capture
+def regenerate_capture(requests: int, seed: int, *, spans: bool = True) -> int:
+    from shadow.demo.run import CONFIG_NAME, free_port, run_demo, summarize_capture
 
     os.environ["SHADOW_REDACTION_KEY"] = SAMPLE_REDACTION_KEY  # inherited by the gateway
     with tempfile.TemporaryDirectory(prefix="shadow-sample-") as tmp:
         out = Path(tmp) / "demo"
         capture, interrupted = run_demo(out, requests=requests, concurrency=2, max_seconds=120,
-                                        keep_running=False, seed=seed, progress=True)
+                                        keep_running=False, seed=seed, progress=True,
+                                        config_extra=telemetry_yaml(free_port()) if spans else "")
         if interrupted:
             print("interrupted: data/demo-capture left as it was", file=sys.stderr)
             return 130
@@ -147,12 +162,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="requests in traffic.flows / traffic.har")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--only", choices=("capture", "traffic"), help="regenerate just one part")
+    parser.add_argument("--no-spans", action="store_true", help="capture without the gateway's telemetry")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(HERE.parent))
     code = 0
     if args.only in (None, "capture"):
-        code = regenerate_capture(args.requests, args.seed)
+        code = regenerate_capture(args.requests, args.seed, spans=not args.no_spans)
     if code == 0 and args.only in (None, "traffic"):
         code = regenerate_traffic(args.traffic_requests, args.seed)
     return code

@@ -142,7 +142,16 @@ def test_verdict_table(cap: Capture) -> None:
     assert cap.analysis().verdict is table.result.verdict
 
 
-def test_spans_absent_is_a_clear_error(cap: Capture) -> None:
-    assert not cap.has_spans
-    with pytest.raises(CaptureError, match="no spans in this capture"):
-        _ = cap.spans
+def test_spans_join_the_exchanges(cap: Capture) -> None:
+    assert cap.has_spans  # the sample's gateway ran with telemetry and its receiver embedded
+    assert len(cap.spans_df(limit=5)) == 5
+    joined = cap.sql("SELECT count(*) FROM exchanges x JOIN spans s USING (trace_id, span_id)").fetchall()[0][0]
+    assert joined > 1000  # each exchange's id is its upstream call's client span
+
+
+def test_spans_absent_is_a_clear_error(tmp_path: Path) -> None:
+    shutil.copytree(SAMPLE, tmp_path / "c", ignore=shutil.ignore_patterns("spans", "diffs*", "report"))
+    with shadow.open(tmp_path / "c", progress=False) as without:
+        assert not without.has_spans
+        with pytest.raises(CaptureError, match="no spans in this capture"):
+            _ = without.spans

@@ -92,15 +92,17 @@ def test_regenerate_records_flows_and_har_with_mitmdump(tmp_path: Path) -> None:
         assert all(e.recorded is not None and e.recorded.status for e in entries)
 
 
-def test_copy_sealed_skips_journal_hidden_files_and_key(tmp_path: Path) -> None:
+def test_copy_sealed_keeps_only_the_sample_tables(tmp_path: Path) -> None:
     regen = load_regenerate()
     src, dst = tmp_path / "src", tmp_path / "dst"
     for rel in ("exchanges/dt=2026-01-01/hour=01/part-a.parquet", "exchanges/.tmp-part.parquet",
-                "_journal/j.arrows", ".key", "_stats/g.json", "spans/part-s.parquet"):
+                "_journal/j.arrows", ".key", "_stats/g.json", "spans/part-s.parquet", "metrics/part-m.parquet",
+                "spans/.part-unsealed.parquet"):
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_bytes(b"x")
     assert regen.copy_sealed(src, dst) == 3
     copied = sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file())
     assert copied == ["_stats/g.json", "exchanges/dt=2026-01-01/hour=01/part-a.parquet", "spans/part-s.parquet"]
     assert "1 sealed segment" in regen.collect_spans(src)
+    assert "receiver: {listen: 127.0.0.1:4318}" in regen.telemetry_yaml(4318)
     assert "none" in regen.collect_spans(tmp_path / "no-capture")

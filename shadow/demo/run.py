@@ -267,16 +267,17 @@ def _wait_for_interrupt(gateway_url: str, upstreams: DemoUpstreams) -> None:
 
 
 def run_demo(out: Path, *, requests: int, concurrency: int, max_seconds: float, keep_running: bool,
-             seed: int, progress: bool) -> tuple[Path, bool]:
+             seed: int, progress: bool, config_extra: str = "") -> tuple[Path, bool]:
     """Run the demo into `out`; return the capture folder and whether the run was interrupted.
-    Every child is stopped on any exit."""
+    Every child is stopped on any exit. `config_extra` is appended to the gateway config (indented
+    two spaces it lands in the `shadow:` section: data/regenerate.py adds `telemetry:` that way)."""
     interrupted = False
     capture = _prepare_out_dir(out)
     config = out / CONFIG_NAME
     with _stop_signals_interrupt(), Supervisor(out / "logs") as sup:
         click.echo("starting the monolith, a second monolith instance and the orders service…")
         upstreams = start_upstreams(sup)
-        config.write_text(gateway_yaml(upstreams))
+        config.write_text(gateway_yaml(upstreams) + config_extra)
         click.echo(f"wrote {config}")
         gateway, gateway_url = start_gateway(sup, config)
         click.echo(f"gateway (shadow gateway {config}) listening on {gateway_url}")
