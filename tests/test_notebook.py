@@ -155,3 +155,14 @@ def test_spans_absent_is_a_clear_error(tmp_path: Path) -> None:
         assert not without.has_spans
         with pytest.raises(CaptureError, match="no spans in this capture"):
             _ = without.spans
+
+
+def test_a_policy_file_brings_its_diff_rules(tmp_path: Path) -> None:
+    shutil.copytree(SAMPLE, tmp_path / "c", ignore=shutil.ignore_patterns("spans", "diffs*", "report"))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('rules:\n  - ignore: "**/total"\n')
+    with shadow.open(tmp_path / "c", policy=policy, progress=False) as ruled:
+        top = ruled.top_fields(10, endpoint="/api/orders/{id}")
+        total = top[top["pointer_template"] == "/total"]
+        assert len(total) == 1 and bool(total["noise"].iloc[0])
+        assert "**/total" in total["noise_reason"].iloc[0]
