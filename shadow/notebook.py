@@ -145,6 +145,7 @@ class PairView:
     sides: dict[str, dict[str, Any]]  # role → status, latency_ms, error, headers, body, content_type, service
     diffs: list[dict[str, Any]] = field(default_factory=list)
     secondary_diffs: list[dict[str, Any]] = field(default_factory=list)
+    compared: bool = True  # False: the diff run predates this pair (sealed since): cap.compute_diffs()
 
     @property
     def roles(self) -> list[str]:
@@ -193,6 +194,9 @@ class PairView:
         return f"<details><summary>response headers</summary><table><tr><th></th>{head}</tr>{''.join(rows)}</table></details>"
 
     def _diff_table(self) -> str:
+        if not self.compared:
+            return ("<p><strong>Not diffed yet</strong>: this pair was captured after the last diff run; "
+                    "<code>cap.compute_diffs()</code> compares it.</p>")
         if not self.diffs:
             return "<p>No differences between the primary and the candidate.</p>"
         real = sum(not d["noise"] for d in self.diffs)
@@ -325,7 +329,8 @@ class Capture:
         self.progress = progress
         self._policy = policy
         self._store: Store = open_store(self.root)
-        self._verdicts: dict[Any, VerdictTable] = {}
+        # key → (the policy, its table): the policy object is kept so its id() is never reused
+        self._verdicts: dict[Any, tuple[Any, VerdictTable]] = {}
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -508,6 +513,9 @@ class Capture:
         diff_rows = self.con.execute(
             f"SELECT {', '.join(cols)} FROM diffs WHERE request_id = ? AND c_service IS NOT DISTINCT FROM ? "
             "ORDER BY kind, pointer", [request_id, data["c_service"]]).fetchall()
+        compared = bool(self.con.execute(
+            "SELECT count(*) FROM diffs_summary WHERE request_id = ? AND c_service IS NOT DISTINCT FROM ?",
+            [request_id, data["c_service"]]).fetchall()[0][0])
         secondary: list[dict[str, Any]] = []
         if "secondary" in sides:
             _, rules = self._inputs(self._policy)
@@ -516,7 +524,8 @@ class Capture:
             secondary = [d._asdict() for d in found]
         return PairView(request_id=request_id, endpoint=str(data["endpoint"]), method=str(data["method"]),
                         url=str(data["url"]), sides=sides,
-                        diffs=[dict(zip(cols, r, strict=True)) for r in diff_rows], secondary_diffs=secondary)
+                        diffs=[dict(zip(cols, r, strict=True)) for r in diff_rows], secondary_diffs=secondary,
+                        compared=compared)
 
     def analysis(self, policy: Any = None) -> AnalysisResult:
         """The full analysis (analyzers/pipeline.py): diffs recomputed with the policy's rules,
@@ -534,8 +543,8 @@ class Capture:
             pol, rules = self._inputs(chosen)
             result = analyze(self.root, pol, rules=rules, progress=self.progress)
             self._add_views(DIFF_TABLES)
-            self._verdicts[key] = VerdictTable(result)
-        return self._verdicts[key]
+            self._verdicts[key] = (chosen, VerdictTable(result))
+        return self._verdicts[key][1]
 
 
 def open_capture(capture_dir: str | Path, *, policy: Any = None, progress: bool = True) -> Capture:

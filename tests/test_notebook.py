@@ -92,7 +92,7 @@ def test_pair_renders_side_by_side_with_real_and_noise_highlighted(cap: Capture)
     rid = cap.sql("SELECT request_id FROM pairs WHERE endpoint = '/api/orders/{id}' AND p_status = 200 "
                   "ORDER BY request_id LIMIT 1").fetchall()[0][0]
     view = cap.pair(rid)
-    assert view.roles == ["primary", "candidate", "secondary"]
+    assert view.roles == ["primary", "candidate", "secondary"] and view.compared
     page = view._repr_html_()
     assert 'class="sd-real" title="removed /customer_id' in page  # on the primary's side
     assert 'class="sd-real" title="added /customerId' in page  # on the candidate's side
@@ -102,6 +102,8 @@ def test_pair_renders_side_by_side_with_real_and_noise_highlighted(cap: Capture)
     assert set(frame[frame["noise"]]["pointer"]) >= {"/generated_at"}
     with pytest.raises(CaptureError, match="no pair with request_id 'missing'"):
         cap.pair("missing")
+    later = PairView(request_id="r", endpoint="/e", method="GET", url="/e", sides=view.sides, compared=False)
+    assert "Not diffed yet" in later._repr_html_() and "No differences" not in later._repr_html_()
 
 
 def test_everything_from_traffic_is_escaped() -> None:
