@@ -177,3 +177,14 @@ def test_the_documented_example_plan_loads() -> None:
     assert plan.steps == (5, 25, 50, 100) and plan.child == "orders-next-safe" and plan.policy.sequential
     assert split_weights({"monolith": 95, "orders-next-safe": 5}, plan.child, 25) == \
         {"monolith": 75, "orders-next-safe": 25}
+
+
+def test_cli_help_and_a_bad_plan_exit_2(tmp_path: Path) -> None:
+    from tests.conftest import shadow_cli
+
+    helped = shadow_cli("canary", "--help")
+    assert helped.returncode == 0 and "Exit 0 promoted, 1 rolled back" in helped.stdout
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("gateway: missing.yaml\nservice: s\nchild: c\nsteps: [50, 100]\n")
+    bad = shadow_cli("canary", str(plan))
+    assert bad.returncode == 2 and "missing.yaml: no such file" in bad.stderr and "Traceback" not in bad.stderr

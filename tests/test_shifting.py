@@ -100,3 +100,25 @@ shadow: {split: {clientKey: {header: X-Client-Id}}}
     assert {d.split_child for d in same_ip} == {"monolith", "orders-next"}  # spread behind one NAT IP
     again = control.decide("h", (), RequestFacts.from_headers("10.1.1.1", [("X-Client-Id", "c7")]))
     assert again.split_child == same_ip[7].split_child and again.client_key == "c7"
+
+
+def test_breaker_state_survives_a_reload_only_if_unchanged() -> None:
+    text = CONFIG.replace("    app: {rule: \"PathPrefix(`/`)\", service: split}",
+                          "    app: {rule: \"PathPrefix(`/`)\", service: split, middlewares: [cb]}") + \
+        "  middlewares:\n    cb: {circuitBreaker: {expression: 'NetworkErrorRatio() > 0.5'}}\n"
+    text = text.replace("shadow:\n  split: {candidates: [inner]}\n", "") + "shadow:\n  split: {candidates: [inner]}\n"
+    first = TrafficControl(parse_config(text))
+    same = TrafficControl(parse_config(text.replace("weight: 3", "weight: 4")), first)
+    assert same.breakers["cb"] is first.breakers["cb"]  # the middleware did not change
+    changed = TrafficControl(parse_config(text.replace("> 0.5", "> 0.6")), same)
+    assert changed.breakers["cb"] is not first.breakers["cb"]
+
+
+def test_two_gateways_agree_on_cookies_and_hrw_without_shared_state() -> None:
+    one = TrafficControl(parse_config(CONFIG), seed="gw-1")
+    two = TrafficControl(parse_config(CONFIG), seed="gw-2")
+    cookie = facts({"lb": sticky_value("inner")})
+    assert one.decide("split", (), cookie).split_child == two.decide("split", (), cookie).split_child == "inner"
+    issued = one.decide("split", (), facts()).set_cookies[0].split(";")[0].split("=")[1]
+    child = next(c for c in ("mono", "inner") if sticky_value(c) == issued)
+    assert two.decide("split", (), facts({"lb": issued})).split_child == child  # honoured by the other
