@@ -168,8 +168,7 @@ class Telemetry:
                 client = ClientCall(span_id=traced.client_span_id, role="primary", service=route.service,
                                     method=flow.request.method, url=flow.request.url, start_ns=start,
                                     end_ns=client_end, status=status, error=error)
-            export.record_exchange(traced.ctx, request_id=route.request_id if route else flow.id,
-                                   method=flow.request.method, router=route.router if route else None,
+            export.record_exchange(traced.ctx, method=flow.request.method, router=route.router if route else None,
                                    service=route.service if route else None, status=status, error=error,
                                    start_ns=traced.start_ns, end_ns=max(end_ns, traced.start_ns), client=client)
         except Exception as exc:
