@@ -1,6 +1,6 @@
 """Regenerate everything in data/: the sample capture and the recorded traffic.
 
-    .venv/bin/python data/regenerate.py                      # all of it (~45 s)
+    .venv/bin/python data/regenerate.py                      # all of it (~20 s on an idle machine)
     .venv/bin/python data/regenerate.py --only capture       # data/demo-capture/ only
     .venv/bin/python data/regenerate.py --only traffic       # data/traffic.flows + data/traffic.har only
 
