@@ -3,6 +3,7 @@
     .venv/bin/python bench/verdict_quality.py            # full: >= 1000 reps per target (~10 min on 2 cores)
     .venv/bin/python bench/verdict_quality.py --quick    # 200 reps, a smoke run
     .venv/bin/python bench/verdict_quality.py --only 1,4 # some targets
+    .venv/bin/python bench/verdict_quality.py --only 1 --reps 400  # quick iteration on one target
 
 Latency model (statistics.md): 97 % lognormal around 40 ms, 3 % around 300 ms (σ = 0.5 on the log
 scale for both), rounded to 1 ms so most values tie. Mirrored (paired) traffic shares a request
@@ -97,7 +98,7 @@ def t1_tests(args: tuple[int, bool, int, int, int]) -> np.ndarray:
             rank_p = sps.mannwhitneyu(np.log(c), np.log(p)).pvalue
         p, c = stats.dequantize(p, rng, 1.0), stats.dequantize(c, rng, 1.0)  # as the gate does
         point, reps = stats.bootstrap_quantile_log_ratios(p, c, ps, paired=paired, n_boot=n_boot, rng=rng)
-        se = reps.std(axis=0, ddof=1)
+        se = stats.quantile_log_ratio_se(reps, p, c, ps, paired=paired)  # as the gate does
         z = np.where(se > 0, np.abs(point) / np.where(se > 0, se, 1.0), 0.0)
         boot_p = 2 * sps.norm.sf(z)
         ep, ec = rng.random(n) < 0.01, rng.random(n) < 0.01
@@ -176,8 +177,9 @@ def t4_margin(args: tuple[int, bool, float, int, int, int]) -> np.ndarray:
         point, reps = stats.bootstrap_quantile_log_ratios(jp, jc, ps, paired=paired, n_boot=n_boot, rng=rng)
         row = [bulk_p_ni < ALPHA]
         cover = []
+        ses = stats.quantile_log_ratio_se(reps, jp, jc, ps, paired=paired)  # as the gate does
         for j in range(3):
-            t = stats.bootstrap_shift_test(float(point[j]), reps[:, j], lm, ALPHA, "")
+            t = stats.bootstrap_shift_test(float(point[j]), reps[:, j], lm, ALPHA, "", float(ses[j]))
             row.append(t.p_ni < ALPHA)
             se = t.se or 0.0
             cover.append(abs(point[j] - truth[j]) <= 1.959964 * se)
@@ -305,8 +307,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="200 reps instead of 1000 (smoke run)")
     ap.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated target numbers")
     ap.add_argument("--full", action="store_true", help="targets 3 and 5 run all the reps too (slow)")
+    ap.add_argument("--reps", type=int, default=None, help="reps per figure (iteration; the targets need >= 1000)")
     a = ap.parse_args()
-    reps = 200 if a.quick else 1000
+    reps = a.reps if a.reps else (200 if a.quick else 1000)
     only = {int(x) for x in a.only.split(",")}
     # Bootstrap resamples in the simulations: 200, for time on a shared 2-core machine (a Wald test
     # needs only the bootstrap standard error, which 200 resamples estimate to ~5 %). The gate's

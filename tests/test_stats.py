@@ -235,3 +235,40 @@ def test_dequantize_only_touches_tied_grid_data() -> None:
     np.testing.assert_array_equal(stats.dequantize(smooth, rng), smooth)
     j = stats.dequantize(rounded, rng)
     assert np.all(np.abs(j - rounded) <= 0.5) and np.unique(j).size == j.size
+
+
+def test_density_se_matches_the_lognormal_formula() -> None:
+    # Lognormal(σ = 0.5) arms of 4000: var(log q̂_p) = p(1-p)σ² / (n φ(z_p)²) per arm, unpaired sum.
+    rng = np.random.default_rng(31)
+    n, sigma = 4000, 0.5
+    p, c = rng.lognormal(3.7, sigma, n), rng.lognormal(3.7, sigma, n)
+    ps = np.array([0.5, 0.95])
+    got = stats.density_log_quantile_se(p, c, ps, paired=False)
+    z = sps.norm.ppf(ps)
+    expected = np.sqrt(2 * ps * (1 - ps) * sigma**2 / (n * sps.norm.pdf(z) ** 2))
+    np.testing.assert_allclose(got, expected, rtol=0.12)
+
+
+def test_density_se_paired_uses_the_correlation_of_the_arms() -> None:
+    # Strongly correlated arms: the paired SE of the ratio is far below the unpaired one.
+    rng = np.random.default_rng(32)
+    base = rng.lognormal(3.7, 0.5, 3000)
+    p, c = base * np.exp(0.1 * rng.standard_normal(3000)), base * np.exp(0.1 * rng.standard_normal(3000))
+    ps = np.array([0.95])
+    paired = stats.density_log_quantile_se(p, c, ps, paired=True)
+    unpaired = stats.density_log_quantile_se(p, c, ps, paired=False)
+    assert paired[0] < 0.6 * unpaired[0]
+
+
+def test_quantile_se_blends_only_well_observed_tails() -> None:
+    rng = np.random.default_rng(33)
+    p, c = tie_heavy(rng, 200) + rng.uniform(-0.5, 0.5, 200), tie_heavy(rng, 200) + rng.uniform(-0.5, 0.5, 200)
+    ps = np.array([0.5, 0.95, 0.99])
+    _, reps = stats.bootstrap_quantile_log_ratios(p, c, ps, paired=False, n_boot=300, rng=np.random.default_rng(2))
+    boot = reps.std(axis=0, ddof=1)
+    got = stats.quantile_log_ratio_se(reps, p, c, ps, paired=False)
+    dens = stats.density_log_quantile_se(p, c, ps[1:2], paired=False)
+    # Median: bootstrap SD; p95 (10 requests beyond it): geometric mean; p99 (2 beyond): bootstrap SD.
+    np.testing.assert_allclose(got, [boot[0], math.sqrt(boot[1] * dens[0]), boot[2]])
+    clustered = stats.quantile_log_ratio_se(reps, p, c, ps, paired=False, clustered=True)
+    np.testing.assert_allclose(clustered, boot)
