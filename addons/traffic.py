@@ -82,7 +82,10 @@ class Traffic:
 
     # configuration ---------------------------------------------------------------------------------
     def _on_activate(self, active: ActiveConfig, _previous: ActiveConfig | None) -> None:
-        self.state.traffic = TrafficControl(active.config, self.state.traffic, seed=self.state.gateway_id)
+        # The WRR shuffle's seed: the configured gateway id (this listener may run before capture's,
+        # which settles a generated id), so one gateway is reproducible and several differ.
+        seed = active.config.shadow.gateway_id or self.state.gateway_id
+        self.state.traffic = TrafficControl(active.config, self.state.traffic, seed=seed)
         if self._running:
             self._restart_checkers()
 
