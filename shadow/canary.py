@@ -7,7 +7,7 @@ The plan (YAML; paths relative to the plan file)::
     child: orders-next           # the child to shift (listed in shadow.split.candidates)
     steps: [5, 25, 50, 100]      # percent of the service's traffic for the child, in order
     minRequests: 200             # per arm, since the step began, before a look judges anything
-    maxWait: 10m                 # per step: still not PASS/FAIL by then → stop INCONCLUSIVE (paused)
+    maxWait: 10m                 # per step: still undecided by then → back to the last proven step, exit 3
     pollInterval: 5s
     capture: ./capture           # default: the gateway's shadow.capture.dir
     policy: policy.yaml          # a policy file, or the policy inline; sequential mode is forced
@@ -18,8 +18,8 @@ looks at the split rows captured since the step began: once both arms have `minR
 verdict judges them in its sequential (anytime-valid) mode, with one SequentialState per step.
 PASS promotes to the next step (the last one: promoted, exit 0; a step of 100 % is written without a
 look, since nothing is left to compare against); FAIL writes weight 0 for the child
-(rolled back, exit 1); anything else keeps waiting until maxWait (then exit 3, the weights left at
-the step reached). Every decision goes, with its evidence, to CAPTURE/canary.jsonl and as one line
+(rolled back, exit 1); anything else keeps waiting until maxWait (then exit 3, with the weights
+set back to the last step a PASS proved, 0 % if none). Every decision goes, with its evidence, to CAPTURE/canary.jsonl and as one line
 to the terminal. Exit 2: a bad plan or gateway file.
 """
 
@@ -312,8 +312,7 @@ def run_canary(plan: CanaryPlan, *, echo: Callable[[str], None] = click.echo,
                         f"candidate requests after {elapsed:.0f} s (need {plan.min_requests} each); paused at "
                         f"{reached} %", step=step, n_primary=result.n_primary, n_candidate=result.n_candidate,
                         paused_at=reached)
-                    _summary(log, "INCONCLUSIVE", reached, plan)
-                    return EXIT_INCONCLUSIVE
+                    return _pause(log, plan, original, reached)
                 continue
             v = result.verdict
             evidence = _evidence(v)
@@ -334,8 +333,7 @@ def run_canary(plan: CanaryPlan, *, echo: Callable[[str], None] = click.echo,
                 log("inconclusive", f"step {step} %: still {v.overall} after {elapsed:.0f} s — {v.reason}; "
                     f"paused at {reached} %", step=step, n_primary=result.n_primary,
                     n_candidate=result.n_candidate, paused_at=reached, **evidence)
-                _summary(log, "INCONCLUSIVE", reached, plan)
-                return EXIT_INCONCLUSIVE
+                return _pause(log, plan, original, reached)
             log("wait", f"step {step} %: {v.overall} at look {v.looks} ({result.n_primary} / "
                 f"{result.n_candidate}); waiting", step=step, n_primary=result.n_primary,
                 n_candidate=result.n_candidate, **evidence)
@@ -343,10 +341,20 @@ def run_canary(plan: CanaryPlan, *, echo: Callable[[str], None] = click.echo,
     return EXIT_PROMOTED
 
 
+def _pause(log: DecisionLog, plan: CanaryPlan, original: Mapping[str, int], reached: int) -> int:
+    """Undecided at maxWait: back to the last share a PASS proved (0 if none), and stop."""
+    weights = split_weights(original, plan.child, reached)
+    write_weights(plan.gateway, plan.service, weights)
+    log("pause", f"weights back to the last proven step ({reached} %): {weights}", paused_at=reached,
+        weights=weights)
+    _summary(log, "INCONCLUSIVE", reached, plan)
+    return EXIT_INCONCLUSIVE
+
+
 def _summary(log: DecisionLog, outcome: str, reached: int, plan: CanaryPlan) -> None:
     words = {"PASS": f"promoted: {plan.child} serves {reached} % of {plan.service}",
              "FAIL": f"rolled back: {plan.child} serves 0 % of {plan.service}",
-             "INCONCLUSIVE": f"inconclusive: paused with {plan.child} at {reached} % of {plan.service}"}[outcome]
+             "INCONCLUSIVE": f"inconclusive: paused with {plan.child} at {reached} % of {plan.service} (the last proven step)"}[outcome]
     log("summary", words, outcome=outcome, reached=reached)
 
 

@@ -188,3 +188,17 @@ def test_cli_help_and_a_bad_plan_exit_2(tmp_path: Path) -> None:
     plan.write_text("gateway: missing.yaml\nservice: s\nchild: c\nsteps: [50, 100]\n")
     bad = shadow_cli("canary", str(plan))
     assert bad.returncode == 2 and "missing.yaml: no such file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_pauses_inconclusive_when_data_never_suffices(env: Env) -> None:
+    plan = env.root / "slow.yaml"
+    plan.write_text(PLAN.format(service="good", child="next-good")
+                    .replace("minRequests: 40", "minRequests: 100000").replace("maxWait: 15s", "maxWait: 1s"))
+    before = weights(env, "good")
+    lines: list[str] = []
+    code = run_canary(load_plan(plan), echo=lines.append)
+    assert code == 3, "\n".join(lines)
+    assert lines[-1].startswith("canary: inconclusive: paused")
+    events = decisions(env, "next-good")
+    assert [e["event"] for e in events][-3:] == ["inconclusive", "pause", "summary"]
+    assert weights(env, "good") == split_weights(before, "next-good", 0)  # back to the last proven share
