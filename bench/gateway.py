@@ -264,7 +264,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-MODES = ("bare", "pass", "pass+cap", "mirror-nocap", "mirror", "mirror-late")
+MODES: tuple[str, ...] = ("bare", "pass", "pass+cap", "mirror-nocap", "mirror", "mirror-late")
 LABELS = {"bare": "(a) bare mitmdump", "pass": "(b) gateway pass-through", "pass+cap": "(b2) pass-through + capture",
           "mirror-nocap": "(c0) mirror 100 %, capture off", "mirror": "(c) mirror 100 % + capture", "mirror-late": "(d) as (c), shadow +200 ms"}
 
