@@ -195,7 +195,10 @@ class TrafficControl:
                 return
             if d.split_child is None:
                 d.split_child, d.split_parent = child, svc.name
-                d.client_key = self._split_key(svc, child, facts)
+                # The unit of assignment is the client, not the cookie: a sticky cookie's value names
+                # the child, so every client of a child shares it and clustering by it would leave
+                # one cluster per arm. The client key (configured header / cookie, else the IP) is it.
+                d.client_key = self.client_key(facts)
             self._resolve(child, facts, d, depth + 1)
         elif isinstance(svc, FailoverService):
             if self.service_up(svc.service):
@@ -206,11 +209,6 @@ class TrafficControl:
                 self._resolve(svc.fallback, facts, d, depth + 1)
             else:
                 d.status, d.reason = 503, f"no available service in {svc.name}"
-
-    def _split_key(self, svc: WeightedService, child: str, facts: RequestFacts) -> str:
-        if svc.sticky is not None:
-            return sticky_value(child)  # the unit of assignment is the cookie
-        return self.client_key(facts)
 
     def _pick_child(self, svc: WeightedService, facts: RequestFacts, d: Decision) -> str | None:
         live = [(c.name, float(c.weight)) for c in svc.services if c.weight > 0]

@@ -44,7 +44,7 @@ def test_nested_weighted_proportions_and_split_fields() -> None:
         assert d.service is not None
         served[d.service.name] += 1
         assert d.split_child in ("mono", "inner") and d.split_parent == "split"
-        assert d.client_key == sticky_value(d.split_child)
+        assert d.client_key == "10.0.0.1"  # the client, not the cookie (which names the child)
         assert len(d.set_cookies) == 1 and d.set_cookies[0].startswith("lb=")
         assert "HttpOnly" in d.set_cookies[0]
     assert served == {"mono": 30, "next-a": 5, "next-b": 5}  # 3:1, the 1 split evenly inside

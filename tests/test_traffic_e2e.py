@@ -195,4 +195,4 @@ def test_split_rows_are_captured_with_role_and_client_key(env: Env) -> None:
     assert len(rows) == 6
     assert {r[0] for r in rows} == {"split"}
     assert sorted({(r[1], r[2], r[3]) for r in rows}) == [
-        ("candidate", "next", sticky_value("next")), ("primary", "mono", sticky_value("mono"))]
+        ("candidate", "next", "127.0.0.1"), ("primary", "mono", "127.0.0.1")]
