@@ -44,7 +44,7 @@ def primary_record(flow: http.HTTPFlow, route: RouteContext | None, gateway_id: 
     trace_id, span_id = traceparent_ids(traceparent.decode("latin-1") if traceparent else None)
     peer = flow.client_conn.peername
     # Split traffic (a weighted / HRW choice): role by shadow.split.candidates, client_key = the
-    # unit of assignment (sticky cookie value, HRW key or client IP) for clustered statistics.
+    # client (shadow.split.clientKey or its IP), the unit the analyzers cluster on.
     split_role = route.split_role if route is not None else None
     split_key = route.client_key if route is not None else None
     # raw_content: bytes as they travelled (possibly compressed); the writer decodes them.
