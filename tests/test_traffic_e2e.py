@@ -26,6 +26,8 @@ http:
     fo: {{rule: "PathPrefix(`/fo`)", service: fo}}
     cb: {{rule: "PathPrefix(`/cb`)", service: flaky-cb, middlewares: [breaker]}}
     dead: {{rule: "PathPrefix(`/dead`)", service: dead-fo}}
+    hrw: {{rule: "PathPrefix(`/hrw`)", service: hrw}}
+    hfo: {{rule: "PathPrefix(`/hfo`)", service: hfo}}
   services:
     split:
       weighted:
@@ -40,6 +42,14 @@ http:
     fo: {{failover: {{service: flaky, fallback: mono, errors: {{status: ["500-504"], maxRequestBodyBytes: 64}}}}}}
     flaky: {{loadBalancer: {{servers: [{{url: "{flaky}"}}]}}}}
     dead-fo: {{failover: {{service: dead, fallback: mono}}}}
+    hrw: {{highestRandomWeight: {{services: [{{name: hrw-a}}, {{name: hrw-b}}]}}}}
+    hrw-a: {{loadBalancer: {{servers: [{{url: "{hrw_a}"}}]}}}}
+    hrw-b: {{loadBalancer: {{servers: [{{url: "{hrw_b}"}}]}}}}
+    hfo: {{failover: {{service: prim, fallback: mono}}}}
+    prim:
+      loadBalancer:
+        servers: [{{url: "{prim}"}}]
+        healthCheck: {{path: /health, interval: 200ms, timeout: 500ms}}
     dead:
       loadBalancer:
         servers: [{{url: "{dead}"}}]
@@ -56,7 +66,7 @@ http:
 shadow:
   gateway: {{id: gw-traffic}}
   capture: {{dir: "{capture}", segmentSeconds: 1}}
-  split: {{candidates: [next]}}
+  split: {{candidates: [next, hrw-b], clientKey: {{header: X-Client-Id}}}}
 """
 
 
@@ -87,12 +97,15 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     next_port = free_port()
     ups = {"mono": Upstream("mono").start(), "next": Upstream("next", port=next_port).start(),
            "flaky": Upstream("flaky", handler=flaky).start(),
-           "flaky_cb": Upstream("flaky-cb", handler=flaky_cb).start()}
+           "flaky_cb": Upstream("flaky-cb", handler=flaky_cb).start(),
+           "hrw_a": Upstream("hrw-a").start(), "hrw_b": Upstream("hrw-b").start(),
+           "prim": Upstream("prim", port=free_port()).start()}
     config = root / "gw.yaml"
     capture = root / "capture"
     config.write_text(CONFIG.format(mono=ups["mono"].url, nxt=ups["next"].url, flaky=ups["flaky"].url,
                                     flaky_cb=ups["flaky_cb"].url, capture=capture,
-                                    dead=f"http://127.0.0.1:{free_port()}"))
+                                    dead=f"http://127.0.0.1:{free_port()}", hrw_a=ups["hrw_a"].url,
+                                    hrw_b=ups["hrw_b"].url, prim=ups["prim"].url))
     gw = GatewayProcess(config).start()
     e = Env(gw, ups, capture, flaky, flaky_cb, next_port)
     try:
@@ -164,6 +177,28 @@ def test_a_dead_main_never_costs_a_502_when_the_fallback_is_healthy(env: Env) ->
         resp = env.client.post(f"/dead/{i}", content=b"payload")
         assert resp.status_code == 200 and served_by(resp) == "mono"
         assert resp.json()["body"] == "payload"
+
+
+def test_hrw_on_a_header_is_stable_per_client_behind_one_ip(env: Env) -> None:
+    first = {f"c{i}": served_by(env.client.get("/hrw/x", headers={"X-Client-Id": f"c{i}"})) for i in range(30)}
+    assert set(first.values()) == {"hrw-a", "hrw-b"}  # spread, though every request comes from one IP
+    again = {c: served_by(env.client.get("/hrw/y", headers={"X-Client-Id": c})) for c in first}
+    assert again == first
+
+
+def test_health_driven_failover_with_the_main_killed_and_revived(env: Env) -> None:
+    port = env.ups["prim"].port
+    assert served_by(env.client.get("/hfo/a")) == "prim"
+    env.ups["prim"].stop()
+    try:
+        assert wait_until(lambda: "prim" in env.gw.output() and f"{port} is down" in env.gw.output())
+        for _ in range(3):
+            resp = env.client.get("/hfo/b")
+            assert resp.status_code == 200 and served_by(resp) == "mono"
+    finally:
+        env.ups["prim"] = Upstream("prim", port=port).start()
+    assert wait_until(lambda: f"{port} is up" in env.gw.output())
+    assert served_by(env.client.get("/hfo/c")) == "prim"
 
 
 def test_circuit_breaker_opens_on_a_failing_upstream_and_recovers(env: Env) -> None:
