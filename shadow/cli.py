@@ -20,7 +20,6 @@ COMMANDS: dict[str, str] = {
     "serve-verdict": "shadow.verdict_server:serve_verdict",
     "probe": "shadow.probe_cmd:probe",
     "canary": "shadow.canary:canary",
-    "canary": "shadow.canary:canary",
     "otlp-receiver": "shadow.otlp.cli:otlp_receiver",
     "baseline": "shadow.baseline_cmd:baseline",
 }
