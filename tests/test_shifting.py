@@ -122,3 +122,25 @@ def test_two_gateways_agree_on_cookies_and_hrw_without_shared_state() -> None:
     issued = one.decide("split", (), facts()).set_cookies[0].split(";")[0].split("=")[1]
     child = next(c for c in ("mono", "inner") if sticky_value(c) == issued)
     assert two.decide("split", (), facts({"lb": issued})).split_child == child  # honoured by the other
+
+
+def test_passive_health_marks_a_server_down_for_the_failure_window() -> None:
+    text = """http:
+  routers: {r: {rule: "PathPrefix(`/`)", service: s}}
+  services:
+    s:
+      loadBalancer:
+        servers: [{url: "http://127.0.0.1:8001"}, {url: "http://127.0.0.1:8002"}]
+        passiveHealthCheck: {failureWindow: 5s, maxFailedAttempts: 2}
+"""
+    now = [0.0]
+    control = TrafficControl(parse_config(text), clock=lambda: now[0])
+    bad = "http://127.0.0.1:8001"
+    for _ in range(2):
+        d = control.decide("s", (), facts())
+        while d.server is None or d.server.url != bad:
+            d = control.decide("s", (), facts())
+        control.report(d, 502, 1.0, network_error=False)  # a 502 counts as a failed attempt
+    assert {control.decide("s", (), facts()).server.url for _ in range(6)} == {"http://127.0.0.1:8002"}  # type: ignore[union-attr]
+    now[0] += 5.1
+    assert bad in {control.decide("s", (), facts()).server.url for _ in range(6)}  # type: ignore[union-attr]
