@@ -479,6 +479,7 @@ class _Ctx:
         point, reps = stats.bootstrap_quantile_log_ratios(jp, jc, ps, paired=s.paired, n_boot=self.policy.n_boot,
                                                           rng=rng, primary_keys=keys_p, candidate_keys=keys_c)
         ses = stats.quantile_log_ratio_se(reps, jp, jc, ps, paired=s.paired, clustered=sticky)
+        harm_ses = stats.quantile_log_ratio_se(reps, jp, jc, ps, paired=s.paired, clustered=sticky, null=True)
         qp = np.quantile(lp, ps)
         qc = np.quantile(lc, ps)
         for j, (q, _, r) in enumerate(eligible):
@@ -486,7 +487,7 @@ class _Ctx:
             margin = max(m.latency_ratio[q], 1.0 + m.floor_ms / qpj) if qpj > 0 else m.latency_ratio[q]
             log_margin = math.log(margin)
             t = stats.bootstrap_shift_test(float(point[j]), reps[:, j], log_margin, self.alpha, r.test,
-                                           float(ses[j]))
+                                           float(ses[j]), float(harm_ses[j]))
             r.margin = margin
             r.estimate, r.interval = math.exp(t.estimate), (math.exp(t.lo), math.exp(t.hi))
             r.primary_value, r.candidate_value = qpj, float(qc[j])

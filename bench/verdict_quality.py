@@ -98,7 +98,8 @@ def t1_tests(args: tuple[int, bool, int, int, int]) -> np.ndarray:
             rank_p = sps.mannwhitneyu(np.log(c), np.log(p)).pvalue
         p, c = stats.dequantize(p, rng, 1.0), stats.dequantize(c, rng, 1.0)  # as the gate does
         point, reps = stats.bootstrap_quantile_log_ratios(p, c, ps, paired=paired, n_boot=n_boot, rng=rng)
-        se = stats.quantile_log_ratio_se(reps, p, c, ps, paired=paired)  # as the gate does
+        # The harm test's SE under "no difference", as the gate does (A/A: that is the null here).
+        se = stats.quantile_log_ratio_se(reps, p, c, ps, paired=paired, null=True)
         z = np.where(se > 0, np.abs(point) / np.where(se > 0, se, 1.0), 0.0)
         boot_p = 2 * sps.norm.sf(z)
         ep, ec = rng.random(n) < 0.01, rng.random(n) < 0.01
@@ -179,7 +180,7 @@ def t4_margin(args: tuple[int, bool, float, int, int, int]) -> np.ndarray:
         cover = []
         ses = stats.quantile_log_ratio_se(reps, jp, jc, ps, paired=paired)  # as the gate does
         for j in range(3):
-            t = stats.bootstrap_shift_test(float(point[j]), reps[:, j], lm, ALPHA, "", float(ses[j]))
+            t = stats.bootstrap_shift_test(float(point[j]), reps[:, j], lm, ALPHA, "", float(ses[j]))  # NI: unpooled SE
             row.append(t.p_ni < ALPHA)
             se = t.se or 0.0
             cover.append(abs(point[j] - truth[j]) <= 1.959964 * se)

@@ -272,3 +272,20 @@ def test_quantile_se_blends_only_well_observed_tails() -> None:
     np.testing.assert_allclose(got, [boot[0], math.sqrt(boot[1] * dens[0]), boot[2]])
     clustered = stats.quantile_log_ratio_se(reps, p, c, ps, paired=False, clustered=True)
     np.testing.assert_allclose(clustered, boot)
+
+
+def test_harm_se_pools_the_arms_for_split_traffic_only() -> None:
+    rng = np.random.default_rng(34)
+    p, c = rng.lognormal(3.7, 0.5, 2000), rng.lognormal(3.9, 0.5, 2000)
+    ps = np.array([0.95])
+    pooled = stats.density_log_quantile_se(p, c, ps, paired=False, pooled=True)
+    both = np.log(np.concatenate([p, c]))
+    # One density from both arms: the same per-arm SE on each side, scaled by sqrt(1/n_p + 1/n_c).
+    one_arm = stats._density_se(both, np.quantile(both, ps), ps) * math.sqrt(both.size / 2000)
+    np.testing.assert_allclose(pooled, one_arm * math.sqrt(2))
+    # Paired arms are never pooled (their correlation is what the paired SE uses).
+    np.testing.assert_allclose(stats.density_log_quantile_se(p, c, ps, paired=True, pooled=True),
+                               stats.density_log_quantile_se(p, c, ps, paired=True))
+    # The harm test uses the SE it is given; the interval keeps the other.
+    t = stats.bootstrap_shift_test(0.1, np.array([0.0, 0.1, 0.2]), math.log(1.1), 0.05, "x", 0.05, 0.1)
+    assert t.p_harm == pytest.approx(sps.norm.sf(1.0)) and t.hi - t.lo == pytest.approx(2 * 1.6448536 * 0.05)
