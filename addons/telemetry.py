@@ -95,6 +95,10 @@ class Telemetry:
         dispatcher = self.state.dispatcher
         if dispatcher is None or self._wrapped is dispatcher:
             return
+        if not callable(getattr(dispatcher, "_on_result", None)):  # the dispatcher's internals changed
+            logger.warning("shadow gateway: telemetry cannot follow mirror copies (no result callback); "
+                           "mirror copies get no client span")
+            return
         self._wrapped = dispatcher
         submit, on_result = dispatcher.submit, dispatcher._on_result
 

@@ -28,6 +28,7 @@ from tests.upstream import ReceivedRequest, Response, Upstream, free_port
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
+UNSAMPLED_TRACE = "0af7651916cd43dd8448eb211c80319c"
 
 
 def traced_app(name: str, provider: TracerProvider) -> Callable[[ReceivedRequest], Response]:
@@ -87,8 +88,12 @@ shadow:
             with httpx.Client(base_url=gw.url, timeout=10) as client:
                 r1 = client.get("/api/orders/1")  # no incoming trace: the gateway starts one
                 r2 = client.get("/api/orders/2", headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"})
-            assert r1.status_code == r2.status_code == 200
-            nxt.wait_for(2)
+                # the client decided not to sample: the gateway follows (parent-based), exports nothing
+                r3 = client.get("/api/orders/3", headers={"traceparent": f"00-{UNSAMPLED_TRACE}-{CLIENT_SPAN}-00"})
+            assert r1.status_code == r2.status_code == r3.status_code == 200
+            nxt.wait_for(3)
+            unsampled = next(r for r in mono.received() if r.path == "/api/orders/3").headers["traceparent"]
+            assert unsampled.startswith(f"00-{UNSAMPLED_TRACE}-") and unsampled.endswith("-00")
             for p in providers.values():
                 assert p.force_flush(10_000)
         finally:
@@ -101,11 +106,15 @@ shadow:
     _view(con, "spans", capture / "spans")
     _view(con, "metrics", capture / "metrics")
     rows = _rows(con, "SELECT role, path, trace_id, span_id FROM exchanges ORDER BY path, role")
-    assert len(rows) == 4
+    assert len(rows) == 6
+    unsampled_rows = [r for r in rows if r["path"] == "/api/orders/3"]
+    assert {r["trace_id"] for r in unsampled_rows} == {UNSAMPLED_TRACE}
+    assert len({r["span_id"] for r in unsampled_rows}) == 2 and CLIENT_SPAN not in {r["span_id"] for r in unsampled_rows}
     by = {(r["path"], r["role"]): r for r in rows}
     spans = _rows(con, "SELECT * FROM spans")
     by_id = {s["span_id"]: s for s in spans}
     assert len(by_id) == len(spans)  # no duplicates
+    assert not [s for s in spans if s["trace_id"] == UNSAMPLED_TRACE]
 
     for path, incoming in (("/api/orders/1", None), ("/api/orders/2", CLIENT_SPAN)):
         primary, candidate = by[(path, "primary")], by[(path, "candidate")]
@@ -131,7 +140,8 @@ shadow:
     names = {m["name"] for m in metrics}
     assert {"shadow.gateway.requests", "shadow.gateway.request.duration", "shadow.gateway.mirror.shed"} <= names
     final = max((m for m in metrics if m["name"] == "shadow.gateway.requests"), key=lambda m: m["value"] or 0)
-    assert final["value"] == 2 and orjson.loads(final["attributes"])["router"] == "all"
+    # every request counts, sampled or not
+    assert final["value"] == 3 and orjson.loads(final["attributes"])["router"] == "all"
 
 
 def test_trace_context_continue_start_and_sampling() -> None:
