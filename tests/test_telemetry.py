@@ -96,6 +96,10 @@ shadow:
             assert unsampled.startswith(f"00-{UNSAMPLED_TRACE}-") and unsampled.endswith("-00")
             for p in providers.values():
                 assert p.force_flush(10_000)
+            # A rejected reload logs an error: the gateway exports it as an OTLP log record.
+            good = cfg.read_text()
+            cfg.write_text(good.replace("routers:", "routers: [", 1))
+            assert gw.wait_for_output("config reload rejected", timeout=10), gw.output()
         finally:
             assert gw.stop() == 0, gw.output()
             for p in providers.values():
@@ -135,6 +139,9 @@ shadow:
             assert app_span["parent_span_id"] == row["span_id"]
             db = next(s for s in in_trace if s["service_name"] == app and s["name"] == "db.query")
             assert db["parent_span_id"] == app_span["span_id"]
+
+    stats = [orjson.loads(p.read_bytes()) for p in (capture / "_stats").glob("*.spans.json")]
+    assert len(stats) == 1 and stats[0]["otlp_log_records"] >= 1 and stats[0]["otlp_spans_rejected"] == 0
 
     metrics = _rows(con, "SELECT name, attributes, value, count FROM metrics")
     names = {m["name"] for m in metrics}
