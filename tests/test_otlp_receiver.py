@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,6 +188,26 @@ def test_payload_variants_and_errors(receiver: ReceiverThread, tmp_path: Path) -
     assert child["trace_id"] == t2.hex() and child["parent_span_id"] == "02" * 8
     c = receiver.receiver.counters
     assert (c.spans_duplicate, c.spans_rejected, c.too_large, c.log_requests) == (2, 3, 2, 1)
+
+
+def test_full_queue_answers_503_and_the_retry_is_stored(tmp_path: Path) -> None:
+    """Spans refused by a full capture queue are not remembered as seen: the exporter's retry lands."""
+    r = ReceiverThread(tmp_path / "cap", max_queue=2)
+    try:
+        spans = [_span(b"\x0a" * 16, bytes([i + 1]) * 8, f"s{i}") for i in range(5)]
+        body = _request(*spans).SerializeToString()
+        with httpx.Client(base_url=r.url, timeout=10) as client:
+            first = client.post("/v1/traces", content=body, headers=PB)
+            assert first.status_code == 503 and r.receiver.counters.shed == 3
+            for _ in range(50):  # the writer thread drains the queue within ~0.1 s
+                retry = client.post("/v1/traces", content=body, headers=PB)
+                if retry.status_code == 200:
+                    break
+                time.sleep(0.05)
+            assert retry.status_code == 200
+    finally:
+        r.stop()
+    assert sorted(str(s["name"]) for s in _spans(tmp_path / "cap")) == [f"s{i}" for i in range(5)]
 
 
 def test_spans_view_in_store(receiver: ReceiverThread, tmp_path: Path) -> None:

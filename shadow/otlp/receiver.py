@@ -93,10 +93,12 @@ class OtlpReceiver:
 
     def __init__(self, capture_dir: str | Path, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  segment_seconds: float = 10.0, writer_id: str | None = None,
-                 store_metrics: bool = True, dedupe_capacity: int = 200_000) -> None:
+                 store_metrics: bool = True, dedupe_capacity: int = 200_000,
+                 max_queue: int = CaptureSettings().max_queue) -> None:
         self.capture_dir = Path(capture_dir)
         self.max_body_bytes = max_body_bytes
-        settings = replace(CaptureSettings(), dir=self.capture_dir, segment_seconds=segment_seconds)
+        settings = replace(CaptureSettings(), dir=self.capture_dir, segment_seconds=segment_seconds,
+                           max_queue=max_queue)
         self.spans = CaptureWriter(settings, table="spans", schema=SPANS, gateway_id=writer_id)
         self.metrics = (CaptureWriter(settings, table="metrics", schema=METRICS, gateway_id=self.spans.gateway_id)
                         if store_metrics else None)
