@@ -111,7 +111,7 @@ def build_baseline(capture_dir: str | Path) -> Baseline:
         endpoints["error_share"] = endpoints["errors"] / endpoints["requests"]
         raw = con.execute(f"""
             SELECT {endpoint_expr} AS endpoint, status, error,
-                   CASE WHEN error IS NULL THEN substr(CAST(resp_body AS VARCHAR), 1, 400) END AS body,
+                   CASE WHEN error IS NULL THEN substr(try(decode(resp_body)), 1, 400) END AS body,
                    request_id
             FROM exchanges WHERE {prim} AND (error IS NOT NULL OR status >= 500)
         """).df()

@@ -183,8 +183,8 @@ def attribution_to_json(items: list[EndpointAttribution]) -> list[dict[str, Any]
 def endpoint_coupling(con: duckdb.DuckDBPyConnection, role: str = "primary", *,
                       source: str = "exchanges") -> pd.DataFrame:
     """Per endpoint, what its calls touch below the service that answered (from the spans): calls with
-    spans, the median and max number of distinct other services and of database spans per call, and the
-    services seen. A database span is one with a `db.system` (or legacy `db.type`) attribute.
+    spans, the median and max number of distinct other services (database spans not counted: they are
+    counted as database spans) and of database spans per call, and every service seen. A database span is one with a `db.system` (or legacy `db.type`) attribute.
     `source`: the view holding the exchanges (e.g. one whose `endpoint` is method-qualified)."""
     if not has_spans(con):
         return pd.DataFrame(columns=["endpoint", "calls", "median_services", "max_services", "median_db_spans",
@@ -211,7 +211,8 @@ def endpoint_coupling(con: duckdb.DuckDBPyConnection, role: str = "primary", *,
     ),
     per_call AS (
         SELECT exchange_id,
-               count(DISTINCT service_name) FILTER (WHERE service_name IS DISTINCT FROM entry_service) AS services,
+               count(DISTINCT service_name) FILTER (WHERE service_name IS DISTINCT FROM entry_service
+                                                    AND NOT is_db) AS services,
                count(*) FILTER (WHERE is_db) AS db_spans,
                list(DISTINCT service_name) FILTER (WHERE service_name IS DISTINCT FROM entry_service) AS names
         FROM tree GROUP BY exchange_id

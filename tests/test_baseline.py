@@ -98,12 +98,13 @@ def test_baseline_with_spans_ranks_the_less_coupled_endpoint_first(tmp_path: Pat
     b = build_baseline(capture)
     assert b.has_spans
     coupling = b.coupling.set_index("endpoint")
-    assert coupling.loc["GET /api/orders/{id}", "median_services"] == 3  # postgres, payments, users
+    assert coupling.loc["GET /api/orders/{id}", "median_services"] == 2  # payments, users (postgres is a db)
     assert coupling.loc["GET /api/orders/{id}", "median_db_spans"] == 1
     assert coupling.loc["GET /api/catalog/{id}", "services_seen"] == "postgres"
     ranked = [c.endpoint for c in b.candidates]
     assert ranked.index("GET /api/catalog/{id}") < ranked.index("GET /api/orders/{id}")
-    assert "touches 1 other service(s) and 1 db span(s)" in b.candidates[0].reason
+    assert "touches 0 other service(s) and 1 db span(s)" in b.candidates[0].reason
+    assert '{"error": "db pool exhausted (<n> waiting)"}' in set(b.clusters["error"])  # the 503 body, decoded
     assert "postgres" in render_markdown(b) or "touches" in render_markdown(b)
 
 
