@@ -140,6 +140,16 @@ shadow:
             db = next(s for s in in_trace if s["service_name"] == app and s["name"] == "db.query")
             assert db["parent_span_id"] == app_span["span_id"]
 
+    # The analyzers see each call's own spans: the service's entry span and its db call, per role.
+    from analyzers.spans import call_span_times
+    from shadow.store import open_store
+
+    with open_store(capture) as store:
+        assert {"spans", "metrics"} <= set(store.tables())
+        times = call_span_times(store.con)
+    assert sorted(times[times["span"] == "db.query"]["role"]) == ["candidate"] * 2 + ["primary"] * 2
+    assert set(times[times["role"] == "candidate"]["services"]) == {"next"}
+
     stats = [orjson.loads(p.read_bytes()) for p in (capture / "_stats").glob("*.spans.json")]
     assert len(stats) == 1 and stats[0]["otlp_log_records"] >= 1 and stats[0]["otlp_spans_rejected"] == 0
 
