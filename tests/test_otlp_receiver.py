@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import httpx
 import orjson
 import pytest
@@ -80,10 +81,8 @@ def _spans(capture: Path) -> list[dict[str, object]]:
     return [dict(zip(cols, r, strict=True)) for r in rows]
 
 
-def open_store_spans(capture: Path):  # type: ignore[no-untyped-def]
+def open_store_spans(capture: Path) -> duckdb.DuckDBPyConnection:
     """The spans view (the store needs an exchanges folder; a receiver-only capture has none)."""
-    import duckdb
-
     con = duckdb.connect()
     con.execute(f"CREATE VIEW spans AS SELECT * FROM read_parquet('{capture}/spans/**/*.parquet', "
                 "hive_partitioning=true, union_by_name=true)")
