@@ -7,7 +7,8 @@ Modes, each against the same fast loopback upstream (an aiohttp server in its ow
   (b) pass      the gateway, catch-all router, capture off
   (b2) pass+cap the gateway, catch-all router, capture on
   (c0) mirror-nocap  the gateway mirroring 100 % to a fast shadow, capture off (isolates mirroring)
-  (c) mirror    the gateway mirroring 100 % to a fast shadow, capture on
+  (c1) mirror-thread  as (c), capture written by a thread of the proxy (shadow.capture.mode: thread)
+  (c) mirror    the gateway mirroring 100 % to a fast shadow, capture on (in its own process, the default)
   (d) mirror-late  as (c), the shadow answering 200 ms late
   (t) pass+tel / mirror+tel  as (b2) / (c), with the gateway's telemetry on (spans, metrics, logs over
       OTLP/HTTP to a `shadow otlp-receiver` in its own process, sampling 1.0); compare with (b2) / (c)
@@ -18,7 +19,8 @@ Modes run interleaved for `--rounds` rounds so drift on a shared machine hits th
 
 Also printed: the proxy process's CPU time per request (all its threads, from /proc), which a busy
 shared machine disturbs far less than throughput; for a proxy that saturates one core, bare CPU /
-mode CPU is the throughput ratio it would reach on an idle machine.
+mode CPU is the throughput ratio it would reach on an idle machine. The CPU of the proxy's child
+processes (the capture process) is printed separately: it runs on another core.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ http:
     mirrored: {{mirroring: {{service: mono, mirrors: [{{name: shadow, percent: 100}}]}}}}
 shadow:
   gateway: {{id: bench}}
-  capture: {{dir: "{capture}", enabled: {capture_on}}}
+  capture: {{dir: "{capture}", enabled: {capture_on}, mode: {capture_mode}}}
   mirroring: {{maxInFlight: 256, timeout: 5s}}
 """
 
@@ -228,12 +230,13 @@ def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Na
         cfg.write_text(CONFIG.format(
             service="mirrored" if mode.startswith("mirror") else "mono", primary=primary,
             shadow=shadows["late" if mode == "mirror-late" else "fast"], capture=capture,
-            capture_on="false" if mode in ("pass", "mirror-nocap") else "true"))
+            capture_on="false" if mode in ("pass", "mirror-nocap") else "true",
+            capture_mode="thread" if mode == "mirror-thread" else "process"))
+        if mode in TELEMETRY_MODES:  # `telemetry:` goes last in the shadow: section
+            cfg.write_text(cfg.read_text().rstrip("\n") + "\n" + TELEMETRY.format(endpoint=args.otlp_endpoint))
         if mode in SHIFT_MODES:
             second = shadows["fast"] if mode == "shift-2up" else primary
             cfg.write_text(SHIFT_CONFIG.format(primary=primary, second=second, capture=capture))
-        if mode in TELEMETRY_MODES:  # `telemetry:` goes last in the shadow: section
-            cfg.write_text(cfg.read_text().rstrip("\n") + "\n" + TELEMETRY.format(endpoint=args.otlp_endpoint))
         cmd = mitmdump_command(cfg, reverse_target=primary, listen_host="127.0.0.1", listen_port=port,
                                extra=("--set", "termlog_verbosity=warn"))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -264,9 +267,25 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-MODES: tuple[str, ...] = ("bare", "pass", "pass+cap", "mirror-nocap", "mirror", "mirror-late")
+MODES: tuple[str, ...] = ("bare", "pass", "pass+cap", "mirror-nocap", "mirror-thread", "mirror", "mirror-late")
 LABELS = {"bare": "(a) bare mitmdump", "pass": "(b) gateway pass-through", "pass+cap": "(b2) pass-through + capture",
-          "mirror-nocap": "(c0) mirror 100 %, capture off", "mirror": "(c) mirror 100 % + capture", "mirror-late": "(d) as (c), shadow +200 ms"}
+          "mirror-nocap": "(c0) mirror 100 %, capture off",
+          "mirror-thread": "(c1) as (c), capture in a thread (mode: thread)", "mirror": "(c) mirror 100 % + capture", "mirror-late": "(d) as (c), shadow +200 ms"}
+
+# Telemetry on, otherwise identical to the mode it is compared with (TELEMETRY_BASE).
+TELEMETRY_MODES = ("pass+tel", "mirror+tel")
+TELEMETRY_BASE = {"pass+tel": "pass+cap", "mirror+tel": "mirror"}
+MODES = (*MODES, *TELEMETRY_MODES)
+LABELS.update({"pass+tel": "(t1) as (b2), telemetry on", "mirror+tel": "(t2) as (c), telemetry on"})
+TELEMETRY = "  telemetry: {{endpoint: \"{endpoint}\", sampling: 1.0, exportInterval: 5s}}\n"
+
+
+def start_otlp_receiver(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "shadow.cli", "otlp-receiver", "-o", str(root / "otlp"),
+                             "--listen", f"127.0.0.1:{port}"], cwd=REPO, stderr=subprocess.DEVNULL)
+    wait_port(port, proc)
+    return proc, f"http://127.0.0.1:{port}"
 
 
 # Traffic shifting on (weighted 50/50 + sticky cookie + circuit breaker that never trips), capture
@@ -298,21 +317,6 @@ shadow:
   capture: {{dir: "{capture}", enabled: false}}
   split: {{candidates: [next]}}
 """
-
-# Telemetry on, otherwise identical to the mode it is compared with (TELEMETRY_BASE).
-TELEMETRY_MODES = ("pass+tel", "mirror+tel")
-TELEMETRY_BASE = {"pass+tel": "pass+cap", "mirror+tel": "mirror"}
-MODES = (*MODES, *TELEMETRY_MODES)
-LABELS.update({"pass+tel": "(t1) as (b2), telemetry on", "mirror+tel": "(t2) as (c), telemetry on"})
-TELEMETRY = "  telemetry: {{endpoint: \"{endpoint}\", sampling: 1.0, exportInterval: 5s}}\n"
-
-
-def start_otlp_receiver(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "shadow.cli", "otlp-receiver", "-o", str(root / "otlp"),
-                             "--listen", f"127.0.0.1:{port}"], cwd=REPO, stderr=subprocess.DEVNULL)
-    wait_port(port, proc)
-    return proc, f"http://127.0.0.1:{port}"
 
 
 def main() -> None:
@@ -374,7 +378,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for mode in modes:
         check = ""
-        if mode in ("mirror", "mirror-late"):
+        if mode in ("mirror", "mirror-thread", "mirror-late"):
             parts = []
             for r in results[mode]:
                 c = r.counters
@@ -387,12 +391,12 @@ def main() -> None:
             check = "; ".join(parts)
         print(f"| {LABELS[mode]} | {rps(mode):.0f} | {ratio(mode):.2f} | {lat(mode, .5):.2f} | "
               f"{lat(mode, .99):.2f} | {cpu(mode):.0f} | {cpu('bare') / cpu(mode):.2f} | {child_cpu(mode):.0f} | {check} |")
-    for mode, base in SHIFT_BASE.items():
+    for mode, base in TELEMETRY_BASE.items():
         if mode in results and base in results:
             paired = statistics.median(t.rps / b.rps for t, b in zip(results[mode], results[base], strict=True))
             print(f"\n{LABELS[mode]}: req/s vs {LABELS[base]} = {paired:.2f} (median of per-round ratios; "
                   f"target ≥ 0.90); proxy CPU µs/req {cpu(base):.0f} → {cpu(mode):.0f}")
-    for mode, base in TELEMETRY_BASE.items():
+    for mode, base in SHIFT_BASE.items():
         if mode in results and base in results:
             paired = statistics.median(t.rps / b.rps for t, b in zip(results[mode], results[base], strict=True))
             print(f"\n{LABELS[mode]}: req/s vs {LABELS[base]} = {paired:.2f} (median of per-round ratios; "

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shadow.http1 import Http1Pool, ProtocolError
 from shadow.settings import MirrorTargetSettings
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -148,13 +149,17 @@ class MirrorDispatcher:
 
     def __init__(self, *, max_in_flight: int, timeout_s: float,
                  on_result: Callable[[MirrorResult], None],
-                 log_warning: Callable[[str], None] | None = None) -> None:
+                 log_warning: Callable[[str], None] | None = None, client: str = "http1") -> None:
+        """`client`: "http1" (shadow.http1 for http:// targets) or "aiohttp" (every copy)."""
         self.max_in_flight = max_in_flight
         self.timeout_s = timeout_s
         self._on_result = on_result
         self.counters = MirrorCounters()
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: Any = None  # aiohttp.ClientSession, created on first use inside the loop
+        # http:// copies go through shadow.http1 (a fraction of aiohttp's CPU per copy, see
+        # bench/mirror_client.py); https:// and client="aiohttp" through the aiohttp session.
+        self._http1: Http1Pool | None = Http1Pool() if client == "http1" else None
         self._closed = False
         self._warn = RateLimitedLog(log_warning or (lambda _m: None))
 
@@ -213,6 +218,15 @@ class MirrorDispatcher:
         body = b""
         error: str | None = None
         try:
+            split = Http1Pool.split_http_url(request.url) if self._http1 is not None else None
+            if split is not None:
+                assert self._http1 is not None
+                async with asyncio.timeout(self.timeout_s):
+                    status, resp_headers, body = await self._http1.request(
+                        request.method, split[0], split[1], split[2], list(request.headers), request.body)
+                self.counters.completed += 1
+                self._deliver(request, ts_ns, started, status, resp_headers, body, None)
+                return
             async with asyncio.timeout(self.timeout_s):
                 async with session.request(
                     request.method, URL(request.url, encoded=True), headers=list(request.headers),
@@ -231,7 +245,7 @@ class MirrorDispatcher:
             self.counters.errors += 1
             self._deliver(request, ts_ns, started, None, [], b"", error)
             raise
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError, ProtocolError) as exc:
             status, error = None, describe_error(exc)
             self.counters.errors += 1
         if error is not None:
@@ -261,3 +275,5 @@ class MirrorDispatcher:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._http1 is not None:
+            await self._http1.close()
