@@ -130,7 +130,7 @@ def build_baseline(capture_dir: str | Path) -> Baseline:
             coupling = endpoint_coupling(con, source="baseline_exchanges")
     baseline = Baseline(capture_dir=root, total=total, first_ts=first_ts, last_ts=last_ts, endpoints=endpoints,
                         clusters=clusters, coupling=coupling, latency=latency, has_spans=has_spans)
-    baseline.candidates = rank_candidates(endpoints, coupling)
+    baseline.candidates = rank_candidates(endpoints, coupling, has_spans=has_spans)
     return baseline
 
 
@@ -151,7 +151,7 @@ def _clusters(raw: pd.DataFrame, endpoints: pd.DataFrame) -> pd.DataFrame:
     return grouped.sort_values(["count", "endpoint"], ascending=[False, True])[cols].reset_index(drop=True)
 
 
-def rank_candidates(endpoints: pd.DataFrame, coupling: pd.DataFrame) -> list[Candidate]:
+def rank_candidates(endpoints: pd.DataFrame, coupling: pd.DataFrame, *, has_spans: bool = False) -> list[Candidate]:
     """Score = W_TRAFFIC·traffic + W_EASE·ease + W_HEALTH·health + W_LATENCY·latency, each in [0, 1]:
 
     * traffic: the endpoint's share of requests relative to the busiest endpoint (worth moving);
@@ -184,7 +184,9 @@ def rank_candidates(endpoints: pd.DataFrame, coupling: pd.DataFrame) -> list[Can
         if p95 is not None:
             parts.append(f"p95 {p95:.0f} ms")
         if services is None or db is None:
-            parts.append("coupling unknown (no spans)")
+            # With spans in the capture but none below this endpoint's calls, its upstream exports no traces.
+            parts.append("coupling unknown (no spans below its calls: does the service export traces?)"
+                         if has_spans else "coupling unknown (no spans)")
         else:
             parts.append(f"touches {services:g} other service(s) and {db:g} db span(s) per call (median)")
         if err >= 0.05:
@@ -349,8 +351,10 @@ def render_html(b: Baseline, *, generated_at: datetime | None = None) -> str:
                             _cluster_rows(b), numeric=(3, 4)))
     parts.append("<h2>Coupling seen in spans</h2>")
     if b.coupling.empty:
-        parts.append("<p class='muted'>No spans in this capture (CAPTURE/spans/): coupling is unknown. Export "
-                     "the services' traces to <code>shadow otlp-receiver</code> to see it.</p>")
+        why = ("The capture has spans, but none below the exchanges' own spans: the upstream services do not "
+               "export their traces" if b.has_spans else "No spans in this capture (CAPTURE/spans/)")
+        parts.append(f"<p class='muted'>{why}, so coupling is unknown. Export the services' traces (W3C "
+                     "traceparent is propagated by the gateway) to <code>shadow otlp-receiver</code> to see it.</p>")
     else:
         parts.append(_table(["endpoint", "calls with spans", "other services (median / max)",
                              "db spans (median / max)", "services seen"],
@@ -383,7 +387,8 @@ def render_markdown(b: Baseline) -> str:
         lines += ["| endpoint | status | error | count | share of endpoint |", "|---|---|---|---|---|"]
         lines += [f"| `{_md(r[0])}` | {r[1]} | {_md(r[2])} | {r[3]} | {r[4]} |" for r in _cluster_rows(b)]
     if b.coupling.empty:
-        lines += ["", "No spans in this capture: coupling is unknown."]
+        lines += ["", ("No spans below the exchanges' own spans (the services export no traces)" if b.has_spans
+                       else "No spans in this capture") + ": coupling is unknown."]
     return "\n".join(lines) + "\n"
 
 
