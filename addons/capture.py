@@ -70,9 +70,15 @@ def primary_record(flow: http.HTTPFlow, route: RouteContext | None, gateway_id: 
         error=flow.error.msg if flow.error is not None and resp is None else None,
         trace_id=trace_id,
         span_id=span_id,
-        client_key=split_key if split_role else peer[0] if peer else None,
+        client_key=_identity_key(flow) or (split_key if split_role else peer[0] if peer else None),
         gateway=gateway_id,
     )
+
+
+def _identity_key(flow: http.HTTPFlow) -> str | None:
+    """shadow.identity.clientKeyClaim's value, set by the auth addon: the analyses cluster by user."""
+    passed = flow.metadata.get("shadow.auth")
+    return passed.client_key if passed is not None else None
 
 
 class Capture:

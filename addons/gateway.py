@@ -13,6 +13,7 @@ they complete).
 
 from __future__ import annotations
 
+from addons.auth import Auth
 from addons.capture import Capture
 from addons.mirror import Mirror
 from addons.reload import GatewayState, ShadowConfig
@@ -24,6 +25,7 @@ state = GatewayState()
 
 addons = [
     ShadowConfig(state),
+    Auth(state),  # before routing: a failed check answers 401 and nothing is forwarded
     Router(state),
     Traffic(state),  # after routing (health, breaker, failover, cookies), before capture
     Capture(state),

@@ -13,13 +13,16 @@ import time
 
 from mitmproxy import http
 
+from addons.auth import AUTH_METADATA, unauthorized
 from addons.reload import GatewayState, RouteContext
+from shadow.auth.jwt import JwtSettings, TokenRejected
 from shadow.mirror import RateLimitedLog, describe_error
 from shadow.routing import (
     apply_request_middlewares,
     apply_response_middlewares,
     forwarded_headers,
-    select_router,
+    resolve_router,
+    with_inherited,
 )
 from shadow.rules import RequestView
 from shadow.shifting import RequestFacts
@@ -56,6 +59,18 @@ def host_port(host: str, port: int, scheme: str) -> str:
     return shown if port == default else f"{shown}:{port}"
 
 
+def _auth_missing(flow: http.HTTPFlow, middlewares: tuple[object, ...], generation: int) -> bool:
+    """Fail closed: a route with a jwt middleware the auth addon did not pass answers 401."""
+    needed = {m.name for m in middlewares if isinstance(m, JwtSettings)}
+    if not needed:
+        return False
+    passed = flow.metadata.get(AUTH_METADATA)
+    if passed is not None and passed.generation == generation and needed <= passed.verified:
+        return False
+    flow.response = unauthorized(TokenRejected("authentication required", reason="missing_pass"))
+    return True
+
+
 class Router:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
@@ -87,13 +102,15 @@ class Router:
         client_ip = str(peer[0]) if peer else ""
         view = RequestView(method=req.method, host=client_host, path=path, query=query,
                            headers=tuple(headers), client_ip=client_ip)
-        router = select_router(active.config, view)
+        router, inherited = resolve_router(active.config, view)  # parent → child layers (parentRefs)
         if router is None:
             self.state.routes[flow] = RouteContext(request_id=flow.id, router=None, service=None, upstream=None,
                                                    client_host=client_host, active=active)
             flow.response = http.Response.make(404, NOT_FOUND_BODY, TEXT_PLAIN)
             return
-        plan = active.plans[router.name]
+        plan = with_inherited(active.plans[router.name], inherited)
+        if _auth_missing(flow, plan.middlewares, active.generation):
+            return
         service, decision, control = plan.primary, None, self.state.traffic
         if plan.controlled and control is not None:
             # Weighted / HRW / failover / sticky / health / breaker: decided before forwarding, so a

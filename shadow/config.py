@@ -58,6 +58,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
+from shadow.auth.config import parse_jwt_middleware
+from shadow.auth.jwt import JwtSettings
 from shadow.breaker import BreakerSettings, ExpressionError, parse_expression
 from shadow.errors import ConfigError
 from shadow.rules import Rule, RuleSyntaxError, compile_rule
@@ -109,8 +111,9 @@ class Router:
     name: str
     rule: Rule
     priority: int  # defaults to len(rule text), like Traefik
-    service: str
+    service: str  # "" for a parent router (multi-layer routing: middlewares only)
     middlewares: tuple[str, ...] = ()
+    parent_refs: tuple[str, ...] = ()  # a child router: matched after these parents' middlewares ran
 
 
 @dataclass(frozen=True)
@@ -230,7 +233,7 @@ class CircuitBreakerMiddleware:
     settings: BreakerSettings
 
 
-Middleware = StripPrefix | AddPrefix | HeadersMiddleware | CircuitBreakerMiddleware
+Middleware = StripPrefix | AddPrefix | HeadersMiddleware | CircuitBreakerMiddleware | JwtSettings
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,7 @@ class ShadowSection:
     analysis: Mapping[str, Any] = field(default_factory=dict)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     split: SplitSettings = field(default_factory=SplitSettings)
+    identity_client_key_claim: str | None = None  # shadow.identity.clientKeyClaim: the capture's client_key
 
 
 @dataclass(frozen=True)
@@ -509,8 +513,9 @@ def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
 # http: section
 # --------------------------------------------------------------------------------------------------
 
-_ROUTER_KEYS = ("rule", "service", "priority", "middlewares", "entryPoints", "ruleSyntax", "observability")
-_ROUTER_UNSUPPORTED = ("tls", "parentRefs")
+_ROUTER_KEYS = ("rule", "service", "priority", "middlewares", "entryPoints", "ruleSyntax", "observability",
+                "parentRefs")
+_ROUTER_UNSUPPORTED = ("tls",)
 _TRAEFIK_MIDDLEWARES = (
     "addPrefix", "basicAuth", "buffering", "chain", "circuitBreaker", "compress", "contentType",
     "digestAuth", "encodedCharacters", "errors", "forwardAuth", "grpcWeb", "headers", "inFlightReq",
@@ -814,9 +819,11 @@ def _parse_middleware(reader: _Reader, name: str, node: Any, field: str, line: i
     mw = reader.mapping(node, field, line, allow_null=False)
     if len(mw) != 1:
         reader.fail(f"a middleware has exactly one type, found {len(mw)}", field, line)
-    reader.canonicalize_keys(mw, field, _TRAEFIK_MIDDLEWARES)
+    reader.canonicalize_keys(mw, field, (*_TRAEFIK_MIDDLEWARES, "jwt"))
     kind = next(iter(mw))
     where, kind_line = f"{field}.{kind}", reader.key_line(mw, kind)
+    if kind == "jwt":  # Traefik Hub's JWT middleware: options parsed in shadow/auth/config.py
+        return parse_jwt_middleware(reader, name, reader.mapping(mw[kind], where, reader.value_line(mw, kind)), where)
     if kind not in _SUPPORTED_MIDDLEWARES:
         if kind in _TRAEFIK_MIDDLEWARES:
             reader.fail("middleware type not supported yet by the shadow gateway", where, kind_line)
@@ -882,8 +889,13 @@ def _parse_router(reader: _Reader, name: str, node: Any, field: str, line: int |
         reader.fail(f"only ruleSyntax v3 is supported, got {syntax!r}", f"{field}.ruleSyntax",
                     reader.value_line(r, "ruleSyntax"))
     reader.string_list(r, "entryPoints", field)  # accepted and ignored: the gateway has one entry point
-    service = reader.required_string(r, "service", field)
-    service = _local_name(reader, service, f"{field}.service", reader.value_line(r, "service"))
+    # A parent router (one that children name in parentRefs) has no service: checked with the references.
+    service = reader.string(r, "service", field) or ""
+    if service:
+        service = _local_name(reader, service, f"{field}.service", reader.value_line(r, "service"))
+    parent_items = reader.sequence(r, "parentRefs", field)
+    parents = tuple(_local_name(reader, p, f"{field}.parentRefs[{i}]", reader.item_line(parent_items, i))
+                    for i, p in enumerate(reader.string_list(r, "parentRefs", field)))
     middlewares = reader.string_list(r, "middlewares", field)
     mw_items = reader.sequence(r, "middlewares", field)
     middlewares = tuple(_local_name(reader, m, f"{field}.middlewares[{i}]", reader.item_line(mw_items, i))
@@ -891,7 +903,7 @@ def _parse_router(reader: _Reader, name: str, node: Any, field: str, line: int |
     priority = reader.integer(r, "priority", field, 0, maximum=_MAX_USER_PRIORITY)
     if priority == 0:
         priority = len(text)
-    return Router(name, rule, priority, service, middlewares)
+    return Router(name, rule, priority, service, middlewares, parents)
 
 
 def _named_section(reader: _Reader, parent: dict[Any, Any], key: str, field: str) -> list[tuple[str, Any, str, int | None]]:
@@ -926,9 +938,12 @@ def _ref_line(reader: _Reader, root: dict[Any, Any], path: list[Any]) -> int | N
 def _check_references(reader: _Reader, root: dict[Any, Any], routers: list[Router],
                       services: dict[str, Service], middlewares: dict[str, Middleware]) -> None:
     http_routers = ["http", "routers"]
+    _check_parent_refs(reader, root, routers)
     for router in routers:
         field = f"http.routers.{router.name}"
-        if router.service not in services:
+        if not router.service:
+            pass  # a parent router: _check_parent_refs made sure it has children
+        elif router.service not in services:
             reader.fail(f"no service named {router.service!r}{_did_you_mean(router.service, services)}",
                         f"{field}.service", _ref_line(reader, root, [*http_routers, router.name, "service"]))
         for i, mw in enumerate(router.middlewares):
@@ -973,6 +988,36 @@ def _check_references(reader: _Reader, root: dict[Any, Any], routers: list[Route
                 reader.fail(f"mirror {mirror.name!r} must be a loadBalancer service",
                             f"{field}.mirrors[{i}].name",
                             _ref_line(reader, root, [*path, "mirrors", i, "name"]))
+
+
+def _check_parent_refs(reader: _Reader, root: dict[Any, Any], routers: list[Router]) -> None:
+    """Multi-layer routing: parents exist and have no service, children do, no cycles."""
+    by_name = {r.name: r for r in routers}
+    parents = {p for r in routers for p in r.parent_refs}
+    for router in routers:
+        path: list[Any] = ["http", "routers", router.name]
+        field = f"http.routers.{router.name}"
+        for i, ref in enumerate(router.parent_refs):
+            if ref not in by_name:
+                reader.fail(f"no router named {ref!r}{_did_you_mean(ref, by_name)}", f"{field}.parentRefs[{i}]",
+                            _ref_line(reader, root, [*path, "parentRefs", i]))
+        if router.name in parents and router.service:
+            reader.fail("a parent router (named in parentRefs) has middlewares and no service", f"{field}.service",
+                        _ref_line(reader, root, [*path, "service"]))
+        if router.name not in parents and not router.service:
+            reader.fail("required (or make this a parent: name it in a child router's parentRefs)",
+                        f"{field}.service", _ref_line(reader, root, path))
+    for router in routers:  # walk up: a router must not be its own ancestor
+        seen, frontier = {router.name}, list(router.parent_refs)
+        while frontier:
+            ref = frontier.pop()
+            if ref == router.name:
+                reader.fail("parentRefs cycle: the router is its own ancestor",
+                            f"http.routers.{router.name}.parentRefs",
+                            _ref_line(reader, root, ["http", "routers", router.name, "parentRefs"]))
+            if ref not in seen:
+                seen.add(ref)
+                frontier.extend(by_name[ref].parent_refs)
 
 
 def _service_refs(svc: Service) -> list[tuple[str, list[Any], str]]:
@@ -1020,9 +1065,10 @@ def _check_cycles(reader: _Reader, root: dict[Any, Any], services: dict[str, Ser
 # --------------------------------------------------------------------------------------------------
 
 def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
-                  services: Mapping[str, Service]) -> ShadowSection:
+                  services: Mapping[str, Service], middlewares: Mapping[str, Middleware]) -> ShadowSection:
     sh = reader.mapping(node, "shadow", line)
-    reader.check_keys(sh, "shadow", ("gateway", "capture", "redaction", "mirroring", "endpoints", "analysis", "telemetry", "split"))
+    reader.check_keys(sh, "shadow", ("gateway", "capture", "redaction", "mirroring", "endpoints", "analysis", "telemetry", "split",
+                                       "identity"))
 
     gw = reader.mapping(sh.get("gateway"), "shadow.gateway", reader.value_line(sh, "gateway"))
     reader.check_keys(gw, "shadow.gateway", ("id",))
@@ -1043,6 +1089,10 @@ def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
                         reader.value_line(red, "keyEnv"))
         key = env_value.encode()
     extra_headers = tuple(h.lower() for h in reader.string_list(red, "headers", red_field))
+    identity = _parse_identity(reader, sh)
+    if identity[1]:  # claim values forwarded in headers are redacted like the configured headers
+        extra_headers += tuple(h.lower() for m in middlewares.values() if isinstance(m, JwtSettings)
+                               for h, _ in m.forward_headers)
     headers = tuple(dict.fromkeys((*DEFAULT_REDACTED_HEADERS, *extra_headers)))
     json_fields = reader.string_list(red, "jsonFields", red_field)
     query_params = reader.string_list(red, "queryParams", red_field)
@@ -1114,7 +1164,15 @@ def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
     return ShadowSection(capture=capture, mirroring=mirroring, gateway_id=gateway_id,
                          telemetry=parse_telemetry(reader, sh.get("telemetry"), reader.value_line(sh, "telemetry")),
                          endpoints=endpoints, analysis=MappingProxyType(_plain(analysis_node)),
-                         split=_parse_split(reader, sh, services))
+                         split=_parse_split(reader, sh, services), identity_client_key_claim=identity[0])
+
+
+def _parse_identity(reader: _Reader, sh: dict[Any, Any]) -> tuple[str | None, bool]:
+    """shadow.identity: {clientKeyClaim: sub, redactClaimHeaders: true}."""
+    where = "shadow.identity"
+    node = reader.mapping(sh.get("identity"), where, reader.value_line(sh, "identity"))
+    reader.check_keys(node, where, ("clientKeyClaim", "redactClaimHeaders"))
+    return reader.string(node, "clientKeyClaim", where), reader.boolean(node, "redactClaimHeaders", where, True)
 
 
 def _parse_split(reader: _Reader, sh: dict[Any, Any], services: Mapping[str, Service]) -> SplitSettings:
@@ -1246,7 +1304,8 @@ def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None =
                for name, node, field_name, line in _named_section(reader, http, "routers", "http.routers")]
 
     _check_references(reader, root, routers, services, middlewares)
-    shadow = _parse_shadow(reader, root.get("shadow"), reader.value_line(root, "shadow"), base_dir, services)
+    shadow = _parse_shadow(reader, root.get("shadow"), reader.value_line(root, "shadow"), base_dir, services,
+                           middlewares)
     return GatewayConfig(
         routers=tuple(sorted(routers, key=_router_order)),
         services=MappingProxyType(services),

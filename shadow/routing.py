@@ -11,10 +11,11 @@ event loop (one thread), which is where mitmproxy runs addon hooks.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shadow.config import (
     AddPrefix,
+    CircuitBreakerMiddleware,
     FailoverService,
     GatewayConfig,
     HeadersMiddleware,
@@ -40,8 +41,11 @@ __all__ = [
     "apply_response_middlewares",
     "forwarded_headers",
     "plan_route",
+    "resolve_router",
     "route_plans",
+    "select_child",
     "select_router",
+    "with_inherited",
 ]
 
 Headers = list[tuple[str, str]]
@@ -52,11 +56,49 @@ Headers = list[tuple[str, str]]
 # --------------------------------------------------------------------------------------------------
 
 def select_router(config: GatewayConfig, req: RequestView) -> Router | None:
-    """The first router (in priority order) whose rule matches; None means 404."""
+    """The first top-level router (in priority order) whose rule matches; None means 404.
+    Child routers (with parentRefs) are only tried under their parent: see select_child."""
     for router in config.routers:
-        if router.rule.matches(req):
+        if not router.parent_refs and router.rule.matches(req):
             return router
     return None
+
+
+def select_child(config: GatewayConfig, parent: Router, req: RequestView) -> Router | None:
+    """Multi-layer routing: the first child of `parent` (priority order) matching `req`, which is
+    the request as the parent's middlewares left it; None means 404."""
+    for router in config.routers:
+        if parent.name in router.parent_refs and router.rule.matches(req):
+            return router
+    return None
+
+
+def resolve_router(config: GatewayConfig, view: RequestView) -> tuple[Router | None, tuple[Middleware, ...]]:
+    """The router that serves `view`, walking parent → child layers, and the parents' middlewares
+    (in order) that the chosen child inherits. (None, ...) means 404: nothing matched at some layer."""
+    router = select_router(config, view)
+    inherited: tuple[Middleware, ...] = ()
+    depth = 0
+    while router is not None and not router.service and depth < 32:  # the loader rejects cycles
+        inherited += tuple(config.middlewares[m] for m in router.middlewares)
+        rewritten = apply_request_middlewares(inherited, view.path, view.headers)
+        router = select_child(config, router, child_view(view, rewritten))
+        depth += 1
+    return router, inherited
+
+
+def child_view(view: RequestView, rewritten: RewrittenRequest) -> RequestView:
+    """The request a child router is matched against: path and headers after the parents' middlewares."""
+    return RequestView(method=view.method, host=view.host, path=rewritten.path, query=view.query,
+                       headers=rewritten.headers, client_ip=view.client_ip)
+
+
+def with_inherited(plan: RoutePlan, inherited: tuple[Middleware, ...]) -> RoutePlan:
+    """A child router's plan with its parents' middlewares first (they run before the child's)."""
+    if not inherited:
+        return plan
+    controlled = plan.controlled or any(isinstance(m, CircuitBreakerMiddleware) for m in inherited)
+    return replace(plan, middlewares=(*inherited, *plan.middlewares), controlled=controlled)
 
 
 @dataclass(frozen=True)
@@ -116,7 +158,7 @@ def _first_leaf(config: GatewayConfig, name: str, depth: int = 0) -> LoadBalance
 
 def route_plans(config: GatewayConfig) -> dict[str, RoutePlan]:
     """Every router's plan by router name: compute once per loaded config, look up per request."""
-    return {router.name: plan_route(config, router) for router in config.routers}
+    return {router.name: plan_route(config, router) for router in config.routers if router.service}
 
 
 # --------------------------------------------------------------------------------------------------

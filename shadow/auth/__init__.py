@@ -1,0 +1,1 @@
+"""Edge authentication: the jwt middleware (verification, claims conditions, forwarded claims)."""

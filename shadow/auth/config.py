@@ -1,0 +1,106 @@
+"""Parsing of the `jwt` middleware's options (hooked into shadow.config's middleware parser).
+
+Traefik Hub's names: `signingSecret`, `signingSecretBase64Encoded`, `publicKey`, `jwksUrl`,
+`forwardHeaders`, `forwardAuthorization`, `claims`, `tokenQueryKey` (`jwksFile` is refused as not
+supported yet). Added here, named in the same style: `issuer` (checked against `iss`; alone, it is
+also the OIDC discovery URL), `audience` (string or list), `algorithms`, `leeway` (default 30s),
+`maxTokenSize` (bytes, default 8192), `jwksTimeout` (2s), `jwksRefreshFloor` (30s), `jwksMaxAge` (1h).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import TYPE_CHECKING, Any
+
+from shadow.auth.claims import ClaimSyntaxError, parse_claims
+from shadow.auth.jwt import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, JwtSettings, static_key_set
+
+if TYPE_CHECKING:
+    from shadow.config import _Reader
+
+__all__ = ["parse_jwt_middleware"]
+
+_KEYS = ("signingSecret", "signingSecretBase64Encoded", "publicKey", "jwksUrl", "forwardHeaders",
+         "forwardAuthorization", "claims", "tokenQueryKey", "issuer", "audience", "algorithms", "leeway",
+         "maxTokenSize", "jwksTimeout", "jwksRefreshFloor", "jwksMaxAge")
+
+
+def _http_url(reader: _Reader, body: dict[Any, Any], key: str, where: str) -> str | None:
+    value = reader.string(body, key, where)
+    if value is not None and not value.startswith(("http://", "https://")):
+        reader.fail(f"must be an http:// or https:// URL, got {value!r}", f"{where}.{key}",
+                    reader.value_line(body, key))
+    return value
+
+
+def parse_jwt_middleware(reader: _Reader, name: str, body: dict[Any, Any], where: str) -> JwtSettings:
+    reader.check_keys(body, where, _KEYS, unsupported=("jwksFile",))
+    secret_text = reader.string(body, "signingSecret", where)
+    secret: bytes | None = None
+    if secret_text is not None:
+        secret = secret_text.encode()
+        if reader.boolean(body, "signingSecretBase64Encoded", where, False):
+            try:
+                secret = base64.b64decode(secret_text, validate=True)
+            except (binascii.Error, ValueError):
+                reader.fail("signingSecret is not valid base64", f"{where}.signingSecret",
+                            reader.value_line(body, "signingSecret"))
+    public_key = reader.string(body, "publicKey", where)
+    jwks_url = _http_url(reader, body, "jwksUrl", where)
+    issuer = reader.string(body, "issuer", where)
+    sources = [k for k, v in (("signingSecret", secret), ("publicKey", public_key), ("jwksUrl", jwks_url))
+               if v is not None]
+    if len(sources) > 1:
+        reader.fail(f"name one key source, found {' and '.join(sources)}", where, reader.node_line(body))
+    if not sources and (issuer is None or not issuer.startswith(("http://", "https://"))):
+        reader.fail("needs a key source: signingSecret, publicKey, jwksUrl, or an http(s) issuer "
+                    "for OIDC discovery", where, reader.node_line(body))
+    audience_node = body.get("audience")
+    audience = ((reader.string(body, "audience", where) or "",) if isinstance(audience_node, str)
+                else reader.string_list(body, "audience", where))
+    algorithms = reader.string_list(body, "algorithms", where)
+    family = HMAC_ALGORITHMS if secret is not None else ASYMMETRIC_ALGORITHMS
+    items = reader.sequence(body, "algorithms", where)
+    for i, alg in enumerate(algorithms):
+        if alg not in family:
+            kind = "a signingSecret (HMAC)" if secret is not None else "public keys"
+            reader.fail(f"algorithm {alg!r} cannot be used with {kind}; choose from {', '.join(family)}",
+                        f"{where}.algorithms[{i}]", reader.item_line(items, i))
+    claims_text = reader.string(body, "claims", where)
+    claims = None
+    if claims_text is not None:
+        try:
+            claims = parse_claims(claims_text)
+        except ClaimSyntaxError as exc:
+            reader.fail(f"{exc.message} at column {exc.column} of {claims_text!r}", f"{where}.claims",
+                        reader.value_line(body, "claims"))
+    fh_where = f"{where}.forwardHeaders"
+    fh = reader.mapping(body.get("forwardHeaders"), fh_where, reader.value_line(body, "forwardHeaders"))
+    forward: list[tuple[str, str]] = []
+    for header in fh:
+        from shadow.config import _HEADER_NAME
+        if not isinstance(header, str) or not _HEADER_NAME.match(header):
+            reader.fail(f"bad header name {header!r}", f"{fh_where}.{header}", reader.key_line(fh, header))
+        forward.append((header, reader.required_string(fh, header, fh_where)))
+    settings = JwtSettings(
+        name=name, signing_secret=secret, public_key=public_key, jwks_url=jwks_url, issuer=issuer,
+        audience=audience, algorithms=algorithms,
+        leeway_s=reader.duration(body, "leeway", where, 30.0),
+        forward_headers=tuple(forward),
+        forward_authorization=reader.boolean(body, "forwardAuthorization", where, False),
+        claims=claims, claims_text=claims_text or "",
+        token_query_key=reader.string(body, "tokenQueryKey", where),
+        max_token_bytes=reader.integer(body, "maxTokenSize", where, 8192, minimum=64),
+        jwks_timeout_s=reader.duration(body, "jwksTimeout", where, 2.0),
+        jwks_refresh_floor_s=reader.duration(body, "jwksRefreshFloor", where, 30.0),
+        jwks_max_age_s=reader.duration(body, "jwksMaxAge", where, 3600.0),
+    )
+    if settings.jwks_timeout_s <= 0:
+        reader.fail("must be positive", f"{where}.jwksTimeout", reader.value_line(body, "jwksTimeout"))
+    try:
+        static_key_set(settings)
+    except ValueError as exc:
+        reader.fail(str(exc), f"{where}.publicKey" if public_key else f"{where}.signingSecret",
+                    reader.value_line(body, "publicKey" if public_key else "signingSecret"))
+    return settings
