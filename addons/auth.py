@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,9 @@ from shadow.auth.jwt import (
     JwksCache,
     JwtSettings,
     TokenRejected,
+    VerifiedTokens,
     bearer_token,
+    check_claims,
     claim_header_value,
     static_key_set,
     token_header,
@@ -81,6 +84,8 @@ class Auth:
         self._locks: dict[str, asyncio.Lock] = {}
         self._jwks_uri: dict[str, str] = {}  # issuer → jwks_uri from its discovery document
         self._static: dict[JwtSettings, KeySet | None] = {}
+        self._verified = VerifiedTokens()
+        self._generation = -1
         self._session: Any = None
         self._auth_configs: dict[int, bool] = {}
         self._warn = RateLimitedLog(logger.warning)
@@ -92,6 +97,9 @@ class Auth:
     def _needs_auth(self, active: ActiveConfig) -> bool:
         known = self._auth_configs.get(active.generation)
         if known is None:
+            if active.generation != self._generation:  # a reload may change a middleware under its name
+                self._verified.clear()
+                self._generation = active.generation
             known = self._auth_configs[active.generation] = has_auth(active.config)
         return known
 
@@ -154,6 +162,15 @@ class Auth:
     async def _verify(self, mw: JwtSettings, headers: list[tuple[str, str]], query: str) -> dict[str, Any]:
         params = dict(parse_qsl(query)) if mw.token_query_key and query else None
         token = bearer_token(headers, params, mw)
+        if mw.remote_keys:
+            jwks = self._jwks.get(mw.jwks_url or f"discovery:{mw.issuer}")
+            current = jwks.fresh_keys() if jwks is not None else None
+        else:
+            current = self._static.get(mw)
+        cached = self._verified.get(mw, token, current)
+        if cached is not None:  # signature already checked against this very key set
+            check_claims(cached, mw, now=time.time())
+            return cached
         header = token_header(token, mw)  # size, shape and algorithm before any key work or fetch
         if mw.remote_keys:
             keys = await self._remote_keys(mw, header.get("kid"))
@@ -163,7 +180,9 @@ class Auth:
             keys = self._static[mw]
         if keys is None:
             raise TokenRejected("signing keys unavailable (JWKS fetch failed)", reason="jwks_unavailable")
-        return verify_token(token, keys, mw)
+        claims = verify_token(token, keys, mw)
+        self._verified.put(mw, token, keys, claims)
+        return claims
 
     async def _remote_keys(self, mw: JwtSettings, kid: str | None) -> KeySet | None:
         source = mw.jwks_url or f"discovery:{mw.issuer}"

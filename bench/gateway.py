@@ -197,7 +197,7 @@ async def load(url: str, seconds: float, concurrency: int, max_requests: int, re
                 budget[0] -= 1
                 t0 = time.perf_counter()
                 try:
-                    async with session.get(f"{url}/api/items/{n}-{i}?q=1") as r:
+                    async with session.get(f"{url}/api/items/{n}-{i}?q=1", headers=REQUEST_HEADERS.get(result.mode)) as r:
                         await r.read()
                         ok = r.status == 200
                 except aiohttp.ClientError:
@@ -234,6 +234,8 @@ def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Na
             capture_mode="thread" if mode == "mirror-thread" else "process"))
         if mode in TELEMETRY_MODES:  # `telemetry:` goes last in the shadow: section
             cfg.write_text(cfg.read_text().rstrip("\n") + "\n" + TELEMETRY.format(endpoint=args.otlp_endpoint))
+        if mode in JWT_MODES:
+            cfg.write_text(jwt_config(capture, primary))
         if mode in SHIFT_MODES:
             second = shadows["fast"] if mode == "shift-2up" else primary
             cfg.write_text(SHIFT_CONFIG.format(primary=primary, second=second, capture=capture))
@@ -316,6 +318,41 @@ shadow:
   gateway: {{id: bench}}
   capture: {{dir: "{capture}", enabled: false}}
   split: {{candidates: [next]}}
+"""
+
+
+# JWT middleware on (RS256, key cached: a static public key; a fetched JWKS is verified the same
+# way once cached), claims forwarded as headers, capture off: compare with (b) pass-through.
+JWT_MODES = ("jwt",)
+MODES = (*MODES, *JWT_MODES)
+LABELS.update({"jwt": "(j) jwt middleware (RS256, cached key) + forwardHeaders, capture off"})
+REQUEST_HEADERS: dict[str, dict[str, str]] = {}
+
+
+def jwt_config(capture: Path, primary: str) -> str:
+    from joserfc import jwt
+    from joserfc.jwk import RSAKey
+
+    key = RSAKey.generate_key(2048, parameters={"kid": "bench"})
+    claims = {"sub": "user-1", "plan": "beta", "iss": "https://idp.bench", "aud": "bench", "exp": int(time.time()) + 86400}
+    REQUEST_HEADERS["jwt"] = {"Authorization": "Bearer " + jwt.encode({"alg": "RS256", "kid": "bench"}, claims, key)}
+    pem = key.as_pem(private=False).decode().replace("\n", "\n          ")
+    return f"""
+http:
+  routers:
+    all: {{rule: "PathPrefix(`/`)", service: mono, middlewares: [auth]}}
+  services:
+    mono: {{loadBalancer: {{servers: [{{url: "{primary}"}}]}}}}
+  middlewares:
+    auth:
+      jwt:
+        issuer: https://idp.bench
+        audience: bench
+        forwardHeaders: {{X-User: sub, X-Plan: plan}}
+        publicKey: |
+          {pem}
+shadow:
+  capture: {{dir: "{capture}", enabled: false}}
 """
 
 

@@ -150,3 +150,18 @@ def test_jwks_cache_refresh_floor() -> None:
     assert cache.fetch_due("rsa1")  # stale
     with pytest.raises(ValueError, match="no keys list"):
         cache.store({"nope": 1})
+
+
+def test_verified_tokens_hit_only_for_the_same_key_set(keys: Keys, jwks: KeySet) -> None:
+    from shadow.auth.jwt import VerifiedTokens
+
+    cache = VerifiedTokens(max_entries=2)
+    token = mint(keys.rsa, "RS256")
+    cache.put(REMOTE, token, jwks, verify_token(token, jwks, REMOTE))
+    assert cache.get(REMOTE, token, jwks) is not None
+    refreshed = KeySet.import_key_set(keys.jwks())  # type: ignore[arg-type]
+    assert cache.get(REMOTE, token, refreshed) is None  # a refreshed JWKS: checked again
+    assert cache.get(REMOTE, token, None) is None
+    for i in range(2):
+        cache.put(REMOTE, f"t{i}", jwks, {})
+    assert cache.get(REMOTE, token, jwks) is None  # the oldest went first

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import time
 import warnings
@@ -35,6 +36,7 @@ __all__ = [
     "JwksCache",
     "JwtSettings",
     "TokenRejected",
+    "VerifiedTokens",
     "bearer_token",
     "claim_header_value",
     "static_key_set",
@@ -278,6 +280,12 @@ class JwksCache:
             return len(self.keys.keys) == 1
         return any(k.kid == kid for k in self.keys.keys)
 
+    def fresh_keys(self) -> KeySet | None:
+        """The key set while younger than max_age, else None."""
+        if self.keys is None or self.clock() - self.fetched_at >= self.max_age_s:
+            return None
+        return self.keys
+
     def fetch_due(self, kid: str | None) -> bool:
         """Fetch now? Stale or missing keys, or an unknown kid — but never twice within the floor."""
         now = self.clock()
@@ -309,3 +317,33 @@ class JwksCache:
 
     def failed(self) -> None:
         self.failures += 1
+
+
+class VerifiedTokens:
+    """Tokens whose signature already checked out, by (middleware, sha256 of the token), each with
+    the key set object it was checked against: a hit counts only while that very key set is in
+    force (a JWKS refresh installs a new object, so a rotated-out key stops matching at once).
+    The time claims and the claims condition are checked again on every hit (`check_claims`);
+    only the signature work is saved. Bounded: the oldest entry goes first."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[tuple[str, bytes], tuple[KeySet, dict[str, Any]]] = {}
+
+    @staticmethod
+    def _key(settings: JwtSettings, token: str) -> tuple[str, bytes]:
+        return settings.name, hashlib.sha256(token.encode("latin-1", "replace")).digest()
+
+    def get(self, settings: JwtSettings, token: str, keys: KeySet | None) -> dict[str, Any] | None:
+        if keys is None:
+            return None
+        entry = self._entries.get(self._key(settings, token))
+        return entry[1] if entry is not None and entry[0] is keys else None
+
+    def put(self, settings: JwtSettings, token: str, keys: KeySet, claims: dict[str, Any]) -> None:
+        if len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]
+        self._entries[self._key(settings, token)] = (keys, claims)
+
+    def clear(self) -> None:
+        self._entries.clear()
