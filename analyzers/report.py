@@ -255,18 +255,19 @@ def _img(png: bytes, alt: str) -> str:
 # HTML
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1440px;
  color:#1f2328;padding:0 1rem}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2rem;margin-top:2rem}
 table{border-collapse:collapse;margin:.5rem 0 1rem;width:100%}
 th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left;vertical-align:top}
-th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .badge{display:inline-block;padding:.1rem .5rem;border-radius:.3rem;color:#fff;font-weight:600;font-size:.85em}
 .verdict{font-size:2rem;font-weight:700}
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.9em}
 pre{background:#f6f8fa;padding:.5rem;overflow:auto;white-space:pre-wrap;word-break:break-all;margin:0}
 .muted{color:#6e7781}nav a{margin-right:1rem}
 .example{border:1px solid #d0d7de;border-radius:.3rem;padding:.5rem;margin:.5rem 0}
+tr.detail td{border-top:none;background:#fbfcfd;font-size:.92em}
 """
 
 
@@ -279,14 +280,18 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequence[int] = ()) -> str:
-    """`rows` hold already-escaped HTML cells."""
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequence[int] = (),
+           details: Sequence[str] | None = None) -> str:
+    """`rows` hold already-escaped HTML cells; `details[i]`, when given, is shown as a full-width
+    line under row i (long sentences in a narrow column make every row a tower)."""
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = []
-    for row in rows:
+    for index, row in enumerate(rows):
         cells = "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
                         for i, c in enumerate(row))
         body.append(f"<tr>{cells}</tr>")
+        if details is not None and details[index]:
+            body.append(f'<tr class="detail"><td colspan="{len(headers)}">{details[index]}</td></tr>')
     if not body:
         return '<p class="muted">none</p>'
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -369,6 +374,7 @@ def _summary_section(result: AnalysisResult) -> str:
 
 def _guardrail_section(result: AnalysisResult) -> str:
     rows = []
+    reasons = []
     results = verdict_results(result.verdict)
     for r in sorted(results, key=lambda r: (r.endpoint, str(getattr(r, "candidate", "")), r.metric)):
         unit = getattr(r, "unit", None)
@@ -380,16 +386,17 @@ def _guardrail_section(result: AnalysisResult) -> str:
             _value_cell(getattr(r, "candidate_value", None), side_unit, ms),
             _e(format_value(r.estimate, unit)), _e(format_interval(r.interval, unit)),
             _e(format_value(r.margin, unit)), _num(r.n_primary), _num(r.n_candidate), _e(r.test),
-            "paired" if r.paired else "unpaired", _num(r.p_value, 3), _badge(class_name(r.cls)), _e(r.reason),
+            "paired" if r.paired else "unpaired", _num(r.p_value, 3), _badge(class_name(r.cls)),
             _num(r.needed_n),
         ))
+        reasons.append(f'<span class="muted">why:</span> {_e(r.reason)}')
     return ('<section id="guardrails"><h2>Guardrails</h2>'
             '<p class="muted">Each guardrail is a non-inferiority test: PASS when the interval rules '
             'out a regression larger than the margin, FAIL on significant harm (Holm-corrected), '
             'otherwise INCONCLUSIVE with the per-arm sample size still needed.</p>'
             + _table(("endpoint", "metric", "primary", "candidate", "estimate", "interval", "margin",
-                      "n primary", "n candidate", "test", "design", "p (non-inferiority)", "class", "why",
-                      "n needed"), rows, numeric=(2, 3, 4, 6, 7, 8, 11, 14))
+                      "n primary", "n candidate", "test", "design", "p (non-inferiority)", "class",
+                      "n needed"), rows, numeric=(2, 3, 4, 6, 7, 8, 11, 13), details=reasons)
             + "</section>")
 
 
