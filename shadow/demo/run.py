@@ -313,7 +313,7 @@ def run_demo(out: Path, *, requests: int, concurrency: int, max_seconds: float, 
               help="Stop sending after this long even if requests remain.")
 @click.option("--seed", type=int, default=2026, show_default=True, help="Seed of the traffic plan.")
 @click.option("--keep-running", is_flag=True, help="After the traffic, keep everything up until Ctrl-C.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (there is none off a terminal).")
 @click.option("--report/--no-report", default=True, show_default=True,
               help="End by analysing the capture: the verdict and an HTML report in OUT/report.")
 def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: float, seed: int,
@@ -327,10 +327,11 @@ def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: fl
     and an HTML report of the comparison (OUT/report).
     """
     out = out or default_out_dir()
+    progress = not no_progress and sys.stderr.isatty()  # bars on a terminal; CI logs stay readable
     started = time.monotonic()
     capture, interrupted = run_demo(out, requests=request_count, concurrency=concurrency,
                                     max_seconds=max_seconds, keep_running=keep_running, seed=seed,
-                                    progress=not no_progress)
+                                    progress=progress)
     click.echo(f"\ncapture: {capture}  ({time.monotonic() - started:.0f} s in all; logs in {out / 'logs'})\n")
     try:
         summary = summarize_capture(capture)
@@ -347,7 +348,7 @@ def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: fl
         return
     from shadow.report_cmd import demo_report  # last step: the verdict and the report (shadow report)
 
-    demo_report(capture, out / "report", progress=not no_progress)
+    demo_report(capture, out / "report", progress=progress)
 
 
 def next_steps(config: Path, capture: Path) -> str:
