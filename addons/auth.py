@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -42,6 +43,15 @@ from shadow.auth.jwt import (
     token_header,
     upstream_headers,
     verify_token,
+)
+from shadow.auth.oidc import (
+    CookieCodec,
+    OidcSettings,
+    authorization_url,
+    pkce_pair,
+    request_cookies,
+    set_cookie,
+    without_cookies,
 )
 from shadow.mirror import RateLimitedLog, describe_error
 from shadow.routing import apply_request_middlewares, child_view, select_child, select_router
@@ -67,7 +77,11 @@ def _decoded(fields: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:
 
 
 def has_auth(config: Any) -> bool:
-    return any(isinstance(m, JwtSettings) for m in config.middlewares.values())
+    return any(isinstance(m, JwtSettings | OidcSettings) for m in config.middlewares.values())
+
+
+SET_COOKIE_METADATA = "shadow.auth.set_cookie"  # a refreshed session cookie for the client's answer
+STATE_TTL_S = 600  # a login must come back within 10 minutes
 
 
 def unauthorized(exc: TokenRejected) -> http.Response:
@@ -85,6 +99,8 @@ class Auth:
         self._jwks_uri: dict[str, str] = {}  # issuer → jwks_uri from its discovery document
         self._static: dict[JwtSettings, KeySet | None] = {}
         self._verified = VerifiedTokens()
+        self._oidc_docs: dict[str, dict[str, Any]] = {}
+        self._codecs: dict[OidcSettings, CookieCodec] = {}
         self._generation = -1
         self._session: Any = None
         self._auth_configs: dict[int, bool] = {}
@@ -139,6 +155,14 @@ class Auth:
                 if isinstance(mw, JwtSettings):
                     claims = await self._verify(mw, headers, query)
                     headers = upstream_headers(headers, claims, mw)
+                    verified.add(name)
+                elif isinstance(mw, OidcSettings):
+                    session_claims = await self._oidc(flow, mw, headers, path, query, host)
+                    if session_claims is None:  # answered here: login redirect, callback or logout
+                        return
+                    claims = session_claims
+                    headers = upstream_headers(without_cookies(headers, {mw.session_name, mw.state_cookie}),
+                                               claims, mw)
                     verified.add(name)
             if router.service:
                 break
@@ -219,17 +243,148 @@ class Auth:
             uri = self._jwks_uri[issuer] = doc["jwks_uri"]
         return uri
 
-    async def _get_json(self, url: str) -> Any:
+    async def _get_json_session(self) -> Any:
         if self._session is None:
             import aiohttp
 
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=8), cookie_jar=aiohttp.DummyCookieJar())
+        return self._session
+
+    async def _get_json(self, url: str) -> Any:
+        await self._get_json_session()
         async with self._session.get(url, headers={"Accept": "application/json"}) as resp:
             if resp.status != 200:
                 raise ValueError(f"HTTP {resp.status} from {url}")
             body = await resp.content.read(1 << 20)  # a key set is small: cap what we read
             return json.loads(body)
+
+    # -- OIDC (browser sessions) -----------------------------------------------------------------
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        cookie = flow.metadata.get(SET_COOKIE_METADATA)
+        if cookie and flow.response is not None:
+            flow.response.headers.add("Set-Cookie", cookie)
+
+    async def _discovery(self, mw: OidcSettings) -> dict[str, Any]:
+        doc = self._oidc_docs.get(mw.issuer)
+        if doc is None:
+            async with asyncio.timeout(mw.jwks_timeout_s):
+                doc = await self._get_json(mw.issuer.rstrip("/") + "/.well-known/openid-configuration")
+            if not isinstance(doc, dict) or doc.get("issuer") != mw.issuer:
+                raise TokenRejected("the identity provider's discovery document is unusable", reason="oidc_discovery")
+            for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+                if not isinstance(doc.get(key), str):
+                    raise TokenRejected(f"the discovery document has no {key}", reason="oidc_discovery")
+            self._oidc_docs[mw.issuer] = doc
+        return doc
+
+    async def _token_request(self, mw: OidcSettings, doc: dict[str, Any], form: dict[str, str]) -> dict[str, Any]:
+        if self._session is None:
+            await self._get_json_session()
+        form = {**form, "client_id": mw.client_id}
+        if mw.client_secret:
+            form["client_secret"] = mw.client_secret
+        try:
+            async with asyncio.timeout(mw.jwks_timeout_s):
+                async with self._session.post(doc["token_endpoint"], data=form,
+                                              headers={"Accept": "application/json"}) as resp:
+                    body = await resp.content.read(1 << 20)
+                    if resp.status != 200:
+                        raise TokenRejected(f"the token endpoint answered {resp.status}", reason="oidc_token")
+            tokens = json.loads(body)
+        except TokenRejected:
+            raise
+        except Exception as exc:
+            raise TokenRejected(f"token request failed: {describe_error(exc)}", reason="oidc_token") from None
+        if not isinstance(tokens, dict) or not isinstance(tokens.get("id_token"), str):
+            raise TokenRejected("the token endpoint returned no id_token", reason="oidc_token")
+        return tokens
+
+    async def _id_token_claims(self, mw: OidcSettings, doc: dict[str, Any], id_token: str,
+                               nonce: str | None) -> dict[str, Any]:
+        check = JwtSettings(name=f"{mw.name}#id_token", jwks_url=doc["jwks_uri"], issuer=mw.issuer,
+                            audience=(mw.client_id,), leeway_s=mw.leeway_s, jwks_timeout_s=mw.jwks_timeout_s,
+                            claims=mw.claims)
+        header = token_header(id_token, check)
+        keys = await self._remote_keys(check, header.get("kid"))
+        if keys is None:
+            raise TokenRejected("signing keys unavailable (JWKS fetch failed)", reason="jwks_unavailable")
+        claims = verify_token(id_token, keys, check)
+        if nonce is not None and claims.get("nonce") != nonce:
+            raise TokenRejected("the id token's nonce does not match the login", reason="oidc_nonce")
+        return claims
+
+    def _codec(self, mw: OidcSettings) -> CookieCodec:
+        codec = self._codecs.get(mw)
+        if codec is None:
+            codec = self._codecs[mw] = CookieCodec(mw.session_secret)
+        return codec
+
+    async def _oidc(self, flow: http.HTTPFlow, mw: OidcSettings, headers: list[tuple[str, str]], path: str,
+                    query: str, host: str) -> dict[str, Any] | None:
+        """The session's claims, or None when this request was answered here."""
+        codec = self._codec(mw)
+        cookies = request_cookies(headers)
+        secure = flow.client_conn.tls_established
+        now = time.time()
+        if path == mw.logout_path:
+            doc = self._oidc_docs.get(mw.issuer) or {}
+            flow.response = http.Response.make(302, b"", {
+                "Location": doc.get("end_session_endpoint") or "/",
+                "Set-Cookie": set_cookie(mw.session_name, "", max_age=0, secure=secure)})
+            self.counts["oidc_logouts"] += 1
+            return None
+        doc = await self._discovery(mw)
+        redirect_uri = f"{'https' if secure else 'http'}://{host}{mw.redirect_path}"
+        if path == mw.redirect_path:
+            login = codec.decode(cookies.get(mw.state_cookie, ""), now=now)
+            params = dict(parse_qsl(query))
+            if login is None or not params.get("code") or params.get("state") != login.get("state"):
+                raise TokenRejected("invalid or expired login state", reason="oidc_state")
+            tokens = await self._token_request(mw, doc, {
+                "grant_type": "authorization_code", "code": params["code"], "redirect_uri": redirect_uri,
+                "code_verifier": str(login["verifier"])})
+            claims: dict[str, Any] = await self._id_token_claims(mw, doc, tokens["id_token"], str(login["nonce"]))
+            new_session = {"claims": claims, "rt": tokens.get("refresh_token")}
+            response = http.Response.make(302, b"", {"Location": str(login.get("return_to") or "/")})
+            response.headers.add("Set-Cookie", set_cookie(
+                mw.session_name, codec.encode(new_session, expires_at=now + mw.session_expiry_s),
+                max_age=int(mw.session_expiry_s), secure=secure))
+            response.headers.add("Set-Cookie", set_cookie(mw.state_cookie, "", max_age=0, secure=secure))
+            flow.response = response
+            self.counts["oidc_logins"] += 1
+            return None
+        session = codec.decode(cookies.get(mw.session_name, ""), now=now)
+        if session is not None and isinstance(session.get("claims"), dict):
+            claims = session["claims"]
+            if claims.get("exp", 0) > now - mw.leeway_s:
+                if mw.claims is not None and not mw.claims.evaluate(claims):
+                    raise TokenRejected("the session's claims do not satisfy the condition",
+                                        reason="condition", status=403)
+                return claims
+            if session.get("rt"):  # the id token expired: refresh it with the refresh token
+                tokens = await self._token_request(mw, doc, {"grant_type": "refresh_token",
+                                                              "refresh_token": str(session["rt"])})
+                claims = await self._id_token_claims(mw, doc, tokens["id_token"], None)
+                fresh = {"claims": claims, "rt": tokens.get("refresh_token") or session["rt"]}
+                flow.metadata[SET_COOKIE_METADATA] = set_cookie(
+                    mw.session_name, codec.encode(fresh, expires_at=now + mw.session_expiry_s),
+                    max_age=int(mw.session_expiry_s), secure=secure)
+                self.counts["oidc_refreshes"] += 1
+                return claims
+        if flow.request.method not in ("GET", "HEAD"):
+            raise TokenRejected("login required", reason="no_session")
+        verifier, challenge = pkce_pair()
+        state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        login_cookie = codec.encode({"state": state, "nonce": nonce, "verifier": verifier,
+                                     "return_to": flow.request.path}, expires_at=now + STATE_TTL_S)
+        flow.response = http.Response.make(302, b"", {
+            "Location": authorization_url(doc["authorization_endpoint"], mw, redirect_uri=redirect_uri,
+                                          state=state, nonce=nonce, challenge=challenge),
+            "Set-Cookie": set_cookie(mw.state_cookie, login_cookie, max_age=STATE_TTL_S, secure=secure)})
+        self.counts["oidc_login_redirects"] += 1
+        return None
 
     async def done(self) -> None:
         if self._session is not None:

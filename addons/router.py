@@ -16,6 +16,7 @@ from mitmproxy import http
 from addons.auth import AUTH_METADATA, unauthorized
 from addons.reload import GatewayState, RouteContext
 from shadow.auth.jwt import JwtSettings, TokenRejected
+from shadow.auth.oidc import OidcSettings
 from shadow.mirror import RateLimitedLog, describe_error
 from shadow.routing import (
     apply_request_middlewares,
@@ -61,7 +62,7 @@ def host_port(host: str, port: int, scheme: str) -> str:
 
 def _auth_missing(flow: http.HTTPFlow, middlewares: tuple[object, ...], generation: int) -> bool:
     """Fail closed: a route with a jwt middleware the auth addon did not pass answers 401."""
-    needed = {m.name for m in middlewares if isinstance(m, JwtSettings)}
+    needed = {m.name for m in middlewares if isinstance(m, JwtSettings | OidcSettings)}
     if not needed:
         return False
     passed = flow.metadata.get(AUTH_METADATA)

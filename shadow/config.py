@@ -58,8 +58,9 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from shadow.auth.config import parse_jwt_middleware
+from shadow.auth.config import parse_jwt_middleware, parse_oidc_middleware
 from shadow.auth.jwt import JwtSettings
+from shadow.auth.oidc import OidcSettings
 from shadow.breaker import BreakerSettings, ExpressionError, parse_expression
 from shadow.errors import ConfigError
 from shadow.rules import Rule, RuleSyntaxError, compile_rule
@@ -233,7 +234,7 @@ class CircuitBreakerMiddleware:
     settings: BreakerSettings
 
 
-Middleware = StripPrefix | AddPrefix | HeadersMiddleware | CircuitBreakerMiddleware | JwtSettings
+Middleware = StripPrefix | AddPrefix | HeadersMiddleware | CircuitBreakerMiddleware | JwtSettings | OidcSettings
 
 
 @dataclass(frozen=True)
@@ -819,11 +820,13 @@ def _parse_middleware(reader: _Reader, name: str, node: Any, field: str, line: i
     mw = reader.mapping(node, field, line, allow_null=False)
     if len(mw) != 1:
         reader.fail(f"a middleware has exactly one type, found {len(mw)}", field, line)
-    reader.canonicalize_keys(mw, field, (*_TRAEFIK_MIDDLEWARES, "jwt"))
+    reader.canonicalize_keys(mw, field, (*_TRAEFIK_MIDDLEWARES, "jwt", "oidc"))
     kind = next(iter(mw))
     where, kind_line = f"{field}.{kind}", reader.key_line(mw, kind)
     if kind == "jwt":  # Traefik Hub's JWT middleware: options parsed in shadow/auth/config.py
         return parse_jwt_middleware(reader, name, reader.mapping(mw[kind], where, reader.value_line(mw, kind)), where)
+    if kind == "oidc":  # browser sessions (authorization code + PKCE): shadow/auth/config.py
+        return parse_oidc_middleware(reader, name, reader.mapping(mw[kind], where, reader.value_line(mw, kind)), where)
     if kind not in _SUPPORTED_MIDDLEWARES:
         if kind in _TRAEFIK_MIDDLEWARES:
             reader.fail("middleware type not supported yet by the shadow gateway", where, kind_line)
@@ -1091,7 +1094,7 @@ def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
     extra_headers = tuple(h.lower() for h in reader.string_list(red, "headers", red_field))
     identity = _parse_identity(reader, sh)
     if identity[1]:  # claim values forwarded in headers are redacted like the configured headers
-        extra_headers += tuple(h.lower() for m in middlewares.values() if isinstance(m, JwtSettings)
+        extra_headers += tuple(h.lower() for m in middlewares.values() if isinstance(m, JwtSettings | OidcSettings)
                                for h, _ in m.forward_headers)
     headers = tuple(dict.fromkeys((*DEFAULT_REDACTED_HEADERS, *extra_headers)))
     json_fields = reader.string_list(red, "jsonFields", red_field)

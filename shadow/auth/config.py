@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from shadow.auth.claims import ClaimSyntaxError, parse_claims
 from shadow.auth.jwt import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, JwtSettings, static_key_set
+from shadow.auth.oidc import OidcSettings
 
 if TYPE_CHECKING:
     from shadow.config import _Reader
 
-__all__ = ["parse_jwt_middleware"]
+__all__ = ["parse_jwt_middleware", "parse_oidc_middleware"]
 
 _KEYS = ("signingSecret", "signingSecretBase64Encoded", "publicKey", "jwksUrl", "forwardHeaders",
          "forwardAuthorization", "claims", "tokenQueryKey", "issuer", "audience", "algorithms", "leeway",
@@ -104,3 +105,62 @@ def parse_jwt_middleware(reader: _Reader, name: str, body: dict[Any, Any], where
         reader.fail(str(exc), f"{where}.publicKey" if public_key else f"{where}.signingSecret",
                     reader.value_line(body, "publicKey" if public_key else "signingSecret"))
     return settings
+
+
+_OIDC_KEYS = ("issuer", "clientId", "clientSecret", "redirectPath", "logoutPath", "scopes", "session",
+              "forwardHeaders", "claims", "leeway", "timeout")
+
+
+def parse_oidc_middleware(reader: _Reader, name: str, body: dict[Any, Any], where: str) -> OidcSettings:
+    import os
+
+    from shadow.config import _HEADER_NAME
+
+    reader.check_keys(body, where, _OIDC_KEYS)
+    issuer = _http_url(reader, body, "issuer", where) or reader.required_string(body, "issuer", where)
+    paths = {}
+    for key, default in (("redirectPath", "/oidc/callback"), ("logoutPath", "/oidc/logout")):
+        value = reader.string(body, key, where, default=default) or default
+        if not value.startswith("/"):
+            reader.fail(f"must start with '/', got {value!r}", f"{where}.{key}", reader.value_line(body, key))
+        paths[key] = value
+    s_where = f"{where}.session"
+    sess = reader.mapping(body.get("session"), s_where, reader.value_line(body, "session"))
+    reader.check_keys(sess, s_where, ("name", "secret", "secretEnv", "expiry"))
+    secret = reader.string(sess, "secret", s_where)
+    secret_env = reader.string(sess, "secretEnv", s_where)
+    if secret_env is not None:
+        secret = os.environ.get(secret_env)
+        if not secret:
+            reader.fail(f"environment variable {secret_env} is not set", f"{s_where}.secretEnv",
+                        reader.value_line(sess, "secretEnv"))
+    if secret is None or len(secret) < 32:
+        reader.fail("session.secret (or secretEnv) of at least 32 characters is required", s_where,
+                    reader.value_line(body, "session") if "session" in body else reader.node_line(body))
+    claims_text = reader.string(body, "claims", where)
+    claims = None
+    if claims_text is not None:
+        try:
+            claims = parse_claims(claims_text)
+        except ClaimSyntaxError as exc:
+            reader.fail(f"{exc.message} at column {exc.column} of {claims_text!r}", f"{where}.claims",
+                        reader.value_line(body, "claims"))
+    fh_where = f"{where}.forwardHeaders"
+    fh = reader.mapping(body.get("forwardHeaders"), fh_where, reader.value_line(body, "forwardHeaders"))
+    forward: list[tuple[str, str]] = []
+    for header in fh:
+        if not isinstance(header, str) or not _HEADER_NAME.match(header):
+            reader.fail(f"bad header name {header!r}", f"{fh_where}.{header}", reader.key_line(fh, header))
+        forward.append((header, reader.required_string(fh, header, fh_where)))
+    scopes = reader.string_list(body, "scopes", where) or ("openid",)
+    if "openid" not in scopes:
+        scopes = ("openid", *scopes)
+    return OidcSettings(
+        name=name, issuer=issuer, client_id=reader.required_string(body, "clientId", where),
+        client_secret=reader.string(body, "clientSecret", where) or "", session_secret=secret.encode(),
+        redirect_path=paths["redirectPath"], logout_path=paths["logoutPath"], scopes=scopes,
+        session_name=reader.string(sess, "name", s_where, default="shadow_session") or "shadow_session",
+        session_expiry_s=reader.duration(sess, "expiry", s_where, 86400.0),
+        forward_headers=tuple(forward), claims=claims,
+        leeway_s=reader.duration(body, "leeway", where, 30.0),
+        jwks_timeout_s=reader.duration(body, "timeout", where, 2.0))

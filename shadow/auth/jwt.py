@@ -22,7 +22,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from joserfc import errors as jose_errors
 from joserfc import jwt as jose_jwt
@@ -246,8 +246,15 @@ def claim_header_value(value: Any) -> str:
     return text.encode("utf-8").decode("latin-1")
 
 
+class Forwarding(Protocol):
+    @property
+    def forward_headers(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def forward_authorization(self) -> bool: ...
+
+
 def upstream_headers(headers: Sequence[tuple[str, str]], claims: Mapping[str, Any],
-                     settings: JwtSettings) -> list[tuple[str, str]]:
+                     settings: Forwarding) -> list[tuple[str, str]]:
     """The request headers after a successful check: every `forwardHeaders` header replaced by its
     claim (a client-sent header of that name never survives; a missing claim gives ""), and the
     Authorization header removed unless `forwardAuthorization`."""
