@@ -95,3 +95,33 @@ def test_parent_ref_errors(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(text % "        signingSecret: s", "gw.yaml")
     assert message in str(info.value)
+
+
+OIDC = """\
+http:
+  routers:
+    app: {rule: "PathPrefix(`/`)", service: svc, middlewares: [login]}
+  services:
+    svc: {loadBalancer: {servers: [{url: "http://127.0.0.1:1"}]}}
+  middlewares:
+    login:
+      oidc:
+%s
+"""
+
+
+def test_oidc_options() -> None:
+    from shadow.auth.oidc import OidcSettings
+
+    config = parse_config(OIDC % "        issuer: https://op.test\n        clientId: web\n"
+                          "        session: {secret: 0123456789abcdef0123456789abcdef, expiry: 2h}\n"
+                          "        forwardHeaders: {X-User: sub}")
+    mw = config.middlewares["login"]
+    assert isinstance(mw, OidcSettings)
+    assert mw.session_expiry_s == 7200 and mw.scopes == ("openid",) and mw.redirect_path == "/oidc/callback"
+    with pytest.raises(ConfigError, match=r"gw.yaml:\d+: http.middlewares.login.oidc.session: session.secret"):
+        parse_config(OIDC % "        issuer: https://op.test\n        clientId: web\n        session: {secret: short}",
+                     "gw.yaml")
+    with pytest.raises(ConfigError, match=r"oidc\.redirectPath: must start with '/'"):
+        parse_config(OIDC % "        issuer: https://op.test\n        clientId: web\n        redirectPath: cb\n"
+                     "        session: {secret: 0123456789abcdef0123456789abcdef}", "gw.yaml")
