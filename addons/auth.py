@@ -22,6 +22,7 @@ import logging
 import secrets
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -119,12 +120,17 @@ class Auth:
             known = self._auth_configs[active.generation] = has_auth(active.config)
         return known
 
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
+        # A plain function: configurations without auth pay no coroutine per flow. mitmproxy awaits
+        # what a hook returns when it is awaitable, so auth work still runs in the event loop.
         if flow.response or flow.error or not flow.live:
-            return
+            return None
         active = self.state.active
         if active is None or not self._needs_auth(active):
-            return
+            return None
+        return self._request(flow, active)
+
+    async def _request(self, flow: http.HTTPFlow, active: ActiveConfig) -> None:
         try:
             await self._authenticate(flow, active)
         except TokenRejected as exc:
