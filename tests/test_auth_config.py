@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from shadow.auth.jwt import JwtSettings
+from shadow.auth.oidc import OidcSettings
 from shadow.config import load_config, parse_config
 from shadow.errors import ConfigError
 from shadow.routing import resolve_router
@@ -42,6 +43,8 @@ def test_example_file_loads() -> None:
     admin = config.middlewares["jwt-admin"]
     assert isinstance(admin, JwtSettings) and admin.discovery and admin.claims is not None
     assert config.shadow.identity_client_key_claim == "sub"
+    login = config.middlewares["login"]
+    assert isinstance(login, OidcSettings) and login.session_expiry_s == 8 * 3600 and "email" in login.scopes
     assert {"x-user", "x-plan", "x-org"} <= set(config.shadow.capture.redaction.headers)
 
 
@@ -111,8 +114,6 @@ http:
 
 
 def test_oidc_options() -> None:
-    from shadow.auth.oidc import OidcSettings
-
     config = parse_config(OIDC % "        issuer: https://op.test\n        clientId: web\n"
                           "        session: {secret: 0123456789abcdef0123456789abcdef, expiry: 2h}\n"
                           "        forwardHeaders: {X-User: sub}")
