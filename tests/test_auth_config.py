@@ -126,3 +126,14 @@ def test_oidc_options() -> None:
     with pytest.raises(ConfigError, match=r"oidc\.redirectPath: must start with '/'"):
         parse_config(OIDC % "        issuer: https://op.test\n        clientId: web\n        redirectPath: cb\n"
                      "        session: {secret: 0123456789abcdef0123456789abcdef}", "gw.yaml")
+
+
+def test_config_check_verbose_shows_parents_and_children() -> None:
+    from click.testing import CliRunner
+
+    from shadow.config_cmd import check
+
+    result = CliRunner().invoke(check, ["-v", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert "api: PathPrefix(`/api`) -> (children) via jwt" in result.output
+    assert "api-beta: Header(`X-Plan`, `beta`) -> beta-split (child of api)" in result.output
