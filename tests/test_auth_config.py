@@ -137,3 +137,30 @@ def test_config_check_verbose_shows_parents_and_children() -> None:
     assert result.exit_code == 0, result.output
     assert "api: PathPrefix(`/api`) -> (children) via jwt" in result.output
     assert "api-beta: Header(`X-Plan`, `beta`) -> beta-split (child of api)" in result.output
+
+
+def test_child_matches_on_what_the_parents_middlewares_did() -> None:
+    """No auth involved: a parent's headers/stripPrefix middlewares shape the request the children
+    see, nested two layers deep, and the child inherits the parents' middlewares first."""
+    from shadow.routing import route_plans, with_inherited
+
+    config = parse_config("""\
+http:
+  routers:
+    top: {rule: "PathPrefix(`/v1`)", middlewares: [tag, strip]}
+    mid: {rule: "Header(`X-Tier`, `gold`)", parentRefs: [top], middlewares: [more]}
+    leaf: {rule: "Path(`/orders`) && Header(`X-More`, `1`)", parentRefs: [mid], service: svc}
+    other: {rule: "Path(`/v1/orders`)", parentRefs: [top], service: svc}
+  services:
+    svc: {loadBalancer: {servers: [{url: "http://127.0.0.1:1"}]}}
+  middlewares:
+    tag: {headers: {customRequestHeaders: {X-Tier: gold}}}
+    strip: {stripPrefix: {prefixes: [/v1]}}
+    more: {headers: {customRequestHeaders: {X-More: "1"}}}
+""")
+    router, inherited = resolve_router(config, RequestView(method="GET", host="h", path="/v1/orders"))
+    assert router is not None and router.name == "leaf"  # /orders after stripPrefix, X-More from mid
+    assert [m.name for m in inherited] == ["tag", "strip", "more"]
+    plan = with_inherited(route_plans(config)["leaf"], inherited)
+    assert [m.name for m in plan.middlewares] == ["tag", "strip", "more"]
+    assert "top" not in route_plans(config) and "mid" not in route_plans(config)
