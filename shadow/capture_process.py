@@ -18,7 +18,7 @@ journals with an fsync per batch and seals. The proxy killed (kill -9 included):
 EOF on its pipe, journals what it received, seals and exits. The child killed: the proxy counts
 every row sent to it and not reported journaled as shed, and starts a new child, whose
 `CaptureWriter` recovers the dead child's journals as any restart does. (A row journaled in the
-last ~50 ms before a child's death can therefore be both recovered and counted as shed.) Rows
+last ~0.2 s before a child's death can therefore be both recovered and counted as shed.) Rows
 travel through a pipe, never through a file: secrets are redacted in the child before its first
 write, as in thread mode.
 """
@@ -57,8 +57,9 @@ from shadow.settings import CaptureSettings
 
 log = logging.getLogger("shadow.capture")
 
-FEED_INTERVAL_S = 0.05  # the feeder sends what is queued at least this often (or at BATCH_ROWS rows)
-STATS_REPORT_S = 0.05  # how often the child reports its counters (journaled rows are acknowledged)
+FEED_INTERVAL_S = 0.1  # the feeder sends what is queued at least this often (or at BATCH_ROWS rows): the
+# same window as the thread writer's BATCH_INTERVAL_S for rows a kill -9 of the proxy loses
+STATS_REPORT_S = 0.2  # how often the child reports its counters (journaled rows are acknowledged)
 COUNTERS_SEND_S = 0.5  # how often the proxy's counters (submitted, shed, gateway's) go to the child
 START_TIMEOUT_S = 60.0  # child start: interpreter, imports, journal recovery, gateway lock
 RESTART_MIN_INTERVAL_S = 1.0

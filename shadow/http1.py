@@ -19,7 +19,7 @@ from collections import defaultdict
 Headers = list[tuple[str, str]]
 
 MAX_HEAD_BYTES = 64 * 1024
-MAX_IDLE_PER_HOST = 64
+MAX_IDLE_PER_HOST = 256  # = the default mirroring maxInFlight: a slow shadow keeps its connections warm
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
