@@ -1,6 +1,6 @@
 """CPU per mirror copy: aiohttp vs shadow.http1, side by side in one run, same copies.
 
-    .venv/bin/python bench/mirror_client.py [--copies 4000] [--rounds 3] [--concurrency 16]
+    .venv/bin/python bench/mirror_client.py [--copies 4000] [--rounds 3] [--concurrency 16] [--delay-ms 0]
 
 Each round sends `--copies` copies through `shadow.mirror.MirrorDispatcher` (the gateway's mirror
 path: timeout, result callback) to a fast loopback upstream in its own process, once per client,
@@ -58,8 +58,9 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--delay-ms", type=int, default=0, help="the upstream answers this late (a slow shadow)")
     args = parser.parse_args()
-    proc, url = start_upstream(0)
+    proc, url = start_upstream(args.delay_ms)
     cpu: dict[str, list[float]] = {"aiohttp": [], "http1": []}
     rate: dict[str, list[float]] = {"aiohttp": [], "http1": []}
     try:
