@@ -100,6 +100,7 @@ class Auth:
         self._jwks_uri: dict[str, str] = {}  # issuer → jwks_uri from its discovery document
         self._static: dict[JwtSettings, KeySet | None] = {}
         self._verified = VerifiedTokens()
+        self._redactors: dict[int, Any] = {}
         self._oidc_docs: dict[str, dict[str, Any]] = {}
         self._codecs: dict[OidcSettings, CookieCodec] = {}
         self._generation = -1
@@ -186,8 +187,25 @@ class Auth:
         client_key = None
         if key_claim:
             value = claim_at(claims, key_claim)
-            client_key = claim_header_value(value) if value is not None else None
+            client_key = self._client_key(active, claim_header_value(value)) if value is not None else None
         flow.metadata[AUTH_METADATA] = AuthPass(active.generation, frozenset(verified), claims, client_key)
+
+    def _client_key(self, active: ActiveConfig, value: str) -> str:
+        """The claim as the capture's client_key: with `hashClientKey` and redaction mode hash, the
+        capture's own keyed hash ("redacted:" + 16 hex of HMAC-SHA256), so equal users still cluster
+        and the same user hashes the same in headers and in client_key."""
+        shadow = active.config.shadow
+        redaction = shadow.capture.redaction
+        if not shadow.identity_hash_client_key or redaction.mode != "hash" or not shadow.capture.enabled:
+            return value
+        redactor = self._redactors.get(active.generation)
+        if redactor is None:
+            from shadow.redact import Redactor, load_redaction_key
+
+            # Once per configuration: the same key file the capture writer uses (created if absent).
+            redactor = Redactor(redaction, load_redaction_key(shadow.capture.dir, redaction))
+            self._redactors = {active.generation: redactor}
+        return redactor.token(value)
 
     async def _verify(self, mw: JwtSettings, headers: list[tuple[str, str]], query: str) -> dict[str, Any]:
         params = dict(parse_qsl(query)) if mw.token_query_key and query else None

@@ -247,6 +247,7 @@ class ShadowSection:
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     split: SplitSettings = field(default_factory=SplitSettings)
     identity_client_key_claim: str | None = None  # shadow.identity.clientKeyClaim: the capture's client_key
+    identity_hash_client_key: bool = True  # shadow.identity.hashClientKey: keyed hash (redaction.mode hash)
 
 
 @dataclass(frozen=True)
@@ -1167,15 +1168,17 @@ def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
     return ShadowSection(capture=capture, mirroring=mirroring, gateway_id=gateway_id,
                          telemetry=parse_telemetry(reader, sh.get("telemetry"), reader.value_line(sh, "telemetry")),
                          endpoints=endpoints, analysis=MappingProxyType(_plain(analysis_node)),
-                         split=_parse_split(reader, sh, services), identity_client_key_claim=identity[0])
+                         split=_parse_split(reader, sh, services), identity_client_key_claim=identity[0],
+                         identity_hash_client_key=identity[2])
 
 
-def _parse_identity(reader: _Reader, sh: dict[Any, Any]) -> tuple[str | None, bool]:
-    """shadow.identity: {clientKeyClaim: sub, redactClaimHeaders: true}."""
+def _parse_identity(reader: _Reader, sh: dict[Any, Any]) -> tuple[str | None, bool, bool]:
+    """shadow.identity: {clientKeyClaim: sub, redactClaimHeaders: true, hashClientKey: true}."""
     where = "shadow.identity"
     node = reader.mapping(sh.get("identity"), where, reader.value_line(sh, "identity"))
-    reader.check_keys(node, where, ("clientKeyClaim", "redactClaimHeaders"))
-    return reader.string(node, "clientKeyClaim", where), reader.boolean(node, "redactClaimHeaders", where, True)
+    reader.check_keys(node, where, ("clientKeyClaim", "redactClaimHeaders", "hashClientKey"))
+    return (reader.string(node, "clientKeyClaim", where), reader.boolean(node, "redactClaimHeaders", where, True),
+            reader.boolean(node, "hashClientKey", where, True))
 
 
 def _parse_split(reader: _Reader, sh: dict[Any, Any], services: Mapping[str, Service]) -> SplitSettings:

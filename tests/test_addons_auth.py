@@ -5,6 +5,7 @@ routers, one child weighted 50/50; the capture clusters by the token's subject."
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -217,7 +218,10 @@ def test_capture_clusters_by_subject_and_hashes_claim_headers(env: Env) -> None:
         "union_by_name=true, hive_partitioning=true) WHERE path LIKE '/api/orders/%' AND role = 'primary' "
         "OR (path LIKE '/api/orders/%' AND mode = 'split')").fetchall()
     assert len(rows) == 8
-    assert sorted(r[0] for r in rows) == [f"beta-{i}" for i in range(8)]
+    # client_key: the capture's keyed hash of the sub claim (hashClientKey, default), one per user
+    key = (env.capture / ".shadow-key").read_text().strip().encode()
+    expected = sorted("redacted:" + hmac.digest(key, f"beta-{i}".encode(), "sha256").hex()[:16] for i in range(8))
+    assert sorted(r[0] for r in rows) == expected
     for _, status, headers in rows:
         values = {h["name"].lower(): h["value"] for h in headers}
         assert status == 200

@@ -42,7 +42,7 @@ def test_example_file_loads() -> None:
     assert jwt.audience == ("orders-api",) and jwt.leeway_s == 30 and not jwt.forward_authorization
     admin = config.middlewares["jwt-admin"]
     assert isinstance(admin, JwtSettings) and admin.discovery and admin.claims is not None
-    assert config.shadow.identity_client_key_claim == "sub"
+    assert config.shadow.identity_client_key_claim == "sub" and config.shadow.identity_hash_client_key
     login = config.middlewares["login"]
     assert isinstance(login, OidcSettings) and login.session_expiry_s == 8 * 3600 and "email" in login.scopes
     assert {"x-user", "x-plan", "x-org"} <= set(config.shadow.capture.redaction.headers)
