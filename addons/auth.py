@@ -49,6 +49,7 @@ from shadow.auth.oidc import (
     CookieCodec,
     OidcSettings,
     authorization_url,
+    local_path,
     pkce_pair,
     request_cookies,
     set_cookie,
@@ -371,7 +372,7 @@ class Auth:
                 "code_verifier": str(login["verifier"])})
             claims: dict[str, Any] = await self._id_token_claims(mw, doc, tokens["id_token"], str(login["nonce"]))
             new_session = {"claims": claims, "rt": tokens.get("refresh_token")}
-            response = http.Response.make(302, b"", {"Location": str(login.get("return_to") or "/")})
+            response = http.Response.make(302, b"", {"Location": local_path(str(login.get("return_to") or "/"))})
             response.headers.add("Set-Cookie", set_cookie(
                 mw.session_name, codec.encode(new_session, expires_at=now + mw.session_expiry_s),
                 max_age=int(mw.session_expiry_s), secure=secure))
@@ -402,7 +403,7 @@ class Auth:
         verifier, challenge = pkce_pair()
         state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         login_cookie = codec.encode({"state": state, "nonce": nonce, "verifier": verifier,
-                                     "return_to": flow.request.path}, expires_at=now + STATE_TTL_S)
+                                     "return_to": local_path(flow.request.path)}, expires_at=now + STATE_TTL_S)
         flow.response = http.Response.make(302, b"", {
             "Location": authorization_url(doc["authorization_endpoint"], mw, redirect_uri=redirect_uri,
                                           state=state, nonce=nonce, challenge=challenge),

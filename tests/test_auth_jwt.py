@@ -165,3 +165,11 @@ def test_verified_tokens_hit_only_for_the_same_key_set(keys: Keys, jwks: KeySet)
     for i in range(2):
         cache.put(REMOTE, f"t{i}", jwks, {})
     assert cache.get(REMOTE, token, jwks) is None  # the oldest went first
+
+
+def test_non_finite_time_claims_are_refused() -> None:
+    from shadow.auth.jwt import check_claims
+
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(TokenRejected, match="not a NumericDate"):
+            check_claims({"exp": bad}, REMOTE, now=1_000)

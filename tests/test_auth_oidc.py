@@ -53,3 +53,11 @@ def test_cookie_helpers() -> None:
     assert request_cookies(headers) == {"a": "1", "sid": "s", "b": "2"}
     assert without_cookies(headers, {"sid"}) == [("Cookie", "a=1; b=2"), ("Accept", "*/*")]
     assert set_cookie("sid", "v", max_age=60, secure=True) == "sid=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=60; Secure"
+
+
+def test_return_path_is_never_another_host() -> None:
+    from shadow.auth.oidc import local_path
+
+    assert local_path("/app/page?x=1") == "/app/page?x=1"
+    for target in ("//evil.example/x", "/\\evil.example", "https://evil.example/", "", "/a\r\nSet-Cookie: x=1"):
+        assert local_path(target) == "/", target

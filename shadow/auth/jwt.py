@@ -18,6 +18,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -209,7 +210,8 @@ def check_claims(claims: Mapping[str, Any], settings: JwtSettings, *, now: float
         raise TokenRejected("the token has no exp claim", reason="claims")
     for name in ("exp", "nbf", "iat"):
         value = claims.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not math.isfinite(value)):  # json accepts NaN and Infinity
             raise TokenRejected(f"claim {name} is not a NumericDate", reason="claims")
     if now - leeway >= exp:
         raise TokenRejected("the token has expired", reason="expired")

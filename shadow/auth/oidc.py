@@ -31,7 +31,7 @@ from joserfc.jwk import OctKey
 
 from shadow.auth.claims import ClaimExpr
 
-__all__ = ["CookieCodec", "OidcSettings", "authorization_url", "pkce_pair"]
+__all__ = ["CookieCodec", "OidcSettings", "authorization_url", "local_path", "pkce_pair"]
 
 
 @dataclass(frozen=True)
@@ -131,3 +131,12 @@ def set_cookie(name: str, value: str, *, max_age: int | None, secure: bool) -> s
     if secure:
         parts.append("Secure")
     return "; ".join(parts)
+
+
+def local_path(target: str) -> str:
+    """Where to send the browser back after login: the page asked for, as long as it is a path on
+    this site ("//evil.example/x" or "/\\evil.example" would be read by browsers as another host:
+    an open redirect), else "/"."""
+    if not target.startswith("/") or target.startswith(("//", "/\\")) or any(c in target for c in "\r\n"):
+        return "/"
+    return target
