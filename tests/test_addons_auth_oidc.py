@@ -1,27 +1,21 @@
 """The oidc middleware end to end: a browser-style client (cookies handled by hand), a real
-mitmdump gateway, and a minimal OpenID provider on 127.0.0.1 (authorization endpoint that logs the
-test user in at once, token endpoint checking PKCE S256, JWKS; id tokens signed by joserfc)."""
+mitmdump gateway, and a minimal OpenID provider on 127.0.0.1 built from authlib's server side
+(tests/oidc_provider.py: authorization code + PKCE S256 required + OpenID id tokens, refresh)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.cookies import SimpleCookie
-from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from joserfc import jwt
-from joserfc.jwk import KeySet, RSAKey
 
 from tests.conftest import GatewayProcess
-from tests.upstream import ReceivedRequest, Response, Upstream
+from tests.oidc_provider import OpenIDProvider
+from tests.upstream import Upstream
 
 CLIENT_ID, CLIENT_SECRET = "shadow-web", "web-secret"
 SESSION_SECRET = "0123456789abcdef0123456789abcdef-session"
@@ -48,79 +42,19 @@ shadow:
 
 
 @dataclass
-class Provider:
-    """The OpenID provider's state: issued codes and refresh tokens, and what it was asked."""
-
-    key: RSAKey = field(default_factory=lambda: RSAKey.generate_key(2048, parameters={"kid": "op1"}))
-    codes: dict[str, dict[str, str]] = field(default_factory=dict)
-    refresh_tokens: set[str] = field(default_factory=set)
-    grants: list[str] = field(default_factory=list)
-    id_token_lifetime: int = 300
-    base: str = ""
-
-    def id_token(self, nonce: str | None) -> str:
-        now = int(time.time())
-        claims: dict[str, Any] = {"iss": self.base, "aud": CLIENT_ID, "sub": "alice", "email": "alice@example.com",
-                                  "iat": now, "exp": now + self.id_token_lifetime}
-        if nonce:
-            claims["nonce"] = nonce
-        return jwt.encode({"alg": "RS256", "kid": "op1"}, claims, self.key)
-
-    def tokens(self, nonce: str | None) -> Response:
-        refresh = secrets.token_urlsafe(16)
-        self.refresh_tokens.add(refresh)
-        body = {"access_token": secrets.token_urlsafe(16), "token_type": "Bearer", "id_token": self.id_token(nonce),
-                "refresh_token": refresh, "expires_in": self.id_token_lifetime}
-        return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
-
-    def handle(self, req: ReceivedRequest) -> Response:
-        path, _, query = req.path.partition("?")
-        json_headers = {"Content-Type": "application/json"}
-        if path == "/.well-known/openid-configuration":
-            return 200, json_headers, json.dumps({
-                "issuer": self.base, "authorization_endpoint": f"{self.base}/authorize",
-                "token_endpoint": f"{self.base}/token", "jwks_uri": f"{self.base}/jwks",
-                "end_session_endpoint": f"{self.base}/logout"}).encode()
-        if path == "/jwks":
-            return 200, json_headers, json.dumps(KeySet([self.key]).as_dict(private=False)).encode()
-        if path == "/authorize":
-            q = {k: v[0] for k, v in parse_qs(query).items()}
-            if q.get("client_id") != CLIENT_ID or q.get("code_challenge_method") != "S256" or "openid" not in q["scope"]:
-                return 400, {}, b"bad authorization request"
-            code = secrets.token_urlsafe(16)
-            self.codes[code] = q
-            return 302, {"Location": f"{q['redirect_uri']}?{urlencode({'code': code, 'state': q['state']})}"}, b""
-        if path == "/token":
-            form = {k: v[0] for k, v in parse_qs(req.body.decode()).items()}
-            if (form.get("client_id"), form.get("client_secret")) != (CLIENT_ID, CLIENT_SECRET):
-                return 401, json_headers, b'{"error": "invalid_client"}'
-            self.grants.append(form.get("grant_type", ""))
-            if form.get("grant_type") == "authorization_code":
-                asked = self.codes.pop(form.get("code", ""), None)
-                verifier = form.get("code_verifier", "")
-                challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-                if asked is None or asked["code_challenge"] != challenge or asked["redirect_uri"] != form.get("redirect_uri"):
-                    return 400, json_headers, b'{"error": "invalid_grant"}'
-                return self.tokens(asked["nonce"])
-            if form.get("grant_type") == "refresh_token" and form.get("refresh_token") in self.refresh_tokens:
-                return self.tokens(None)
-            return 400, json_headers, b'{"error": "invalid_grant"}'
-        return 404, {}, b""
-
-
-@dataclass
 class Env:
     gw: GatewayProcess
-    provider: Provider
+    provider: OpenIDProvider
     op: Upstream
     app: Upstream
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    provider = Provider()
+    provider = OpenIDProvider()
+    provider.add_client(CLIENT_ID, CLIENT_SECRET)
     op = Upstream("op", handler=provider.handle).start()
-    provider.base = op.url
+    provider.state.issuer = op.url
     app = Upstream("app").start()
     config = tmp_path_factory.mktemp("oidc") / "gw.yaml"
     config.write_text(CONFIG.format(app=app.url, issuer=op.url, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
@@ -164,7 +98,7 @@ def login(env: Env, client: httpx.Client) -> dict[str, str]:
 def test_authorization_code_flow_with_pkce_then_session(env: Env) -> None:
     with httpx.Client(timeout=10) as client:
         cookies = login(env, client)
-        assert env.provider.grants == ["authorization_code"]
+        assert env.provider.state.grants == ["authorization_code"]
         page = client.get(f"{env.gw.url}/app/page", cookies=cookies)
         assert page.status_code == 200
         seen = env.app.requests[-1]
@@ -190,16 +124,16 @@ def test_callback_with_a_wrong_state_is_refused(env: Env) -> None:
 
 
 def test_expired_id_token_is_refreshed_and_logout_clears_the_session(env: Env) -> None:
-    env.provider.id_token_lifetime = 1
+    env.provider.state.id_token_lifetime = 1
     try:
         with httpx.Client(timeout=10) as client:
             cookies = login(env, client)
             time.sleep(1.2)
             refreshed = client.get(f"{env.gw.url}/app/page", cookies=cookies)
-            assert refreshed.status_code == 200 and env.provider.grants[-1] == "refresh_token"
+            assert refreshed.status_code == 200 and env.provider.state.grants[-1] == "refresh_token"
             assert set_cookies(refreshed)["sid"] not in ("", cookies["sid"])  # a new session cookie
             out = client.get(f"{env.gw.url}/oidc/logout")
             assert out.status_code == 302 and out.headers["location"] == f"{env.op.url}/logout"
             assert set_cookies(out)["sid"] == ""
     finally:
-        env.provider.id_token_lifetime = 300
+        env.provider.state.id_token_lifetime = 300
