@@ -227,3 +227,8 @@ def test_capture_clusters_by_subject_and_hashes_claim_headers(env: Env) -> None:
         assert status == 200
         assert values["x-user"].startswith("redacted:") and values["x-plan"].startswith("redacted:")
         assert "authorization" not in values
+    stats = json.loads(next((env.capture / "_stats").glob("*.json")).read_text())
+    counters = stats.get("counters", stats)
+    assert counters["auth_rejected_algorithm"] >= 2  # alg none, HS256 key confusion
+    assert counters["auth_rejected_jwks_unavailable"] >= 3  # down (twice) and slow: failed closed, counted
+    assert counters["auth_jwks_failures"] >= 2 and counters["auth_passed"] >= 11
