@@ -68,27 +68,13 @@ def parse_jwt_middleware(reader: _Reader, name: str, body: dict[Any, Any], where
             kind = "a signingSecret (HMAC)" if secret is not None else "public keys"
             reader.fail(f"algorithm {alg!r} cannot be used with {kind}; choose from {', '.join(family)}",
                         f"{where}.algorithms[{i}]", reader.item_line(items, i))
-    claims_text = reader.string(body, "claims", where)
-    claims = None
-    if claims_text is not None:
-        try:
-            claims = parse_claims(claims_text)
-        except ClaimSyntaxError as exc:
-            reader.fail(f"{exc.message} at column {exc.column} of {claims_text!r}", f"{where}.claims",
-                        reader.value_line(body, "claims"))
-    fh_where = f"{where}.forwardHeaders"
-    fh = reader.mapping(body.get("forwardHeaders"), fh_where, reader.value_line(body, "forwardHeaders"))
-    forward: list[tuple[str, str]] = []
-    for header in fh:
-        from shadow.config import _HEADER_NAME
-        if not isinstance(header, str) or not _HEADER_NAME.match(header):
-            reader.fail(f"bad header name {header!r}", f"{fh_where}.{header}", reader.key_line(fh, header))
-        forward.append((header, reader.required_string(fh, header, fh_where)))
+    claims_text, claims = _parse_claims_option(reader, body, where)
+    forward = _parse_forward_headers(reader, body, where)
     settings = JwtSettings(
         name=name, signing_secret=secret, public_key=public_key, jwks_url=jwks_url, issuer=issuer,
         audience=audience, algorithms=algorithms,
         leeway_s=reader.duration(body, "leeway", where, 30.0),
-        forward_headers=tuple(forward),
+        forward_headers=forward,
         forward_authorization=reader.boolean(body, "forwardAuthorization", where, False),
         claims=claims, claims_text=claims_text or "",
         token_query_key=reader.string(body, "tokenQueryKey", where),
@@ -114,8 +100,6 @@ _OIDC_KEYS = ("issuer", "clientId", "clientSecret", "redirectPath", "logoutPath"
 def parse_oidc_middleware(reader: _Reader, name: str, body: dict[Any, Any], where: str) -> OidcSettings:
     import os
 
-    from shadow.config import _HEADER_NAME
-
     reader.check_keys(body, where, _OIDC_KEYS)
     issuer = _http_url(reader, body, "issuer", where) or reader.required_string(body, "issuer", where)
     paths = {}
@@ -137,21 +121,8 @@ def parse_oidc_middleware(reader: _Reader, name: str, body: dict[Any, Any], wher
     if secret is None or len(secret) < 32:
         reader.fail("session.secret (or secretEnv) of at least 32 characters is required", s_where,
                     reader.value_line(body, "session") if "session" in body else reader.node_line(body))
-    claims_text = reader.string(body, "claims", where)
-    claims = None
-    if claims_text is not None:
-        try:
-            claims = parse_claims(claims_text)
-        except ClaimSyntaxError as exc:
-            reader.fail(f"{exc.message} at column {exc.column} of {claims_text!r}", f"{where}.claims",
-                        reader.value_line(body, "claims"))
-    fh_where = f"{where}.forwardHeaders"
-    fh = reader.mapping(body.get("forwardHeaders"), fh_where, reader.value_line(body, "forwardHeaders"))
-    forward: list[tuple[str, str]] = []
-    for header in fh:
-        if not isinstance(header, str) or not _HEADER_NAME.match(header):
-            reader.fail(f"bad header name {header!r}", f"{fh_where}.{header}", reader.key_line(fh, header))
-        forward.append((header, reader.required_string(fh, header, fh_where)))
+    _, claims = _parse_claims_option(reader, body, where)
+    forward = _parse_forward_headers(reader, body, where)
     scopes = reader.string_list(body, "scopes", where) or ("openid",)
     if "openid" not in scopes:
         scopes = ("openid", *scopes)
@@ -161,6 +132,32 @@ def parse_oidc_middleware(reader: _Reader, name: str, body: dict[Any, Any], wher
         redirect_path=paths["redirectPath"], logout_path=paths["logoutPath"], scopes=scopes,
         session_name=reader.string(sess, "name", s_where, default="shadow_session") or "shadow_session",
         session_expiry_s=reader.duration(sess, "expiry", s_where, 86400.0),
-        forward_headers=tuple(forward), claims=claims,
+        forward_headers=forward, claims=claims,
         leeway_s=reader.duration(body, "leeway", where, 30.0),
         jwks_timeout_s=reader.duration(body, "timeout", where, 2.0))
+
+
+def _parse_claims_option(reader: _Reader, body: dict[Any, Any], where: str) -> tuple[str | None, Any]:
+    """`claims:` of a jwt or oidc middleware: the text and its parsed condition (None when absent)."""
+    claims_text = reader.string(body, "claims", where)
+    if claims_text is None:
+        return None, None
+    try:
+        return claims_text, parse_claims(claims_text)
+    except ClaimSyntaxError as exc:
+        reader.fail(f"{exc.message} at column {exc.column} of {claims_text!r}", f"{where}.claims",
+                    reader.value_line(body, "claims"))
+
+
+def _parse_forward_headers(reader: _Reader, body: dict[Any, Any], where: str) -> tuple[tuple[str, str], ...]:
+    """`forwardHeaders:` (header -> claim path) of a jwt or oidc middleware."""
+    from shadow.config import _HEADER_NAME
+
+    fh_where = f"{where}.forwardHeaders"
+    fh = reader.mapping(body.get("forwardHeaders"), fh_where, reader.value_line(body, "forwardHeaders"))
+    forward: list[tuple[str, str]] = []
+    for header in fh:
+        if not isinstance(header, str) or not _HEADER_NAME.match(header):
+            reader.fail(f"bad header name {header!r}", f"{fh_where}.{header}", reader.key_line(fh, header))
+        forward.append((header, reader.required_string(fh, header, fh_where)))
+    return tuple(forward)
