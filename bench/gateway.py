@@ -407,6 +407,9 @@ def main() -> None:
     def cpu(mode: str) -> float:
         return statistics.median(r.cpu_us_per_request for r in results[mode])
 
+    def cpu_ratio(mode: str) -> float:
+        return cpu("bare") / cpu(mode) if "bare" in results else float("nan")
+
     def child_cpu(mode: str) -> float:
         return statistics.median(r.child_cpu_us_per_request for r in results[mode])
 
@@ -427,7 +430,7 @@ def main() -> None:
                              f" capture shed {c.get('shed', 0)})")
             check = "; ".join(parts)
         print(f"| {LABELS[mode]} | {rps(mode):.0f} | {ratio(mode):.2f} | {lat(mode, .5):.2f} | "
-              f"{lat(mode, .99):.2f} | {cpu(mode):.0f} | {cpu('bare') / cpu(mode):.2f} | {child_cpu(mode):.0f} | {check} |")
+              f"{lat(mode, .99):.2f} | {cpu(mode):.0f} | {cpu_ratio(mode):.2f} | {child_cpu(mode):.0f} | {check} |")
     for mode, base in TELEMETRY_BASE.items():
         if mode in results and base in results:
             paired = statistics.median(t.rps / b.rps for t, b in zip(results[mode], results[base], strict=True))
