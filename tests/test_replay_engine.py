@@ -420,3 +420,64 @@ def test_checkpoints_are_taken_during_the_run_and_a_failing_one_does_not_stop_it
     assert len(snapshots) >= 2
     done = [len(from_ranges(s["sources"][0]["done"].get("0", []))) for s in snapshots]
     assert done == sorted(done) and 0 < done[0] < 30
+
+
+def test_plain_http_targets_get_exactly_the_recorded_request_and_raw_responses() -> None:
+    """Plain-http targets go through Http1Pool: the wire request is the recorded one (Host rewritten,
+    Content-Length as aiohttp sent it, no client-added headers) and the response body is captured
+    as sent, never decompressed."""
+    gz = bytes.fromhex("1f8b08000000000000ffcb48cdc9c9070086a6103605000000")  # gzip of b"hello"
+
+    def gzip_answer(req: ReceivedRequest) -> Response:
+        return 200, {"Content-Encoding": "gzip", "X-Seen": req.method}, gz
+
+    entries = [entry(0), entry(1, "DELETE"), entry(2, "POST", body=b"abc"), entry(3, "PUT"),
+               entry(4, "GET", query="a=1&b=%20")]
+    with Upstream("g", handler=gzip_answer) as up:
+        cfg = ReplayConfig(targets=(Target("primary", "g", up.url),), sequential=True,
+                           entry_filter=EntryFilter(allow_unsafe=True))
+        stats, sink = run(cfg, [ListSource(entries)])
+        got, port = up.received(), up.port
+    assert stats.requests == 5 and stats.errors == 0
+    markers = [("X-Shadow-Request", "1"), ("X-Shadow-Replay", "1")]
+    base = [("Host", f"127.0.0.1:{port}"), ("Accept", "application/json")]
+    assert [(r.method, r.path) for r in got] == [
+        ("GET", "/api/items/0"), ("DELETE", "/api/items/1"), ("POST", "/api/items/2"),
+        ("PUT", "/api/items/3"), ("GET", "/api/items/4?a=1&b=%20")]
+    assert got[0].header_list == [*base, *markers]
+    assert got[1].header_list == [*base, *markers, ("Content-Length", "0")]
+    assert got[2].header_list == [*base, *markers, ("Content-Length", "3")] and got[2].body == b"abc"
+    assert got[3].header_list == [*base, *markers, ("Content-Length", "0")]
+    for row in sink.rows:
+        assert row["status"] == 200 and row["resp_body"] == gz and row["error"] is None
+        assert ("Content-Encoding", "gzip") in row["resp_headers"]
+        assert row["req_headers"] == [*base, *markers]  # what the rewrite produced, as before
+
+
+def test_plain_http_protocol_errors_are_captured_as_error_rows() -> None:
+    """A target that answers with something that is not HTTP yields an error row, not a crash."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _addr = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        cfg = ReplayConfig(targets=(Target("primary", "bad", f"http://127.0.0.1:{port}"),),
+                           sequential=True, timeout_s=5)
+        stats, sink = run(cfg, [ListSource([entry(0), entry(1)])])
+    finally:
+        thread.join(5)
+        listener.close()
+    assert stats.requests == 2 and stats.targets["primary"].errors == 2
+    for row in sink.rows:
+        assert row["status"] is None and row["error"].startswith("ProtocolError: bad status line")

@@ -23,6 +23,7 @@ import aiohttp
 from yarl import URL
 
 from shadow.endpoints import template_path
+from shadow.http1 import MAX_IDLE_PER_HOST, Http1Pool, ProtocolError
 from shadow.replay.filters import EntryFilter, Rewrite
 from shadow.replay.resume import ReplayState, SourceProgress, exchange_id, request_id
 from shadow.replay.sources import Headers, Source, SourceEntry, SourceError
@@ -161,6 +162,22 @@ class RecordedClock:
         return self.last
 
 
+# aiohttp sends "Content-Length: 0" on a bodiless request of any method but these; Http1Pool adds
+# it itself for POST/PUT/PATCH, so the engine adds it for the others (DELETE, custom methods).
+_NO_EMPTY_LENGTH = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "POST", "PUT", "PATCH"})
+
+
+def _http1_safe(method: str, headers: Headers) -> bool:
+    """Whether Http1Pool can write this request as aiohttp would: its head is latin-1 text without
+    line breaks (aiohttp refuses or re-encodes the rest, so those stay on aiohttp)."""
+    try:
+        text = "".join([method, *(k + v for k, v in headers)])
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return "\r" not in text and "\n" not in text
+
+
 class _TargetURL:
     def __init__(self, base: str) -> None:
         u = urlsplit(base)
@@ -168,6 +185,14 @@ class _TargetURL:
             raise ValueError(f"{base!r} is not an http(s) URL")
         self.scheme, self.netloc, self.prefix = u.scheme, u.netloc, u.path.rstrip("/")
         self.base = f"{u.scheme}://{u.netloc}{self.prefix}"
+        self.origin_len = len(self.base) - len(self.prefix)  # url[origin_len:] is path?query
+        # Plain-http targets go through Http1Pool: (host to connect to, port). None: aiohttp sends
+        # (https, or a URL it should reject per request with an error row as it always did).
+        self.http1: tuple[str, int] | None = None
+        if u.scheme == "http":
+            with contextlib.suppress(ValueError):
+                if u.hostname:
+                    self.http1 = (u.hostname, u.port or 80)
 
     def url(self, path: str, query: str) -> str:
         return f"{self.base}{path}" + (f"?{query}" if query else "")
@@ -202,6 +227,7 @@ class ReplayEngine:
         self._stopped: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
+        self._http1: Http1Pool | None = None
         self._checkpointing: asyncio.Future[None] | None = None
 
     # --- control ------------------------------------------------------------------------------
@@ -292,8 +318,13 @@ class ReplayEngine:
                 timeout=aiohttp.ClientTimeout(total=cfg.timeout_s),
             ) as session:
                 self._session = session
-                await self._launch_all(loop, concurrency)
-                await self._drain(loop)
+                # Up to `concurrency` sends to one host at once: all their connections stay warm for the next.
+                self._http1 = Http1Pool(max_idle_per_host=max(MAX_IDLE_PER_HOST, concurrency))
+                try:
+                    await self._launch_all(loop, concurrency)
+                    await self._drain(loop)
+                finally:
+                    await self._http1.close()
         finally:
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
@@ -470,18 +501,27 @@ class ReplayEngine:
         body: bytes | None = None
         error: str | None = None
         try:
-            async with self._session.request(
-                e.method, URL(url, encoded=True), headers=headers, data=e.body or None,
-                allow_redirects=False,
-            ) as resp:
-                body = await resp.read()
-                status = resp.status
-                resp_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
+            target_path = url[base.origin_len:]  # path?query as sent
+            if (base.http1 is not None and self._http1 is not None and target_path.startswith("/")
+                    and _http1_safe(e.method, headers)):
+                sent = headers if e.body or e.method in _NO_EMPTY_LENGTH else [*headers, ("Content-Length", "0")]
+                # One deadline for connect + exchange, as aiohttp's ClientTimeout(total=...) was.
+                async with asyncio.timeout(self.config.timeout_s):
+                    status, resp_headers, body = await self._http1.request(
+                        e.method, base.http1[0], base.http1[1], target_path, sent, e.body or None)
+            else:
+                async with self._session.request(
+                    e.method, URL(url, encoded=True), headers=headers, data=e.body or None,
+                    allow_redirects=False,
+                ) as resp:
+                    body = await resp.read()
+                    status = resp.status
+                    resp_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
         except TimeoutError:
             error = f"timeout after {self.config.timeout_s:g} s"
         except aiohttp.ClientError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        except OSError as exc:
+        except (OSError, ProtocolError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         latency_ms = (time.perf_counter() - started) * 1000.0
         # One literal per row (resp_content_type, body_hash, body_size: the capture writer's job).
