@@ -54,7 +54,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import orjson
@@ -584,7 +584,70 @@ def _close_open_writers() -> None:
             w.close()
 
 
-class CaptureWriter:
+class ControlledWriter:
+    """The control protocol both writers share (CaptureWriter here, CaptureProcessWriter in
+    shadow/capture_process.py): a control item travels through the same queue as the rows, so
+    `flush`/`seal`/`close` return once everything submitted before them has been handled.
+
+    A subclass sets `table_dir`, `_queue`, `_wake`, `_close_lock`, `_closed` and implements the
+    three hooks below."""
+
+    table_dir: Path
+    _queue: collections.deque[Any]
+    _wake: threading.Event
+    _close_lock: threading.RLock
+    _closed: bool
+
+    def _worker_alive(self) -> bool:
+        raise NotImplementedError
+
+    def _new_control(self, kind: str) -> Any:
+        """A control item with a `done` threading.Event and an `error` (None when it succeeded)."""
+        raise NotImplementedError
+
+    def _finish_close(self, deadline: float) -> None:
+        """After the "close" control: stop the worker and release what the writer holds."""
+        raise NotImplementedError
+
+    def _control(self, kind: str, timeout: float) -> None:
+        if not self._worker_alive():
+            return
+        control = self._new_control(kind)
+        self._queue.append(control)
+        self._wake.set()
+        if not control.done.wait(timeout):
+            raise CaptureError(f"{self.table_dir}: capture {kind} did not finish within {timeout:g} s")
+        if control.error is not None:
+            raise CaptureError(f"{self.table_dir}: capture {kind} failed: {control.error}")
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Block until every row submitted so far is journaled and fsync'd."""
+        self._control("flush", timeout)
+
+    def seal(self, timeout: float = 60.0) -> None:
+        """Journal what is queued and seal the current segment into Parquet now."""
+        self._control("seal", timeout)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Flush, seal, stop the worker and publish final stats. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        deadline = time.monotonic() + timeout
+        try:
+            self._control("close", timeout)
+        finally:
+            self._finish_close(deadline)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CaptureWriter(ControlledWriter):
     """Journals submitted rows and seals them into Parquet under `settings.dir/<table>/`. See module doc.
 
     `table`/`schema`: what is written (exchanges by default; spans, ... use their own schema).
@@ -714,45 +777,17 @@ class CaptureWriter:
         s.queued = len(self._queue)
         return s
 
-    def _control(self, kind: str, timeout: float) -> None:
+    def _worker_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _new_control(self, kind: str) -> _Marker:
+        return _Marker(kind)
+
+    def _finish_close(self, deadline: float) -> None:
+        self._thread.join(max(0.1, deadline - time.monotonic()))  # one budget for both waits
         if not self._thread.is_alive():
-            return
-        marker = _Marker(kind)
-        self._queue.append(marker)
-        self._wake.set()
-        if not marker.done.wait(timeout):
-            raise CaptureError(f"{self.table_dir}: capture {kind} did not finish within {timeout:g} s")
-        if marker.error is not None:
-            raise CaptureError(f"{self.table_dir}: capture {kind} failed: {marker.error}")
-
-    def flush(self, timeout: float = 10.0) -> None:
-        """Block until every row submitted so far is journaled and fsync'd."""
-        self._control("flush", timeout)
-
-    def seal(self, timeout: float = 60.0) -> None:
-        """Journal what is queued and seal the current segment into Parquet now."""
-        self._control("seal", timeout)
-
-    def close(self, timeout: float = 60.0) -> None:
-        """Flush, seal, stop the writer thread and publish final stats. Idempotent."""
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-        deadline = time.monotonic() + timeout
-        try:
-            self._control("close", timeout)
-        finally:
-            self._thread.join(max(0.1, deadline - time.monotonic()))  # one budget for both waits
-            if not self._thread.is_alive():
-                self._lock.release(remove=True)
-            _open_writers.discard(self)
-
-    def __enter__(self) -> CaptureWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+            self._lock.release(remove=True)
+        _open_writers.discard(self)
 
     # -- writer thread ------------------------------------------------------------------------------
     def _run(self) -> None:

@@ -47,6 +47,7 @@ from shadow.capture import (
     STATS_DIR,
     CaptureStats,
     CaptureWriter,
+    ControlledWriter,
     _body_bytes,
     make_gateway_id,
     register_open_writer,
@@ -119,7 +120,7 @@ class _Child:
         self.reader: threading.Thread | None = None
 
 
-class CaptureProcessWriter:
+class CaptureProcessWriter(ControlledWriter):
     """`CaptureWriter`'s interface, with the writing done by a child process (see module doc).
 
     Exchanges only (the child runs `prepare_exchange`). Starting it starts the child and waits
@@ -203,56 +204,29 @@ class CaptureProcessWriter:
         return {**extra, "capture_process_restarts": self._restarts, "submitted": self._submitted,
                 "shed": self._shed}
 
-    def _control(self, kind: str, timeout: float) -> None:
-        if not self._feeder.is_alive():
-            return
+    def _worker_alive(self) -> bool:
+        return self._feeder.is_alive()
+
+    def _new_control(self, kind: str) -> _Control:
         with self._lock:
             self._next_token += 1
-            control = _Control(kind, self._next_token)
-        self._queue.append(control)
-        self._wake.set()
-        if not control.done.wait(timeout):
-            raise CaptureError(f"{self.table_dir}: capture {kind} did not finish within {timeout:g} s")
-        if control.error is not None:
-            raise CaptureError(f"{self.table_dir}: capture {kind} failed: {control.error}")
+            return _Control(kind, self._next_token)
 
-    def flush(self, timeout: float = 10.0) -> None:
-        """Block until every row submitted so far is journaled and fsync'd by the child."""
-        self._control("flush", timeout)
-
-    def seal(self, timeout: float = 60.0) -> None:
-        self._control("seal", timeout)
-
-    def close(self, timeout: float = 60.0) -> None:
-        """Send what is queued, let the child seal and exit, publish final stats. Idempotent."""
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-        deadline = time.monotonic() + timeout
-        try:
-            self._control("close", timeout)
-        finally:
-            self._feeder.join(max(0.1, deadline - time.monotonic()))
-            child = self._child
-            if child is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    assert child.proc.stdin is not None
-                    child.proc.stdin.close()  # EOF: a child still running closes itself
-                try:
-                    child.proc.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    log.error("capture %s: the capture process did not exit; its journal is recovered at "
-                              "the next start", self.table_dir)
-                    child.proc.kill()
-                    child.proc.wait()
-            unregister_open_writer(self)
-
-    def __enter__(self) -> CaptureProcessWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _finish_close(self, deadline: float) -> None:
+        self._feeder.join(max(0.1, deadline - time.monotonic()))
+        child = self._child
+        if child is not None:
+            with contextlib.suppress(OSError, ValueError):
+                assert child.proc.stdin is not None
+                child.proc.stdin.close()  # EOF: a child still running closes itself
+            try:
+                child.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("capture %s: the capture process did not exit; its journal is recovered at "
+                          "the next start", self.table_dir)
+                child.proc.kill()
+                child.proc.wait()
+        unregister_open_writer(self)
 
     # -- the child -------------------------------------------------------------------------------------
     def _start_child(self) -> _Child:
