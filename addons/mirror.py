@@ -66,7 +66,7 @@ class Mirror:
         capture.submit(mirror_record(result, primary).to_row())
 
     def response(self, flow: http.HTTPFlow) -> None:
-        if flow.error is not None or flow.response is None or not flow.live:
+        if flow.error is not None or flow.response is None or not flow.live or not self._mirrors(flow):
             return
         # Whether the client went away is read now: once the answer is sent, a `Connection: close`
         # exchange ends the client connection normally.
@@ -77,10 +77,16 @@ class Mirror:
     def error(self, flow: http.HTTPFlow) -> None:
         # The primary failed upstream (refused, timeout): Traefik still mirrors once the main
         # handler returned, unless the client itself went away.
-        if flow.response is not None or flow.error is None or flow.error.msg in CLIENT_GONE_MESSAGES:
+        if (flow.response is not None or flow.error is None or flow.error.msg in CLIENT_GONE_MESSAGES
+                or not self._mirrors(flow)):
             return
         gone = flow.client_conn.timestamp_end is not None
         after_hooks(lambda f: self._mirror(f, client_gone=gone), flow)
+
+    def _mirrors(self, flow: http.HTTPFlow) -> bool:
+        # Checked before scheduling: a route without a mirror then costs no callback per flow.
+        route = self.state.routes.get(flow)
+        return route is not None and route.mirrored
 
     def _mirror(self, flow: http.HTTPFlow, *, client_gone: bool) -> None:
         route = self.state.routes.get(flow)
