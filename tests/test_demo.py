@@ -123,6 +123,13 @@ def test_demo_leaves_no_service_running(demo_run: DemoRun) -> None:
             s.connect(("127.0.0.1", port))
 
 
+def _log_tails(logs: Path, lines: int = 25) -> str:
+    """The end of each child's log, for a failure message."""
+    return "\n".join(f"--- {path.name}:\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+                     for path in sorted(logs.glob("*.log")))
+
+
+@pytest.mark.timeout(200)  # startup + 90 s for the stop, before the default 120 s cuts the diagnostics
 def test_sigterm_stops_the_traffic_seals_and_cleans_up(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.Popen(
@@ -137,7 +144,14 @@ def test_sigterm_stops_the_traffic_seals_and_cleans_up(tmp_path: Path) -> None:
                 break
         time.sleep(1.0)  # some traffic flows
         proc.send_signal(signal.SIGTERM)
-        rest, err = proc.communicate(timeout=60)
+        try:
+            # Bounded by the demo itself: gateway 20 s + every service at once 10 s, then SIGKILL.
+            rest, err = proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rest, err = proc.communicate()
+            pytest.fail(f"the demo did not stop within 90 s of SIGTERM\nstdout:\n{''.join(lines)}{rest}\n"
+                        f"stderr:\n{err[-3000:]}\n{_log_tails(out / 'logs')}")
     finally:
         if proc.poll() is None:
             proc.kill()

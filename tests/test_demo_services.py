@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -242,3 +244,43 @@ def test_supervisor_stops_every_child(tmp_path: Path) -> None:
         assert child.running()
     assert not child.running()
     assert child.popen.returncode is not None
+
+
+STUBBORN_CHILD = """
+import os, signal, sys, time
+pids_file, report = sys.argv[1], sys.argv[2]
+
+def on_term(signum, frame):
+    # How many of the siblings are still alive when this one is asked to stop.
+    pids = [int(p) for p in open(pids_file).read().split()]
+    alive = 0
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            alive += 1
+        except ProcessLookupError:
+            pass
+    with open(report, "w") as f:
+        f.write(str(alive))
+
+signal.signal(signal.SIGTERM, on_term)  # and keeps running: only SIGKILL ends it
+print("up", flush=True)
+time.sleep(60)
+"""
+
+
+def test_children_that_ignore_sigterm_are_asked_together_then_killed(tmp_path: Path) -> None:
+    # Stopped one after another, the third would be asked only after the first two were killed
+    # (three timeouts in a row); stopped together, each is asked while all three still run.
+    pids_file = tmp_path / "pids"
+    pids_file.write_text("")
+    sup = Supervisor(tmp_path / "logs")
+    children = [sup.spawn(f"stubborn-{n}", [sys.executable, "-c", STUBBORN_CHILD, str(pids_file),
+                                            str(tmp_path / f"alive-{n}")]) for n in range(3)]
+    for child in children:
+        assert child.popen.stdout is not None and child.popen.stdout.readline() == b"up\n"
+    pids_file.write_text(" ".join(str(c.pid) for c in children))
+    sup.stop_all(timeout_s=1.0)
+    assert all(child.popen.returncode == -signal.SIGKILL for child in children)
+    assert sup.children == []
+    assert [(tmp_path / f"alive-{n}").read_text() for n in range(3)] == ["3", "3", "3"]

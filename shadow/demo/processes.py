@@ -41,6 +41,7 @@ class Child:
     popen: subprocess.Popen[bytes]
     log_path: Path
     url: str = ""
+    asked_to_stop: bool = False
 
     @property
     def pid(self) -> int:
@@ -54,14 +55,20 @@ class Child:
         detail = f"\n  last lines of {self.log_path}:\n{tail}" if tail else f" (log: {self.log_path})"
         return ShadowError(f"{self.name} {what}{detail}")
 
+    def terminate(self) -> None:
+        """Ask the child to stop (SIGTERM, once: a second one may cut its clean exit short) without
+        waiting."""
+        if self.running() and not self.asked_to_stop:
+            self.popen.send_signal(signal.SIGTERM)
+            self.asked_to_stop = True
+
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM the child and wait; SIGKILL its whole session if it or a grandchild it left
         behind (mitmdump under `shadow gateway`) is still there after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
-        if self.running():
-            self.popen.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout_s)
+        self.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout_s)
         while _session_alive(self.popen.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -80,7 +87,7 @@ def _session_alive(session_id: int) -> bool:
 
 
 class Supervisor:
-    """Starts children and guarantees they stop, in reverse start order unless told otherwise."""
+    """Starts children and guarantees they stop: the ones stopped by name first, then all the rest at once."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
@@ -121,9 +128,15 @@ class Supervisor:
             self.children.remove(child)
         return code
 
-    def stop_all(self) -> None:
-        while self.children:
-            self.stop(self.children[-1])
+    def stop_all(self, timeout_s: float = 10.0) -> None:
+        """Stop every child still running, all at once: SIGTERM to each, then one shared deadline
+        before SIGKILL (stopping one after another would add their worst cases up)."""
+        children = list(reversed(self.children))
+        for child in children:
+            child.terminate()
+        deadline = time.monotonic() + timeout_s
+        for child in children:
+            self.stop(child, max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> Supervisor:
         return self

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from shadow.demo import seeds
 from shadow.errors import ShadowError
+from shadow.signals import run_until_stop_signal
 
 # Share of each kind of request in the plan. Orders dominate: that is the route being extracted.
 MIX: tuple[tuple[str, float], ...] = (
@@ -171,6 +172,7 @@ async def drive_async(base_url: str, plan: Sequence[PlannedRequest], *, concurre
 
 def drive(base_url: str, plan: Sequence[PlannedRequest], *, concurrency: int = 8, max_seconds: float = 60.0,
           timeout_s: float = 10.0, progress: bool = True) -> DriveResult:
-    """Blocking form of `drive_async`."""
-    return asyncio.run(drive_async(base_url, plan, concurrency=concurrency, max_seconds=max_seconds,
+    """Blocking form of `drive_async`. SIGINT or SIGTERM stops the traffic cleanly and raises
+    KeyboardInterrupt (the demo then seals and shows what was captured)."""
+    return run_until_stop_signal(drive_async(base_url, plan, concurrency=concurrency, max_seconds=max_seconds,
                                    timeout_s=timeout_s, progress=progress))

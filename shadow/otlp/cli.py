@@ -8,36 +8,32 @@ capture folder not writable).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from pathlib import Path
 
 import click
 
 from shadow.otlp.receiver import DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, OtlpReceiver, parse_listen
+from shadow.signals import stop_signals_call
 
 
 async def _serve(receiver: OtlpReceiver, host: str, port: int) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        bound = await receiver.start(host, port)
-    except BaseException:
-        await asyncio.to_thread(receiver.close_writers)
-        raise
-    click.echo(f"OTLP receiver on http://{host}:{bound} (POST /v1/traces, /v1/metrics, /v1/logs); "
-               f"writing to {receiver.capture_dir}", err=True)
-    try:
-        await stop.wait()
-    finally:
-        await receiver.stop()
-        c = receiver.counters
-        click.echo(f"OTLP receiver stopped: {c.spans_accepted} spans stored, {c.spans_rejected} rejected, "
-                   f"{c.spans_duplicate} duplicates, {c.metric_points} metric points, "
-                   f"{c.log_records} log records", err=True)
+    with stop_signals_call(lambda _sig: stop.set()):
+        try:
+            bound = await receiver.start(host, port)
+        except BaseException:
+            await asyncio.to_thread(receiver.close_writers)
+            raise
+        click.echo(f"OTLP receiver on http://{host}:{bound} (POST /v1/traces, /v1/metrics, /v1/logs); "
+                   f"writing to {receiver.capture_dir}", err=True)
+        try:
+            await stop.wait()
+        finally:
+            await receiver.stop()
+            c = receiver.counters
+            click.echo(f"OTLP receiver stopped: {c.spans_accepted} spans stored, {c.spans_rejected} rejected, "
+                       f"{c.spans_duplicate} duplicates, {c.metric_points} metric points, "
+                       f"{c.log_records} log records", err=True)
 
 
 @click.command("otlp-receiver")

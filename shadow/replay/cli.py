@@ -32,6 +32,7 @@ from shadow.replay.resume import (
     write_state_json,
 )
 from shadow.replay.sources import Source, SourceError, open_source
+from shadow.signals import stop_signals_call
 
 EXIT_INTERRUPTED = 130
 
@@ -229,22 +230,15 @@ def _run(config: ReplayConfig, sources: list[Source], writer: Any, state: Replay
     engine = ReplayEngine(config, sources, writer, state=state, captured=captured, progress=bar,
                           checkpoint=checkpoint, backlog=lambda: writer.stats().queued)
 
+    def on_signal(sig: signal.Signals) -> None:
+        first = not engine.stopping
+        engine.stop()
+        if first:
+            click.echo(f"\n{sig.name}: stopping; in-flight requests finish (again to cancel them)", err=True)
+
     async def main() -> ReplayStats:
-        loop = asyncio.get_running_loop()
-
-        def on_signal(signame: str) -> None:
-            first = not engine.stopping
-            engine.stop()
-            if first:
-                click.echo(f"\n{signame}: stopping; in-flight requests finish (again to cancel them)", err=True)
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal, sig.name)
-        try:
+        with stop_signals_call(on_signal):
             return await engine.run()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
 
     try:
         return asyncio.run(main())
