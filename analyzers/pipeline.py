@@ -267,7 +267,7 @@ def _objects(table: Any, name: str) -> np.ndarray:
 
 
 def _groups(table: Any, *names: str) -> list[tuple[tuple[str, ...], slice]]:
-    """(key values, row slice) of each run of equal `g` (the query's dense_rank over `names`)."""
+    """(key values, row slice) of each run of equal `g` (`_grouped_rows`' dense_rank over `names`)."""
     g = _column(table, "g", np.int64)
     if len(g) == 0:
         return []
@@ -302,7 +302,60 @@ def _endpoint_sql(store: Any, alias: str) -> tuple[str, str]:
     return "", f"{alias}.endpoint"
 
 
-def paired_samples(store: Any, *, use_diffs: bool = True) -> list[Any]:
+def _grouped_rows(store: Any, *, alias: str, source: str, where: str, arm: str, columns: str) -> Any:
+    """The rows of a sample query as an Arrow table, ordered by (endpoint, `arm`) and then capture order,
+    with `g` numbering each (endpoint, arm) run for `_groups`. `alias` names the rows in `source` that
+    carry path, ts and request_id."""
+    map_join, endpoint = _endpoint_sql(store, alias)
+    return store.sql(
+        f"SELECT {endpoint} AS endpoint, {arm} AS arm, dense_rank() OVER (ORDER BY {endpoint}, {arm}) AS g, "
+        f"{columns} FROM {source} {map_join} WHERE {where} "
+        f"ORDER BY {endpoint}, {arm}, {alias}.ts, {alias}.request_id"
+    ).to_arrow_table()
+
+
+@dataclass(frozen=True)
+class _Arm:
+    """One side's columns of a sample query (or a slice of them): latency (NaN where no answer came),
+    5xx, transport error and client key per row."""
+
+    latency_ms: np.ndarray
+    status_5xx: np.ndarray
+    transport_error: np.ndarray
+    client_key: np.ndarray
+
+    @classmethod
+    def read(cls, table: Any, prefix: str, client_key: np.ndarray) -> _Arm:
+        """The `{prefix}latency_ms`, `{prefix}status` and `{prefix}err` columns of `table`."""
+        err = _column(table, f"{prefix}err", bool)
+        return cls(latency_ms=np.where(err, np.nan, _column(table, f"{prefix}latency_ms")),
+                   status_5xx=_status_5xx(_column(table, f"{prefix}status")), transport_error=err,
+                   client_key=client_key)
+
+    def __getitem__(self, rows: slice) -> _Arm:
+        return _Arm(self.latency_ms[rows], self.status_5xx[rows], self.transport_error[rows], self.client_key[rows])
+
+
+def _endpoint_sample(endpoint: str, candidate_service: str, primary: _Arm, candidate: _Arm, *, paired: bool,
+                    mismatch: np.ndarray | None = None) -> EndpointSample:
+    """The EndpointSample of one endpoint × candidate service from its two arms. Client keys are kept
+    when any row of either arm has one; in split traffic that means assignment was sticky (the gateway
+    sets the key from the sticky cookie / HRW key), while mirrored pairs are paired anyway."""
+    from analyzers.verdict import EndpointSample
+
+    keyed = any(k is not None for k in primary.client_key) or any(k is not None for k in candidate.client_key)
+    return EndpointSample(
+        endpoint=endpoint, paired=paired,
+        primary_latency_ms=primary.latency_ms, candidate_latency_ms=candidate.latency_ms,
+        primary_5xx=primary.status_5xx, candidate_5xx=candidate.status_5xx,
+        primary_transport_error=primary.transport_error, candidate_transport_error=candidate.transport_error,
+        primary_client_key=primary.client_key if keyed else None,
+        candidate_client_key=candidate.client_key if keyed else None,
+        mismatch=mismatch, sticky=keyed and not paired, candidate=candidate_service or None,
+    )
+
+
+def paired_samples(store: Any, *, use_diffs: bool = True) -> list[EndpointSample]:
     """One paired EndpointSample per (endpoint, candidate service) of mirrored/replayed pairs.
 
     With `use_diffs` and the diff engine's per-pair summary present (CAPTURE/diffs_summary), the
@@ -310,84 +363,42 @@ def paired_samples(store: Any, *, use_diffs: bool = True) -> list[Any]:
     and each pair's mismatch flag: `equal` false is a real difference; NULL (a truncated body kept
     the pair from being compared) counts as a mismatch too, since PASS needs evidence. Without it
     the samples carry no mismatch array and the mismatch guardrail has nothing to judge."""
-    from analyzers.verdict import EndpointSample
-
     modes = ", ".join(f"'{m}'" for m in PAIRED_MODES)
     summary = use_diffs and "diffs_summary" in store.views
     join = ("JOIN diffs_summary d ON d.request_id = p.request_id AND d.c_service IS NOT DISTINCT FROM p.c_service"
             if summary else "")
     mismatch = "d.equal IS NOT TRUE" if summary else "NULL::BOOLEAN"
-    map_join, endpoint = _endpoint_sql(store, "p")
-    table = store.sql(
-        f"SELECT {endpoint} AS endpoint, p.c_service, dense_rank() OVER (ORDER BY {endpoint}, p.c_service) AS g, "
-        "p.p_latency_ms, p.c_latency_ms, CAST(p.p_status AS DOUBLE) AS p_status, "
+    table = _grouped_rows(
+        store, alias="p", source=f"pairs p {join}", where=f"p.mode IN ({modes})", arm="p.c_service",
+        columns="p.p_latency_ms, p.c_latency_ms, CAST(p.p_status AS DOUBLE) AS p_status, "
         "CAST(p.c_status AS DOUBLE) AS c_status, p.p_error IS NOT NULL AS p_err, "
-        f"p.c_error IS NOT NULL AS c_err, p.client_key, {mismatch} AS mismatch "
-        f"FROM pairs p {join} {map_join} WHERE p.mode IN ({modes}) "
-        f"ORDER BY {endpoint}, p.c_service, p.ts, p.request_id"
-    ).to_arrow_table()
-    if table.num_rows == 0:
-        return []
-    p_lat, c_lat = _column(table, "p_latency_ms"), _column(table, "c_latency_ms")
-    p_status, c_status = _column(table, "p_status"), _column(table, "c_status")
-    p_err, c_err = _column(table, "p_err", bool), _column(table, "c_err", bool)
+        f"p.c_error IS NOT NULL AS c_err, p.client_key, {mismatch} AS mismatch")
+    clients = _objects(table, "client_key")  # one client per pair: the same key on both sides
+    primary, candidate = _Arm.read(table, "p_", clients), _Arm.read(table, "c_", clients)
     flags = _column(table, "mismatch", bool) if summary else None
-    clients = _objects(table, "client_key")
-    samples: list[Any] = []
-    for (endpoint, service), rows in _groups(table, "endpoint", "c_service"):
-        keys = clients[rows]
-        has_keys = any(k is not None for k in keys)
-        samples.append(EndpointSample(
-            endpoint=endpoint, paired=True,
-            primary_latency_ms=np.where(p_err[rows], np.nan, p_lat[rows]),
-            candidate_latency_ms=np.where(c_err[rows], np.nan, c_lat[rows]),
-            primary_5xx=_status_5xx(p_status[rows]), candidate_5xx=_status_5xx(c_status[rows]),
-            primary_transport_error=p_err[rows], candidate_transport_error=c_err[rows],
-            primary_client_key=keys if has_keys else None, candidate_client_key=keys if has_keys else None,
-            mismatch=None if flags is None else flags[rows], sticky=False, candidate=service or None,
-        ))
-    return samples
+    return [_endpoint_sample(endpoint, service, primary[rows], candidate[rows], paired=True,
+                            mismatch=None if flags is None else flags[rows])
+            for (endpoint, service), rows in _groups(table, "endpoint", "arm")]
 
 
-def split_samples(store: Any) -> list[Any]:
+def split_samples(store: Any) -> list[EndpointSample]:
     """One unpaired EndpointSample per (endpoint, candidate service) of split traffic: every primary
     row of the endpoint against that candidate's rows. Assignment counts as sticky when the rows
     carry a client_key (the gateway sets it from the sticky cookie / HRW key)."""
-    from analyzers.verdict import EndpointSample
-
-    map_join, endpoint = _endpoint_sql(store, "x")
-    arm = "CASE WHEN x.role = 'primary' THEN '' ELSE x.service END"
-    table = store.sql(
-        f"SELECT {endpoint} AS endpoint, {arm} AS arm, dense_rank() OVER (ORDER BY {endpoint}, {arm}) AS g, "
-        "x.latency_ms, CAST(x.status AS DOUBLE) AS status, x.error IS NOT NULL AS err, x.client_key "
-        f"FROM exchanges x {map_join} WHERE x.mode = '{SPLIT_MODE}' AND x.role IN ('primary', 'candidate') "
-        f"ORDER BY {endpoint}, {arm}, x.ts, x.request_id"
-    ).to_arrow_table()
-    if table.num_rows == 0:
-        return []
-    lat, status = _column(table, "latency_ms"), _column(table, "status")
-    err = _column(table, "err", bool)
-    clients = _objects(table, "client_key")
+    table = _grouped_rows(
+        store, alias="x", source="exchanges x",
+        where=f"x.mode = '{SPLIT_MODE}' AND x.role IN ('primary', 'candidate')",
+        arm="CASE WHEN x.role = 'primary' THEN '' ELSE x.service END",
+        columns="x.latency_ms, CAST(x.status AS DOUBLE) AS status, x.error IS NOT NULL AS err, x.client_key")
+    rows = _Arm.read(table, "", _objects(table, "client_key"))
     by_endpoint: dict[str, dict[str, slice]] = {}
-    for (endpoint, arm), rows in _groups(table, "endpoint", "arm"):
-        by_endpoint.setdefault(endpoint, {})[arm] = rows  # arm "" = the primary
-    samples: list[Any] = []
+    for (endpoint, arm), group in _groups(table, "endpoint", "arm"):
+        by_endpoint.setdefault(endpoint, {})[arm] = group  # arm "" = the primary
+    samples: list[EndpointSample] = []
     for endpoint, arms in by_endpoint.items():
-        primary = arms.get("", slice(0, 0))
-        for arm, cand in arms.items():
-            if arm == "":
-                continue
-            p_keys, c_keys = clients[primary], clients[cand]
-            sticky = any(k is not None for k in p_keys) or any(k is not None for k in c_keys)
-            samples.append(EndpointSample(
-                endpoint=endpoint, paired=False,
-                primary_latency_ms=np.where(err[primary], np.nan, lat[primary]),
-                candidate_latency_ms=np.where(err[cand], np.nan, lat[cand]),
-                primary_5xx=_status_5xx(status[primary]), candidate_5xx=_status_5xx(status[cand]),
-                primary_transport_error=err[primary], candidate_transport_error=err[cand],
-                primary_client_key=p_keys if sticky else None, candidate_client_key=c_keys if sticky else None,
-                mismatch=None, sticky=sticky, candidate=arm,
-            ))
+        primary = rows[arms.get("", slice(0, 0))]
+        samples += [_endpoint_sample(endpoint, arm, primary, rows[group], paired=False)
+                    for arm, group in arms.items() if arm != ""]
     return samples
 
 

@@ -157,3 +157,19 @@ def test_learned_endpoints_merge_high_cardinality_paths(tmp_path: Path) -> None:
     assert paired.n_primary == 300
     price = next(f for f in learned.real_fields if f.pointer_template == "/price")
     assert price.endpoint == "/api/users/{name}/items/{id}" and price.pairs_total == 300
+
+
+def test_client_keys_make_split_samples_sticky_but_leave_pairs_paired(tmp_path: Path) -> None:
+    # paired_samples and split_samples share one sample builder: a client key is kept on both sides
+    # when any row has one, and only split traffic turns it into sticky (clustered) analysis.
+    capture = write_capture(tmp_path / "keys", [
+        EndpointTraffic(endpoint="/api/items/{id}", n=40, clients=5),
+        EndpointTraffic(endpoint="/api/cart", n=40, mode="split", candidate_service="cart-svc"),
+    ], seed=5)
+    with open_store(capture) as store:
+        (paired,), (split,) = paired_samples(store, use_diffs=False), split_samples(store)
+    assert paired.paired and not paired.sticky
+    assert paired.primary_client_key is not None and paired.candidate_client_key is not None
+    assert list(paired.primary_client_key) == list(paired.candidate_client_key)  # one client per pair
+    assert not split.paired and not split.sticky
+    assert split.primary_client_key is None and split.candidate_client_key is None
