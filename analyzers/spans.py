@@ -8,7 +8,8 @@ primary's and the candidate's spans apart even when a mirror copy shares the pri
 `call_span_times` (DuckDB, recursive) sums each call's descendant spans' self times per span name;
 `span_attribution` (pandas) compares, per endpoint whose candidate median latency is above the
 primary's, the per-call median time of each span name, primary against candidate, largest delta first.
-Duplicate spans (an exporter retry) are counted once.
+`endpoint_coupling` (DuckDB) counts the other services and database spans below each call. Both walk
+the same span tree (`_span_tree`), where duplicate spans (an exporter retry) are counted once.
 """
 
 from __future__ import annotations
@@ -49,6 +50,50 @@ def has_spans(con: duckdb.DuckDBPyConnection) -> bool:
         return False
 
 
+def _span_tree(source: str, roles: tuple[str, ...]) -> str:
+    """The shared start of the span queries, a `WITH RECURSIVE` clause that a query continues:
+
+    - `calls`: the exchanges of `roles` in the view `source` that carry a trace id and a span id;
+    - `sp`: each span once (an exporter retry's duplicate dropped), with `self_ms`, its duration minus
+      its children's, floored at 0, and `is_db`, whether it has a `db.system` (or legacy `db.type`)
+      attribute;
+    - `tree`: one row per (call, descendant span), down to MAX_DEPTH, with the span's name, service,
+      self_ms, is_db, its depth below the call (1: the upstream's entry span) and that entry span's
+      service (`entry_service`)."""
+    role_list = ", ".join("'" + r.replace("'", "''") + "'" for r in roles)
+    return f"""
+    WITH RECURSIVE
+    calls AS (
+        SELECT exchange_id, endpoint, role, service, trace_id, span_id
+        FROM {source}
+        WHERE trace_id IS NOT NULL AND span_id IS NOT NULL AND role IN ({role_list})
+    ),
+    spans_once AS (
+        SELECT trace_id, span_id, any_value(parent_span_id) AS parent_span_id, any_value(name) AS name,
+               any_value(service_name) AS service_name, any_value(duration_ms) AS duration_ms,
+               bool_or(attributes LIKE '%"db.system"%' OR attributes LIKE '%"db.type"%') AS is_db
+        FROM spans GROUP BY trace_id, span_id
+    ),
+    kids AS (
+        SELECT trace_id, parent_span_id AS span_id, sum(duration_ms) AS child_ms
+        FROM spans_once WHERE parent_span_id IS NOT NULL GROUP BY ALL
+    ),
+    sp AS (
+        SELECT s.trace_id, s.span_id, s.parent_span_id, s.name, s.service_name, s.is_db,
+               greatest(s.duration_ms - coalesce(kids.child_ms, 0), 0) AS self_ms
+        FROM spans_once s LEFT JOIN kids ON kids.trace_id = s.trace_id AND kids.span_id = s.span_id
+    ),
+    tree(exchange_id, trace_id, span_id, name, service_name, self_ms, is_db, entry_service, depth) AS (
+        SELECT c.exchange_id, s.trace_id, s.span_id, s.name, s.service_name, s.self_ms, s.is_db, s.service_name, 1
+        FROM calls c JOIN sp s ON s.trace_id = c.trace_id AND s.parent_span_id = c.span_id
+        UNION ALL
+        SELECT t.exchange_id, s.trace_id, s.span_id, s.name, s.service_name, s.self_ms, s.is_db, t.entry_service,
+               t.depth + 1
+        FROM tree t JOIN sp s ON s.trace_id = t.trace_id AND s.parent_span_id = t.span_id
+        WHERE t.depth < {MAX_DEPTH}
+    )"""
+
+
 def call_span_times(con: duckdb.DuckDBPyConnection, roles: tuple[str, ...] = ("primary", "candidate")) -> pd.DataFrame:
     """One row per (exchange, span name): endpoint, role, service (of the exchange), exchange_id,
     span, services (that emitted it), total_ms, n.
@@ -57,36 +102,7 @@ def call_span_times(con: duckdb.DuckDBPyConnection, roles: tuple[str, ...] = ("p
     call is counted once, in the span where it was spent: summed over the call's spans they make the
     upstream entry span's duration, and a slow database call shows under its own name, not also under
     every span that waited for it."""
-    role_list = ", ".join("'" + r.replace("'", "''") + "'" for r in roles)
-    query = f"""
-    WITH RECURSIVE
-    calls AS (
-        SELECT exchange_id, endpoint, role, service, trace_id, span_id
-        FROM exchanges
-        WHERE trace_id IS NOT NULL AND span_id IS NOT NULL AND role IN ({role_list})
-    ),
-    sp AS (
-        SELECT trace_id, span_id, any_value(parent_span_id) AS parent_span_id, any_value(name) AS name,
-               any_value(service_name) AS service_name, any_value(duration_ms) AS duration_ms
-        FROM spans GROUP BY trace_id, span_id
-    ),
-    kids AS (
-        SELECT trace_id, parent_span_id AS span_id, sum(duration_ms) AS child_ms
-        FROM sp WHERE parent_span_id IS NOT NULL GROUP BY ALL
-    ),
-    spx AS (
-        SELECT sp.trace_id, sp.span_id, sp.parent_span_id, sp.name, sp.service_name,
-               greatest(sp.duration_ms - coalesce(kids.child_ms, 0), 0) AS self_ms
-        FROM sp LEFT JOIN kids ON kids.trace_id = sp.trace_id AND kids.span_id = sp.span_id
-    ),
-    tree(exchange_id, trace_id, span_id, name, service_name, self_ms, depth) AS (
-        SELECT c.exchange_id, s.trace_id, s.span_id, s.name, s.service_name, s.self_ms, 1
-        FROM calls c JOIN spx s ON s.trace_id = c.trace_id AND s.parent_span_id = c.span_id
-        UNION ALL
-        SELECT t.exchange_id, s.trace_id, s.span_id, s.name, s.service_name, s.self_ms, t.depth + 1
-        FROM tree t JOIN spx s ON s.trace_id = t.trace_id AND s.parent_span_id = t.span_id
-        WHERE t.depth < {MAX_DEPTH}
-    )
+    query = _span_tree("exchanges", roles) + f"""
     SELECT c.endpoint, c.role, c.service, c.exchange_id,
            CASE WHEN t.depth = 1 THEN '{ENTRY_SPAN}' ELSE t.name END AS span,
            string_agg(DISTINCT t.service_name, ', ') AS services,
@@ -189,26 +205,7 @@ def endpoint_coupling(con: duckdb.DuckDBPyConnection, role: str = "primary", *,
     if not has_spans(con):
         return pd.DataFrame(columns=["endpoint", "calls", "median_services", "max_services", "median_db_spans",
                                      "max_db_spans", "services_seen"])
-    query = f"""
-    WITH RECURSIVE
-    calls AS (
-        SELECT exchange_id, endpoint, trace_id, span_id FROM {source}
-        WHERE trace_id IS NOT NULL AND span_id IS NOT NULL AND role = '{role.replace("'", "''")}'
-    ),
-    sp AS (
-        SELECT trace_id, span_id, any_value(parent_span_id) AS parent_span_id,
-               any_value(service_name) AS service_name,
-               bool_or(attributes LIKE '%"db.system"%' OR attributes LIKE '%"db.type"%') AS is_db
-        FROM spans GROUP BY trace_id, span_id
-    ),
-    tree(exchange_id, trace_id, span_id, service_name, is_db, entry_service, depth) AS (
-        SELECT c.exchange_id, s.trace_id, s.span_id, s.service_name, s.is_db, s.service_name, 1
-        FROM calls c JOIN sp s ON s.trace_id = c.trace_id AND s.parent_span_id = c.span_id
-        UNION ALL
-        SELECT t.exchange_id, s.trace_id, s.span_id, s.service_name, s.is_db, t.entry_service, t.depth + 1
-        FROM tree t JOIN sp s ON s.trace_id = t.trace_id AND s.parent_span_id = t.span_id
-        WHERE t.depth < {MAX_DEPTH}
-    ),
+    query = _span_tree(source, (role,)) + """,
     per_call AS (
         SELECT exchange_id,
                count(DISTINCT service_name) FILTER (WHERE service_name IS DISTINCT FROM entry_service
