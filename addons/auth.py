@@ -113,6 +113,14 @@ class Auth:
     def counters(self) -> dict[str, int]:
         return {f"auth_{k}": v for k, v in self.counts.items()}
 
+    def flow_hooks(self, active: ActiveConfig) -> frozenset[str]:
+        """`request` for configurations with a jwt/oidc middleware; `response` for oidc's session cookie."""
+        middlewares = active.config.middlewares.values()
+        hooks = {"request"} if has_auth(active.config) else set()
+        if any(isinstance(m, OidcSettings) for m in middlewares):
+            hooks.add("response")
+        return frozenset(hooks)
+
     def _needs_auth(self, active: ActiveConfig) -> bool:
         known = self._auth_configs.get(active.generation)
         if known is None:

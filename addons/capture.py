@@ -105,6 +105,10 @@ class Capture:
             logger.warning("shadow gateway: capture settings changed; they apply after a restart "
                            f"(still capturing to {self._settings.dir if self._settings else None})")
 
+    def flow_hooks(self, _active: ActiveConfig) -> frozenset[str]:
+        """Capture is opened (or not) at startup; settings changes apply after a restart."""
+        return frozenset({"response", "error"} if self.state.capture is not None else ())
+
     def submit(self, record: ExchangeRecord) -> None:
         writer = self.state.capture
         if writer is None:

@@ -6,15 +6,18 @@
 target is only a default: every request is routed by the configuration's routers. The gateway
 sets `connection_strategy=lazy` and `keep_host_header=true`, which it needs.
 
-One concern per addon, in hook order: configuration (load, validate, hot reload), routing, capture
-of the primary exchange, mirroring (scheduled after the primary answered; copies captured when
-they complete).
+One concern per module, in hook order: configuration (load, validate, hot reload), auth, routing,
+traffic shifting, capture of the primary exchange, mirroring (scheduled after the primary answered;
+copies captured when they complete), telemetry. mitmproxy sees one addon (addons/front.py), which
+calls the concerns in that order: mitmproxy's per-addon dispatch on every event cost more than the
+concerns' own work.
 """
 
 from __future__ import annotations
 
 from addons.auth import Auth
 from addons.capture import Capture
+from addons.front import GatewayAddon
 from addons.mirror import Mirror
 from addons.reload import GatewayState, ShadowConfig
 from addons.router import Router
@@ -23,7 +26,7 @@ from addons.traffic import Traffic
 
 state = GatewayState()
 
-addons = [
+gateway = GatewayAddon(state, [
     ShadowConfig(state),
     Auth(state),  # before routing: a failed check answers 401 and nothing is forwarded
     Router(state),
@@ -31,4 +34,6 @@ addons = [
     Capture(state),
     Mirror(state),
     Telemetry(state),  # last: its `request` hook sees the routed request (traceparent set upstream)
-]
+])
+
+addons = [gateway]

@@ -58,6 +58,11 @@ class Mirror:
             self.state.dispatcher.reconfigure(max_in_flight=settings.max_in_flight,
                                               timeout_s=settings.timeout_s)
 
+    def flow_hooks(self, active: ActiveConfig) -> frozenset[str]:
+        """Only when some route goes through a mirroring service."""
+        mirrored = any(plan.mirroring is not None for plan in active.plans.values())
+        return frozenset({"response", "error"} if mirrored else ())
+
     def _on_result(self, result: MirrorResult) -> None:
         primary = result.request.context.get("primary")
         capture = self.state.capture

@@ -2,8 +2,8 @@
 
 Adapts a flow to `shadow.routing`: build a `RequestView`, select the router (none → a local 404,
 like Traefik), apply the router's middlewares, add X-Forwarded-* headers, pick a server, and point
-the flow at it (scheme, then host, then port: the setters rewrite Host, which is restored to the
-client's when the service passes the host header, Traefik's default).
+the flow at it (scheme, host and port; the upstream sees the client's Host when the service passes
+the host header, Traefik's default, else the server's host:port).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import logging
 import time
 
 from mitmproxy import http
+from mitmproxy.net.http.url import hostport
 
 from addons.auth import AUTH_METADATA, unauthorized
-from addons.reload import GatewayState, RouteContext
+from addons.reload import ActiveConfig, GatewayState, RouteContext
 from shadow.auth.jwt import JwtSettings, TokenRejected
 from shadow.auth.oidc import OidcSettings
 from shadow.mirror import RateLimitedLog, describe_error
@@ -79,6 +80,10 @@ class Router:
         self._warn = RateLimitedLog(logger.error)
         state.extra_counters.append(lambda: {"routing_errors": self.errors})
 
+    def flow_hooks(self, active: ActiveConfig) -> frozenset[str]:
+        """Every request is routed; answers are rewritten only when some router has middlewares."""
+        return frozenset({"request", "response"} if active.config.middlewares else {"request"})
+
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
@@ -137,13 +142,16 @@ class Router:
         if server.preserve_path and server.path:
             new_path = server.path + new_path
         fields = _encoded(upstream_headers)
-        # The scheme, host and port setters rewrite a Host header when there is one (and mitmproxy's
-        # multidict makes that the costliest step of routing): set them while the headers hold no
-        # Host, in that order, then put the final headers, Host included, in place.
-        req.headers.fields = tuple(f for f in fields if f[0].lower() != b"host")
-        req.scheme = server.scheme
-        req.host = server.host
-        req.port = server.port
+        # mitmproxy's scheme/host/port setters each rewrite the Host header and the authority through
+        # its multidict (≈ 4 µs apiece, the costliest step of routing). The headers are replaced
+        # below anyway, so the target goes into the request's data directly and the authority, when
+        # the request has one (absolute-form, HTTP/2), is updated once, as the setters would.
+        data = req.data
+        data.scheme = server.scheme.encode("ascii")
+        data.host = server.host
+        data.port = server.port
+        if data.authority:
+            req.authority = hostport(server.scheme, server.host, server.port)
         req.path = new_path + sep + query
         if not service.pass_host_header:  # the upstream sees its own host:port
             server_host = host_port(server.host, server.port, server.scheme).encode("latin-1")

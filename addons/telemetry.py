@@ -120,6 +120,10 @@ class Telemetry:
         dispatcher._on_result = traced_result
 
     # -- hooks ------------------------------------------------------------------------------------------
+    def flow_hooks(self, _active: ActiveConfig) -> frozenset[str]:
+        """Exporting is decided at startup (settings changes apply after a restart)."""
+        return frozenset({"request", "response", "error"} if self.export is not None else ())
+
     def request(self, flow: http.HTTPFlow) -> None:
         if self.export is None or flow.error or not flow.live:
             return

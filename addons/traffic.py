@@ -27,7 +27,7 @@ from mitmproxy import http
 
 from addons.reload import ActiveConfig, GatewayState, RouteContext
 from addons.router import host_port
-from shadow.config import FailoverService, HealthCheck, LoadBalancerService, Server
+from shadow.config import CircuitBreakerMiddleware, FailoverService, HealthCheck, LoadBalancerService, Server
 from shadow.mirror import RateLimitedLog, describe_error
 from shadow.shifting import Decision, RequestFacts, TrafficControl
 
@@ -155,6 +155,13 @@ class Traffic:
             return False
 
     # requests --------------------------------------------------------------------------------------
+    def flow_hooks(self, active: ActiveConfig) -> frozenset[str]:
+        """Only routes that TrafficControl decides (weighted, failover, HRW, sticky, health, breaker)
+        carry a decision; without one every hook here returns at once."""
+        controlled = any(plan.controlled for plan in active.plans.values()) or any(
+            isinstance(m, CircuitBreakerMiddleware) for m in active.config.middlewares.values())
+        return frozenset({"request", "response", "error"} if controlled else ())
+
     def request(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
         # Synchronous unless the route is a failover (mitmproxy awaits a returned coroutine): an
         # async hook would cost every flow of the gateway a coroutine, controlled or not.

@@ -291,6 +291,7 @@ _FORWARDED_HEADERS = (
     "X-Forwarded-Uri", "X-Forwarded-Method", "X-Forwarded-Prefix", "X-Forwarded-Tls-Client-Cert",
     "X-Forwarded-Tls-Client-Cert-Info", "X-Real-Ip",
 )
+_FORWARDED_LOWER = frozenset(name.lower() for name in _FORWARDED_HEADERS)
 
 
 def _is_websocket(headers: Sequence[tuple[str, str]]) -> bool:
@@ -313,28 +314,37 @@ def forwarded_headers(headers: Iterable[tuple[str, str]], *, client_ip: str, hos
     the client's X-Forwarded-* and X-Real-Ip are dropped first. The default here trusts them
     (the gateway usually sits behind the organisation's own edge).
     `append_forwarded_for=False` (see RewrittenRequest) leaves X-Forwarded-For out entirely."""
+    # One pass to learn which names are present (this runs on every request: the per-name scans it
+    # replaces cost more than the rest of routing); steps only rescan when the name is there.
     out: Headers = list(headers)
     if not trust_forwarded:
-        for name in _FORWARDED_HEADERS:
-            out = _without(out, name)
+        out = [(k, v) for k, v in out if k.lower() not in _FORWARDED_LOWER]
+    present = {k.lower() for k, _v in out}
     ip = client_ip.split("%", 1)[0]  # drop an IPv6 zone, as Traefik does
     if ip.startswith("[") and ip.endswith("]"):
         ip = ip[1:-1]
     if append_forwarded_for:
-        prior = [v.strip() for v in _values(out, "X-Forwarded-For") if v.strip()]
-        out = _set(out, "X-Forwarded-For", ", ".join([*prior, ip]))
-    else:
+        if "x-forwarded-for" in present:
+            prior = [v.strip() for v in _values(out, "X-Forwarded-For") if v.strip()]
+            out = _set(out, "X-Forwarded-For", ", ".join([*prior, ip]))
+        else:
+            out.append(("X-Forwarded-For", ip))
+    elif "x-forwarded-for" in present:
         out = _without(out, "X-Forwarded-For")
-    if not _values(out, "X-Forwarded-Proto"):
+    if "x-forwarded-proto" not in present:
         secure = scheme.lower() in ("https", "wss")
-        proto = ("wss" if secure else "ws") if _is_websocket(out) else ("https" if secure else "http")
+        websocket = "connection" in present and "upgrade" in present and _is_websocket(out)
+        proto = ("wss" if secure else "ws") if websocket else ("https" if secure else "http")
         out.append(("X-Forwarded-Proto", proto))
-    if not _values(out, "X-Forwarded-Host") and host:
+    if "x-forwarded-host" not in present and host:
         out.append(("X-Forwarded-Host", host))
-    if not _values(out, "X-Forwarded-Port"):
+    if "x-forwarded-port" not in present:
         out.append(("X-Forwarded-Port", str(port)))
-    out = _set(out, "X-Forwarded-Server", server_name)
-    if not _values(out, "X-Real-Ip"):
+    if "x-forwarded-server" in present:
+        out = _set(out, "X-Forwarded-Server", server_name)
+    else:
+        out.append(("X-Forwarded-Server", server_name))
+    if "x-real-ip" not in present:
         out.append(("X-Real-Ip", ip))
     return out
 

@@ -1,0 +1,157 @@
+"""One front addon that mitmproxy sees, dispatching to the gateway's concerns in order.
+
+mitmproxy walks every addon object for every event (lifecycle and flow events, each followed by an
+`update` event), looks each hook up by name, and builds the hook's arguments once per addon that
+has it: with seven concern objects in the addon list that walk was most of what the gateway added
+to mitmdump's CPU per request (bench/addon_dispatch.py). So mitmproxy gets one object, and the
+concerns (config, auth, router, traffic, capture, mirror, telemetry: one module each, tested on
+their own) are called from here, in the same order and with the same semantics:
+
+- a concern's hook that raises is logged (like mitmproxy's "Addon error") and the next one runs;
+- a hook that returns an awaitable (auth, a failover route) is awaited before the next one runs,
+  as mitmproxy does; synchronous hooks stay synchronous (no coroutine per flow);
+- `configure` errors (OptionsError: a rejected runtime `set`) propagate to mitmproxy unchanged.
+
+Flow hooks (`request`, `response`, `error`) are bound per configuration: each concern says which
+ones the active configuration needs (`flow_hooks(active)`), and a hook no concern needs is not an
+attribute at all, so mitmproxy skips it for the price of one failed lookup. What a configuration
+once needed stays bound (a reload never drops a hook that flows routed under the previous
+configuration may still need).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from addons.reload import ActiveConfig, GatewayState
+
+logger = logging.getLogger(__name__)
+
+FLOW_HOOKS = ("request", "response", "error")
+LIFECYCLE_HOOKS = ("load", "configure", "running", "done")
+
+Hook = Callable[..., Any]
+
+
+class Concern(Protocol):
+    def flow_hooks(self, active: ActiveConfig) -> frozenset[str]:
+        """The flow hooks (of FLOW_HOOKS) this concern needs while `active` is in force."""
+        ...
+
+
+def _report(hook: Hook, exc: BaseException) -> None:
+    owner = getattr(hook, "__self__", None)
+    name = f"{type(owner).__name__}.{getattr(hook, '__name__', '?')}" if owner is not None else repr(hook)
+    logger.error(f"Addon error in {name}: {exc}", exc_info=exc)
+
+
+async def _finish(pending: Awaitable[Any], arg: Any, rest: Sequence[Hook], first: Hook) -> None:
+    """Await the hook that went asynchronous, then run the remaining ones (awaiting as needed)."""
+    try:
+        await pending
+    except Exception as exc:
+        _report(first, exc)
+    for hook in rest:
+        try:
+            result = hook(arg)
+            if result is not None and inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            _report(hook, exc)
+
+
+def chain(hooks: Sequence[Hook]) -> Hook:
+    """One callable running `hooks` in order, with mitmproxy's per-addon semantics (see the module
+    docstring). A single hook is returned as it is: mitmproxy itself then isolates its errors."""
+    if len(hooks) == 1:
+        return hooks[0]
+    ordered = tuple(hooks)
+
+    def run(arg: Any) -> Awaitable[None] | None:
+        for i, hook in enumerate(ordered):
+            try:
+                result = hook(arg)
+            except Exception as exc:
+                _report(hook, exc)
+                continue
+            if result is not None and inspect.isawaitable(result):
+                return _finish(result, arg, ordered[i + 1:], hook)
+        return None
+
+    return run
+
+
+class GatewayAddon:
+    """The gateway as one mitmproxy addon. `concerns` in hook order; each may define lifecycle hooks
+    (load, configure, running, done) and flow hooks, and `flow_hooks(active)` for the latter."""
+
+    name = "shadow_gateway"
+
+    def __init__(self, state: GatewayState, concerns: Sequence[object]) -> None:
+        self.state = state
+        self.concerns = tuple(concerns)
+        self._bound: dict[str, list[object]] = {hook: [] for hook in FLOW_HOOKS}
+        # Last listener: the concerns' own listeners (capture writer, telemetry exporter) ran first.
+        state.on_activate.append(self._on_activate)
+
+    # -- flow hooks, bound per configuration ---------------------------------------------------------
+    def _on_activate(self, active: ActiveConfig, _previous: ActiveConfig | None) -> None:
+        changed = False
+        for concern in self.concerns:
+            wanted = getattr(concern, "flow_hooks", None)
+            hooks = wanted(active) if wanted is not None else frozenset(
+                h for h in FLOW_HOOKS if callable(getattr(concern, h, None)))
+            for hook in hooks:
+                if concern not in self._bound[hook]:
+                    self._bound[hook].append(concern)
+                    changed = True
+        if changed:
+            self._bind()
+
+    def _bind(self) -> None:
+        for hook in FLOW_HOOKS:
+            # Concern order, not the order in which configurations first needed them.
+            owners = [c for c in self.concerns if c in self._bound[hook]]
+            if owners:
+                setattr(self, hook, chain([getattr(c, hook) for c in owners]))
+            else:
+                self.__dict__.pop(hook, None)
+
+    def bound_hooks(self) -> dict[str, list[str]]:
+        """Which concern classes each flow hook currently calls (diagnostics and tests)."""
+        return {hook: [type(c).__name__ for c in self.concerns if c in owners]
+                for hook, owners in self._bound.items() if owners}
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def _lifecycle(self, hook: str) -> list[Hook]:
+        return [h for c in self.concerns if callable(h := getattr(c, hook, None))]
+
+    def load(self, loader: Any) -> None:
+        for hook in self._lifecycle("load"):
+            hook(loader)
+
+    def configure(self, updated: set[str]) -> None:
+        # Not isolated: an OptionsError must reach mitmproxy, which rolls the option back.
+        for hook in self._lifecycle("configure"):
+            hook(updated)
+
+    async def running(self) -> None:
+        for hook in self._lifecycle("running"):
+            try:
+                result = hook()
+                if result is not None and inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                _report(hook, exc)
+
+    async def done(self) -> None:
+        for hook in self._lifecycle("done"):
+            try:
+                result = hook()
+                if result is not None and inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                _report(hook, exc)
