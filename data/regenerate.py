@@ -8,11 +8,11 @@ demo-capture/: runs `shadow demo` (real services, real gateway) into a temporary
 the sealed capture here. The traffic plan and the data are seeded, so the rows, ids and bodies come
 out the same every time; timestamps, latencies, the volatile fields and which list calls got a 500
 differ from run to run. The redaction key is fixed (below) so redacted values are stable across
-regenerations; the per-folder key file and the journal are not copied. Spans: the demo's gateway
-runs with its telemetry on and the OTLP receiver embedded (`telemetry_yaml`), so its own spans — a
-server span per client request, a client span per upstream call, mirrors included — land in
-CAPTURE/spans/ and are copied too (`--no-spans` leaves them out). The demo services export no
-spans of their own; once they do, theirs arrive through the same receiver.
+regenerations; the per-folder key file and the journal are not copied. Spans: the demo runs with
+`--telemetry` (the OTLP receiver embedded in the gateway), so the gateway's spans — a server span
+per client request, a client span per upstream call, mirrors included — and the services' own — a
+server span per request and a span per database query (shadow/demo/tracing.py) — land in
+CAPTURE/spans/ and are copied too (`--no-spans` leaves them out).
 
 traffic.flows + traffic.har: the demo monolith behind a plain `mitmdump --mode reverse:URL -w FILE
 --set hardump=FILE` (no shadow addon: a recording as a user would make one of their own traffic),
@@ -59,14 +59,6 @@ def copy_sealed(capture: Path, target: Path, parts: tuple[str, ...] = SAMPLE_PAR
     return copied
 
 
-def telemetry_yaml(port: int) -> str:
-    """The `shadow.telemetry` section that makes the demo's gateway trace every request and receive
-    its own spans on 127.0.0.1:`port` (docs/observability.md), appended to the demo's config."""
-    return (f"  telemetry:                    # added by data/regenerate.py: spans into the capture\n"
-            f"    endpoint: http://127.0.0.1:{port}\n"
-            f"    receiver: {{listen: 127.0.0.1:{port}}}\n")
-
-
 def collect_spans(capture: Path) -> str:
     """One line on the spans the run left in CAPTURE/spans/ (copied with the capture)."""
     spans = capture / "spans"
@@ -77,14 +69,14 @@ def collect_spans(capture: Path) -> str:
 
 
 def regenerate_capture(requests: int, seed: int, *, spans: bool = True) -> int:
-    from shadow.demo.run import CONFIG_NAME, free_port, run_demo, summarize_capture
+    from shadow.demo.run import CONFIG_NAME, run_demo, summarize_capture
 
     os.environ["SHADOW_REDACTION_KEY"] = SAMPLE_REDACTION_KEY  # inherited by the gateway
     with tempfile.TemporaryDirectory(prefix="shadow-sample-") as tmp:
         out = Path(tmp) / "demo"
         capture, interrupted = run_demo(out, requests=requests, concurrency=2, max_seconds=120,
                                         keep_running=False, seed=seed, progress=True,
-                                        config_extra=telemetry_yaml(free_port()) if spans else "")
+                                        telemetry=spans)
         if interrupted:
             print("interrupted: data/demo-capture left as it was", file=sys.stderr)
             return 130

@@ -18,7 +18,7 @@ import pytest
 from shadow.config import parse_config
 from shadow.demo import run, seeds
 from shadow.demo.processes import Supervisor
-from shadow.demo.run import DemoUpstreams, capture_health, gateway_yaml
+from shadow.demo.run import DemoUpstreams, capture_health, gateway_yaml, telemetry_yaml
 from shadow.errors import ShadowError
 from shadow.store import Store, open_store
 
@@ -183,6 +183,13 @@ def test_demo_config_is_a_valid_gateway_config() -> None:
     assert not config.shadow.mirroring.target("orders").allow_unsafe
     assert "card_number" in config.shadow.capture.redaction.json_fields
     assert "authorization" in config.shadow.capture.redaction.headers
+
+
+def test_demo_telemetry_section_is_valid_and_embeds_the_receiver() -> None:
+    text = gateway_yaml(DemoUpstreams("http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"))
+    telemetry = parse_config(text + telemetry_yaml(4318), base_dir=Path("/tmp/demo")).shadow.telemetry
+    assert telemetry.endpoint == "http://127.0.0.1:4318"
+    assert telemetry.receiver_listen == "127.0.0.1:4318"
 
 
 def test_sample_capture_in_data_is_readable_and_has_three_roles() -> None:

@@ -115,9 +115,10 @@ class Supervisor:
         """Start a child that prints `LISTENING <url>` once it accepts connections."""
         return self.start_services({name: argv}, timeout_s=timeout_s)[name]
 
-    def start_services(self, argvs: Mapping[str, Sequence[str]], *, timeout_s: float = 15.0) -> dict[str, Child]:
+    def start_services(self, argvs: Mapping[str, Sequence[str]], *, timeout_s: float = 15.0,
+                       env: dict[str, str] | None = None) -> dict[str, Child]:
         """Start several such children at once (their imports overlap), then wait for each."""
-        children = {name: self.spawn(name, argv) for name, argv in argvs.items()}
+        children = {name: self.spawn(name, argv, env=env) for name, argv in argvs.items()}
         for child in children.values():
             child.url = _wait_for_ready_line(child, timeout_s)
         return children

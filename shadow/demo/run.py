@@ -11,6 +11,7 @@ analysis (shadow.report_cmd.demo_report: the verdict and OUT/report/).
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import socket
@@ -27,6 +28,7 @@ import click
 
 from shadow.demo import seeds
 from shadow.demo.processes import Child, Supervisor, service_argv, wait_for_port
+from shadow.demo.tracing import ENDPOINT_ENV
 from shadow.demo.traffic import DriveResult, drive, plan_requests
 from shadow.errors import CaptureError, ShadowError
 from shadow.schema import ROLES
@@ -136,12 +138,23 @@ def _prepare_out_dir(out: Path) -> Path:
     return capture
 
 
-def start_upstreams(sup: Supervisor) -> DemoUpstreams:
+def telemetry_yaml(port: int) -> str:
+    """The `shadow.telemetry` section that makes the demo's gateway trace every request and receive
+    spans (its own and the services') on 127.0.0.1:`port` (docs/observability.md), appended to
+    the demo's config."""
+    return (f"  telemetry:                    # --telemetry: spans into the capture\n"
+            f"    endpoint: http://127.0.0.1:{port}\n"
+            f"    receiver: {{listen: 127.0.0.1:{port}}}\n")
+
+
+def start_upstreams(sup: Supervisor, *, otlp_endpoint: str | None = None) -> DemoUpstreams:
+    """The three demo services; with `otlp_endpoint` each exports its own spans there."""
+    env = {**os.environ, ENDPOINT_ENV: otlp_endpoint} if otlp_endpoint else None
     started = sup.start_services({
         "monolith": service_argv("monolith", "--name", "monolith"),
         "monolith-b": service_argv("monolith", "--name", "monolith-b"),
         "orders": service_argv("orders"),
-    })
+    }, env=env)
     return DemoUpstreams(started["monolith"].url, started["monolith-b"].url, started["orders"].url)
 
 
@@ -267,17 +280,19 @@ def _wait_for_interrupt(gateway_url: str, upstreams: DemoUpstreams) -> None:
 
 
 def run_demo(out: Path, *, requests: int, concurrency: int, max_seconds: float, keep_running: bool,
-             seed: int, progress: bool, config_extra: str = "") -> tuple[Path, bool]:
+             seed: int, progress: bool, telemetry: bool = False) -> tuple[Path, bool]:
     """Run the demo into `out`; return the capture folder and whether the run was interrupted.
-    Every child is stopped on any exit. `config_extra` is appended to the gateway config (indented
-    two spaces it lands in the `shadow:` section: data/regenerate.py adds `telemetry:` that way)."""
+    Every child is stopped on any exit. With `telemetry` the gateway traces every request, the
+    services export their own spans, and all of them land in CAPTURE/spans/ through the OTLP
+    receiver embedded in the gateway."""
     interrupted = False
     capture = _prepare_out_dir(out)
     config = out / CONFIG_NAME
     with _stop_signals_interrupt(), Supervisor(out / "logs") as sup:
         click.echo("starting the monolith, a second monolith instance and the orders service…")
-        upstreams = start_upstreams(sup)
-        config.write_text(gateway_yaml(upstreams) + config_extra)
+        otlp_port = free_port() if telemetry else None
+        upstreams = start_upstreams(sup, otlp_endpoint=f"http://127.0.0.1:{otlp_port}" if otlp_port else None)
+        config.write_text(gateway_yaml(upstreams) + (telemetry_yaml(otlp_port) if otlp_port else ""))
         click.echo(f"wrote {config}")
         gateway, gateway_url = start_gateway(sup, config)
         click.echo(f"gateway (shadow gateway {config}) listening on {gateway_url}")
@@ -316,8 +331,12 @@ def run_demo(out: Path, *, requests: int, concurrency: int, max_seconds: float, 
 @click.option("--no-progress", is_flag=True, help="No progress bar (there is none off a terminal).")
 @click.option("--report/--no-report", default=True, show_default=True,
               help="End by analysing the capture: the verdict and an HTML report in OUT/report.")
+@click.option("--telemetry", is_flag=True,
+              help="Trace it all: the gateway's spans and the services' own (a span per request and per "
+                   "database query) land in OUT/capture/spans, and the report shows in which span the "
+                   "candidate's extra time sits.")
 def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: float, seed: int,
-         keep_running: bool, no_progress: bool, report: bool) -> None:
+         keep_running: bool, no_progress: bool, report: bool, telemetry: bool) -> None:
     """Run the monolith → orders-service migration demo end to end and leave a capture to analyse.
 
     Starts a shop monolith, a second instance of it and an extracted orders service that differs in
@@ -331,7 +350,7 @@ def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: fl
     started = time.monotonic()
     capture, interrupted = run_demo(out, requests=request_count, concurrency=concurrency,
                                     max_seconds=max_seconds, keep_running=keep_running, seed=seed,
-                                    progress=progress)
+                                    progress=progress, telemetry=telemetry)
     click.echo(f"\ncapture: {capture}  ({time.monotonic() - started:.0f} s in all; logs in {out / 'logs'})\n")
     try:
         summary = summarize_capture(capture)

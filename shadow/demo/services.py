@@ -6,6 +6,8 @@ monolith only where seeds.py says: a renamed field, a rounding change, a reorder
 detail endpoint and occasional 500s on the list. Both sides stamp volatile fields (`generated_at`,
 `request_id`, X-Request-Id) that change on every call.
 
+With `OTEL_EXPORTER_OTLP_ENDPOINT` set, each exports its own spans (shadow/demo/tracing.py).
+
 Run one in its own process (prints `LISTENING <url>` once bound, stops on SIGTERM):
 
     python -m shadow.demo.services monolith --name monolith-a
@@ -29,6 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from shadow.demo import seeds
+from shadow.demo.tracing import query, setup_tracing
 
 JsonObject = dict[str, Any]
 
@@ -264,8 +267,11 @@ def build_order(order_id: int, new: NewOrder) -> Order:
 
 
 def _orders_routes(render: Callable[[Order], JsonObject], *, detail_delay: Callable[[], float],
-                   list_fails: Callable[[], bool]) -> list[web.RouteDef]:
-    """Routes of /api/orders*, shared by the monolith and the service; `render` sets the dialect."""
+                   list_fails: Callable[[], bool], joins: tuple[str, ...] = ()) -> list[web.RouteDef]:
+    """Routes of /api/orders*, shared by the monolith and the service; `render` sets the dialect.
+    Each data access is a traced query (shadow/demo/tracing.py); `joins` are the tables the
+    monolith also reads to show an order (its coupling), and the candidate's seeded delay sits in
+    its order lookup."""
     # Created orders get ids after the seeded ones and are not stored: the data stays a pure
     # function of ids, and two monolith processes never disagree about an order that exists.
     next_id = [seeds.ORDER_COUNT + 1]
@@ -276,29 +282,40 @@ def _orders_routes(render: Callable[[Order], JsonObject], *, detail_delay: Calla
         page = _int_param(request.query.get("page"), 1)
         if page is None or page < 1:
             return _error(400, "page must be a positive integer")
-        orders = [o for o in map(order, order_page_ids(page)) if o is not None]
-        return _respond({"page": page, "pages": page_count(), "orders": [render(o) for o in orders]})
+        with query("SELECT", "orders"):
+            orders = [o for o in map(order, order_page_ids(page)) if o is not None]
+        with query("SELECT", "order_items"):
+            rendered = [render(o) for o in orders]
+        return _respond({"page": page, "pages": page_count(), "orders": rendered})
 
     async def get_order(request: web.Request) -> web.Response:
-        delay = detail_delay()
-        if delay > 0:
-            await asyncio.sleep(delay)
         order_id = _path_id(request)
-        o = order(order_id) if order_id is not None else None
+        with query("SELECT", "orders"):
+            delay = detail_delay()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            o = order(order_id) if order_id is not None else None
         if o is None:
             return _error(404, f"no order {request.match_info['id']}")
-        return _respond(render(o))
+        with query("SELECT", "order_items"):
+            body = render(o)
+        for table in joins:
+            with query("SELECT", table):
+                pass
+        return _respond(body)
 
     async def create_order(request: web.Request) -> web.Response:
         try:
             payload = await request.json()
         except ValueError:
             return _error(400, "body must be JSON")
-        new = parse_new_order(payload)
+        with query("SELECT", "users"), query("SELECT", "products"):  # validation reads both
+            new = parse_new_order(payload)
         if isinstance(new, str):
             return _error(400, new)
-        created = build_order(next_id[0], new)
-        next_id[0] += 1
+        with query("INSERT", "orders"), query("INSERT", "order_items"):
+            created = build_order(next_id[0], new)
+            next_id[0] += 1
         return _respond(render(created), 201)
 
     return [web.get("/api/orders", list_orders), web.get("/api/orders/{id}", get_order),
@@ -316,27 +333,31 @@ def monolith_app(instance: str = "monolith") -> web.Application:
     """The shop monolith: orders, products, users, health and an HTML home page."""
 
     async def home(request: web.Request) -> web.Response:
-        rows = "".join(
-            f"<li><a href='/api/products/{p.id}'>{p.name}</a> {_money(p.price_mills, 3)} EUR</li>"
-            for p in map(product, range(1, 11)) if p is not None)
+        with query("SELECT", "products"):
+            rows = "".join(
+                f"<li><a href='/api/products/{p.id}'>{p.name}</a> {_money(p.price_mills, 3)} EUR</li>"
+                for p in map(product, range(1, 11)) if p is not None)
         html = (f"<!doctype html><html><head><title>Acme Shop</title></head><body><h1>Acme Shop</h1>"
                 f"<ul>{rows}</ul><footer>rendered {datetime.now(UTC).isoformat()}</footer></body></html>")
         return web.Response(text=html, content_type="text/html")
 
     async def list_products(request: web.Request) -> web.Response:
-        return _respond({"products": [product_json(p) for p in map(product, range(1, seeds.PRODUCT_COUNT + 1))
-                                      if p is not None]})
+        with query("SELECT", "products"):
+            products = [product_json(p) for p in map(product, range(1, seeds.PRODUCT_COUNT + 1)) if p is not None]
+        return _respond({"products": products})
 
     async def get_product(request: web.Request) -> web.Response:
         product_id = _path_id(request)
-        p = product(product_id) if product_id is not None else None
+        with query("SELECT", "products"):
+            p = product(product_id) if product_id is not None else None
         if p is None:
             return _error(404, f"no product {request.match_info['id']}")
         return _respond(product_json(p))
 
     async def get_user(request: web.Request) -> web.Response:
         user_id = _path_id(request)
-        u = user(user_id) if user_id is not None else None
+        with query("SELECT", "users"):
+            u = user(user_id) if user_id is not None else None
         if u is None:
             return _error(404, f"no user {request.match_info['id']}")
         return _respond(user_json(u))
@@ -348,8 +369,10 @@ def monolith_app(instance: str = "monolith") -> web.Application:
         web.get("/api/products", list_products),
         web.get("/api/products/{id}", get_product),
         web.get("/api/users/{id}", get_user),
-        *_orders_routes(monolith_order_json, detail_delay=lambda: 0.0, list_fails=lambda: False),
+        *_orders_routes(monolith_order_json, detail_delay=lambda: 0.0, list_fails=lambda: False,
+                        joins=("products", "users")),
     ])
+    setup_tracing(app, instance)
     return app
 
 
@@ -370,6 +393,7 @@ def orders_service_app(*, extra_latency_ms: float = seeds.CANDIDATE_EXTRA_LATENC
         web.get("/health", _health("orders")),
         *_orders_routes(candidate_order_json, detail_delay=detail_delay, list_fails=list_fails),
     ])
+    setup_tracing(app, "orders")
     return app
 
 
