@@ -7,7 +7,9 @@ with a small JSON body. In one run, alternating rounds, it measures sends per se
 - minimal aiohttp: one pooled ClientSession, a semaphore, `await resp.read()` — the floor cost;
 - minimal httpx: the same with httpx.AsyncClient (why the engine uses aiohttp);
 - engine: ReplayEngine with one live target (primary = recorded), rows to a null sink;
-- engine + capture: the same, rows to a real CaptureWriter (journal + Parquet) in a temp folder;
+- engine + capture process: the same, rows to the capture writer `shadow replay` opens (in its own
+  process: journal + Parquet in a temp folder); engine + capture thread: the in-thread writer;
+  the client CPU of these excludes the capture process's (it runs on the other core);
 - engine, 2 targets: primary and candidate both live (two sends per source request).
 Prints the median of the rounds and each variant's ratio to the minimal aiohttp client, in sends
 per second and in client CPU per send (the second stays meaningful when other work loads the box).
@@ -26,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -125,27 +127,38 @@ async def minimal_httpx(base: str, n: int, concurrency: int) -> int:
     return n
 
 
-def engine_run(base: str, n: int, concurrency: int, *, targets: int, capture: bool) -> Callable[[], Coroutine[Any, Any, int]]:
-    async def go() -> int:
+def engine_run(base: str, n: int, concurrency: int, *, targets: int,
+               capture: Literal["process", "thread"] | None) -> Callable[[], Coroutine[Any, Any, int]]:
+    """A factory of one engine run. Calling it opens the capture writer (what `shadow replay` opens:
+    the process writer, the default; or the in-thread one) before the timer starts: a capture
+    process's start-up is paid once per replay, not per send. Closing (sealing) is timed."""
+
+    def make() -> Coroutine[Any, Any, int]:
         primary = Target("primary", "primary", base if targets == 2 else None)
         cfg = ReplayConfig(targets=(primary, Target("candidate", "candidate", base)), concurrency=concurrency)
-        if capture:
-            from shadow.capture import CaptureWriter
-            from shadow.settings import CaptureSettings
+        if capture is None:
+            return run(ReplayEngine(cfg, [MemorySource(n)], ListSink(keep=False)))
+        from shadow.capture_process import open_capture_writer
+        from shadow.settings import CaptureSettings
 
-            with tempfile.TemporaryDirectory() as tmp:
-                writer = CaptureWriter(CaptureSettings(dir=Path(tmp)))
-                try:
-                    stats = await ReplayEngine(cfg, [MemorySource(n)], writer,
-                                               backlog=lambda: writer.stats().queued).run()
-                finally:
-                    await asyncio.to_thread(writer.close)
-        else:
-            stats = await ReplayEngine(cfg, [MemorySource(n)], ListSink(keep=False)).run()
+        tmp = tempfile.TemporaryDirectory()
+        writer = open_capture_writer(CaptureSettings(dir=Path(tmp.name), mode=capture))
+        engine = ReplayEngine(cfg, [MemorySource(n)], writer, backlog=lambda: writer.stats().queued)
+        return run(engine, close=writer.close, cleanup=tmp.cleanup)
+
+    async def run(engine: ReplayEngine, close: Callable[[], None] | None = None,
+                  cleanup: Callable[[], None] | None = None) -> int:
+        try:
+            stats = await engine.run()
+        finally:
+            if close is not None:
+                await asyncio.to_thread(close)
+            if cleanup is not None:
+                cleanup()
         assert stats.errors == 0 and stats.requests == n, stats
         return n * targets
 
-    return go
+    return make
 
 
 def source_rates(n: int) -> dict[str, float]:
@@ -194,9 +207,10 @@ def main() -> None:
             "minimal aiohttp client": lambda: minimal_aiohttp(base, n, c),
             # httpx is ~10x slower here: a fifth of the sends keeps the run short, the rate is per second.
             "minimal httpx client": lambda: minimal_httpx(base, max(200, n // 5), c),
-            "engine (1 live target)": engine_run(base, n, c, targets=1, capture=False),
-            "engine + CaptureWriter": engine_run(base, n, c, targets=1, capture=True),
-            "engine (2 live targets)": engine_run(base, n // 2, c, targets=2, capture=False),
+            "engine (1 live target)": engine_run(base, n, c, targets=1, capture=None),
+            "engine + capture process": engine_run(base, n, c, targets=1, capture="process"),
+            "engine + capture thread": engine_run(base, n, c, targets=1, capture="thread"),
+            "engine (2 live targets)": engine_run(base, n // 2, c, targets=2, capture=None),
         }
         asyncio.run(minimal_aiohttp(base, 500, c))  # warm-up
         MemorySource(n), MemorySource(n // 2)  # built before any timing
@@ -204,8 +218,9 @@ def main() -> None:
         cpu: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(args.rounds):
             for name, make in variants.items():
+                work = make()  # set-up (a capture writer's start) before the timer
                 t, t_cpu = time.perf_counter(), time.process_time()
-                sends = asyncio.run(make())
+                sends = asyncio.run(work)
                 results[name].append(sends / (time.perf_counter() - t))
                 # Client CPU per send (this process, all threads): robust on a busy machine.
                 cpu[name].append((time.process_time() - t_cpu) / sends * 1e6)
