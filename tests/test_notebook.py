@@ -151,6 +151,21 @@ def test_spans_join_the_exchanges(cap: Capture) -> None:
     assert joined > 1000  # each exchange's id is its upstream call's client span
 
 
+def test_the_sample_locates_the_candidates_extra_time_in_its_own_span(cap: Capture) -> None:
+    # The demo services export their own spans (shadow/demo/tracing.py): the seeded +20 ms of the
+    # orders service's detail endpoint sits in its order lookup, and the attribution says so.
+    from analyzers.spans import span_attribution
+
+    by_endpoint = {a.endpoint: a for a in span_attribution(cap.con)}
+    detail = by_endpoint["/api/orders/{id}"]
+    largest = detail.spans.sort_values("delta_ms", ascending=False).iloc[0]
+    assert largest["span"] == "SELECT orders"
+    assert largest["delta_ms"] > 15  # seeds.CANDIDATE_EXTRA_LATENCY_MS, within its jitter
+    db_services = {str(s) for (s,) in cap.sql(
+        "SELECT DISTINCT service_name FROM spans WHERE attributes LIKE '%\"db.system\"%'").fetchall()}
+    assert db_services == {"monolith", "monolith-b", "orders"}
+
+
 def test_spans_absent_is_a_clear_error(tmp_path: Path) -> None:
     shutil.copytree(SAMPLE, tmp_path / "c", ignore=shutil.ignore_patterns("spans", "diffs*", "report"))
     with shadow.open(tmp_path / "c", progress=False) as without:
