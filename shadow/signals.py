@@ -1,9 +1,11 @@
 """SIGINT/SIGTERM inside an asyncio loop: handled by the loop, never by raising in the middle of it.
 
-A Python-level handler that raises KeyboardInterrupt can fire inside the event loop's own code
-(between a future completing and the task it wakes being scheduled); the task is then never woken
-and `asyncio.run`'s final cancel-and-wait hangs forever. Handlers registered with
-`loop.add_signal_handler` run as ordinary callbacks instead, so stopping is always clean.
+A Python-level handler that raises KeyboardInterrupt fires at whatever bytecode runs: inside the
+event loop's own bookkeeping, between a lock's acquire and its `with` block, in a connection's
+cleanup. What that leaves half-done can hang the shutdown that follows (CI saw the demo not stop
+within 60 s of a SIGTERM that arrived during its traffic; not reproduced in 55 local runs, so
+the exact spot is unknown). Handlers registered with `loop.add_signal_handler` run as ordinary
+callbacks between tasks instead, so stopping cancels the work at an `await`, cleanly.
 """
 
 from __future__ import annotations
