@@ -21,6 +21,7 @@ configuration may still need).
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -89,6 +90,7 @@ class GatewayAddon:
     (load, configure, running, done) and flow hooks, and `flow_hooks(active)` for the latter."""
 
     name = "shadow_gateway"
+    freeze_gc = True  # gc.freeze() once running (see `running`)
 
     def __init__(self, state: GatewayState, concerns: Sequence[object]) -> None:
         self.state = state
@@ -146,6 +148,14 @@ class GatewayAddon:
                     await result
             except Exception as exc:
                 _report(hook, exc)
+        if self.freeze_gc:
+            # Everything alive now (mitmproxy, the gateway's modules and pyarrow/numpy with capture
+            # on, the configuration) lives as long as the process: move it out of the collector's
+            # generations, so a full collection no longer re-scans it. Measured in mirror mode: full
+            # collections fell from 2 × 85 ms to 1 × 10 ms per 10 s of load (≈ 40 µs per request).
+            # A frozen object freed by reference counting is still freed; only cycles among startup
+            # objects (none expected) would stay.
+            gc.freeze()
 
     async def done(self) -> None:
         for hook in self._lifecycle("done"):

@@ -171,3 +171,13 @@ def test_a_single_hook_is_bound_as_it_is() -> None:
     calls: list[str] = []
     hook = Recorder("a", calls).hook
     assert chain([hook]) == hook
+
+
+def test_running_freezes_the_startup_objects(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    frozen: list[bool] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))  # the test process stays unfrozen
+    asyncio.run(gateway.front.running())
+    assert frozen == [True]
+    asyncio.run(gateway.front.done())
