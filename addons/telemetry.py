@@ -9,8 +9,8 @@ and the primary call's client span id, and sets ``traceparent: 00-<trace>-<clien
 on the upstream request; the capture addon reads that header, so the primary row's trace_id/span_id
 are the gateway's client span. Each mirror copy gets its own client span id the same way (the mirror
 dispatcher's `submit` is wrapped), so every upstream's own spans hang under the call that reached it.
-Spans are built after the client has its answer (`after_hooks`) with the measured times; the SDK's
-batch processors export them on their own thread.
+Spans are recorded after the client has its answer (`after_hooks`) with the measured times, and
+built, encoded and exported on the span exporter's own thread (shadow.telemetry_export).
 
 `shadow.telemetry.receiver.listen` starts an OTLP receiver on the proxy's event loop that writes spans
 into the gateway's capture folder (CAPTURE/spans/), so upstream services can export to the gateway.
@@ -71,7 +71,15 @@ class Telemetry:
         self._by_request: collections.OrderedDict[str, TraceContext] = collections.OrderedDict()
         self._wrapped: MirrorDispatcher | None = None
         state.on_activate.append(self._on_activate)
-        state.extra_counters.append(lambda: {"telemetry_errors": self.errors})
+        state.extra_counters.append(self.counters)
+
+    def counters(self) -> dict[str, int]:
+        out = {"telemetry_errors": self.errors}
+        if self.export is not None:
+            spans = self.export.spans
+            out.update(telemetry_spans_exported=spans.exported, telemetry_spans_dropped=spans.dropped,
+                       telemetry_spans_failed=spans.failed)
+        return out
 
     # -- configuration ------------------------------------------------------------------------------
     def _on_activate(self, active: ActiveConfig, previous: ActiveConfig | None) -> None:

@@ -1,0 +1,122 @@
+"""The gateway's span path, in-process: what a traced request costs on the event loop and on the
+exporter's thread, the OpenTelemetry SDK's path against shadow.telemetry_export's.
+
+    .venv/bin/python bench/telemetry_spans.py [--requests 5000] [--rounds 7]
+
+Per request: one server span and the primary's client span (mode pass+tel of bench/gateway.py).
+- SDK: `ReadableSpan`s built and handed to a `BatchSpanProcessor` (what the gateway did before), then
+  the SDK's OTLP encoder (`encode_spans(...).SerializeToString()`, what its exporter thread runs).
+- shadow: `SpanExporter.add` of one tuple (the event loop's part), then `encode_item` + `encode_spans`
+  (the exporter thread's part). Both produce the same bytes (tests/test_telemetry_export.py).
+Nothing is sent: the processors' exporters point at a closed port and are never flushed. CPU time
+(process_time), best round of `--rounds` (other load on a shared machine only adds time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+
+    import logging
+
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+    from shadow import telemetry_export as te
+    from shadow.telemetry import continue_or_start
+
+    logging.disable(logging.WARNING)
+    resource = Resource.create({"service.name": "shadow-gateway", "service.instance.id": "bench"})
+    scope = InstrumentationScope("shadow.gateway")
+    sampled = TraceFlags(TraceFlags.SAMPLED)
+    unset = Status(StatusCode.UNSET)
+
+    class Nowhere(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    rng = random.Random(1)
+    n = args.requests
+
+    def calls(ctxs: list[Any]) -> list[Any]:
+        return [te.ClientCall(span_id=rng.getrandbits(63) + 1, role="primary", service="mono", method="GET",
+                              url="http://127.0.0.1:9/api/items/1", start_ns=1_700_000_000_000_000_000,
+                              end_ns=1_700_000_000_001_000_000, status=200, error=None) for _ in ctxs]
+
+    best: dict[str, float] = {}
+
+    def keep(name: str, seconds: float) -> None:
+        best[name] = min(best.get(name, float("inf")), seconds / n * 1e6)
+
+    for _ in range(args.rounds):
+        ctxs = [continue_or_start(None, 1.0, rng) for _ in range(n)]
+        clients = calls(ctxs)
+        # SDK path, event loop: two ReadableSpans to the batch processor.
+        processor = BatchSpanProcessor(Nowhere(), max_queue_size=2 * n + 10, schedule_delay_millis=3_600_000,
+                                       max_export_batch_size=2 * n + 10)
+        built: list[Any] = []
+        t0 = time.process_time()
+        for ctx, call in zip(ctxs, clients, strict=True):
+            server = ReadableSpan("GET all", context=SpanContext(ctx.trace_id, ctx.server_span_id, is_remote=False,
+                                                                 trace_flags=sampled),
+                                  parent=None, resource=resource, kind=SpanKind.SERVER, instrumentation_scope=scope,
+                                  attributes={"http.request.method": "GET", "http.route": "all",
+                                              "http.response.status_code": 200},
+                                  status=unset, start_time=1, end_time=2)
+            client = ReadableSpan("GET mono (primary)", context=SpanContext(ctx.trace_id, call.span_id,
+                                                                            is_remote=False, trace_flags=sampled),
+                                  parent=SpanContext(ctx.trace_id, ctx.server_span_id, is_remote=False,
+                                                     trace_flags=sampled),
+                                  resource=resource, kind=SpanKind.CLIENT, instrumentation_scope=scope,
+                                  attributes={"shadow.role": "primary", "shadow.service": "mono",
+                                              "http.response.status_code": 200},
+                                  status=unset, start_time=call.start_ns, end_time=call.end_ns)
+            processor.on_end(server)
+            processor.on_end(client)
+            built += (server, client)
+        keep("SDK: event loop", time.process_time() - t0)
+        t0 = time.process_time()
+        sdk_bytes = sdk_encode(built).SerializeToString()
+        keep("SDK: exporter thread (encode)", time.process_time() - t0)
+        processor.shutdown()
+        # shadow.telemetry_export: one tuple on the loop, everything else on the thread.
+        exporter = te.SpanExporter("http://127.0.0.1:9/v1/traces", resource=te.encode_resource(
+            resource.attributes.items()), scope_name="shadow.gateway", max_queue=2 * n + 10, delay_s=3600.0,
+            post=lambda body: 200)
+        t0 = time.process_time()
+        for ctx, call in zip(ctxs, clients, strict=True):
+            exporter.add((ctx, "GET", "all", 200, None, 1, 2, call))
+        keep("shadow: event loop", time.process_time() - t0)
+        items = list(exporter._queue)
+        exporter._queue.clear()
+        t0 = time.process_time()
+        ours = te.encode_spans([span for item in items for span in te.encode_item(item)],
+                               resource=exporter.resource, scope_name="shadow.gateway")
+        keep("shadow: exporter thread (encode)", time.process_time() - t0)
+        exporter.shutdown()
+        assert len(ours) == len(sdk_bytes)  # same message (ids differ only in value)
+    for name, us in best.items():
+        print(f"{name:34s} {us:6.1f} µs per request (2 spans)")
+    print(f"{'SDK total':34s} {best['SDK: event loop'] + best['SDK: exporter thread (encode)']:6.1f}")
+    print(f"{'shadow total':34s} {best['shadow: event loop'] + best['shadow: exporter thread (encode)']:6.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The gateway's span export (shadow/telemetry_export.py) without a proxy: the hand-written OTLP encoder
+against the OpenTelemetry SDK's own encoder, and the exporter thread against a real OTLP receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from shadow.telemetry import TraceContext
+from shadow.telemetry_export import ClientCall, SpanExporter, encode_item, encode_resource, encode_spans
+from tests.upstream import free_port
+
+SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+RESOURCE = Resource.create({"service.name": "shadow-gateway", "service.instance.id": "gw-1"})
+SCOPE = InstrumentationScope("shadow.gateway")
+
+ROOT = TraceContext(trace_id=0x0AF7651916CD43DD8448EB211C80319C, parent_span_id=0, server_span_id=0xB7AD6B7169203331,
+                    sampled=True, remote_parent=False)
+CONTINUED = TraceContext(trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736, parent_span_id=0x00F067AA0BA902B7,
+                         server_span_id=0x1111111111111111, sampled=True, remote_parent=True)
+
+
+def sdk_span(name: str, kind: SpanKind, trace_id: int, span_id: int, parent: SpanContext | None, start: int,
+             end: int, attributes: dict[str, Any], error: str | None, failed: bool) -> ReadableSpan:
+    """A span as the gateway handed it to the SDK before the hand-written encoder."""
+    return ReadableSpan(name, context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=SAMPLED),
+                        parent=parent, resource=RESOURCE, attributes=attributes, kind=kind,
+                        instrumentation_scope=SCOPE,
+                        status=Status(StatusCode.ERROR, error) if failed else Status(StatusCode.UNSET),
+                        start_time=start, end_time=max(end, start))
+
+
+def test_encoded_spans_are_what_the_sdk_encodes() -> None:
+    primary = ClientCall(span_id=0x2222, role="primary", service="mono", method="GET", url="http://m/a",
+                         start_ns=1_700_000_000_000_000_100, end_ns=1_700_000_000_002_000_000, status=200, error=None)
+    copy = ClientCall(span_id=0x3333, role="candidate", service=None, method="POST", url="http://n/a",
+                      start_ns=1_700_000_000_000_000_200, end_ns=1_700_000_000_000_000_100, status=None,
+                      error="timed out")
+    items = [
+        (ROOT, "GET", "all", 200, None, 1_700_000_000_000_000_000, 1_700_000_000_003_000_000, primary),
+        (CONTINUED, "PUT", None, 503, None, 1_700_000_000_000_000_000, 1_699_000_000_000_000_000, None),
+        (CONTINUED, "GET", "api", None, "connection refused", 10, 20, None),
+        (ROOT, copy),
+    ]
+    server = SpanContext(ROOT.trace_id, ROOT.server_span_id, is_remote=False, trace_flags=SAMPLED)
+    remote = SpanContext(CONTINUED.trace_id, CONTINUED.parent_span_id, is_remote=True, trace_flags=SAMPLED)
+    expected = [
+        sdk_span("GET all", SpanKind.SERVER, ROOT.trace_id, ROOT.server_span_id, None, 1_700_000_000_000_000_000,
+                 1_700_000_000_003_000_000, {"http.request.method": "GET", "http.route": "all",
+                                             "http.response.status_code": 200}, None, False),
+        sdk_span("GET mono (primary)", SpanKind.CLIENT, ROOT.trace_id, 0x2222, server, primary.start_ns,
+                 primary.end_ns, {"shadow.role": "primary", "shadow.service": "mono",
+                                  "http.response.status_code": 200}, None, False),
+        sdk_span("PUT unrouted", SpanKind.SERVER, CONTINUED.trace_id, CONTINUED.server_span_id, remote,
+                 1_700_000_000_000_000_000, 1_699_000_000_000_000_000,
+                 {"http.request.method": "PUT", "http.response.status_code": 503}, None, True),
+        sdk_span("GET api", SpanKind.SERVER, CONTINUED.trace_id, CONTINUED.server_span_id, remote, 10, 20,
+                 {"http.request.method": "GET", "http.route": "api"}, "connection refused", True),
+        sdk_span("POST upstream (candidate)", SpanKind.CLIENT, ROOT.trace_id, 0x3333, server, copy.start_ns,
+                 copy.end_ns, {"shadow.role": "candidate"}, "timed out", True),
+    ]
+    ours = encode_spans([span for item in items for span in encode_item(item)],
+                        resource=encode_resource(RESOURCE.attributes.items()), scope_name="shadow.gateway")
+    theirs = sdk_encode_spans(expected)
+    assert ExportTraceServiceRequest.FromString(ours) == theirs
+    assert ours == theirs.SerializeToString()  # byte for byte, even
+
+
+def test_resource_values_of_every_kind() -> None:
+    attributes = {"s": "x", "b": True, "i": -3, "f": 0.5, "a": ("p", "q"), "big": 1 << 40}
+    ours = encode_spans([], resource=encode_resource(attributes.items()), scope_name="s")
+    theirs = sdk_encode_spans([sdk_span("n", SpanKind.SERVER, 1, 2, None, 1, 2, {}, None, False)])
+    decoded = ExportTraceServiceRequest.FromString(ours).resource_spans[0].resource
+    expected_resource = Resource(attributes)
+    from opentelemetry.exporter.otlp.proto.common._internal import _encode_resource
+
+    assert decoded == _encode_resource(expected_resource)
+    assert theirs.resource_spans[0].scope_spans[0].scope.name == "shadow.gateway"
+
+
+def test_the_exporter_batches_and_counts() -> None:
+    bodies: list[bytes] = []
+    answers = iter([503, 200, 400])  # retried, then sent; then refused for good
+    done = threading.Event()
+
+    def post(body: bytes) -> int:
+        bodies.append(body)
+        status = next(answers, 200)
+        if len(bodies) >= 2:
+            done.set()
+        return status
+
+    exporter = SpanExporter("http://unused/v1/traces", resource=b"", scope_name="s", post=post, max_batch=3,
+                            max_queue=5, delay_s=30.0)
+    for _ in range(3):  # the third fills a batch: the thread wakes without waiting for delay_s
+        exporter.add((ROOT, "GET", "all", 200, None, 1, 2, None))
+    assert done.wait(10)
+    assert exporter.exported == 3 and len(bodies) == 2  # one retry after the 503
+    assert len(ExportTraceServiceRequest.FromString(bodies[1]).resource_spans[0].scope_spans[0].spans) == 3
+    for _ in range(7):
+        exporter.add((ROOT, "GET", "all", 200, None, 1, 2, None))
+    exporter.shutdown()  # sends what is queued
+    assert exporter.dropped == 2  # max_queue 5
+    assert exporter.failed == 3 and exporter.exported == 5  # the 400 batch is dropped, not retried
+
+
+def test_spans_reach_a_real_otlp_receiver(tmp_path: Path) -> None:
+    from shadow.otlp.receiver import OtlpReceiver
+
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    receiver = OtlpReceiver(tmp_path, segment_seconds=0.2)
+    started = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(receiver.start("127.0.0.1", port))
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        exporter = SpanExporter(f"http://127.0.0.1:{port}/v1/traces", scope_name="shadow.gateway",
+                                resource=encode_resource(RESOURCE.attributes.items()), delay_s=0.05)
+        exporter.add((CONTINUED, "GET", "all", 200, None, 1_700_000_000_000_000_000, 1_700_000_000_001_000_000,
+                      None))
+        deadline = time.monotonic() + 10
+        while exporter.exported < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        exporter.shutdown()
+        assert exporter.exported == 1 and exporter.failed == 0
+    finally:
+        asyncio.run_coroutine_threadsafe(receiver.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    rows = duckdb.connect().execute(
+        f"select trace_id, span_id, parent_span_id, name from read_parquet('{tmp_path}/spans/**/*.parquet', "
+        "union_by_name=true, hive_partitioning=true)").fetchall()
+    assert rows == [(f"{CONTINUED.trace_id:032x}", f"{CONTINUED.server_span_id:016x}",
+                     f"{CONTINUED.parent_span_id:016x}", "GET all")]
