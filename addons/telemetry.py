@@ -51,6 +51,25 @@ CONTEXT_KEY = "telemetry"  # MirrorRequest.context key: (TraceContext, client sp
 MAX_PENDING_REQUESTS = 16_384  # request id → trace context, kept for mirror copies scheduled after the answer
 
 
+def with_header(fields: tuple[tuple[bytes, bytes], ...], name: bytes, value: bytes, *,
+                present: bool) -> tuple[tuple[bytes, bytes], ...]:
+    """`fields` with every `name` line (any case) replaced by one `name: value` at the first one's
+    place, else appended: what mitmproxy's `headers[name] = value` does. `present`: whether a line
+    of that name is there (the caller has scanned already)."""
+    if not present:
+        return (*fields, (name, value))
+    out: list[tuple[bytes, bytes]] = []
+    placed = False
+    for k, v in fields:
+        if len(k) == len(name) and k.lower() == name:
+            if not placed:
+                out.append((k, value))
+                placed = True
+        else:
+            out.append((k, v))
+    return tuple(out)
+
+
 class _FlowTrace:
     __slots__ = ("client_span_id", "ctx", "start_ns")
 
@@ -139,13 +158,17 @@ class Telemetry:
             req = flow.request
             settings = self.settings
             assert settings is not None
-            incoming = req.headers.get("traceparent")
-            ctx = continue_or_start(incoming, settings.sampling, self._rng)
+            # The raw header lines, not mitmproxy's multidict (≈ 6 µs of this hook's 10): same values.
+            fields = req.headers.fields
+            incoming = [v for k, v in fields if len(k) == 11 and k.lower() == b"traceparent"]
+            ctx = continue_or_start(", ".join(v.decode("latin-1") for v in incoming) if incoming else None,
+                                    settings.sampling, self._rng)
             client_span_id = 0
             route = self.state.routes.get(flow)
             if flow.response is None and route is not None and route.upstream is not None:
                 client_span_id = new_span_id(self._rng)
-                req.headers["traceparent"] = format_traceparent(ctx.trace_id, client_span_id, ctx.sampled)
+                req.headers.fields = with_header(fields, b"traceparent", format_traceparent(
+                    ctx.trace_id, client_span_id, ctx.sampled).encode("ascii"), present=bool(incoming))
                 self._by_request[route.request_id] = ctx
                 if len(self._by_request) > MAX_PENDING_REQUESTS:
                     self._by_request.popitem(last=False)
