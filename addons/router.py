@@ -137,7 +137,8 @@ class Router:
         client_scheme = "https" if flow.client_conn.tls_established else "http"
         upstream_headers = forwarded_headers(
             rewritten.headers, client_ip=client_ip, host=client_host, scheme=client_scheme,
-            port=sockname[1] if sockname else "", server_name=self.state.gateway_id or "shadow")
+            port=sockname[1] if sockname else "", server_name=self.state.gateway_id or "shadow",
+            append_forwarded_for=rewritten.append_forwarded_for)  # X-Forwarded-For: "" → none at all
         new_path = rewritten.path
         if server.preserve_path and server.path:
             new_path = server.path + new_path

@@ -158,3 +158,27 @@ def test_http2_authority_is_the_clients_host(routed) -> None:  # type: ignore[no
     assert (flow.request.host, flow.request.port) == ("10.0.0.1", 8080)
     assert flow.request.authority == "shop.example" and flow.request.host_header == "shop.example"
     assert flow.request.headers["X-Forwarded-Host"] == "shop.example"
+
+
+def test_an_empty_forwarded_for_header_middleware_sends_none(tmp_path: Path) -> None:
+    # Traefik: customRequestHeaders X-Forwarded-For: "" means no X-Forwarded-For upstream at all.
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text("""
+http:
+  routers:
+    all: {rule: "PathPrefix(`/`)", service: mono, middlewares: [no-xff]}
+  middlewares:
+    no-xff: {headers: {customRequestHeaders: {X-Forwarded-For: ""}}}
+  services:
+    mono: {loadBalancer: {servers: [{url: "http://10.0.0.1:8080"}]}}
+shadow:
+  capture: {enabled: false}
+""")
+    state = GatewayState()
+    config_addon, router = ShadowConfig(state), Router(state)
+    with taddons.context(config_addon, router) as tctx:
+        tctx.configure(config_addon, shadow_config=str(cfg))
+        flow = make_flow("/a", headers=((b"X-Forwarded-For", b"203.0.113.9"),))
+        router.request(flow)
+    assert "X-Forwarded-For" not in flow.request.headers
+    assert flow.request.headers["X-Real-Ip"] == "127.0.0.1"
