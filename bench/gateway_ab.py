@@ -78,9 +78,16 @@ def main() -> None:
                         r = bench.run_mode(mode, primary, {"fast": fast, "late": late}, load, Path(tmp))
                         results.setdefault((mode, which), []).append(r)
                         label = "" if mode == "bare" else which
+                        check = ""
+                        if mode in ("mirror", "mirror-thread", "mirror-late", "mirror+tel"):
+                            # 100 % mirrored: every served request's copy is captured or counted as shed
+                            shed = r.counters.get("mirror_shed", 0)
+                            ok = r.captured_primaries == r.captured_candidates + shed
+                            check = (f"  mirrored {r.captured_primaries} = {r.captured_candidates} + {shed}"
+                                     f"{' ok' if ok else ' MISMATCH'}")
                         print(f"round {rnd + 1} {mode:11s} {label:6s} {r.rps:6.0f} req/s  "
                               f"p50 {bench.pct(r.latencies_ms, .5):6.2f} ms  proxy CPU {r.cpu_us_per_request:5.0f} us/req"
-                              f"  errors {r.errors}", flush=True)
+                              f"  errors {r.errors}{check}", flush=True)
     finally:
         for proc, _url in upstreams:
             bench.stop(proc, bench.signal.SIGTERM)
