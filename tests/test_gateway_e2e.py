@@ -21,6 +21,7 @@ from tests.conftest import GatewayProcess
 from tests.upstream import Upstream, free_port
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+SLOW_SHADOW_S = 1.0
 HANG_TIMEOUT_S = 1.5  # the slow shadow (1 s) answers within it, the hanging one (4 s) does not
 
 CONFIG = """
@@ -95,7 +96,7 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     ups = {name: Upstream(name).start() for name in ("mono", "orders", "next", "sec")}
-    ups["slow"] = Upstream("slow", delay=1.0).start()
+    ups["slow"] = Upstream("slow", delay=SLOW_SHADOW_S).start()
     ups["hang"] = Upstream("hang", delay=4.0).start()
     ups["slowmain"] = Upstream("slowmain", delay=0.8).start()
     root = tmp_path_factory.mktemp("gw-e2e")
@@ -215,9 +216,10 @@ def test_a_broken_shadow_never_reaches_the_client(env: Env, broken: str) -> None
         pb, mb = p.json(), m.json()
         assert mb["upstream"] == pb["upstream"] == "mono"
         assert mb["path"].split("/")[-1] == pb["path"].split("/")[-1]
-    # The shadow answers 1 s late or never; the client must not wait for it. A wide margin: this
-    # is not a benchmark (bench/gateway.py measures), only "not delayed by the shadow".
-    assert latency < baseline + 0.3, (latency, baseline)
+    # The shadow answers 1 s late or never: a client that waited for it would take at least that
+    # long per request. Only "not delayed by the shadow", not a timing target (bench/gateway.py
+    # measures the overhead), so the bound is the shadow's delay, not the unmirrored baseline.
+    assert latency < SLOW_SHADOW_S, (latency, baseline)
 
 
 def test_client_gone_during_the_main_call_means_no_mirror(env: Env) -> None:
