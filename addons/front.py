@@ -49,19 +49,25 @@ def _report(hook: Hook, exc: BaseException) -> None:
     logger.error(f"Addon error in {name}: {exc}", exc_info=exc)
 
 
+async def _run_all(hooks: Sequence[Hook], *args: Any) -> None:
+    """Run `hooks` in order, awaiting any that returns an awaitable; one that raises is reported
+    and the next one runs."""
+    for hook in hooks:
+        try:
+            result = hook(*args)
+            if result is not None and inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            _report(hook, exc)
+
+
 async def _finish(pending: Awaitable[Any], arg: Any, rest: Sequence[Hook], first: Hook) -> None:
     """Await the hook that went asynchronous, then run the remaining ones (awaiting as needed)."""
     try:
         await pending
     except Exception as exc:
         _report(first, exc)
-    for hook in rest:
-        try:
-            result = hook(arg)
-            if result is not None and inspect.isawaitable(result):
-                await result
-        except Exception as exc:
-            _report(hook, exc)
+    await _run_all(rest, arg)
 
 
 def chain(hooks: Sequence[Hook]) -> Hook:
@@ -141,13 +147,7 @@ class GatewayAddon:
             hook(updated)
 
     async def running(self) -> None:
-        for hook in self._lifecycle("running"):
-            try:
-                result = hook()
-                if result is not None and inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                _report(hook, exc)
+        await _run_all(self._lifecycle("running"))
         if self.freeze_gc:
             # Everything alive now (mitmproxy, the gateway's modules and pyarrow/numpy with capture
             # on, the configuration) lives as long as the process: move it out of the collector's
@@ -158,10 +158,4 @@ class GatewayAddon:
             gc.freeze()
 
     async def done(self) -> None:
-        for hook in self._lifecycle("done"):
-            try:
-                result = hook()
-                if result is not None and inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                _report(hook, exc)
+        await _run_all(self._lifecycle("done"))
