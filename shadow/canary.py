@@ -28,9 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from typing import Any
 
 import click
 
+from shadow.atomic import replace_text
 from shadow.errors import ConfigError
 
 EXIT_PROMOTED, EXIT_ROLLED_BACK, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
@@ -198,16 +197,7 @@ def write_weights(gateway: Path, service: str, weights: Mapping[str, int]) -> No
         name = str(item["name"]).split("@", 1)[0]
         if name in weights:
             item["weight"] = int(weights[name])
-    fd, tmp = tempfile.mkstemp(prefix=f".{gateway.name}.", dir=gateway.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            yaml.dump(root, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, gateway)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_text(gateway, lambda out: yaml.dump(root, out))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,14 +13,13 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
-import os
 import secrets
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shadow.atomic import replace_text
 from shadow.errors import CaptureError
 
 STATE_FILE = Path("_replay") / "state.json"
@@ -176,16 +175,7 @@ def write_state_json(capture: Path, doc: dict[str, Any]) -> None:
     """Write-temp, fsync, rename: a crash leaves the old checkpoint or the new one, never half."""
     path = state_path(capture)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".state.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fo:
-            json.dump(doc, fo)
-            fo.flush()
-            os.fsync(fo.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_text(path, lambda out: json.dump(doc, out))
 
 
 def captured_roles(capture: Path) -> dict[str, frozenset[str]]:
