@@ -53,33 +53,31 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            # A body framed by the connection's end is complete now.
-            try:
-                response = self._parse(eof=True)
-            except ProtocolError as e:
-                waiter.set_exception(e)
-                return
-            if response is not None:
-                waiter.set_result(response)
-            else:
-                waiter.set_exception(ConnectionResetError(
-                    "connection closed before a complete response" if self._received
-                    else "connection closed before any response"))
+        # A body framed by the connection's end is complete now.
+        if waiter is not None and not waiter.done() and not self._resolve(waiter, eof=True):
+            waiter.set_exception(ConnectionResetError(
+                "connection closed before a complete response" if self._received
+                else "connection closed before any response"))
 
     def data_received(self, data: bytes) -> None:
         self._received = True
         self._buf += data
         waiter = self._waiter
-        if waiter is None or waiter.done():
-            return
+        if waiter is not None and not waiter.done():
+            self._resolve(waiter, eof=False)
+
+    def _resolve(self, waiter: asyncio.Future[_Response], *, eof: bool) -> bool:
+        """Settle `waiter` if the buffer holds a whole response (or a malformed one); False when
+        more bytes are needed."""
         try:
-            response = self._parse(eof=False)
+            response = self._parse(eof=eof)
         except ProtocolError as e:
             waiter.set_exception(e)
-            return
-        if response is not None:
-            waiter.set_result(response)
+            return True
+        if response is None:
+            return False
+        waiter.set_result(response)
+        return True
 
     def send(self, data: bytes, *, head: bool) -> asyncio.Future[_Response]:
         assert self.transport is not None
