@@ -10,7 +10,8 @@ One concern per module, in hook order: configuration (load, validate, hot reload
 traffic shifting, capture of the primary exchange, mirroring (scheduled after the primary answered;
 copies captured when they complete), telemetry. mitmproxy sees one addon (addons/front.py), which
 calls the concerns in that order: mitmproxy's per-addon dispatch on every event cost more than the
-concerns' own work.
+concerns' own work. For the same reason, mitmproxy's own built-in addons that are inert under the
+options in force leave the event chain once the gateway runs (addons/lean.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from addons.auth import Auth
 from addons.capture import Capture
 from addons.front import GatewayAddon
+from addons.lean import LeanDispatch
 from addons.mirror import Mirror
 from addons.reload import GatewayState, ShadowConfig
 from addons.router import Router
@@ -34,6 +36,7 @@ gateway = GatewayAddon(state, [
     Capture(state),
     Mirror(state),
     Telemetry(state),  # last: its `request` hook sees the routed request (traceparent set upstream)
+    LeanDispatch(),  # lifecycle only: mitmproxy's inert built-in addons out of event dispatch
 ])
 
 addons = [gateway]

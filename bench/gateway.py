@@ -4,6 +4,8 @@
 
 Modes, each against the same fast loopback upstream (an aiohttp server in its own process):
   (a) bare      mitmdump reverse mode (same lazy/quiet flags as the gateway), no addon
+  (a') bare-lean  as (a) with addons/lean.py alone (mitmproxy's inert built-in addons out of event
+                dispatch, as the gateway does): the gateway's own overhead is its ratio to (a')
   (b) pass      the gateway, catch-all router, capture off
   (b2) pass+cap the gateway, catch-all router, capture on
   (c0) mirror-nocap  the gateway mirroring 100 % to a fast shadow, capture off (isolates mirroring)
@@ -221,10 +223,12 @@ def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Na
     result = Result(mode)
     port = free_port()
     capture = root / f"capture-{mode}-{time.monotonic_ns()}"
-    if mode == "bare":
+    if mode in ("bare", "bare-lean"):
         cmd = [mitmdump_executable(), "--mode", f"reverse:{primary}", "--listen-host", "127.0.0.1",
                "--listen-port", str(port), "--set", "connection_strategy=lazy", "--set", "keep_host_header=true",
                "--set", "flow_detail=0", "--set", "termlog_verbosity=warn"]
+        if mode == "bare-lean":
+            cmd += ["-s", str(REPO / "bench" / "lean_mitmdump.py")]
     else:
         cfg = root / f"{mode}.yaml"
         cfg.write_text(CONFIG.format(
@@ -269,8 +273,8 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-MODES: tuple[str, ...] = ("bare", "pass", "pass+cap", "mirror-nocap", "mirror-thread", "mirror", "mirror-late")
-LABELS = {"bare": "(a) bare mitmdump", "pass": "(b) gateway pass-through", "pass+cap": "(b2) pass-through + capture",
+MODES: tuple[str, ...] = ("bare", "bare-lean", "pass", "pass+cap", "mirror-nocap", "mirror-thread", "mirror", "mirror-late")
+LABELS = {"bare": "(a) bare mitmdump", "bare-lean": "(a') bare mitmdump, inert addons pruned", "pass": "(b) gateway pass-through", "pass+cap": "(b2) pass-through + capture",
           "mirror-nocap": "(c0) mirror 100 %, capture off",
           "mirror-thread": "(c1) as (c), capture in a thread (mode: thread)", "mirror": "(c) mirror 100 % + capture", "mirror-late": "(d) as (c), shadow +200 ms"}
 
@@ -396,11 +400,11 @@ def main() -> None:
     def lat(mode: str, q: float) -> float:
         return pct([x for r in results[mode] for x in r.latencies_ms], q)
 
-    def ratio(mode: str) -> float:
-        """Median over rounds of (mode / bare) in the same round: paired, so drift cancels."""
-        if "bare" not in results:
+    def ratio(mode: str, base: str = "bare") -> float:
+        """Median over rounds of (mode / base) in the same round: paired, so drift cancels."""
+        if base not in results:
             return float("nan")
-        return statistics.median(r.rps / b.rps for r, b in zip(results[mode], results["bare"], strict=True))
+        return statistics.median(r.rps / b.rps for r, b in zip(results[mode], results[base], strict=True))
 
     print(f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; concurrency "
           f"{args.concurrency}, {args.seconds:g} s x {args.rounds} rounds per mode (median req/s; ratio = median of per-round ratios; pooled latencies)\n")
@@ -413,9 +417,9 @@ def main() -> None:
     def child_cpu(mode: str) -> float:
         return statistics.median(r.child_cpu_us_per_request for r in results[mode])
 
-    print("| mode | req/s | vs (a) | p50 ms | p99 ms | proxy CPU µs/req | CPU-bound req/s vs (a) | "
+    print("| mode | req/s | vs (a) | vs (a') | p50 ms | p99 ms | proxy CPU µs/req | CPU-bound req/s vs (a) | "
           "capture process CPU µs/req | mirrored = captured + shed |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for mode in modes:
         check = ""
         if mode in ("mirror", "mirror-thread", "mirror-late"):
@@ -429,7 +433,8 @@ def main() -> None:
                              f" (timeouts {c.get('mirror_timeouts', 0)}, errors {c.get('mirror_errors', 0)},"
                              f" capture shed {c.get('shed', 0)})")
             check = "; ".join(parts)
-        print(f"| {LABELS[mode]} | {rps(mode):.0f} | {ratio(mode):.2f} | {lat(mode, .5):.2f} | "
+        print(f"| {LABELS[mode]} | {rps(mode):.0f} | {ratio(mode):.2f} | {ratio(mode, 'bare-lean'):.2f} | "
+              f"{lat(mode, .5):.2f} | "
               f"{lat(mode, .99):.2f} | {cpu(mode):.0f} | {cpu_ratio(mode):.2f} | {child_cpu(mode):.0f} | {check} |")
     for mode, base in TELEMETRY_BASE.items():
         if mode in results and base in results:
