@@ -133,6 +133,7 @@ class Result:
     captured_primaries: int = 0
     cpu_seconds: float = 0.0  # the proxy process's CPU (all threads) during the measured load
     child_cpu_seconds: float = 0.0  # its child processes' CPU (the capture process), same period
+    sink_cpu_seconds: float = 0.0  # the OTLP sink's CPU (telemetry modes), same period
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -173,7 +174,7 @@ def children_cpu_seconds(pid: int) -> float:
 
 
 async def load(url: str, seconds: float, concurrency: int, max_requests: int, result: Result,
-               pid: int | None = None) -> None:
+               pid: int | None = None, sink_pid: int | None = None) -> None:
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -212,11 +213,14 @@ async def load(url: str, seconds: float, concurrency: int, max_requests: int, re
         started = time.perf_counter()
         cpu0 = process_cpu_seconds(pid) if pid else 0.0
         child0 = children_cpu_seconds(pid) if pid else 0.0
+        sink0 = process_cpu_seconds(sink_pid) if sink_pid else 0.0
         await asyncio.gather(*(worker(n) for n in range(concurrency)))
         result.seconds += time.perf_counter() - started
         if pid:
             result.cpu_seconds += process_cpu_seconds(pid) - cpu0
             result.child_cpu_seconds += children_cpu_seconds(pid) - child0
+        if sink_pid:
+            result.sink_cpu_seconds += process_cpu_seconds(sink_pid) - sink0
 
 
 def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Namespace, root: Path) -> Result:
@@ -249,7 +253,7 @@ def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Na
     try:
         wait_port(port, proc)
         asyncio.run(load(f"http://127.0.0.1:{port}", args.seconds, args.concurrency, args.max_requests, result,
-                         pid=proc.pid))
+                         pid=proc.pid, sink_pid=args.sink_pid if mode in TELEMETRY_MODES else None))
     finally:
         stop(proc)
     stats = capture / "_stats" / "bench.json"
@@ -367,8 +371,13 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=50_000, help="per mode and round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--otlp-sink", choices=("receiver", "null"), default="receiver",
+                        help="where telemetry modes export: `shadow otlp-receiver` (decodes, writes Parquet) or "
+                             "a null sink answering 200 to everything (a collector on another machine costs "
+                             "this one nothing)")
     parser.add_argument("--serve", nargs=2, type=int, metavar=("PORT", "DELAY_MS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.sink_pid = None
     if args.serve:
         serve(*args.serve)
         return
@@ -377,8 +386,10 @@ def main() -> None:
     primary, fast, late = (url for _p, url in upstreams)
     otlp_dir = tempfile.TemporaryDirectory(prefix="bench-otlp-")
     if any(m in TELEMETRY_MODES for m in modes):
-        receiver, args.otlp_endpoint = start_otlp_receiver(Path(otlp_dir.name))
+        receiver, args.otlp_endpoint = (start_otlp_receiver(Path(otlp_dir.name)) if args.otlp_sink == "receiver"
+                                        else start_upstream(0))
         upstreams.append((receiver, args.otlp_endpoint))
+        args.sink_pid = receiver.pid
     results: dict[str, list[Result]] = {m: [] for m in modes}
     try:
         with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
@@ -439,8 +450,10 @@ def main() -> None:
     for mode, base in TELEMETRY_BASE.items():
         if mode in results and base in results:
             paired = statistics.median(t.rps / b.rps for t, b in zip(results[mode], results[base], strict=True))
+            sink = statistics.median(r.sink_cpu_seconds / r.requests * 1e6 for r in results[mode])
             print(f"\n{LABELS[mode]}: req/s vs {LABELS[base]} = {paired:.2f} (median of per-round ratios; "
-                  f"target ≥ 0.90); proxy CPU µs/req {cpu(base):.0f} → {cpu(mode):.0f}")
+                  f"target ≥ 0.90); proxy CPU µs/req {cpu(base):.0f} → {cpu(mode):.0f}; "
+                  f"OTLP sink ({args.otlp_sink}) CPU {sink:.0f} µs/req")
     for mode, base in SHIFT_BASE.items():
         if mode in results and base in results:
             paired = statistics.median(t.rps / b.rps for t, b in zip(results[mode], results[base], strict=True))
