@@ -1,5 +1,6 @@
-"""The gateway's span export (shadow/telemetry_export.py) without a proxy: the hand-written OTLP encoder
-against the OpenTelemetry SDK's own encoder, and the exporter thread against a real OTLP receiver."""
+"""The gateway's span and metric export (shadow/telemetry_export.py) without a proxy: the hand-written
+OTLP encoder against the OpenTelemetry SDK's own encoder, the request histograms against the SDK's
+aggregation, and the exporter threads against a real OTLP receiver or a recording `post`."""
 
 from __future__ import annotations
 
@@ -18,7 +19,17 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from shadow.telemetry import TraceContext
-from shadow.telemetry_export import ClientCall, SpanExporter, encode_item, encode_resource, encode_spans
+from shadow.telemetry_export import (
+    DURATION_BOUNDS_MS,
+    ClientCall,
+    MetricsExporter,
+    RequestMetrics,
+    SpanExporter,
+    encode_item,
+    encode_metrics,
+    encode_resource,
+    encode_spans,
+)
 from tests.upstream import free_port
 
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -151,3 +162,100 @@ def test_spans_reach_a_real_otlp_receiver(tmp_path: Path) -> None:
         "union_by_name=true, hive_partitioning=true)").fetchall()
     assert rows == [(f"{CONTINUED.trace_id:032x}", f"{CONTINUED.server_span_id:016x}",
                      f"{CONTINUED.parent_span_id:016x}", "GET all")]
+
+
+# -- metrics ---------------------------------------------------------------------------------------------
+
+DURATIONS = [0.0, 0.2, 5.0, 5.000001, 9.9, 10.0, 74.0, 250.0, 999.5, 10_000.0, 25_000.0, 3.3]
+
+
+def test_request_histograms_bucket_as_the_sdk_does() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    sdk = MeterProvider(metric_readers=[reader]).get_meter("m").create_histogram("d", unit="ms")
+    ours = RequestMetrics()
+    for i, ms in enumerate(DURATIONS):
+        status = 200 if i % 3 else 500
+        sdk.record(ms, {"router": "all", "service": "mono", "status": status})
+        ours.record(("all", "mono", status), ms)
+    expected = {point.attributes["status"]: point for metric in reader.get_metrics_data().resource_metrics[0]
+                .scope_metrics[0].metrics for point in metric.data.data_points}
+    points = {p.key[2]: p for p in ours.snapshot()}
+    assert set(points) == set(expected) == {200, 500}
+    for status, point in points.items():
+        sdk_point = expected[status]
+        assert (point.count, point.min, point.max) == (sdk_point.count, sdk_point.min, sdk_point.max)
+        assert point.sum == sdk_point.sum
+        assert list(point.bucket_counts) == list(sdk_point.bucket_counts)
+        assert tuple(sdk_point.explicit_bounds) == DURATION_BOUNDS_MS
+
+
+def test_encoded_metrics_decode_into_the_receivers_rows() -> None:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    from shadow.otlp.decode import metric_rows
+
+    metrics = RequestMetrics()
+    for ms in (3.0, 12.0, 12.0):
+        metrics.record(("all", "mono", 200), ms)
+    metrics.record(("", "", 0), 2.0)  # no router, no answer
+    body = encode_metrics(resource=RESOURCE.attributes.items(), scope_name="shadow.gateway", start_ns=1, now_ns=2,
+                          requests=metrics.snapshot(), counters={"mirror_shed": 4, "sealed_rows": 9, "ratio": 0.5})
+    rows = metric_rows(ExportMetricsServiceRequest.FromString(body))
+    by = {(r["name"], r["attributes"]): r for r in rows}
+    ok = '{"router":"all","service":"mono","status":200}'
+    assert by[("shadow.gateway.requests", ok)]["value"] == 3
+    duration = by[("shadow.gateway.request.duration", ok)]
+    assert duration["kind"] == "histogram" and duration["count"] == 3 and duration["sum"] == 27.0
+    assert duration["bucket_counts"][1] == 1 and duration["bucket_counts"][3] == 2  # (0, 5] and (10, 25]
+    assert duration["explicit_bounds"] == list(DURATION_BOUNDS_MS)
+    assert by[("shadow.gateway.requests", '{"router":"","service":"","status":0}')]["value"] == 1
+    assert by[("shadow.gateway.mirror.shed", "{}")]["value"] == 4
+    assert by[("shadow.gateway.counters", '{"counter":"sealed_rows"}')]["value"] == 9
+    assert by[("shadow.gateway.counters", '{"counter":"ratio"}')]["value"] == 0.5
+    assert {r["service_name"] for r in rows} == {"shadow-gateway"} and {r["ts"] for r in rows} == {2}
+
+
+def test_the_metrics_exporter_posts_each_interval_and_at_shutdown() -> None:
+    bodies: list[bytes] = []
+    answers = iter([200, 400])
+    twice = threading.Event()
+
+    def post(body: bytes) -> int:
+        bodies.append(body)
+        if len(bodies) == 2:
+            twice.set()
+        return next(answers, 200)
+
+    collected = iter(range(1000))
+    exporter = MetricsExporter("http://unused/v1/metrics", collect=lambda: str(next(collected)).encode(),
+                               interval_s=0.05, post=post)
+    assert twice.wait(10)
+    exporter.shutdown()
+    assert exporter.exported >= 1 and exporter.failed == 1  # the 400 is not retried
+    assert bodies[:2] == [b"0", b"1"] and len(bodies) == exporter.exported + exporter.failed  # + the final one
+
+
+def test_a_failing_collect_is_counted_and_the_thread_goes_on() -> None:
+    calls: list[int] = []
+
+    def collect() -> bytes:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("boom")
+        return b"ok"
+
+    posted: list[bytes] = []
+
+    def post(body: bytes) -> int:
+        posted.append(body)
+        return 200
+
+    exporter = MetricsExporter("http://unused/v1/metrics", collect=collect, interval_s=0.02, post=post)
+    deadline = time.monotonic() + 10
+    while not posted and time.monotonic() < deadline:
+        time.sleep(0.01)
+    exporter.shutdown()
+    assert exporter.failed == 1 and posted and posted[0] == b"ok"
