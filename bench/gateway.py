@@ -13,7 +13,8 @@ Modes, each against the same fast loopback upstream (an aiohttp server in its ow
   (c) mirror    the gateway mirroring 100 % to a fast shadow, capture on (in its own process, the default)
   (d) mirror-late  as (c), the shadow answering 200 ms late
   (t) pass+tel / mirror+tel  as (b2) / (c), with the gateway's telemetry on (spans, metrics, logs over
-      OTLP/HTTP to a `shadow otlp-receiver` in its own process, sampling 1.0); compare with (b2) / (c)
+      OTLP/HTTP, sampling 1.0; `--otlp-sink`: a null sink by default, or a `shadow otlp-receiver` in its
+      own process on this machine); compare with (b2) / (c)
 Prints throughput and client latency p50/p99 per mode and as a ratio to (a); for (c)/(d) checks
 mirrored = captured + shed from the capture's counters. The load generator is an aiohttp client
 with `--concurrency` keep-alive connections, bounded by `--seconds` and `--max-requests`.
@@ -371,10 +372,11 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=50_000, help="per mode and round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--otlp-sink", choices=("receiver", "null"), default="receiver",
-                        help="where telemetry modes export: `shadow otlp-receiver` (decodes, writes Parquet) or "
-                             "a null sink answering 200 to everything (a collector on another machine costs "
-                             "this one nothing)")
+    parser.add_argument("--otlp-sink", choices=("null", "receiver"), default="null",
+                        help="where telemetry modes export: a null sink answering 200 to everything (as a "
+                             "collector on another machine, it costs this one next to nothing: the figure is "
+                             "the gateway's own overhead), or `shadow otlp-receiver` on this machine (decodes "
+                             "and writes Parquet, competing for the same cores)")
     parser.add_argument("--serve", nargs=2, type=int, metavar=("PORT", "DELAY_MS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.sink_pid = None
