@@ -48,10 +48,14 @@ from shadow.auth.jwt import (
 from shadow.auth.oidc import (
     CookieCodec,
     OidcSettings,
+    SessionTooLarge,
     authorization_url,
     local_path,
     pkce_pair,
     request_cookies,
+    session_cookie_names,
+    session_set_cookies,
+    session_value,
     set_cookie,
     without_cookies,
 )
@@ -82,7 +86,8 @@ def has_auth(config: Any) -> bool:
     return any(isinstance(m, JwtSettings | OidcSettings) for m in config.middlewares.values())
 
 
-SET_COOKIE_METADATA = "shadow.auth.set_cookie"  # a refreshed session cookie for the client's answer
+TOKEN_ENDPOINT_MAX_BYTES = 1 << 20  # what is read of the token endpoint's answer
+SET_COOKIE_METADATA = "shadow.auth.set_cookie"  # a refreshed session's Set-Cookie lines for the client's answer
 STATE_TTL_S = 600  # a login must come back within 10 minutes
 
 
@@ -177,7 +182,8 @@ class Auth:
                     if session_claims is None:  # answered here: login redirect, callback or logout
                         return
                     claims = session_claims
-                    headers = upstream_headers(without_cookies(headers, {mw.session_name, mw.state_cookie}),
+                    session_cookies = session_cookie_names(request_cookies(headers), mw.session_name)
+                    headers = upstream_headers(without_cookies(headers, session_cookies | {mw.state_cookie}),
                                                claims, mw)
                     verified.add(name)
             if router.service:
@@ -295,9 +301,10 @@ class Auth:
     # -- OIDC (browser sessions) -----------------------------------------------------------------
 
     def response(self, flow: http.HTTPFlow) -> None:
-        cookie = flow.metadata.get(SET_COOKIE_METADATA)
-        if cookie and flow.response is not None:
-            flow.response.headers.add("Set-Cookie", cookie)
+        lines = flow.metadata.get(SET_COOKIE_METADATA)
+        if lines and flow.response is not None:
+            for line in lines:
+                flow.response.headers.add("Set-Cookie", line)
 
     async def _discovery(self, mw: OidcSettings) -> dict[str, Any]:
         doc = self._oidc_docs.get(mw.issuer)
@@ -322,7 +329,7 @@ class Auth:
             async with asyncio.timeout(mw.jwks_timeout_s):
                 async with self._session.post(doc["token_endpoint"], data=form,
                                               headers={"Accept": "application/json"}) as resp:
-                    body = await resp.content.read(1 << 20)
+                    body = await resp.content.read(TOKEN_ENDPOINT_MAX_BYTES)
                     if resp.status != 200:
                         raise TokenRejected(f"the token endpoint answered {resp.status}", reason="oidc_token")
             tokens = json.loads(body)
@@ -336,9 +343,11 @@ class Auth:
 
     async def _id_token_claims(self, mw: OidcSettings, doc: dict[str, Any], id_token: str,
                                nonce: str | None) -> dict[str, Any]:
+        # The id token comes in the token endpoint's answer (read up to 1 MiB), not in a request
+        # header: the bearer-token size cap does not apply; the session cookies bound what is kept.
         check = JwtSettings(name=f"{mw.name}#id_token", jwks_url=doc["jwks_uri"], issuer=mw.issuer,
                             audience=(mw.client_id,), leeway_s=mw.leeway_s, jwks_timeout_s=mw.jwks_timeout_s,
-                            claims=mw.claims)
+                            claims=mw.claims, max_token_bytes=TOKEN_ENDPOINT_MAX_BYTES)
         header = token_header(id_token, check)
         keys = await self._remote_keys(check, header.get("kid"))
         if keys is None:
@@ -359,13 +368,15 @@ class Auth:
         """The session's claims, or None when this request was answered here."""
         codec = self._codec(mw)
         cookies = request_cookies(headers)
+        present = session_cookie_names(cookies, mw.session_name)
         secure = flow.client_conn.tls_established
         now = time.time()
         if path == mw.logout_path:
             doc = self._oidc_docs.get(mw.issuer) or {}
-            flow.response = http.Response.make(302, b"", {
-                "Location": doc.get("end_session_endpoint") or "/",
-                "Set-Cookie": set_cookie(mw.session_name, "", max_age=0, secure=secure)})
+            response = http.Response.make(302, b"", {"Location": doc.get("end_session_endpoint") or "/"})
+            for name in sorted(present | {mw.session_name}):
+                response.headers.add("Set-Cookie", set_cookie(name, "", max_age=0, secure=secure))
+            flow.response = response
             self.counts["oidc_logouts"] += 1
             return None
         doc = await self._discovery(mw)
@@ -381,14 +392,14 @@ class Auth:
             claims: dict[str, Any] = await self._id_token_claims(mw, doc, tokens["id_token"], str(login["nonce"]))
             new_session = {"claims": claims, "rt": tokens.get("refresh_token")}
             response = http.Response.make(302, b"", {"Location": local_path(str(login.get("return_to") or "/"))})
-            response.headers.add("Set-Cookie", set_cookie(
-                mw.session_name, codec.encode(new_session, expires_at=now + mw.session_expiry_s),
-                max_age=int(mw.session_expiry_s), secure=secure))
+            for line in self._session_cookies(mw, codec.encode(new_session, expires_at=now + mw.session_expiry_s),
+                                              secure=secure, present=present):
+                response.headers.add("Set-Cookie", line)
             response.headers.add("Set-Cookie", set_cookie(mw.state_cookie, "", max_age=0, secure=secure))
             flow.response = response
             self.counts["oidc_logins"] += 1
             return None
-        session = codec.decode(cookies.get(mw.session_name, ""), now=now)
+        session = codec.decode(session_value(cookies, mw.session_name), now=now)
         if session is not None and isinstance(session.get("claims"), dict):
             claims = session["claims"]
             if claims.get("exp", 0) > now - mw.leeway_s:
@@ -401,9 +412,8 @@ class Auth:
                                                               "refresh_token": str(session["rt"])})
                 claims = await self._id_token_claims(mw, doc, tokens["id_token"], None)
                 fresh = {"claims": claims, "rt": tokens.get("refresh_token") or session["rt"]}
-                flow.metadata[SET_COOKIE_METADATA] = set_cookie(
-                    mw.session_name, codec.encode(fresh, expires_at=now + mw.session_expiry_s),
-                    max_age=int(mw.session_expiry_s), secure=secure)
+                flow.metadata[SET_COOKIE_METADATA] = self._session_cookies(
+                    mw, codec.encode(fresh, expires_at=now + mw.session_expiry_s), secure=secure, present=present)
                 self.counts["oidc_refreshes"] += 1
                 return claims
         if flow.request.method not in ("GET", "HEAD"):
@@ -418,6 +428,14 @@ class Auth:
             "Set-Cookie": set_cookie(mw.state_cookie, login_cookie, max_age=STATE_TTL_S, secure=secure)})
         self.counts["oidc_login_redirects"] += 1
         return None
+
+    def _session_cookies(self, mw: OidcSettings, sealed: str, *, secure: bool, present: set[str]) -> list[str]:
+        try:
+            return session_set_cookies(mw.session_name, sealed, max_age=int(mw.session_expiry_s), secure=secure,
+                                       present=present)
+        except SessionTooLarge as exc:
+            self._warn(f"shadow gateway: oidc middleware {mw.name}: {exc}")
+            raise TokenRejected(str(exc), reason="oidc_session_too_large") from exc
 
     async def done(self) -> None:
         if self._session is not None:

@@ -127,6 +127,7 @@ class ProviderState:
     tokens: dict[str, Token] = field(default_factory=dict)
     grants: list[str] = field(default_factory=list)  # grant types served, in order
     id_token_lifetime: int = 300
+    extra_claims: dict[str, Any] = field(default_factory=dict)  # added to every id token (e.g. many groups)
 
 
 class _Request(OAuth2Request):
@@ -167,6 +168,7 @@ def _id_token_extension(state: ProviderState, base: type[OpenIDToken]) -> OpenID
             info = UserInfo(sub=user)
             if "email" in scope or "profile" in scope:
                 info["email"] = f"{user}@example.com"
+            info.update(state.extra_claims)
             return info
 
     return Extension() if base is OpenIDToken else Extension(require_nonce=True)

@@ -137,3 +137,45 @@ def test_expired_id_token_is_refreshed_and_logout_clears_the_session(env: Env) -
             assert set_cookies(out)["sid"] == ""
     finally:
         env.provider.state.id_token_lifetime = 300
+
+
+def _login_cookies(env: Env, client: httpx.Client, path: str) -> httpx.Response:
+    """Protected page → provider → the gateway's callback (its answer)."""
+    first = client.get(f"{env.gw.url}{path}")
+    to_callback = client.get(first.headers["location"])
+    return client.get(to_callback.headers["location"], cookies=set_cookies(first))
+
+
+def test_a_session_with_many_claims_is_split_over_cookies(env: Env) -> None:
+    env.provider.state.extra_claims = {"groups": [f"group-{i:04d}-with-a-long-name" for i in range(400)]}
+    try:
+        with httpx.Client(timeout=10) as client:
+            callback = _login_cookies(env, client, "/app/big")
+            assert callback.status_code == 302, callback.text
+            assert all(len(line.encode()) <= 4096 for line in callback.headers.get_list("set-cookie"))
+            cookies = {k: v for k, v in set_cookies(callback).items() if v}
+            assert len(cookies) >= 3 and sorted(cookies) == [f"sid_{i}" for i in range(len(cookies))]
+            page = client.get(f"{env.gw.url}/app/big", cookies=cookies)
+            assert page.status_code == 200
+            seen = env.app.requests[-1]
+            assert seen.headers["x-user"] == "alice" and "sid" not in seen.headers.get("cookie", "")
+            out = set_cookies(client.get(f"{env.gw.url}/oidc/logout"))
+            assert out["sid"] == "" and all(out[name] == "" for name in cookies)  # every chunk cleared
+        # Stale chunks (no valid session) and a short session now: one cookie, every chunk expired.
+        env.provider.state.extra_claims = {}
+        with httpx.Client(timeout=10) as client:
+            client.cookies.update({name: "stale" for name in cookies})
+            callback = _login_cookies(env, client, "/app/big")
+            after = set_cookies(callback)
+            assert after["sid"] and all(after[name] == "" for name in cookies)
+        # More claims than 8 cookies hold: the login is refused with the reason, nothing forwarded.
+        env.provider.state.extra_claims = {"groups": [f"group-{i:04d}-with-a-long-name" for i in range(1500)]}
+        before = len(env.app.requests)
+        with httpx.Client(timeout=10) as client:
+            refused = _login_cookies(env, client, "/app/huge")
+            assert refused.status_code == 401 and "too large for cookies" in refused.text
+            assert not [k for k, v in set_cookies(refused).items() if k.startswith("sid") and v]
+        assert len(env.app.requests) == before
+        assert env.gw.wait_for_output("too large for cookies")
+    finally:
+        env.provider.state.extra_claims = {}

@@ -5,7 +5,9 @@ addon (addons/auth.py) does the HTTP calls; this module builds the authorization
 cookie and the session cookie, and decides what a request needs (login, callback, logout, refresh
 or pass). Cookies are JWE compact tokens (`dir` + A256GCM, key = SHA-256 of the configured secret):
 AES-GCM both encrypts and authenticates, so a cookie cannot be read nor altered without the
-secret. Every cookie carries its own expiry, checked on decode.
+secret. Every cookie carries its own expiry, checked on decode. A session longer than one cookie
+(an id token with many claims) is split into NAME_0, NAME_1, … (`session_set_cookies`), as
+oauth2-proxy does: a browser silently drops a cookie over 4096 bytes, which shows as a login loop.
 
 Options (Traefik Hub's OIDC middleware names where reference/traefik.md gives none, in the same
 style): `issuer`, `clientId`, `clientSecret`, `redirectPath` (default `/oidc/callback`),
@@ -21,6 +23,7 @@ import json
 import secrets
 import time
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -31,7 +34,17 @@ from joserfc.jwk import OctKey
 
 from shadow.auth.claims import ClaimExpr
 
-__all__ = ["CookieCodec", "OidcSettings", "authorization_url", "local_path", "pkce_pair"]
+__all__ = ["CookieCodec", "OidcSettings", "SessionTooLarge", "authorization_url", "local_path", "pkce_pair",
+           "session_cookie_names", "session_set_cookies", "session_value"]
+
+# A browser keeps a cookie of up to 4096 bytes, name, value and attributes together (RFC 6265 §6.1's
+# minimum, the limit of the major browsers); a longer Set-Cookie is dropped without a word. A chunk's
+# value leaves room for its name and attributes.
+COOKIE_VALUE_CHARS = 3800
+# At most this many chunks (≈ 30 KB of cookies on every request): beyond, request headers outgrow
+# what common servers accept (8–32 KB), so the login is refused with a clear reason instead.
+MAX_SESSION_CHUNKS = 8
+MAX_SESSION_CHARS = COOKIE_VALUE_CHARS * MAX_SESSION_CHUNKS
 
 
 @dataclass(frozen=True)
@@ -84,7 +97,7 @@ class CookieCodec:
 
     def decode(self, value: str, *, now: float | None = None) -> dict[str, Any] | None:
         """The payload, or None when the cookie is forged, altered, malformed or expired."""
-        if not value or len(value) > 16384:
+        if not value or len(value) > MAX_SESSION_CHARS:
             return None
         try:
             obj = jwe.decrypt_compact(value, self._key, algorithms=["dir", "A256GCM"])
@@ -122,6 +135,49 @@ def without_cookies(headers: list[tuple[str, str]], names: set[str]) -> list[tup
         if kept:
             out.append((name, "; ".join(kept)))
     return out
+
+
+class SessionTooLarge(ValueError):
+    """The sealed session does not fit in MAX_SESSION_CHUNKS cookies."""
+
+
+def session_cookie_names(cookies: Mapping[str, str], name: str) -> set[str]:
+    """The request's cookies that carry session `name`: `name` itself and its chunks NAME_0, NAME_1, …
+    (not NAME_state, the login state cookie)."""
+    prefix = name + "_"
+    return {k for k in cookies if k == name or (k.startswith(prefix) and k[len(prefix):].isdigit())}
+
+
+def session_value(cookies: Mapping[str, str], name: str) -> str:
+    """The sealed session: the `name` cookie, else its chunks NAME_0, NAME_1, … joined in order."""
+    if name in cookies:
+        return cookies[name]
+    parts: list[str] = []
+    for i in range(MAX_SESSION_CHUNKS):
+        part = cookies.get(f"{name}_{i}")
+        if part is None:
+            break
+        parts.append(part)
+    return "".join(parts)
+
+
+def session_set_cookies(name: str, value: str, *, max_age: int, secure: bool,
+                        present: AbstractSet[str] = frozenset()) -> list[str]:
+    """Set-Cookie lines carrying the sealed session `value`: one `name` cookie when it fits, else
+    NAME_0, NAME_1, …; the cookies of `present` (the request's, from `session_cookie_names`) that the
+    new set does not use are expired, so no stale chunk outlives a shorter session."""
+    if len(value) > MAX_SESSION_CHARS:
+        raise SessionTooLarge(f"the session is too large for cookies ({len(value)} characters sealed, at most "
+                              f"{MAX_SESSION_CHARS} in {MAX_SESSION_CHUNKS} cookies): the identity provider's "
+                              "id token carries too many claims")
+    if len(value) <= COOKIE_VALUE_CHARS:
+        used = {name: value}
+    else:
+        used = {f"{name}_{i}": value[start:start + COOKIE_VALUE_CHARS]
+                for i, start in enumerate(range(0, len(value), COOKIE_VALUE_CHARS))}
+    lines = [set_cookie(k, v, max_age=max_age, secure=secure) for k, v in used.items()]
+    lines += [set_cookie(k, "", max_age=0, secure=secure) for k in sorted(present - used.keys())]
+    return lines
 
 
 def set_cookie(name: str, value: str, *, max_age: int | None, secure: bool) -> str:
