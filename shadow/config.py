@@ -700,28 +700,37 @@ def _empty_health_check(reader: _Reader, node: dict[Any, Any], field: str) -> bo
     return True
 
 
+def _named_entries(reader: _Reader, parent: Any, key: str, field: str, value_key: str,
+                   what: str) -> list[tuple[str, Any, str]]:
+    """The `key:` list of `{name, <value_key>}` entries under `parent` (weighted children, mirrors):
+    each entry's service name (a local name, listed once), its mapping and its field path, in order."""
+    items = reader.sequence(parent, key, field)
+    entries: list[tuple[str, Any, str]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        where = f"{field}.{key}[{i}]"
+        spec = reader.mapping(item, where, reader.item_line(items, i), allow_null=False)
+        reader.check_keys(spec, where, ("name", value_key))
+        name_line = reader.value_line(spec, "name")
+        entry = _local_name(reader, reader.required_string(spec, "name", where), f"{where}.name", name_line)
+        if entry in seen:
+            reader.fail(f"{what} {entry!r} is listed twice", f"{where}.name", name_line)
+        seen.add(entry)
+        entries.append((entry, spec, where))
+    return entries
+
+
 def _parse_weighted(reader: _Reader, name: str, node: Any, field: str, line: int | None, *,
                     hrw: bool) -> WeightedService:
     w = reader.mapping(node, field, line, allow_null=False)
     reader.check_keys(w, field, ("services", "healthCheck") if hrw else ("services", "sticky", "healthCheck"))
-    items = reader.sequence(w, "services", field)
-    if not items:
+    entries = _named_entries(reader, w, "services", field, "weight", "service")
+    if not entries:
         reader.fail("needs at least one service", f"{field}.services",
                     reader.value_line(w, "services") if "services" in w else line)
-    children: list[WeightedChild] = []
-    seen: set[str] = set()
-    for i, item in enumerate(items):
-        where = f"{field}.services[{i}]"
-        spec = reader.mapping(item, where, reader.item_line(items, i), allow_null=False)
-        reader.check_keys(spec, where, ("name", "weight"))
-        child = _local_name(reader, reader.required_string(spec, "name", where), f"{where}.name",
-                            reader.value_line(spec, "name"))
-        if child in seen:
-            reader.fail(f"service {child!r} is listed twice", f"{where}.name", reader.value_line(spec, "name"))
-        seen.add(child)
-        # Traefik: weight ≤ 0 removes the child (kept here for the file's record, skipped by the pick).
-        children.append(WeightedChild(child, reader.integer(spec, "weight", where, 1)))
-    return WeightedService(name, tuple(children), sticky=None if hrw else _parse_sticky(reader, name, w, field),
+    # Traefik: weight ≤ 0 removes the child (kept here for the file's record, skipped by the pick).
+    children = tuple(WeightedChild(child, reader.integer(spec, "weight", where, 1)) for child, spec, where in entries)
+    return WeightedService(name, children, sticky=None if hrw else _parse_sticky(reader, name, w, field),
                            health_check=_empty_health_check(reader, w, field), hrw=hrw)
 
 
@@ -760,21 +769,8 @@ def _parse_mirroring(reader: _Reader, name: str, node: Any, field: str, line: in
                       unsupported=("healthCheck",))
     service = reader.required_string(m, "service", field)
     service = _local_name(reader, service, f"{field}.service", reader.value_line(m, "service"))
-    mirrors_node = reader.sequence(m, "mirrors", field)
-    mirrors: list[MirrorSpec] = []
-    seen: set[str] = set()
-    for i, item in enumerate(mirrors_node):
-        where = f"{field}.mirrors[{i}]"
-        spec = reader.mapping(item, where, reader.item_line(mirrors_node, i), allow_null=False)
-        reader.check_keys(spec, where, ("name", "percent"))
-        mirror_name = reader.required_string(spec, "name", where)
-        mirror_name = _local_name(reader, mirror_name, f"{where}.name", reader.value_line(spec, "name"))
-        if mirror_name in seen:
-            reader.fail(f"mirror {mirror_name!r} is listed twice", f"{where}.name",
-                        reader.value_line(spec, "name"))
-        seen.add(mirror_name)
-        percent = reader.integer(spec, "percent", where, 0, minimum=0, maximum=100)
-        mirrors.append(MirrorSpec(mirror_name, percent))
+    mirrors = [MirrorSpec(mirror, reader.integer(spec, "percent", where, 0, minimum=0, maximum=100))
+               for mirror, spec, where in _named_entries(reader, m, "mirrors", field, "percent", "mirror")]
     return MirroringService(
         name, service, tuple(mirrors),
         mirror_body=reader.boolean(m, "mirrorBody", field, True),
