@@ -240,6 +240,9 @@ BAD_CONFIGS = [
     ("percent-high", BASE + "    mir:\n      mirroring:\n        service: app\n"
      "        mirrors:\n          - name: app\n            percent: 101\n", 16,
      "http.services.mir.mirroring.mirrors[0].percent", "between 0 and 100"),
+    ("mirror-twice", BASE + "    mir:\n      mirroring:\n        service: app\n"
+     "        mirrors:\n          - {name: app, percent: 10}\n          - {name: app, percent: 5}\n", 16,
+     "http.services.mir.mirroring.mirrors[1].name", "mirror 'app' is listed twice"),
     ("percent-negative", BASE + "    mir:\n      mirroring:\n        service: app\n"
      "        mirrors: [{name: app, percent: -1}]\n", 14,
      "http.services.mir.mirroring.mirrors[0].percent", "between 0 and 100"),
