@@ -129,6 +129,19 @@ def test_running_prunes_the_inert_addons_and_keeps_the_rest(lean: tuple[taddons.
     assert tctx.master.addons.get("modifyheaders") is not None
 
 
+def test_the_table_names_real_addons_and_real_options(lean: tuple[taddons.context, LeanDispatch]) -> None:
+    """A mitmproxy upgrade that renames an addon or an option fails here, not silently in production."""
+    tctx, _addon = lean
+    names = {addon_name(a) for a in tctx.master.addons.chain}
+    assert set(INERT_WHEN) - {"readfile"} <= names  # readfile: mitmweb's ReadFile (mitmdump: readfilestdin)
+
+    def strict(name: str) -> object:
+        return getattr(tctx.options, name)  # AttributeError for an option mitmproxy does not have
+
+    for condition in INERT_WHEN.values():
+        condition(strict)
+
+
 def test_pruned_addons_get_no_flow_events(lean: tuple[taddons.context, LeanDispatch]) -> None:
     tctx, addon = lean
     seen: list[str] = []
