@@ -20,6 +20,9 @@ mirrored = captured + shed from the capture's counters. The load generator is an
 with `--concurrency` keep-alive connections, bounded by `--seconds` and `--max-requests`.
 Modes run interleaved for `--rounds` rounds so drift on a shared machine hits them all alike.
 
+`--pin` puts the proxy's threads alone on CPU 0 and everything else (this load generator, the
+upstreams, the OTLP sink, the proxy's capture process) on CPU 1.
+
 Also printed: the proxy process's CPU time per request (all its threads, from /proc), which a busy
 shared machine disturbs far less than throughput; for a proxy that saturates one core, bare CPU /
 mode CPU is the throughput ratio it would reach on an idle machine. The CPU of the proxy's child
@@ -155,6 +158,16 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+PROXY_CPU, OTHERS_CPU = 0, 1  # --pin: the proxy alone on one core, everything else on the other
+
+
+def pin_process(pid: int, cpu: int) -> None:
+    """Every thread of `pid` onto `cpu` (sched_setaffinity moves one thread at a time)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), {cpu})
+
+
 def child_pids(pid: int) -> list[int]:
     """Live child processes of `pid` (the gateway's capture process)."""
     out: list[int] = []
@@ -250,9 +263,13 @@ def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Na
             cfg.write_text(SHIFT_CONFIG.format(primary=primary, second=second, capture=capture))
         cmd = mitmdump_command(cfg, reverse_target=primary, listen_host="127.0.0.1", listen_port=port,
                                extra=("--set", "termlog_verbosity=warn"))
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pin = (lambda: os.sched_setaffinity(0, {PROXY_CPU})) if args.pin else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin)
     try:
         wait_port(port, proc)
+        if args.pin:  # the proxy's own child processes (the capture process) go with everything else
+            for child in child_pids(proc.pid):
+                pin_process(child, OTHERS_CPU)
         asyncio.run(load(f"http://127.0.0.1:{port}", args.seconds, args.concurrency, args.max_requests, result,
                          pid=proc.pid, sink_pid=args.sink_pid if mode in TELEMETRY_MODES else None))
     finally:
@@ -377,12 +394,19 @@ def main() -> None:
                              "collector on another machine, it costs this one next to nothing: the figure is "
                              "the gateway's own overhead), or `shadow otlp-receiver` on this machine (decodes "
                              "and writes Parquet, competing for the same cores)")
+    parser.add_argument("--pin", action="store_true",
+                        help="the proxy's threads alone on CPU 0; the load generator, upstreams, OTLP sink and the "
+                             "proxy's capture process on CPU 1 (less scheduler noise between rounds)")
     parser.add_argument("--serve", nargs=2, type=int, metavar=("PORT", "DELAY_MS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.sink_pid = None
     if args.serve:
         serve(*args.serve)
         return
+    if args.pin:
+        if len(os.sched_getaffinity(0)) < 2:
+            parser.error("--pin needs two CPUs")
+        os.sched_setaffinity(0, {OTHERS_CPU})  # this process (the load) and the upstreams and sink it starts
     modes = [m for m in args.modes.split(",") if m]
     upstreams = [start_upstream(0), start_upstream(0), start_upstream(200)]
     primary, fast, late = (url for _p, url in upstreams)
