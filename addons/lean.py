@@ -113,7 +113,8 @@ def restore(chain: Sequence[object], original: Sequence[object], returning: Iter
     """`chain` with `returning` put back where they stood in `original` (before the first addon that
     followed them there and is still in the chain); addons added since pruning keep their place."""
     result = list(chain)
-    for addon in (a for a in original if a in set(returning)):
+    back = set(map(id, returning))
+    for addon in (a for a in original if id(a) in back):
         after = original[original.index(addon) + 1:]
         position = next((result.index(a) for a in after if a in result), len(result))
         result.insert(position, addon)
