@@ -33,6 +33,7 @@ from shadow.mirror import (
 logger = logging.getLogger(__name__)
 
 CLIENT_GONE_MESSAGES = ("Client disconnected.", "Connection killed.")
+TRACE_KEY = "trace"  # MirrorRequest.context: what the mirror tracer (telemetry) wants back with the result
 
 
 class Mirror:
@@ -64,11 +65,14 @@ class Mirror:
         return frozenset({"response", "error"} if mirrored else ())
 
     def _on_result(self, result: MirrorResult) -> None:
-        primary = result.request.context.get("primary")
+        context = result.request.context
+        primary = context.get("primary")
         capture = self.state.capture
-        if capture is None or not isinstance(primary, ExchangeRecord):
-            return
-        capture.submit(mirror_record(result, primary).to_row())
+        if capture is not None and isinstance(primary, ExchangeRecord):
+            capture.submit(mirror_record(result, primary).to_row())
+        tracer = self.state.mirror_tracer
+        if tracer is not None and TRACE_KEY in context:
+            tracer.copy_done(result, context[TRACE_KEY])
 
     def response(self, flow: http.HTTPFlow) -> None:
         if flow.error is not None or flow.response is None or not flow.live or not self._mirrors(flow):
@@ -127,6 +131,7 @@ class Mirror:
         client_headers = _with_host(
             [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.fields], route.client_host)
         primary = self.state.records.get(flow)
+        tracer = self.state.mirror_tracer
         for target in plan.mirrors:
             if target.spec.name not in chosen:
                 continue
@@ -140,13 +145,18 @@ class Mirror:
             server = active.picker.pick(service)
             path = server.path + route.path if server.preserve_path else route.path
             authority = host_port(server.host, server.port, server.scheme)
+            context: dict[str, object] = {"primary": primary}
+            traced = tracer.trace_copy(flow) if tracer is not None else None
+            if traced is not None:
+                context[TRACE_KEY] = traced[1]
             dispatcher.submit(MirrorRequest(
                 target=target.spec.name, role=target_settings.role, request_id=route.request_id,
                 method=request.method, url=f"{server.scheme}://{authority}{path}", upstream=server.url,
                 headers=tuple(mirror_headers(client_headers, route.request_id,
-                                             host=None if service.pass_host_header else authority)),
+                                             host=None if service.pass_host_header else authority,
+                                             traceparent=traced[0] if traced is not None else None)),
                 body=body if mirroring.mirror_body else None,
-                context={"primary": primary},
+                context=context,
             ))
 
     async def done(self) -> None:

@@ -16,7 +16,7 @@ import signal
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mitmproxy import exceptions, http
 
@@ -28,7 +28,7 @@ from shadow.watch import ConfigFileWatcher
 if TYPE_CHECKING:
     from shadow.capture import CaptureWriter
     from shadow.exchange import ExchangeRecord
-    from shadow.mirror import MirrorDispatcher
+    from shadow.mirror import MirrorDispatcher, MirrorResult
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,17 @@ class RouteContext:
         return self.plan is not None and self.plan.mirroring is not None
 
 
+class MirrorTracer(Protocol):
+    """Gives each mirror copy its own client span (addons/telemetry.py): the Mirror concern asks for
+    the copy's `traceparent` when it builds the copy and reports the copy's result."""
+
+    def trace_copy(self, flow: http.HTTPFlow) -> tuple[str, object] | None:
+        """(the copy's traceparent value, what `copy_done` needs back), or None: the flow is not traced."""
+        ...
+
+    def copy_done(self, result: MirrorResult, traced: object) -> None: ...
+
+
 @dataclass
 class GatewayState:
     active: ActiveConfig | None = None
@@ -91,6 +102,7 @@ class GatewayState:
     extra_counters: list[Callable[[], dict[str, int]]] = field(default_factory=list)
     # Called with (new, previous) after a configuration was swapped in.
     on_activate: list[Callable[[ActiveConfig, ActiveConfig | None], None]] = field(default_factory=list)
+    mirror_tracer: MirrorTracer | None = None  # addons/telemetry.py when it exports spans
 
     def counters(self) -> dict[str, int]:
         out = {"config_reloads": self.reloads, "config_reload_failures": self.reload_failures}

@@ -7,10 +7,12 @@ On: in `request` (after the router), the addon continues the client's W3C `trace
 trace (shadow.telemetry.continue_or_start: parent-based ratio sampling), picks the server span's id
 and the primary call's client span id, and sets ``traceparent: 00-<trace>-<client span>-<flags>``
 on the upstream request; the capture addon reads that header, so the primary row's trace_id/span_id
-are the gateway's client span. Each mirror copy gets its own client span id the same way (the mirror
-dispatcher's `submit` is wrapped), so every upstream's own spans hang under the call that reached it.
-Spans are recorded after the client has its answer (`after_hooks`) with the measured times, and
-built, encoded and exported on the span exporter's own thread (shadow.telemetry_export).
+are the gateway's client span. Each mirror copy gets its own client span id the same way (the addon
+is the gateway's `mirror_tracer`: the Mirror concern asks it for each copy's `traceparent` and hands
+it the copy's result), so every upstream's own spans hang under the call that reached it. Spans are
+recorded in the `response`/`error` hook with the measured times (a tuple queued: cheaper than
+scheduling a callback for later), and built, encoded and exported on the span exporter's own thread
+(shadow.telemetry_export).
 
 `shadow.telemetry.receiver.listen` starts an OTLP receiver on the proxy's event loop that writes spans
 into the gateway's capture folder (CAPTURE/spans/), so upstream services can export to the gateway.
@@ -19,18 +21,15 @@ into the gateway's capture folder (CAPTURE/spans/), so upstream services can exp
 from __future__ import annotations
 
 import asyncio
-import collections
-import functools
 import logging
 import random
 import time
 import weakref
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
-from addons.reload import ActiveConfig, GatewayState, after_hooks
+from addons.reload import ActiveConfig, GatewayState
 from shadow.mirror import RateLimitedLog, describe_error
 from shadow.telemetry import (
     TelemetrySettings,
@@ -41,14 +40,11 @@ from shadow.telemetry import (
 )
 
 if TYPE_CHECKING:
-    from shadow.mirror import MirrorDispatcher, MirrorRequest, MirrorResult
+    from shadow.mirror import MirrorResult
     from shadow.otlp.receiver import OtlpReceiver
     from shadow.telemetry_export import GatewayTelemetry
 
 logger = logging.getLogger(__name__)
-
-CONTEXT_KEY = "telemetry"  # MirrorRequest.context key: (TraceContext, client span id)
-MAX_PENDING_REQUESTS = 16_384  # request id → trace context, kept for mirror copies scheduled after the answer
 
 
 def with_header(fields: tuple[tuple[bytes, bytes], ...], name: bytes, value: bytes, *,
@@ -71,10 +67,13 @@ def with_header(fields: tuple[tuple[bytes, bytes], ...], name: bytes, value: byt
 
 
 class _FlowTrace:
-    __slots__ = ("client_span_id", "ctx", "start_ns")
+    """A flow's trace, kept as long as the flow (mirror copies are built after its spans are recorded)."""
+
+    __slots__ = ("client_span_id", "ctx", "recorded", "start_ns")
 
     def __init__(self, ctx: TraceContext, start_ns: int, client_span_id: int) -> None:
         self.ctx, self.start_ns, self.client_span_id = ctx, start_ns, client_span_id
+        self.recorded = False
 
 
 class Telemetry:
@@ -87,8 +86,6 @@ class Telemetry:
         self._warn = RateLimitedLog(logger.warning)
         self._rng = random.Random()
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, _FlowTrace] = weakref.WeakKeyDictionary()
-        self._by_request: collections.OrderedDict[str, TraceContext] = collections.OrderedDict()
-        self._wrapped: MirrorDispatcher | None = None
         state.on_activate.append(self._on_activate)
         state.extra_counters.append(self.counters)
 
@@ -113,38 +110,35 @@ class Telemetry:
 
             self.export = GatewayTelemetry(settings, gateway_id=self.state.gateway_id or "shadow",
                                            counters=self.state.counters)
-            self._wrap_dispatcher()
+            self.state.mirror_tracer = self
             logger.info(f"shadow gateway: telemetry to {settings.endpoint} (sampling {settings.sampling:g})")
 
-    def _wrap_dispatcher(self) -> None:
-        """Give every mirror copy its own client span: its traceparent is set when it is submitted, its
-        span recorded when its result arrives (after the capture callback has run)."""
-        dispatcher = self.state.dispatcher
-        if dispatcher is None or self._wrapped is dispatcher:
+    # -- mirror copies (the gateway's MirrorTracer) ---------------------------------------------------
+    def trace_copy(self, flow: http.HTTPFlow) -> tuple[str, object] | None:
+        """A mirror copy of `flow` about to be sent: its own client span, child of the server span."""
+        traced = self._flows.get(flow)
+        if traced is None:
+            return None
+        ctx = traced.ctx
+        span_id = new_span_id(self._rng)
+        return format_traceparent(ctx.trace_id, span_id, ctx.sampled), (ctx, span_id)
+
+    def copy_done(self, result: MirrorResult, traced: object) -> None:
+        export = self.export
+        if export is None or not isinstance(traced, tuple):
             return
-        if not callable(getattr(dispatcher, "_on_result", None)):  # the dispatcher's internals changed
-            logger.warning("shadow gateway: telemetry cannot follow mirror copies (no result callback); "
-                           "mirror copies get no client span")
-            return
-        self._wrapped = dispatcher
-        submit, on_result = dispatcher.submit, dispatcher._on_result
+        try:
+            from shadow.telemetry_export import ClientCall
 
-        def traced_submit(request: MirrorRequest) -> bool:
-            ctx = self._by_request.get(request.request_id)
-            if ctx is not None:
-                span_id = new_span_id(self._rng)
-                headers = (*((k, v) for k, v in request.headers if k.lower() != "traceparent"),
-                           ("traceparent", format_traceparent(ctx.trace_id, span_id, ctx.sampled)))
-                request = replace(request, headers=headers,
-                                  context={**request.context, CONTEXT_KEY: (ctx, span_id)})
-            return submit(request)
-
-        def traced_result(result: MirrorResult) -> None:
-            on_result(result)
-            self._record_mirror(result)
-
-        dispatcher.submit = traced_submit  # type: ignore[method-assign]
-        dispatcher._on_result = traced_result
+            ctx, span_id = traced
+            req = result.request
+            export.record_mirror(ctx, ClientCall(
+                span_id=span_id, role=req.role, service=req.target, method=req.method,
+                start_ns=result.ts_ns, end_ns=result.ts_ns + int(result.latency_ms * 1e6),
+                status=result.status, error=result.error))
+        except Exception as exc:
+            self.errors += 1
+            self._warn(f"telemetry failed ({self.errors} so far): {describe_error(exc)}")
 
     # -- hooks ------------------------------------------------------------------------------------------
     def flow_hooks(self, _active: ActiveConfig) -> frozenset[str]:
@@ -169,9 +163,6 @@ class Telemetry:
                 client_span_id = new_span_id(self._rng)
                 req.headers.fields = with_header(fields, b"traceparent", format_traceparent(
                     ctx.trace_id, client_span_id, ctx.sampled).encode("ascii"), present=bool(incoming))
-                self._by_request[route.request_id] = ctx
-                if len(self._by_request) > MAX_PENDING_REQUESTS:
-                    self._by_request.popitem(last=False)
             self._flows[flow] = _FlowTrace(ctx, int(req.timestamp_start * 1e9), client_span_id)
         except Exception as exc:  # telemetry never fails a request
             self.errors += 1
@@ -180,18 +171,19 @@ class Telemetry:
     def response(self, flow: http.HTTPFlow) -> None:
         if self.export is None:
             return
-        after_hooks(functools.partial(self._record, end_ns=time.time_ns()), flow)
+        self._record(flow, time.time_ns())
 
     def error(self, flow: http.HTTPFlow) -> None:
         if self.export is None or flow.response is not None:
             return
-        after_hooks(functools.partial(self._record, end_ns=time.time_ns()), flow)
+        self._record(flow, time.time_ns())
 
-    # -- recording (after the answer) --------------------------------------------------------------------
+    # -- recording ----------------------------------------------------------------------------------------
     def _record(self, flow: http.HTTPFlow, end_ns: int) -> None:
-        export, traced = self.export, self._flows.pop(flow, None)
-        if export is None or traced is None:
+        export, traced = self.export, self._flows.get(flow)
+        if export is None or traced is None or traced.recorded:
             return
+        traced.recorded = True
         try:
             from shadow.telemetry_export import ClientCall
 
@@ -205,29 +197,11 @@ class Telemetry:
                 client_end = int(ended * 1e9) if ended else end_ns
                 start = int(route.sent_at * 1e9) if route.sent_at else traced.start_ns
                 client = ClientCall(span_id=traced.client_span_id, role="primary", service=route.service,
-                                    method=flow.request.method, url=flow.request.url, start_ns=start,
-                                    end_ns=client_end, status=status, error=error)
+                                    method=flow.request.method, start_ns=start, end_ns=client_end,
+                                    status=status, error=error)
             export.record_exchange(traced.ctx, method=flow.request.method, router=route.router if route else None,
                                    service=route.service if route else None, status=status, error=error,
                                    start_ns=traced.start_ns, end_ns=max(end_ns, traced.start_ns), client=client)
-        except Exception as exc:
-            self.errors += 1
-            self._warn(f"telemetry failed ({self.errors} so far): {describe_error(exc)}")
-
-    def _record_mirror(self, result: MirrorResult) -> None:
-        export = self.export
-        traced = result.request.context.get(CONTEXT_KEY)
-        if export is None or traced is None:
-            return
-        try:
-            from shadow.telemetry_export import ClientCall
-
-            ctx, span_id = traced
-            req = result.request
-            export.record_mirror(ctx, ClientCall(
-                span_id=span_id, role=req.role, service=req.target, method=req.method, url=req.url,
-                start_ns=result.ts_ns, end_ns=result.ts_ns + int(result.latency_ms * 1e6),
-                status=result.status, error=result.error))
         except Exception as exc:
             self.errors += 1
             self._warn(f"telemetry failed ({self.errors} so far): {describe_error(exc)}")

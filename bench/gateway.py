@@ -43,8 +43,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -138,6 +140,7 @@ class Result:
     cpu_seconds: float = 0.0  # the proxy process's CPU (all threads) during the measured load
     child_cpu_seconds: float = 0.0  # its child processes' CPU (the capture process), same period
     sink_cpu_seconds: float = 0.0  # the OTLP sink's CPU (telemetry modes), same period
+    gc: dict[str, Any] = field(default_factory=dict)  # --gc-stats: bench/gc_stats.py's figures
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -188,7 +191,9 @@ def children_cpu_seconds(pid: int) -> float:
 
 
 async def load(url: str, seconds: float, concurrency: int, max_requests: int, result: Result,
-               pid: int | None = None, sink_pid: int | None = None) -> None:
+               pid: int | None = None, sink_pid: int | None = None, rate: float | None = None) -> None:
+    """`rate`: requests per second, paced (request k is sent no earlier than k / rate after the start);
+    None: as fast as `concurrency` connections go."""
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -207,11 +212,17 @@ async def load(url: str, seconds: float, concurrency: int, max_requests: int, re
                 await asyncio.sleep(0.2)
         deadline = time.perf_counter() + seconds
         budget = [max_requests]
+        sent = [0]
 
         async def worker(n: int) -> None:
             i = 0
             while time.perf_counter() < deadline and budget[0] > 0:
                 budget[0] -= 1
+                if rate:
+                    due = started + sent[0] / rate
+                    sent[0] += 1
+                    if due > time.perf_counter():
+                        await asyncio.sleep(due - time.perf_counter())
                 t0 = time.perf_counter()
                 try:
                     async with session.get(f"{url}/api/items/{n}-{i}?q=1", headers=REQUEST_HEADERS.get(result.mode)) as r:
@@ -237,18 +248,31 @@ async def load(url: str, seconds: float, concurrency: int, max_requests: int, re
             result.sink_cpu_seconds += process_cpu_seconds(sink_pid) - sink0
 
 
-def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Namespace, root: Path) -> Result:
-    result = Result(mode)
+@dataclass
+class Launched:
+    """A proxy started for one mode, not yet loaded."""
+
+    mode: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    capture: Path
+    gc_file: Path
+
+
+def launch(mode: str, primary: str, shadows: dict[str, str], args: argparse.Namespace, root: Path) -> Launched:
     port = free_port()
     capture = root / f"capture-{mode}-{time.monotonic_ns()}"
+    gc_file = capture.with_name(capture.name + "-gc.json")
+    gc_args = ("-s", str(REPO / "bench" / "gc_stats.py"), "--set", f"gc_stats_file={gc_file}") if args.gc_stats else ()
     if mode in ("bare", "bare-lean"):
         cmd = [mitmdump_executable(), "--mode", f"reverse:{primary}", "--listen-host", "127.0.0.1",
                "--listen-port", str(port), "--set", "connection_strategy=lazy", "--set", "keep_host_header=true",
                "--set", "flow_detail=0", "--set", "termlog_verbosity=warn"]
         if mode == "bare-lean":
             cmd += ["-s", str(REPO / "bench" / "lean_mitmdump.py")]
+        cmd += gc_args
     else:
-        cfg = root / f"{mode}.yaml"
+        cfg = root / f"{mode}-{time.monotonic_ns()}.yaml"
         cfg.write_text(CONFIG.format(
             service="mirrored" if mode.startswith("mirror") else "mono", primary=primary,
             shadow=shadows["late" if mode == "mirror-late" else "fast"], capture=capture,
@@ -262,18 +286,26 @@ def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Na
             second = shadows["fast"] if mode == "shift-2up" else primary
             cfg.write_text(SHIFT_CONFIG.format(primary=primary, second=second, capture=capture))
         cmd = mitmdump_command(cfg, reverse_target=primary, listen_host="127.0.0.1", listen_port=port,
-                               extra=("--set", "termlog_verbosity=warn"))
+                               extra=("--set", "termlog_verbosity=warn", *gc_args))
     pin = (lambda: os.sched_setaffinity(0, {PROXY_CPU})) if args.pin else None
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin)
     try:
         wait_port(port, proc)
-        if args.pin:  # the proxy's own child processes (the capture process) go with everything else
-            for child in child_pids(proc.pid):
-                pin_process(child, OTHERS_CPU)
-        asyncio.run(load(f"http://127.0.0.1:{port}", args.seconds, args.concurrency, args.max_requests, result,
-                         pid=proc.pid, sink_pid=args.sink_pid if mode in TELEMETRY_MODES else None))
-    finally:
+    except BaseException:
         stop(proc)
+        raise
+    if args.pin:  # the proxy's own child processes (the capture process) go with everything else
+        for child in child_pids(proc.pid):
+            pin_process(child, OTHERS_CPU)
+    return Launched(mode, proc, f"http://127.0.0.1:{port}", capture, gc_file)
+
+
+def finish(launched: Launched, result: Result) -> None:
+    """Stop the proxy and read what it left: GC figures, capture counters and rows."""
+    stop(launched.proc)
+    if launched.gc_file.exists():
+        result.gc = json.loads(launched.gc_file.read_text())
+    capture = launched.capture
     stats = capture / "_stats" / "bench.json"
     if stats.exists():
         result.counters = json.loads(stats.read_text())
@@ -285,7 +317,30 @@ def run_mode(mode: str, primary: str, shadows: dict[str, str], args: argparse.Na
         by_role = dict(rows)
         result.captured_candidates = int(by_role.get("candidate", 0))
         result.captured_primaries = int(by_role.get("primary", 0))
-    return result
+
+
+def run_modes(modes: Sequence[str], primary: str, shadows: dict[str, str], args: argparse.Namespace,
+              root: Path) -> list[Result]:
+    """Start a proxy per mode, load them all at once (`--concurrency` connections each), stop them.
+    One mode is the plain sequential bench; two run side by side on the same cores, so whatever
+    slows the machine in that interval slows both."""
+    results = [Result(mode) for mode in modes]
+    started: list[Launched] = []
+    try:
+        for mode in modes:
+            started.append(launch(mode, primary, shadows, args, root))
+
+        async def load_all() -> None:
+            await asyncio.gather(*(
+                load(proxy.url, args.seconds, args.concurrency, args.max_requests, result, pid=proxy.proc.pid,
+                     sink_pid=args.sink_pid if proxy.mode in TELEMETRY_MODES else None, rate=args.rate)
+                for proxy, result in zip(started, results, strict=False)))
+
+        asyncio.run(load_all())
+    finally:
+        for proxy, result in zip(started, results, strict=False):
+            finish(proxy, result)
+    return results
 
 
 def pct(values: list[float], q: float) -> float:
@@ -382,6 +437,18 @@ shadow:
 """
 
 
+def print_round(rnd: int, r: Result) -> None:
+    print(f"round {rnd + 1} {r.mode:12s} {r.rps:7.1f} req/s  p50 {pct(r.latencies_ms, .5):6.2f} ms  "
+          f"p99 {pct(r.latencies_ms, .99):6.2f} ms  proxy CPU {r.cpu_us_per_request:6.0f} us/req  "
+          f"(+ child processes {r.child_cpu_us_per_request:4.0f})  errors {r.errors}", flush=True)
+    if r.gc and r.requests:
+        gc_cpu = [ns / r.requests / 1000 for ns in r.gc["cpu_ns"]]
+        print(f"         GC per request: {sum(gc_cpu):5.1f} us CPU (generations 0/1/2: "
+              f"{gc_cpu[0]:.1f}/{gc_cpu[1]:.1f}/{gc_cpu[2]:.1f}), collections {r.gc['collections']}, "
+              f"{sum(r.gc['collected']) / r.requests:.0f} objects freed, {r.gc['objects']} tracked at the end",
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0, help="load duration per mode and round")
@@ -397,6 +464,16 @@ def main() -> None:
     parser.add_argument("--pin", action="store_true",
                         help="the proxy's threads alone on CPU 0; the load generator, upstreams, OTLP sink and the "
                              "proxy's capture process on CPU 1 (less scheduler noise between rounds)")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="run each compared mode (telemetry, shifting) at the same time as its base, each with "
+                             "--concurrency connections, so the machine's drift hits both alike; the base modes "
+                             "are then not run alone")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="paced load: requests per second per proxy (default: as fast as the connections go). "
+                             "With --side-by-side, both proxies then do the same work in the same interval and "
+                             "their CPU per request compares directly")
+    parser.add_argument("--gc-stats", action="store_true",
+                        help="measure the proxy's garbage collections (bench/gc_stats.py) and print them per request")
     parser.add_argument("--serve", nargs=2, type=int, metavar=("PORT", "DELAY_MS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.sink_pid = None
@@ -417,16 +494,25 @@ def main() -> None:
         upstreams.append((receiver, args.otlp_endpoint))
         args.sink_pid = receiver.pid
     results: dict[str, list[Result]] = {m: [] for m in modes}
+    # --side-by-side: each compared mode runs at once with its base; (mode, base) results per round.
+    pairs: dict[str, list[tuple[Result, Result]]] = {}
+    compared = {**TELEMETRY_BASE, **SHIFT_BASE}
+    groups: list[list[str]] = [[m] for m in modes]
+    if args.side_by_side:
+        groups = [[compared[m], m] if m in compared else [m] for m in modes if m not in compared.values()]
+        modes = list(dict.fromkeys(m for g in groups for m in g))
+        results = {m: [] for m in modes}
     try:
         with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
             for rnd in range(args.rounds):
-                for mode in modes:
-                    r = run_mode(mode, primary, {"fast": fast, "late": late}, args, Path(tmp))
-                    results[mode].append(r)
-                    print(f"round {rnd + 1} {mode:12s} {r.rps:7.1f} req/s  p50 {pct(r.latencies_ms, .5):6.2f} ms  "
-                          f"p99 {pct(r.latencies_ms, .99):6.2f} ms  proxy CPU {r.cpu_us_per_request:6.0f} us/req  "
-                          f"(+ child processes {r.child_cpu_us_per_request:4.0f})  "
-                          f"errors {r.errors}", flush=True)
+                for group in groups:
+                    run = run_modes(group, primary, {"fast": fast, "late": late}, args, Path(tmp))
+                    if len(group) == 2:
+                        pairs.setdefault(group[1], []).append((run[1], run[0]))
+                    for r in run:
+                        if len(results[r.mode]) <= rnd:  # a base shared by two pairs: its first run
+                            results[r.mode].append(r)
+                        print_round(rnd, r)
     finally:
         for proc, _url in upstreams:
             stop(proc, signal.SIGTERM)
@@ -473,18 +559,21 @@ def main() -> None:
         print(f"| {LABELS[mode]} | {rps(mode):.0f} | {ratio(mode):.2f} | {ratio(mode, 'bare-lean'):.2f} | "
               f"{lat(mode, .5):.2f} | "
               f"{lat(mode, .99):.2f} | {cpu(mode):.0f} | {cpu_ratio(mode):.2f} | {child_cpu(mode):.0f} | {check} |")
-    for mode, base in TELEMETRY_BASE.items():
-        if mode in results and base in results:
-            paired = statistics.median(t.rps / b.rps for t, b in zip(results[mode], results[base], strict=True))
+    for mode, base in compared.items():
+        if mode not in results or base not in results:
+            continue
+        rounds = pairs.get(mode) or list(zip(results[mode], results[base], strict=True))
+        ratios = sorted(t.rps / b.rps for t, b in rounds)
+        cpu_ratios = sorted(b.cpu_us_per_request / t.cpu_us_per_request for t, b in rounds)
+        how = "side by side" if mode in pairs else "one after the other"
+        line = (f"\n{LABELS[mode]}: req/s vs {LABELS[base]} = {statistics.median(ratios):.2f} (median of "
+                f"{len(ratios)} per-round ratios, run {how}; range {ratios[0]:.2f}–{ratios[-1]:.2f}; target ≥ 0.90); "
+                f"proxy CPU µs/req {cpu(base):.0f} → {cpu(mode):.0f}, per-round CPU ratio "
+                f"{statistics.median(cpu_ratios):.2f} (range {cpu_ratios[0]:.2f}–{cpu_ratios[-1]:.2f})")
+        if mode in TELEMETRY_MODES:
             sink = statistics.median(r.sink_cpu_seconds / r.requests * 1e6 for r in results[mode])
-            print(f"\n{LABELS[mode]}: req/s vs {LABELS[base]} = {paired:.2f} (median of per-round ratios; "
-                  f"target ≥ 0.90); proxy CPU µs/req {cpu(base):.0f} → {cpu(mode):.0f}; "
-                  f"OTLP sink ({args.otlp_sink}) CPU {sink:.0f} µs/req")
-    for mode, base in SHIFT_BASE.items():
-        if mode in results and base in results:
-            paired = statistics.median(t.rps / b.rps for t, b in zip(results[mode], results[base], strict=True))
-            print(f"\n{LABELS[mode]}: req/s vs {LABELS[base]} = {paired:.2f} (median of per-round ratios; "
-                  f"target ≥ 0.90); proxy CPU µs/req {cpu(base):.0f} → {cpu(mode):.0f}")
+            line += f"; OTLP sink ({args.otlp_sink}) CPU {sink:.0f} µs/req"
+        print(line)
     if "mirror" in results and "mirror-late" in results:
         print(f"\n(d) p50 / (c) p50 = {lat('mirror-late', .5) / lat('mirror', .5):.2f} (target ≤ 1.10)")
 

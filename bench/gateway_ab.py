@@ -60,7 +60,7 @@ def main() -> None:
 
     bench.subprocess.Popen = versioned_popen  # type: ignore[misc,assignment]
     load = argparse.Namespace(seconds=args.seconds, concurrency=args.concurrency, max_requests=50_000,
-                              otlp_endpoint=None)
+                              otlp_endpoint=None, pin=False, gc_stats=False, rate=None, sink_pid=None)
     upstreams = [bench.start_upstream(0), bench.start_upstream(0), bench.start_upstream(200)]
     primary, fast, late = (url for _p, url in upstreams)
     otlp_dir = tempfile.TemporaryDirectory(prefix="bench-otlp-")
@@ -75,7 +75,7 @@ def main() -> None:
                     order = ("after",) if mode == "bare" else VERSIONS if rnd % 2 == 0 else VERSIONS[::-1]
                     for which in order:
                         version["now"] = which
-                        r = bench.run_mode(mode, primary, {"fast": fast, "late": late}, load, Path(tmp))
+                        [r] = bench.run_modes([mode], primary, {"fast": fast, "late": late}, load, Path(tmp))
                         results.setdefault((mode, which), []).append(r)
                         label = "" if mode == "bare" else which
                         check = ""

@@ -54,19 +54,22 @@ def mirror_skip_reason(method: str, body_size: int, *, max_body_size: int,
 
 
 def mirror_headers(headers: Iterable[tuple[str, str]], request_id: str, *,
-                   host: str | None = None) -> list[tuple[str, str]]:
+                   host: str | None = None, traceparent: str | None = None) -> list[tuple[str, str]]:
     """The headers a mirror copy carries: the client's end-to-end headers, the shadow marker and
-    the shared request id. `host` replaces the Host header (None: keep the client's)."""
+    the shared request id. `host` replaces the Host header (None: keep the client's);
+    `traceparent` replaces the W3C trace context (the copy's own client span)."""
     out: list[tuple[str, str]] = []
     for name, value in headers:
         lower = name.lower()
         if lower in _NOT_COPIED or lower in ("x-shadow-request", "x-shadow-request-id"):
             continue
-        if lower == "host" and host is not None:
+        if (lower == "host" and host is not None) or (lower == "traceparent" and traceparent is not None):
             continue
         out.append((name, value))
     if host is not None:
         out.insert(0, ("Host", host))
+    if traceparent is not None:
+        out.append(("traceparent", traceparent))
     out.append((SHADOW_MARKER, "1"))
     out.append((SHADOW_REQUEST_ID, request_id))
     return out

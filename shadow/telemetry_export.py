@@ -59,7 +59,6 @@ class ClientCall:
     role: str  # primary | candidate | secondary
     service: str | None
     method: str
-    url: str
     start_ns: int
     end_ns: int
     status: int | None

@@ -47,6 +47,20 @@ def test_mirror_headers_drop_hop_by_hop_and_mark() -> None:
     assert [v for k, v in replaced if k == "Host"] == ["127.0.0.1:9"]
 
 
+def test_mirror_headers_replace_the_trace_context() -> None:
+    """The copy's own client span replaces the primary's traceparent (any case, every line of it);
+    tracestate and the rest pass as the client sent them. Without one, the header passes as is."""
+    primary = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    copy = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
+    headers = [("TraceParent", primary), ("tracestate", "k=v"), ("traceparent", primary), ("Accept", "a/b")]
+    out = mirror_headers(headers, "rid-1", traceparent=copy)
+    assert [(k, v) for k, v in out if k.lower() == "traceparent"] == [("traceparent", copy)]
+    assert ("tracestate", "k=v") in out and ("Accept", "a/b") in out
+    assert out[-2:] == [("X-Shadow-Request", "1"), ("X-Shadow-Request-Id", "rid-1")]
+    untouched = mirror_headers(headers, "rid-1")
+    assert [v for k, v in untouched if k.lower() == "traceparent"] == [primary, primary]
+
+
 def test_rate_limited_log_counts_suppressed_lines() -> None:
     lines: list[str] = []
     now = [0.0]
