@@ -18,15 +18,21 @@ Headers = list[tuple[str, str]]
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
+_ZERO_TRACE_ID, _ZERO_SPAN_ID = "0" * 32, "0" * 16
+
+
 def traceparent_ids(value: str | None) -> tuple[str | None, str | None]:
     """(trace_id, span_id) from a W3C traceparent header; (None, None) when absent or invalid
     (all-zero ids and version ff are invalid per the spec)."""
     if not value:
         return None, None
     m = _TRACEPARENT.match(value.strip().lower())
-    if m is None or m.group(1) == "ff" or set(m.group(2)) == {"0"} or set(m.group(3)) == {"0"}:
+    if m is None:
         return None, None
-    return m.group(2), m.group(3)
+    version, trace_id, span_id = m.group(1, 2, 3)
+    if version == "ff" or trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
+        return None, None
+    return trace_id, span_id
 
 
 def header_value(headers: Headers, name: str) -> str | None:

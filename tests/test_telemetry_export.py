@@ -5,6 +5,7 @@ aggregation, and the exporter threads against a real OTLP receiver or a recordin
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from shadow.telemetry_export import (
     DURATION_BOUNDS_MS,
     ClientCall,
     MetricsExporter,
+    OtlpPoster,
     RequestMetrics,
     SpanExporter,
     encode_item,
@@ -30,7 +32,7 @@ from shadow.telemetry_export import (
     encode_resource,
     encode_spans,
 )
-from tests.upstream import free_port
+from tests.upstream import ReceivedRequest, Response, Upstream, free_port
 
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 RESOURCE = Resource.create({"service.name": "shadow-gateway", "service.instance.id": "gw-1"})
@@ -124,6 +126,74 @@ def test_the_exporter_batches_and_counts() -> None:
     exporter.shutdown()  # sends what is queued
     assert exporter.dropped == 2  # max_queue 5
     assert exporter.failed == 3 and exporter.exported == 5  # the 400 batch is dropped, not retried
+
+
+def test_the_poster_keeps_its_connection_and_recovers_from_a_closed_one() -> None:
+    """The real HTTP path: POSTs with the OTLP headers over a kept-alive connection; `Connection:
+    close` is honoured; a 503 is retried; a refused connection is reported, not raised."""
+    statuses = iter([200, 200, 503, 200, 200])
+
+    def handler(req: ReceivedRequest) -> Response:
+        closing = len(upstream.received()) == 2  # the second answer closes its connection
+        return next(statuses), ({"Connection": "close"} if closing else {}), b""
+
+    stopping = threading.Event()
+    with Upstream("collector", handler=handler) as upstream:
+        poster = OtlpPoster(f"{upstream.url}/v1/traces?x=1", headers={"X-Api-Key": "k"}, timeout_s=5,
+                            stopping=stopping)
+        assert poster.send(b"one") is None and poster.send(b"two") is None
+        assert poster.send(b"three") is None  # 503 first, then accepted on the retry
+        poster.close()
+    got = upstream.received()
+    assert [r.body for r in got] == [b"one", b"two", b"three", b"three"]
+    assert {(r.method, r.path) for r in got} == {("POST", "/v1/traces?x=1")}
+    assert got[0].headers["content-type"] == "application/x-protobuf" and got[0].headers["x-api-key"] == "k"
+    stopping.set()  # no backoff waits: one retry, then the reason
+    refused = OtlpPoster(f"http://127.0.0.1:{free_port()}/v1/traces", headers=None, timeout_s=5, stopping=stopping)
+    assert "ConnectionRefusedError" in (refused.send(b"x") or "")
+
+
+def test_the_poster_reconnects_when_an_idle_connection_was_dropped() -> None:
+    """A collector that drops idle kept-alive connections (without `Connection: close`): the next
+    POST fails on the dead connection and goes out at once on a new one, not after a backoff."""
+    bodies: list[bytes] = []
+    connections = [0]
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        for _ in range(3):
+            try:
+                conn, _addr = listener.accept()
+            except OSError:
+                return
+            connections[0] += 1
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                while len(body) < length:
+                    body += conn.recv(65536)
+                bodies.append(body)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")  # keep-alive, then dropped
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    stopping = threading.Event()
+    poster = OtlpPoster(f"http://127.0.0.1:{listener.getsockname()[1]}/v1/traces", headers=None, timeout_s=5,
+                        stopping=stopping)
+    try:
+        assert poster.send(b"first") is None
+        time.sleep(0.1)  # the server has closed the connection by now
+        started = time.monotonic()
+        assert poster.send(b"second") is None
+        assert time.monotonic() - started < 0.4  # the backoff (0.5 s) was not needed
+    finally:
+        poster.close()
+        listener.close()
+    assert bodies == [b"first", b"second"] and connections[0] == 2
 
 
 def test_spans_reach_a_real_otlp_receiver(tmp_path: Path) -> None:
