@@ -90,6 +90,29 @@ def test_encoded_spans_are_what_the_sdk_encodes() -> None:
     assert ours == theirs.SerializeToString()  # byte for byte, even
 
 
+def test_cached_span_parts_never_mix_requests() -> None:
+    """Names, attributes and status are cached per combination: an error's text is still each span's
+    own, and ever new methods (a client's choice) keep the cache bounded."""
+    from shadow import telemetry_export
+
+    items = [(ROOT, "GET", "api", None, "connection refused", 10, 20, None),
+             (ROOT, "GET", "api", None, "timed out", 10, 20, None),
+             (ROOT, "GET", "api", 200, None, 10, 20, None),
+             (ROOT, ClientCall(span_id=5, role="candidate", service="next", method="GET", start_ns=1, end_ns=2,
+                               status=None, error="reset")),
+             (ROOT, ClientCall(span_id=6, role="candidate", service="next", method="GET", start_ns=1, end_ns=2,
+                               status=None, error="refused"))]
+    body = encode_spans([span for item in items for span in encode_item(item)], resource=b"", scope_name="s")
+    spans = ExportTraceServiceRequest.FromString(body).resource_spans[0].scope_spans[0].spans
+    assert [(s.status.code, s.status.message) for s in spans] == [
+        (2, "connection refused"), (2, "timed out"), (0, ""), (2, "reset"), (2, "refused")]
+    for n in range(telemetry_export._CACHE_LIMIT + 10):
+        encode_item((ROOT, f"M{n}", "api", 200, None, 1, 2, None))
+    assert len(telemetry_export._server_parts) <= telemetry_export._CACHE_LIMIT
+    [last] = encode_item((ROOT, "M7", "api", 200, None, 1, 2, None))
+    assert b"M7 api" in last
+
+
 def test_resource_values_of_every_kind() -> None:
     attributes = {"s": "x", "b": True, "i": -3, "f": 0.5, "a": ("p", "q"), "big": 1 << 40}
     ours = encode_spans([], resource=encode_resource(attributes.items()), scope_name="s")
