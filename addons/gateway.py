@@ -11,13 +11,15 @@ traffic shifting, capture of the primary exchange, mirroring (scheduled after th
 copies captured when they complete), telemetry. mitmproxy sees one addon (addons/front.py), which
 calls the concerns in that order: mitmproxy's per-addon dispatch on every event cost more than the
 concerns' own work. For the same reason, mitmproxy's own built-in addons that are inert under the
-options in force leave the event chain once the gateway runs (addons/lean.py).
+options in force leave the event chain once the gateway runs (addons/lean.py), and mitmproxy's
+debug-only type checks of every message it builds are skipped (addons/debugchecks.py).
 """
 
 from __future__ import annotations
 
 from addons.auth import Auth
 from addons.capture import Capture
+from addons.debugchecks import DebugChecksOff
 from addons.front import GatewayAddon
 from addons.lean import LeanDispatch
 from addons.mirror import Mirror
@@ -37,6 +39,7 @@ gateway = GatewayAddon(state, [
     Mirror(state),
     Telemetry(state),  # last: its `request` hook sees the routed request (traceparent set upstream)
     LeanDispatch(),  # lifecycle only: mitmproxy's inert built-in addons out of event dispatch
+    DebugChecksOff(),  # lifecycle only: mitmproxy's debug-only message type checks skipped
 ])
 
 addons = [gateway]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from addons.debugchecks import DebugChecksOff
 from addons.lean import LeanDispatch
 
-addons = [LeanDispatch()]
+addons = [LeanDispatch(), DebugChecksOff()]
