@@ -30,6 +30,17 @@ from tests.upstream import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
+# A gateway that passes everything to one upstream, capture off (format with mono=URL).
+PASS_THROUGH_CONFIG = """
+http:
+  routers:
+    all: {{rule: "PathPrefix(`/`)", service: mono}}
+  services:
+    mono: {{loadBalancer: {{servers: [{{url: "{mono}"}}]}}}}
+shadow:
+  capture: {{enabled: false}}
+"""
+
 
 class GatewayProcess:
     """One mitmdump running addons/gateway.py on `config_path`, output collected in a file.

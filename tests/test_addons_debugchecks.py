@@ -13,7 +13,7 @@ from mitmproxy import http
 from mitmproxy.test import taddons
 
 from addons.debugchecks import OPTION, DebugChecksOff
-from tests.conftest import GatewayProcess
+from tests.conftest import PASS_THROUGH_CONFIG, GatewayProcess
 from tests.upstream import Upstream
 
 
@@ -76,22 +76,13 @@ def test_done_restores_mitmproxys_check(checks: tuple[taddons.context, DebugChec
     assert vars(http.MessageData)["__post_init__"] is original and _checks_on()
 
 
-CONFIG = """
-http:
-  routers:
-    all: {{rule: "PathPrefix(`/`)", service: mono}}
-  services:
-    mono: {{loadBalancer: {{servers: [{{url: "{mono}"}}]}}}}
-shadow:
-  capture: {{enabled: false}}
-"""
 
 
 @pytest.mark.parametrize("skip", [True, False])
 def test_a_gateway_skips_the_checks_unless_told_not_to(tmp_path: Path, skip: bool) -> None:
     mono = Upstream("mono").start()
     cfg = tmp_path / "gateway.yaml"
-    cfg.write_text(CONFIG.format(mono=mono.url))
+    cfg.write_text(PASS_THROUGH_CONFIG.format(mono=mono.url))
     gw = GatewayProcess(cfg, extra_args=("--set", f"{OPTION}={str(skip).lower()}")).start()
     try:
         with httpx.Client(base_url=gw.url, timeout=10) as client:

@@ -16,7 +16,7 @@ from mitmproxy.proxy.layers.http import HttpRequestHeadersHook
 from mitmproxy.test import taddons, tflow
 
 from addons.lean import INERT_WHEN, OPTION, LeanDispatch, addon_name, inert, restore
-from tests.conftest import GatewayProcess
+from tests.conftest import PASS_THROUGH_CONFIG, GatewayProcess
 from tests.upstream import Upstream
 
 REVERSE = ["reverse:http://127.0.0.1:8080"]
@@ -208,21 +208,12 @@ def test_done_hands_the_whole_chain_back(lean: tuple[taddons.context, LeanDispat
 
 # -- a real gateway -----------------------------------------------------------------------------------
 
-CONFIG = """
-http:
-  routers:
-    all: {{rule: "PathPrefix(`/`)", service: mono}}
-  services:
-    mono: {{loadBalancer: {{servers: [{{url: "{mono}"}}]}}}}
-shadow:
-  capture: {{enabled: false}}
-"""
 
 
 def test_a_gateway_prunes_and_a_live_builtin_addon_still_works(tmp_path: Path) -> None:
     mono = Upstream("mono").start()
     cfg = tmp_path / "gateway.yaml"
-    cfg.write_text(CONFIG.format(mono=mono.url))
+    cfg.write_text(PASS_THROUGH_CONFIG.format(mono=mono.url))
     gw = GatewayProcess(cfg, extra_args=("--set", "modify_headers=/~q/X-Added/yes")).start()
     try:
         with httpx.Client(base_url=gw.url, timeout=10) as client:
