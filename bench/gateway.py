@@ -23,6 +23,13 @@ Modes run interleaved for `--rounds` rounds so drift on a shared machine hits th
 `--pin` puts the proxy's threads alone on CPU 0 and everything else (this load generator, the
 upstreams, the OTLP sink, the proxy's capture process) on CPU 1.
 
+`--side-by-side` runs each compared mode (telemetry, shifting) at the same time as its base, and
+`--rate R` paces each proxy's load at R requests per second: both proxies then do the same work in
+the same interval, and their CPU per request compares directly (at a rate well below saturation:
+near it, the one answering faster batches less per event-loop iteration and pays more per request).
+`--gc-stats` adds bench/gc_stats.py to every proxy and prints its garbage collections per request.
+For a count that does not move with the machine at all, see bench/gateway_instructions.py.
+
 Also printed: the proxy process's CPU time per request (all its threads, from /proc), which a busy
 shared machine disturbs far less than throughput; for a proxy that saturates one core, bare CPU /
 mode CPU is the throughput ratio it would reach on an idle machine. The CPU of the proxy's child
