@@ -1,17 +1,18 @@
 """OpenTelemetry wiring for the gateway: spans, metrics and logs exported over OTLP/HTTP.
 
 `GatewayTelemetry` takes plain values (no proxy types): the addon calls `record_exchange` /
-`record_mirror` once the client has its answer, with the ids and the sampling decision it already
-made and propagated (shadow.telemetry), and the timestamps it measured.
+`record_mirror` once the response (or a mirror copy's result) is in, with the ids and the sampling
+decision it already made and propagated (shadow.telemetry), and the timestamps it measured.
 
 Spans are finished facts by then, so they skip the SDK altogether: the event loop appends one tuple
-per request (or mirror copy) to `SpanExporter`'s queue, and its thread turns batches into OTLP/protobuf bytes with a
-small hand-written encoder (`encode_spans`: the same message the SDK's exporter sends, checked
-against the SDK's encoder in the tests) and POSTs them to `/v1/traces`. Measured in-process
-(bench/telemetry_spans.py, two spans per request): the SDK path cost ≈ 52 µs per request in the
-proxy's process (≈ 5 building `ReadableSpan`s for its `BatchSpanProcessor` on the event loop, ≈ 46
-encoding on its thread, same GIL); this one ≈ 11 (0.2 on the loop, the rest encoding). Unsampled
-requests create no span. Metrics skip the SDK too: requests and their durations are counted into
+per request (or mirror copy) to `SpanExporter`'s queue, and its thread turns batches into
+OTLP/protobuf bytes with a small hand-written encoder (`encode_spans`: the same message the SDK's
+exporter sends, checked byte for byte against the SDK's encoder in the tests; the parts of a span
+that depend only on method, route or service and status are cached) and POSTs them to
+`/v1/traces`. Measured in-process (bench/telemetry_spans.py, two spans per request): the SDK path
+cost ≈ 52 µs per request in the proxy's process (≈ 5 building `ReadableSpan`s for its
+`BatchSpanProcessor` on the event loop, ≈ 46 encoding on its thread, same GIL); this one ≈ 3.3 (0.2
+on the loop, the rest encoding). Unsampled requests create no span. Metrics skip the SDK too: requests and their durations are counted into
 plain histograms on the loop (`RequestMetrics`, ≈ 0.5 µs per request against the SDK instrument's
 ≈ 9) and a thread encodes them with opentelemetry-proto once per export interval. Logs (WARNING and
 up, rare) stay on the SDK.
