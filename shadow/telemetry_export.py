@@ -136,10 +136,16 @@ _server_parts: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
 _client_parts: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
 
 
-def _span_parts(name: str, kind: int, attributes: Sequence[tuple[str, Any]], failed: bool) -> tuple[bytes, bytes]:
+def _span_parts(cache: dict[tuple[Any, ...], tuple[bytes, bytes]], key: tuple[Any, ...], name: str, kind: int,
+                attributes: Sequence[tuple[str, Any]], error: str | None, status: int | None) -> tuple[bytes, bytes]:
+    """Encode a combination's head and tail and keep them in `cache` under `key`."""
+    failed = error is not None or (status is not None and status >= 500)
     head = _field(b"\x2a", name.encode("utf-8")) + b"\x30" + _varint(kind)
-    tail = b"".join(_field(b"\x4a", _key_value(key, value)) for key, value in attributes)
-    return head, tail + (_STATUS_ERROR_NO_MESSAGE if failed else _STATUS_UNSET)
+    tail = b"".join(_field(b"\x4a", _key_value(k, v)) for k, v in attributes)
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    parts = cache[key] = head, tail + (_STATUS_ERROR_NO_MESSAGE if failed else _STATUS_UNSET)
+    return parts
 
 
 def _span(trace_id: int, span_id: int, parent_id: int, flags: bytes, parts: tuple[bytes, bytes],
@@ -168,11 +174,8 @@ def _server_span(ctx: TraceContext, method: str, router: str | None, status: int
             attributes.append(("http.route", router))
         if status is not None:
             attributes.append(("http.response.status_code", status))
-        failed = error is not None or (status is not None and status >= 500)
-        if len(_server_parts) >= _CACHE_LIMIT:
-            _server_parts.clear()
-        parts = _server_parts[key] = _span_parts(f"{method} {router or 'unrouted'}", _SPAN_KIND_SERVER,
-                                                 attributes, failed)
+        parts = _span_parts(_server_parts, key, f"{method} {router or 'unrouted'}", _SPAN_KIND_SERVER,
+                            attributes, error, status)
     return _span(ctx.trace_id, ctx.server_span_id, ctx.parent_span_id,
                  _FLAGS_REMOTE if ctx.parent_span_id else _FLAGS_LOCAL, parts, start_ns, end_ns, error)
 
@@ -187,11 +190,8 @@ def _client_span(ctx: TraceContext, call: ClientCall) -> bytes:
             attributes.append(("shadow.service", call.service))
         if call.status is not None:
             attributes.append(("http.response.status_code", call.status))
-        failed = call.error is not None or (call.status is not None and call.status >= 500)
-        if len(_client_parts) >= _CACHE_LIMIT:
-            _client_parts.clear()
-        parts = _client_parts[key] = _span_parts(f"{call.method} {call.service or 'upstream'} ({call.role})",
-                                                 _SPAN_KIND_CLIENT, attributes, failed)
+        parts = _span_parts(_client_parts, key, f"{call.method} {call.service or 'upstream'} ({call.role})",
+                            _SPAN_KIND_CLIENT, attributes, call.error, call.status)
     return _span(ctx.trace_id, call.span_id, ctx.server_span_id, _FLAGS_LOCAL, parts, call.start_ns, call.end_ns,
                  call.error)
 
