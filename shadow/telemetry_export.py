@@ -269,11 +269,15 @@ class OtlpPoster:
         reused = self._conn is not None
         try:
             return self._request(body)
-        except (OSError, http.client.HTTPException):
+        except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+            # A kept-alive connection the other end closed while idle: once more, at once, on a new one.
+            # (A timeout or any other error is left to `send`'s backoff.)
             self.close()
             if not reused:
                 raise
-        # The kept-alive connection was closed by the other end while idle: once more on a new one.
+        except (OSError, http.client.HTTPException):
+            self.close()
+            raise
         try:
             return self._request(body)
         except (OSError, http.client.HTTPException):

@@ -176,21 +176,30 @@ def test_the_poster_keeps_its_connection_and_recovers_from_a_closed_one() -> Non
     assert "ConnectionRefusedError" in (refused.send(b"x") or "")
 
 
-def test_the_poster_reconnects_when_an_idle_connection_was_dropped() -> None:
-    """A collector that drops idle kept-alive connections (without `Connection: close`): the next
-    POST fails on the dead connection and goes out at once on a new one, not after a backoff."""
-    bodies: list[bytes] = []
-    connections = [0]
-    listener = socket.create_server(("127.0.0.1", 0))
+class RawCollector:
+    """A collector on a raw socket, scripted per connection: for each request on it, "ok" (answer 200,
+    kept alive) or "hang" (never answer); after its script the connection is closed without notice."""
 
-    def serve() -> None:
-        for _ in range(3):
+    def __init__(self, scripts: list[list[str]]) -> None:
+        self.bodies: list[bytes] = []
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._done = threading.Event()
+        threading.Thread(target=self._serve, args=(scripts,), daemon=True).start()
+
+    def _serve(self, scripts: list[list[str]]) -> None:
+        for script in scripts:
             try:
-                conn, _addr = listener.accept()
+                conn, _addr = self.listener.accept()
             except OSError:
                 return
-            connections[0] += 1
-            with conn:
+            self.connections += 1
+            threading.Thread(target=self._connection, args=(conn, script), daemon=True).start()
+
+    def _connection(self, conn: socket.socket, script: list[str]) -> None:
+        with conn:
+            for action in script:
                 data = b""
                 while b"\r\n\r\n" not in data:
                     data += conn.recv(65536)
@@ -199,14 +208,23 @@ def test_the_poster_reconnects_when_an_idle_connection_was_dropped() -> None:
                                   if line.lower().startswith(b"content-length")))
                 while len(body) < length:
                     body += conn.recv(65536)
-                bodies.append(body)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")  # keep-alive, then dropped
+                self.bodies.append(body)
+                if action == "hang":
+                    self._done.wait(10)
+                    return
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 
-    server = threading.Thread(target=serve, daemon=True)
-    server.start()
-    stopping = threading.Event()
-    poster = OtlpPoster(f"http://127.0.0.1:{listener.getsockname()[1]}/v1/traces", headers=None, timeout_s=5,
-                        stopping=stopping)
+    def close(self) -> None:
+        self._done.set()
+        self.listener.close()
+
+
+def test_the_poster_reconnects_when_an_idle_connection_was_dropped() -> None:
+    """A collector that drops idle kept-alive connections (without `Connection: close`): the next
+    POST fails on the dead connection and goes out at once on a new one, not after a backoff."""
+    collector = RawCollector([["ok"], ["ok"], ["ok"]])
+    poster = OtlpPoster(f"http://127.0.0.1:{collector.port}/v1/traces", headers=None, timeout_s=5,
+                        stopping=threading.Event())
     try:
         assert poster.send(b"first") is None
         time.sleep(0.1)  # the server has closed the connection by now
@@ -215,8 +233,25 @@ def test_the_poster_reconnects_when_an_idle_connection_was_dropped() -> None:
         assert time.monotonic() - started < 0.4  # the backoff (0.5 s) was not needed
     finally:
         poster.close()
-        listener.close()
-    assert bodies == [b"first", b"second"] and connections[0] == 2
+        collector.close()
+    assert collector.bodies == [b"first", b"second"] and collector.connections == 2
+
+
+def test_a_timeout_on_a_kept_connection_is_not_resent_at_once() -> None:
+    """Only a connection the collector closed is retried at once: a POST that timed out may have
+    been received, so it waits for `send`'s retry (here, shutting down: one retry, no backoff)."""
+    collector = RawCollector([["ok", "hang"], ["hang"], ["hang"]])
+    stopping = threading.Event()
+    poster = OtlpPoster(f"http://127.0.0.1:{collector.port}/v1/traces", headers=None, timeout_s=0.3,
+                        stopping=stopping)
+    try:
+        assert poster.send(b"first") is None
+        stopping.set()
+        assert "timed out" in (poster.send(b"second") or "")
+    finally:
+        poster.close()
+        collector.close()
+    assert collector.bodies == [b"first", b"second", b"second"] and collector.connections == 2
 
 
 def test_spans_reach_a_real_otlp_receiver(tmp_path: Path) -> None:
