@@ -116,12 +116,17 @@ class Telemetry:
     # -- mirror copies (the gateway's MirrorTracer) ---------------------------------------------------
     def trace_copy(self, flow: http.HTTPFlow) -> tuple[str, object] | None:
         """A mirror copy of `flow` about to be sent: its own client span, child of the server span."""
-        traced = self._flows.get(flow)
-        if traced is None:
+        try:
+            traced = self._flows.get(flow)
+            if traced is None:
+                return None
+            ctx = traced.ctx
+            span_id = new_span_id(self._rng)
+            return format_traceparent(ctx.trace_id, span_id, ctx.sampled), (ctx, span_id)
+        except Exception as exc:  # telemetry never fails a mirror copy: it then goes untraced
+            self.errors += 1
+            self._warn(f"telemetry failed ({self.errors} so far): {describe_error(exc)}")
             return None
-        ctx = traced.ctx
-        span_id = new_span_id(self._rng)
-        return format_traceparent(ctx.trace_id, span_id, ctx.sampled), (ctx, span_id)
 
     def copy_done(self, result: MirrorResult, traced: object) -> None:
         export = self.export
