@@ -31,6 +31,8 @@ CLASS_COLOUR = {"PASS": "#1a7f37", "FAIL": "#cf222e", "INCONCLUSIVE": "#9a6700",
                 "INSUFFICIENT_DATA": "#6e7781"}
 TOP_REAL_DIFFS_IN_MARKDOWN = 10
 MAX_REASONS_IN_MARKDOWN = 15
+# Every policy key, its default and the reasoning: one line in every report (HTML and Markdown).
+POLICY_DOC_LINE = "Margins, tests and every policy key are explained in docs/policy.md of the shadow repository."
 
 
 @dataclass(frozen=True)
@@ -555,7 +557,7 @@ def _examples_section(result: AnalysisResult) -> str:
 
 def _policy_section(result: AnalysisResult) -> str:
     text = dumps(_sanitize(json.loads(json.dumps(policy_mapping(result.policy), default=_json_default))))
-    return f'<section id="policy"><h2>Policy used</h2><pre>{_e(text)}</pre></section>'
+    return (f'<section id="policy"><h2>Policy used</h2><p>{POLICY_DOC_LINE}</p><pre>{_e(text)}</pre></section>')
 
 
 def render_html(result: AnalysisResult, *, generated_at: datetime | None = None,
@@ -641,6 +643,7 @@ def render_markdown(result: AnalysisResult) -> str:
     noise = len(result.noise_fields)
     if noise:
         lines += [f"{noise} field(s) treated as noise; see the HTML report for why.", ""]
+    lines += [POLICY_DOC_LINE, ""]
     return "\n".join(lines)
 
 

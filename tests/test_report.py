@@ -114,6 +114,7 @@ def test_html_shows_verdict_reasons_noise_and_policy(page: str) -> None:
     diffs = page[page.index('id="diffs"'):page.index('id="noise"')]
     assert "15.00 %" in diffs  # 120 of 800 pairs
     assert "min_samples" in page[page.index('id="policy"'):]
+    assert "docs/policy.md" in page[page.index('id="policy"'):]
     errors = page[page.index('id="errors"'):page.index('id="diffs"')]
     assert "7 (0.88 %)" in errors  # candidate 5xx on the paired endpoint, apart from transport errors
     assert "3 (0.38 %)" in errors
@@ -131,6 +132,7 @@ def test_markdown_summary(analysis: AnalysisResult) -> None:
     assert "| endpoint | error_rate | latency_p95 | mismatch_rate |" in md
     assert "`/customer_id`" in md  # top real difference
     assert "/generated_at" not in md  # noise stays out of a PR comment
+    assert "docs/policy.md" in md
 
 
 def test_verdict_json_is_strict_json_with_diff_fields(files: ReportFiles) -> None:
