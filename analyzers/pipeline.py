@@ -372,13 +372,20 @@ def paired_samples(store: Any, *, use_diffs: bool = True) -> list[EndpointSample
         store, alias="p", source=f"pairs p {join}", where=f"p.mode IN ({modes})", arm="p.c_service",
         columns="p.p_latency_ms, p.c_latency_ms, CAST(p.p_status AS DOUBLE) AS p_status, "
         "CAST(p.c_status AS DOUBLE) AS c_status, p.p_error IS NOT NULL AS p_err, "
-        f"p.c_error IS NOT NULL AS c_err, p.client_key, {mismatch} AS mismatch")
+        f"p.c_error IS NOT NULL AS c_err, p.client_key, {mismatch} AS mismatch, "
+        "coalesce(p.p_recorded, false) AS p_recorded")
     clients = _objects(table, "client_key")  # one client per pair: the same key on both sides
     primary, candidate = _Arm.read(table, "p_", clients), _Arm.read(table, "c_", clients)
     flags = _column(table, "mismatch", bool) if summary else None
-    return [_endpoint_sample(endpoint, service, primary[rows], candidate[rows], paired=True,
-                            mismatch=None if flags is None else flags[rows])
-            for (endpoint, service), rows in _groups(table, "endpoint", "arm")]
+    recorded = _column(table, "p_recorded", bool)
+    samples = []
+    for (endpoint, service), rows in _groups(table, "endpoint", "arm"):
+        sample = _endpoint_sample(endpoint, service, primary[rows], candidate[rows], paired=True,
+                                  mismatch=None if flags is None else flags[rows])
+        # A replay against recorded answers: the primary's latencies are not live measurements.
+        sample.primary_recorded = bool(recorded[rows].any())
+        samples.append(sample)
+    return samples
 
 
 def split_samples(store: Any) -> list[EndpointSample]:

@@ -7,18 +7,22 @@ section of the gateway YAML, or a standalone policy file):
     alpha: 0.05
     power: 0.8
     sequential: false
+    compare_recorded_latency: false
     defaults:
       latency: {p50: 1.10, p95: 1.10, p99: 1.20, bulk: 1.10, floor_ms: 2}
-      error_rate_pp: 0.1
-      transport_error_pp: 0.1
+      error_rate: {relative: 0.25, pp: 0.2}       # candidate <= primary x 1.25 + 0.2 pp
+      transport_error: {relative: 0.25, pp: 0.2}
       mismatch_budget: 0.01
       min_samples: 50
+      min_clients: 20
     endpoints:
       "/api/search*":
         latency: {p99: 1.5}
         min_samples: 200
 
 Every bad field raises ConfigError naming the file, line (when known) and the field's path.
+docs/policy.md explains every key, its default and why. The older `error_rate_pp: X` /
+`transport_error_pp: X` still load, with their old meaning (`{pp: X, relative: 0}`).
 """
 
 from __future__ import annotations
@@ -45,10 +49,16 @@ class Margins:
     latency_ratio: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LATENCY_MARGINS))
     bulk_ratio: float = 1.10  # whole-distribution shift (Hodges-Lehmann) ratio margin
     floor_ms: float = 2.0  # a latency delta under this many ms never fails and always counts as within margin
-    error_rate_pp: float = 0.1
-    transport_error_pp: float = 0.1
+    # Error rates: candidate rate <= primary rate x (1 + relative) + pp / 100 (docs/policy.md: why).
+    error_rate_pp: float = 0.2
+    error_rate_relative: float = 0.25
+    transport_error_pp: float = 0.2
+    transport_error_relative: float = 0.25
     mismatch_budget: float = 0.01  # share of pairs with a real (non-noise) difference
     min_samples: int = 50  # per arm; below this a guardrail is INSUFFICIENT_DATA, never PASS
+    # Sticky split traffic is analysed per client: fewer distinct clients per arm than this is
+    # INSUFFICIENT_DATA (one client behind a NAT is one unit of evidence, however many requests).
+    min_clients: int = 20
     # A quantile p is only judged when at least this many observations per arm lie above it.
     min_tail_obs: int = 5
     gate_bulk: bool = True
@@ -75,6 +85,9 @@ class Policy:
     power: float = 0.80  # target power used for the sample size still needed
     sequential: bool = False  # anytime-valid monitoring: the verdict may be recomputed at every look
     n_boot: int = 1000  # bootstrap resamples per endpoint
+    # Replays against recorded answers (`--primary recorded`): recorded latencies were measured
+    # elsewhere, at another time, so latency guardrails are not judged unless this opts in.
+    compare_recorded_latency: bool = False
     source: str | None = None
 
     def margins_for(self, endpoint: str) -> Margins:
@@ -90,6 +103,7 @@ class Policy:
             "power": self.power,
             "sequential": self.sequential,
             "n_boot": self.n_boot,
+            "compare_recorded_latency": self.compare_recorded_latency,
             "source": self.source,
             "defaults": _margins_dict(self.defaults),
             "endpoints": {o.glob: _margins_dict(o.margins) for o in self.overrides},
@@ -131,9 +145,10 @@ def load_policy(path: str | Path) -> Policy:
 
 # ---------------------------------------------------------------------------------------------- parsing
 
-_TOP_KEYS = {"alpha", "power", "sequential", "n_boot", "defaults", "endpoints"}
-_MARGIN_KEYS = {"latency", "error_rate_pp", "transport_error_pp", "mismatch_budget", "min_samples",
-                "min_tail_obs", "gate"}
+_TOP_KEYS = {"alpha", "power", "sequential", "n_boot", "compare_recorded_latency", "defaults", "endpoints"}
+_MARGIN_KEYS = {"latency", "error_rate", "transport_error", "error_rate_pp", "transport_error_pp",
+                "mismatch_budget", "min_samples", "min_clients", "min_tail_obs", "gate"}
+_RATE_KEYS = {"pp", "relative"}
 _GATE_KEYS = {"bulk", "errors", "transport_errors", "mismatch"}
 
 
@@ -219,14 +234,32 @@ def _parse_margins(ctx: _Ctx, node: Mapping[str, Any], base: Margins, path: str)
                 raise ctx.error(f"unknown latency field (expected one of {', '.join(allowed)})",
                                 lat, key, kpath)
         changes["latency_ratio"] = ratios
-    for key, attr in (("error_rate_pp", "error_rate_pp"), ("transport_error_pp", "transport_error_pp")):
+    for key in ("error_rate", "transport_error"):
+        old = f"{key}_pp"
+        if old in node and key in node:
+            raise ctx.error(f"give either {key}: {{relative, pp}} or the older {old}, not both", node, old,
+                            f"{path}.{old}")
+        if old in node:  # the older absolute-only margin keeps its meaning
+            changes[old] = _number(ctx, node, old, f"{path}.{old}", lo=0.0, hi=100.0, lo_open=True)
+            changes[f"{key}_relative"] = 0.0
         if key in node:
-            changes[attr] = _number(ctx, node, key, f"{path}.{key}", lo=0.0, hi=100.0, lo_open=True)
+            rate = _mapping(ctx, node, key, f"{path}.{key}")
+            _unknown(ctx, rate, _RATE_KEYS, f"{path}.{key}")
+            if "pp" in rate:
+                changes[old] = _number(ctx, rate, "pp", f"{path}.{key}.pp", lo=0.0, hi=100.0)
+            if "relative" in rate:
+                changes[f"{key}_relative"] = _number(ctx, rate, "relative", f"{path}.{key}.relative", lo=0.0, hi=100.0)
+            if changes.get(old, base.error_rate_pp if key == "error_rate" else base.transport_error_pp) == 0.0 \
+                    and changes.get(f"{key}_relative", 1.0) == 0.0:
+                raise ctx.error("a zero margin (pp: 0 and relative: 0) can never be proven", node, key,
+                                f"{path}.{key}")
     if "mismatch_budget" in node:
         changes["mismatch_budget"] = _number(ctx, node, "mismatch_budget", f"{path}.mismatch_budget",
                                              lo=0.0, hi=1.0, lo_open=True)
     if "min_samples" in node:
         changes["min_samples"] = _integer(ctx, node, "min_samples", f"{path}.min_samples", lo=2)
+    if "min_clients" in node:
+        changes["min_clients"] = _integer(ctx, node, "min_clients", f"{path}.min_clients", lo=2)
     if "min_tail_obs" in node:
         changes["min_tail_obs"] = _integer(ctx, node, "min_tail_obs", f"{path}.min_tail_obs", lo=1)
     if "gate" in node:
@@ -251,6 +284,9 @@ def _parse_policy(data: Mapping[str, Any], source: str | None) -> Policy:
         kwargs["sequential"] = _boolean(ctx, data, "sequential", "sequential")
     if "n_boot" in data:
         kwargs["n_boot"] = _integer(ctx, data, "n_boot", "n_boot", lo=200)
+    if "compare_recorded_latency" in data:
+        kwargs["compare_recorded_latency"] = _boolean(ctx, data, "compare_recorded_latency",
+                                                      "compare_recorded_latency")
     defaults = Margins()
     if "defaults" in data:
         defaults = _parse_margins(ctx, _mapping(ctx, data, "defaults", "defaults"), defaults, "defaults")

@@ -12,6 +12,9 @@ Holm across these p-values keeps the family-wise false-FAIL rate ≤ α at any s
   (primary's quantile then): paired -> Beta mixture on discordant pairs, split -> odds-ratio mixture.
 - Error rates: paired -> Beta mixture on discordant pairs (sequential McNemar); split -> odds-ratio
   mixture over the errors of each look's new traffic; mismatch rate -> Beta mixture vs the budget.
+- Dependence: variances are multiplied, and counts divided, by the data's variance inflation (its
+  autocorrelation in time, or clustering by client on sticky split traffic), as the fixed-sample
+  tests do (analyzers/stats.py).
 - Non-inferiority (PASS) at look k uses the fixed-sample tests at alpha/(k(k+1)) (sums to alpha
   over any number of looks), except the bulk, whose mSPRT is itself anytime-valid.
 
@@ -28,7 +31,7 @@ import numpy as np
 from scipy import special
 from scipy.stats import norm
 
-from analyzers.stats import log_latency
+from analyzers.stats import cluster_design_effect, log_latency, variance_inflation
 from shadow.errors import ShadowError
 
 # Mixing sd of the normal mSPRT on the log scale: tuned to effects around ±10 %.
@@ -43,12 +46,27 @@ def log_mean_effect(lp: np.ndarray, lc: np.ndarray, *, paired: bool, keys_p: np.
     llp, llc = log_latency(lp), log_latency(lc)
     if paired:
         d = llc - llp
-        return float(d.mean()), float(d.var(ddof=1) / d.size) if d.size > 1 else math.inf
+        if d.size < 2:
+            return float(d.mean()) if d.size else 0.0, math.inf
+        return float(d.mean()), float(d.var(ddof=1) / d.size) * variance_inflation(d)
+    vp = vc = 1.0
     if keys_p is not None and keys_c is not None:
         llp, llc = _cluster_means(llp, keys_p), _cluster_means(llc, keys_c)
+    else:
+        vp, vc = variance_inflation(llp), variance_inflation(llc)
     if llp.size < 2 or llc.size < 2:
         return 0.0, math.inf
-    return float(llc.mean() - llp.mean()), float(llc.var(ddof=1) / llc.size + llp.var(ddof=1) / llp.size)
+    return (float(llc.mean() - llp.mean()),
+            float(vc * llc.var(ddof=1) / llc.size + vp * llp.var(ddof=1) / llp.size))
+
+
+def count_design_effect(flags: np.ndarray, clients: np.ndarray | None) -> float:
+    """How many requests make one independent event: the cluster design effect with client codes
+    (sticky split traffic), else the variance inflation of the flags in time order."""
+    if clients is not None:
+        d = cluster_design_effect(np.asarray(flags, dtype=float), clients)
+        return 1.0 if math.isnan(d) else d
+    return variance_inflation(np.asarray(flags, dtype=float))
 
 
 def cluster_share_effect(over_p: np.ndarray, over_c: np.ndarray, keys_p: np.ndarray,
@@ -79,11 +97,11 @@ def log_msprt_one_sided(estimate: float, var: float, theta0: float, tau: float, 
     return math.log(2.0) + float(norm.logcdf(side)) + log_two_sided
 
 
-def log_beta_mixture_discordant(b: int, c: int) -> float:
+def log_beta_mixture_discordant(b: float, c: float) -> float:
     """log Λ for discordant pairs: H0 P(candidate-only | discordant) = 1/2 against > 1/2, uniform mixing
     on (1/2, 1). Λ = 2^(m+1) B(b+1, c+1) P(Beta(b+1, c+1) > 1/2)."""
     m = b + c
-    if m == 0:
+    if m <= 0:
         return 0.0
     tail = special.betainc(b + 1, c + 1, 0.5)  # P(Beta <= 1/2)
     upper = 1.0 - tail
@@ -146,15 +164,18 @@ class SequentialState:
         return self._running_min(key + "#ni", log_msprt_one_sided(estimate, var, log_margin, self.tau,
                                                                   upper=False))
 
-    def discordant_harm(self, key: str, b: int, c: int) -> float:
-        return self._running_min(key + "#harm", log_beta_mixture_discordant(b, c))
+    def discordant_harm(self, key: str, b: int, c: int, design: float = 1.0) -> float:
+        """design: counts are divided by it (a burst of correlated discordant pairs is fewer events)."""
+        return self._running_min(key + "#harm", log_beta_mixture_discordant(b / design, c / design))
 
     def budget_harm(self, key: str, x: int, n: int, budget: float) -> float:
         return self._running_min(key + "#harm", log_beta_mixture_budget(x, n, budget))
 
-    def split_count_harm(self, key: str, x_c: int, n_c: int, x_p: int, n_p: int) -> float:
+    def split_count_harm(self, key: str, x_c: int, n_c: int, x_p: int, n_p: int, design: float = 1.0) -> float:
         """Odds-ratio mixture over each look's new traffic: given that e events happened in the new
-        requests, under H0 each is the candidate's with probability r = new candidate share."""
+        requests, under H0 each is the candidate's with probability r = new candidate share.
+        design: the look's log likelihood ratio is divided by it (Rao-Scott: events that come in
+        bursts or from one client count as fewer independent events)."""
         st = self.counts.setdefault(key, _Counts())
         dxc, dnc, dxp, dnp = x_c - st.x_c, n_c - st.n_c, x_p - st.x_p, n_p - st.n_p
         if min(dxc, dnc, dxp, dnp) < 0:
@@ -164,7 +185,7 @@ class SequentialState:
             r = dnc / (dnc + dnp)
             for i, psi in enumerate(ODDS_RATIO_GRID):
                 pi = r * psi / (1.0 - r + r * psi)
-                st.log_lr[i] += dxc * math.log(pi / r) + dxp * math.log((1.0 - pi) / (1.0 - r))
+                st.log_lr[i] += (dxc * math.log(pi / r) + dxp * math.log((1.0 - pi) / (1.0 - r))) / design
         st.x_c, st.n_c, st.x_p, st.n_p = x_c, n_c, x_p, n_p
         lr = np.array(st.log_lr)
         top = float(lr.max())

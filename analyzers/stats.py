@@ -60,6 +60,7 @@ class RateTest:
     p_harm: float
     primary_rate: float | None
     candidate_rate: float
+    se: float | None = None  # standard error of the non-inferiority statistic, when it is a Wald test
 
 
 # ------------------------------------------------------------------------------------- multiplicity
@@ -77,6 +78,90 @@ def holm(p: np.ndarray) -> np.ndarray:
     out = np.empty(m)
     out[order] = adjusted_sorted
     return out
+
+
+# ---------------------------------------------------------------------------- dependence between requests
+#
+# Requests close in time are not independent: a slow instance stays slow for a while, an outage
+# fails a burst of requests. Samples reach the tests in capture (time) order, so each test measures
+# how much its own per-request contributions (ranks, placements, quantile indicators, error
+# indicators) are autocorrelated and widens its variance by that factor. Where nothing is
+# autocorrelated the factor is exactly 1 and every test is the classical one.
+
+# Politis (2003) rule: the first lag m after which K consecutive sample autocorrelations are all
+# within c * sqrt(log10(n) / n) of zero; the flat-top kernel then spans 2m lags.
+_FLAT_TOP_C = 2.0
+_FLAT_TOP_MIN_RUN = 5
+# Autocorrelations are estimated up to this share of the series (longer lags are too noisy).
+_MAX_LAG_SHARE = 0.25
+
+
+def autocorrelations(x: np.ndarray, max_lag: int) -> np.ndarray:
+    """Sample autocorrelations ρ̂_0..ρ̂_max_lag of a series (1/n normalisation, via FFT)."""
+    x = np.asarray(x, dtype=float)
+    n = x.size
+    xc = x - x.mean()
+    size = 1 << int(2 * n - 1).bit_length()
+    f = np.fft.rfft(xc, size)
+    acov = np.fft.irfft(f * np.conj(f), size)[: max_lag + 1] / n
+    return acov / acov[0] if acov[0] > 0 else np.zeros(max_lag + 1)
+
+
+def variance_inflation(x: np.ndarray) -> float:
+    """n · Var(mean of x) / Var(x) for a time-ordered series: how many times larger the variance of a
+    mean is than independence assumes (n / VIF is the effective sample size). 1 for independent
+    data; (1 + φ) / (1 - φ) for an AR(1) series.
+
+    Long-run variance by the flat-top (trapezoid) lag window with Politis' (2003) empirical bandwidth
+    rule: on independent data the rule almost always stops at lag 0, so the factor is exactly 1 and
+    the classical tests are unchanged; on autocorrelated data it keeps every lag that is
+    distinguishable from zero at full weight (no Bartlett down-weighting bias). Clipped at 1 below
+    (a latency or error series is not anti-correlated; a smaller value is estimation noise) and at
+    n / 2 above."""
+    x = np.asarray(x, dtype=float)
+    n = x.size
+    if n < 4 * _FLAT_TOP_MIN_RUN or not np.ptp(x) > 0:
+        return 1.0
+    run = max(_FLAT_TOP_MIN_RUN, math.ceil(math.sqrt(math.log10(n))))
+    max_lag = max(run + 1, int(n * _MAX_LAG_SHARE))
+    rho = autocorrelations(x, max_lag)
+    small = np.abs(rho[1:]) < _FLAT_TOP_C * math.sqrt(math.log10(n) / n)  # small[k-1]: lag k
+    # window[j] is True when lags j+1 .. j+run are all small: m = the first such j.
+    window = np.convolve(small.astype(np.int64), np.ones(run, dtype=np.int64), "valid") == run
+    hits = np.flatnonzero(window)
+    m = int(hits[0]) if hits.size else max_lag - run
+    if m == 0:
+        return 1.0
+    big_m = min(2 * m, max_lag)
+    k = np.arange(1, big_m + 1)
+    t = k / big_m
+    weight = np.where(t <= 0.5, 1.0, 2.0 * (1.0 - t))
+    vif = 1.0 + 2.0 * float(np.sum(weight * rho[1:big_m + 1]))
+    return float(min(max(vif, 1.0), n / 2.0))
+
+
+def cluster_design_effect(x: np.ndarray, clusters: np.ndarray) -> float:
+    """Design effect of a mean over clustered observations: the cluster-robust (sandwich) variance
+    over the independent one, with the G / (G - 1) small-sample factor. 1 when each observation is
+    its own cluster; clipped at 1 below. NaN with fewer than two clusters (no spread between
+    clients can be estimated: the caller must not claim certainty)."""
+    x = np.asarray(x, dtype=float)
+    _, group = np.unique(np.asarray(clusters), return_inverse=True)
+    g = int(group.max()) + 1 if group.size else 0
+    if g < 2:
+        return math.nan
+    xc = x - x.mean()
+    ss = float(np.sum(xc**2))
+    if ss <= 0:
+        return 1.0
+    sums = np.bincount(group, weights=xc, minlength=g)
+    return max(1.0, g / (g - 1) * float(np.sum(sums**2)) / ss)
+
+
+def _scaled_interval(est: float, lo: float, hi: float, vif: float) -> tuple[float, float]:
+    """An interval's half-widths widened by sqrt(vif) around its estimate."""
+    f = math.sqrt(vif)
+    return est - (est - lo) * f, est + (hi - est) * f
 
 
 # ------------------------------------------------------------------------------ Hodges-Lehmann shifts
@@ -154,27 +239,78 @@ def hodges_lehmann_two_sample(x: np.ndarray, y: np.ndarray, alpha: float = 0.05,
 
 def wilcoxon_log_ratio(primary_ms: np.ndarray, candidate_ms: np.ndarray, log_margin: float,
                        alpha: float = 0.05, rng: np.random.Generator | None = None) -> ShiftTest:
-    """Paired: Wilcoxon signed-rank on per-request log ratios, Hodges-Lehmann pseudo-median estimate."""
+    """Paired: Wilcoxon signed-rank on per-request log ratios, Hodges-Lehmann pseudo-median estimate.
+
+    Pairs in time order: the signed ranks' autocorrelation widens the test's variance and the
+    interval (`variance_inflation`); on independent pairs both are the classical ones."""
     d = log_latency(candidate_ms) - log_latency(primary_ms)
     est, lo, hi = hodges_lehmann_one_sample(d, alpha, rng)
-    return ShiftTest("Wilcoxon signed-rank on log ratios (paired), Hodges-Lehmann",
-                     est, lo, hi, _wilcoxon_p(d - log_margin, "less"), _wilcoxon_p(d, "greater"), None)
+    p_ni, vif_ni = _signed_rank_p(d - log_margin, "less")
+    p_harm, vif = _signed_rank_p(d, "greater")
+    lo, hi = _scaled_interval(est, lo, hi, max(vif, vif_ni))
+    test = "Wilcoxon signed-rank on log ratios (paired), Hodges-Lehmann"
+    return ShiftTest(_with_vif(test, max(vif, vif_ni)), est, lo, hi, p_ni, p_harm, None)
 
 
-def _wilcoxon_p(d: np.ndarray, alternative: str) -> float:
-    if not np.any(d != 0):
-        return 1.0  # all differences zero: no evidence in either direction
-    return float(sps.wilcoxon(d, alternative=alternative).pvalue)
+def _with_vif(test: str, vif: float) -> str:
+    return test if vif <= 1.0 else f"{test}; variance ×{vif:.2g} for autocorrelation in time"
+
+
+def _signed_rank_p(d: np.ndarray, alternative: str) -> tuple[float, float]:
+    """One-sided Wilcoxon signed-rank p-value and the variance inflation of its signed ranks."""
+    nz = d[d != 0]
+    if nz.size == 0:
+        return 1.0, 1.0  # all differences zero: no evidence in either direction
+    ranks = sps.rankdata(np.abs(nz))
+    signed = np.sign(nz) * ranks
+    vif = variance_inflation(signed)
+    if vif <= 1.0:
+        return float(sps.wilcoxon(d, alternative=alternative).pvalue), 1.0
+    z = float(signed.sum()) / math.sqrt(float(np.sum(ranks**2)) * vif)
+    return float(sps.norm.sf(z) if alternative == "greater" else sps.norm.cdf(z)), vif
+
+
+def _placements(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mann-Whitney placements: for each x_i the share of y below it (ties half), and for each y_j
+    the share of x above it. Their means are both the AUC P(X > Y) + P(X = Y)/2."""
+    ys, xs = np.sort(y), np.sort(x)
+    px = (np.searchsorted(ys, x, "left") + np.searchsorted(ys, x, "right")) / (2.0 * y.size)
+    py = 1.0 - (np.searchsorted(xs, y, "left") + np.searchsorted(xs, y, "right")) / (2.0 * x.size)
+    return px, py
+
+
+def _rank_sum_p(x: np.ndarray, y: np.ndarray, alternative: str) -> tuple[float, float]:
+    """One-sided Mann-Whitney p-value (x larger: "greater"), each arm's autocorrelation in time
+    accounted for: the classical z is scaled by the ratio of the DeLong variance (per-arm placement
+    variances) to the same with each arm's variance inflation. Returns (p, combined inflation)."""
+    px, py = _placements(x, y)
+    vx, vy = variance_inflation(px), variance_inflation(py)
+    if vx <= 1.0 and vy <= 1.0:
+        return float(sps.mannwhitneyu(x, y, alternative=alternative).pvalue), 1.0
+    a, b = float(np.var(px)) / x.size, float(np.var(py)) / y.size
+    vif = (vx * a + vy * b) / (a + b) if a + b > 0 else 1.0
+    u = float(px.sum()) * y.size  # Mann-Whitney U of x
+    nx, ny = x.size, y.size
+    _, counts = np.unique(np.concatenate([x, y]), return_counts=True)
+    n = nx + ny
+    var_u = nx * ny / 12.0 * ((n + 1) - float(np.sum(counts**3 - counts)) / (n * (n - 1)))
+    if var_u <= 0:
+        return 1.0, vif
+    z = (u - nx * ny / 2.0) / math.sqrt(var_u * vif)
+    return float(sps.norm.sf(z) if alternative == "greater" else sps.norm.cdf(z)), vif
 
 
 def mann_whitney_log_shift(primary_ms: np.ndarray, candidate_ms: np.ndarray, log_margin: float,
                            alpha: float = 0.05, rng: np.random.Generator | None = None) -> ShiftTest:
-    """Unpaired: Mann-Whitney on log latencies, Hodges-Lehmann shift (= log ratio of typical latency)."""
+    """Unpaired: Mann-Whitney on log latencies, Hodges-Lehmann shift (= log ratio of typical latency).
+    Each arm in time order: autocorrelation widens the variance (`_rank_sum_p`) and the interval."""
     lp, lc = log_latency(primary_ms), log_latency(candidate_ms)
     est, lo, hi = hodges_lehmann_two_sample(lc, lp, alpha, rng)
-    p_ni = float(sps.mannwhitneyu(lc - log_margin, lp, alternative="less").pvalue)
-    p_harm = float(sps.mannwhitneyu(lc, lp, alternative="greater").pvalue)
-    return ShiftTest("Mann-Whitney on log latency (unpaired), Hodges-Lehmann", est, lo, hi, p_ni, p_harm, None)
+    p_ni, vif_ni = _rank_sum_p(lc - log_margin, lp, "less")
+    p_harm, vif = _rank_sum_p(lc, lp, "greater")
+    lo, hi = _scaled_interval(est, lo, hi, max(vif, vif_ni))
+    test = "Mann-Whitney on log latency (unpaired), Hodges-Lehmann"
+    return ShiftTest(_with_vif(test, max(vif, vif_ni)), est, lo, hi, p_ni, p_harm, None)
 
 
 def cluster_mann_whitney_log_shift(primary_ms: np.ndarray, candidate_ms: np.ndarray,
@@ -407,6 +543,32 @@ def _density_se(logs: np.ndarray, q: np.ndarray, ps: np.ndarray) -> np.ndarray:
         return np.where(dens > 0, np.sqrt(ps * (1.0 - ps) / n) / dens, np.nan)
 
 
+def quantile_variance_inflation(primary_ms: np.ndarray, candidate_ms: np.ndarray, ps: np.ndarray, *,
+                                paired: bool) -> np.ndarray:
+    """Per quantile, how much autocorrelation in time inflates the variance of the log quantile ratio.
+
+    A sample quantile moves with the share of requests below it (Bahadur: q̂ ≈ q + (p - F_n(q)) / f),
+    so its influence series is the indicator 1{x ≤ q̂} in time order, weighted by 1 / f (the arm's
+    density at its quantile). Paired: one series, candidate minus primary; unpaired: each arm's
+    factor, weighted by its share of the variance. 1 where the indicators are not autocorrelated."""
+    lp, lc = log_latency(primary_ms), log_latency(candidate_ms)
+    ps = np.asarray(ps, dtype=float)
+    qp, qc = np.quantile(lp, ps), np.quantile(lc, ps)
+    # Bahadur SE per arm is proportional to 1/f: it weights the arms' indicators.
+    wp, wc = _density_se(lp, qp, ps) * math.sqrt(lp.size), _density_se(lc, qc, ps) * math.sqrt(lc.size)
+    wp = np.where(np.isfinite(wp) & (wp > 0), wp, 1.0)
+    wc = np.where(np.isfinite(wc) & (wc > 0), wc, 1.0)
+    out = np.ones(ps.size)
+    for j in range(ps.size):
+        below_p, below_c = (lp <= qp[j]).astype(float), (lc <= qc[j]).astype(float)
+        if paired:
+            out[j] = variance_inflation(wc[j] * below_c - wp[j] * below_p)
+            continue
+        a, b = wp[j] ** 2 / lp.size, wc[j] ** 2 / lc.size
+        out[j] = (variance_inflation(below_p) * a + variance_inflation(below_c) * b) / (a + b)
+    return out
+
+
 def quantile_log_ratio_se(reps: np.ndarray, primary_ms: np.ndarray, candidate_ms: np.ndarray, ps: np.ndarray,
                           *, paired: bool, clustered: bool = False, null: bool = False) -> np.ndarray:
     """Standard error of each log quantile ratio for the Wald tests of `bootstrap_shift_test`.
@@ -473,26 +635,75 @@ def mcnemar_exact(b: int, c: int) -> tuple[float, float]:
     return greater, min(1.0, 2.0 * min(greater, less))
 
 
-def paired_rate_test(primary: np.ndarray, candidate: np.ndarray, margin: float, alpha: float) -> RateTest:
-    """Paired error rates: exact McNemar for harm; Agresti-Min adjusted Wald interval (add 0.5 to each
-    cell) and its test for non-inferiority of the difference (candidate - primary <= margin)."""
+def mcnemar_mid_p(b: float, c: float) -> float:
+    """One-sided mid-p McNemar (candidate fails more): P(X > b) + P(X = b) / 2 for X ~ Bin(b + c, 1/2).
+    Counts may be effective (divided by a design effect); they are rounded. The mid-p test is sized
+    close to nominal where the exact one is conservative at low counts (Fagerland, Lydersen & Laake
+    2013, BMC Med Res Methodol 13:91)."""
+    bi, ci = round(b), round(c)
+    m = bi + ci
+    if m == 0:
+        return 1.0
+    return float(sps.binom.sf(bi, m, 0.5) + 0.5 * sps.binom.pmf(bi, m, 0.5))
+
+
+def fisher_mid_p(x_c: float, n_c: float, x_p: float, n_p: float) -> float:
+    """One-sided mid-p Fisher test (candidate's rate larger), conditional on the total events.
+    Counts may be effective (divided by a design effect); they are rounded."""
+    xc, nc, xp, np_ = round(x_c), max(round(n_c), 1), round(x_p), max(round(n_p), 1)
+    xc, xp = min(xc, nc), min(xp, np_)
+    total = xc + xp
+    if total == 0:
+        return 1.0
+    dist = sps.hypergeom(nc + np_, total, nc)
+    return float(dist.sf(xc) + 0.5 * dist.pmf(xc))
+
+
+def error_margin(primary_rate: float, absolute: float, relative: float) -> float:
+    """The allowed increase of an error rate: `absolute` (a fraction) plus `relative` × the primary's
+    rate. A candidate is non-inferior when its rate ≤ primary × (1 + relative) + absolute."""
+    return absolute + relative * primary_rate
+
+
+def paired_rate_test(primary: np.ndarray, candidate: np.ndarray, margin: float, alpha: float,
+                     relative: float = 0.0) -> RateTest:
+    """Paired error rates (rows in time order).
+
+    Harm (H0: the candidate fails no more often): mid-p McNemar on discordant pairs, the counts
+    divided by the variance inflation of the per-pair difference series (a burst of failures close
+    in time is fewer independent events). Non-inferiority (H0: candidate rate ≥ primary rate ×
+    (1 + relative) + margin): Wald test on the mean of v = candidate - (1 + relative) × primary per
+    pair, with Agresti-Min's 0.5 added to every cell and the same inflation; with relative = 0 and
+    no autocorrelation this is the Agresti-Min adjusted interval's test."""
     primary = np.asarray(primary, dtype=bool)
     candidate = np.asarray(candidate, dtype=bool)
     n = primary.size
     b = int(np.sum(candidate & ~primary))
     c = int(np.sum(primary & ~candidate))
-    p_harm, _ = mcnemar_exact(b, c)
+    both = int(np.sum(primary & candidate))
+    diff = candidate.astype(float) - primary.astype(float)
+    vif = variance_inflation(diff)
+    p_harm = mcnemar_mid_p(b / vif, c / vif)
     est = (b - c) / n
-    b2, c2, n2 = b + 0.5, c + 0.5, n + 2.0
-    adj = (b2 - c2) / n2
-    se = math.sqrt(max((b2 + c2) - (b2 - c2) ** 2 / n2, 0.0)) / n2
+    cells = np.array([both, b, c, n - both - b - c], dtype=float) + 0.5
+    n2 = n + 2.0
     z = sps.norm.ppf(1 - alpha)
-    p_ni = float(sps.norm.cdf((adj - margin) / se))
-    return RateTest("exact McNemar (paired) + Agresti-Min interval", est, adj - z * se, adj + z * se,
-                    p_ni, p_harm, float(primary.mean()), float(candidate.mean()))
+    # The reported interval: the plain difference (relative = 0).
+    adj = (cells[1] - cells[2]) / n2
+    se = math.sqrt(max((cells[1] + cells[2]) - (cells[1] - cells[2]) ** 2 / n2, 0.0) * vif) / n2
+    values = np.array([-relative, 1.0, -(1.0 + relative), 0.0])
+    mean = float(cells @ values) / n2
+    var = float(cells @ values**2) / n2 - mean**2
+    vif_ni = variance_inflation(candidate.astype(float) - (1.0 + relative) * primary.astype(float)) \
+        if relative else vif
+    se_ni = math.sqrt(max(var, 0.0) * vif_ni / n2)
+    p_ni = float(sps.norm.cdf((mean - margin) / se_ni)) if se_ni > 0 else (0.0 if mean < margin else 1.0)
+    test = "mid-p McNemar (paired) + Agresti-Min interval"
+    return RateTest(_with_vif(test, max(vif, vif_ni)), est, adj - z * se, adj + z * se, p_ni, p_harm,
+                    float(primary.mean()), float(candidate.mean()), se_ni)
 
 
-def wilson_interval(x: int, n: int, z: float) -> tuple[float, float]:
+def wilson_interval(x: float, n: float, z: float) -> tuple[float, float]:
     if n == 0:
         return 0.0, 1.0
     p = x / n
@@ -502,7 +713,7 @@ def wilson_interval(x: int, n: int, z: float) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def newcombe_interval(x_c: int, n_c: int, x_p: int, n_p: int, z: float) -> tuple[float, float]:
+def newcombe_interval(x_c: float, n_c: float, x_p: float, n_p: float, z: float) -> tuple[float, float]:
     """Newcombe's hybrid score interval (method 10) for p_c - p_p from two Wilson intervals."""
     pc, pp = x_c / n_c, x_p / n_p
     lc, uc = wilson_interval(x_c, n_c, z)
@@ -511,23 +722,48 @@ def newcombe_interval(x_c: int, n_c: int, x_p: int, n_p: int, z: float) -> tuple
     return d - math.sqrt((pc - lc) ** 2 + (up - pp) ** 2), d + math.sqrt((uc - pc) ** 2 + (pp - lp) ** 2)
 
 
-def unpaired_rate_test(primary: np.ndarray, candidate: np.ndarray, margin: float, alpha: float) -> RateTest:
-    """Split traffic error rates: one-sided Fisher exact for harm; Newcombe hybrid score interval
-    for the difference, inverted into the non-inferiority p-value."""
+def unpaired_rate_test(primary: np.ndarray, candidate: np.ndarray, margin: float, alpha: float,
+                       relative: float = 0.0, primary_clusters: np.ndarray | None = None,
+                       candidate_clusters: np.ndarray | None = None) -> RateTest:
+    """Split traffic error rates (each arm in time order).
+
+    Each arm's design effect D (its error indicators' variance inflation in time, or with client
+    keys the cluster-robust design effect: errors of one client are not independent) turns its
+    counts into effective counts x / D, n / D (Rao & Scott 1992). Harm: one-sided mid-p Fisher on
+    the effective counts. Interval: Newcombe's hybrid score interval on them. Non-inferiority
+    (H0: candidate rate ≥ primary × (1 + relative) + margin): with relative = 0 the inverted
+    Newcombe bound; otherwise a Wald test with Agresti-Caffo's added success and failure per arm."""
     primary = np.asarray(primary, dtype=bool)
     candidate = np.asarray(candidate, dtype=bool)
     n_p, n_c = primary.size, candidate.size
     x_p, x_c = int(primary.sum()), int(candidate.sum())
-    p_harm = float(sps.fisher_exact([[x_c, n_c - x_c], [x_p, n_p - x_p]], alternative="greater").pvalue)
+    if primary_clusters is not None and candidate_clusters is not None:
+        d_p = cluster_design_effect(primary, primary_clusters)
+        d_c = cluster_design_effect(candidate, candidate_clusters)
+        d_p, d_c = (1.0 if math.isnan(d_p) else d_p), (1.0 if math.isnan(d_c) else d_c)
+        how = "clients"
+    else:
+        d_p, d_c = variance_inflation(primary.astype(float)), variance_inflation(candidate.astype(float))
+        how = "time"
+    ep, ec = (x_p / d_p, n_p / d_p), (x_c / d_c, n_c / d_c)
+    p_harm = fisher_mid_p(ec[0], ec[1], ep[0], ep[1])
     z = sps.norm.ppf(1 - alpha)
-    lo, hi = newcombe_interval(x_c, n_c, x_p, n_p, z)
+    lo, hi = newcombe_interval(ec[0], ec[1], ep[0], ep[1], z)
+    se = (hi - lo) / (2 * z)
+    if relative == 0.0:
+        def upper_minus_margin(zz: float) -> float:
+            return newcombe_interval(ec[0], ec[1], ep[0], ep[1], zz)[1] - margin
 
-    def upper_minus_margin(zz: float) -> float:
-        return newcombe_interval(x_c, n_c, x_p, n_p, zz)[1] - margin
-
-    p_ni = _invert_upper_bound(upper_minus_margin)
-    return RateTest("Fisher exact (unpaired) + Newcombe interval", x_c / n_c - x_p / n_p, lo, hi, p_ni, p_harm,
-                    x_p / n_p, x_c / n_c)
+        p_ni = _invert_upper_bound(upper_minus_margin)
+    else:
+        pc_t, pp_t = (ec[0] + 1) / (ec[1] + 2), (ep[0] + 1) / (ep[1] + 2)
+        se = math.sqrt(pc_t * (1 - pc_t) / (ec[1] + 2) + (1 + relative) ** 2 * pp_t * (1 - pp_t) / (ep[1] + 2))
+        p_ni = float(sps.norm.cdf((pc_t - (1 + relative) * pp_t - margin) / se))
+    test = "mid-p Fisher (unpaired) + Newcombe interval"
+    vif = max(d_p, d_c)
+    if vif > 1.0:
+        test += f"; counts ÷{vif:.2g} for {'clustering by client' if how == 'clients' else 'autocorrelation in time'}"
+    return RateTest(test, x_c / n_c - x_p / n_p, lo, hi, p_ni, p_harm, x_p / n_p, x_c / n_c, se)
 
 
 def _invert_upper_bound(upper_minus_margin: object) -> float:

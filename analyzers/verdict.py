@@ -64,6 +64,9 @@ class EndpointSample:
     mismatch: np.ndarray | None = None  # paired only: the pair differs beyond noise
     sticky: bool = False  # split traffic assigned per client_key: analyse per client (cluster bootstrap)
     candidate: str | None = None  # candidate service name, when a route has several
+    # The primary's answers were replayed from a recording (`shadow replay --primary recorded`): its
+    # latencies were measured elsewhere and are not comparable with the candidate's live ones.
+    primary_recorded: bool = False
 
     @property
     def n_primary(self) -> int:
@@ -95,6 +98,9 @@ class GuardrailResult:
     primary_value: float | None = None  # e.g. primary p95 in ms, primary error rate
     candidate_value: float | None = None
     candidate: str | None = None
+    # Sticky split traffic: distinct clients (the unit of analysis) per arm; None otherwise.
+    clients_primary: int | None = None
+    clients_candidate: int | None = None
     # Internal to judge(): conditions deciding FAIL once Holm has run; not exported.
     ni_shown: bool = field(default=False, repr=False)
     practically_harmful: bool = field(default=True, repr=False)
@@ -119,6 +125,8 @@ class GuardrailResult:
             "p_harm": _num(self.p_harm),
             "p_harm_adjusted": _num(self.p_harm_adjusted),
             "needed_n": self.needed_n,
+            "clients_primary": self.clients_primary,
+            "clients_candidate": self.clients_candidate,
             "reason": self.reason,
         }
 
@@ -150,6 +158,7 @@ class Verdict:
     reason: str = ""  # one sentence for the whole verdict
     sequential: bool = False
     looks: int | None = None  # sequential mode: how many looks the state has seen
+    warnings: list[str] = field(default_factory=list)  # what was not judged, and why
 
     def exit_code(self) -> int:
         return EXIT_CODES[self.overall]
@@ -165,6 +174,7 @@ class Verdict:
             "generated_at": self.generated_at,
             "sequential": self.sequential,
             "looks": self.looks,
+            "warnings": list(self.warnings),
             "counts": {c: sum(r.cls == c for r in self.results)
                        for c in ("PASS", "FAIL", "INCONCLUSIVE", "INSUFFICIENT_DATA")},
             "endpoints": [e.to_json() for e in self.endpoints],
@@ -199,7 +209,7 @@ def judge(samples: Sequence[EndpointSample], policy: Policy, *, sequential_state
             sequential_state = SequentialState()
         sequential_state.start_look()
     # Intersection-union: PASS needs every guardrail, so each is sized for power 1 - beta/m.
-    n_guardrails = sum(guardrail_count(s, policy.margins_for(s.endpoint)) for s in samples)
+    n_guardrails = sum(guardrail_count(s, policy.margins_for(s.endpoint), policy) for s in samples)
     power = 1.0 - (1.0 - policy.power) / max(n_guardrails, 1)
     results: list[GuardrailResult] = []
     for i, sample in enumerate(samples):
@@ -279,20 +289,57 @@ def _combine(samples: Sequence[EndpointSample], results: list[GuardrailResult], 
             more = f"; about {max(needed):,} requests per arm are needed" if needed else ""
             reason = (f"{len(open_)} of {len(results)} guardrails are not yet proven within their margins "
                       f"and none failed{more}.")
+    warnings = verdict_warnings(samples, results, policy)
+    if warnings:
+        reason = " ".join([reason, *warnings])
     looks = getattr(sequential_state, "looks", None)
     stamp = (now or datetime.now(UTC)).astimezone(UTC).isoformat().replace("+00:00", "Z")
     return Verdict(overall=overall, score=score, results=results, endpoints=endpoints,
                    policy=policy.to_dict(), generated_at=stamp, reason=reason,
-                   sequential=policy.sequential, looks=looks)
+                   sequential=policy.sequential, looks=looks, warnings=warnings)
+
+
+CLIENT_KEY_HINT = ("if many users share one address (a NAT, a corporate proxy), set shadow.split.clientKey "
+                   "to a session cookie or header so that each user is a client")
+
+
+def latency_comparable(sample: EndpointSample, policy: Policy) -> bool:
+    """Whether the latency guardrails judge this sample: not when the primary's answers were replayed
+    from a recording, unless the policy opts in (compare_recorded_latency)."""
+    return not sample.primary_recorded or policy.compare_recorded_latency
+
+
+def verdict_warnings(samples: Sequence[EndpointSample], results: Sequence[GuardrailResult],
+                     policy: Policy) -> list[str]:
+    """Sentences about what the verdict could not judge: latency against recorded answers, sticky
+    split traffic from too few distinct clients."""
+    out = []
+    recorded = [s.endpoint for s in samples if not latency_comparable(s, policy)]
+    if recorded:
+        out.append(f"Latency was not judged on {len(recorded)} endpoint(s) replayed against recorded answers "
+                   "(--primary recorded): recorded latencies were measured elsewhere, at another time, and are "
+                   "not comparable with live ones (opt in with the policy key compare_recorded_latency: true "
+                   "or shadow gate --compare-recorded-latency).")
+    few: dict[tuple[str, str | None], int] = {}
+    for r in results:
+        if r.clients_primary is not None and r.clients_candidate is not None and r.reason.startswith("Only") \
+                and "distinct client" in r.reason:
+            few[(r.endpoint, r.candidate)] = min(r.clients_primary, r.clients_candidate)
+    if few:
+        seen = ", ".join(f"{e}: {k}" for (e, _), k in list(few.items())[:5])
+        out.append(f"Sticky split traffic on {len(few)} endpoint(s) came from too few distinct clients to judge "
+                   f"per client (clients per arm, fewest: {seen}); {CLIENT_KEY_HINT}.")
+    return out
 
 
 # ------------------------------------------------------------------------------ per-endpoint guardrails
 
 
-def guardrail_count(sample: EndpointSample, margins: Margins) -> int:
+def guardrail_count(sample: EndpointSample, margins: Margins, policy: Policy) -> int:
     """How many guardrails `evaluate_endpoint` produces for this sample (for power 1 - beta/m)."""
-    n = len(margins.gated_quantiles) + int(margins.gate_bulk) + int(margins.gate_errors)
-    n += int(margins.gate_transport_errors)
+    n = int(margins.gate_errors) + int(margins.gate_transport_errors)
+    if latency_comparable(sample, policy):
+        n += len(margins.gated_quantiles) + int(margins.gate_bulk)
     n += int(margins.gate_mismatch and sample.paired and sample.mismatch is not None)
     return n
 
@@ -362,15 +409,21 @@ def evaluate_endpoint(s: EndpointSample, policy: Policy, *, rng: np.random.Gener
     ctx = _Ctx(s, m, policy, power, sequential_state)
     out: list[GuardrailResult] = []
     lp, lc, keys_p, keys_c = _latency_arrays(s)
-    if m.gate_bulk:
-        out.append(ctx.bulk(lp, lc, keys_p, keys_c, rng))
-    if m.gated_quantiles:
-        out.extend(ctx.quantiles(lp, lc, keys_p, keys_c, rng))
+    if latency_comparable(s, policy):
+        if m.gate_bulk:
+            out.append(ctx.bulk(lp, lc, keys_p, keys_c, rng))
+        if m.gated_quantiles:
+            out.extend(ctx.quantiles(lp, lc, keys_p, keys_c, rng))
+    clients = (client_codes(s.primary_client_key, s.candidate_client_key)
+               if s.sticky and not s.paired and s.primary_client_key is not None
+               and s.candidate_client_key is not None else None)
     if m.gate_errors:
-        out.append(ctx.rate("error_rate", "the 5xx rate", s.primary_5xx, s.candidate_5xx, m.error_rate_pp / 100))
+        out.append(ctx.rate("error_rate", "the 5xx rate", s.primary_5xx, s.candidate_5xx, m.error_rate_pp / 100,
+                            m.error_rate_relative, clients))
     if m.gate_transport_errors:
         out.append(ctx.rate("transport_error_rate", "the transport-error rate", s.primary_transport_error,
-                            s.candidate_transport_error, m.transport_error_pp / 100))
+                            s.candidate_transport_error, m.transport_error_pp / 100, m.transport_error_relative,
+                            clients))
     if m.gate_mismatch and s.paired and s.mismatch is not None:
         out.append(ctx.mismatch(np.asarray(s.mismatch, dtype=bool)))
     return out
@@ -402,6 +455,22 @@ class _Ctx:
                     f"{what}): too little data to judge, so this cannot pass.")
         return r
 
+    def few_clients(self, r: GuardrailResult, units_p: int, units_c: int) -> bool:
+        """Sticky split traffic: record the clients seen per arm; with fewer than min_clients the
+        guardrail is INSUFFICIENT_DATA, with no interval and no tests (one client's requests are not
+        independent evidence: an interval from them would show certainty that is not there)."""
+        r.clients_primary, r.clients_candidate = units_p, units_c
+        fewest = min(units_p, units_c)
+        if fewest >= self.m.min_clients:
+            return False
+        r.cls, r.interval, r.needed_n = "INSUFFICIENT_DATA", None, None
+        r.p_value = r.p_harm = None
+        r.reason = (f"Only {fewest:,} distinct client{'' if fewest == 1 else 's'} seen in an arm ({units_p:,} primary, "
+                    f"{units_c:,} candidate; minimum {self.m.min_clients:,}): sticky split traffic is judged per "
+                    f"client, since one client's requests are not independent evidence, so this cannot pass; "
+                    f"{CLIENT_KEY_HINT}.")
+        return True
+
     # ---- latency: whole distribution
     def bulk(self, lp: np.ndarray, lc: np.ndarray, keys_p: np.ndarray | None, keys_c: np.ndarray | None,
              rng: np.random.Generator) -> GuardrailResult:
@@ -417,6 +486,11 @@ class _Ctx:
         med_p = float(np.median(lp))
         margin = max(m.bulk_ratio, 1.0 + m.floor_ms / med_p) if med_p > 0 else m.bulk_ratio
         log_margin = math.log(margin)
+        if sticky and self.few_clients(r, units_p, units_c):
+            r.margin, r.primary_value, r.candidate_value = margin, med_p, float(np.median(lc))
+            r.estimate = r.candidate_value / med_p if med_p > 0 else None
+            r.test = "Mann-Whitney on per-client median log latency (sticky): not run"
+            return r
         if s.paired:
             t = stats.wilcoxon_log_ratio(lp, lc, log_margin, self.alpha, rng)
         elif sticky:
@@ -433,7 +507,7 @@ class _Ctx:
         if self.policy.sequential and self.seq is not None:
             self._sequential_bulk(r, lp, lc, keys_p, keys_c, log_margin)
         se = (t.hi - t.lo) / (2 * norm.ppf(1 - self.alpha)) if t.hi > t.lo else None
-        enough = min(units_p, units_c) >= (minimum if not sticky else max(3, minimum // 10))
+        enough = min(lp.size, lc.size) >= minimum
         # Sequential bulk: the mSPRT p-value is anytime-valid, so it is compared with alpha itself.
         level = self.alpha if (self.policy.sequential and self.seq is not None) else self.alpha_ni
         return self._classify(r, "typical latency (whole distribution)", enough, minimum,
@@ -480,9 +554,22 @@ class _Ctx:
                                                           rng=rng, primary_keys=keys_p, candidate_keys=keys_c)
         ses = stats.quantile_log_ratio_se(reps, jp, jc, ps, paired=s.paired, clustered=sticky)
         harm_ses = stats.quantile_log_ratio_se(reps, jp, jc, ps, paired=s.paired, clustered=sticky, null=True)
+        if not sticky:  # the cluster bootstrap already resamples whole clients
+            inflation = stats.quantile_variance_inflation(jp, jc, ps, paired=s.paired)
+            ses, harm_ses = ses * np.sqrt(inflation), harm_ses * np.sqrt(inflation)
+        else:
+            inflation = np.ones(ps.size)
+        units_p = len(np.unique(keys_p)) if keys_p is not None else 0
+        units_c = len(np.unique(keys_c)) if keys_c is not None else 0
         qp = np.quantile(lp, ps)
         qc = np.quantile(lc, ps)
         for j, (q, _, r) in enumerate(eligible):
+            if inflation[j] > 1.0:
+                r.test += f"; variance ×{inflation[j]:.2g} for autocorrelation in time"
+            if sticky and self.few_clients(r, units_p, units_c):
+                r.primary_value, r.candidate_value = float(qp[j]), float(qc[j])
+                r.estimate = r.candidate_value / r.primary_value if r.primary_value > 0 else None
+                continue
             qpj = float(qp[j])
             margin = max(m.latency_ratio[q], 1.0 + m.floor_ms / qpj) if qpj > 0 else m.latency_ratio[q]
             log_margin = math.log(margin)
@@ -506,53 +593,67 @@ class _Ctx:
         over_p, over_c = lp > threshold, lc > threshold
         if self.s.paired:
             b, c = int(np.sum(over_c & ~over_p)), int(np.sum(over_p & ~over_c))
-            r.p_harm = self.seq.discordant_harm(key, b, c)
+            design = stats.variance_inflation(over_c.astype(float) - over_p.astype(float))
+            r.p_harm = self.seq.discordant_harm(key, b, c, design)
         elif keys_p is not None and keys_c is not None:
             from analyzers.sequential import cluster_share_effect
 
             est, var = cluster_share_effect(over_p, over_c, keys_p, keys_c)
             r.p_harm = self.seq.gaussian_harm(key, est, var)
         else:
+            design = max(stats.variance_inflation(over_p.astype(float)), stats.variance_inflation(over_c.astype(float)))
             r.p_harm = self.seq.split_count_harm(key, int(over_c.sum()), over_c.size, int(over_p.sum()),
-                                                 over_p.size)
+                                                 over_p.size, design)
         r.test += f"; sequential harm: share over {threshold:.0f} ms (anytime-valid mixture)"
 
     # ---- error rates
-    def rate(self, metric: str, what: str, prim: np.ndarray, cand: np.ndarray, margin: float) -> GuardrailResult:
+    def rate(self, metric: str, what: str, prim: np.ndarray, cand: np.ndarray, absolute: float, relative: float,
+             clients: tuple[np.ndarray, np.ndarray] | None = None) -> GuardrailResult:
+        """An error-rate guardrail: candidate rate ≤ primary rate × (1 + relative) + absolute.
+        clients: sticky split traffic's client codes per arm (errors analysed per client)."""
         s, m = self.s, self.m
         prim = np.asarray(prim, dtype=bool)
         cand = np.asarray(cand, dtype=bool)
-        r = self.base(metric, prim.size, cand.size, "", margin, "difference")
+        r = self.base(metric, prim.size, cand.size, "", absolute, "difference")
         if min(prim.size, cand.size) == 0:
             r.test = "none (no data)"
             return self.too_few(r, what, m.min_samples)
-        t = (stats.paired_rate_test(prim, cand, margin, self.alpha) if s.paired
-             else stats.unpaired_rate_test(prim, cand, margin, self.alpha))
+        margin = stats.error_margin(float(prim.mean()), absolute, relative)
+        r.margin = margin
+        if clients is not None:
+            units_p, units_c = len(np.unique(clients[0])), len(np.unique(clients[1]))
+            if self.few_clients(r, units_p, units_c):
+                r.test = "per-client error rates (sticky): not run"
+                r.primary_value, r.candidate_value = float(prim.mean()), float(cand.mean())
+                r.estimate = r.candidate_value - r.primary_value
+                return r
+        t = (stats.paired_rate_test(prim, cand, absolute, self.alpha, relative) if s.paired
+             else stats.unpaired_rate_test(prim, cand, absolute, self.alpha, relative,
+                                           *(clients if clients is not None else (None, None))))
         r.test = t.test
-        if s.sticky and not s.paired:
-            r.test += " (per request: errors assumed independent across a client's requests)"
         r.estimate, r.interval = t.estimate, (t.lo, t.hi)
         r.primary_value, r.candidate_value = t.primary_rate, t.candidate_rate
         r.p_value, r.p_harm = t.p_ni, t.p_harm
         r.practically_harmful = t.estimate > 0
         if self.policy.sequential and self.seq is not None:
+            from analyzers.sequential import count_design_effect
+
             key = self.key(metric)
             if s.paired:
-                r.p_harm = self.seq.discordant_harm(key, int(np.sum(cand & ~prim)), int(np.sum(prim & ~cand)))
+                d = stats.variance_inflation(cand.astype(float) - prim.astype(float))
+                r.p_harm = self.seq.discordant_harm(key, int(np.sum(cand & ~prim)), int(np.sum(prim & ~cand)), d)
             else:
-                r.p_harm = self.seq.split_count_harm(key, int(cand.sum()), cand.size, int(prim.sum()), prim.size)
+                d = max(count_design_effect(prim, None if clients is None else clients[0]),
+                        count_design_effect(cand, None if clients is None else clients[1]))
+                r.p_harm = self.seq.split_count_harm(key, int(cand.sum()), cand.size, int(prim.sum()), prim.size, d)
             r.test += "; sequential harm: anytime-valid mixture"
         enough = min(prim.size, cand.size) >= m.min_samples
         needed = None
-        gap_ok = t.estimate < margin
-        if gap_ok:
-            pp = float(prim.mean())
-            pc = max(float(cand.mean()), pp)
-            try:
-                needed = stats.proportion_sample_size(pp, pc, margin=margin, alpha=self.alpha_ni, power=self.power)
-            except ValueError:
-                needed = None
-            needed = max(needed or 0, math.ceil(3.0 / margin), prim.size + 1)
+        if t.estimate < margin and t.se:
+            needed = stats.needed_n_from_se(min(prim.size, cand.size), t.se, t.estimate, margin, self.alpha_ni,
+                                            self.power)
+            if needed is not None:
+                needed = max(needed, math.ceil(3.0 / margin) if margin > 0 else needed)
         return self._classify_rate(r, what, enough, needed)
 
     def mismatch(self, flags: np.ndarray) -> GuardrailResult:

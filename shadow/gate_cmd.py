@@ -71,14 +71,21 @@ def junit_xml(verdict: Any, *, suite_name: str = "shadow gate") -> bytes:
 @click.option("--learn-endpoints", is_flag=True,
               help="Re-template paths learned from the capture (/users/alice, /users/bob → /users/{name}) "
                    "instead of the endpoint the gateway captured.")
+@click.option("--compare-recorded-latency", is_flag=True,
+              help="Judge latency on replays against recorded answers (--primary recorded) too: recorded "
+                   "latencies were measured elsewhere, so by default they are not compared with live ones.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
 def gate(capture: Path, policy_file: Path | None, junit_file: Path | None, learn_endpoints: bool,
-         progress: bool | None) -> None:
+         compare_recorded_latency: bool, progress: bool | None) -> None:
     """Judge CAPTURE and exit 0 PASS, 1 FAIL, 3 INCONCLUSIVE (2: usage error)."""
+    import dataclasses
+
     from analyzers.pipeline import analyze, learn_templater, load_inputs
     from analyzers.report import class_name, overall_name, verdict_results
 
     policy, rules = load_inputs(policy_file)
+    if compare_recorded_latency:
+        policy = dataclasses.replace(policy, compare_recorded_latency=True)
     templater = learn_templater(capture) if learn_endpoints else None
     result = analyze(capture, policy, rules=rules, progress=progress, templater=templater)
     for r in sorted(verdict_results(result.verdict), key=lambda r: (r.endpoint, r.metric)):
@@ -92,6 +99,8 @@ def gate(capture: Path, policy_file: Path | None, junit_file: Path | None, learn
             from shadow.errors import ShadowError
 
             raise ShadowError(f"{junit_file}: cannot write JUnit report: {exc.strerror}") from None
+    for warning in getattr(result.verdict, "warnings", []):
+        click.echo(f"warning: {warning}")
     overall = overall_name(result.verdict)
     click.echo(f"verdict: {overall} (score {float(getattr(result.verdict, 'score', 0.0)):.1f})")
     sys.exit(exit_code_for(overall))

@@ -44,6 +44,9 @@ EXCHANGES = pa.schema(
         ("gateway", pa.string()),  # gateway instance id
         ("truncated", pa.bool_()),  # a body was cut at the configured limit
         ("capture_note", pa.string()),  # why capture kept something as-is (e.g. a body that failed to decode)
+        # true: the answer was replayed from a recording (`shadow replay --primary recorded`), not sent
+        # live; its latency was measured elsewhere. Null (older captures, live rows): sent live.
+        ("recorded", pa.bool_()),
     ]
 )
 

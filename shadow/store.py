@@ -38,7 +38,8 @@ __all__ = ["PAIR_ROLE_COLUMNS", "PAIR_SHARED_COLUMNS", "Store", "open_store"]
 PAIR_SHARED_COLUMNS = ("request_id", "endpoint", "method", "path", "query", "url", "mode", "client_key", "ts",
                        "router", "req_headers", "req_body")
 PAIR_ROLE_COLUMNS = ("exchange_id", "service", "status", "latency_ms", "body_hash", "body_size", "resp_body",
-                     "resp_headers", "resp_content_type", "error", "truncated", "trace_id", "span_id")
+                     "resp_headers", "resp_content_type", "error", "truncated", "trace_id", "span_id",
+                     "recorded")
 log = logging.getLogger("shadow.store")
 
 _RESERVED = frozenset({"exchanges", "pairs", "capture_stats"})

@@ -14,10 +14,24 @@ def test_defaults_follow_statistics_md() -> None:
     m = Policy().margins_for("/anything")
     assert m.latency_ratio == {"p50": 1.10, "p95": 1.10, "p99": 1.20}
     assert m.floor_ms == 2.0
-    assert m.error_rate_pp == 0.1
-    assert m.transport_error_pp == 0.1
+    assert (m.error_rate_pp, m.error_rate_relative) == (0.2, 0.25)  # docs/policy.md: why not +0.1 pp alone
+    assert (m.transport_error_pp, m.transport_error_relative) == (0.2, 0.25)
+    assert m.min_clients == 20
     assert m.gated_quantiles == ("p50", "p95", "p99")
     assert Policy().alpha == 0.05
+    assert Policy().compare_recorded_latency is False
+
+
+def test_error_margins_new_keys_and_the_older_absolute_key() -> None:
+    p = Policy.from_mapping({"compare_recorded_latency": True, "defaults": {
+        "error_rate": {"relative": 0.5}, "transport_error": {"pp": 0.05, "relative": 0}, "min_clients": 5}})
+    m = p.defaults
+    assert (m.error_rate_pp, m.error_rate_relative) == (0.2, 0.5)  # pp inherited
+    assert (m.transport_error_pp, m.transport_error_relative) == (0.05, 0.0)
+    assert m.min_clients == 5 and p.compare_recorded_latency
+    old = Policy.from_mapping({"defaults": {"error_rate_pp": 1.0}}).defaults
+    assert (old.error_rate_pp, old.error_rate_relative) == (1.0, 0.0)  # the older key keeps its meaning
+    assert old.transport_error_relative == 0.25
 
 
 def test_overrides_match_globs_in_order_and_inherit_defaults() -> None:
@@ -58,6 +72,12 @@ def test_policy_echo_is_json_ready() -> None:
     ({"endpoints": {"/a": {"gate": {"bulk": 1}}}}, "endpoints./a.gate.bulk", "true or false"),
     ({"endpoints": {"/a": {"gate": {"p99": True}}}}, "endpoints./a.gate.p99", "unknown field"),
     ({"n_boot": 10}, "n_boot", "integer >= 200"),
+    ({"defaults": {"error_rate": {"pp": 0.1}, "error_rate_pp": 0.1}}, "defaults.error_rate_pp", "not both"),
+    ({"defaults": {"error_rate": {"absolute": 0.1}}}, "defaults.error_rate.absolute", "unknown field"),
+    ({"defaults": {"error_rate": {"pp": 0, "relative": 0}}}, "defaults.error_rate", "never be proven"),
+    ({"defaults": {"transport_error": {"relative": -1}}}, "defaults.transport_error.relative", "must be in"),
+    ({"defaults": {"min_clients": 1}}, "defaults.min_clients", "integer >= 2"),
+    ({"compare_recorded_latency": 1}, "compare_recorded_latency", "true or false"),
 ])
 def test_bad_fields_name_the_field(data: dict[str, object], field: str, words: str) -> None:
     with pytest.raises(ConfigError) as err:

@@ -107,13 +107,17 @@ def test_newcombe_and_wilson_reproduce_newcombe_1998() -> None:
     assert stats.wilson_interval(81, 263, 1.959964) == pytest.approx((0.2553, 0.3662), abs=1e-4)
 
 
-def test_unpaired_rate_test_fisher_and_inverted_ni() -> None:
+def test_unpaired_rate_test_mid_p_fisher_and_inverted_ni() -> None:
+    # Errors spread out in time (every 500th / 166th request): no autocorrelation, classical tests.
     prim = np.zeros(5000, bool)
-    prim[:10] = True
+    prim[::500] = True  # 10
     cand = np.zeros(5000, bool)
-    cand[:30] = True
+    cand[::167] = True  # 30
+    assert cand.sum() == 30
     t = stats.unpaired_rate_test(prim, cand, 0.001, 0.05)
-    assert t.p_harm == pytest.approx(sps.fisher_exact([[30, 4970], [10, 4990]], alternative="greater").pvalue)
+    hyper = sps.hypergeom(10000, 40, 5000)
+    assert t.p_harm == pytest.approx(hyper.sf(30) + 0.5 * hyper.pmf(30))
+    assert t.p_harm < sps.fisher_exact([[30, 4970], [10, 4990]], alternative="greater").pvalue
     assert t.estimate == pytest.approx(0.004)
     assert t.p_ni > 0.5  # 0.4 pp worse cannot be within +0.1 pp
     # The inverted p-value is the level at which the Newcombe upper bound touches the margin.
@@ -122,16 +126,55 @@ def test_unpaired_rate_test_fisher_and_inverted_ni() -> None:
     assert stats.newcombe_interval(10, 5000, 10, 5000, z)[1] == pytest.approx(0.003, abs=1e-6)
 
 
+def test_unpaired_rate_test_relative_margin_and_clustered_errors() -> None:
+    rng = np.random.default_rng(8)
+    prim = rng.random(20000) < 0.01
+    cand = rng.permutation(prim)
+    # Same 1 % rate: proven within +0.1 pp + 25 % of the primary's rate, not within +0.1 pp alone.
+    assert stats.unpaired_rate_test(prim, cand, 0.001, 0.05, relative=0.25).p_ni < 0.05
+    assert stats.unpaired_rate_test(prim, cand, 0.001, 0.05).p_ni > 0.05
+    # 200 clients of 100 requests whose 2 % errors all come from 4 clients: the same counts carry far
+    # less evidence than 400 independent errors (design effect ~ 100).
+    clients = np.repeat(np.arange(200), 100)
+    bad = np.isin(clients, [3, 7, 50, 120])
+    prim = rng.random(20000) < 0.005
+    t_clustered = stats.unpaired_rate_test(prim, bad, 0.001, 0.05, primary_clusters=clients,
+                                           candidate_clusters=clients + 1000)
+    t_plain = stats.unpaired_rate_test(prim, rng.permutation(bad), 0.001, 0.05)
+    assert t_plain.p_harm < 1e-6 < t_clustered.p_harm
+    assert "clustering by client" in t_clustered.test
+
+
 def test_paired_rate_test_counts_discordant_pairs() -> None:
     prim = np.zeros(1000, bool)
     cand = np.zeros(1000, bool)
-    prim[:5] = True
-    cand[:5] = True  # concordant failures carry no information
-    cand[5:13] = True  # 8 candidate-only
-    prim[13:15] = True  # 2 primary-only
+    prim[:500:100] = True
+    cand[:500:100] = True  # 5 concordant failures carry no information
+    cand[550::60] = True  # 8 candidate-only, spread out in time
+    prim[[777, 913]] = True  # 2 primary-only
+    assert cand.sum() == 13
     t = stats.paired_rate_test(prim, cand, 0.001, 0.05)
-    assert t.p_harm == pytest.approx(56 / 1024)
+    # mid-p: P(X > 8) + P(X = 8) / 2 for X ~ Bin(10, 1/2) = (11 + 45 / 2) / 1024
+    assert t.p_harm == pytest.approx((11 + 22.5) / 1024)
     assert t.estimate == pytest.approx(6 / 1000)
+    # A burst: the same counts, all in one stretch of time, are weaker evidence.
+    burst_c = np.zeros(1000, bool)
+    burst_c[600:608] = True
+    burst_p = np.zeros(1000, bool)
+    burst_p[[777, 913]] = True
+    assert stats.paired_rate_test(burst_p, burst_c, 0.001, 0.05).p_harm > t.p_harm
+
+
+def test_paired_rate_relative_margin_matches_agresti_min_at_zero() -> None:
+    rng = np.random.default_rng(4)
+    prim, cand = rng.random(20000) < 0.005, rng.random(20000) < 0.005
+    plain = stats.paired_rate_test(prim, cand, 0.002, 0.05)
+    b, c = int(np.sum(cand & ~prim)) + 0.5, int(np.sum(prim & ~cand)) + 0.5
+    adj, se = (b - c) / 20002, math.sqrt((b + c) - (b - c) ** 2 / 20002) / 20002
+    assert plain.p_ni == pytest.approx(sps.norm.cdf((adj - 0.002) / se))
+    relative = stats.paired_rate_test(prim, cand, 0.002, 0.05, relative=0.25)
+    assert relative.p_ni < plain.p_ni
+    assert stats.error_margin(0.01, 0.002, 0.25) == pytest.approx(0.0045)
 
 
 def test_budget_rate_test_exact_binomial() -> None:

@@ -155,7 +155,7 @@ def test_error_rate_regression_and_mismatch_budget_fail_paired() -> None:
     c = classes(v)
     assert c["error_rate"] == "FAIL" and c["mismatch_rate"] == "FAIL"
     err = next(r for r in v.results if r.metric == "error_rate")
-    assert err.test.startswith("exact McNemar") and err.paired
+    assert err.test.startswith("mid-p McNemar") and err.paired
     assert err.estimate == pytest.approx(0.029, abs=0.01)
 
 

@@ -485,6 +485,7 @@ class ReplayEngine:
             "resp_body": rec.body if rec else None,
             "error": (rec.error if rec else "no recorded response") if not (rec and rec.status) else None,
             "client_key": e.client_key,
+            "recorded": True,  # the analyzers do not compare this latency with live ones
         }
 
     async def _send(self, target: Target, base: _TargetURL, job: Job) -> dict[str, Any]:
