@@ -550,7 +550,8 @@ class _Ctx:
         # Ties at the capture's resolution (1 ms) are broken by uniform jitter within it (see dequantize).
         step = stats.latency_resolution(np.concatenate([lp, lc]))
         jp, jc = stats.dequantize(lp, rng, step), stats.dequantize(lc, rng, step)
-        point, reps = stats.bootstrap_quantile_log_ratios(jp, jc, ps, paired=s.paired, n_boot=self.policy.n_boot,
+        point, reps = stats.bootstrap_quantile_log_ratios(jp, jc, ps, paired=s.paired,
+                                                          n_boot=stats.bootstrap_size(self.policy.n_boot, lp.size),
                                                           rng=rng, primary_keys=keys_p, candidate_keys=keys_c)
         ses = stats.quantile_log_ratio_se(reps, jp, jc, ps, paired=s.paired, clustered=sticky)
         harm_ses = stats.quantile_log_ratio_se(reps, jp, jc, ps, paired=s.paired, clustered=sticky, null=True)
