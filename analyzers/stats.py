@@ -150,6 +150,8 @@ def cluster_design_effect(x: np.ndarray, clusters: np.ndarray) -> float:
     g = int(group.max()) + 1 if group.size else 0
     if g < 2:
         return math.nan
+    if g == x.size:
+        return 1.0  # every observation its own cluster: independent by assumption
     xc = x - x.mean()
     ss = float(np.sum(xc**2))
     if ss <= 0:

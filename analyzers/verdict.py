@@ -482,6 +482,8 @@ class _Ctx:
         minimum = m.min_samples
         if min(units_p, units_c) < 3:
             r.test = "none (no data)" if min(lp.size, lc.size) == 0 else "none"
+            if sticky and min(lp.size, lc.size) > 0 and self.few_clients(r, units_p, units_c):
+                return r
             return self.too_few(r, "the latency distribution", minimum)
         med_p = float(np.median(lp))
         margin = max(m.bulk_ratio, 1.0 + m.floor_ms / med_p) if med_p > 0 else m.bulk_ratio

@@ -139,3 +139,25 @@ def test_sequential_policy_without_state_is_a_single_look() -> None:
     v = judge([_split(np.random.default_rng(3), 400, 1.0)], pol)
     assert v.looks == 1 and v.sequential
     assert "mSPRT" in next(r.test for r in v.results if r.metric == "latency_bulk")
+
+
+def test_dependence_shrinks_sequential_evidence() -> None:
+    from analyzers.sequential import SequentialState, count_design_effect, log_mean_effect
+
+    rng = np.random.default_rng(31)
+    independent = rng.random(5000) < 0.02
+    assert count_design_effect(independent, None) == 1.0
+    bursty = np.zeros(5000, bool)
+    bursty[1000:1100] = True  # one outage: 100 errors in a row
+    assert count_design_effect(bursty, None) > 10
+    clients = np.repeat(np.arange(50), 100)
+    assert count_design_effect(bursty, clients) > 10
+    # The same discordant counts are weaker evidence when they come in bursts.
+    plain, burst = SequentialState(), SequentialState()
+    assert burst.discordant_harm("k", 40, 10, design=5.0) > plain.discordant_harm("k", 40, 10)
+    # Autocorrelated log latency: the mSPRT's variance grows.
+    lp = 40 * np.exp(0.3 * rng.standard_normal(4000))
+    walk = np.exp(np.cumsum(0.02 * rng.standard_normal(4000)))
+    _, var_dep = log_mean_effect(lp, lp * walk, paired=True)
+    _, var_ind = log_mean_effect(lp, lp * rng.permutation(walk), paired=True)
+    assert var_dep > 5 * var_ind

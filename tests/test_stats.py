@@ -332,3 +332,66 @@ def test_harm_se_pools_the_arms_for_split_traffic_only() -> None:
     # The harm test uses the SE it is given; the interval keeps the other.
     t = stats.bootstrap_shift_test(0.1, np.array([0.0, 0.1, 0.2]), math.log(1.1), 0.05, "x", 0.05, 0.1)
     assert t.p_harm == pytest.approx(sps.norm.sf(1.0)) and t.hi - t.lo == pytest.approx(2 * 1.6448536 * 0.05)
+
+
+def ar1(rng: np.random.Generator, n: int, phi: float) -> np.ndarray:
+    from scipy.signal import lfilter
+
+    return np.asarray(lfilter([1.0], [1.0, -phi], rng.standard_normal(n)))
+
+
+@pytest.mark.parametrize(("phi", "tolerance"), [(0.5, 0.1), (0.9, 0.2)])
+def test_variance_inflation_of_an_ar1_series_is_near_theory(phi: float, tolerance: float) -> None:
+    rng = np.random.default_rng(20)
+    got = np.mean([stats.variance_inflation(ar1(rng, 20000, phi)) for _ in range(5)])
+    assert got == pytest.approx((1 + phi) / (1 - phi), rel=tolerance)
+
+
+def test_variance_inflation_is_exactly_one_on_independent_data() -> None:
+    rng = np.random.default_rng(21)
+    for n in (100, 2000, 20000):
+        assert stats.variance_inflation(rng.standard_normal(n)) == 1.0
+        assert stats.variance_inflation(rng.random(n) < 0.01) == 1.0
+    assert stats.variance_inflation(np.ones(500)) == 1.0
+    assert stats.variance_inflation(np.arange(10.0)) == 1.0  # too short to say
+
+
+def test_cluster_design_effect_known_answers() -> None:
+    x = np.tile([0.0, 1.0], 50)
+    assert stats.cluster_design_effect(x, np.arange(100)) == 1.0  # every row its own cluster
+    # 10 clusters of 10 identical values: the design effect is the cluster size (times G/(G-1)).
+    y = np.repeat(np.tile([0.0, 1.0], 5), 10)
+    assert stats.cluster_design_effect(y, np.repeat(np.arange(10), 10)) == pytest.approx(10 * 10 / 9)
+    assert math.isnan(stats.cluster_design_effect(y, np.zeros(100)))  # one cluster: no spread to estimate
+
+
+def test_rank_tests_widen_with_autocorrelation_and_not_without() -> None:
+    rng = np.random.default_rng(22)
+    p = 40 * np.exp(0.3 * rng.standard_normal(3000))
+    c = p * np.exp(0.3 * np.sqrt(1 - 0.81) * ar1(rng, 3000, 0.9))
+    dep = stats.wilcoxon_log_ratio(p, c, math.log(1.1))
+    order = rng.permutation(3000)
+    ind = stats.wilcoxon_log_ratio(p[order], c[order], math.log(1.1))
+    assert "autocorrelation" in dep.test and "autocorrelation" not in ind.test
+    assert dep.hi - dep.lo > 2 * (ind.hi - ind.lo)
+    assert dep.p_ni > ind.p_ni
+    split_dep = stats.mann_whitney_log_shift(p, c, math.log(1.1))
+    assert "autocorrelation" in split_dep.test
+
+
+def test_quantile_variance_inflation_follows_the_indicators() -> None:
+    rng = np.random.default_rng(23)
+    p = 40 * np.exp(0.5 * rng.standard_normal(5000))
+    c = 40 * np.exp(0.5 * np.sqrt(1 - 0.25) * ar1(rng, 5000, 0.5))
+    ps = np.array([0.5, 0.95])
+    unpaired = stats.quantile_variance_inflation(p, c, ps, paired=False)
+    assert np.all(unpaired > 1.1) and np.all(unpaired < 3.0)  # only the candidate arm is autocorrelated
+    np.testing.assert_array_equal(stats.quantile_variance_inflation(p, rng.permutation(c), ps, paired=False),
+                                  np.ones(2))
+
+
+def test_bootstrap_size_caps_large_samples() -> None:
+    assert stats.bootstrap_size(1000, 2000) == 1000
+    assert stats.bootstrap_size(1000, 20000) == 200
+    assert stats.bootstrap_size(300, 10**7) == 200
+    assert stats.bootstrap_size(150, 10) == 150

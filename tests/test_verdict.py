@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 
 import numpy as np
@@ -231,3 +232,74 @@ def test_client_keys_of_any_type_and_missing_keys() -> None:
     v = judge([EndpointSample("/k", False, p, c, no, no, no, no, keys, keys.copy(), sticky=True)], Policy())
     assert v.overall in {"PASS", "INCONCLUSIVE"}
     assert "cluster bootstrap" in next(r.test for r in v.results if r.metric == "latency_p95")
+
+
+def test_one_cluster_sticky_sample_is_not_pass_and_says_why() -> None:
+    # 300 users behind one NAT address: every request carries the same client key.
+    rng = np.random.default_rng(12)
+    n = 600
+    p, c = split_latency(rng, n), split_latency(rng, n)
+    no = np.zeros(n, bool)
+    one = np.full(n, "10.0.0.1", dtype=object)
+    v = judge([EndpointSample("/s", False, p, c, no, no, no, no, one, one.copy(), sticky=True)], FAST)
+    assert v.overall == "INCONCLUSIVE" and v.exit_code() == 3
+    for r in v.results:
+        assert r.cls == "INSUFFICIENT_DATA", r
+        assert r.interval is None  # no zero-width interval from one client
+        assert r.p_harm is None and r.p_value is None
+        assert (r.clients_primary, r.clients_candidate) == (1, 1)
+        assert "Only 1 distinct client" in r.reason and "shadow.split.clientKey" in r.reason
+    assert "too few distinct clients" in v.reason and "shadow.split.clientKey" in v.reason
+    assert v.to_json()["results"][0]["clients_primary"] == 1
+
+
+def test_sticky_errors_clustered_by_client_do_not_fail_an_equivalent_candidate() -> None:
+    # 100 clients per arm; each arm has 3 clients whose every request fails (same rate on both sides,
+    # but a different number of errors by chance of which clients landed where).
+    rng = np.random.default_rng(13)
+    users = np.repeat(np.arange(100), 20)
+    n = users.size
+    p, c = split_latency(rng, n), split_latency(rng, n)
+    no = np.zeros(n, bool)
+    err_p = np.isin(users, [1, 2, 3])
+    err_c = np.isin(users, [4, 5, 6, 7, 8, 9])  # 6 % vs 3 %: per request, Fisher p ~ 1e-6
+    s = EndpointSample("/s", False, p, c, err_p, err_c, no, no, users, users + 1000, sticky=True)
+    v = judge([s], FAST)
+    err = next(r for r in v.results if r.metric == "error_rate")
+    assert err.cls != "FAIL" and "clustering by client" in err.test
+    assert err.clients_primary == 100
+
+
+def test_replay_against_recorded_answers_does_not_judge_latency() -> None:
+    rng = np.random.default_rng(14)
+    s = make(rng, 3000, paired=True, scale=1.8, mismatch=0.0)
+    s.primary_recorded = True
+    v = judge([s], FAST)
+    assert not any(r.metric.startswith("latency_") for r in v.results)
+    assert v.warnings and "--primary recorded" in v.warnings[0] and "compare_recorded_latency" in v.reason
+    opted = judge([s], Policy.from_mapping({"n_boot": 400, "compare_recorded_latency": True}))
+    assert classes(opted)["latency_bulk"] == "FAIL" and not opted.warnings
+
+
+def test_autocorrelated_latency_widens_the_intervals() -> None:
+    # AR(1) phi = 0.9 noise on both sides of mirrored pairs: the tests say so and widen.
+    rng = np.random.default_rng(15)
+    n = 3000
+    from scipy.signal import lfilter
+
+    def ar() -> np.ndarray:
+        return np.asarray(lfilter([1.0], [1.0, -0.9], 0.3 * math.sqrt(1 - 0.81) * rng.standard_normal(n)))
+
+    base = 40.0 * np.exp(0.3 * rng.standard_normal(n))
+    p, c = np.round(base * np.exp(ar())), np.round(base * np.exp(ar()))
+    no = np.zeros(n, bool)
+    v = judge([EndpointSample("/ar", True, p, c, no, no, no, no)], FAST)
+    by = {r.metric: r for r in v.results}
+    assert "autocorrelation in time" in by["latency_bulk"].test
+    assert "autocorrelation in time" in by["latency_p50"].test
+    shuffled = rng.permutation(n)
+    plain = judge([EndpointSample("/ar", True, p[shuffled], c[shuffled], no, no, no, no)], FAST)
+    pb = next(r for r in plain.results if r.metric == "latency_bulk")
+    assert pb.interval is not None and by["latency_bulk"].interval is not None
+    width = by["latency_bulk"].interval[1] / by["latency_bulk"].interval[0]
+    assert width > (pb.interval[1] / pb.interval[0]) ** 2  # log-width > 2x: variance inflated > 4x
