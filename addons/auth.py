@@ -59,9 +59,9 @@ from shadow.auth.oidc import (
     set_cookie,
     without_cookies,
 )
-from shadow.mirror import RateLimitedLog, describe_error
-from shadow.routing import apply_request_middlewares, child_view, select_child, select_router
-from shadow.rules import RequestView
+from shadow.gateway.mirror import RateLimitedLog, describe_error
+from shadow.gateway.routing import apply_request_middlewares, child_view, select_child, select_router
+from shadow.gateway.rules import RequestView
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class Auth:
             return value
         redactor = self._redactors.get(active.generation)
         if redactor is None:
-            from shadow.redact import Redactor, load_redaction_key
+            from shadow.capture.redact import Redactor, load_redaction_key
 
             # Once per configuration: the same key file the capture writer uses (created if absent).
             redactor = Redactor(redaction, load_redaction_key(shadow.capture.dir, redaction))

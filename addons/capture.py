@@ -1,6 +1,6 @@
 """Capture addon: every exchange the gateway serves becomes one row for shadow.capture.
 
-Thin: it reads the flow into a `shadow.exchange.ExchangeRecord` and hands the row to the
+Thin: it reads the flow into a `shadow.gateway.exchange.ExchangeRecord` and hands the row to the
 `CaptureWriter`, which only enqueues (decoding, hashing, redaction and I/O happen on the writer's
 thread). Capture never fails or delays the client: any error here is counted and logged at a
 limited rate, never raised.
@@ -15,9 +15,9 @@ import time
 from mitmproxy import http
 
 from addons.reload import ActiveConfig, GatewayState, RouteContext, after_hooks
-from shadow.exchange import ExchangeRecord, traceparent_ids
-from shadow.mirror import RateLimitedLog, describe_error
-from shadow.settings import CaptureSettings
+from shadow.capture.settings import CaptureSettings
+from shadow.gateway.exchange import ExchangeRecord, traceparent_ids
+from shadow.gateway.mirror import RateLimitedLog, describe_error
 
 logger = logging.getLogger(__name__)
 
@@ -93,17 +93,17 @@ class Capture:
     def _on_activate(self, active: ActiveConfig, previous: ActiveConfig | None) -> None:
         shadow = active.config.shadow
         if previous is None:
-            # shadow.capture (and with it pyarrow and numpy: ≈ 200 modules, 55 MB and a jemalloc thread)
+            # shadow.capture.writer (and with it pyarrow and numpy: ≈ 200 modules, 55 MB and a jemalloc thread)
             # is imported only when it is needed: a pass-through gateway with an id never loads it.
             if shadow.gateway_id:
                 self.state.gateway_id = shadow.gateway_id
             else:
-                from shadow.capture import make_gateway_id
+                from shadow.capture.writer import make_gateway_id
 
                 self.state.gateway_id = make_gateway_id()
             self._settings = shadow.capture
             if shadow.capture.enabled:
-                from shadow.capture_process import open_capture_writer
+                from shadow.capture.process import open_capture_writer
 
                 # CaptureError (folder not writable, id in use) propagates: startup fails with one line.
                 self.state.capture = open_capture_writer(shadow.capture, gateway_id=self.state.gateway_id)

@@ -6,7 +6,7 @@ them, every copy marked `X-Shadow-Request: 1` and `X-Shadow-Request-Id: <request
 request itself is left as the client sent it (plus X-Forwarded-*): the monolith must not see
 anything new.
 
-The `response` hook only decides and schedules: `shadow.mirror.MirrorDispatcher` sends the copies
+The `response` hook only decides and schedules: `shadow.gateway.mirror.MirrorDispatcher` sends the copies
 on its own tasks, bounded and timed out, so the client's answer leaves without waiting.
 """
 
@@ -19,8 +19,8 @@ from mitmproxy import http
 
 from addons.reload import ActiveConfig, GatewayState, RouteContext, after_hooks
 from addons.router import host_port
-from shadow.exchange import ExchangeRecord, mirror_record
-from shadow.mirror import (
+from shadow.gateway.exchange import ExchangeRecord, mirror_record
+from shadow.gateway.mirror import (
     MirrorDispatcher,
     MirrorRequest,
     MirrorResult,

@@ -20,15 +20,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mitmproxy import exceptions, http
 
-from shadow.config import GatewayConfig, load_config, parse_duration
 from shadow.errors import ConfigError
-from shadow.routing import MirrorCounter, RoutePlan, ServerPicker, route_plans
-from shadow.watch import ConfigFileWatcher
+from shadow.gateway.config import GatewayConfig, load_config
+from shadow.gateway.routing import MirrorCounter, RoutePlan, ServerPicker, route_plans
+from shadow.gateway.watch import ConfigFileWatcher
+from shadow.yamlconfig import parse_duration
 
 if TYPE_CHECKING:
-    from shadow.capture import CaptureWriter
-    from shadow.exchange import ExchangeRecord
-    from shadow.mirror import MirrorDispatcher, MirrorResult
+    from shadow.capture.writer import CaptureWriter
+    from shadow.gateway.exchange import ExchangeRecord
+    from shadow.gateway.mirror import MirrorDispatcher, MirrorResult
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class RouteContext:
     plan: RoutePlan | None = None  # None: answered locally (no router matched)
     path: str = ""  # path?query after middlewares, before a server's preserved path prefix
     sent_at: float = 0.0  # time.time() when routing finished and mitmproxy sends the request upstream
-    # Traffic shifting (shadow.shifting.Decision) when the route is controlled; a weighted / HRW
+    # Traffic shifting (shadow.gateway.shifting.Decision) when the route is controlled; a weighted / HRW
     # choice makes the captured row mode=split with this role and client_key.
     decision: Any = None
     split_role: str | None = None  # primary | candidate; None: not split traffic
@@ -98,7 +99,7 @@ class GatewayState:
         default_factory=weakref.WeakKeyDictionary)
     reloads: int = 0
     reload_failures: int = 0
-    traffic: Any = None  # shadow.shifting.TrafficControl of the active configuration (addons/traffic.py)
+    traffic: Any = None  # shadow.gateway.shifting.TrafficControl of the active configuration (addons/traffic.py)
     extra_counters: list[Callable[[], dict[str, int]]] = field(default_factory=list)
     # Called with (new, previous) after a configuration was swapped in.
     on_activate: list[Callable[[ActiveConfig, ActiveConfig | None], None]] = field(default_factory=list)

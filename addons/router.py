@@ -1,6 +1,6 @@
 """Router addon: send each request where the configuration says, Traefik-style.
 
-Adapts a flow to `shadow.routing`: build a `RequestView`, select the router (none → a local 404,
+Adapts a flow to `shadow.gateway.routing`: build a `RequestView`, select the router (none → a local 404,
 like Traefik), apply the router's middlewares, add X-Forwarded-* headers, pick a server, and point
 the flow at it (scheme, host and port; the upstream sees the client's Host when the service passes
 the host header, Traefik's default, else the server's host:port).
@@ -18,16 +18,16 @@ from addons.auth import AUTH_METADATA, unauthorized
 from addons.reload import ActiveConfig, GatewayState, RouteContext
 from shadow.auth.jwt import JwtSettings, TokenRejected
 from shadow.auth.oidc import OidcSettings
-from shadow.mirror import RateLimitedLog, describe_error
-from shadow.routing import (
+from shadow.gateway.mirror import RateLimitedLog, describe_error
+from shadow.gateway.routing import (
     apply_request_middlewares,
     apply_response_middlewares,
     forwarded_headers,
     resolve_router,
     with_inherited,
 )
-from shadow.rules import RequestView
-from shadow.shifting import RequestFacts
+from shadow.gateway.rules import RequestView
+from shadow.gateway.shifting import RequestFacts
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ is the gateway's `mirror_tracer`: the Mirror concern asks it for each copy's `tr
 it the copy's result), so every upstream's own spans hang under the call that reached it. Spans are
 recorded in the `response`/`error` hook with the measured times (a tuple queued: cheaper than
 scheduling a callback for later), and built, encoded and exported on the span exporter's own thread
-(shadow.telemetry_export).
+(shadow.telemetry.export).
 
 `shadow.telemetry.receiver.listen` starts an OTLP receiver on the proxy's event loop that writes spans
 into the gateway's capture folder (CAPTURE/spans/), so upstream services can export to the gateway.
@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 from mitmproxy import http
 
 from addons.reload import ActiveConfig, GatewayState
-from shadow.mirror import RateLimitedLog, describe_error
-from shadow.telemetry import (
+from shadow.gateway.mirror import RateLimitedLog, describe_error
+from shadow.telemetry.tracing import (
     TelemetrySettings,
     TraceContext,
     continue_or_start,
@@ -40,9 +40,9 @@ from shadow.telemetry import (
 )
 
 if TYPE_CHECKING:
-    from shadow.mirror import MirrorResult
-    from shadow.otlp.receiver import OtlpReceiver
-    from shadow.telemetry_export import GatewayTelemetry
+    from shadow.gateway.mirror import MirrorResult
+    from shadow.telemetry.export import GatewayTelemetry
+    from shadow.telemetry.receiver import OtlpReceiver
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Telemetry:
             return
         self.settings = settings
         if settings.exporting:
-            from shadow.telemetry_export import GatewayTelemetry
+            from shadow.telemetry.export import GatewayTelemetry
 
             self.export = GatewayTelemetry(settings, gateway_id=self.state.gateway_id or "shadow",
                                            counters=self.state.counters)
@@ -133,7 +133,7 @@ class Telemetry:
         if export is None or not isinstance(traced, tuple):
             return
         try:
-            from shadow.telemetry_export import ClientCall
+            from shadow.telemetry.export import ClientCall
 
             ctx, span_id = traced
             req = result.request
@@ -190,7 +190,7 @@ class Telemetry:
             return
         traced.recorded = True
         try:
-            from shadow.telemetry_export import ClientCall
+            from shadow.telemetry.export import ClientCall
 
             route = self.state.routes.get(flow)
             resp = flow.response
@@ -217,7 +217,7 @@ class Telemetry:
         active = self.state.active
         if settings is None or settings.receiver_listen is None or self.receiver is not None or active is None:
             return
-        from shadow.otlp.receiver import OtlpReceiver, parse_listen
+        from shadow.telemetry.receiver import OtlpReceiver, parse_listen
 
         try:
             host, port = parse_listen(settings.receiver_listen)

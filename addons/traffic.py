@@ -1,4 +1,4 @@
-"""Traffic addon: the I/O around shadow.shifting's decisions.
+"""Traffic addon: the I/O around shadow.gateway.shifting's decisions.
 
 - Builds a `TrafficControl` for every configuration generation (state carried over by fingerprint).
 - Active health checks: one background task per (loadBalancer with `healthCheck`, server); servers
@@ -27,9 +27,15 @@ from mitmproxy import http
 
 from addons.reload import ActiveConfig, GatewayState, RouteContext
 from addons.router import host_port
-from shadow.config import CircuitBreakerMiddleware, FailoverService, HealthCheck, LoadBalancerService, Server
-from shadow.mirror import RateLimitedLog, describe_error
-from shadow.shifting import Decision, RequestFacts, TrafficControl
+from shadow.gateway.config import (
+    CircuitBreakerMiddleware,
+    FailoverService,
+    HealthCheck,
+    LoadBalancerService,
+    Server,
+)
+from shadow.gateway.mirror import RateLimitedLog, describe_error
+from shadow.gateway.shifting import Decision, RequestFacts, TrafficControl
 
 logger = logging.getLogger(__name__)
 

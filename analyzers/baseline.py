@@ -86,7 +86,7 @@ class Baseline:
 def build_baseline(capture_dir: str | Path) -> Baseline:
     """Read CAPTURE (primary rows; spans when present). CaptureError for a missing, empty or malformed
     capture, or one with no primary exchange."""
-    from shadow.store import open_store
+    from shadow.capture.store import open_store
 
     root = Path(capture_dir)
     with open_store(root) as store:

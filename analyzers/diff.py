@@ -7,7 +7,7 @@ document order. It never hides anything: a difference that a rule ignores, a num
 tolerance or a presence-only field is returned with `noise=True` and the rule as `noise_reason`.
 
 Bodies are settled without parsing whenever possible — equal bytes, or equal canonical hashes
-(shadow.canonical's "j:" hash ignores key order and whitespace) — and parsed only when they differ.
+(shadow.capture.canonical's "j:" hash ignores key order and whitespace) — and parsed only when they differ.
 JSON is compared by a purpose-written recursive walker over orjson values that descends only into
 subtrees whose values differ (Python's C-level `==` settles equal subtrees); pointers are RFC 6901
 (`~` → `~0`, `/` → `~1`), pointer templates replace array indices by `*`. Other kinds (text, HTML,
@@ -69,7 +69,7 @@ class ExchangeSide:
     headers: Sequence[tuple[str, str]] | Sequence[Mapping[str, str]] = ()
     body: bytes | None = None
     content_type: str | None = None
-    body_hash: str | None = None  # canonical hash of the full body (shadow.canonical.body_hash)
+    body_hash: str | None = None  # canonical hash of the full body (shadow.capture.canonical.body_hash)
     truncated: bool = False  # body was cut at capture: compared by hash only
     error: str | None = None  # transport error (status is then None)
     content_encoding: str | None = None  # still to be decoded (gzip, deflate, br, ...)
@@ -212,7 +212,7 @@ def body_kind(content_type: str | None, body: bytes | None) -> str:
 def _decoded(side: ExchangeSide) -> bytes:
     body = side.body or b""
     if side.content_encoding and side.content_encoding.lower() not in ("identity", ""):
-        from shadow.canonical import decode_body
+        from shadow.capture.canonical import decode_body
 
         body = decode_body(body, side.content_encoding)
     return body

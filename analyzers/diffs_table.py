@@ -5,10 +5,10 @@
 writes, replacing the previous run's output (each folder is built under a hidden temporary name and
 renamed into place, so a reader sees the old run or the new one, never half of one):
 
-* CAPTURE/diffs/part-0.parquet — one row per difference (schema shadow.schema.DIFFS): request_id,
+* CAPTURE/diffs/part-0.parquet — one row per difference (schema shadow.capture.schema.DIFFS): request_id,
   endpoint, c_service, kind (status | header | body), op, pointer, pointer_template, old, new,
   noise, noise_reason. Noise is flagged, never dropped.
-* CAPTURE/diffs_summary/part-0.parquet — one row per pair (shadow.schema.DIFFS_SUMMARY): request_id,
+* CAPTURE/diffs_summary/part-0.parquet — one row per pair (shadow.capture.schema.DIFFS_SUMMARY): request_id,
   endpoint, c_service, mode, method, equal, status_equal, real_diff_count, noise_diff_count,
   truncated, has_secondary. `equal` is true when the pair has no real difference, and NULL when a
   truncated body could not be compared (so `avg(NOT equal)` skips it rather than guessing).
@@ -65,8 +65,8 @@ from analyzers.noise import (
     mark_secondary_noise,
 )
 from analyzers.rules import RuleSet, load_rules
-from shadow.endpoints import template_path
-from shadow.schema import DIFFS, DIFFS_SUMMARY
+from shadow.capture.endpoints import template_path
+from shadow.capture.schema import DIFFS, DIFFS_SUMMARY
 
 __all__ = ["DiffRunSummary", "compute_diffs", "diff_batch"]
 
@@ -346,7 +346,7 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
     ≈ chunk_pairs × the mean body size); `memory_limit`: DuckDB's, beyond which it spills to disk.
     `use_probe`: apply CAPTURE/noise/probe.parquet (from `probe_noise`) when it exists.
     Raises CaptureError for a missing or unreadable capture."""
-    from shadow.store import open_store
+    from shadow.capture.store import open_store
 
     started = time.perf_counter()
     usage = resource.getrusage(resource.RUSAGE_SELF)

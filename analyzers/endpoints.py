@@ -5,7 +5,7 @@ Three layers, first match wins:
 1. explicit templates from the config (`shadow.endpoints: ["/api/orders/{id}", "/files/{path*}"]`):
    `{x}` matches one segment, `{x*}` the rest of the path (one or more segments); literals match
    exactly. The template itself is the endpoint.
-2. the static rules of shadow.endpoints.template_path (numeric ids, UUIDs, dates, long hex), the same
+2. the static rules of shadow.capture.endpoints.template_path (numeric ids, UUIDs, dates, long hex), the same
    ones the gateway applies at capture time;
 3. segments learned from the data: a segment position whose distinct values under one parent prefix
    exceed `threshold` (/users/alice, /users/bob, … → /users/{name}) becomes a placeholder; the
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shadow.endpoints import template_segment
+from shadow.capture.endpoints import template_segment
 from shadow.errors import ConfigError
 
 DEFAULT_THRESHOLD = 25
@@ -189,7 +189,7 @@ def _collapse(node: _Node, threshold: int, placeholder: str) -> None:
 def learn_from_capture(capture_dir: str | Path, *, explicit: Sequence[str] = (), threshold: int = DEFAULT_THRESHOLD,
                        placeholder: str = DEFAULT_PLACEHOLDER) -> EndpointTemplater:
     """Learn from the distinct paths of a capture's exchanges (streamed from DuckDB)."""
-    from shadow.store import open_store
+    from shadow.capture.store import open_store
 
     with open_store(capture_dir) as store:
         reader = store.con.sql("SELECT DISTINCT path FROM exchanges WHERE path IS NOT NULL").to_arrow_reader(

@@ -223,7 +223,7 @@ def probe_noise(capture_dir: str | Path, *, base_url: str | None = None, sample:
     which then shows no noise)."""
     import httpx
 
-    from shadow.store import open_store
+    from shadow.capture.store import open_store
 
     root = Path(capture_dir)
     with open_store(root) as store:
@@ -291,7 +291,7 @@ def _endpoint_of(row: Mapping[str, Any], templater: Any) -> str:
         return str(templater.template(row["path"] or "/"))
     if row.get("endpoint"):
         return str(row["endpoint"])
-    from shadow.endpoints import template_path
+    from shadow.capture.endpoints import template_path
 
     return template_path(row["path"] or "/")
 

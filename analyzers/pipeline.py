@@ -497,7 +497,7 @@ def analyze(capture_dir: Path, policy: Policy, *, rules: Any = None, progress: b
     `templater` (analyzers.endpoints.EndpointTemplater, see `learn_templater`) re-templates the
     captured paths for diffs and samples alike; None keeps the `endpoint` the gateway captured.
     Raises CaptureError for a missing, empty or malformed capture (one line, naming the path)."""
-    from shadow.store import open_store
+    from shadow.capture.store import open_store
 
     capture_dir = Path(capture_dir)
     show = progress_enabled(progress)

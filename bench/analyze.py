@@ -62,8 +62,8 @@ def generate(root: Path, pairs: int, seed: int = 7) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from shadow.canonical import body_hash
-    from shadow.schema import EXCHANGES
+    from shadow.capture.canonical import body_hash
+    from shadow.capture.schema import EXCHANGES
 
     rng = random.Random(seed)
     t0 = datetime(2026, 11, 26, 6, tzinfo=UTC)

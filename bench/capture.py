@@ -30,10 +30,10 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import shadow.capture as capture_module
-from shadow.capture import CaptureWriter
-from shadow.schema import EXCHANGES
-from shadow.settings import CaptureSettings, RedactionSettings
+import shadow.capture.writer as capture_module
+from shadow.capture.schema import EXCHANGES
+from shadow.capture.settings import CaptureSettings, RedactionSettings
+from shadow.capture.writer import CaptureWriter
 
 
 def make_rows(n: int) -> list[dict[str, Any]]:
@@ -126,7 +126,7 @@ def bench_event_loop_impact(rows: list[dict[str, Any]], root: Path) -> tuple[flo
 
 def bench_wakeup_delay(rows: list[dict[str, Any]], root: Path, *, yield_after_s: float) -> tuple[float, float]:
     """How late a 0.5 ms timer on the event-loop thread gets the GIL back while the writer thread
-    is busy: (p50, p99) in µs. `yield_after_s` sets shadow.capture.YIELD_AFTER_S (huge = never yield)."""
+    is busy: (p50, p99) in µs. `yield_after_s` sets shadow.capture.writer.YIELD_AFTER_S (huge = never yield)."""
     saved = capture_module.YIELD_AFTER_S
     capture_module.YIELD_AFTER_S = yield_after_s
     try:

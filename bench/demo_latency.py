@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from shadow.capture.store import open_store
 from shadow.demo.run import format_table, run_demo
-from shadow.store import open_store
 
 
 def latency_by_role(capture: Path) -> dict[tuple[str, str], tuple[float, float]]:

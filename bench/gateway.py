@@ -58,7 +58,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from shadow.gateway_cmd import mitmdump_command, mitmdump_executable  # noqa: E402
+from shadow.cli.gateway import mitmdump_command, mitmdump_executable  # noqa: E402
 
 BODY = json.dumps({"id": 42, "name": "widget", "price": 9.99, "tags": ["a", "b", "c"],
                    "description": "x" * 120}).encode()

@@ -1,8 +1,8 @@
-"""CPU per mirror copy: aiohttp vs shadow.http1, side by side in one run, same copies.
+"""CPU per mirror copy: aiohttp vs shadow.gateway.http1, side by side in one run, same copies.
 
     .venv/bin/python bench/mirror_client.py [--copies 4000] [--rounds 3] [--concurrency 16] [--delay-ms 0]
 
-Each round sends `--copies` copies through `shadow.mirror.MirrorDispatcher` (the gateway's mirror
+Each round sends `--copies` copies through `shadow.gateway.mirror.MirrorDispatcher` (the gateway's mirror
 path: timeout, result callback) to a fast loopback upstream in its own process, once per client,
 interleaved. Prints this process's CPU time per copy (all threads) and copies/s; the gateway pays
 that CPU on its one event loop for every mirrored request.
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gateway import start_upstream, stop
 
-from shadow.mirror import MirrorDispatcher, MirrorRequest, MirrorResult
+from shadow.gateway.mirror import MirrorDispatcher, MirrorRequest, MirrorResult
 
 HEADERS = (("Host", "shop.example"), ("Accept", "application/json"), ("User-Agent", "bench"),
            ("X-Forwarded-For", "10.0.0.1"), ("X-Shadow-Request", "1"), ("X-Shadow-Request-Id", "abc"))

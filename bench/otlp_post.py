@@ -3,7 +3,7 @@ thread per POST of a 20 kB body to a local aiohttp server over a kept-alive conn
 
     .venv/bin/python bench/otlp_post.py [--posts 400] [--rounds 3]
 
-Clients: http.client (what shadow.telemetry_export.OtlpPoster uses), urllib3, requests (what it
+Clients: http.client (what shadow.telemetry.export.OtlpPoster uses), urllib3, requests (what it
 used before, and what the OpenTelemetry SDK's exporters use), httpx. The exporter threads run in
 the proxy's process and share its GIL, so this CPU is taken from the proxy. Best round printed.
 """

@@ -138,8 +138,8 @@ def engine_run(base: str, n: int, concurrency: int, *, targets: int,
         cfg = ReplayConfig(targets=(primary, Target("candidate", "candidate", base)), concurrency=concurrency)
         if capture is None:
             return run(ReplayEngine(cfg, [MemorySource(n)], ListSink(keep=False)))
-        from shadow.capture_process import open_capture_writer
-        from shadow.settings import CaptureSettings
+        from shadow.capture.process import open_capture_writer
+        from shadow.capture.settings import CaptureSettings
 
         tmp = tempfile.TemporaryDirectory()
         writer = open_capture_writer(CaptureSettings(dir=Path(tmp.name), mode=capture))

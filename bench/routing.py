@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shadow.config import parse_config
-from shadow.routing import select_router
-from shadow.rules import RequestView, compile_rule
+from shadow.gateway.config import parse_config
+from shadow.gateway.routing import select_router
+from shadow.gateway.rules import RequestView, compile_rule
 
 RULE = "Host(`shop.example.com`) && PathPrefix(`/api/orders`) && !Method(`OPTIONS`) && Header(`X-Tenant`, `acme`)"
 HEADERS = (("Accept", "application/json"), ("X-Tenant", "acme"), ("User-Agent", "bench/1.0"))

@@ -1,5 +1,5 @@
 """The gateway's span path, in-process: what a traced request costs on the event loop and on the
-exporter's thread, the OpenTelemetry SDK's path against shadow.telemetry_export's.
+exporter's thread, the OpenTelemetry SDK's path against shadow.telemetry.export's.
 
     .venv/bin/python bench/telemetry_spans.py [--requests 5000] [--rounds 7]
 
@@ -11,7 +11,7 @@ Per request: one server span and the primary's client span (mode pass+tel of ben
 - proto messages: the library alternative to the hand encoder for the thread's part, the same
   tuples made into opentelemetry-proto message classes (protobuf's upb runtime) and serialized.
 - metrics: one request-duration record on the event loop, the SDK's histogram instrument against
-  shadow.telemetry_export.RequestMetrics (encoding happens once per export interval, not per request).
+  shadow.telemetry.export.RequestMetrics (encoding happens once per export interval, not per request).
 Nothing is sent: the processors' exporters point at a closed port and are never flushed. CPU time
 (process_time), best round of `--rounds` (other load on a shared machine only adds time).
 """
@@ -43,8 +43,8 @@ def main() -> None:
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-    from shadow import telemetry_export as te
-    from shadow.telemetry import continue_or_start
+    from shadow.telemetry import export as te
+    from shadow.telemetry.tracing import continue_or_start
 
     logging.disable(logging.WARNING)
     resource = Resource.create({"service.name": "shadow-gateway", "service.instance.id": "bench"})
@@ -105,7 +105,7 @@ def main() -> None:
         sdk_bytes = sdk_encode(built).SerializeToString()
         keep("SDK: exporter thread (encode)", time.process_time() - t0)
         processor.shutdown()
-        # shadow.telemetry_export: one tuple on the loop, everything else on the thread.
+        # shadow.telemetry.export: one tuple on the loop, everything else on the thread.
         exporter = te.SpanExporter("http://127.0.0.1:9/v1/traces", resource=te.encode_resource(
             resource.attributes.items()), scope_name="shadow.gateway", max_queue=2 * n + 10, delay_s=3600.0,
             post=lambda body: 200)
@@ -150,7 +150,7 @@ def main() -> None:
 
 def proto_encode(items: list[Any], resource: Any, scope_name: str) -> bytes:
     """The queued request tuples as an ExportTraceServiceRequest built from opentelemetry-proto's
-    message classes: the spans `shadow.telemetry_export.encode_item` writes by hand."""
+    message classes: the spans `shadow.telemetry.export.encode_item` writes by hand."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
     from opentelemetry.proto.resource.v1.resource_pb2 import Resource

@@ -99,7 +99,7 @@ def regenerate_capture(requests: int, seed: int, *, spans: bool = True) -> int:
 def recorder_argv(upstream: str, port: int, flows: Path, har: Path) -> list[str]:
     """A plain mitmdump in reverse mode in front of `upstream`, recording every flow to `flows` and,
     at shutdown, a HAR to `har` (mitmproxy's savehar addon)."""
-    from shadow.gateway_cmd import mitmdump_executable
+    from shadow.cli.gateway import mitmdump_executable
 
     return [mitmdump_executable(), "--mode", f"reverse:{upstream}", "--listen-host", "127.0.0.1",
             "--listen-port", str(port), "-w", str(flows), "--set", f"hardump={har}",

@@ -1,4 +1,8 @@
-"""shadow: route, mirror and capture live traffic; diff, compare and judge a cutover."""
+"""shadow: route, mirror and capture live traffic; diff, compare and judge a cutover.
+
+One folder per concern: gateway/ (config, routing, shifting, mirroring), capture/ (schema, writer,
+store), telemetry/, auth/, replay/, delivery/ (canary, verdict service), demo/, cli/ (the `shadow`
+command). None of them imports mitmproxy (addons/ adapts) and only cli/ imports cli/."""
 
 from __future__ import annotations
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shadow.capture.store import Store, open_store
 from shadow.errors import CaptureError
-from shadow.store import Store, open_store
 
 if TYPE_CHECKING:
     import duckdb
@@ -383,7 +383,7 @@ class Capture:
 
     @property
     def exchanges(self) -> duckdb.DuckDBPyRelation:
-        """Every captured exchange, one row per role (schema: shadow/schema.py)."""
+        """Every captured exchange, one row per role (schema: shadow/capture/schema.py)."""
         return self.con.table("exchanges")
 
     def exchanges_df(self, *, bodies: bool = False, limit: int | None = None) -> pd.DataFrame:
@@ -393,7 +393,7 @@ class Capture:
 
     @property
     def pairs(self) -> duckdb.DuckDBPyRelation:
-        """Each primary joined to its candidate (and secondary): p_/c_/s_ columns (shadow/store.py)."""
+        """Each primary joined to its candidate (and secondary): p_/c_/s_ columns (shadow/capture/store.py)."""
         return self.con.table("pairs")
 
     def pairs_df(self, *, bodies: bool = False, limit: int | None = None) -> pd.DataFrame:
@@ -436,7 +436,7 @@ class Capture:
 
     @property
     def diffs_summary(self) -> duckdb.DuckDBPyRelation:
-        """One row per compared pair: equal, real/noise difference counts (shadow.schema.DIFFS_SUMMARY)."""
+        """One row per compared pair: equal, real/noise difference counts (shadow.capture.schema.DIFFS_SUMMARY)."""
         self._ensure_diffs()
         return self.con.table("diffs_summary")
 

@@ -8,7 +8,7 @@
         assert "reloaded" in gw.output()
 
 Or without pytest: `with GatewayProcess(cfg) as gw: ...`. `GatewayProcess` runs exactly the command
-`shadow gateway` runs (shadow.gateway_cmd.mitmdump_command), so the tests exercise what users run.
+`shadow gateway` runs (shadow.cli.gateway.mitmdump_command), so the tests exercise what users run.
 """
 
 from __future__ import annotations
@@ -66,11 +66,11 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        from shadow.gateway_cmd import mitmdump_command, reverse_target_for
+        from shadow.cli.gateway import mitmdump_command, reverse_target_for
 
         target = self.reverse_target
         if target is None:
-            from shadow.config import load_config
+            from shadow.gateway.config import load_config
 
             target = reverse_target_for(load_config(self.config_path))
         return mitmdump_command(self.config_path, reverse_target=target, listen_host="127.0.0.1",

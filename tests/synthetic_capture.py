@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shadow.schema import EXCHANGES
+from shadow.capture.schema import EXCHANGES
 
 
 @dataclass(frozen=True)

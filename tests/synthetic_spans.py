@@ -10,7 +10,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shadow.schema import SPANS
+from shadow.capture.schema import SPANS
 
 # (span name, service name) → duration in ms, given the exchange's role and endpoint
 ChildSpans = Callable[[str, str], dict[tuple[str, str], float]]

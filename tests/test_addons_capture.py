@@ -13,7 +13,7 @@ import duckdb
 import httpx
 import pytest
 
-from shadow.store import open_store
+from shadow.capture.store import open_store
 from tests.conftest import GatewayProcess
 from tests.upstream import ReceivedRequest, Response, Upstream
 

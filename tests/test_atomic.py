@@ -1,4 +1,4 @@
-"""shadow.atomic.replace_text: all of the new content or none of it, and no temporary file left."""
+"""shadow.capture.atomic.replace_text: all of the new content or none of it, and no temporary file left."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TextIO
 
 import pytest
 
-from shadow.atomic import replace_text
+from shadow.capture.atomic import replace_text
 
 
 def test_the_new_content_replaces_the_old(tmp_path: Path) -> None:

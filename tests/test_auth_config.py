@@ -8,10 +8,10 @@ import pytest
 
 from shadow.auth.jwt import JwtSettings
 from shadow.auth.oidc import OidcSettings
-from shadow.config import load_config, parse_config
 from shadow.errors import ConfigError
-from shadow.routing import resolve_router
-from shadow.rules import RequestView
+from shadow.gateway.config import load_config, parse_config
+from shadow.gateway.routing import resolve_router
+from shadow.gateway.rules import RequestView
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "auth.yaml"
 
@@ -131,7 +131,7 @@ def test_oidc_options() -> None:
 def test_config_check_verbose_shows_parents_and_children() -> None:
     from click.testing import CliRunner
 
-    from shadow.config_cmd import check
+    from shadow.cli.config import check
 
     result = CliRunner().invoke(check, ["-v", str(EXAMPLE)])
     assert result.exit_code == 0, result.output
@@ -142,7 +142,7 @@ def test_config_check_verbose_shows_parents_and_children() -> None:
 def test_child_matches_on_what_the_parents_middlewares_did() -> None:
     """No auth involved: a parent's headers/stripPrefix middlewares shape the request the children
     see, nested two layers deep, and the child inherits the parents' middlewares first."""
-    from shadow.routing import route_plans, with_inherited
+    from shadow.gateway.routing import route_plans, with_inherited
 
     config = parse_config("""\
 http:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analyzers.baseline import build_baseline, error_signature, render_markdown
-from shadow.schema import EXCHANGES
+from shadow.capture.schema import EXCHANGES
 from tests.conftest import shadow_cli
 from tests.synthetic_spans import write_spans
 

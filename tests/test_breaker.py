@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from shadow.breaker import BreakerMetrics, BreakerSettings, CircuitBreaker, ExpressionError, parse_expression
-from shadow.config import parse_config
 from shadow.errors import ConfigError
+from shadow.gateway.breaker import (
+    BreakerMetrics,
+    BreakerSettings,
+    CircuitBreaker,
+    ExpressionError,
+    parse_expression,
+)
+from shadow.gateway.config import parse_config
 
 
 class Clock:

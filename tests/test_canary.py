@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shadow.canary import EXIT_PROMOTED, EXIT_ROLLED_BACK, load_plan, run_canary, split_weights
-from shadow.config import WeightedService, load_config
+from shadow.delivery.canary import EXIT_PROMOTED, EXIT_ROLLED_BACK, load_plan, run_canary, split_weights
 from shadow.errors import ConfigError
+from shadow.gateway.config import WeightedService, load_config
 from tests.conftest import GatewayProcess
 from tests.upstream import ReceivedRequest, Response, Upstream, echo
 

@@ -8,7 +8,7 @@ import zlib
 import brotli
 import pytest
 
-from shadow.canonical import BodyDecodeError, body_hash, canonical_json, decode_body
+from shadow.capture.canonical import BodyDecodeError, body_hash, canonical_json, decode_body
 
 
 def test_json_hash_ignores_key_order_and_whitespace() -> None:

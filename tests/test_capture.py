@@ -22,15 +22,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shadow.canonical import body_hash
-from shadow.capture import (
+from shadow.capture.canonical import body_hash
+from shadow.capture.schema import EXCHANGES
+from shadow.capture.settings import CaptureSettings, RedactionSettings
+from shadow.capture.writer import (
     JOURNAL_DIR,
     CaptureWriter,
     prepare_exchange,
     read_journal,
 )
-from shadow.schema import EXCHANGES
-from shadow.settings import CaptureSettings, RedactionSettings
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = b"k" * 32
@@ -323,8 +323,8 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from shadow.capture import CaptureWriter
-    from shadow.settings import CaptureSettings, RedactionSettings
+    from shadow.capture.writer import CaptureWriter
+    from shadow.capture.settings import CaptureSettings, RedactionSettings
     s = CaptureSettings(dir=Path(sys.argv[1]), segment_rows=int(sys.argv[2]), segment_seconds=3600,
                         redaction=RedactionSettings(json_fields=("password",), key=b"k" * 32))
     w = CaptureWriter(s, gateway_id=sys.argv[3])
@@ -522,7 +522,7 @@ def test_unreadable_journal_is_moved_aside_not_deleted(tmp_path: Path, caplog: p
 def test_gateway_id_in_use_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from shadow.errors import CaptureError
 
-    monkeypatch.setattr("shadow.capture.LOCK_WAIT_S", 0.1)
+    monkeypatch.setattr("shadow.capture.writer.LOCK_WAIT_S", 0.1)
     s = settings(tmp_path)
     with CaptureWriter(s, gateway_id="same"), pytest.raises(CaptureError, match="in use"):
         CaptureWriter(s, gateway_id="same")
@@ -583,7 +583,7 @@ def test_a_reused_gateway_id_never_overwrites_earlier_segments(tmp_path: Path) -
 
 
 def test_a_lock_file_replaced_under_a_waiter_is_not_trusted(tmp_path: Path) -> None:
-    from shadow.capture import _GatewayLock
+    from shadow.capture.writer import _GatewayLock
 
     path = tmp_path / "gw.lock"
     recoverer = _GatewayLock(path)
@@ -674,8 +674,8 @@ def test_rows_are_sealed_at_interpreter_exit_without_close(tmp_path: Path) -> No
         """
         import sys
         from pathlib import Path
-        from shadow.capture import CaptureWriter
-        from shadow.settings import CaptureSettings, RedactionSettings
+        from shadow.capture.writer import CaptureWriter
+        from shadow.capture.settings import CaptureSettings, RedactionSettings
         w = CaptureWriter(CaptureSettings(dir=Path(sys.argv[1]), redaction=RedactionSettings(key=b"k")))
         for i in range(25):
             w.submit({"request_id": str(i), "url": "http://h/x"})
@@ -707,7 +707,7 @@ def test_a_writer_that_is_behind_still_journals_and_seals_on_time(tmp_path: Path
 def test_a_failed_seal_keeps_the_journal_and_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    import shadow.capture as capture_module
+    import shadow.capture.writer as capture_module
     from shadow.errors import CaptureError
 
     real = capture_module._write_parquet_atomically
@@ -735,7 +735,7 @@ def test_a_failed_journal_write_is_counted_and_capture_goes_on(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    import shadow.capture as capture_module
+    import shadow.capture.writer as capture_module
     from shadow.errors import CaptureError
 
     failing = threading.Event()

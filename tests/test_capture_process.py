@@ -16,11 +16,11 @@ from typing import Any
 import duckdb
 import pytest
 
-from shadow.capture import JOURNAL_DIR, CaptureWriter
-from shadow.capture_process import CaptureProcessWriter, open_capture_writer
-from shadow.config import load_config
+from shadow.capture.process import CaptureProcessWriter, open_capture_writer
+from shadow.capture.settings import CaptureSettings, RedactionSettings
+from shadow.capture.writer import JOURNAL_DIR, CaptureWriter
 from shadow.errors import ConfigError
-from shadow.settings import CaptureSettings, RedactionSettings
+from shadow.gateway.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 SECRETS = (b"TOPSECRET-AUTH", b"TOPSECRET-PW", b"TOPSECRET-COOKIE")
@@ -141,8 +141,8 @@ def test_parent_kill_9_makes_the_child_seal(tmp_path: Path) -> None:
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
-        from shadow.capture_process import CaptureProcessWriter
-        from shadow.settings import CaptureSettings, RedactionSettings
+        from shadow.capture.process import CaptureProcessWriter
+        from shadow.capture.settings import CaptureSettings, RedactionSettings
         from tests.test_capture_process import row
         s = CaptureSettings(dir=Path({str(s.dir)!r}), segment_seconds=3600,
                             redaction=RedactionSettings(key=b"k" * 32, json_fields=("password",)))

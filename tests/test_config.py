@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from shadow.config import (
+from shadow.capture.settings import DEFAULT_REDACTED_HEADERS
+from shadow.errors import ConfigError
+from shadow.gateway.config import (
     AddPrefix,
     HeadersMiddleware,
     LoadBalancerService,
@@ -17,10 +19,8 @@ from shadow.config import (
     StripPrefix,
     load_config,
     parse_config,
-    parse_duration,
 )
-from shadow.errors import ConfigError
-from shadow.settings import DEFAULT_REDACTED_HEADERS
+from shadow.yamlconfig import parse_duration
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 
@@ -445,7 +445,7 @@ def test_mangled_files_give_config_errors_never_other_exceptions() -> None:
 def test_config_check_verbose_lists_routers_in_the_order_tried() -> None:
     from click.testing import CliRunner
 
-    from shadow.config_cmd import config
+    from shadow.cli.config import config
 
     result = CliRunner().invoke(config, ["check", "-v", str(EXAMPLES / "gateway.yaml")])
     assert result.exit_code == 0, result.output

@@ -6,16 +6,16 @@ import hashlib
 
 import pytest
 
-from shadow.config import (
+from shadow.errors import ConfigError
+from shadow.gateway.config import (
     CircuitBreakerMiddleware,
     FailoverService,
     LoadBalancerService,
     WeightedService,
     parse_config,
 )
-from shadow.errors import ConfigError
-from shadow.shifting import RequestFacts, TrafficControl
-from shadow.traffic import sticky_value
+from shadow.gateway.shifting import RequestFacts, TrafficControl
+from shadow.gateway.traffic import sticky_value
 
 HEAD = """http:
   routers:

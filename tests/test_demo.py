@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from shadow.config import parse_config
+from shadow.capture.store import Store, open_store
 from shadow.demo import run, seeds
 from shadow.demo.processes import Supervisor
 from shadow.demo.run import DemoUpstreams, capture_health, gateway_yaml, telemetry_yaml
 from shadow.errors import ShadowError
-from shadow.store import Store, open_store
+from shadow.gateway.config import parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 

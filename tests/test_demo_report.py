@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from shadow.capture.store import open_store
 from shadow.demo import seeds
-from shadow.store import open_store
 from tests.conftest import REPO
 
 REQUESTS = 500  # enough mirrored list requests for the seeded 2 % of 500s to show at least once

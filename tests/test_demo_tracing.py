@@ -15,7 +15,7 @@ import pytest
 
 from shadow.demo.processes import Supervisor, service_argv
 from shadow.demo.tracing import ENDPOINT_ENV
-from shadow.otlp.receiver import OtlpReceiver
+from shadow.telemetry.receiver import OtlpReceiver
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"

@@ -14,10 +14,10 @@ import pytest
 
 from analyzers.diffs_table import compute_diffs
 from analyzers.endpoints import EndpointTemplater
-from shadow.canonical import body_hash
+from shadow.capture.canonical import body_hash
+from shadow.capture.schema import DIFFS, DIFFS_SUMMARY, EXCHANGES
+from shadow.capture.store import open_store
 from shadow.errors import CaptureError
-from shadow.schema import DIFFS, DIFFS_SUMMARY, EXCHANGES
-from shadow.store import open_store
 
 JSON_HEADERS = [("Content-Type", "application/json")]
 

@@ -1,10 +1,10 @@
-"""shadow.exchange: capture rows from plain values."""
+"""shadow.gateway.exchange: capture rows from plain values."""
 
 from __future__ import annotations
 
-from shadow.exchange import ExchangeRecord, base_url, mirror_record, traceparent_ids
-from shadow.mirror import MirrorRequest, MirrorResult
-from shadow.schema import EXCHANGE_COLUMNS
+from shadow.capture.schema import EXCHANGE_COLUMNS
+from shadow.gateway.exchange import ExchangeRecord, base_url, mirror_record, traceparent_ids
+from shadow.gateway.mirror import MirrorRequest, MirrorResult
 
 
 def test_traceparent_ids() -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shadow.config import parse_config
+from shadow.cli.gateway import ADDON_SCRIPT, mitmdump_command, parse_listen, reverse_target_for
 from shadow.errors import ConfigError
-from shadow.gateway_cmd import ADDON_SCRIPT, mitmdump_command, parse_listen, reverse_target_for
+from shadow.gateway.config import parse_config
 from tests.conftest import REPO, shadow_cli
 from tests.upstream import Upstream, free_port
 

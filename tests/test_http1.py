@@ -1,4 +1,4 @@
-"""shadow.http1: framing (Content-Length, chunked, close-delimited, no-body statuses), keep-alive
+"""shadow.gateway.http1: framing (Content-Length, chunked, close-delimited, no-body statuses), keep-alive
 reuse, a stale pooled connection retried, cancellation closes the connection."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from shadow.http1 import Http1Pool, ProtocolError
+from shadow.gateway.http1 import Http1Pool, ProtocolError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -1,20 +1,20 @@
-"""shadow.mirror: the pure mirror decisions, and the dispatcher against real servers on 127.0.0.1."""
+"""shadow.gateway.mirror: the pure mirror decisions, and the dispatcher against real servers on 127.0.0.1."""
 
 from __future__ import annotations
 
 import asyncio
 
-from shadow.mirror import (
+from shadow.gateway.mirror import (
     SKIP_BODY_TOO_LARGE,
     SKIP_UNSAFE,
     MirrorDispatcher,
     MirrorRequest,
     MirrorResult,
+    MirrorTargetSettings,
     RateLimitedLog,
     mirror_headers,
     mirror_skip_reason,
 )
-from shadow.settings import MirrorTargetSettings
 from tests.upstream import Upstream, free_port
 
 SAFE = MirrorTargetSettings()

@@ -21,9 +21,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from shadow.otlp.decode import hex_ids_to_base64, parse_traces
-from shadow.otlp.receiver import OtlpReceiver, parse_listen
-from shadow.store import open_store
+from shadow.capture.store import open_store
+from shadow.telemetry.otlp_decode import hex_ids_to_base64, parse_traces
+from shadow.telemetry.receiver import OtlpReceiver, parse_listen
 from tests.conftest import shadow_cli
 
 PB = {"Content-Type": "application/x-protobuf"}

@@ -12,8 +12,8 @@ import pytest
 from analyzers.pipeline import analyze, learn_templater, load_inputs, paired_samples, split_samples
 from analyzers.policy import Policy
 from analyzers.rules import load_rules
+from shadow.capture.store import open_store
 from shadow.errors import CaptureError, ConfigError
-from shadow.store import open_store
 from tests.synthetic_capture import EndpointTraffic, write_capture
 
 # Looser error margins than the defaults (+0.1 pp needs ~3,000 clean requests per arm to prove):

@@ -9,11 +9,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shadow.canonical import body_hash
-from shadow.capture import CaptureWriter, prepare_exchange
+from shadow.capture.canonical import body_hash
+from shadow.capture.redact import KEY_ENV, Redactor, load_redaction_key
+from shadow.capture.settings import CaptureSettings, RedactionSettings
+from shadow.capture.writer import CaptureWriter, prepare_exchange
 from shadow.errors import CaptureError
-from shadow.redact import KEY_ENV, Redactor, load_redaction_key
-from shadow.settings import CaptureSettings, RedactionSettings
 from tests.test_capture import assert_no_secrets
 
 KEY = b"test-key"
@@ -109,7 +109,7 @@ def test_key_precedence_and_persistence(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.delenv(KEY_ENV)
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / ".shadow-key").write_text("")
-    monkeypatch.setattr("shadow.redact.time.sleep", lambda _s: None)  # skip the wait for a concurrent writer
+    monkeypatch.setattr("shadow.capture.redact.time.sleep", lambda _s: None)  # skip the wait for a concurrent writer
     with pytest.raises(CaptureError, match=r"e/.shadow-key: redaction key file is empty"):
         load_redaction_key(tmp_path / "e", RedactionSettings())
 
@@ -177,7 +177,7 @@ def test_the_secret_search_sees_inside_compressed_parquet_and_journals(tmp_path:
 
 
 def test_query_params_come_from_the_config_file() -> None:
-    from shadow.config import parse_config
+    from shadow.gateway.config import parse_config
 
     config = parse_config(
         "http:\n"

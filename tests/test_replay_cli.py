@@ -20,7 +20,7 @@ from mitmproxy.addons.savehar import SaveHar
 from mitmproxy.io import FlowWriter
 from mitmproxy.test import tflow
 
-from shadow.store import open_store
+from shadow.capture.store import open_store
 from tests.upstream import Upstream
 
 REPO = Path(__file__).resolve().parent.parent

@@ -158,8 +158,8 @@ def test_browser_har_fields() -> None:
 
 
 def test_capture_folder_reads_primary_rows_in_time_order(tmp_path: Path) -> None:
-    from shadow.capture import CaptureWriter
-    from shadow.settings import CaptureSettings
+    from shadow.capture.settings import CaptureSettings
+    from shadow.capture.writer import CaptureWriter
 
     base = 1_790_000_000_000_000_000
     with CaptureWriter(CaptureSettings(dir=tmp_path / "cap")) as writer:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shadow.config import (
+from shadow.gateway.config import (
     AddPrefix,
     GatewayConfig,
     HeadersMiddleware,
@@ -16,7 +16,7 @@ from shadow.config import (
     StripPrefix,
     parse_config,
 )
-from shadow.routing import (
+from shadow.gateway.routing import (
     MirrorCounter,
     ServerPicker,
     apply_request_middlewares,
@@ -26,7 +26,7 @@ from shadow.routing import (
     route_plans,
     select_router,
 )
-from shadow.rules import RequestView
+from shadow.gateway.rules import RequestView
 
 CONFIG = """\
 http:
@@ -244,7 +244,7 @@ def test_add_prefix_and_headers_in_order() -> None:
 def test_example_gateway_routes_as_documented() -> None:
     from pathlib import Path
 
-    from shadow.config import load_config
+    from shadow.gateway.config import load_config
 
     cfg = load_config(Path(__file__).resolve().parent.parent / "docs" / "examples" / "gateway.yaml")
     plans = route_plans(cfg)

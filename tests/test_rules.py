@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shadow.rules import RequestView, RuleSyntaxError, canonical_host, compile_rule, routing_path
+from shadow.gateway.rules import RequestView, RuleSyntaxError, canonical_host, compile_rule, routing_path
 
 
 def req(method: str = "GET", host: str = "example.com", path: str = "/", query: str = "",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from shadow.config import parse_config
-from shadow.shifting import RequestFacts, TrafficControl
-from shadow.traffic import sticky_value
+from shadow.gateway.config import parse_config
+from shadow.gateway.shifting import RequestFacts, TrafficControl
+from shadow.gateway.traffic import sticky_value
 
 CONFIG = """
 http:

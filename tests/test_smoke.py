@@ -3,7 +3,7 @@ import sys
 
 import httpx
 
-from shadow.endpoints import template_path
+from shadow.capture.endpoints import template_path
 from tests.upstream import Upstream
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from analyzers.spans import call_span_times, span_attribution
-from shadow.store import open_store
+from shadow.capture.store import open_store
 from tests.synthetic_capture import EndpointTraffic, write_capture
 from tests.synthetic_spans import write_spans
 

@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shadow.capture import CaptureWriter
+from shadow.capture.settings import CaptureSettings, RedactionSettings
+from shadow.capture.store import PAIR_ROLE_COLUMNS, PAIR_SHARED_COLUMNS, open_store
+from shadow.capture.writer import CaptureWriter
 from shadow.errors import CaptureError
-from shadow.settings import CaptureSettings, RedactionSettings
-from shadow.store import PAIR_ROLE_COLUMNS, PAIR_SHARED_COLUMNS, open_store
 
 REPO = Path(__file__).resolve().parent.parent
 

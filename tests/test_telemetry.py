@@ -20,9 +20,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from shadow.config import parse_config
 from shadow.errors import ConfigError
-from shadow.telemetry import continue_or_start, format_traceparent, ratio_sampled
+from shadow.gateway.config import parse_config
+from shadow.telemetry.tracing import continue_or_start, format_traceparent, ratio_sampled
 from tests.conftest import GatewayProcess
 from tests.upstream import ReceivedRequest, Response, Upstream, free_port
 
@@ -142,7 +142,7 @@ shadow:
 
     # The analyzers see each call's own spans: the service's entry span and its db call, per role.
     from analyzers.spans import call_span_times
-    from shadow.store import open_store
+    from shadow.capture.store import open_store
 
     with open_store(capture) as store:
         assert {"spans", "metrics"} <= set(store.tables())

@@ -1,4 +1,4 @@
-"""The gateway's span and metric export (shadow/telemetry_export.py) without a proxy: the hand-written
+"""The gateway's span and metric export (shadow/telemetry/export.py) without a proxy: the hand-written
 OTLP encoder against the OpenTelemetry SDK's own encoder, the request histograms against the SDK's
 aggregation, and the exporter threads against a real OTLP receiver or a recording `post`."""
 
@@ -19,8 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from shadow.telemetry import TraceContext
-from shadow.telemetry_export import (
+from shadow.telemetry.export import (
     DURATION_BOUNDS_MS,
     ClientCall,
     MetricsExporter,
@@ -32,6 +31,7 @@ from shadow.telemetry_export import (
     encode_resource,
     encode_spans,
 )
+from shadow.telemetry.tracing import TraceContext
 from tests.upstream import ReceivedRequest, Response, Upstream, free_port
 
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -93,7 +93,7 @@ def test_encoded_spans_are_what_the_sdk_encodes() -> None:
 def test_cached_span_parts_never_mix_requests() -> None:
     """Names, attributes and status are cached per combination: an error's text is still each span's
     own, and ever new methods (a client's choice) keep the cache bounded."""
-    from shadow import telemetry_export
+    from shadow.telemetry import export as telemetry_export
 
     items = [(ROOT, "GET", "api", None, "connection refused", 10, 20, None),
              (ROOT, "GET", "api", None, "timed out", 10, 20, None),
@@ -255,7 +255,7 @@ def test_a_timeout_on_a_kept_connection_is_not_resent_at_once() -> None:
 
 
 def test_spans_reach_a_real_otlp_receiver(tmp_path: Path) -> None:
-    from shadow.otlp.receiver import OtlpReceiver
+    from shadow.telemetry.receiver import OtlpReceiver
 
     port = free_port()
     loop = asyncio.new_event_loop()
@@ -323,7 +323,7 @@ def test_request_histograms_bucket_as_the_sdk_does() -> None:
 def test_encoded_metrics_decode_into_the_receivers_rows() -> None:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-    from shadow.otlp.decode import metric_rows
+    from shadow.telemetry.otlp_decode import metric_rows
 
     metrics = RequestMetrics()
     for ms in (3.0, 12.0, 12.0):

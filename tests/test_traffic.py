@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 
-from shadow.traffic import (
+from shadow.gateway.traffic import (
     EdfWrr,
     HealthBoard,
     StickyCookie,

@@ -15,7 +15,7 @@ import duckdb
 import httpx
 import pytest
 
-from shadow.traffic import sticky_value
+from shadow.gateway.traffic import sticky_value
 from tests.conftest import GatewayProcess
 from tests.upstream import ReceivedRequest, Response, Upstream, echo, free_port
 

@@ -15,7 +15,8 @@ import pytest
 
 from analyzers.policy import Policy
 from analyzers.rules import DEFAULT_RULES
-from shadow.verdict_server import VerdictService, make_server, parse_listen, verdict_document
+from shadow.cli.serve_verdict import parse_listen
+from shadow.delivery.verdict_server import VerdictService, make_server, verdict_document
 from tests.conftest import REPO
 from tests.synthetic_capture import EndpointTraffic, write_capture
 from tests.upstream import free_port
@@ -160,7 +161,7 @@ def test_serve_verdict_command_answers_over_http(captures: dict[str, Path]) -> N
 
 def test_sequential_policy_counts_looks_across_restarts(captures: dict[str, Path]) -> None:
     from analyzers.pipeline import load_inputs
-    from shadow.verdict_server import load_sequential_state, state_path
+    from shadow.delivery.verdict_server import load_sequential_state, state_path
 
     capture = captures["fail"]
     policy = Policy.from_mapping({"sequential": True})

@@ -1,4 +1,4 @@
-"""shadow.watch: config file change detection for hot reload."""
+"""shadow.gateway.watch: config file change detection for hot reload."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from shadow.watch import ConfigFileWatcher
+from shadow.gateway.watch import ConfigFileWatcher
 
 
 def test_change_detected_once(tmp_path: Path) -> None:

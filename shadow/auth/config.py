@@ -1,4 +1,4 @@
-"""Parsing of the `jwt` middleware's options (hooked into shadow.config's middleware parser).
+"""Parsing of the `jwt` middleware's options (hooked into shadow.gateway.config's middleware parser).
 
 Traefik Hub's names: `signingSecret`, `signingSecretBase64Encoded`, `publicKey`, `jwksUrl`,
 `forwardHeaders`, `forwardAuthorization`, `claims`, `tokenQueryKey` (`jwksFile` is refused as not
@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 from shadow.auth.claims import ClaimSyntaxError, parse_claims
 from shadow.auth.jwt import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, JwtSettings, static_key_set
 from shadow.auth.oidc import OidcSettings
+from shadow.yamlconfig import HEADER_NAME
 
 if TYPE_CHECKING:
-    from shadow.config import _Reader
+    from shadow.yamlconfig import YamlReader
 
 __all__ = ["parse_jwt_middleware", "parse_oidc_middleware"]
 
@@ -27,7 +28,7 @@ _KEYS = ("signingSecret", "signingSecretBase64Encoded", "publicKey", "jwksUrl", 
          "maxTokenSize", "jwksTimeout", "jwksRefreshFloor", "jwksMaxAge")
 
 
-def _http_url(reader: _Reader, body: dict[Any, Any], key: str, where: str) -> str | None:
+def _http_url(reader: YamlReader, body: dict[Any, Any], key: str, where: str) -> str | None:
     value = reader.string(body, key, where)
     if value is not None and not value.startswith(("http://", "https://")):
         reader.fail(f"must be an http:// or https:// URL, got {value!r}", f"{where}.{key}",
@@ -35,7 +36,7 @@ def _http_url(reader: _Reader, body: dict[Any, Any], key: str, where: str) -> st
     return value
 
 
-def parse_jwt_middleware(reader: _Reader, name: str, body: dict[Any, Any], where: str) -> JwtSettings:
+def parse_jwt_middleware(reader: YamlReader, name: str, body: dict[Any, Any], where: str) -> JwtSettings:
     reader.check_keys(body, where, _KEYS, unsupported=("jwksFile",))
     secret_text = reader.string(body, "signingSecret", where)
     secret: bytes | None = None
@@ -97,7 +98,7 @@ _OIDC_KEYS = ("issuer", "clientId", "clientSecret", "redirectPath", "logoutPath"
               "forwardHeaders", "claims", "leeway", "timeout")
 
 
-def parse_oidc_middleware(reader: _Reader, name: str, body: dict[Any, Any], where: str) -> OidcSettings:
+def parse_oidc_middleware(reader: YamlReader, name: str, body: dict[Any, Any], where: str) -> OidcSettings:
     import os
 
     reader.check_keys(body, where, _OIDC_KEYS)
@@ -137,7 +138,7 @@ def parse_oidc_middleware(reader: _Reader, name: str, body: dict[Any, Any], wher
         jwks_timeout_s=reader.duration(body, "timeout", where, 2.0))
 
 
-def _parse_claims_option(reader: _Reader, body: dict[Any, Any], where: str) -> tuple[str | None, Any]:
+def _parse_claims_option(reader: YamlReader, body: dict[Any, Any], where: str) -> tuple[str | None, Any]:
     """`claims:` of a jwt or oidc middleware: the text and its parsed condition (None when absent)."""
     claims_text = reader.string(body, "claims", where)
     if claims_text is None:
@@ -149,15 +150,14 @@ def _parse_claims_option(reader: _Reader, body: dict[Any, Any], where: str) -> t
                     reader.value_line(body, "claims"))
 
 
-def _parse_forward_headers(reader: _Reader, body: dict[Any, Any], where: str) -> tuple[tuple[str, str], ...]:
+def _parse_forward_headers(reader: YamlReader, body: dict[Any, Any], where: str) -> tuple[tuple[str, str], ...]:
     """`forwardHeaders:` (header -> claim path) of a jwt or oidc middleware."""
-    from shadow.config import _HEADER_NAME
 
     fh_where = f"{where}.forwardHeaders"
     fh = reader.mapping(body.get("forwardHeaders"), fh_where, reader.value_line(body, "forwardHeaders"))
     forward: list[tuple[str, str]] = []
     for header in fh:
-        if not isinstance(header, str) or not _HEADER_NAME.match(header):
+        if not isinstance(header, str) or not HEADER_NAME.match(header):
             reader.fail(f"bad header name {header!r}", f"{fh_where}.{header}", reader.key_line(fh, header))
         forward.append((header, reader.required_string(fh, header, fh_where)))
     return tuple(forward)

@@ -5,14 +5,14 @@ the extracted orders service (the candidate, with the differences listed in seed
 gateway config that serves everything from the monolith and mirrors /api/orders to both others;
 runs that config with `shadow gateway` (the command users run); drives shop traffic through it;
 stops everything cleanly so the capture is sealed; shows what was captured; and ends with the
-analysis (shadow.report_cmd.demo_report: the verdict and OUT/report/).
+analysis (shadow.cli.report.demo_report: the verdict and OUT/report/). The command itself, with its
+options, is shadow/cli/demo.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import socket
 import sys
@@ -26,12 +26,12 @@ from types import FrameType
 
 import click
 
+from shadow.capture.schema import ROLES
 from shadow.demo import seeds
 from shadow.demo.processes import Child, Supervisor, service_argv, wait_for_port
 from shadow.demo.tracing import ENDPOINT_ENV
 from shadow.demo.traffic import DriveResult, drive, plan_requests
-from shadow.errors import CaptureError, ShadowError
-from shadow.schema import ROLES
+from shadow.errors import ShadowError
 
 CAPTURE_SUBDIR = "capture"
 CONFIG_NAME = "gateway.yaml"
@@ -165,7 +165,7 @@ def gateway_argv(config: Path, port: int) -> list[str]:
 
 def start_gateway(sup: Supervisor, config: Path, *, timeout_s: float = 30.0) -> tuple[Child, str]:
     """Run `shadow gateway CONFIG` (the users' command) on a free port; return it and its URL."""
-    from shadow.config import load_config
+    from shadow.gateway.config import load_config
 
     load_config(config)  # a bad file is one clear line here, before any process starts
     for attempt in range(3):
@@ -204,7 +204,7 @@ def _slash(*values: int | float | None) -> str:
 def summarize_capture(capture: str | Path) -> str:
     """A small text report of what the capture holds: rows, server errors and median latency by
     endpoint and role; pairs; and the seeded differences an analysis should find."""
-    from shadow.store import open_store
+    from shadow.capture.store import open_store
 
     capture = Path(capture)
     with open_store(capture) as store:
@@ -314,74 +314,3 @@ def run_demo(out: Path, *, requests: int, concurrency: int, max_seconds: float, 
         if code != 0:
             raise gateway.failure(f"exited with code {code} when stopped; the capture may be incomplete")
     return capture, interrupted
-
-
-@click.command("demo")
-@click.option("--requests", "request_count", type=click.IntRange(1, 100_000), default=3000, show_default=True,
-              help="How many client requests to send through the gateway.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for the config, capture and logs.  [default: ./out/demo-<timestamp>]")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=2, show_default=True,
-              help="Requests in flight at once. More saturates the gateway on 2 cores, and its queueing "
-                   "then inflates the primary's measured latency (see the secondary's, same code).")
-@click.option("--max-seconds", type=click.FloatRange(min=1), default=75.0, show_default=True,
-              help="Stop sending after this long even if requests remain.")
-@click.option("--seed", type=int, default=2026, show_default=True, help="Seed of the traffic plan.")
-@click.option("--keep-running", is_flag=True, help="After the traffic, keep everything up until Ctrl-C.")
-@click.option("--no-progress", is_flag=True, help="No progress bar (there is none off a terminal).")
-@click.option("--report/--no-report", default=True, show_default=True,
-              help="End by analysing the capture: the verdict and an HTML report in OUT/report.")
-@click.option("--telemetry", is_flag=True,
-              help="Trace it all: the gateway's spans and the services' own (a span per request and per "
-                   "database query) land in OUT/capture/spans, and the report shows in which span the "
-                   "candidate's extra time sits.")
-def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: float, seed: int,
-         keep_running: bool, no_progress: bool, report: bool, telemetry: bool) -> None:
-    """Run the monolith → orders-service migration demo end to end and leave a capture to analyse.
-
-    Starts a shop monolith, a second instance of it and an extracted orders service that differs in
-    seeded ways (a renamed field, rounding, item order, latency, occasional 500s), puts the gateway in
-    front (everything served by the monolith; /api/orders mirrored to the other two), drives traffic
-    through it, stops everything cleanly, shows what the capture holds, and ends with the verdict
-    and an HTML report of the comparison (OUT/report).
-    """
-    out = out or default_out_dir()
-    progress = not no_progress and sys.stderr.isatty()  # bars on a terminal; CI logs stay readable
-    started = time.monotonic()
-    capture, interrupted = run_demo(out, requests=request_count, concurrency=concurrency,
-                                    max_seconds=max_seconds, keep_running=keep_running, seed=seed,
-                                    progress=progress, telemetry=telemetry)
-    click.echo(f"\ncapture: {capture}  ({time.monotonic() - started:.0f} s in all; logs in {out / 'logs'})\n")
-    try:
-        summary = summarize_capture(capture)
-    except CaptureError:
-        if not interrupted:
-            raise
-        click.echo("nothing was captured: interrupted before any request went through")
-        sys.exit(130)
-    click.echo(summary)
-    click.echo(next_steps(out / CONFIG_NAME, capture))
-    if interrupted:
-        sys.exit(130)
-    if not report:
-        return
-    from shadow.report_cmd import demo_report  # last step: the verdict and the report (shadow report)
-
-    demo_report(capture, out / "report", progress=progress)
-
-
-def next_steps(config: Path, capture: Path) -> str:
-    """The commands to try next, only those this installation has."""
-    from shadow.cli import COMMANDS
-
-    q = shlex.join
-    steps = []
-    if "sql" in COMMANDS:
-        steps.append(q(["shadow", "sql", str(capture), "SELECT role, count(*) FROM exchanges GROUP BY role"]))
-    if "report" in COMMANDS:
-        steps.append(q(["shadow", "report", str(capture)]))
-    if "gate" in COMMANDS:
-        steps.append(q(["shadow", "gate", str(capture)]))
-    steps.append(q(["shadow", "gateway", str(config), "--listen", "127.0.0.1:8080"])
-                 + "   # the same gateway, for your own traffic")
-    return "next:\n" + "\n".join("  " + s for s in steps)

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
-from shadow.endpoints import template_path
-from shadow.http1 import MAX_IDLE_PER_HOST, Http1Pool, ProtocolError
+from shadow.capture.endpoints import template_path
+from shadow.gateway.http1 import MAX_IDLE_PER_HOST, Http1Pool, ProtocolError
 from shadow.replay.filters import EntryFilter, Rewrite
 from shadow.replay.resume import ReplayState, SourceProgress, exchange_id, request_id
 from shadow.replay.sources import Headers, Source, SourceEntry, SourceError
@@ -33,7 +33,7 @@ _endpoint = functools.lru_cache(maxsize=65_536)(template_path)
 
 
 class RowSink(Protocol):
-    """What the engine writes to: shadow.capture.CaptureWriter, or a list in unit tests."""
+    """What the engine writes to: shadow.capture.writer.CaptureWriter, or a list in unit tests."""
 
     def submit(self, row: dict[str, Any]) -> bool: ...
 

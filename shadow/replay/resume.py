@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shadow.atomic import replace_text
+from shadow.capture.atomic import replace_text
 from shadow.errors import CaptureError
 
 STATE_FILE = Path("_replay") / "state.json"

@@ -154,6 +154,9 @@ class FlowFileSource:
             return None
 
     def entries(self) -> Iterator[SourceEntry]:
+        # mitmproxy's format and its migrations, through the adapter (no mitmproxy import in shadow/)
+        from addons.flowfile import flow_state
+
         index = 0
         with self.path.open("rb") as fo:
             while True:
@@ -165,7 +168,7 @@ class FlowFileSource:
                 if record is None:
                     return
                 try:
-                    entry = flow_state_entry(_flow_state(record), index)
+                    entry = flow_state_entry(flow_state(record), index)
                 except Exception as e:  # damaged data surfaces as many types in the parser
                     raise SourceError(self.path, f"invalid flow: {type(e).__name__}: {e}",
                                       entry=index + 1) from None
@@ -194,55 +197,6 @@ def _read_record(fo: Any) -> bytes | None:
     if data[-1:] != b"}":
         raise ValueError("a record that is not a flow (not a dictionary)")
     return data
-
-
-def _span(buf: bytes, pos: int) -> tuple[int, int, int, int]:
-    """(payload start, payload end, type byte, next position) of the tnetstring at `pos`."""
-    colon = buf.index(b":", pos, pos + 12)
-    start = colon + 1
-    end = start + int(buf[pos:colon])
-    if end >= len(buf):
-        raise ValueError("a value runs past the end of its record")
-    return start, end, buf[end], end + 1
-
-
-# The parts of a flow record a replay reads; the others (server_conn with its certificates,
-# websocket messages, metadata, ...) are skipped over by their length prefix without parsing.
-_FLOW_KEYS = frozenset({"type", "version", "request", "response", "error"})
-
-
-def _flow_state(record: bytes) -> dict[Any, Any]:
-    """The state dict of one flow record, as mitmproxy.io.FlowReader would produce it before
-    Flow.from_state (which would double the cost per flow for objects used once)."""
-    from mitmproxy.io import compat, tnetstring
-    from mitmproxy.version import FLOW_FORMAT_VERSION
-
-    view = memoryview(record)
-    start, end, _, _ = _span(record, 0)
-    state: dict[Any, Any] = {}
-    pos = start
-    while pos < end:
-        ks, ke, _, pos = _span(record, pos)
-        key = record[ks:ke].decode()
-        vs, ve, vt, pos = _span(record, pos)
-        if key in _FLOW_KEYS:
-            state[key] = tnetstring.parse(vt, view[vs:ve])
-        elif key == "client_conn" and vt == ord("}"):
-            conn: dict[str, Any] = {}
-            cpos = vs
-            while cpos < ve:
-                cks, cke, _, cpos = _span(record, cpos)
-                cvs, cve, cvt, cpos = _span(record, cpos)
-                if record[cks:cke] == b"peername":
-                    conn["peername"] = tnetstring.parse(cvt, view[cvs:cve])
-            state[key] = conn
-    if state.get("version") != FLOW_FORMAT_VERSION:
-        # An older (or newer) format: the full record through mitmproxy's own migrations.
-        full = tnetstring.parse(ord("}"), view[start:end])
-        if not isinstance(full, dict):
-            raise ValueError("not a flow record")
-        return compat.migrate_flow(full)
-    return state
 
 
 def _pairs_of(fields: Any) -> Headers:

@@ -24,7 +24,7 @@ Data path:
    to the last complete batch are kept. A journal with no readable batch and unreadable bytes is
    moved to ``_journal/corrupt/`` with a log line, never deleted.
 
-Readers (shadow.store, `shadow sql`) only ever see sealed Parquet: rows still in a live journal
+Readers (shadow.capture.store, `shadow sql`) only ever see sealed Parquet: rows still in a live journal
 become visible at the next seal.
 
 Counters (`stats()` plus `update_counters`) are published atomically to
@@ -62,12 +62,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shadow.canonical import BodyDecodeError, body_hash, decode_body, is_json_type, json_value_hash
-from shadow.endpoints import template_path
+from shadow.capture.canonical import BodyDecodeError, body_hash, decode_body, is_json_type, json_value_hash
+from shadow.capture.endpoints import template_path
+from shadow.capture.redact import UNPARSED, Redactor, load_redaction_key
+from shadow.capture.schema import EXCHANGES
+from shadow.capture.settings import CaptureSettings, RedactionSettings
 from shadow.errors import CaptureError
-from shadow.redact import UNPARSED, Redactor, load_redaction_key
-from shadow.schema import EXCHANGES
-from shadow.settings import CaptureSettings, RedactionSettings
 
 __all__ = [
     "BATCH_INTERVAL_S",
@@ -539,7 +539,7 @@ def recover_journals(table_dir: Path) -> tuple[int, int, int]:
 # -- the writer -----------------------------------------------------------------------------------------
 
 
-def _body_bytes(row: Mapping[str, Any]) -> int:
+def queued_body_bytes(row: Mapping[str, Any]) -> int:
     """Body bytes a queued row holds (bodies are cut only in the writer thread, so they count in full)."""
     size = 0
     body = row.get("resp_body")
@@ -586,7 +586,7 @@ def _close_open_writers() -> None:
 
 class ControlledWriter:
     """The control protocol both writers share (CaptureWriter here, CaptureProcessWriter in
-    shadow/capture_process.py): a control item travels through the same queue as the rows, so
+    shadow/capture/process.py): a control item travels through the same queue as the rows, so
     `flush`/`seal`/`close` return once everything submitted before them has been handled.
 
     A subclass sets `table_dir`, `_queue`, `_wake`, `_close_lock`, `_closed` and implements the
@@ -743,7 +743,7 @@ class CaptureWriter(ControlledWriter):
         the rows, but the submitted/shed counters and the byte budget may then be approximate."""
         q = self._queue
         n = len(q)
-        size = _body_bytes(row)
+        size = queued_body_bytes(row)
         if (n >= self._max_queue or self._closed
                 or (n and self._bytes_in + size - self._bytes_out > self._max_queue_bytes)):
             self._stats.shed += 1
@@ -758,7 +758,7 @@ class CaptureWriter(ControlledWriter):
     def submit_waiting(self, row: dict[str, Any], poll_s: float = 0.005) -> bool:
         """`submit`, but wait for room instead of shedding: for a producer that can be slowed down
         (the capture process, which then stops reading its pipe). False only once closed."""
-        size = _body_bytes(row)
+        size = queued_body_bytes(row)
         while not self._closed:
             n = len(self._queue)
             if n < self._max_queue and (not n or self._bytes_in + size - self._bytes_out <= self._max_queue_bytes):
@@ -811,7 +811,7 @@ class CaptureWriter(ControlledWriter):
             except IndexError:
                 break
             if not isinstance(item, _Marker):
-                self._bytes_out += _body_bytes(item)
+                self._bytes_out += queued_body_bytes(item)
             if isinstance(item, _Marker):
                 if item.kind == "close":
                     # Rows a racing submit() appended after the marker are kept too.

@@ -5,7 +5,7 @@
   and span ids as hex, while `google.protobuf.json_format` reads bytes fields as base64 and would
   silently turn a 32-hex id into 24 wrong bytes: the ids are converted to base64 *before* parsing.
 * `span_rows` validates each span (id lengths, non-zero ids) and turns the good ones into rows of
-  `shadow.schema.SPANS`; the others are counted for the response's `partial_success`.
+  `shadow.capture.schema.SPANS`; the others are counted for the response's `partial_success`.
 * `SeenSpans` remembers recent (trace_id, span_id) keys so a retried export is not stored twice.
 """
 
@@ -219,7 +219,7 @@ def _valid_id(raw: bytes, size: int) -> bool:
 
 
 def span_rows(request: ExportTraceServiceRequest, received_ns: int, seen: SeenSpans | None = None) -> SpanBatch:
-    """Rows of shadow.schema.SPANS for the valid spans; invalid ones counted with their reason."""
+    """Rows of shadow.capture.schema.SPANS for the valid spans; invalid ones counted with their reason."""
     batch = SpanBatch()
     for resource_spans in request.resource_spans:
         resource = attributes_dict(resource_spans.resource.attributes)
@@ -275,7 +275,7 @@ def span_rows(request: ExportTraceServiceRequest, received_ns: int, seen: SeenSp
 
 
 def metric_rows(request: ExportMetricsServiceRequest) -> list[dict[str, Any]]:
-    """One row of shadow.schema.METRICS per data point."""
+    """One row of shadow.capture.schema.METRICS per data point."""
     rows: list[dict[str, Any]] = []
     for resource_metrics in request.resource_metrics:
         service = attributes_dict(resource_metrics.resource.attributes).get("service.name")

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from shadow.breaker import CircuitBreaker
-from shadow.config import (
+from shadow.gateway.breaker import CircuitBreaker
+from shadow.gateway.config import (
     CircuitBreakerMiddleware,
     FailoverService,
     GatewayConfig,
@@ -30,7 +30,7 @@ from shadow.config import (
     Service,
     WeightedService,
 )
-from shadow.traffic import (
+from shadow.gateway.traffic import (
     EdfWrr,
     HealthBoard,
     hrw_pick,

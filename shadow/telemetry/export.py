@@ -2,7 +2,7 @@
 
 `GatewayTelemetry` takes plain values (no proxy types): the addon calls `record_exchange` /
 `record_mirror` once the response (or a mirror copy's result) is in, with the ids and the sampling
-decision it already made and propagated (shadow.telemetry), and the timestamps it measured.
+decision it already made and propagated (shadow.telemetry.tracing), and the timestamps it measured.
 
 Spans are finished facts by then, so they skip the SDK altogether: the event loop appends one tuple
 per request (or mirror copy) to `SpanExporter`'s queue, and its thread turns batches into
@@ -42,8 +42,8 @@ from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
-from shadow.mirror import RateLimitedLog
-from shadow.telemetry import TelemetrySettings, TraceContext
+from shadow.gateway.mirror import RateLimitedLog
+from shadow.telemetry.tracing import TelemetrySettings, TraceContext
 
 __all__ = ["ClientCall", "GatewayTelemetry", "MetricsExporter", "RequestMetrics", "SpanExporter", "encode_metrics",
            "encode_spans"]

@@ -33,8 +33,8 @@ from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 import orjson
 
+from shadow.capture.settings import DEFAULT_REDACTED_HEADERS, RedactionSettings
 from shadow.errors import CaptureError
-from shadow.settings import DEFAULT_REDACTED_HEADERS, RedactionSettings
 
 __all__ = ["KEY_ENV", "KEY_FILE", "REDACTED_PREFIX", "UNPARSED", "Redactor", "load_redaction_key"]
 

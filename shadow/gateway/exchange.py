@@ -1,8 +1,8 @@
 """Capture rows for the gateway's exchanges, built from plain values (no proxy types here).
 
 The addons turn a mitmproxy flow into an `ExchangeRecord` and the mirror dispatcher's result into
-another; `to_row` makes the dict `shadow.capture.CaptureWriter.submit` takes (keys are columns of
-shadow.schema.EXCHANGES; the writer decodes, hashes, truncates and redacts bodies off the loop).
+another; `to_row` makes the dict `shadow.capture.writer.CaptureWriter.submit` takes (keys are columns of
+shadow.capture.schema.EXCHANGES; the writer decodes, hashes, truncates and redacts bodies off the loop).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from shadow.mirror import MirrorResult
+from shadow.gateway.mirror import MirrorResult
 
 Headers = list[tuple[str, str]]
 

@@ -42,37 +42,33 @@ The `shadow:` section (camelCase like Traefik; every key optional)::
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urlsplit
-
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from shadow.auth.config import parse_jwt_middleware, parse_oidc_middleware
 from shadow.auth.jwt import JwtSettings
 from shadow.auth.oidc import OidcSettings
-from shadow.breaker import BreakerSettings, ExpressionError, parse_expression
-from shadow.errors import ConfigError
-from shadow.rules import Rule, RuleSyntaxError, compile_rule
-from shadow.settings import (
-    DEFAULT_REDACTED_HEADERS,
-    CaptureSettings,
-    MirroringSettings,
-    MirrorTargetSettings,
-    RedactionSettings,
+from shadow.capture.settings import DEFAULT_REDACTED_HEADERS, CaptureSettings, RedactionSettings
+from shadow.gateway.breaker import BreakerSettings, ExpressionError, parse_expression
+from shadow.gateway.mirror import MirroringSettings, MirrorTargetSettings
+from shadow.gateway.rules import Rule, RuleSyntaxError, compile_rule
+from shadow.gateway.traffic import SplitSettings, StickyCookie, default_cookie_name
+from shadow.telemetry.tracing import TelemetrySettings, parse_telemetry
+from shadow.yamlconfig import (
+    HEADER_NAME,
+    YamlReader,
+    did_you_mean,
+    load_yaml,
+    plain,
+    read_yaml_file,
+    value_kind,
 )
-from shadow.telemetry import TelemetrySettings, parse_telemetry
-from shadow.traffic import SplitSettings, StickyCookie, default_cookie_name
 
 __all__ = [
     "AddPrefix",
@@ -99,7 +95,6 @@ __all__ = [
     "WeightedService",
     "load_config",
     "parse_config",
-    "parse_duration",
 ]
 
 
@@ -273,245 +268,6 @@ def _router_order(router: Router) -> tuple[int, str]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Durations
-# --------------------------------------------------------------------------------------------------
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a Go-style duration ("5s", "250ms", "1m30s") or a plain number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 5s, 250ms or 1m")
-    if not isinstance(value, int | float | str):
-        raise ValueError("expected a duration like 5s, 250ms or 1m")
-    text = str(value).strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pos, seconds = 0, 0.0
-        for m in _DURATION_PART.finditer(text):
-            if m.start() != pos:
-                break
-            seconds += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-            pos = m.end()
-        if pos != len(text) or not text:
-            raise ValueError(f"{value!r} is not a duration like 5s, 250ms or 1m") from None
-    if not math.isfinite(seconds):
-        raise ValueError(f"{value!r} is not a duration like 5s, 250ms or 1m")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading YAML with locations
-# --------------------------------------------------------------------------------------------------
-
-class _Reader:
-    """Typed access to the YAML tree; every failure is a ConfigError with file, line and field."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, message: str, field: str | None, line: int | None) -> NoReturn:
-        raise ConfigError(message, file=self.source, line=line, field=field)
-
-    # line numbers (1-based) ----------------------------------------------------------------------
-    @staticmethod
-    def key_line(node: Any, key: Any) -> int | None:
-        try:
-            return int(node.lc.key(key)[0]) + 1
-        except (AttributeError, KeyError, TypeError):
-            return _Reader.node_line(node)
-
-    @staticmethod
-    def value_line(node: Any, key: Any) -> int | None:
-        try:
-            if node[key] is None:  # an empty value has no position of its own: point at its key
-                return _Reader.key_line(node, key)
-            return int(node.lc.value(key)[0]) + 1
-        except (AttributeError, KeyError, TypeError):
-            return _Reader.key_line(node, key)
-
-    @staticmethod
-    def item_line(node: Any, index: int) -> int | None:
-        try:
-            return int(node.lc.item(index)[0]) + 1
-        except (AttributeError, KeyError, TypeError, IndexError):
-            return _Reader.node_line(node)
-
-    @staticmethod
-    def node_line(node: Any) -> int | None:
-        try:
-            return int(node.lc.line) + 1
-        except (AttributeError, TypeError):
-            return None
-
-    # structure ----------------------------------------------------------------------------------
-    def mapping(self, node: Any, field: str, line: int | None, *, allow_null: bool = True) -> dict[Any, Any]:
-        if node is None and allow_null:
-            return CommentedMap()
-        if not isinstance(node, dict):
-            self.fail(f"expected a mapping, got {_kind(node)}", field, line)
-        return node
-
-    def check_keys(self, node: dict[Any, Any], field: str, allowed: Iterable[str],
-                   unsupported: Iterable[str] = (), ignored: Iterable[str] = ()) -> None:
-        allowed = tuple(allowed)
-        unsupported = frozenset(unsupported)
-        known = (*allowed, *unsupported, *ignored)
-        self.canonicalize_keys(node, field, known)
-        for key in node:
-            where = f"{field}.{key}" if field else str(key)
-            if not isinstance(key, str):
-                self.fail(f"keys must be strings, got {_kind(key)}", field or None, self.key_line(node, key))
-            if key in unsupported:
-                self.fail("not supported yet by the shadow gateway", where, self.key_line(node, key))
-            if key not in known:
-                self.fail(f"unknown key{_did_you_mean(key, allowed)}", where, self.key_line(node, key))
-
-    def canonicalize_keys(self, node: dict[Any, Any], field: str, known: Iterable[str]) -> None:
-        """Traefik matches option names case-insensitively (`loadbalancer` is `loadBalancer`):
-        rename such keys in place to their canonical spelling, keeping their line numbers."""
-        by_lower = {k.lower(): k for k in known}
-        renames = {key: by_lower[key.lower()] for key in node
-                   if isinstance(key, str) and key not in by_lower.values() and key.lower() in by_lower}
-        if not renames:
-            return
-        seen: dict[str, str] = {}
-        for key in node:
-            canonical = renames.get(key, key)
-            if canonical in seen:
-                where = f"{field}.{key}" if field else str(key)
-                self.fail(f"duplicate key: {seen[canonical]!r} and {key!r} are the same option",
-                          where, self.key_line(node, key))
-            seen[canonical] = key
-        items = list(node.items())
-        positions = dict(getattr(getattr(node, "lc", None), "data", None) or {})
-        node.clear()
-        for key, value in items:
-            canonical = renames.get(key, key)
-            node[canonical] = value
-            if key in positions:
-                node.lc.data[canonical] = positions[key]  # type: ignore[attr-defined]
-
-    def string(self, node: dict[Any, Any], key: str, field: str, *, default: str | None = None,
-               required: bool = False, allow_empty: bool = False) -> str | None:
-        where = f"{field}.{key}"
-        if key not in node or node[key] is None:
-            if required:
-                self.fail("required", where, self.node_line(node))
-            return default
-        value = node[key]
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            self.fail(f"expected a string, got {_kind(value)}", where, self.value_line(node, key))
-        text = str(value)
-        if not text and not allow_empty:
-            self.fail("must not be empty", where, self.value_line(node, key))
-        return text
-
-    def required_string(self, node: dict[Any, Any], key: str, field: str) -> str:
-        value = self.string(node, key, field, required=True)
-        if value is None:  # string() already failed; this keeps the type checker informed
-            self.fail("required", f"{field}.{key}", self.node_line(node))
-        return value
-
-    def integer(self, node: dict[Any, Any], key: str, field: str, default: int, *,
-                minimum: int | None = None, maximum: int | None = None) -> int:
-        where = f"{field}.{key}"
-        if key not in node or node[key] is None:
-            return default
-        value = node[key]
-        line = self.value_line(node, key)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(f"expected an integer, got {_kind(value)}", where, line)
-        value = int(value)
-        if minimum is not None and maximum is not None and not minimum <= value <= maximum:
-            self.fail(f"must be between {minimum} and {maximum}, got {value}", where, line)
-        if minimum is not None and value < minimum:
-            self.fail(f"must be at least {minimum}, got {value}", where, line)
-        if maximum is not None and value > maximum:
-            self.fail(f"must be at most {maximum}, got {value}", where, line)
-        return value
-
-    def number(self, node: dict[Any, Any], key: str, field: str, default: float, *, minimum: float) -> float:
-        where = f"{field}.{key}"
-        if key not in node or node[key] is None:
-            return default
-        value = node[key]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(f"expected a number, got {_kind(value)}", where, self.value_line(node, key))
-        if value < minimum:
-            self.fail(f"must be at least {minimum}, got {value}", where, self.value_line(node, key))
-        return float(value)
-
-    def boolean(self, node: dict[Any, Any], key: str, field: str, default: bool) -> bool:
-        if key not in node or node[key] is None:
-            return default
-        value = node[key]
-        if not isinstance(value, bool):
-            self.fail(f"expected true or false, got {_kind(value)}", f"{field}.{key}",
-                      self.value_line(node, key))
-        return value
-
-    def duration(self, node: dict[Any, Any], key: str, field: str, default: float) -> float:
-        if key not in node or node[key] is None:
-            return default
-        try:
-            return parse_duration(node[key])
-        except ValueError as exc:
-            self.fail(str(exc), f"{field}.{key}", self.value_line(node, key))
-
-    def sequence(self, node: dict[Any, Any], key: str, field: str) -> CommentedSeq:
-        if key not in node or node[key] is None:
-            return CommentedSeq()
-        value = node[key]
-        if not isinstance(value, list):
-            self.fail(f"expected a list, got {_kind(value)}", f"{field}.{key}", self.value_line(node, key))
-        return value  # type: ignore[return-value]
-
-    def string_list(self, node: dict[Any, Any], key: str, field: str) -> tuple[str, ...]:
-        items = self.sequence(node, key, field)
-        out: list[str] = []
-        for i, item in enumerate(items):
-            if isinstance(item, bool) or not isinstance(item, str | int) or str(item) == "":
-                what = "an empty string" if item == "" else _kind(item)
-                self.fail(f"expected a non-empty string, got {what}", f"{field}.{key}[{i}]",
-                          self.item_line(items, i))
-            out.append(str(item))
-        return tuple(out)
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int):
-        return f"an integer ({value})"
-    if isinstance(value, float):
-        return f"a number ({value})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return type(value).__name__
-
-
-def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    candidates = list(candidates)
-    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    if not close:
-        lowered = {c.lower(): c for c in candidates}
-        close = [lowered[word.lower()]] if word.lower() in lowered else []
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-# --------------------------------------------------------------------------------------------------
 # http: section
 # --------------------------------------------------------------------------------------------------
 
@@ -537,7 +293,7 @@ _HEADERS_UNSUPPORTED = (
 )
 
 
-def _local_name(reader: _Reader, ref: str, field: str, line: int | None) -> str:
+def _local_name(reader: YamlReader, ref: str, field: str, line: int | None) -> str:
     """`name@file` → `name` (this file is the one provider); another provider is an error."""
     if "@" in ref:
         name, _, provider = ref.partition("@")
@@ -551,7 +307,7 @@ def _local_name(reader: _Reader, ref: str, field: str, line: int | None) -> str:
 _URL_HOST = re.compile(r"^(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?|[0-9a-f:.]+)$")
 
 
-def _parse_url(reader: _Reader, text: str, field: str, line: int | None) -> tuple[str, str, str, int, str]:
+def _parse_url(reader: YamlReader, text: str, field: str, line: int | None) -> tuple[str, str, str, int, str]:
     try:
         parts = urlsplit(text.strip())
         port = parts.port
@@ -580,7 +336,7 @@ def _parse_url(reader: _Reader, text: str, field: str, line: int | None) -> tupl
     return f"{scheme}://{netloc}{path}", scheme, host, port, path
 
 
-def _parse_load_balancer(reader: _Reader, name: str, node: Any, field: str,
+def _parse_load_balancer(reader: YamlReader, name: str, node: Any, field: str,
                          line: int | None) -> LoadBalancerService:
     lb = reader.mapping(node, field, line, allow_null=False)
     reader.check_keys(lb, field, ("servers", "passHostHeader", "strategy", "sticky", "healthCheck",
@@ -616,7 +372,7 @@ def _parse_load_balancer(reader: _Reader, name: str, node: Any, field: str,
         passive_health_check=_parse_passive_health_check(reader, lb, field))
 
 
-def _parse_sticky(reader: _Reader, service: str, node: dict[Any, Any], field: str) -> StickyCookie | None:
+def _parse_sticky(reader: YamlReader, service: str, node: dict[Any, Any], field: str) -> StickyCookie | None:
     if "sticky" not in node:
         return None
     where = f"{field}.sticky"
@@ -641,7 +397,7 @@ def _parse_sticky(reader: _Reader, service: str, node: dict[Any, Any], field: st
     )
 
 
-def _parse_health_check(reader: _Reader, node: dict[Any, Any], field: str) -> HealthCheck | None:
+def _parse_health_check(reader: YamlReader, node: dict[Any, Any], field: str) -> HealthCheck | None:
     if "healthCheck" not in node:
         return None
     where = f"{field}.healthCheck"
@@ -678,7 +434,7 @@ def _parse_health_check(reader: _Reader, node: dict[Any, Any], field: str) -> He
         follow_redirects=reader.boolean(hc, "followRedirects", where, True))
 
 
-def _parse_passive_health_check(reader: _Reader, node: dict[Any, Any], field: str) -> PassiveHealthCheck | None:
+def _parse_passive_health_check(reader: YamlReader, node: dict[Any, Any], field: str) -> PassiveHealthCheck | None:
     if "passiveHealthCheck" not in node:
         return None
     where = f"{field}.passiveHealthCheck"
@@ -690,7 +446,7 @@ def _parse_passive_health_check(reader: _Reader, node: dict[Any, Any], field: st
     return PassiveHealthCheck(window, reader.integer(p, "maxFailedAttempts", where, 1, minimum=1))
 
 
-def _empty_health_check(reader: _Reader, node: dict[Any, Any], field: str) -> bool:
+def _empty_health_check(reader: YamlReader, node: dict[Any, Any], field: str) -> bool:
     """A parent service's `healthCheck: {}` (its only form): react to the children's health."""
     if "healthCheck" not in node:
         return False
@@ -700,7 +456,7 @@ def _empty_health_check(reader: _Reader, node: dict[Any, Any], field: str) -> bo
     return True
 
 
-def _named_entries(reader: _Reader, parent: Any, key: str, field: str, value_key: str,
+def _named_entries(reader: YamlReader, parent: Any, key: str, field: str, value_key: str,
                    what: str) -> list[tuple[str, Any, str]]:
     """The `key:` list of `{name, <value_key>}` entries under `parent` (weighted children, mirrors):
     each entry's service name (a local name, listed once), its mapping and its field path, in order."""
@@ -720,7 +476,7 @@ def _named_entries(reader: _Reader, parent: Any, key: str, field: str, value_key
     return entries
 
 
-def _parse_weighted(reader: _Reader, name: str, node: Any, field: str, line: int | None, *,
+def _parse_weighted(reader: YamlReader, name: str, node: Any, field: str, line: int | None, *,
                     hrw: bool) -> WeightedService:
     w = reader.mapping(node, field, line, allow_null=False)
     reader.check_keys(w, field, ("services", "healthCheck") if hrw else ("services", "sticky", "healthCheck"))
@@ -737,7 +493,7 @@ def _parse_weighted(reader: _Reader, name: str, node: Any, field: str, line: int
 _STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
 
 
-def _parse_failover(reader: _Reader, name: str, node: Any, field: str, line: int | None) -> FailoverService:
+def _parse_failover(reader: YamlReader, name: str, node: Any, field: str, line: int | None) -> FailoverService:
     f = reader.mapping(node, field, line, allow_null=False)
     reader.check_keys(f, field, ("service", "fallback", "healthCheck", "errors"))
     service = _local_name(reader, reader.required_string(f, "service", field), f"{field}.service",
@@ -763,7 +519,7 @@ def _parse_failover(reader: _Reader, name: str, node: Any, field: str, line: int
                            error_status=tuple(ranges), max_request_body_bytes=max_body)
 
 
-def _parse_mirroring(reader: _Reader, name: str, node: Any, field: str, line: int | None) -> MirroringService:
+def _parse_mirroring(reader: YamlReader, name: str, node: Any, field: str, line: int | None) -> MirroringService:
     m = reader.mapping(node, field, line, allow_null=False)
     reader.check_keys(m, field, ("service", "mirrors", "mirrorBody", "maxBodySize"),
                       unsupported=("healthCheck",))
@@ -778,7 +534,7 @@ def _parse_mirroring(reader: _Reader, name: str, node: Any, field: str, line: in
     )
 
 
-def _parse_service(reader: _Reader, name: str, node: Any, field: str, line: int | None) -> Service:
+def _parse_service(reader: YamlReader, name: str, node: Any, field: str, line: int | None) -> Service:
     svc = reader.mapping(node, field, line, allow_null=False)
     all_kinds = ("loadBalancer", "mirroring", "weighted", "failover", "highestRandomWeight")
     reader.check_keys(svc, field, all_kinds)
@@ -798,22 +554,22 @@ def _parse_service(reader: _Reader, name: str, node: Any, field: str, line: int 
     return _parse_mirroring(reader, name, svc[kind], sub_field, sub_line)
 
 
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
 
 
-def _header_pairs(reader: _Reader, node: dict[Any, Any], key: str, field: str) -> tuple[tuple[str, str], ...]:
+
+def _header_pairs(reader: YamlReader, node: dict[Any, Any], key: str, field: str) -> tuple[tuple[str, str], ...]:
     where = f"{field}.{key}"
     headers = reader.mapping(node.get(key), where, reader.value_line(node, key))
     pairs: list[tuple[str, str]] = []
     for name in headers:
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+        if not isinstance(name, str) or not HEADER_NAME.match(name):
             reader.fail(f"bad header name {name!r}", f"{where}.{name}", reader.key_line(headers, name))
         value = reader.string(headers, name, where, default="", allow_empty=True)
         pairs.append((name, value or ""))
     return tuple(pairs)
 
 
-def _parse_middleware(reader: _Reader, name: str, node: Any, field: str, line: int | None) -> Middleware:
+def _parse_middleware(reader: YamlReader, name: str, node: Any, field: str, line: int | None) -> Middleware:
     mw = reader.mapping(node, field, line, allow_null=False)
     if len(mw) != 1:
         reader.fail(f"a middleware has exactly one type, found {len(mw)}", field, line)
@@ -827,7 +583,7 @@ def _parse_middleware(reader: _Reader, name: str, node: Any, field: str, line: i
     if kind not in _SUPPORTED_MIDDLEWARES:
         if kind in _TRAEFIK_MIDDLEWARES:
             reader.fail("middleware type not supported yet by the shadow gateway", where, kind_line)
-        reader.fail(f"unknown middleware type{_did_you_mean(str(kind), _TRAEFIK_MIDDLEWARES)}",
+        reader.fail(f"unknown middleware type{did_you_mean(str(kind), _TRAEFIK_MIDDLEWARES)}",
                     where, kind_line)
     body = reader.mapping(mw[kind], where, reader.value_line(mw, kind))
     if kind == "stripPrefix":
@@ -852,7 +608,7 @@ def _parse_middleware(reader: _Reader, name: str, node: Any, field: str, line: i
                              _header_pairs(reader, body, "customResponseHeaders", where))
 
 
-def _parse_circuit_breaker(reader: _Reader, name: str, body: dict[Any, Any], where: str) -> CircuitBreakerMiddleware:
+def _parse_circuit_breaker(reader: YamlReader, name: str, body: dict[Any, Any], where: str) -> CircuitBreakerMiddleware:
     reader.check_keys(body, where, ("expression", "checkPeriod", "fallbackDuration", "recoveryDuration",
                                     "responseCode"))
     text = reader.required_string(body, "expression", where)
@@ -875,7 +631,7 @@ def _parse_circuit_breaker(reader: _Reader, name: str, body: dict[Any, Any], whe
 _MAX_USER_PRIORITY = 2**63 - 1 - 1000  # Traefik keeps the priorities above this for its own routers
 
 
-def _parse_router(reader: _Reader, name: str, node: Any, field: str, line: int | None) -> Router:
+def _parse_router(reader: YamlReader, name: str, node: Any, field: str, line: int | None) -> Router:
     r = reader.mapping(node, field, line, allow_null=False)
     reader.check_keys(r, field, _ROUTER_KEYS, unsupported=_ROUTER_UNSUPPORTED)
     text = reader.required_string(r, "rule", field)
@@ -906,7 +662,7 @@ def _parse_router(reader: _Reader, name: str, node: Any, field: str, line: int |
     return Router(name, rule, priority, service, middlewares, parents)
 
 
-def _named_section(reader: _Reader, parent: dict[Any, Any], key: str, field: str) -> list[tuple[str, Any, str, int | None]]:
+def _named_section(reader: YamlReader, parent: dict[Any, Any], key: str, field: str) -> list[tuple[str, Any, str, int | None]]:
     """Entries of `parent[key]` (a mapping name → definition) as (name, node, field, line)."""
     section = reader.mapping(parent.get(key), field, reader.value_line(parent, key))
     out = []
@@ -923,7 +679,7 @@ def _named_section(reader: _Reader, parent: dict[Any, Any], key: str, field: str
 # Cross-references
 # --------------------------------------------------------------------------------------------------
 
-def _ref_line(reader: _Reader, root: dict[Any, Any], path: list[Any]) -> int | None:
+def _ref_line(reader: YamlReader, root: dict[Any, Any], path: list[Any]) -> int | None:
     node: Any = root
     line = None
     for step in path:
@@ -935,7 +691,7 @@ def _ref_line(reader: _Reader, root: dict[Any, Any], path: list[Any]) -> int | N
     return line
 
 
-def _check_references(reader: _Reader, root: dict[Any, Any], routers: list[Router],
+def _check_references(reader: YamlReader, root: dict[Any, Any], routers: list[Router],
                       services: dict[str, Service], middlewares: dict[str, Middleware]) -> None:
     http_routers = ["http", "routers"]
     _check_parent_refs(reader, root, routers)
@@ -944,11 +700,11 @@ def _check_references(reader: _Reader, root: dict[Any, Any], routers: list[Route
         if not router.service:
             pass  # a parent router: _check_parent_refs made sure it has children
         elif router.service not in services:
-            reader.fail(f"no service named {router.service!r}{_did_you_mean(router.service, services)}",
+            reader.fail(f"no service named {router.service!r}{did_you_mean(router.service, services)}",
                         f"{field}.service", _ref_line(reader, root, [*http_routers, router.name, "service"]))
         for i, mw in enumerate(router.middlewares):
             if mw not in middlewares:
-                reader.fail(f"no middleware named {mw!r}{_did_you_mean(mw, middlewares)}",
+                reader.fail(f"no middleware named {mw!r}{did_you_mean(mw, middlewares)}",
                             f"{field}.middlewares[{i}]",
                             _ref_line(reader, root, [*http_routers, router.name, "middlewares", i]))
     for svc in services.values():
@@ -957,17 +713,17 @@ def _check_references(reader: _Reader, root: dict[Any, Any], routers: list[Route
         path = ["http", "services", svc.name, "mirroring"]
         field = f"http.services.{svc.name}.mirroring"
         if svc.service not in services:
-            reader.fail(f"no service named {svc.service!r}{_did_you_mean(svc.service, services)}",
+            reader.fail(f"no service named {svc.service!r}{did_you_mean(svc.service, services)}",
                         f"{field}.service", _ref_line(reader, root, [*path, "service"]))
         for i, mirror in enumerate(svc.mirrors):
             if mirror.name not in services:
-                reader.fail(f"no service named {mirror.name!r}{_did_you_mean(mirror.name, services)}",
+                reader.fail(f"no service named {mirror.name!r}{did_you_mean(mirror.name, services)}",
                             f"{field}.mirrors[{i}].name", _ref_line(reader, root, [*path, "mirrors", i, "name"]))
     for svc in services.values():
         if isinstance(svc, WeightedService | FailoverService):
             for ref, path, ref_field in _service_refs(svc):
                 if ref not in services:
-                    reader.fail(f"no service named {ref!r}{_did_you_mean(ref, services)}", ref_field,
+                    reader.fail(f"no service named {ref!r}{did_you_mean(ref, services)}", ref_field,
                                 _ref_line(reader, root, path))
                 if isinstance(services[ref], MirroringService):
                     reader.fail(f"{ref!r} is a mirroring service; mirroring inside weighted, "
@@ -990,7 +746,7 @@ def _check_references(reader: _Reader, root: dict[Any, Any], routers: list[Route
                             _ref_line(reader, root, [*path, "mirrors", i, "name"]))
 
 
-def _check_parent_refs(reader: _Reader, root: dict[Any, Any], routers: list[Router]) -> None:
+def _check_parent_refs(reader: YamlReader, root: dict[Any, Any], routers: list[Router]) -> None:
     """Multi-layer routing: parents exist and have no service, children do, no cycles."""
     by_name = {r.name: r for r in routers}
     parents = {p for r in routers for p in r.parent_refs}
@@ -999,7 +755,7 @@ def _check_parent_refs(reader: _Reader, root: dict[Any, Any], routers: list[Rout
         field = f"http.routers.{router.name}"
         for i, ref in enumerate(router.parent_refs):
             if ref not in by_name:
-                reader.fail(f"no router named {ref!r}{_did_you_mean(ref, by_name)}", f"{field}.parentRefs[{i}]",
+                reader.fail(f"no router named {ref!r}{did_you_mean(ref, by_name)}", f"{field}.parentRefs[{i}]",
                             _ref_line(reader, root, [*path, "parentRefs", i]))
         if router.name in parents and router.service:
             reader.fail("a parent router (named in parentRefs) has middlewares and no service", f"{field}.service",
@@ -1041,7 +797,7 @@ def _service_refs(svc: Service) -> list[tuple[str, list[Any], str]]:
     return refs
 
 
-def _check_cycles(reader: _Reader, root: dict[Any, Any], services: dict[str, Service]) -> None:
+def _check_cycles(reader: YamlReader, root: dict[Any, Any], services: dict[str, Service]) -> None:
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
     def visit(name: str, trail: list[str]) -> None:
@@ -1064,7 +820,7 @@ def _check_cycles(reader: _Reader, root: dict[Any, Any], services: dict[str, Ser
 # shadow: section
 # --------------------------------------------------------------------------------------------------
 
-def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
+def _parse_shadow(reader: YamlReader, node: Any, line: int | None, base_dir: Path,
                   services: Mapping[str, Service], middlewares: Mapping[str, Middleware]) -> ShadowSection:
     sh = reader.mapping(node, "shadow", line)
     reader.check_keys(sh, "shadow", ("gateway", "capture", "redaction", "mirroring", "endpoints", "analysis", "telemetry", "split",
@@ -1137,7 +893,7 @@ def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
     for name in tgt:
         where = f"{tgt_field}.{name}"
         if name not in services:
-            reader.fail(f"no service named {name!r}{_did_you_mean(str(name), mirror_names or services)}",
+            reader.fail(f"no service named {name!r}{did_you_mean(str(name), mirror_names or services)}",
                         where, reader.key_line(tgt, name))
         t = reader.mapping(tgt[name], where, reader.value_line(tgt, name))
         reader.check_keys(t, where, ("role", "allowUnsafe"))
@@ -1163,12 +919,12 @@ def _parse_shadow(reader: _Reader, node: Any, line: int | None, base_dir: Path,
     analysis_node = reader.mapping(sh.get("analysis"), "shadow.analysis", reader.value_line(sh, "analysis"))
     return ShadowSection(capture=capture, mirroring=mirroring, gateway_id=gateway_id,
                          telemetry=parse_telemetry(reader, sh.get("telemetry"), reader.value_line(sh, "telemetry")),
-                         endpoints=endpoints, analysis=MappingProxyType(_plain(analysis_node)),
+                         endpoints=endpoints, analysis=MappingProxyType(plain(analysis_node)),
                          split=_parse_split(reader, sh, services), identity_client_key_claim=identity[0],
                          identity_hash_client_key=identity[2])
 
 
-def _parse_identity(reader: _Reader, sh: dict[Any, Any]) -> tuple[str | None, bool, bool]:
+def _parse_identity(reader: YamlReader, sh: dict[Any, Any]) -> tuple[str | None, bool, bool]:
     """shadow.identity: {clientKeyClaim: sub, redactClaimHeaders: true, hashClientKey: true}."""
     where = "shadow.identity"
     node = reader.mapping(sh.get("identity"), where, reader.value_line(sh, "identity"))
@@ -1177,7 +933,7 @@ def _parse_identity(reader: _Reader, sh: dict[Any, Any]) -> tuple[str | None, bo
             reader.boolean(node, "hashClientKey", where, True))
 
 
-def _parse_split(reader: _Reader, sh: dict[Any, Any], services: Mapping[str, Service]) -> SplitSettings:
+def _parse_split(reader: YamlReader, sh: dict[Any, Any], services: Mapping[str, Service]) -> SplitSettings:
     where = "shadow.split"
     sp = reader.mapping(sh.get("split"), where, reader.value_line(sh, "split"))
     reader.check_keys(sp, where, ("candidates", "clientKey"))
@@ -1185,7 +941,7 @@ def _parse_split(reader: _Reader, sh: dict[Any, Any], services: Mapping[str, Ser
     items = reader.sequence(sp, "candidates", where)
     for i, name in enumerate(candidates):
         if name not in services:
-            reader.fail(f"no service named {name!r}{_did_you_mean(name, services)}", f"{where}.candidates[{i}]",
+            reader.fail(f"no service named {name!r}{did_you_mean(name, services)}", f"{where}.candidates[{i}]",
                         reader.item_line(items, i))
     ck_field = f"{where}.clientKey"
     ck = reader.mapping(sp.get("clientKey"), ck_field, reader.value_line(sp, "clientKey"))
@@ -1196,78 +952,9 @@ def _parse_split(reader: _Reader, sh: dict[Any, Any], services: Mapping[str, Ser
     return SplitSettings(candidates=candidates, client_key_header=header, client_key_cookie=cookie)
 
 
-def _plain(node: Any) -> Any:
-    """ruamel's commented containers → plain dicts/lists (for the raw analysis section)."""
-    if isinstance(node, dict):
-        return {k: _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    if isinstance(node, bool | None):
-        return node
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    if isinstance(node, str):
-        return str(node)
-    return node
-
-
 # --------------------------------------------------------------------------------------------------
 # Entry points
 # --------------------------------------------------------------------------------------------------
-
-def _yaml_error(exc: YAMLError, source: str, text: str) -> ConfigError:
-    if isinstance(exc, MarkedYAMLError) and exc.problem_mark is not None:
-        line = exc.problem_mark.line + 1
-        problem = (exc.problem or "syntax error").split("\n")[0]
-        if "duplicate key" in problem:
-            return ConfigError(problem.replace("found ", "") + " (each key may appear once)",
-                               file=source, line=line, field=_dotted_path_at(text, line))
-        context = f" ({exc.context})" if exc.context else ""
-        return ConfigError(f"YAML syntax error: {problem}{context}", file=source, line=line)
-    return ConfigError(f"YAML error: {str(exc).splitlines()[0]}", file=source)
-
-
-def _complex_key_line(text: str) -> int | None:
-    """Line (1-based) of the first mapping key that is not a scalar."""
-    try:
-        node = YAML(typ="rt").compose(text)
-    except YAMLError:
-        return None
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, MappingNode):
-            for key, value in current.value:
-                if not isinstance(key, ScalarNode):
-                    return int(key.start_mark.line) + 1
-                stack.append(value)
-        elif isinstance(current, SequenceNode):
-            stack.extend(current.value)
-    return None
-
-
-def _dotted_path_at(text: str, line: int) -> str | None:
-    """Dotted key path of block-style YAML line `line` (1-based), from indentation."""
-    lines = text.splitlines()
-    if not 0 < line <= len(lines):
-        return None
-    key_re = re.compile(r"^(\s*)(?:-\s+)?([^\s:#'\"][^:#]*?|'[^']*'|\"[^\"]*\")\s*:(?:\s|$)")
-    m = key_re.match(lines[line - 1])
-    if not m:
-        return None
-    parts = [m.group(2).strip("'\"")]
-    indent = len(m.group(1))
-    for prev in reversed(lines[:line - 1]):
-        pm = key_re.match(prev)
-        if pm and len(pm.group(1)) < indent and not prev.lstrip().startswith("-"):
-            parts.append(pm.group(2).strip("'\""))
-            indent = len(pm.group(1))
-            if indent == 0:
-                break
-    return ".".join(reversed(parts))
-
 
 def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None = None) -> GatewayConfig:
     """Parse and validate a configuration. `source` names the file in errors; relative paths in the
@@ -1276,20 +963,12 @@ def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None =
     if base_dir is None:
         base_dir = Path(source).parent if not source.startswith("<") else Path.cwd()
     base_dir = base_dir.absolute()
-    reader = _Reader(source)
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    try:
-        root = yaml.load(text)
-    except YAMLError as exc:
-        raise _yaml_error(exc, source, text) from None
-    except TypeError:  # ruamel cannot build a mapping whose key is itself a mapping or a list
-        raise ConfigError("mapping keys must be plain values, not mappings or lists", file=source,
-                          line=_complex_key_line(text)) from None
+    reader = YamlReader(source)
+    root = load_yaml(text, source)
     if root is None:
         reader.fail("empty configuration file (expected an http: section)", None, None)
     if not isinstance(root, dict):
-        reader.fail(f"expected a mapping with http: and shadow: sections, got {_kind(root)}", None, 1)
+        reader.fail(f"expected a mapping with http: and shadow: sections, got {value_kind(root)}", None, 1)
     reader.check_keys(root, "", ("http", "shadow"), unsupported=("tcp", "udp", "tls"))
 
     http = reader.mapping(root.get("http"), "http", reader.value_line(root, "http"))
@@ -1320,18 +999,4 @@ def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None =
 def load_config(path: str | Path) -> GatewayConfig:
     """Read and validate the configuration file at `path`."""
     path = Path(path)
-    source = str(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError("no such file", file=source) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, expected a YAML file", file=source) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=source) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise ConfigError("not UTF-8 text", file=source, line=line) from None
-    return parse_config(text, source, base_dir=path.parent)
+    return parse_config(read_yaml_file(path), str(path), base_dir=path.parent)

@@ -18,7 +18,7 @@ def config() -> None:
               help="Also list the routers in the order they are tried, with where each one sends traffic.")
 def check(file: str, verbose: bool) -> None:
     """Validate FILE; print a one-line summary (exit 0) or the one-line error (exit 2)."""
-    from shadow.config import load_config  # imported here so `shadow --help` stays fast
+    from shadow.gateway.config import load_config  # imported here so `shadow --help` stays fast
 
     try:
         cfg = load_config(file)
@@ -28,7 +28,7 @@ def check(file: str, verbose: bool) -> None:
         raise ConfigError(f"unexpected error while loading: {type(exc).__name__}: {exc}", file=file) from None
     click.echo(f"ok: {file}: {cfg.summary()}")
     if verbose:
-        from shadow.routing import plan_route
+        from shadow.gateway.routing import plan_route
 
         for router in cfg.routers:
             if not router.service:  # multi-layer routing: a parent router has middlewares, no service

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from shadow.config import (
+from shadow.gateway.config import (
     AddPrefix,
     CircuitBreakerMiddleware,
     FailoverService,
@@ -28,8 +28,8 @@ from shadow.config import (
     StripPrefix,
     WeightedService,
 )
-from shadow.rules import RESERVED_ESCAPES, RequestView
-from shadow.shifting import needs_control
+from shadow.gateway.rules import RESERVED_ESCAPES, RequestView
+from shadow.gateway.shifting import needs_control
 
 __all__ = [
     "MirrorCounter",
@@ -114,7 +114,7 @@ class RoutePlan:
     mirroring: MirroringService | None  # ask MirrorCounter.select(mirroring) once per request
     mirrors: tuple[MirrorTarget, ...]  # every mirror of `mirroring`, resolved to its service
     middlewares: tuple[Middleware, ...]  # the router's middlewares, in order
-    # True: weighted / failover / HRW / sticky / health / breaker: ask shadow.shifting.TrafficControl
+    # True: weighted / failover / HRW / sticky / health / breaker: ask shadow.gateway.shifting.TrafficControl
     # per request; `primary` is then only the first leaf loadBalancer (a default, for display).
     controlled: bool = False
 
@@ -363,7 +363,7 @@ class RewrittenRequest:
 
 
 def _strip_raw_prefix(raw: str, prefix: str) -> str | None:
-    """`raw` without `prefix` (given in routing-path form, see shadow.rules.routing_path), or None."""
+    """`raw` without `prefix` (given in routing-path form, see shadow.gateway.rules.routing_path), or None."""
     if raw.startswith(prefix):
         return raw[len(prefix):]
     if "%" not in raw:

@@ -30,8 +30,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from shadow.capture.schema import EXCHANGES
 from shadow.errors import CaptureError
-from shadow.schema import EXCHANGES
 
 __all__ = ["PAIR_ROLE_COLUMNS", "PAIR_SHARED_COLUMNS", "Store", "open_store"]
 
@@ -40,7 +40,7 @@ PAIR_SHARED_COLUMNS = ("request_id", "endpoint", "method", "path", "query", "url
 PAIR_ROLE_COLUMNS = ("exchange_id", "service", "status", "latency_ms", "body_hash", "body_size", "resp_body",
                      "resp_headers", "resp_content_type", "error", "truncated", "trace_id", "span_id",
                      "recorded")
-log = logging.getLogger("shadow.store")
+log = logging.getLogger("shadow.capture.store")
 
 _RESERVED = frozenset({"exchanges", "pairs", "capture_stats"})
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")

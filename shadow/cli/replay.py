@@ -165,8 +165,8 @@ def replay(sources: tuple[str, ...], primary: str, candidate: str, secondary: st
                           sequential=sequential, timeout_s=timeout_s, verify_tls=not insecure)
     opened: list[Source] = [open_source(s) for s in sources]  # unknown format: error before sending
 
-    from shadow.capture import CaptureWriter, make_gateway_id
-    from shadow.settings import CaptureSettings
+    from shadow.capture.settings import CaptureSettings
+    from shadow.capture.writer import CaptureWriter, make_gateway_id
 
     state = _prepare_state(capture, opened, resume)
     writer = CaptureWriter(CaptureSettings(dir=capture), gateway_id=f"replay-{make_gateway_id()}")

@@ -16,10 +16,27 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from shadow.http1 import Http1Pool, ProtocolError
-from shadow.settings import MirrorTargetSettings
+from shadow.gateway.http1 import Http1Pool, ProtocolError
+
+
+# Settings of the `shadow.mirroring` config section (built by shadow/gateway/config.py).
+@dataclass(frozen=True)
+class MirrorTargetSettings:
+    role: Literal["candidate", "secondary"] = "candidate"
+    allow_unsafe: bool = False  # mirror POST/PUT/PATCH/DELETE to this target
+
+
+@dataclass(frozen=True)
+class MirroringSettings:
+    timeout_s: float = 5.0  # a mirror call slower than this is abandoned and captured as an error
+    max_in_flight: int = 256  # mirror calls beyond this are shed and counted
+    targets: dict[str, MirrorTargetSettings] = field(default_factory=dict)  # by mirror service name
+
+    def target(self, name: str) -> MirrorTargetSettings:
+        return self.targets.get(name, MirrorTargetSettings())
+
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -153,14 +170,14 @@ class MirrorDispatcher:
     def __init__(self, *, max_in_flight: int, timeout_s: float,
                  on_result: Callable[[MirrorResult], None],
                  log_warning: Callable[[str], None] | None = None, client: str = "http1") -> None:
-        """`client`: "http1" (shadow.http1 for http:// targets) or "aiohttp" (every copy)."""
+        """`client`: "http1" (shadow.gateway.http1 for http:// targets) or "aiohttp" (every copy)."""
         self.max_in_flight = max_in_flight
         self.timeout_s = timeout_s
         self._on_result = on_result
         self.counters = MirrorCounters()
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: Any = None  # aiohttp.ClientSession, created on first use inside the loop
-        # http:// copies go through shadow.http1 (a fraction of aiohttp's CPU per copy, see
+        # http:// copies go through shadow.gateway.http1 (a fraction of aiohttp's CPU per copy, see
         # bench/mirror_client.py); https:// and client="aiohttp" through the aiohttp session.
         self._http1: Http1Pool | None = Http1Pool() if client == "http1" else None
         self._closed = False

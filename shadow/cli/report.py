@@ -49,7 +49,7 @@ def demo_report(capture: Path, out_dir: Path, *, progress: bool | None = None) -
     its seeded candidate is meant to fail)."""
     from analyzers.pipeline import analyze, load_inputs
     from analyzers.report import overall_name, write_report
-    from shadow.gate_cmd import exit_code_for
+    from shadow.cli.gate import exit_code_for
 
     click.echo("\nanalysing the capture: diffs, statistics, verdict…")
     policy, rules = load_inputs(None)

@@ -2,8 +2,8 @@
 
 `OtlpReceiver(capture_dir)` serves ``POST /v1/traces``, ``/v1/metrics`` and ``/v1/logs`` with
 aiohttp: protobuf (``application/x-protobuf``) or OTLP/JSON (``application/json``), gzip/deflate or
-plain, answered in the request's content type. Spans go through `shadow.capture.CaptureWriter`
-(table ``spans``, schema `shadow.schema.SPANS`), so they land crash-safely under ``CAPTURE/spans/``
+plain, answered in the request's content type. Spans go through `shadow.capture.writer.CaptureWriter`
+(table ``spans``, schema `shadow.capture.schema.SPANS`), so they land crash-safely under ``CAPTURE/spans/``
 and the store's ``spans`` view sees them; metric data points go to ``CAPTURE/metrics/``; log records
 are counted (``capture_stats``), not stored.
 
@@ -33,9 +33,11 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from shadow.capture import CaptureWriter
+from shadow.capture.schema import METRICS, SPANS
+from shadow.capture.settings import CaptureSettings
+from shadow.capture.writer import CaptureWriter
 from shadow.errors import ShadowError
-from shadow.otlp.decode import (
+from shadow.telemetry.otlp_decode import (
     BodyTooLarge,
     PayloadError,
     SeenSpans,
@@ -48,12 +50,10 @@ from shadow.otlp.decode import (
     parse_traces,
     span_rows,
 )
-from shadow.schema import METRICS, SPANS
-from shadow.settings import CaptureSettings
 
 __all__ = ["DEFAULT_LISTEN", "DEFAULT_MAX_BODY_BYTES", "OtlpReceiver", "ReceiverCounters", "parse_listen"]
 
-log = logging.getLogger("shadow.otlp")
+log = logging.getLogger("shadow.telemetry")
 
 DEFAULT_LISTEN = "127.0.0.1:4318"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024

@@ -1,5 +1,8 @@
-"""The `shadow` command line. Subcommands live in their own modules and load lazily,
-so `shadow --help` stays fast and one subcommand's imports never slow another."""
+"""The `shadow` command line: this package is the `shadow` group, each module one subcommand.
+
+Subcommands load lazily (COMMANDS), so `shadow --help` stays fast and one subcommand's imports never
+slow another. Commands parse options and print; the work is in the library packages (gateway,
+capture, replay, telemetry, delivery, demo, analyzers), which never import this package's commands."""
 
 from __future__ import annotations
 
@@ -10,18 +13,18 @@ import click
 
 # name -> "module:attribute" of a click command. Add one line per subcommand.
 COMMANDS: dict[str, str] = {
-    "gateway": "shadow.gateway_cmd:gateway",
-    "replay": "shadow.replay.cli:replay",
-    "demo": "shadow.demo.run:demo",
-    "config": "shadow.config_cmd:config",
-    "sql": "shadow.sql_cmd:sql",
-    "report": "shadow.report_cmd:report",
-    "gate": "shadow.gate_cmd:gate",
-    "serve-verdict": "shadow.verdict_server:serve_verdict",
-    "probe": "shadow.probe_cmd:probe",
-    "canary": "shadow.canary:canary",
-    "otlp-receiver": "shadow.otlp.cli:otlp_receiver",
-    "baseline": "shadow.baseline_cmd:baseline",
+    "gateway": "shadow.cli.gateway:gateway",
+    "replay": "shadow.cli.replay:replay",
+    "demo": "shadow.cli.demo:demo",
+    "config": "shadow.cli.config:config",
+    "sql": "shadow.cli.sql:sql",
+    "report": "shadow.cli.report:report",
+    "gate": "shadow.cli.gate:gate",
+    "serve-verdict": "shadow.cli.serve_verdict:serve_verdict",
+    "probe": "shadow.cli.probe:probe",
+    "canary": "shadow.cli.canary:canary",
+    "otlp-receiver": "shadow.cli.otlp_receiver:otlp_receiver",
+    "baseline": "shadow.cli.baseline:baseline",
 }
 
 
@@ -51,7 +54,3 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

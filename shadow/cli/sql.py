@@ -1,4 +1,4 @@
-"""`shadow sql CAPTURE "SELECT …"`: run SQL over a capture's DuckDB views (see shadow.store)."""
+"""`shadow sql CAPTURE "SELECT …"`: run SQL over a capture's DuckDB views (see shadow.capture.store)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def sql(capture: str, query: str, fmt: str, max_rows: int, threads: int | None) 
     """
     import duckdb
 
-    from shadow.store import open_store
+    from shadow.capture.store import open_store
 
     store = open_store(capture, threads=threads)
     try:

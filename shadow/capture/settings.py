@@ -1,6 +1,7 @@
-"""Settings of the `shadow:` section that more than one module reads (capture, redaction, mirroring).
+"""Settings of the capture and its redaction (the `shadow.capture` and `shadow.redaction` config sections).
 
-The config loader (shadow/config.py) builds these from YAML; tests and replay build them directly.
+The gateway's config loader (shadow/gateway/config.py) builds these from YAML; replay, the OTLP
+receiver and tests build them directly.
 """
 
 from __future__ import annotations
@@ -37,22 +38,6 @@ class CaptureSettings:
     segment_seconds: float = 60.0  # ...or this long after its first row
     max_queue: int = 20_000  # rows waiting for the writer thread; beyond it rows are shed and counted
     # "process": the gateway's rows are prepared and written by a child process (own GIL, see
-    # shadow.capture_process); "thread": by a thread of the proxy's process (CaptureWriter).
+    # shadow.capture.process); "thread": by a thread of the proxy's process (CaptureWriter).
     mode: Literal["process", "thread"] = "process"
     redaction: RedactionSettings = field(default_factory=RedactionSettings)
-
-
-@dataclass(frozen=True)
-class MirrorTargetSettings:
-    role: Literal["candidate", "secondary"] = "candidate"
-    allow_unsafe: bool = False  # mirror POST/PUT/PATCH/DELETE to this target
-
-
-@dataclass(frozen=True)
-class MirroringSettings:
-    timeout_s: float = 5.0  # a mirror call slower than this is abandoned and captured as an error
-    max_in_flight: int = 256  # mirror calls beyond this are shed and counted
-    targets: dict[str, MirrorTargetSettings] = field(default_factory=dict)  # by mirror service name
-
-    def target(self, name: str) -> MirrorTargetSettings:
-        return self.targets.get(name, MirrorTargetSettings())

@@ -21,9 +21,9 @@ import click
 from shadow.errors import ConfigError, ShadowError
 
 if TYPE_CHECKING:
-    from shadow.config import GatewayConfig
+    from shadow.gateway.config import GatewayConfig
 
-ADDON_SCRIPT = Path(__file__).resolve().parent.parent / "addons" / "gateway.py"
+ADDON_SCRIPT = Path(__file__).resolve().parents[2] / "addons" / "gateway.py"
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
 
@@ -82,7 +82,7 @@ def mitmdump_command(config_path: str | Path, *, reverse_target: str, listen_hos
 
 
 def _first_server_url(config: GatewayConfig, service_name: str, seen: frozenset[str] = frozenset()) -> str | None:
-    from shadow.config import LoadBalancerService, MirroringService
+    from shadow.gateway.config import LoadBalancerService, MirroringService
 
     service = config.services.get(service_name)
     if isinstance(service, LoadBalancerService):
@@ -96,7 +96,7 @@ def reverse_target_for(config: GatewayConfig) -> str:
     """The URL given to mitmdump's reverse mode. Every request is routed by the addon, so this is
     only the default: the first server behind the catch-all router (the lowest priority one that
     matches `GET /`), else the first server of any service."""
-    from shadow.rules import RequestView
+    from shadow.gateway.rules import RequestView
 
     root = RequestView(method="GET", host="", path="/")
     for router in reversed(config.routers):  # routers are sorted by priority, highest first
@@ -145,7 +145,7 @@ def gateway(config_file: Path, listen: str, dry_run: bool) -> None:
     second; SIGHUP checks at once). Ctrl-C / SIGTERM stop it cleanly, sealing the capture.
     See docs/gateway.md.
     """
-    from shadow.config import load_config
+    from shadow.gateway.config import load_config
 
     try:
         host, port = parse_listen(listen)

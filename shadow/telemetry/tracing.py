@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
-    from shadow.config import _Reader
+    from shadow.yamlconfig import YamlReader
 
 __all__ = [
     "TelemetrySettings",
@@ -119,8 +119,8 @@ def continue_or_start(traceparent: str | None, ratio: float, rng: random.Random)
     return TraceContext(trace_id, 0, new_span_id(rng), ratio_sampled(trace_id, ratio), False)
 
 
-def parse_telemetry(reader: _Reader, node: Any, line: int | None) -> TelemetrySettings:
-    """The `shadow.telemetry` mapping (config.py's reader gives every error its file, line and field)."""
+def parse_telemetry(reader: YamlReader, node: Any, line: int | None) -> TelemetrySettings:
+    """The `shadow.telemetry` mapping (the shared YamlReader of shadow/yamlconfig.py gives every error its file, line and field)."""
     where = "shadow.telemetry"
     tel = reader.mapping(node, where, line)
     reader.check_keys(tel, where, ("endpoint", "serviceName", "sampling", "headers", "exportInterval", "logs",
@@ -148,7 +148,7 @@ def parse_telemetry(reader: _Reader, node: Any, line: int | None) -> TelemetrySe
     listen = reader.string(rec, "listen", rec_where)
     if listen is not None:
         from shadow.errors import ShadowError
-        from shadow.otlp.receiver import parse_listen
+        from shadow.telemetry.receiver import parse_listen
 
         try:
             parse_listen(listen)

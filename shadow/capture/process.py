@@ -6,7 +6,7 @@ per-row Python work (two rows per mirrored request) was 20–29 % of the proxy's
 (docs/benchmarks.md, "Gateway"). Here the proxy pays a deque append per row on the event loop and,
 on a feeder thread, one pickle per batch and a pipe write.
 
-    proxy process                                       capture process (python -m shadow.capture_process)
+    proxy process                                       capture process (python -m shadow.capture.process)
     submit(row) -> deque -> feeder thread -> pickle --pipe--> CaptureWriter (thread mode: journal, seal)
                             ack thread  <-- stats, control answers --+
 
@@ -41,20 +41,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from shadow.capture import (
+from shadow.capture.settings import CaptureSettings
+from shadow.capture.writer import (
     BATCH_ROWS,
     MAX_QUEUE_BYTES,
     STATS_DIR,
     CaptureStats,
     CaptureWriter,
     ControlledWriter,
-    _body_bytes,
     make_gateway_id,
+    queued_body_bytes,
     register_open_writer,
     unregister_open_writer,
 )
 from shadow.errors import CaptureError
-from shadow.settings import CaptureSettings
 
 log = logging.getLogger("shadow.capture")
 
@@ -172,7 +172,7 @@ class CaptureProcessWriter(ControlledWriter):
     def submit(self, row: dict[str, Any]) -> bool:
         q = self._queue
         n = len(q)
-        size = _body_bytes(row)
+        size = queued_body_bytes(row)
         if (n >= self._max_queue or self._closed
                 or (n and self._bytes_in + size - self._bytes_out > self._max_queue_bytes)):
             self._shed += 1
@@ -231,12 +231,12 @@ class CaptureProcessWriter(ControlledWriter):
     # -- the child -------------------------------------------------------------------------------------
     def _start_child(self) -> _Child:
         self._last_restart = time.monotonic()
-        repo = str(Path(__file__).resolve().parent.parent)
+        repo = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
         env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         # Own session: a Ctrl-C or a signal to the proxy's process group does not reach the child,
         # which stops when its pipe closes, after sealing.
-        proc = subprocess.Popen([sys.executable, "-m", "shadow.capture_process"], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "shadow.capture.process"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, env=env, start_new_session=True, bufsize=0)
         assert proc.stdin is not None and proc.stdout is not None
         _grow_pipe(proc.stdin.fileno())
@@ -395,7 +395,7 @@ class CaptureProcessWriter(ControlledWriter):
             except IndexError:
                 break
             if not isinstance(item, _Control):
-                size += _body_bytes(item)
+                size += queued_body_bytes(item)
             items.append(item)
         self._bytes_out += size
         return items
@@ -454,7 +454,7 @@ def _child_main() -> int:
     if frame is None or frame[0] != _SETUP:
         return 2
     setup = pickle.loads(frame[1])
-    import shadow.capture as capture
+    import shadow.capture.writer as capture
 
     # This process has its own GIL: the writer thread need not yield to an event loop here.
     capture.YIELD_AFTER_S = float("inf")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from typing import Any
 
 import click
 
-from shadow.atomic import replace_text
+from shadow.capture.atomic import replace_text
 from shadow.errors import ConfigError
 
 EXIT_PROMOTED, EXIT_ROLLED_BACK, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
@@ -68,7 +67,8 @@ def load_plan(path: Path) -> CanaryPlan:
     from ruamel.yaml.error import YAMLError
 
     from analyzers.policy import Policy, load_policy
-    from shadow.config import WeightedService, load_config, parse_duration
+    from shadow.gateway.config import WeightedService, load_config
+    from shadow.yamlconfig import parse_duration
 
     source = str(path)
     try:
@@ -216,8 +216,8 @@ def look(plan: CanaryPlan, children: tuple[str, ...], since_ns: int, state: Any)
     `min_requests` rows."""
     from analyzers.pipeline import split_samples
     from analyzers.verdict import judge
+    from shadow.capture.store import open_store
     from shadow.errors import CaptureError
-    from shadow.store import open_store
 
     try:
         store = open_store(plan.capture)
@@ -266,7 +266,7 @@ def _evidence(v: Any) -> dict[str, Any]:
 def run_canary(plan: CanaryPlan, *, echo: Callable[[str], None] = click.echo,
                clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> int:
     from analyzers.sequential import SequentialState
-    from shadow.config import WeightedService, load_config
+    from shadow.gateway.config import WeightedService, load_config
 
     config = load_config(plan.gateway)
     svc = config.services[plan.service]
@@ -346,12 +346,3 @@ def _summary(log: DecisionLog, outcome: str, reached: int, plan: CanaryPlan) -> 
              "FAIL": f"rolled back: {plan.child} serves 0 % of {plan.service}",
              "INCONCLUSIVE": f"inconclusive: paused with {plan.child} at {reached} % of {plan.service} (the last proven step)"}[outcome]
     log("summary", words, outcome=outcome, reached=reached)
-
-
-@click.command("canary")
-@click.argument("plan_file", metavar="PLAN", type=click.Path(path_type=Path, dir_okay=False))
-def canary(plan_file: Path) -> None:
-    """Shift a weighted service's traffic to a candidate step by step, gated by the verdict.
-
-    Exit 0 promoted, 1 rolled back (FAIL), 3 inconclusive (paused), 2 usage error."""
-    sys.exit(run_canary(load_plan(plan_file)))  # a bad plan: ShadowError, one line, exit 2

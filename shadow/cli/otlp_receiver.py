@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from shadow.otlp.receiver import DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, OtlpReceiver, parse_listen
 from shadow.signals import stop_signals_call
+from shadow.telemetry.receiver import DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, OtlpReceiver, parse_listen
 
 
 async def _serve(receiver: OtlpReceiver, host: str, port: int) -> None:
