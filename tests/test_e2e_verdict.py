@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 import pytest
 
+from shadow.capture.store import open_store
 from shadow.demo.processes import Supervisor
 from shadow.demo.traffic import drive_async
-from shadow.store import open_store
 from tests.conftest import REPO, GatewayProcess, shadow_cli
 from tests.verdict_services import traffic_plan
 
