@@ -107,16 +107,22 @@ _canonical = _fingerprint  # equal canonical texts = strictly equal values (true
 def diff_pair(primary: ExchangeSide, candidate: ExchangeSide, rules: RuleSet | EndpointRules | None = None,
               *, endpoint: str | None = None, max_value_chars: int = MAX_VALUE_CHARS,
               compare_headers: bool = True, compare_body: bool = True) -> list[Difference]:
-    """All differences between two answers to the same request (status, then headers, then body).
+    """All differences between two answers to the same request (headers, then body), or one status
+    difference.
+
+    One outcome, one guardrail: when the statuses differ (or a side got no answer) the pair's only
+    difference is the status change (`200` → `500`): a 500's error body against a 200's order body
+    says nothing the status does not, and the error guardrails judge it. Headers and bodies are
+    compared only between two answers of the same status.
 
     `rules` may be a RuleSet (resolved for `endpoint`) or rules already resolved for the endpoint.
     `compare_headers` / `compare_body` = False skip a part the caller already knows to be equal."""
+    if primary.status != candidate.status:
+        return [Difference("status", "changed", "", "", _status_text(primary), _status_text(candidate))]
+    if primary.status is None:
+        return []  # a transport error on both sides: there are no headers or body to compare
     er = _resolve(rules, endpoint)
     out: list[Difference] = []
-    if primary.status != candidate.status:
-        out.append(Difference("status", "changed", "", "", _status_text(primary), _status_text(candidate)))
-    if primary.status is None or candidate.status is None:
-        return out  # a transport error: there are no headers or body to compare
     if compare_headers:
         out.extend(diff_headers(primary.headers, candidate.headers, er))
     if compare_body:

@@ -10,8 +10,12 @@ renamed into place, so a reader sees the old run or the new one, never half of o
   noise, noise_reason. Noise is flagged, never dropped.
 * CAPTURE/diffs_summary/part-0.parquet — one row per pair (shadow.capture.schema.DIFFS_SUMMARY): request_id,
   endpoint, c_service, mode, method, equal, status_equal, real_diff_count, noise_diff_count,
-  truncated, has_secondary. `equal` is true when the pair has no real difference, and NULL when a
-  truncated body could not be compared (so `avg(NOT equal)` skips it rather than guessing).
+  truncated, has_secondary. `status_equal` is true when both sides answered with the same status;
+  only those pairs are compared for the body-mismatch rate (a status change or a transport error is
+  the error guardrails' business, and its one `status` difference row is the whole story). `equal`
+  is true when such a pair has no real difference, false when it has one, and NULL when it was not
+  compared: statuses differ, or a truncated body kept it from being compared (so `avg(NOT equal)`
+  skips it rather than guessing).
 * CAPTURE/diffs_fields/part-0.parquet — per (endpoint, c_service, kind, pointer_template) seen on
   requests with a secondary: the candidate's and the secondary's difference counts, the exact
   McNemar p-value (raw and Holm), Diffy's verdict for comparison, and whether the field is real.
@@ -71,7 +75,8 @@ from shadow.capture.schema import DIFFS, DIFFS_SUMMARY
 __all__ = ["DiffRunSummary", "compute_diffs", "diff_batch"]
 
 BASE_SCHEMA = pa.schema([("request_id", pa.string()), ("endpoint", pa.string()), ("c_service", pa.string()),
-                         ("mode", pa.string()), ("method", pa.string()), ("has_secondary", pa.bool_())])
+                         ("mode", pa.string()), ("method", pa.string()), ("has_secondary", pa.bool_()),
+                         ("status_equal", pa.bool_())])
 OUTPUT_DIRS = ("diffs", "diffs_summary", "diffs_fields")
 SMALL_RUN_PAIRS = 20_000  # fewer unsettled pairs than this: diff in-process
 
@@ -91,6 +96,7 @@ class DiffRunSummary:
     workers: int
     probe_used: bool
     cpu_seconds: float = 0.0  # this process (DuckDB included) plus the workers
+    status_changed_pairs: int = 0  # statuses differ or a side got no answer (equal is NULL)
     worker_cpu_seconds: float = 0.0  # the workers' share (0 when diffing in-process)
     peak_rss_mb: float = 0.0  # the largest of this process and each worker
     fields: tuple[FieldNoise, ...] = ()
@@ -104,7 +110,8 @@ class DiffRunSummary:
 
     @property
     def mismatch_rate(self) -> float:
-        compared = self.pairs - self.truncated_pairs
+        """Pairs with a real difference among the pairs compared (same status, bodies not truncated)."""
+        compared = self.equal_pairs + self.pairs_with_real_diffs
         return self.pairs_with_real_diffs / compared if compared else 0.0
 
 
@@ -150,9 +157,11 @@ def base_rows(batch: pa.RecordBatch, ctx: BatchContext) -> tuple[pa.Table, dict[
     endpoints = _endpoints(batch, ctx.templater)
     c_services = batch.column("c_service").to_pylist()
     has_s = batch.column("has_s").to_pylist()
+    # both sides answered, with the same status: the pairs whose bodies the mismatch rate is about
+    status_equal = pc.fill_null(pc.equal(batch.column("p_status"), batch.column("c_status")), False)
     base = pa.table({"request_id": batch.column("request_id"), "endpoint": endpoints, "c_service": c_services,
-                     "mode": batch.column("mode"), "method": batch.column("method"), "has_secondary": has_s},
-                    schema=BASE_SCHEMA)
+                     "mode": batch.column("mode"), "method": batch.column("method"), "has_secondary": has_s,
+                     "status_equal": status_equal}, schema=BASE_SCHEMA)
     requests: dict[tuple[str, str], int] = {}
     # a secondary that failed to answer says nothing about the primary's determinism: left out
     s_failed = pc.fill_null(pc.and_(pc.is_null(batch.column("s_status")), pc.is_valid(batch.column("p_status"))),
@@ -474,7 +483,7 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
     return DiffRunSummary(
         cpu_seconds=cpu, worker_cpu_seconds=sum(c for c, _ in worker_usage.values()), peak_rss_mb=peak,
         capture_dir=root, pairs=pairs, equal_pairs=stats["equal"], pairs_with_real_diffs=stats["unequal"],
-        truncated_pairs=stats["truncated"], secondary_pairs=stats["secondary"], diff_rows=stats["rows"],
+        truncated_pairs=stats["truncated"], status_changed_pairs=stats["status_changed"], secondary_pairs=stats["secondary"], diff_rows=stats["rows"],
         real_rows=stats["real"], noise_rows=stats["rows"] - stats["real"], seconds=time.perf_counter() - started,
         workers=workers, probe_used=probe is not None, fields=tuple(fields), diffs_dir=root / "diffs",
         summary_dir=root / "diffs_summary", fields_dir=root / "diffs_fields")
@@ -513,23 +522,23 @@ def _finish(con: Any, run: Path, raw_path: Path, base_path: Path, fields: list[F
     con.execute(f"""
         COPY (
           SELECT b.request_id, b.endpoint, b.c_service, b.mode, b.method,
-                 CASE WHEN coalesce(a.truncated, false) THEN NULL ELSE coalesce(a.real_n, 0) = 0 END AS equal,
-                 NOT coalesce(a.status_diff, false) AS status_equal,
+                 CASE WHEN coalesce(a.truncated, false) OR NOT b.status_equal THEN NULL
+                      ELSE coalesce(a.real_n, 0) = 0 END AS equal,
+                 b.status_equal,
                  coalesce(a.real_n, 0)::INTEGER AS real_diff_count,
                  coalesce(a.noise_n, 0)::INTEGER AS noise_diff_count,
                  coalesce(a.truncated, false) AS truncated, b.has_secondary
           FROM read_parquet({_sql_str(base_path)}) b
           LEFT JOIN (
             SELECT request_id, c_service, count(*) FILTER (WHERE NOT noise) AS real_n,
-                   count(*) FILTER (WHERE noise) AS noise_n, bool_or(op = 'truncated') AS truncated,
-                   bool_or(kind = 'status') AS status_diff
+                   count(*) FILTER (WHERE noise) AS noise_n, bool_or(op = 'truncated') AS truncated
             FROM read_parquet({_sql_str(diffs_out)}) GROUP BY request_id, c_service
           ) a ON a.request_id = b.request_id AND a.c_service IS NOT DISTINCT FROM b.c_service
         ) TO {_sql_str(summary_out)} (FORMAT parquet, ROW_GROUP_SIZE 100000)""")
     rows = con.execute(f"""
         SELECT count(*) FILTER (WHERE equal), count(*) FILTER (WHERE NOT equal), count(*) FILTER (WHERE truncated),
                count(*) FILTER (WHERE has_secondary), coalesce(sum(real_diff_count + noise_diff_count), 0),
-               coalesce(sum(real_diff_count), 0)
+               coalesce(sum(real_diff_count), 0), count(*) FILTER (WHERE NOT status_equal)
         FROM read_parquet({_sql_str(summary_out)})""").fetchall()
     row = rows[0]
     # check the written schemas match the declared ones (a drift here would break every reader)
@@ -537,7 +546,7 @@ def _finish(con: Any, run: Path, raw_path: Path, base_path: Path, fields: list[F
         got = pq.read_schema(path)
         if got.names != schema.names:
             raise AssertionError(f"{path}: columns {got.names} != {schema.names}")
-    keys = ("equal", "unequal", "truncated", "secondary", "rows", "real")
+    keys = ("equal", "unequal", "truncated", "secondary", "rows", "real", "status_changed")
     return {k: int(v) for k, v in zip(keys, row, strict=True)}
 
 

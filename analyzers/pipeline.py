@@ -14,7 +14,9 @@ what*:
 
 The body-mismatch flag of a pair comes from the diff engine's per-pair summary (CAPTURE/diffs_summary:
 a pair mismatches when it has a real, non-noise difference, or when a truncated body kept it from
-being compared), and the samples hold exactly the pairs that diff run compared.
+being compared), and the samples hold exactly the pairs that diff run compared. Only pairs that
+answered with the same status count for the mismatch rate (`EndpointSample.mismatch_compared`): a
+status change or a transport error is judged by the error guardrails, once.
 """
 
 from __future__ import annotations
@@ -337,7 +339,7 @@ class _Arm:
 
 
 def _endpoint_sample(endpoint: str, candidate_service: str, primary: _Arm, candidate: _Arm, *, paired: bool,
-                    mismatch: np.ndarray | None = None) -> EndpointSample:
+                    mismatch: np.ndarray | None = None, compared: np.ndarray | None = None) -> EndpointSample:
     """The EndpointSample of one endpoint × candidate service from its two arms. Client keys are kept
     when any row of either arm has one; in split traffic that means assignment was sticky (the gateway
     sets the key from the sticky cookie / HRW key), while mirrored pairs are paired anyway."""
@@ -352,6 +354,7 @@ def _endpoint_sample(endpoint: str, candidate_service: str, primary: _Arm, candi
         primary_client_key=primary.client_key if keyed else None,
         candidate_client_key=candidate.client_key if keyed else None,
         mismatch=mismatch, sticky=keyed and not paired, candidate=candidate_service or None,
+        mismatch_compared=compared,
     )
 
 
@@ -361,27 +364,32 @@ def paired_samples(store: Any, *, use_diffs: bool = True) -> list[EndpointSample
     With `use_diffs` and the diff engine's per-pair summary present (CAPTURE/diffs_summary), the
     samples hold exactly the pairs that were diffed (a live capture may have sealed more since),
     and each pair's mismatch flag: `equal` false is a real difference; NULL (a truncated body kept
-    the pair from being compared) counts as a mismatch too, since PASS needs evidence. Without it
-    the samples carry no mismatch array and the mismatch guardrail has nothing to judge."""
+    the pair from being compared) counts as a mismatch too, since PASS needs evidence. Pairs whose
+    statuses differ (or that got a transport error) are left out of the mismatch rate
+    (`mismatch_compared` false): the error guardrails judge them. Without the summary the samples
+    carry no mismatch array and the mismatch guardrail has nothing to judge."""
     modes = ", ".join(f"'{m}'" for m in PAIRED_MODES)
     summary = use_diffs and "diffs_summary" in store.views
     join = ("JOIN diffs_summary d ON d.request_id = p.request_id AND d.c_service IS NOT DISTINCT FROM p.c_service"
             if summary else "")
-    mismatch = "d.equal IS NOT TRUE" if summary else "NULL::BOOLEAN"
+    mismatch = ("d.status_equal AND d.equal IS NOT TRUE AS mismatch, d.status_equal AS compared" if summary
+                else "NULL::BOOLEAN AS mismatch, NULL::BOOLEAN AS compared")
     table = _grouped_rows(
         store, alias="p", source=f"pairs p {join}", where=f"p.mode IN ({modes})", arm="p.c_service",
         columns="p.p_latency_ms, p.c_latency_ms, CAST(p.p_status AS DOUBLE) AS p_status, "
         "CAST(p.c_status AS DOUBLE) AS c_status, p.p_error IS NOT NULL AS p_err, "
-        f"p.c_error IS NOT NULL AS c_err, p.client_key, {mismatch} AS mismatch, "
+        f"p.c_error IS NOT NULL AS c_err, p.client_key, {mismatch}, "
         "coalesce(p.p_recorded, false) AS p_recorded")
     clients = _objects(table, "client_key")  # one client per pair: the same key on both sides
     primary, candidate = _Arm.read(table, "p_", clients), _Arm.read(table, "c_", clients)
     flags = _column(table, "mismatch", bool) if summary else None
+    compared = _column(table, "compared", bool) if summary else None
     recorded = _column(table, "p_recorded", bool)
     samples = []
     for (endpoint, service), rows in _groups(table, "endpoint", "arm"):
         sample = _endpoint_sample(endpoint, service, primary[rows], candidate[rows], paired=True,
-                                  mismatch=None if flags is None else flags[rows])
+                                  mismatch=None if flags is None else flags[rows],
+                                  compared=None if compared is None else compared[rows])
         # A replay against recorded answers: the primary's latencies are not live measurements.
         sample.primary_recorded = bool(recorded[rows].any())
         samples.append(sample)

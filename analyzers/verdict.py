@@ -67,6 +67,8 @@ class EndpointSample:
     # The primary's answers were replayed from a recording (`shadow replay --primary recorded`): its
     # latencies were measured elsewhere and are not comparable with the candidate's live ones.
     primary_recorded: bool = False
+    # paired only: the pairs the mismatch rate is about (both answered, same status); None = all
+    mismatch_compared: np.ndarray | None = None
 
     @property
     def n_primary(self) -> int:
@@ -358,6 +360,8 @@ def _check_sample(s: EndpointSample) -> None:
         raise fail(f"paired sample with {np_} primary and {nc} candidate rows (must be equal)")
     if s.mismatch is not None and len(s.mismatch) != nc:
         raise fail(f"mismatch has {len(s.mismatch)} rows, expected {nc}")
+    if s.mismatch_compared is not None and len(s.mismatch_compared) != nc:
+        raise fail(f"mismatch_compared has {len(s.mismatch_compared)} rows, expected {nc}")
     if s.sticky and not s.paired and (s.primary_client_key is None or s.candidate_client_key is None):
         raise fail("sticky split traffic needs primary_client_key and candidate_client_key")
     for name, keys, n in (("primary_client_key", s.primary_client_key, np_),
@@ -660,8 +664,12 @@ class _Ctx:
         return self._classify_rate(r, what, enough, needed)
 
     def mismatch(self, flags: np.ndarray) -> GuardrailResult:
+        """The body-mismatch rate among the pairs that answered with the same status (a status change
+        or a transport error is the error guardrails' to judge, once)."""
         m = self.m
         budget = m.mismatch_budget
+        if self.s.mismatch_compared is not None:
+            flags = flags[np.asarray(self.s.mismatch_compared, dtype=bool)]
         r = self.base("mismatch_rate", flags.size, flags.size, "", budget, "rate")
         if flags.size == 0:
             r.test = "none (no data)"

@@ -82,6 +82,13 @@ def test_status_and_transport_errors() -> None:
     assert diff_pair(ExchangeSide(None, error="x"), ExchangeSide(None, error="y")) == []
 
 
+def test_a_status_change_is_one_status_difference_not_body_fields() -> None:
+    ok = side({"orders": [1, 2]}, headers=[("Content-Type", JSON), ("Cache-Control", "max-age=5")])
+    error = side({"error": "boom"}, status=500, headers=[("Content-Type", JSON)])
+    d = diff_pair(ok, error)
+    assert [(x.kind, x.op, x.old, x.new, x.noise) for x in d] == [("status", "changed", "200", "500", False)]
+
+
 def test_headers_case_insensitive_and_default_ignores() -> None:
     a = side({}, headers=[("Content-Type", JSON), ("Date", "1"), ("X-Request-Id", "a"), ("Cache-Control", "no-store"),
                           ("X-Forwarded-For", "1.2.3.4"), ("Vary", "A"), ("Vary", "B")])

@@ -105,11 +105,18 @@ def test_summary_counts_real_and_noise(capture: Path) -> None:
     assert rows["r011"]["equal"] is True and rows["r011"]["noise_diff_count"] == 1
     assert rows["r002"]["equal"] is True and rows["r002"]["noise_diff_count"] == 0
     assert rows["t1"]["equal"] is None and rows["t1"]["truncated"] is True
-    assert rows["s1"]["status_equal"] is False
+    # a status change or a transport error is not compared for the mismatch rate (equal NULL): the
+    # error guardrails judge it; its one status row is still in the diffs table
+    assert rows["s1"]["status_equal"] is False and rows["s1"]["equal"] is None
+    assert rows["s1"]["real_diff_count"] == 1
+    assert rows["e1"]["status_equal"] is False and rows["e1"]["equal"] is None
+    assert rows["t1"]["status_equal"] is True
     real = {rid for rid, r in rows.items() if r["equal"] is False}
-    assert real == {"r000", "r010", "r020", "r030", "s1", "e1"}
-    assert summary.pairs_with_real_diffs == 6
+    assert real == {"r000", "r010", "r020", "r030"}
+    assert summary.pairs_with_real_diffs == 4
     assert summary.truncated_pairs == 1
+    assert summary.status_changed_pairs == 2
+    assert summary.mismatch_rate == 4 / 41  # 44 pairs less the truncated one and the two status changes
 
 
 def test_rerun_replaces_previous_run(capture: Path) -> None:

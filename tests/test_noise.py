@@ -188,7 +188,8 @@ def test_a_failed_secondary_is_no_evidence_of_noise(tmp_path: Path) -> None:
     summary = compute_diffs(tmp_path, None, progress=False, workers=1)
     diffs = pq.read_table(tmp_path / "diffs").to_pylist()
     assert [(d["kind"], d["noise"]) for d in diffs] == [("status", False)]
-    assert summary.pairs_with_real_diffs == 1
+    assert summary.status_changed_pairs == 1  # a real status change (judged by the 5xx guardrail)
+    assert summary.pairs_with_real_diffs == 0  # not a body mismatch
 
 
 def test_pairs_with_and_without_a_secondary_in_one_capture(tmp_path: Path) -> None:

@@ -303,3 +303,20 @@ def test_autocorrelated_latency_widens_the_intervals() -> None:
     assert pb.interval is not None and by["latency_bulk"].interval is not None
     width = by["latency_bulk"].interval[1] / by["latency_bulk"].interval[0]
     assert width > (pb.interval[1] / pb.interval[0]) ** 2  # log-width > 2x: variance inflated > 4x
+
+
+def test_mismatch_rate_counts_only_pairs_with_the_same_status() -> None:
+    # A/A with transient, independent 0.9 % 5xx per side: the pairs whose statuses differ are the
+    # 5xx guardrail's to judge. Counted as body mismatches too they would FAIL mismatch_rate.
+    rng = np.random.default_rng(15)
+    n = 20_000
+    s = make(rng, n, paired=True, err_p=0.009, err_c=0.009)
+    status_differs = s.primary_5xx != s.candidate_5xx
+    s.mismatch = status_differs.copy()  # what a status row counted as a real difference gave
+    counted_twice = classes(judge([s], FAST))["mismatch_rate"]
+    s.mismatch_compared = ~status_differs
+    v = judge([s], FAST)
+    r = next(r for r in v.results if r.metric == "mismatch_rate")
+    assert counted_twice == "FAIL"
+    assert r.cls == "PASS" and r.n_candidate == int((~status_differs).sum())
+    assert classes(v)["error_rate"] != "FAIL"
