@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from analyzers.diff import MAX_VALUE_CHARS, Difference, escape_token
+from analyzers.difference import MAX_VALUE_CHARS, Difference, escape_token
 from analyzers.rules import EndpointRules
 
 MAX_ROWS_PER_BODY = 1000  # a rewritten document yields this many rows, then one "more" row

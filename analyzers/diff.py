@@ -13,8 +13,8 @@ subtrees whose values differ (Python's C-level `==` settles equal subtrees); poi
 (`~` → `~0`, `/` → `~1`), pointer templates replace array indices by `*`. Other kinds (text, HTML,
 XML, forms, multipart, binary) are in analyzers/bodies.py.
 
-`compute_diffs` (the streaming `diffs` table over a whole capture) lives in analyzers/diffs_table.py
-and is re-exported here.
+The shared types (Difference, ExchangeSide, escape_token, …) live in analyzers/difference.py, and
+`compute_diffs` (the streaming `diffs` table over a whole capture) in analyzers/diffs_table.py.
 """
 
 from __future__ import annotations
@@ -22,80 +22,23 @@ from __future__ import annotations
 import difflib
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import orjson
 
+from analyzers import bodies
+from analyzers.difference import MAX_VALUE_CHARS, Difference, ExchangeSide, escape_token, render_value
 from analyzers.rules import EndpointRules, NodeRules, RuleSet
-
-if TYPE_CHECKING:
-    from analyzers.diffs_table import DiffRunSummary
 
 __all__ = [
     "MAX_VALUE_CHARS",
-    "DiffRunSummary",
     "Difference",
     "ExchangeSide",
-    "compute_diffs",
     "diff_pair",
     "escape_token",
     "render_value",
 ]
-
-MAX_VALUE_CHARS = 256  # old/new are JSON text cut to this many characters (a "…" marks the cut)
-
-
-class Difference(NamedTuple):
-    """One difference between the primary's (old) and the candidate's (new) answer."""
-
-    kind: str  # status | header | body
-    op: str  # added | removed | changed | type_changed | truncated
-    pointer: str  # RFC 6901 pointer into the body ("" = the whole body / the status); /name for headers
-    pointer_template: str  # the pointer with array indices (and line numbers) as "*"
-    old: str | None  # the primary's value as JSON text (None when added)
-    new: str | None  # the candidate's value as JSON text (None when removed)
-    noise: bool = False
-    noise_reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ExchangeSide:
-    """One side of a pair: what a service answered. Bodies are decoded unless `content_encoding` says
-    otherwise (the capture stores decoded bodies; raw input from elsewhere may still be gzip'd)."""
-
-    status: int | None
-    headers: Sequence[tuple[str, str]] | Sequence[Mapping[str, str]] = ()
-    body: bytes | None = None
-    content_type: str | None = None
-    body_hash: str | None = None  # canonical hash of the full body (shadow.capture.canonical.body_hash)
-    truncated: bool = False  # body was cut at capture: compared by hash only
-    error: str | None = None  # transport error (status is then None)
-    content_encoding: str | None = None  # still to be decoded (gzip, deflate, br, ...)
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any], prefix: str = "") -> ExchangeSide:
-        """From a `pairs` row (prefix "p_", "c_", "s_") or an `exchanges` row (no prefix)."""
-        return cls(
-            status=row.get(prefix + "status"), headers=row.get(prefix + "resp_headers") or (),
-            body=row.get(prefix + "resp_body"), content_type=row.get(prefix + "resp_content_type"),
-            body_hash=row.get(prefix + "body_hash"), truncated=bool(row.get(prefix + "truncated")),
-            error=row.get(prefix + "error"),
-        )
-
-
-def escape_token(token: str) -> str:
-    """RFC 6901: `~` → `~0` first, then `/` → `~1`."""
-    if "~" in token or "/" in token:
-        return token.replace("~", "~0").replace("/", "~1")
-    return token
-
-
-def render_value(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
-    text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
 
 def _fingerprint(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
@@ -259,8 +202,6 @@ def diff_bodies(primary: ExchangeSide, candidate: ExchangeSide, rules: EndpointR
         else:
             return diff_json(va, vb, rules, max_value_chars=max_value_chars,
                              exact_shortcut=not _may_conflate(a, b))
-    from analyzers import bodies
-
     return bodies.diff_other(kind, a, b, primary.content_type, candidate.content_type, rules,
                              max_value_chars=max_value_chars)
 
@@ -398,13 +339,23 @@ class _Walker:
         return self.rules.node(tpl).ignore if not self.rules.empty else None
 
     def _object(self, a: dict[str, Any], b: dict[str, Any], ptr: str, tpl: str) -> None:
+        renamed: dict[str, str] = {} if a.keys() == b.keys() else _renamed_keys(a, b)
         pairs: list[tuple[Any, Any, str, str]] = []
         for k, va in a.items():
+            if k in renamed:
+                continue
             ek = escape_token(k)
             pairs.append((va, b.get(k, _MISSING), ptr + "/" + ek, tpl + "/" + ek))
         self._children(pairs)
+        for old_key, new_key in renamed.items():
+            # the same value moved to a new key: one cause, one difference (old key → new key)
+            eo, en = escape_token(old_key), escape_token(new_key)
+            ctpl = tpl + "/" + eo
+            self.out.append(Difference("body", "renamed", ptr + "/" + eo, ctpl, render_value(ptr + "/" + eo),
+                                       render_value(ptr + "/" + en), *_noise_of(self._child_noise(ctpl))))
+        moved = set(renamed.values())
         for k, vb in b.items():
-            if k not in a:
+            if k not in a and k not in moved:
                 ek = escape_token(k)
                 ctpl = tpl + "/" + ek
                 self.emit("added", ptr + "/" + ek, ctpl, None, vb, has_old=False, reason=self._child_noise(ctpl))
@@ -418,9 +369,23 @@ class _Walker:
         elif node.array_mode == "unordered":
             self._unordered(a, b, ptr, ctpl)
         elif len(a) == len(b):
+            if len(a) > 1 and self._reordered(a, b, ptr, tpl):
+                return
             self._children([(va, vb, f"{ptr}/{i}", ctpl) for i, (va, vb) in enumerate(zip(a, b, strict=True))])
         else:
             self._aligned(a, b, ptr, ctpl)
+
+    def _reordered(self, a: list[Any], b: list[Any], ptr: str, tpl: str) -> bool:
+        """The same elements in another order: one `reordered` difference at the array (not one
+        `changed` per shifted element). Checked only on arrays already known to differ."""
+        fa = [_fingerprint(v) for v in a]
+        fb = [_fingerprint(v) for v in b]
+        if fa == fb:
+            return True  # strictly equal after all (`==` had conflated true with 1): nothing to report
+        if Counter(fa) != Counter(fb):
+            return False
+        self.emit("reordered", ptr, tpl, a, b)
+        return True
 
     def _aligned(self, a: list[Any], b: list[Any], ptr: str, ctpl: str) -> None:
         """Arrays of different lengths: align equal elements (difflib) so one insertion reads as one
@@ -472,6 +437,30 @@ class _Walker:
         return True
 
 
+def _renamed_keys(a: dict[str, Any], b: dict[str, Any]) -> dict[str, str]:
+    """Keys of `a` missing from `b` whose value is (strictly) the value of a key of `b` missing from
+    `a`: old key → new key, each key used once, in document order."""
+    removed = [k for k in a if k not in b]
+    if not removed:
+        return {}
+    added: dict[bytes, list[str]] = {}
+    for k, v in b.items():
+        if k not in a:
+            added.setdefault(_fingerprint(v), []).append(k)
+    if not added:
+        return {}
+    out: dict[str, str] = {}
+    for k in removed:
+        candidates = added.get(_fingerprint(a[k]))
+        if candidates:
+            out[k] = candidates.pop(0)
+    return out
+
+
+def _noise_of(reason: str | None) -> tuple[bool, str | None]:
+    return reason is not None, reason
+
+
 def _index_by(items: list[Any], key: str) -> dict[Any, int] | None:
     """key value → index, or None when an element is not an object, lacks the key, or repeats it."""
     out: dict[Any, int] = {}
@@ -493,18 +482,3 @@ def _strict_equal(a: Any, b: Any) -> bool:
     if ta is list:
         return tb is list and len(a) == len(b) and all(_strict_equal(x, y) for x, y in zip(a, b, strict=True))
     return _leaf_equal(a, b)
-
-
-def compute_diffs(*args: Any, **kwargs: Any) -> DiffRunSummary:
-    """See analyzers.diffs_table.compute_diffs (re-exported here for the pipeline)."""
-    from analyzers.diffs_table import compute_diffs as impl
-
-    return impl(*args, **kwargs)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "DiffRunSummary":
-        from analyzers.diffs_table import DiffRunSummary
-
-        return DiffRunSummary
-    raise AttributeError(name)

@@ -3,7 +3,7 @@
     result = analyze(Path("capture"), policy)
     result.verdict.overall, result.samples, result.fields
 
-The heavy parts belong to other modules: `compute_diffs` (analyzers/diff.py) writes CAPTURE/diffs/,
+The heavy parts belong to other modules: `compute_diffs` (analyzers/diffs_table.py) writes CAPTURE/diffs/,
 `judge` (analyzers/verdict.py) runs the statistics. This module only decides *what is compared with
 what*:
 
@@ -128,7 +128,7 @@ class AnalysisResult:
     verdict: Verdict
     fields: tuple[FieldDiff, ...]
     pairs_by_endpoint: dict[str, int] = field(default_factory=dict)
-    diff_summary: Any = None  # analyzers.diff.DiffRunSummary
+    diff_summary: Any = None  # analyzers.diffs_table.DiffRunSummary
     # analyzers.spans.EndpointAttribution per regressed endpoint whose calls have spans (empty: no spans)
     span_attribution: tuple[Any, ...] = ()
 
@@ -547,7 +547,7 @@ def _span_attribution(store: Any) -> list[Any]:
 
 
 def _run_diffs(capture_dir: Path, rules: Any, show: bool, pairs: int, templater: Any = None) -> Any:
-    from analyzers.diff import compute_diffs
+    from analyzers.diffs_table import compute_diffs
     from analyzers.rules import DEFAULT_RULES
 
     bar = Progress("diffing pairs", None, show)

@@ -185,3 +185,29 @@ def test_truncated_bodies_are_flagged_not_diffed() -> None:
     # the capture's hash covers the whole body: equal hashes settle a truncated pair as equal
     assert diff_pair(side(b'{"a": [1', truncated=True, body_hash="j:z"), side(b'{"a": [1', truncated=True,
                                                                               body_hash="j:z")) == []
+
+
+def test_reordered_array_is_one_difference_at_the_array() -> None:
+    items = [{"sku": f"S{i}", "qty": i} for i in range(5)]
+    d = diff_pair(side({"items": items}), side({"items": list(reversed(items))}))
+    assert [(x.op, x.pointer, x.pointer_template, x.noise) for x in d] == [("reordered", "/items", "/items", False)]
+    # one element also changed: not the same multiset, so element by element as before
+    changed = [dict(it) for it in reversed(items)]
+    changed[0]["qty"] = 99
+    assert {x.op for x in diff_pair(side({"items": items}), side({"items": changed}))} == {"changed"}
+    # true and 1 are different JSON values: not a reordering of [1, true]
+    assert [x.op for x in diff_pair(side({"a": [1, True]}), side({"a": [True, 1.5]}))] == ["type_changed", "type_changed"]
+
+
+def test_renamed_key_is_one_difference_old_key_to_new_key() -> None:
+    a = {"customer_name": "Ada", "id": 7, "total": 12.5}
+    b = {"customerName": "Ada", "id": 7, "total": 12.5}
+    d = diff_pair(side(a), side(b))
+    assert [(x.op, x.pointer, x.old, x.new) for x in d] == [
+        ("renamed", "/customer_name", '"/customer_name"', '"/customerName"')]
+    # a removed key whose value went nowhere stays removed; a new key with another value stays added
+    d = diff_pair(side({"a": 1, "b": 2}), side({"b": 2, "c": 3}))
+    assert sorted((x.op, x.pointer) for x in d) == [("added", "/c"), ("removed", "/a")]
+    # nested, and each added key is used once
+    d = diff_pair(side({"o": {"x": 1, "y": 1}}), side({"o": {"z": 1, "y": 1}}))
+    assert [(x.op, x.pointer, x.new) for x in d] == [("renamed", "/o/x", '"/o/z"')]
