@@ -100,6 +100,35 @@ class FieldDiff:
         return self.pairs_affected / self.pairs_total if self.pairs_total else 0.0
 
     @property
+    def renamed_to(self) -> str | None:
+        """For a `renamed` field: the new key's pointer template (from an example's new pointer)."""
+        if self.op != "renamed" or not self.examples or not self.examples[0].new:
+            return None
+        import json
+
+        try:
+            new = json.loads(self.examples[0].new)
+        except ValueError:
+            return None
+        old = self.pointer_template.split("/")
+        parts = str(new).split("/")
+        if len(parts) != len(old):
+            return str(new)
+        return "/".join("*" if o == "*" else n for o, n in zip(old, parts, strict=True))
+
+    @property
+    def accept_with(self) -> tuple[str, ...]:
+        """Copy-pasteable YAML `rules:` items that would accept this difference (none for noise or
+        a status change; see analyzers/suggest.py and docs/policy.md, "Diff rules")."""
+        if self.noise:
+            return ()
+        from analyzers.suggest import suggested_rules
+
+        example = self.examples[0] if self.examples else None
+        return tuple(suggested_rules(self.endpoint, self.kind, self.op, self.pointer_template,
+                                     example.old if example else None, example.new if example else None))
+
+    @property
     def anchor(self) -> str:
         """A stable HTML id for this field's examples section."""
         import hashlib
@@ -113,7 +142,7 @@ class FieldDiff:
             "op": self.op, "pointer_template": self.pointer_template, "noise": self.noise,
             "noise_reason": self.noise_reason, "count": self.count,
             "pairs_affected": self.pairs_affected, "pairs_total": self.pairs_total,
-            "rate": self.rate,
+            "rate": self.rate, "renamed_to": self.renamed_to, "accept_with": list(self.accept_with),
             "secondary": None if self.secondary is None else self.secondary.to_json(),
             "examples": [{"request_id": e.request_id, "pointer": e.pointer, "primary": e.old,
                           "candidate": e.new} for e in self.examples],

@@ -491,6 +491,8 @@ def field_label(f: FieldDiff) -> str:
         return "(status)"
     if f.kind == "header":
         return f"header {f.pointer_template.lstrip('/')}"
+    if f.renamed_to is not None:
+        return f"{f.pointer_template} → {f.renamed_to}"
     return f.pointer_template or "(whole body)"
 
 
@@ -501,11 +503,19 @@ def _field_rows(fields: Iterable[FieldDiff]) -> list[tuple[str, ...]]:
         rows.append((
             _e(f.name), f"<code>{_e(field_label(f))}</code>", _e(f.kind), _e(f.op),
             _num(f.count), _pct(f.rate), "noise" if f.noise else "<b>real</b>",
-            _e(f.noise_reason) if f.noise else "",
+            _e(f.noise_reason) if f.noise else _accept_cell(f),
             _e(f.secondary.describe()) if f.secondary is not None else '<span class="muted">no secondary</span>',
             link if f.examples else "",
         ))
     return rows
+
+
+def _accept_cell(f: FieldDiff) -> str:
+    """The diff rules that would accept a real difference, to paste under `rules:` (docs/policy.md)."""
+    lines = f.accept_with
+    if not lines:
+        return '<span class="muted">judged by the error guardrails</span>' if f.kind == "status" else ""
+    return ('<span class="muted">accept with:</span><pre class="rule">' + _e("\n".join(lines)) + "</pre>")
 
 
 def _diff_section(result: AnalysisResult) -> str:
@@ -516,8 +526,11 @@ def _diff_section(result: AnalysisResult) -> str:
             'request, grouped by endpoint and templated field. Rate = share of the endpoint\'s pairs '
             'with that difference. Real differences first.</p>'
             + (f"<ul>{pairs}</ul>" if pairs else "")
-            + _table(("endpoint", "field", "kind", "op", "count", "rate", "real / noise", "why noise",
-                      "secondary (noise evidence)", "examples"), _field_rows(fields), numeric=(4, 5))
+            + '<p class="muted">A real difference shows the diff rule that would accept it, to paste under '
+            '<code>rules:</code> in the policy file if the change is intended (docs/policy.md, "Diff rules").</p>'
+            + _table(("endpoint", "field", "kind", "op", "count", "rate", "real / noise",
+                      "why noise / rule that accepts it", "secondary (noise evidence)", "examples"),
+                     _field_rows(fields), numeric=(4, 5))
             + "</section>")
 
 

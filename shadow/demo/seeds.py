@@ -49,9 +49,9 @@ class SeededDifference:
     description: str
 
     def covers(self, pointer_template: str) -> bool:
-        """Whether a difference at `pointer_template` (either side's) is this seeded one. A diff
-        engine reports a reordered array element by element (/items/*/sku ...), so a difference at
-        or below a seeded pointer counts."""
+        """Whether a difference at `pointer_template` (either side's) is this seeded one. Shadow's
+        engine reports a reordered array once, at the array; other engines report it element by
+        element (/items/*/sku ...), so a difference at or below a seeded pointer counts."""
         return any(_at_or_below(pointer_template, p) for p in (*self.pointers, *self.candidate_pointers))
 
 
@@ -91,7 +91,7 @@ SEEDED_DIFFERENCES: tuple[SeededDifference, ...] = (
     SeededDifference(
         "list-errors", "error_rate", "GET", ORDERS_LIST, (), (),
         f"the orders service answers about {CANDIDATE_ERROR_RATE:.0%} of order lists with a 500 "
-        "(those pairs also differ in their whole body)"),
+        "(those pairs show one status difference, 200 → 500, judged by the 5xx guardrail)"),
 )
 
 # Volatile: different on every call from every instance, monolith and service alike.
