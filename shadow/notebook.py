@@ -16,6 +16,7 @@ untrusted input.
 from __future__ import annotations
 
 import html
+import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -130,6 +131,15 @@ def _header_map(headers: Sequence[Any] | None) -> dict[str, str]:
     return header_map(headers or ())
 
 
+def _renamed_pointer(new: str | None) -> str | None:
+    """A `renamed` difference's new key pointer (its `new` is the pointer as a JSON string)."""
+    try:
+        value = json.loads(new) if new else None
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
+
+
 @dataclass(frozen=True)
 class PairView:
     """One request as every role answered it, with the differences the diff engine found.
@@ -160,23 +170,27 @@ class PairView:
     def _marks(self, role: str, kind: str) -> dict[str, Mark]:
         marks: dict[str, Mark] = {}
         if role == "secondary":
-            rows, present = self.secondary_diffs, ("changed", "type_changed", "added", "truncated")
+            rows, present = self.secondary_diffs, ("changed", "type_changed", "added", "truncated", "reordered",
+                                                   "renamed")
         elif role == "primary":
-            rows, present = self.diffs, ("changed", "type_changed", "removed", "truncated")
+            rows, present = self.diffs, ("changed", "type_changed", "removed", "truncated", "reordered", "renamed")
         else:
-            rows, present = self.diffs, ("changed", "type_changed", "added", "truncated")
+            rows, present = self.diffs, ("changed", "type_changed", "added", "truncated", "reordered", "renamed")
         for d in rows:
             if d["kind"] != kind or d["op"] not in present:
                 continue
+            pointer = d["pointer"]
+            if d["op"] == "renamed" and role != "primary":
+                pointer = _renamed_pointer(d["new"]) or pointer  # the new key, on the side that has it
             noise = bool(d["noise"]) or role == "secondary"
             reason = d.get("noise_reason") or ("differs from the primary on the secondary too" if role == "secondary"
                                                else "")
             title = f"{d['op']} {d['pointer'] or '(whole)'}: {d['old']} → {d['new']}"
             if noise:
                 title += f" — noise: {reason}" if reason else " — noise"
-            previous = marks.get(d["pointer"])
+            previous = marks.get(pointer)
             if previous is None or (previous.noise and not noise):  # a real difference wins over noise
-                marks[d["pointer"]] = Mark(noise, title)
+                marks[pointer] = Mark(noise, title)
         return marks
 
     def _headers_table(self) -> str:

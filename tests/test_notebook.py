@@ -68,7 +68,8 @@ def test_diffs_are_computed_on_first_use_and_earlier_relations_stay_valid(cap: C
     assert (capture_copy / "diffs").is_dir() and "diffs_summary" in cap.tables()
     assert before.count("*").fetchall()[0][0] > 0  # same connection: still usable
     real = diffs[~diffs["noise"]]
-    assert "/customerId" in set(real["pointer_template"])
+    renamed = real[real["op"] == "renamed"]
+    assert "/customer_id" in set(renamed["pointer_template"]) and '"/customerId"' in set(renamed["new"])
     assert "/generated_at" in set(diffs[diffs["noise"]]["pointer_template"])
     assert "/generated_at" not in set(real["pointer_template"])
     assert len(cap.diffs_df(noise=True)) + len(cap.diffs_df(noise=False)) == len(diffs)
@@ -82,7 +83,7 @@ def test_top_fields_ranks_real_and_noise_apart_per_endpoint(cap: Capture) -> Non
     detail = cap.top_fields(10, endpoint="/api/orders/{id}")
     assert set(detail["endpoint"]) == {"/api/orders/{id}"}
     real = detail[~detail["noise"]].set_index(["op", "pointer_template"])
-    assert real.loc[("added", "/customerId"), "share"] > 0.9
+    assert real.loc[("renamed", "/customer_id"), "share"] > 0.9
     assert (detail["share"] <= 1).all() and (detail["pairs_affected"] <= detail["pairs_total"]).all()
     with pytest.raises(ValueError, match="at least 1"):
         cap.top_fields(0)
@@ -94,8 +95,8 @@ def test_pair_renders_side_by_side_with_real_and_noise_highlighted(cap: Capture)
     view = cap.pair(rid)
     assert view.roles == ["primary", "candidate", "secondary"] and view.compared
     page = view._repr_html_()
-    assert 'class="sd-real" title="removed /customer_id' in page  # on the primary's side
-    assert 'class="sd-real" title="added /customerId' in page  # on the candidate's side
+    # a rename is marked on the old key (primary's side) and on the new key (candidate's side)
+    assert page.count('class="sd-real" title="renamed /customer_id: &quot;/customer_id&quot; → &quot;/customerId&quot;') == 2
     assert 'class="sd-noise" title="changed /generated_at' in page
     assert {d["pointer"] for d in view.secondary_diffs} >= {"/generated_at", "/request_id"}
     frame = view.to_frame()
