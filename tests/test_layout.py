@@ -17,10 +17,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("shadow", "addons", "analyzers")
 
-# The analyzers' diff engine imports itself in a circle; removed when issue #15's diff work lands.
-KNOWN_ANALYZERS_CYCLES = [
-    frozenset({"analyzers.bodies", "analyzers.diff", "analyzers.diffs_table", "analyzers.noise"}),
-]
 
 
 @dataclass(frozen=True)
@@ -172,8 +168,8 @@ def a_cycle_in(component: frozenset[str], graph: dict[str, set[str]]) -> list[st
 def test_no_import_cycles() -> None:
     graph, _, _ = collect()
     assert len(graph) > 60, "the module scan found too few modules: wrong root?"
-    unexpected = [c for c in cycles(graph) if c not in KNOWN_ANALYZERS_CYCLES]
-    assert not unexpected, "import cycles: " + "; ".join(" → ".join(a_cycle_in(c, graph)) for c in unexpected)
+    found = cycles(graph)
+    assert not found, "import cycles: " + "; ".join(" → ".join(a_cycle_in(c, graph)) for c in found)
 
 
 def test_no_private_name_imported_from_another_module() -> None:
