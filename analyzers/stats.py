@@ -107,6 +107,28 @@ def autocorrelations(x: np.ndarray, max_lag: int) -> np.ndarray:
     return acov / acov[0] if acov[0] > 0 else np.zeros(max_lag + 1)
 
 
+def _lag_window(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(autocorrelations ρ̂_1..ρ̂_M, flat-top weights λ(k/M)) of a series, M = 2m by Politis' rule;
+    empty arrays when the rule stops at lag 0 (no autocorrelation distinguishable from zero)."""
+    n = x.size
+    empty = np.zeros(0)
+    if n < 4 * _FLAT_TOP_MIN_RUN or not np.ptp(x) > 0:
+        return empty, empty
+    run = max(_FLAT_TOP_MIN_RUN, math.ceil(math.sqrt(math.log10(n))))
+    max_lag = max(run + 1, int(n * _MAX_LAG_SHARE))
+    rho = autocorrelations(x, max_lag)
+    small = np.abs(rho[1:]) < _FLAT_TOP_C * math.sqrt(math.log10(n) / n)  # small[k-1]: lag k
+    # window[j] is True when lags j+1 .. j+run are all small: m = the first such j.
+    window = np.convolve(small.astype(np.int64), np.ones(run, dtype=np.int64), "valid") == run
+    hits = np.flatnonzero(window)
+    m = int(hits[0]) if hits.size else max_lag - run
+    if m == 0:
+        return empty, empty
+    big_m = min(2 * m, max_lag)
+    t = np.arange(1, big_m + 1) / big_m
+    return rho[1:big_m + 1], np.where(t <= 0.5, 1.0, 2.0 * (1.0 - t))
+
+
 def variance_inflation(x: np.ndarray) -> float:
     """n · Var(mean of x) / Var(x) for a time-ordered series: how many times larger the variance of a
     mean is than independence assumes (n / VIF is the effective sample size). 1 for independent
@@ -119,25 +141,11 @@ def variance_inflation(x: np.ndarray) -> float:
     (a latency or error series is not anti-correlated; a smaller value is estimation noise) and at
     n / 2 above."""
     x = np.asarray(x, dtype=float)
-    n = x.size
-    if n < 4 * _FLAT_TOP_MIN_RUN or not np.ptp(x) > 0:
+    rho, weight = _lag_window(x)
+    if rho.size == 0:
         return 1.0
-    run = max(_FLAT_TOP_MIN_RUN, math.ceil(math.sqrt(math.log10(n))))
-    max_lag = max(run + 1, int(n * _MAX_LAG_SHARE))
-    rho = autocorrelations(x, max_lag)
-    small = np.abs(rho[1:]) < _FLAT_TOP_C * math.sqrt(math.log10(n) / n)  # small[k-1]: lag k
-    # window[j] is True when lags j+1 .. j+run are all small: m = the first such j.
-    window = np.convolve(small.astype(np.int64), np.ones(run, dtype=np.int64), "valid") == run
-    hits = np.flatnonzero(window)
-    m = int(hits[0]) if hits.size else max_lag - run
-    if m == 0:
-        return 1.0
-    big_m = min(2 * m, max_lag)
-    k = np.arange(1, big_m + 1)
-    t = k / big_m
-    weight = np.where(t <= 0.5, 1.0, 2.0 * (1.0 - t))
-    vif = 1.0 + 2.0 * float(np.sum(weight * rho[1:big_m + 1]))
-    return float(min(max(vif, 1.0), n / 2.0))
+    vif = 1.0 + 2.0 * float(np.sum(weight * rho))
+    return float(min(max(vif, 1.0), x.size / 2.0))
 
 
 def cluster_design_effect(x: np.ndarray, clusters: np.ndarray) -> float:
@@ -557,29 +565,51 @@ def _density_se(logs: np.ndarray, q: np.ndarray, ps: np.ndarray) -> np.ndarray:
         return np.where(dens > 0, np.sqrt(ps * (1.0 - ps) / n) / dens, np.nan)
 
 
+def _normal_scores(x: np.ndarray) -> np.ndarray:
+    return np.asarray(sps.norm.ppf((sps.rankdata(x) - 0.5) / x.size))
+
+
+def _windowed_inflation(x: np.ndarray, big_m: int) -> float:
+    """1 + 2 Σ λ(k/M) ρ̂_k of a series over a given flat-top window of M lags (clipped at 1)."""
+    if big_m == 0 or not np.ptp(x) > 0:
+        return 1.0
+    t = np.arange(1, big_m + 1) / big_m
+    window = np.where(t <= 0.5, 1.0, 2.0 * (1.0 - t))
+    return max(1.0, 1.0 + 2.0 * float(np.sum(window * autocorrelations(x, big_m)[1:])))
+
+
 def quantile_variance_inflation(primary_ms: np.ndarray, candidate_ms: np.ndarray, ps: np.ndarray, *,
                                 paired: bool) -> np.ndarray:
     """Per quantile, how much autocorrelation in time inflates the variance of the log quantile ratio.
 
     A sample quantile moves with the share of requests below it (Bahadur: q̂ ≈ q + (p - F_n(q)) / f),
     so its influence series is the indicator 1{x ≤ q̂} in time order, weighted by 1 / f (the arm's
-    density at its quantile). Paired: one series, candidate minus primary; unpaired: each arm's
-    factor, weighted by its share of the variance. 1 where the indicators are not autocorrelated."""
+    density at its quantile); paired: candidate minus primary. A tail's indicators carry the
+    latency's autocorrelation only weakly per lag (1{x > p95} of an AR(1) latency correlates ~0.2 as
+    much), too weakly for the lag rule to see at a few thousand requests although it matters summed
+    over lags. So the window (how many lags) is chosen where the autocorrelation is strongest, on
+    the normal scores of the latencies (each arm, and the paired difference), and the indicators'
+    own autocorrelations are summed over it. 1 where the latencies are not autocorrelated."""
     lp, lc = log_latency(primary_ms), log_latency(candidate_ms)
     ps = np.asarray(ps, dtype=float)
+    out = np.ones(ps.size)
+    sp, sc = _normal_scores(lp), _normal_scores(lc)
+    m_p, m_c = _lag_window(sp)[0].size, _lag_window(sc)[0].size
+    m_d = _lag_window(sc - sp)[0].size if paired else 0
+    if max(m_p, m_c, m_d) == 0:
+        return out
     qp, qc = np.quantile(lp, ps), np.quantile(lc, ps)
     # Bahadur SE per arm is proportional to 1/f: it weights the arms' indicators.
     wp, wc = _density_se(lp, qp, ps) * math.sqrt(lp.size), _density_se(lc, qc, ps) * math.sqrt(lc.size)
     wp = np.where(np.isfinite(wp) & (wp > 0), wp, 1.0)
     wc = np.where(np.isfinite(wc) & (wc > 0), wc, 1.0)
-    out = np.ones(ps.size)
     for j in range(ps.size):
         below_p, below_c = (lp <= qp[j]).astype(float), (lc <= qc[j]).astype(float)
         if paired:
-            out[j] = variance_inflation(wc[j] * below_c - wp[j] * below_p)
+            out[j] = _windowed_inflation(wc[j] * below_c - wp[j] * below_p, max(m_p, m_c, m_d))
             continue
         a, b = wp[j] ** 2 / lp.size, wc[j] ** 2 / lc.size
-        out[j] = (variance_inflation(below_p) * a + variance_inflation(below_c) * b) / (a + b)
+        out[j] = (_windowed_inflation(below_p, m_p) * a + _windowed_inflation(below_c, m_c) * b) / (a + b)
     return out
 
 
