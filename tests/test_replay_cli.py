@@ -127,6 +127,13 @@ def test_flows_with_recorded_primary_and_a_capture_as_source(tmp_path: Path,
     assert {row[0] for row in rows} == {200, 201} and {row[1] for row in rows} == {200}
     assert all(abs(row[2] - 5.0) < 0.01 for row in rows)  # the recorded latency
     assert json.loads(rows[0][3]) == {"recorded": 0}
+    assert query(out, "SELECT DISTINCT p_recorded, c_recorded FROM pairs") == [(True, None)]
+    # The gate does not compare recorded latencies with live ones unless told to.
+    g = shadow_here("gate", out, "--no-progress")
+    assert g.returncode in (1, 3), g.stderr  # the bodies differ: the mismatch guardrail may fail
+    assert "warning: Latency was not judged" in g.stdout and "latency_" not in g.stdout
+    g = shadow_here("gate", out, "--no-progress", "--compare-recorded-latency")
+    assert "latency_bulk" in g.stdout and "warning: Latency" not in g.stdout
     # That capture as a source: its primary rows (the recorded answers) replay again.
     out2 = tmp_path / "cap2"
     r = shadow_here("replay", out, "--primary", "recorded", "--candidate", c.url, "-o", out2, "--status", "201")

@@ -129,6 +129,8 @@ def test_recorded_primary_is_not_sent_and_keeps_the_recorded_answer() -> None:
     first = min(primaries, key=lambda r: r["path"])
     assert first["resp_body"] == b'{"recorded": 0}' and first["status"] == 200
     assert first["latency_ms"] == 7.5 and first["upstream"] == "recorded"
+    assert first["recorded"] is True  # the analyzers do not compare this latency with live ones
+    assert all("recorded" not in r for r in by_role(sink.rows, "candidate"))
     assert first["url"] == "http://shop.example/api/items/0"
     cand = {r["request_id"] for r in by_role(sink.rows, "candidate")}
     assert cand == {r["request_id"] for r in primaries}
