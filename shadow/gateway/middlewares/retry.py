@@ -1,0 +1,58 @@
+"""Traefik's `retry` (pkg/middlewares/retry): re-send a request the upstream never received.
+
+Traefik retries an attempt when the proxy was reached but the request could not be written (a
+refused or failed connection), up to `attempts` in all, choosing the server anew each time; with
+`initialInterval` it waits between attempts with an exponential backoff (cenkalti/backoff:
+multiplier 2^(1/(attempts-1)), randomization ±50 %). `status` ranges (v3.7) also retry answers in
+them for idempotent methods (and POST/PATCH with `retryNonIdempotentMethod`), when the body fits in
+`maxRequestBodyBytes`; `timeout` stops retrying after that long.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+__all__ = ["Retry", "backoff_intervals"]
+
+DEFAULT_MAX_REQUEST_BODY_BYTES = -1  # Traefik's RetryDefaultMaxRequestBodyBytes
+
+
+@dataclass(frozen=True)
+class Retry:
+    name: str
+    attempts: int
+    initial_interval_s: float = 0.0
+    timeout_s: float = 0.0
+    status: tuple[tuple[int, int], ...] = ()  # inclusive ranges
+    max_request_body_bytes: int = DEFAULT_MAX_REQUEST_BODY_BYTES
+    disable_retry_on_network_error: bool = False
+    retry_non_idempotent_method: bool = False
+
+    def retries_status(self, method: str, status: int, body_size: int) -> bool:
+        """Is an answer with `status` to a request like this one retried (when attempts remain)?"""
+        if not self.status:
+            return False
+        if method in ("POST", "PATCH", "LOCK") and not self.retry_non_idempotent_method:
+            return False
+        if 0 <= self.max_request_body_bytes < body_size:
+            return False
+        return any(lo <= status <= hi for lo, hi in self.status)
+
+
+def backoff_intervals(settings: Retry, rng: random.Random | None = None) -> list[float]:
+    """The waits (seconds) before attempts 2..attempts: 0 without initialInterval (Traefik's
+    ZeroBackOff), else cenkalti/backoff's ExponentialBackOff as Traefik configures it."""
+    count = max(settings.attempts - 1, 0)
+    if settings.attempts < 2 or settings.initial_interval_s <= 0:
+        return [0.0] * count
+    rng = rng or random.Random()
+    multiplier = 2 ** (1 / (settings.attempts - 1))
+    max_interval = 60.0
+    interval = settings.initial_interval_s
+    waits = []
+    for _ in range(count):
+        delta = 0.5 * interval
+        waits.append(interval - delta + rng.random() * (2 * delta))
+        interval = min(interval * multiplier, max_interval)
+    return waits
