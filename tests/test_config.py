@@ -379,11 +379,15 @@ def test_config_check_cli(tmp_path: Path) -> None:
         "binary.yaml": None,
         "list.yaml": "- 1\n- 2\n",
         "mirror.yaml": BASE + "    mir:\n      mirroring: {service: app, mirrors: [{name: x, percent: 5}]}\n",
+        # a pattern Go's RE2 refuses (a backreference): rejected as Traefik would, with the line
+        "re2.yaml": edit("PathPrefix(`/api/orders`)", "PathRegexp(`^/(a)\\1$`)"),
     }
     expected = {"rule.yaml": ":4: http.routers.orders.rule: unexpected ')' at column 26",
                 "yaml.yaml": ":3: YAML syntax error", "empty.yaml": ": empty configuration file",
                 "binary.yaml": ":1: not UTF-8", "list.yaml": ":1: expected a mapping",
-                "mirror.yaml": ":12: http.services.mir.mirroring.mirrors[0].name: no service named 'x'"}
+                "mirror.yaml": ":12: http.services.mir.mirroring.mirrors[0].name: no service named 'x'",
+                "re2.yaml": ":4: http.routers.orders.rule: invalid regular expression `^/(a)\\1$` (Go's RE2 "
+                            "syntax): invalid escape sequence: \\1"}
     for name, text in bad_files.items():
         path = tmp_path / name
         if text is None:

@@ -27,7 +27,7 @@ Matchers and their semantics follow Traefik v3 (pkg/muxer/http/matcher.go):
 
 Matcher names are accepted as Traefik spells them: ``PathPrefix``, ``pathprefix``, ``PATHPREFIX`` or
 ``Pathprefix``. Empty arguments are errors for every matcher (Traefik's CheckRule). Regular
-expressions use Python's ``re`` (close to Go's RE2 for the usual patterns).
+expressions are Go's (RE2 syntax and linear-time matching, shadow.gateway.goregex), as Traefik's.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import unquote_plus
+
+from shadow.gateway.goregex import GoRegexp, GoRegexpError, compile_go
 
 __all__ = [
     "MATCHERS",
@@ -288,14 +290,13 @@ def _tokenize(text: str) -> list[_Token]:
 Match = Callable[[RequestView], bool]
 
 
-def _compile_regexp(arg: _Token) -> re.Pattern[str]:
+def _compile_regexp(arg: _Token) -> GoRegexp:
+    # Go's regexp (RE2), as Traefik: linear-time matching, no backreferences or look-around.
     try:
-        return re.compile(arg.value)
-    except re.error as exc:
-        # Point inside a raw string at the offending character; a quoted string's escapes make the
-        # offsets differ, so there the string's opening quote is the position.
-        pos = arg.pos + 1 + exc.pos if arg.raw and exc.pos is not None else arg.pos
-        raise RuleSyntaxError(f"invalid regular expression `{arg.value}`: {exc.msg}", pos) from None
+        return compile_go(arg.value)
+    except GoRegexpError as exc:
+        raise RuleSyntaxError(f"invalid regular expression `{arg.value}` (Go's RE2 syntax): {exc}",
+                              arg.pos) from None
 
 
 def _require_ascii(value: str, matcher: str, pos: int) -> None:
@@ -328,7 +329,7 @@ def _host(args: list[_Token]) -> Match:
 def _host_regexp(args: list[_Token]) -> Match:
     _require_ascii(args[0].value, "HostRegexp", args[0].pos)
     search = _compile_regexp(args[0]).search
-    return lambda req: search(req.canonical_host) is not None
+    return lambda req: search(req.canonical_host)
 
 
 def _check_path(args: list[_Token], matcher: str) -> str:
@@ -350,7 +351,7 @@ def _path_prefix(args: list[_Token]) -> Match:
 
 def _path_regexp(args: list[_Token]) -> Match:
     search = _compile_regexp(args[0]).search
-    return lambda req: search(req.routing_path) is not None
+    return lambda req: search(req.routing_path)
 
 
 def _method(args: list[_Token]) -> Match:
@@ -368,7 +369,7 @@ def _header_regexp(args: list[_Token]) -> Match:
     search = _compile_regexp(args[1]).search
 
     def match(req: RequestView) -> bool:
-        return any(search(v) is not None for v in req.header_values.get(name, ()))
+        return any(search(v) for v in req.header_values.get(name, ()))
 
     return match
 
@@ -391,7 +392,7 @@ def _query_regexp(args: list[_Token]) -> Match:
     search = _compile_regexp(args[1]).search
 
     def match(req: RequestView) -> bool:
-        return any(search(v) is not None for v in req.query_params.get(key, ()))
+        return any(search(v) for v in req.query_params.get(key, ()))
 
     return match
 
