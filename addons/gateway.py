@@ -24,6 +24,7 @@ from addons.front import GatewayAddon
 from addons.lean import LeanDispatch
 from addons.mirror import Mirror
 from addons.reload import GatewayState, ShadowConfig
+from addons.retry import Retrying
 from addons.router import Router
 from addons.telemetry import Telemetry
 from addons.traffic import Traffic
@@ -35,6 +36,7 @@ gateway = GatewayAddon(state, [
     Auth(state),  # before routing: a failed check answers 401 and nothing is forwarded
     Router(state),
     Traffic(state),  # after routing (health, breaker, failover, cookies), before capture
+    Retrying(state),  # Traefik's retry middleware: routes with one are sent (and re-sent) here
     Capture(state),
     Mirror(state),
     Telemetry(state),  # last: its `request` hook sees the routed request (traceparent set upstream)

@@ -8,8 +8,11 @@ the host header, Traefik's default, else the server's host:port).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable
+from dataclasses import replace
 
 from mitmproxy import http
 from mitmproxy.net.http.url import hostport
@@ -18,8 +21,13 @@ from addons.auth import AUTH_METADATA, unauthorized
 from addons.reload import ActiveConfig, GatewayState, RouteContext
 from shadow.auth.jwt import JwtSettings, TokenRejected
 from shadow.auth.oidc import OidcSettings
+from shadow.gateway.entrypoints import select_entry_point, strip_untrusted_forwarded
+from shadow.gateway.middlewares.inflightreq import InFlightReq
+from shadow.gateway.middlewares.pipeline import MiddlewareRuntime, RequestOutcome
+from shadow.gateway.middlewares.request import MiddlewareRequest
 from shadow.gateway.mirror import RateLimitedLog, describe_error
 from shadow.gateway.routing import (
+    RewrittenRequest,
     apply_request_middlewares,
     apply_response_middlewares,
     forwarded_headers,
@@ -31,6 +39,7 @@ from shadow.gateway.shifting import RequestFacts
 
 logger = logging.getLogger(__name__)
 
+MIDDLEWARE_OUTCOME = "shadow.middleware_outcome"  # flow.metadata: in-flight slots and retry settings
 NOT_FOUND_BODY = b"404 page not found\n"  # Traefik's body for "no router matched"
 TEXT_PLAIN = {"Content-Type": "text/plain; charset=utf-8"}
 
@@ -79,33 +88,53 @@ class Router:
         self.errors = 0
         self._warn = RateLimitedLog(logger.error)
         state.extra_counters.append(lambda: {"routing_errors": self.errors})
+        self.middlewares: MiddlewareRuntime | None = None  # rate-limit buckets, in-flight counts
+        state.on_activate.append(self._on_activate)
 
     def flow_hooks(self, active: ActiveConfig) -> frozenset[str]:
         """Every request is routed; answers are rewritten only when some router has middlewares."""
-        return frozenset({"request", "response"} if active.config.middlewares else {"request"})
+        hooks = {"request", "response"} if active.config.middlewares else {"request"}
+        if any(isinstance(m, InFlightReq) for m in active.config.middlewares.values()):
+            hooks.add("error")  # an in-flight slot is released on errors too
+        return frozenset(hooks)
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def error(self, flow: http.HTTPFlow) -> None:
+        outcome = flow.metadata.get(MIDDLEWARE_OUTCOME)
+        if outcome is not None:
+            outcome.release()
+
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if flow.response or flow.error or not flow.live:
-            return
+            return None
         try:
-            self._route(flow)
+            return self._route(flow)
         except Exception as exc:
             # Never fall through to mitmdump's reverse target: that would be a silent mis-route.
             self.errors += 1
             self._warn(f"routing failed ({self.errors} so far): {describe_error(exc)}")
             flow.response = http.Response.make(502, b"shadow gateway: routing failed\n", TEXT_PLAIN)
+            return None
 
-    def _route(self, flow: http.HTTPFlow) -> None:
+    def _on_activate(self, active: ActiveConfig, _previous: ActiveConfig | None) -> None:
+        self.middlewares = MiddlewareRuntime(active.config.middlewares, self.middlewares)
+
+    def _route(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """Route the flow; an awaitable when a rateLimit middleware delays it (mitmproxy waits)."""
         active = self.state.active
         if active is None:
             flow.response = http.Response.make(503, b"shadow gateway: no configuration loaded\n", TEXT_PLAIN)
-            return
+            return None
         req = flow.request
         headers = _decoded(req.headers.fields)
         client_host = _client_host(req, headers)  # the client's: the gateway runs with keep_host_header
         path, sep, query = req.path.partition("?")
         peer = flow.client_conn.peername
         client_ip = str(peer[0]) if peer else ""
+        sockname = flow.client_conn.sockname
+        # Traefik's entry point: an untrusted client's X-Forwarded-* / X-Real-Ip are gone before
+        # routing and middlewares see the request (forwardedHeaders.trustedIPs / insecure).
+        entry_point = select_entry_point(active.config.entry_points, sockname[1] if sockname else None)
+        headers = strip_untrusted_forwarded(headers, entry_point, client_ip)
         view = RequestView(method=req.method, host=client_host, path=path, query=query,
                            headers=tuple(headers), client_ip=client_ip)
         router, inherited = resolve_router(active.config, view)  # parent → child layers (parentRefs)
@@ -113,10 +142,34 @@ class Router:
             self.state.routes[flow] = RouteContext(request_id=flow.id, router=None, service=None, upstream=None,
                                                    client_host=client_host, active=active)
             flow.response = http.Response.make(404, NOT_FOUND_BODY, TEXT_PLAIN)
-            return
+            return None
         plan = with_inherited(active.plans[router.name], inherited)
         if _auth_missing(flow, plan.middlewares, active.generation):
-            return
+            return None
+        client_scheme = "https" if flow.client_conn.tls_established else "http"
+        outcome: RequestOutcome | None = None
+        append_forwarded_for = [True]
+        if self.middlewares is not None and MiddlewareRuntime.applies(plan.middlewares):
+            # Traefik's middlewares in order (shadow.gateway.middlewares.pipeline); one may answer.
+            def older(mw: object, mreq: MiddlewareRequest) -> MiddlewareRequest:
+                done = apply_request_middlewares((mw,), mreq.path, mreq.headers)  # type: ignore[arg-type]
+                if not done.append_forwarded_for:
+                    append_forwarded_for[0] = False
+                return replace(mreq, path=done.path, headers=done.headers)
+
+            outcome = self.middlewares.run(plan.middlewares, MiddlewareRequest(
+                method=req.method, scheme=client_scheme, host=client_host, path=path, query=query,
+                headers=tuple(headers), remote_ip=client_ip), time.monotonic_ns(), older)
+            if outcome.answer is not None:
+                self.state.routes[flow] = RouteContext(request_id=flow.id, router=router.name, service=None,
+                                                       upstream=None, client_host=client_host, active=active)
+                answer = outcome.answer
+                flow.response = http.Response.make(answer.status, answer.body, _encoded(list(answer.headers)))
+                return None
+            path, query, headers = outcome.request.path, outcome.request.query, list(outcome.request.headers)
+            sep = "?" if query else sep
+            if outcome.in_flight or outcome.retry is not None:
+                flow.metadata[MIDDLEWARE_OUTCOME] = outcome
         service, decision, control = plan.primary, None, self.state.traffic
         if plan.controlled and control is not None:
             # Weighted / HRW / failover / sticky / health / breaker: decided before forwarding, so a
@@ -128,13 +181,14 @@ class Router:
                     request_id=flow.id, router=router.name, service=None, upstream=None,
                     client_host=client_host, active=active, decision=decision)
                 flow.response = http.Response.make(decision.status, f"{decision.reason}\n".encode(), TEXT_PLAIN)
-                return
+                return None
             service, server = decision.service, decision.server
         else:
             server = active.picker.pick(plan.primary)
-        rewritten = apply_request_middlewares(plan.middlewares, path, headers)
-        sockname = flow.client_conn.sockname
-        client_scheme = "https" if flow.client_conn.tls_established else "http"
+        if outcome is None:
+            rewritten = apply_request_middlewares(plan.middlewares, path, headers)
+        else:  # the pipeline above applied them all
+            rewritten = RewrittenRequest(path, tuple(headers), append_forwarded_for[0])
         upstream_headers = forwarded_headers(
             rewritten.headers, client_ip=client_ip, host=client_host, scheme=client_scheme,
             port=sockname[1] if sockname else "", server_name=self.state.gateway_id or "shadow",
@@ -170,8 +224,15 @@ class Router:
             route.service = decision.split_child
             route.split_role = "candidate" if decision.split_child in control.split.candidates else "primary"
             route.client_key = decision.client_key
+        if outcome is not None and outcome.delay_s > 0:
+            return asyncio.sleep(outcome.delay_s)
+        return None
+
 
     def response(self, flow: http.HTTPFlow) -> None:
+        outcome = flow.metadata.get(MIDDLEWARE_OUTCOME)
+        if outcome is not None:
+            outcome.release()  # inFlightReq: this request is no longer in flight
         if flow.response is None:
             return
         route = self.state.routes.get(flow)

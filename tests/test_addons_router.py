@@ -69,14 +69,42 @@ def routed(tmp_path: Path) -> object:
 
 
 def test_catch_all_keeps_the_client_host_and_adds_forwarded_headers(routed) -> None:  # type: ignore[no-untyped-def]
-    flow = routed(make_flow("/a/b?x=1", headers=((b"X-Forwarded-For", b"203.0.113.9"),)))
+    spoofed = ((b"X-Forwarded-For", b"203.0.113.9"), (b"X-Real-Ip", b"203.0.113.9"), (b"X_Forwarded_Host", b"evil"))
+    flow = routed(make_flow("/a/b?x=1", headers=spoofed))
     req = flow.request
     assert (req.scheme, req.host, req.port, req.path) == ("http", "10.0.0.1", 8080, "/a/b?x=1")
     assert req.headers["Host"] == "gw.example:8080"
-    assert req.headers["X-Forwarded-For"] == "203.0.113.9, 127.0.0.1"  # appended, like Traefik
+    # No entryPoints.forwardedHeaders: nobody is trusted (Traefik's default), the client's values go.
+    assert req.headers.get_all("X-Forwarded-For") == ["127.0.0.1"]
+    assert req.headers.get_all("X-Real-Ip") == ["127.0.0.1"]
+    assert "X_Forwarded_Host" not in req.headers
     assert req.headers["X-Forwarded-Host"] == "gw.example:8080"
     assert req.headers["X-Forwarded-Server"] == "gw-test"
     assert flow.response is None
+
+
+@pytest.mark.parametrize(("forwarded_headers", "trusted"), [
+    ("{trustedIPs: [127.0.0.1/32]}", True),
+    ("{trustedIPs: [10.0.0.0/8]}", False),
+    ("{insecure: true}", True),
+])
+def test_entry_point_forwarded_headers_decide_whose_x_forwarded_values_pass(
+        tmp_path: Path, forwarded_headers: str, trusted: bool) -> None:
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(f"entryPoints:\n  web: {{address: ':8080', forwardedHeaders: {forwarded_headers}}}\n{CONFIG}")
+    state = GatewayState()
+    config_addon, router = ShadowConfig(state), Router(state)
+    with taddons.context(config_addon, router) as tctx:
+        tctx.configure(config_addon, shadow_config=str(cfg))
+        flow = make_flow("/a", headers=((b"X-Forwarded-For", b"203.0.113.9"), (b"X-Real-Ip", b"203.0.113.9")))
+        router.request(flow)
+    headers = flow.request.headers
+    if trusted:
+        assert headers["X-Forwarded-For"] == "203.0.113.9, 127.0.0.1"  # appended, like Traefik
+        assert headers["X-Real-Ip"] == "203.0.113.9"
+    else:
+        assert headers["X-Forwarded-For"] == "127.0.0.1"
+        assert headers["X-Real-Ip"] == "127.0.0.1"
 
 
 def test_pass_host_header_false_strip_prefix_and_header_middlewares(routed) -> None:  # type: ignore[no-untyped-def]

@@ -45,7 +45,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -56,6 +56,10 @@ from shadow.auth.jwt import JwtSettings
 from shadow.auth.oidc import OidcSettings
 from shadow.capture.settings import DEFAULT_REDACTED_HEADERS, CaptureSettings, RedactionSettings
 from shadow.gateway.breaker import BreakerSettings, ExpressionError, parse_expression
+from shadow.gateway.entrypoints import EntryPoint, parse_entry_points
+from shadow.gateway.middlewares.chain import Chain
+from shadow.gateway.middlewares.config import PARSERS as MIDDLEWARE_PARSERS
+from shadow.gateway.middlewares.config import TraefikMiddleware
 from shadow.gateway.mirror import MirroringSettings, MirrorTargetSettings
 from shadow.gateway.rules import Rule, RuleSyntaxError, compile_rule
 from shadow.gateway.traffic import SplitSettings, StickyCookie, default_cookie_name
@@ -110,6 +114,7 @@ class Router:
     service: str  # "" for a parent router (multi-layer routing: middlewares only)
     middlewares: tuple[str, ...] = ()
     parent_refs: tuple[str, ...] = ()  # a child router: matched after these parents' middlewares ran
+    entry_points: tuple[str, ...] = ()  # Traefik's router.entryPoints (empty: every entry point)
 
 
 @dataclass(frozen=True)
@@ -229,7 +234,8 @@ class CircuitBreakerMiddleware:
     settings: BreakerSettings
 
 
-Middleware = StripPrefix | AddPrefix | HeadersMiddleware | CircuitBreakerMiddleware | JwtSettings | OidcSettings
+Middleware = (StripPrefix | AddPrefix | HeadersMiddleware | CircuitBreakerMiddleware | JwtSettings | OidcSettings
+              | TraefikMiddleware)
 
 
 @dataclass(frozen=True)
@@ -252,6 +258,8 @@ class GatewayConfig:
     middlewares: Mapping[str, Middleware]
     shadow: ShadowSection
     source: str
+    # Traefik's static `entryPoints` (here in the same file): who may send forwarded headers.
+    entry_points: Mapping[str, EntryPoint] = field(default_factory=lambda: MappingProxyType({}))
 
     def mirror_count(self) -> int:
         return sum(len(s.mirrors) for s in self.services.values() if isinstance(s, MirroringService))
@@ -569,7 +577,8 @@ def _header_pairs(reader: YamlReader, node: dict[Any, Any], key: str, field: str
     return tuple(pairs)
 
 
-def _parse_middleware(reader: YamlReader, name: str, node: Any, field: str, line: int | None) -> Middleware:
+def _parse_middleware(reader: YamlReader, name: str, node: Any, field: str, line: int | None,
+                      base_dir: Path) -> Middleware:
     mw = reader.mapping(node, field, line, allow_null=False)
     if len(mw) != 1:
         reader.fail(f"a middleware has exactly one type, found {len(mw)}", field, line)
@@ -580,6 +589,12 @@ def _parse_middleware(reader: YamlReader, name: str, node: Any, field: str, line
         return parse_jwt_middleware(reader, name, reader.mapping(mw[kind], where, reader.value_line(mw, kind)), where)
     if kind == "oidc":  # browser sessions (authorization code + PKCE): shadow/auth/config.py
         return parse_oidc_middleware(reader, name, reader.mapping(mw[kind], where, reader.value_line(mw, kind)), where)
+    if kind == "plugin":
+        reader.fail("not supported by the shadow gateway (Traefik plugins are Go or Wasm code run by Traefik)",
+                    where, kind_line)
+    if kind in MIDDLEWARE_PARSERS:  # shadow/gateway/middlewares/config.py
+        return MIDDLEWARE_PARSERS[kind](reader, name, reader.mapping(mw[kind], where, reader.value_line(mw, kind)),
+                                        where, base_dir)
     if kind not in _SUPPORTED_MIDDLEWARES:
         if kind in _TRAEFIK_MIDDLEWARES:
             reader.fail("middleware type not supported yet by the shadow gateway", where, kind_line)
@@ -644,7 +659,7 @@ def _parse_router(reader: YamlReader, name: str, node: Any, field: str, line: in
     if syntax != "v3":
         reader.fail(f"only ruleSyntax v3 is supported, got {syntax!r}", f"{field}.ruleSyntax",
                     reader.value_line(r, "ruleSyntax"))
-    reader.string_list(r, "entryPoints", field)  # accepted and ignored: the gateway has one entry point
+    entry_points = reader.string_list(r, "entryPoints", field)  # checked against entryPoints: with the references
     # A parent router (one that children name in parentRefs) has no service: checked with the references.
     service = reader.string(r, "service", field) or ""
     if service:
@@ -659,7 +674,7 @@ def _parse_router(reader: YamlReader, name: str, node: Any, field: str, line: in
     priority = reader.integer(r, "priority", field, 0, maximum=_MAX_USER_PRIORITY)
     if priority == 0:
         priority = len(text)
-    return Router(name, rule, priority, service, middlewares, parents)
+    return Router(name, rule, priority, service, middlewares, parents, entry_points)
 
 
 def _named_section(reader: YamlReader, parent: dict[Any, Any], key: str, field: str) -> list[tuple[str, Any, str, int | None]]:
@@ -744,6 +759,48 @@ def _check_references(reader: YamlReader, root: dict[Any, Any], routers: list[Ro
                 reader.fail(f"mirror {mirror.name!r} must be a loadBalancer service",
                             f"{field}.mirrors[{i}].name",
                             _ref_line(reader, root, [*path, "mirrors", i, "name"]))
+
+
+def _expand_chains(reader: YamlReader, root: dict[Any, Any], routers: list[Router],
+                   middlewares: Mapping[str, Middleware]) -> list[Router]:
+    """Routers' middleware lists with every `chain` replaced by its members, in order (Traefik's chain
+    is exactly that); a chain naming a missing middleware, or itself through others, is an error."""
+    def expand(name: str, trail: tuple[str, ...]) -> tuple[str, ...]:
+        mw = middlewares[name]
+        if not isinstance(mw, Chain):
+            return (name,)
+        out: list[str] = []
+        for i, member in enumerate(mw.middlewares):
+            where = f"http.middlewares.{name}.chain.middlewares[{i}]"
+            line = _ref_line(reader, root, ["http", "middlewares", name, "chain", "middlewares", i])
+            if member not in middlewares:
+                reader.fail(f"no middleware named {member!r}{did_you_mean(member, middlewares)}", where, line)
+            if member in trail:
+                reader.fail(f"chain cycle: {' -> '.join((*trail, member))}", where, line)
+            out.extend(expand(member, (*trail, member)))
+        return tuple(out)
+
+    for name, mw in middlewares.items():
+        if isinstance(mw, Chain):
+            expand(name, (name,))  # every chain checked, used or not
+    if not any(isinstance(m, Chain) for m in middlewares.values()):
+        return routers
+    return [replace(r, middlewares=tuple(m for name in r.middlewares for m in expand(name, (name,))))
+            for r in routers]
+
+
+def _check_entry_point_refs(reader: YamlReader, root: dict[Any, Any], routers: list[Router],
+                            entry_points: Mapping[str, EntryPoint]) -> None:
+    """With an entryPoints section, a router's entryPoints must name its entries (Traefik logs and
+    skips such a router; here the file is refused so the mistake is seen)."""
+    if not entry_points:
+        return
+    for router in routers:
+        for i, name in enumerate(router.entry_points):
+            if name not in entry_points:
+                reader.fail(f"no entry point named {name!r}{did_you_mean(name, entry_points)}",
+                            f"http.routers.{router.name}.entryPoints[{i}]",
+                            _ref_line(reader, root, ["http", "routers", router.name, "entryPoints", i]))
 
 
 def _check_parent_refs(reader: YamlReader, root: dict[Any, Any], routers: list[Router]) -> None:
@@ -969,7 +1026,8 @@ def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None =
         reader.fail("empty configuration file (expected an http: section)", None, None)
     if not isinstance(root, dict):
         reader.fail(f"expected a mapping with http: and shadow: sections, got {value_kind(root)}", None, 1)
-    reader.check_keys(root, "", ("http", "shadow"), unsupported=("tcp", "udp", "tls"))
+    reader.check_keys(root, "", ("http", "shadow", "entryPoints"), unsupported=("tcp", "udp", "tls"))
+    entry_points = parse_entry_points(reader, root.get("entryPoints"), reader.value_line(root, "entryPoints"))
 
     http = reader.mapping(root.get("http"), "http", reader.value_line(root, "http"))
     reader.check_keys(http, "http", ("routers", "services", "middlewares"),
@@ -980,11 +1038,13 @@ def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None =
         services[name] = _parse_service(reader, name, node, field_name, line)
     middlewares: dict[str, Middleware] = {}
     for name, node, field_name, line in _named_section(reader, http, "middlewares", "http.middlewares"):
-        middlewares[name] = _parse_middleware(reader, name, node, field_name, line)
+        middlewares[name] = _parse_middleware(reader, name, node, field_name, line, base_dir)
     routers = [_parse_router(reader, name, node, field_name, line)
                for name, node, field_name, line in _named_section(reader, http, "routers", "http.routers")]
 
     _check_references(reader, root, routers, services, middlewares)
+    routers = _expand_chains(reader, root, routers, middlewares)
+    _check_entry_point_refs(reader, root, routers, entry_points)
     shadow = _parse_shadow(reader, root.get("shadow"), reader.value_line(root, "shadow"), base_dir, services,
                            middlewares)
     return GatewayConfig(
@@ -993,6 +1053,7 @@ def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None =
         middlewares=MappingProxyType(middlewares),
         shadow=shadow,
         source=source,
+        entry_points=MappingProxyType(entry_points),
     )
 
 

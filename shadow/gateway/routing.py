@@ -310,9 +310,9 @@ def forwarded_headers(headers: Iterable[tuple[str, str]], *, client_ip: str, hos
       -Port, X-Real-Ip: set only when the client did not send them.
     - X-Forwarded-Server: always this gateway's name.
 
-    `trust_forwarded=False` is Traefik's default for clients outside `forwardedHeaders.trustedIPs`:
-    the client's X-Forwarded-* and X-Real-Ip are dropped first. The default here trusts them
-    (the gateway usually sits behind the organisation's own edge).
+    `trust_forwarded=False` drops the client's X-Forwarded-* and X-Real-Ip first (Traefik's default
+    for clients outside `forwardedHeaders.trustedIPs`). The router addon strips untrusted clients'
+    headers before routing (shadow.gateway.entrypoints), so it passes the default here.
     `append_forwarded_for=False` (see RewrittenRequest) leaves X-Forwarded-For out entirely."""
     # One pass to learn which names are present (this runs on every request: the per-name scans it
     # replaces cost more than the rest of routing); steps only rescan when the name is there.

@@ -89,6 +89,11 @@ class BasicAuth:
     remove_header: bool = False
     header_field: str = ""
 
+    def user_of(self, req: MiddlewareRequest) -> str | None:
+        """The user name the request's Basic credentials carry (for the capture), or None."""
+        credentials = _decode_basic(first_header(req.headers, "Authorization"))
+        return credentials[0] if credentials is not None else None
+
     def check(self, req: MiddlewareRequest) -> MiddlewareRequest | LocalAnswer:
         users = dict(self.users)
         credentials = _decode_basic(first_header(req.headers, "Authorization"))

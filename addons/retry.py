@@ -1,0 +1,186 @@
+"""Retry addon: Traefik's `retry` middleware — the I/O around shadow.gateway.middlewares.retry.
+
+A route with a retry middleware is sent by this addon rather than by mitmproxy, so that a connection
+that fails before the request was written (refused, unreachable: the upstream never saw it) can be
+tried again, up to `attempts` in all, on a server picked anew each time (round robin, or the traffic
+control's choice for weighted / HRW routes), waiting `initialInterval`'s backoff in between. As in
+Traefik, a failure after the request was written is not retried (502); `status` ranges (v3.7) also
+retry answers in them for idempotent methods; `timeout` stops retrying after that long.
+
+`http://` upstreams go through shadow.gateway.http1's pooled keep-alive client, `https://` through a
+pooled aiohttp session. Runs after the traffic addon (a failover route is sent there) and before
+capture, which then sees the final answer and the server that gave it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from mitmproxy import http
+
+from addons.reload import ActiveConfig, GatewayState, RouteContext
+from addons.router import MIDDLEWARE_OUTCOME, host_port
+from shadow.gateway.config import Server
+from shadow.gateway.http1 import Http1Pool
+from shadow.gateway.middlewares.pipeline import RequestOutcome
+from shadow.gateway.middlewares.retry import Retry, backoff_intervals
+from shadow.gateway.mirror import RateLimitedLog, describe_error
+from shadow.gateway.shifting import RequestFacts
+
+logger = logging.getLogger(__name__)
+
+FORWARD_TIMEOUT_S = 60.0
+_HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+                          "proxy-connection", "te", "trailer"})
+_CONNECT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT})
+_RESPONSE_DROP = frozenset({"transfer-encoding", "content-length", "connection", "keep-alive"})
+
+
+class NotSent(Exception):
+    """The connection failed before the request was written: safe to try again."""
+
+
+class Retrying:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self._pool = Http1Pool()
+        self._session: Any = None
+        self._warn = RateLimitedLog(logger.warning)
+        self.retries = 0
+        state.extra_counters.append(lambda: {"retry_attempts": self.retries})
+
+    def flow_hooks(self, active: ActiveConfig) -> frozenset[str]:
+        return frozenset({"request"} if any(isinstance(m, Retry) for m in active.config.middlewares.values())
+                         else ())
+
+    def request(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
+        if flow.response or flow.error or not flow.live:
+            return None
+        outcome: RequestOutcome | None = flow.metadata.get(MIDDLEWARE_OUTCOME)
+        route = self.state.routes.get(flow)
+        if outcome is None or outcome.retry is None or route is None or route.plan is None:
+            return None
+        if route.decision is not None and (route.decision.handled or route.decision.failover is not None):
+            return None  # the traffic addon sends failover routes
+        if outcome.retry.attempts <= 1:
+            return None
+        return self._serve(flow, route, outcome.retry)
+
+    def _ensure_session(self) -> Any:
+        if self._session is None:
+            import aiohttp
+
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0), cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False, skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))
+        return self._session
+
+    async def _send(self, method: str, server: Server, target: str, headers: list[tuple[str, str]],
+                    body: bytes | None) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One attempt; NotSent when the connection failed before anything was written."""
+        if server.scheme == "http":
+            try:
+                async with asyncio.timeout(FORWARD_TIMEOUT_S):
+                    return await self._pool.request(method, server.host, server.port, target, headers, body)
+            except OSError as exc:
+                # Only a failed connect means nothing was written (a reset comes after the write).
+                if isinstance(exc, ConnectionRefusedError | socket.gaierror) or exc.errno in _CONNECT_ERRNOS:
+                    raise NotSent(describe_error(exc)) from exc
+                raise
+        import aiohttp
+
+        url = f"{server.scheme}://{host_port(server.host, server.port, server.scheme)}{target}"
+        try:
+            async with asyncio.timeout(FORWARD_TIMEOUT_S):
+                async with self._ensure_session().request(method, url, headers=headers, data=body or None,
+                                                          allow_redirects=False) as resp:
+                    payload = await resp.read()
+                    kept = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
+                    return resp.status, kept, payload
+        except aiohttp.ClientConnectorError as exc:
+            raise NotSent(describe_error(exc)) from exc
+
+    def _pick(self, route: RouteContext, flow: http.HTTPFlow, headers: list[tuple[str, str]]) -> Server | None:
+        active = route.active
+        assert active is not None and route.plan is not None
+        control = self.state.traffic
+        if route.decision is not None and control is not None:
+            peer = flow.client_conn.peername
+            decision = control.decide(route.plan.router.service, (),
+                                      RequestFacts.from_headers(str(peer[0]) if peer else "", headers))
+            if decision.service is None or decision.server is None:
+                return None
+            route.service = decision.service.name
+            return decision.server
+        return active.picker.pick(route.plan.primary)
+
+    async def _serve(self, flow: http.HTTPFlow, route: RouteContext, retry: Retry) -> None:
+        req = flow.request
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers.fields]
+        send = [(k, v) for k, v in headers if k.lower() not in _HOP_HEADERS]
+        body = req.raw_content
+        started = time.monotonic()
+        waits = backoff_intervals(retry)
+        server = Server(url=f"{req.scheme}://{host_port(req.host, req.port, req.scheme)}", scheme=req.scheme,
+                        host=req.host, port=req.port)
+        target = req.path
+        route_path = route.path
+        last_error = ""
+        for attempt in range(retry.attempts):
+            if attempt:
+                self.retries += 1
+                if waits[attempt - 1] > 0:
+                    await asyncio.sleep(waits[attempt - 1])
+                picked = self._pick(route, flow, headers)
+                if picked is None:
+                    break
+                server = picked
+                target = server.path + route_path if server.preserve_path and server.path else route_path
+                route.upstream = server.url
+            final = attempt == retry.attempts - 1 or (retry.timeout_s > 0 and
+                                                      time.monotonic() - started >= retry.timeout_s)
+            try:
+                status, out_headers, payload = await self._send(req.method, server, target, send, body)
+            except NotSent as exc:
+                last_error = str(exc)
+                if retry.disable_retry_on_network_error or final:
+                    break
+                continue
+            except (OSError, TimeoutError, ValueError) as exc:
+                flow.response = _local(504 if isinstance(exc, TimeoutError) else 502, describe_error(exc))
+                return
+            except Exception as exc:  # aiohttp's errors after the request was written
+                flow.response = _local(502, describe_error(exc))
+                return
+            if not final and retry.retries_status(req.method, status, len(body or b"")):
+                continue
+            flow.response = _response(status, out_headers, payload)
+            return
+        self._warn(f"retry: {route.router}: every attempt failed ({last_error})")
+        flow.response = _local(502, "Bad Gateway")
+
+    async def done(self) -> None:
+        await self._pool.close()
+        if self._session is not None:
+            with contextlib.suppress(Exception):
+                await self._session.close()
+            self._session = None
+
+
+def _response(status: int, headers: list[tuple[str, str]], body: bytes) -> http.Response:
+    resp = http.Response.make(status, b"", ())
+    kept = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers if k.lower() not in _RESPONSE_DROP)
+    resp.headers.fields = (*kept, (b"Content-Length", str(len(body)).encode()))
+    resp.raw_content = body
+    return resp
+
+
+def _local(status: int, text: str) -> http.Response:
+    return http.Response.make(status, f"{text}\n".encode(), {"Content-Type": "text/plain; charset=utf-8"})

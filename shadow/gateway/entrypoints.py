@@ -1,0 +1,113 @@
+"""Entry points as Traefik's static configuration names them (`entryPoints.<name>`), and who is
+trusted to send forwarded headers.
+
+    entryPoints:
+      web:
+        address: ":8080"
+        forwardedHeaders:
+          trustedIPs: ["10.0.0.0/8", "127.0.0.1"]   # their X-Forwarded-* and X-Real-Ip are kept
+          insecure: false                           # true: everyone's are kept
+
+Traefik's default, and the gateway's: nobody is trusted. An untrusted client's `X-Forwarded-*`,
+`X-Real-Ip`, `X-Scheme` headers (also spelt with `_`) are removed before routing, so a client cannot
+claim another address to a backend's allowlist or audit log; the gateway then sets its own.
+The gateway listens on one address (`shadow gateway --listen`); a request belongs to the entry point
+whose port is the one it came in on, or the only one defined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shadow.gateway.middlewares.ipstrategy import IPChecker
+from shadow.yamlconfig import YamlReader
+
+__all__ = ["EntryPoint", "is_managed_forwarded_header", "parse_entry_points", "select_entry_point",
+           "strip_untrusted_forwarded",
+           "trusts_forwarded"]
+
+# Traefik's XHeadersSet (pkg/middlewares/forwardedheaders), lower-cased.
+MANAGED_X_HEADERS = frozenset({
+    "x-forwarded-proto", "x-forwarded-scheme", "x-forwarded-for", "x-forwarded-host", "x-forwarded-port",
+    "x-forwarded-server", "x-forwarded-uri", "x-forwarded-method", "x-forwarded-prefix",
+    "x-forwarded-tls-client-cert", "x-forwarded-tls-client-cert-info", "x-scheme", "x-real-ip",
+})
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    name: str
+    address: str = ""  # "[host]:port" as Traefik writes it (":8080")
+    port: int | None = None
+    trusted_ips: IPChecker | None = None
+    insecure: bool = False
+
+
+def is_managed_forwarded_header(name: str) -> bool:
+    """Traefik's isManagedXHeader: one of the managed names, also with `_` for `-`."""
+    lower = name.lower()
+    return lower in MANAGED_X_HEADERS or ("_" in lower and lower.replace("_", "-") in MANAGED_X_HEADERS)
+
+
+def trusts_forwarded(entry_point: EntryPoint | None, client_ip: str) -> bool:
+    if entry_point is None:
+        return False
+    if entry_point.insecure:
+        return True
+    return entry_point.trusted_ips is not None and entry_point.trusted_ips.is_authorized(client_ip)
+
+
+def strip_untrusted_forwarded(headers: Iterable[tuple[str, str]], entry_point: EntryPoint | None,
+                              client_ip: str) -> list[tuple[str, str]]:
+    """The headers without the managed X-Forwarded-* ones unless the client is trusted."""
+    if trusts_forwarded(entry_point, client_ip):
+        return list(headers)
+    return [(k, v) for k, v in headers if not is_managed_forwarded_header(k)]
+
+
+def select_entry_point(entry_points: Mapping[str, EntryPoint], local_port: int | None) -> EntryPoint | None:
+    """The entry point a request that arrived on `local_port` belongs to (the only one if just one)."""
+    if not entry_points:
+        return None
+    for ep in entry_points.values():
+        if ep.port is not None and ep.port == local_port:
+            return ep
+    if len(entry_points) == 1:
+        return next(iter(entry_points.values()))
+    return None
+
+
+def _port(reader: YamlReader, address: str, where: str, line: int | None) -> int | None:
+    text = address.split("/", 1)[0]  # Traefik allows ":8080/udp"
+    _host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        reader.fail(f"address {address!r} is not [host]:port (e.g. \":8080\")", where, line)
+    return int(port)
+
+
+def parse_entry_points(reader: YamlReader, node: Any, line: int | None) -> dict[str, EntryPoint]:
+    section = reader.mapping(node, "entryPoints", line)
+    out: dict[str, EntryPoint] = {}
+    for name in section:
+        where = f"entryPoints.{name}"
+        body = reader.mapping(section[name], where, reader.value_line(section, name))
+        reader.check_keys(body, where, ("address", "forwardedHeaders"),
+                          unsupported=("http", "http2", "http3", "proxyProtocol", "transport", "udp",
+                                       "observability", "allowACMEByPass", "reusePort", "asDefault"))
+        address = reader.string(body, "address", where) or ""
+        port = _port(reader, address, f"{where}.address", reader.value_line(body, "address")) if address else None
+        fh_where = f"{where}.forwardedHeaders"
+        fh = reader.mapping(body.get("forwardedHeaders"), fh_where, reader.value_line(body, "forwardedHeaders"))
+        reader.check_keys(fh, fh_where, ("trustedIPs", "insecure"), unsupported=("connection",))
+        trusted = reader.string_list(fh, "trustedIPs", fh_where)
+        checker = None
+        if trusted:
+            try:
+                checker = IPChecker.parse(trusted)
+            except ValueError as exc:
+                reader.fail(str(exc), f"{fh_where}.trustedIPs", reader.value_line(fh, "trustedIPs"))
+        out[str(name)] = EntryPoint(str(name), address, port, checker,
+                                    reader.boolean(fh, "insecure", fh_where, False))
+    return out

@@ -1,0 +1,245 @@
+"""Parsing Traefik's options for the middlewares of this package (hooked into
+shadow.gateway.config's middleware parser). Traefik's names and defaults; an unknown option is an
+error naming its line, as is a value Traefik itself refuses (a bad regexp, a bad CIDR, no users)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from shadow.gateway.goregex import GoRegexp, GoRegexpError, compile_go
+from shadow.gateway.middlewares.basicauth import DEFAULT_REALM, BasicAuth, parse_users, users_file_lines
+from shadow.gateway.middlewares.chain import Chain
+from shadow.gateway.middlewares.inflightreq import InFlightReq
+from shadow.gateway.middlewares.ipallowlist import IPAllowList
+from shadow.gateway.middlewares.ipstrategy import IPChecker, IPStrategy, SourceCriterion
+from shadow.gateway.middlewares.paths import ReplacePath, ReplacePathRegex, StripPrefixRegex
+from shadow.gateway.middlewares.ratelimit import RateLimit
+from shadow.gateway.middlewares.redirect import Redirect, redirect_scheme
+from shadow.gateway.middlewares.retry import Retry
+from shadow.yamlconfig import HEADER_NAME, YamlReader
+
+__all__ = ["PARSERS", "TraefikMiddleware", "parse_status_ranges"]
+
+TraefikMiddleware = (Chain | RateLimit | Retry | Redirect | ReplacePath | ReplacePathRegex | StripPrefixRegex
+                     | BasicAuth | IPAllowList | InFlightReq)
+
+_STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
+
+
+def _regexp(reader: YamlReader, body: dict[Any, Any], key: str, where: str, text: str | None = None,
+            line: int | None = None) -> GoRegexp:
+    pattern = (text if text is not None else reader.required_string(body, key, where)).strip()
+    try:
+        return compile_go(pattern)
+    except GoRegexpError as exc:
+        reader.fail(f"invalid regular expression `{pattern}` (Go's RE2 syntax): {exc}", f"{where}.{key}",
+                    line if line is not None else reader.value_line(body, key))
+
+
+def parse_status_ranges(reader: YamlReader, body: dict[Any, Any], key: str, where: str) -> tuple[tuple[int, int], ...]:
+    """Traefik's HTTPCodeRanges: "500", "500-504" (inclusive)."""
+    items = reader.sequence(body, key, where)
+    ranges: list[tuple[int, int]] = []
+    for i, item in enumerate(items):
+        m = _STATUS_RANGE.match(str(item))
+        if isinstance(item, bool) or m is None:
+            reader.fail(f"expected a status code or range like \"500-504\", got {item!r}", f"{where}.{key}[{i}]",
+                        reader.item_line(items, i))
+        lo = int(m.group(1))
+        hi = int(m.group(2) or lo)
+        if lo > hi:
+            reader.fail(f"range {item!r} ends before it starts", f"{where}.{key}[{i}]", reader.item_line(items, i))
+        ranges.append((lo, hi))
+    return tuple(ranges)
+
+
+def _ip_checker(reader: YamlReader, body: dict[Any, Any], key: str, where: str) -> IPChecker:
+    entries = reader.string_list(body, key, where)
+    try:
+        return IPChecker.parse(entries)
+    except ValueError as exc:
+        reader.fail(str(exc), f"{where}.{key}", reader.value_line(body, key) or reader.node_line(body))
+
+
+def _ip_strategy(reader: YamlReader, body: dict[Any, Any], key: str, where: str) -> IPStrategy | None:
+    if key not in body:
+        return None
+    here = f"{where}.{key}"
+    node = reader.mapping(body[key], here, reader.value_line(body, key))
+    reader.check_keys(node, here, ("depth", "excludedIPs", "ipv6Subnet"))
+    depth = reader.integer(node, "depth", here, 0, minimum=0)
+    excluded = _ip_checker(reader, node, "excludedIPs", here) if reader.string_list(node, "excludedIPs", here) else None
+    subnet = None
+    if node.get("ipv6Subnet") is not None:
+        subnet = reader.integer(node, "ipv6Subnet", here, 0, minimum=1, maximum=128)
+    return IPStrategy(depth, excluded, subnet)
+
+
+def _source_criterion(reader: YamlReader, body: dict[Any, Any], where: str, default: SourceCriterion) -> SourceCriterion:
+    if body.get("sourceCriterion") is None:
+        return default
+    here = f"{where}.sourceCriterion"
+    node = reader.mapping(body["sourceCriterion"], here, reader.value_line(body, "sourceCriterion"))
+    reader.check_keys(node, here, ("ipStrategy", "requestHeaderName", "requestHost"))
+    strategy = _ip_strategy(reader, node, "ipStrategy", here)
+    header = reader.string(node, "requestHeaderName", here) or ""
+    host = reader.boolean(node, "requestHost", here, False)
+    chosen = [n for n, on in (("ipStrategy", strategy is not None), ("requestHeaderName", bool(header)),
+                              ("requestHost", host)) if on]
+    if len(chosen) > 1:
+        reader.fail(f"{chosen[0]} and {chosen[1]} are mutually exclusive", here, reader.value_line(body, "sourceCriterion"))
+    if not chosen:
+        return default
+    return SourceCriterion(strategy, header, host)
+
+
+def _chain(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> Chain:
+    reader.check_keys(body, where, ("middlewares",))
+    names = reader.string_list(body, "middlewares", where)
+    return Chain(name, tuple(n.split("@", 1)[0] if n.endswith(("@file", "@internal")) else n for n in names))
+
+
+def _rate_limit(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> RateLimit:
+    reader.check_keys(body, where, ("average", "period", "burst", "sourceCriterion"), unsupported=("redis",))
+    average = reader.integer(body, "average", where, 0, minimum=0)
+    period = reader.duration(body, "period", where, 1.0)
+    if period < 0:
+        reader.fail("negative value not valid for period", f"{where}.period", reader.value_line(body, "period"))
+    burst = reader.integer(body, "burst", where, 1, minimum=0)
+    source = _source_criterion(reader, body, where, SourceCriterion(IPStrategy()))
+    return RateLimit(name, average, period or 1.0, burst, source)
+
+
+def _retry(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> Retry:
+    reader.check_keys(body, where, ("attempts", "initialInterval", "timeout", "status", "maxRequestBodyBytes",
+                                    "disableRetryOnNetworkError", "retryNonIdempotentMethod"))
+    if body.get("attempts") is None:
+        reader.fail("incorrect (or empty) value for attempt (0)", f"{where}.attempts", reader.node_line(body))
+    attempts = reader.integer(body, "attempts", where, 0, minimum=1)
+    status = parse_status_ranges(reader, body, "status", where)
+    disable = reader.boolean(body, "disableRetryOnNetworkError", where, False)
+    if disable and not status:
+        reader.fail("retry middleware requires at least HTTP status codes or retry on TCP", where, reader.node_line(body))
+    return Retry(name, attempts, reader.duration(body, "initialInterval", where, 0.0),
+                 reader.duration(body, "timeout", where, 0.0), status,
+                 reader.integer(body, "maxRequestBodyBytes", where, -1, minimum=-1), disable,
+                 reader.boolean(body, "retryNonIdempotentMethod", where, False))
+
+
+def _redirect_scheme(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> Redirect:
+    reader.check_keys(body, where, ("scheme", "port", "permanent", "forcePermanentRedirect"))
+    scheme = reader.string(body, "scheme", where) or ""
+    if not scheme:
+        reader.fail("you must provide a target scheme", f"{where}.scheme", reader.node_line(body))
+    port = reader.string(body, "port", where) or ""
+    if port and not port.isdigit():
+        reader.fail(f"port {port!r} is not a number", f"{where}.port", reader.value_line(body, "port"))
+    return redirect_scheme(name, scheme, port, reader.boolean(body, "permanent", where, False),
+                           reader.boolean(body, "forcePermanentRedirect", where, False))
+
+
+def _redirect_regex(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> Redirect:
+    reader.check_keys(body, where, ("regex", "replacement", "permanent"))
+    regex = _regexp(reader, body, "regex", where)
+    replacement = reader.string(body, "replacement", where, default="", allow_empty=True) or ""
+    return Redirect(name, regex, replacement, reader.boolean(body, "permanent", where, False))
+
+
+def _replace_path(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> ReplacePath:
+    reader.check_keys(body, where, ("path",))
+    return ReplacePath(name, reader.string(body, "path", where, default="", allow_empty=True) or "")
+
+
+def _replace_path_regex(reader: YamlReader, name: str, body: dict[Any, Any], where: str,
+                        base_dir: Path) -> ReplacePathRegex:
+    reader.check_keys(body, where, ("regex", "replacement"))
+    regex = _regexp(reader, body, "regex", where)
+    replacement = (reader.string(body, "replacement", where, default="", allow_empty=True) or "").strip()
+    return ReplacePathRegex(name, regex, replacement)
+
+
+def _strip_prefix_regex(reader: YamlReader, name: str, body: dict[Any, Any], where: str,
+                        base_dir: Path) -> StripPrefixRegex:
+    reader.check_keys(body, where, ("regex",))
+    items = reader.sequence(body, "regex", where)
+    texts = reader.string_list(body, "regex", where)
+    return StripPrefixRegex(name, tuple(_regexp(reader, body, "regex", where, text, reader.item_line(items, i))
+                                        for i, text in enumerate(texts)))
+
+
+def _basic_auth(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> BasicAuth:
+    reader.check_keys(body, where, ("users", "usersFile", "realm", "removeHeader", "headerField"))
+    lines: list[str] = []
+    users_file = reader.string(body, "usersFile", where)
+    if users_file:
+        path = Path(users_file) if Path(users_file).is_absolute() else base_dir / users_file
+        try:
+            lines = users_file_lines(path.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            reader.fail(f"cannot read {str(path)!r}: {getattr(exc, 'strerror', None) or exc}", f"{where}.usersFile",
+                        reader.value_line(body, "usersFile"))
+    users_items = reader.sequence(body, "users", where)
+    for i, entry in enumerate(reader.string_list(body, "users", where)):
+        if entry.count(":") != 1:
+            reader.fail("expected user:hash (an htpasswd line)", f"{where}.users[{i}]", reader.item_line(users_items, i))
+        lines.append(entry)
+    try:
+        users = parse_users(lines)
+    except ValueError as exc:
+        reader.fail(str(exc), f"{where}.usersFile", reader.value_line(body, "usersFile"))
+    if not users:
+        reader.fail(f"no users found in {users_file or 'users'}", where, reader.node_line(body))
+    header_field = reader.string(body, "headerField", where) or ""
+    if header_field and not HEADER_NAME.match(header_field):
+        reader.fail(f"bad header name {header_field!r}", f"{where}.headerField", reader.value_line(body, "headerField"))
+    return BasicAuth(name, tuple(users.items()), reader.string(body, "realm", where) or DEFAULT_REALM,
+                     reader.boolean(body, "removeHeader", where, False), header_field)
+
+
+def _ip_allow_list(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> IPAllowList:
+    reader.check_keys(body, where, ("sourceRange", "ipStrategy", "rejectStatusCode"))
+    if not reader.string_list(body, "sourceRange", where):
+        reader.fail("sourceRange is empty, IPAllowLister not created", f"{where}.sourceRange", reader.node_line(body))
+    checker = _ip_checker(reader, body, "sourceRange", where)
+    code = reader.integer(body, "rejectStatusCode", where, 0)
+    if code == 0:
+        code = 403
+    elif not 100 <= code <= 599:
+        reader.fail(f"invalid HTTP status code {code}", f"{where}.rejectStatusCode",
+                    reader.value_line(body, "rejectStatusCode"))
+    return IPAllowList(name, checker, _ip_strategy(reader, body, "ipStrategy", where) or IPStrategy(), code)
+
+
+def _ip_white_list(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> IPAllowList:
+    # Traefik's deprecated name: same options without rejectStatusCode.
+    reader.check_keys(body, where, ("sourceRange", "ipStrategy"))
+    return _ip_allow_list(reader, name, body, where, base_dir)
+
+
+def _in_flight_req(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> InFlightReq:
+    reader.check_keys(body, where, ("amount", "sourceCriterion"))
+    amount = reader.integer(body, "amount", where, 0)
+    if amount <= 0:
+        reader.fail(f"amount must be positive, got {amount}", f"{where}.amount",
+                    reader.value_line(body, "amount") or reader.node_line(body))
+    return InFlightReq(name, amount, _source_criterion(reader, body, where, SourceCriterion(request_host=True)))
+
+
+Parser = Callable[[YamlReader, str, dict[Any, Any], str, Path], TraefikMiddleware]
+PARSERS: dict[str, Parser] = {
+    "chain": _chain,
+    "rateLimit": _rate_limit,
+    "retry": _retry,
+    "redirectScheme": _redirect_scheme,
+    "redirectRegex": _redirect_regex,
+    "replacePath": _replace_path,
+    "replacePathRegex": _replace_path_regex,
+    "stripPrefixRegex": _strip_prefix_regex,
+    "basicAuth": _basic_auth,
+    "ipAllowList": _ip_allow_list,
+    "ipWhiteList": _ip_white_list,
+    "inFlightReq": _in_flight_req,
+}

@@ -1,0 +1,110 @@
+"""A router's middlewares run in order over one request, Traefik-style (pure: no I/O, no clock).
+
+Each kind's core is in its own module; this runs them in sequence: a middleware that answers
+(redirect, 401, 403, 429) ends the chain; the others hand the next one a modified request. The kinds
+that need the gateway's I/O are handed back as facts: a rate-limit delay to wait before forwarding,
+the in-flight slots to release once the answer is done, the retry settings for the sender. The
+circuit breaker (shadow.gateway.shifting) and jwt/oidc (addons/auth.py) run elsewhere and are
+skipped here.
+
+`MiddlewareRuntime` holds the state of the stateful kinds (rate-limit buckets, in-flight counts)
+for one configuration; a reload keeps the state of every such middleware whose options did not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shadow.gateway.middlewares.basicauth import BasicAuth
+from shadow.gateway.middlewares.inflightreq import InFlightLimiter, InFlightReq
+from shadow.gateway.middlewares.ipallowlist import IPAllowList
+from shadow.gateway.middlewares.paths import ReplacePath, ReplacePathRegex, StripPrefixRegex
+from shadow.gateway.middlewares.ratelimit import Admit, RateLimit, RateLimiter
+from shadow.gateway.middlewares.redirect import Redirect
+from shadow.gateway.middlewares.request import LocalAnswer, MiddlewareRequest
+from shadow.gateway.middlewares.retry import Retry
+
+__all__ = ["PIPELINE_KINDS", "MiddlewareRuntime", "RequestOutcome"]
+
+# The kinds this pipeline runs (the older stripPrefix / addPrefix / headers run through
+# shadow.gateway.routing, called from here when a route mixes them with these).
+PIPELINE_KINDS = (RateLimit, Retry, Redirect, ReplacePath, ReplacePathRegex, StripPrefixRegex, BasicAuth,
+                  IPAllowList, InFlightReq)
+
+
+@dataclass
+class RequestOutcome:
+    request: MiddlewareRequest
+    answer: LocalAnswer | None = None  # set: send this, forward nothing
+    delay_s: float = 0.0  # rateLimit: wait this long before forwarding
+    in_flight: list[tuple[InFlightLimiter, str]] = field(default_factory=list)  # release after the answer
+    retry: Retry | None = None  # the route retries failed connections
+    basic_auth_user: str | None = None
+
+    def release(self) -> None:
+        for limiter, key in self.in_flight:
+            limiter.release(key)
+        self.in_flight.clear()
+
+
+class MiddlewareRuntime:
+    def __init__(self, middlewares: Mapping[str, Any], previous: MiddlewareRuntime | None = None) -> None:
+        self.rate_limiters: dict[str, RateLimiter] = {}
+        self.in_flight: dict[str, InFlightLimiter] = {}
+        for name, mw in middlewares.items():
+            if isinstance(mw, RateLimit):
+                old = previous.rate_limiters.get(name) if previous is not None else None
+                self.rate_limiters[name] = old if old is not None and old.settings == mw else RateLimiter(mw)
+            elif isinstance(mw, InFlightReq):
+                kept = previous.in_flight.get(name) if previous is not None else None
+                self.in_flight[name] = kept if kept is not None and kept.settings == mw else InFlightLimiter(mw)
+
+    @staticmethod
+    def applies(middlewares: Sequence[Any]) -> bool:
+        return any(isinstance(m, PIPELINE_KINDS) for m in middlewares)
+
+    def run(self, middlewares: Sequence[Any], req: MiddlewareRequest, now_ns: int,
+            other: Any = None) -> RequestOutcome:
+        """Run the request side of `middlewares` in order. `other(mw, req)` applies a kind this
+        module does not know (stripPrefix, addPrefix, headers) and returns the new request."""
+        outcome = RequestOutcome(req)
+        for mw in middlewares:
+            result: MiddlewareRequest | LocalAnswer
+            if isinstance(mw, Redirect | ReplacePath | ReplacePathRegex | StripPrefixRegex | IPAllowList):
+                result = mw.check(req)
+            elif isinstance(mw, BasicAuth):
+                result = mw.check(req)
+                if not isinstance(result, LocalAnswer):
+                    outcome.basic_auth_user = mw.user_of(req)
+            elif isinstance(mw, RateLimit):
+                decision = self.rate_limiters[mw.name].check(req, now_ns)
+                if isinstance(decision, Admit):
+                    outcome.delay_s += decision.delay_s
+                    result = req
+                else:
+                    result = decision
+            elif isinstance(mw, InFlightReq):
+                limiter = self.in_flight[mw.name]
+                slot = limiter.acquire(req)
+                if isinstance(slot, LocalAnswer):
+                    result = slot
+                else:
+                    outcome.in_flight.append((limiter, slot))
+                    result = req
+            elif isinstance(mw, Retry):
+                outcome.retry = outcome.retry or mw
+                result = req
+            elif other is not None:
+                result = other(mw, req)
+            else:
+                result = req
+            if isinstance(result, LocalAnswer):
+                outcome.release()
+                outcome.answer = result
+                outcome.delay_s = 0.0
+                return outcome
+            req = result
+        outcome.request = req
+        return outcome

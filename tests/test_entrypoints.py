@@ -1,0 +1,78 @@
+"""shadow.gateway.entrypoints: Traefik's entryPoints.forwardedHeaders, parsed and applied."""
+
+from __future__ import annotations
+
+import pytest
+
+from shadow.errors import ConfigError
+from shadow.gateway.config import parse_config
+from shadow.gateway.entrypoints import (
+    EntryPoint,
+    is_managed_forwarded_header,
+    select_entry_point,
+    strip_untrusted_forwarded,
+    trusts_forwarded,
+)
+from shadow.gateway.middlewares.ipstrategy import IPChecker
+
+HTTP = """
+http:
+  routers:
+    r: {rule: "PathPrefix(`/`)", service: s, entryPoints: [web]}
+  services:
+    s: {loadBalancer: {servers: [{url: "http://127.0.0.1:9"}]}}
+"""
+
+SPOOFED = [("X-Forwarded-For", "1.2.3.4"), ("x-real-ip", "1.2.3.4"), ("X_Forwarded_Proto", "https"),
+           ("X-Scheme", "https"), ("X-Forwarded-Prefix", "/x"), ("Accept", "*/*"), ("X-Other", "kept")]
+
+
+def test_entry_points_parsed_with_traefik_names() -> None:
+    cfg = parse_config("entryPoints:\n  web:\n    address: ':8080'\n    forwardedHeaders:\n"
+                       "      trustedIPs: ['10.0.0.0/8', '192.168.1.7']\n" + HTTP)
+    ep = cfg.entry_points["web"]
+    assert (ep.name, ep.address, ep.port, ep.insecure) == ("web", ":8080", 8080, False)
+    assert ep.trusted_ips is not None and ep.trusted_ips.contains("10.1.2.3") and ep.trusted_ips.contains("192.168.1.7")
+    assert cfg.routers[0].entry_points == ("web",)
+
+
+def test_without_entry_points_nobody_is_trusted() -> None:
+    cfg = parse_config(HTTP)
+    assert dict(cfg.entry_points) == {}
+    assert not trusts_forwarded(select_entry_point(cfg.entry_points, 8080), "127.0.0.1")
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("entryPoints:\n  web: {address: 'nope'}\n", ":2: entryPoints.web.address: address 'nope' is not [host]:port"),
+    ("entryPoints:\n  web:\n    forwardedHeaders: {trustedIPs: ['10.0.0.0/33']}\n",
+     ":3: entryPoints.web.forwardedHeaders.trustedIPs: '10.0.0.0/33' is not an IP address or CIDR range"),
+    ("entryPoints:\n  web:\n    forwardedHeaders: {trusted: []}\n",
+     ":3: entryPoints.web.forwardedHeaders.trusted: unknown key"),
+    ("entryPoints:\n  websecure: {address: ':443'}\n", ":6: http.routers.r.entryPoints[0]: no entry point named 'web'"),
+])
+def test_bad_entry_points_name_file_and_line(text: str, where: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(text + HTTP, "gw.yaml")
+    assert str(err.value).startswith("gw.yaml" + where), str(err.value)
+
+
+def test_untrusted_client_loses_every_managed_header_spelling() -> None:
+    assert strip_untrusted_forwarded(SPOOFED, None, "1.2.3.4") == [("Accept", "*/*"), ("X-Other", "kept")]
+    trusted = EntryPoint("web", trusted_ips=IPChecker.parse(("127.0.0.1",)))
+    assert strip_untrusted_forwarded(SPOOFED, trusted, "127.0.0.1") == SPOOFED
+    assert strip_untrusted_forwarded(SPOOFED, trusted, "127.0.0.2") == [("Accept", "*/*"), ("X-Other", "kept")]
+    assert strip_untrusted_forwarded(SPOOFED, EntryPoint("web", insecure=True), "8.8.8.8") == SPOOFED
+
+
+def test_managed_header_names_are_traefiks() -> None:
+    assert is_managed_forwarded_header("X-Forwarded-Tls-Client-Cert-Info")
+    assert is_managed_forwarded_header("x_real_ip")
+    assert not is_managed_forwarded_header("X-Forwarded-Something")
+    assert not is_managed_forwarded_header("Forwarded")  # RFC 7239's header is not one of Traefik's
+
+
+def test_entry_point_by_port_or_the_only_one() -> None:
+    web, admin = EntryPoint("web", port=8080), EntryPoint("admin", port=9000)
+    assert select_entry_point({"web": web, "admin": admin}, 9000) is admin
+    assert select_entry_point({"web": web, "admin": admin}, 1234) is None
+    assert select_entry_point({"web": web}, 1234) is web
