@@ -6,10 +6,13 @@
     gw.yaml:14: http.routers.orders.rule: unexpected ')' at column 23
 
 The `http:` keys and defaults are Traefik's, so a Traefik file-provider file loads unchanged as long
-as it uses what the gateway supports (routers; loadBalancer and mirroring services; stripPrefix,
-addPrefix and headers middlewares). Traefik features the gateway does not implement yet are rejected
-with "not supported yet" rather than silently ignored. `entryPoints` and `observability` on routers
-are accepted and ignored (the gateway has one entry point). Option names are case-insensitive, as
+as it uses what the gateway supports (routers; loadBalancer, weighted, failover and mirroring
+services; the middlewares listed in docs/gateway.md, Traefik's own kinds parsed in
+shadow/gateway/middlewares/config.py). Traefik features the gateway does not implement yet are rejected
+with "not supported yet" rather than silently ignored. A top-level `entryPoints:` section (Traefik's
+static configuration, shadow/gateway/entrypoints.py) says whose forwarded headers are trusted; a
+router's `entryPoints` must name its entries. `observability` on routers is accepted and ignored.
+Chains are expanded in routers' middleware lists at load time. Option names are case-insensitive, as
 in Traefik (`loadbalancer` is `loadBalancer`); names of routers, services and middlewares are not.
 Equal router priorities are ordered by router name (Traefik leaves them unordered).
 

@@ -304,20 +304,39 @@ def _require_ascii(value: str, matcher: str, pos: int) -> None:
         raise RuleSyntaxError(f"{matcher}: non-ASCII characters are not allowed", pos)
 
 
-# A DNS name (letters, digits, '-', '_', dots; a leading "*." is Traefik's wildcard syntax, which
-# then only matches literally) or an IP address; IPv6 without brackets, as the Host is compared
+# A DNS name (letters, digits, '-', '_', dots; a leading "*." is Traefik v3.7's wildcard: one label
+# in front of the rest) or an IP address; IPv6 without brackets, as the Host is compared
 # without its port.
 _HOST_NAME = re.compile(r"^(?:[A-Za-z0-9_*-]+(?:\.[A-Za-z0-9_-]+)*\.?|[0-9A-Fa-f:.]+)$")
 
 
+def _wildcard_form(host: str) -> str:
+    """Traefik's DomainMatchHostExpression for `*.` expressions: the first label replaced by `*`."""
+    _first, dot, rest = host.partition(".")
+    return "*" + dot + rest
+
+
 def _host(args: list[_Token]) -> Match:
     host = args[0].value
+    if host == "*":  # Traefik v3.7: matches every request, as on the TCP side
+        return lambda req: True
     _require_ascii(host, "Host", args[0].pos)
     if not _HOST_NAME.match(host):
         raise RuleSyntaxError(f"Host: `{host}` is not a host name (no port, path or spaces)", args[0].pos)
     want = host.lower()
     # A trailing dot (fully-qualified name) on either side does not matter.
     want_bare = want[:-1] if want.endswith(".") else want
+    if want.startswith("*"):  # `*.example.com`: any one label in front (v3.7)
+        def wildcard(req: RequestView) -> bool:
+            got = req.canonical_host
+            if not got:
+                return False
+            forms = {_wildcard_form(got)}
+            if got.endswith("."):
+                forms.add(_wildcard_form(got[:-1]))
+            return want in forms or want_bare in forms
+
+        return wildcard
 
     def match(req: RequestView) -> bool:
         got = req.canonical_host

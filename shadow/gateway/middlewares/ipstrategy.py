@@ -16,8 +16,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def parse_ip(text: str) -> IPAddress | None:
     """An IP address (an IPv4-mapped IPv6 address as its IPv4 form, as Go's net.IP compares), or None."""
+    text = text.strip().split("%", 1)[0]  # an IPv6 zone does not take part (Go's As16 drops it)
     try:
-        addr = ipaddress.ip_address(text.strip())
+        addr = ipaddress.ip_address(text)
     except ValueError:
         return None
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
@@ -73,15 +74,17 @@ class IPChecker:
 
 
 def _ipv6_subnet(ip: str, bits: int | None) -> str:
+    """Go's getIPv6SubnetIP: an IPv6 address masked to `bits` (zone dropped); anything else, or an
+    invalid prefix length, unchanged."""
     if bits is None:
         return ip
     try:
-        addr = ipaddress.ip_address(ip)
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+        if not isinstance(addr, ipaddress.IPv6Address):
+            return ip
+        return str(ipaddress.ip_network(f"{addr}/{bits}", strict=False).network_address)
     except ValueError:
         return ip
-    if not isinstance(addr, ipaddress.IPv6Address):
-        return ip
-    return str(ipaddress.ip_network(f"{addr}/{bits}", strict=False).network_address)
 
 
 @dataclass(frozen=True, slots=True)

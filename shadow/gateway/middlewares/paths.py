@@ -113,5 +113,6 @@ class StripPrefixRegex:
                 else new_decoded
             if new_decoded and go_clean_join(new_decoded) != new_decoded:
                 return text_answer(400, "Bad Request")
-            return req.with_headers((*req.headers, (FORWARDED_PREFIX_HEADER, prefix))).with_path(new_raw)
+            # Go leaves URL.Path "" for a path stripped to nothing; the request line then says "/".
+            return req.with_headers((*req.headers, (FORWARDED_PREFIX_HEADER, prefix))).with_path(new_raw or "/")
         return req

@@ -46,6 +46,21 @@ def _absolute_parts(req: MiddlewareRequest, scheme: str, host: str, port: str) -
     return scheme, host, port, uri
 
 
+_BAD_ESCAPE = compile_go(r"%([^0-9A-Fa-f]|.[^0-9A-Fa-f]|.?$)")
+
+
+def go_url_parses(url: str) -> bool:
+    """Would Go's url.Parse accept `url`? No control characters, no malformed %-escape, and no
+    %-escape in the host (Go allows one only in an IPv6 zone)."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return False
+    if "%" in url and _BAD_ESCAPE.search(url):
+        return False
+    _scheme, sep, rest = url.partition("://")
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    return not (sep and "%" in authority and not rest.startswith("["))
+
+
 def raw_url(req: MiddlewareRequest) -> str:
     """redirectRegex's view of the request URL (rawURL in Traefik)."""
     scheme, host, port, uri = _absolute_parts(req, "http", req.host, "")
@@ -86,8 +101,8 @@ class Redirect:
         new = self.regex.replace_all(old, self.replacement)
         if new == old:
             return req
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in new):  # Go's url.Parse refuses control characters
-            return LocalAnswer(500, (("Content-Type", "text/plain; charset=utf-8"),), b"Internal Server Error")
+        if not go_url_parses(new):  # Traefik's error handler (oxy's) answers 502
+            return LocalAnswer(502, (("Content-Type", "text/plain; charset=utf-8"),), b"Bad Gateway")
         if self.status_code is not None:
             status = self.status_code
         elif self.permanent:

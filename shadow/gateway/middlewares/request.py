@@ -53,18 +53,18 @@ class MiddlewareRequest:
     query: str = ""  # without '?'
     headers: tuple[tuple[str, str], ...] = ()
     remote_ip: str = ""  # the socket's peer address, no port
-    request_uri: str = ""  # the request target as sent ("" → path?query); absolute-form keeps scheme://host
+    request_uri: str | None = None  # the request target as sent (None: path?query); absolute-form keeps scheme://host
     meta: tuple[tuple[str, str], ...] = field(default=())  # e.g. the basicAuth user, for the capture
 
     def with_headers(self, headers: Iterable[tuple[str, str]]) -> MiddlewareRequest:
         return replace(self, headers=tuple(headers))
 
     def with_path(self, path: str) -> MiddlewareRequest:
-        return replace(self, path=path, request_uri="")
+        return replace(self, path=path, request_uri=None)
 
     @property
     def uri(self) -> str:
-        if self.request_uri:
+        if self.request_uri is not None:
             return self.request_uri
         return self.path + ("?" + self.query if self.query else "")
 
