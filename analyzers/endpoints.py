@@ -37,10 +37,14 @@ def _is_placeholder(segment: str) -> bool:
     return segment.startswith("{") and segment.endswith("}")
 
 
+SLUG = "{slug}"  # the static rules' placeholder for slug-like ids: merged with literals when learning
+
+
 @dataclass
 class _Node:
     children: dict[str, _Node] = field(default_factory=dict)
     collapsed: bool = False  # literal children were merged into children[placeholder]
+    slugs: set[str] = field(default_factory=set)  # raw values behind children[SLUG] (capped)
 
     def merge(self, other: _Node) -> None:
         for seg, child in other.children.items():
@@ -103,7 +107,10 @@ class EndpointTemplater:
             path = path.split("?", 1)[0]
             node = root
             for seg in _segments(path):
-                node = node.children.setdefault(template_segment(seg) if seg else seg, _Node())
+                templated = template_segment(seg) if seg else seg
+                if templated == SLUG and len(node.slugs) <= threshold:
+                    node.slugs.add(seg)
+                node = node.children.setdefault(templated, _Node())
         _collapse(root, threshold, placeholder)
         return cls(explicit, threshold=threshold, placeholder=placeholder, _root=root)
 
@@ -124,7 +131,7 @@ class EndpointTemplater:
         node: _Node | None = self._root
         for seg in _segments(path):
             seg = template_segment(seg) if seg else seg
-            if node is not None and node.collapsed and not _is_placeholder(seg) and seg:
+            if node is not None and node.collapsed and seg and (not _is_placeholder(seg) or seg == SLUG):
                 seg = self.placeholder
             out.append(seg)
             node = node.children.get(seg) if node is not None else None
@@ -175,8 +182,11 @@ def _segments(path: str) -> list[str]:
 
 
 def _collapse(node: _Node, threshold: int, placeholder: str) -> None:
+    # slug-like values count with the literals: /users/ada and /users/ada-lovelace-17 are one parameter
     literals = [s for s in node.children if s and not _is_placeholder(s)]
-    if len(literals) > threshold:
+    if literals and len(literals) + len(node.slugs) > threshold:
+        if SLUG in node.children and placeholder != SLUG:
+            literals.append(SLUG)
         merged = node.children.get(placeholder) or _Node()
         for seg in literals:
             merged.merge(node.children.pop(seg))

@@ -532,7 +532,8 @@ def analyze(capture_dir: Path, policy: Policy, *, rules: Any = None, progress: b
     """Diff the capture's pairs (writing CAPTURE/diffs/), build the samples and judge them.
 
     `templater` (analyzers.endpoints.EndpointTemplater, see `learn_templater`) re-templates the
-    captured paths for diffs and samples alike; None keeps the `endpoint` the gateway captured.
+    captured paths for diffs and samples alike; None keeps the `endpoint` the gateway captured,
+    unless it predates today's static templating (`static_templater_if_outdated`).
     Raises CaptureError for a missing, empty or malformed capture (one line, naming the path)."""
     from shadow.capture.store import open_store
 
@@ -542,6 +543,8 @@ def analyze(capture_dir: Path, policy: Policy, *, rules: Any = None, progress: b
     with open_store(capture_dir) as store:
         modes = ", ".join(f"'{m}'" for m in PAIRED_MODES)
         n_pairs = int(store.sql(f"SELECT count(*) FROM pairs WHERE mode IN ({modes})").fetchall()[0][0])
+        if templater is None:
+            templater = static_templater_if_outdated(store)
     has_pairs = n_pairs > 0
     diff_summary = None
     if run_diffs and has_pairs:
@@ -564,6 +567,19 @@ def analyze(capture_dir: Path, policy: Policy, *, rules: Any = None, progress: b
     return AnalysisResult(capture_dir=capture_dir, policy=policy, samples=tuple(samples), verdict=verdict,
                           fields=tuple(fields), pairs_by_endpoint=pairs_by_endpoint,
                           diff_summary=diff_summary, span_attribution=tuple(attribution))
+
+
+def static_templater_if_outdated(store: Any) -> Any:
+    """A templater with today's static rules (slug-like segments included) when the captured
+    endpoints predate them (a capture whose `endpoint` column still holds /etag/abc12), else None:
+    every capture is analysed with the same default templating, at no cost for a current one."""
+    from analyzers.endpoints import EndpointTemplater
+    from shadow.capture.endpoints import template_path
+
+    rows = store.sql("SELECT DISTINCT endpoint FROM exchanges WHERE endpoint IS NOT NULL").fetchall()
+    if any(template_path(str(e)) != e for (e,) in rows):
+        return EndpointTemplater()
+    return None
 
 
 def _span_attribution(store: Any) -> list[Any]:

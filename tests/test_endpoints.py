@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from analyzers.endpoints import EndpointTemplater, learn_from_capture
+from shadow.capture.endpoints import template_path
 from shadow.errors import ConfigError
 from tests.test_diffs_table import exchange_row, write_capture
 
@@ -77,3 +78,34 @@ def test_learn_from_capture(tmp_path: Path) -> None:
     write_capture(tmp_path, rows)
     t = learn_from_capture(tmp_path, threshold=3)
     assert t.template("/users/eve") == "/users/{name}"
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    # ids are templated by default, whatever their shape
+    ("/etag/abc12", "/etag/{slug}"),
+    ("/etag/abc16", "/etag/{slug}"),
+    ("/api/users/ada-lovelace-17", "/api/users/{slug}"),
+    ("/api/users/ada-lovelace-5", "/api/users/{slug}"),
+    ("/orders/ORD-2024-0017/items", "/orders/{slug}/items"),
+    ("/t/dGhpc0lzQVRva2VuMTIzNA", "/t/{slug}"),
+    ("/api/orders/123", "/api/orders/{id}"),
+    ("/files/0b8f5e0e1d2c4c1a", "/files/{hex}"),
+    ("/u/0b8f5e0e-1d2c-4c1a-9a0e-2f1e3d4c5b6a", "/u/{uuid}"),
+    ("/days/2026-11-26", "/days/{date}"),
+    # words stay words
+    ("/api/orders", "/api/orders"),
+    ("/v2/healthz", "/v2/healthz"),
+    ("/api/v10/orders", "/api/v10/orders"),
+    ("/apis/apps/v1beta1", "/apis/apps/v1beta1"),
+    ("/oauth2/token", "/oauth2/token"),
+    ("/hash/md5", "/hash/md5"),
+    ("/net/ipv6", "/net/ipv6"),
+    ("/s3/buckets", "/s3/buckets"),
+    ("/status/not-found", "/status/not-found"),
+    ("/anything/lookup", "/anything/lookup"),
+    ("/getUserProfileSettingsPage", "/getUserProfileSettingsPage"),
+    ("/", "/"),
+])
+def test_slug_like_segments_are_templated_by_default(path: str, expected: str) -> None:
+    assert template_path(path) == expected
+    assert EndpointTemplater().template(path) == expected  # the analyzers' static layer agrees

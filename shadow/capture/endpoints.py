@@ -13,6 +13,15 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("{uuid}", re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     ("{date}", re.compile(r"^\d{4}-\d{2}-\d{2}$")),
     ("{hex}", re.compile(r"^(?=[^/]*\d)[0-9a-fA-F]{12,}$")),
+    # Slugs and tokens: ids that mix letters and digits, which words do not (abc12, ORD-2024-0017,
+    # ada-lovelace-17, a 22-character base64 id). A word with one digit stays (oauth2, md5, ipv6, s3),
+    # and so do version segments (v2, v10, v1beta1).
+    ("{slug}", re.compile(
+        r"^(?!v\d+(?:[a-z]+\d+)?$)(?=[^/]*[A-Za-z])(?:"
+        r"(?=(?:[^/]*\d){2})[A-Za-z0-9._~-]{4,}"  # letters and two or more digits
+        r"|[A-Za-z0-9._~]+(?:[-_][A-Za-z0-9._~]+)*[-_]\d+(?:[-_][A-Za-z0-9._~]+)*"  # a word-dash-number slug
+        r"|(?=[^/]*\d)[A-Za-z0-9_-]{16,}={0,2}"  # a long token with a digit (base64url ids)
+        r")$")),
 )
 
 
@@ -24,5 +33,5 @@ def template_segment(segment: str) -> str:
 
 
 def template_path(path: str) -> str:
-    """Replace numeric, UUID, date and long hex segments of `path` (no query) by placeholders."""
+    """Replace numeric, UUID, date, long hex and slug-like segments of `path` (no query) by placeholders."""
     return "/".join(template_segment(s) if s else s for s in path.split("/"))
