@@ -58,6 +58,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analyzers.diff import MAX_VALUE_CHARS, Difference, ExchangeSide, diff_pair
+from analyzers.gateway_changes import GATEWAY_REASON, copy_changes, explain_all
 from analyzers.noise import (
     DEFAULT_ALPHA,
     FieldCounts,
@@ -149,6 +150,18 @@ def _endpoints(batch: pa.RecordBatch, templater: Any) -> list[str]:
 
 
 _SIDE_COLUMNS = ("status", "resp_headers", "resp_body", "resp_content_type", "body_hash", "truncated", "error")
+_REQUEST_COLUMNS = ("req_headers", "url")  # what each side was sent (stage B only, where bodies differ)
+
+
+def _without_gateway_changes(diffs: list[Difference], row: Mapping[str, Any], prefix: str,
+                             request_id: str) -> list[Difference]:
+    """Body differences that follow from what the gateway changed in the copy (its marking headers,
+    dropped hop-by-hop headers, another URL) become noise, labelled the gateway's."""
+    if not any(d.kind == "body" and not d.noise for d in diffs):
+        return diffs
+    changes = copy_changes(row.get("p_req_headers"), row.get("p_url"), row.get(prefix + "req_headers"),
+                           row.get(prefix + "url"), request_id=request_id)
+    return explain_all(diffs, changes)
 
 
 def base_rows(batch: pa.RecordBatch, ctx: BatchContext) -> tuple[pa.Table, dict[tuple[str, str], int]]:
@@ -182,7 +195,7 @@ def diff_batch(batch: pa.RecordBatch, ctx: BatchContext) -> BatchResult:
     counts = FieldCounts()
     cols: dict[str, list[Any]] = {name: [] for name in DIFFS.names}
     wanted = ["c_settled", "s_settled", "c_h_eq", "c_b_eq", "s_h_eq", "s_b_eq"] + [
-        f"{r}_{c}" for r in "pcs" for c in _SIDE_COLUMNS]
+        f"{r}_{c}" for r in "pcs" for c in (*_SIDE_COLUMNS, *_REQUEST_COLUMNS)]
     for idx, row in enumerate(batch.select(wanted).to_pylist()):
         ep, svc, rid = endpoints[idx], c_services[idx], request_ids[idx]
         er = ctx.rules.for_endpoint(ep)
@@ -191,12 +204,16 @@ def diff_batch(batch: pa.RecordBatch, ctx: BatchContext) -> BatchResult:
         if not row["c_settled"]:
             cd = diff_pair(primary, ExchangeSide.from_row(row, "c_"), er, max_value_chars=ctx.max_value_chars,
                            compare_headers=not row["c_h_eq"], compare_body=not row["c_b_eq"])
+            cd = _without_gateway_changes(cd, row, "c_", rid)
         if has_s[idx] and not (row["s_status"] is None and row["p_status"] is not None):
             sd: list[Difference] = []
             if not row["s_settled"]:
                 sd = diff_pair(primary, ExchangeSide.from_row(row, "s_"), er,
                                max_value_chars=ctx.max_value_chars, compare_headers=not row["s_h_eq"],
                                compare_body=not row["s_b_eq"])
+                sd = _without_gateway_changes(sd, row, "s_", rid)
+                # the secondary's gateway-made differences are no evidence about the candidate's fields
+                sd = [d for d in sd if not (d.noise_reason or "").startswith(GATEWAY_REASON)]
                 cd = mark_secondary_noise(cd, sd)
             counts.add_request(ep, svc, {(d.kind, d.pointer_template) for d in cd if d.op != "truncated"},
                                {(d.kind, d.pointer_template) for d in sd if d.op != "truncated"},
@@ -321,17 +338,27 @@ def _bodies_query(unsettled: Path, *, with_secondary: bool) -> str:
     every hash table is built on the right-hand side as written: the unsettled pairs, never a
     whole role's bodies. The exchanges are streamed through as the probe side."""
     u = f"read_parquet({_sql_str(unsettled)})"
+    # The requests as each side received them (headers, URL) come along where bodies differ: what the
+    # gateway changed in a copy explains echoed differences (analyzers/gateway_changes.py).
     if with_secondary:
-        u = (f"(SELECT u.*, s.resp_body AS s_body FROM exchanges s RIGHT JOIN {u} u "
-             "ON s.exchange_id = u.s_exchange_id)")
+        u = (f"(SELECT u.*, s.resp_body AS s_body, s.req_headers AS s_req_headers, s.url AS s_url "
+             f"FROM exchanges s RIGHT JOIN {u} u ON s.exchange_id = u.s_exchange_id)")
     else:
-        u = f"(SELECT *, CAST(NULL AS BLOB) AS s_body FROM {u})"
-    pu = f"(SELECT u.*, p.resp_body AS p_body FROM exchanges p JOIN {u} u ON p.exchange_id = u.p_exchange_id)"
+        u = (f"(SELECT *, CAST(NULL AS BLOB) AS s_body, NULL AS s_req_headers, CAST(NULL AS VARCHAR) AS s_url "
+             f"FROM {u})")
+    pu = (f"(SELECT u.*, p.resp_body AS p_body, p.req_headers AS p_req, p.url AS p_req_url "
+          f"FROM exchanges p JOIN {u} u ON p.exchange_id = u.p_exchange_id)")
     return f"""
-    SELECT pu.* EXCLUDE (p_body, s_body),
+    SELECT pu.* EXCLUDE (p_body, s_body, p_req, p_req_url, s_req_headers, s_url),
       CASE WHEN pu.c_b_eq AND pu.s_b_eq THEN NULL ELSE pu.p_body END AS p_resp_body,
       CASE WHEN pu.c_b_eq THEN NULL ELSE c.resp_body END AS c_resp_body,
-      CASE WHEN pu.s_b_eq THEN NULL ELSE pu.s_body END AS s_resp_body
+      CASE WHEN pu.s_b_eq THEN NULL ELSE pu.s_body END AS s_resp_body,
+      CASE WHEN pu.c_b_eq AND pu.s_b_eq THEN NULL ELSE pu.p_req END AS p_req_headers,
+      CASE WHEN pu.c_b_eq AND pu.s_b_eq THEN NULL ELSE pu.p_req_url END AS p_url,
+      CASE WHEN pu.c_b_eq THEN NULL ELSE c.req_headers END AS c_req_headers,
+      CASE WHEN pu.c_b_eq THEN NULL ELSE c.url END AS c_url,
+      CASE WHEN pu.s_b_eq THEN NULL ELSE pu.s_req_headers END AS s_req_headers,
+      CASE WHEN pu.s_b_eq THEN NULL ELSE pu.s_url END AS s_url
     FROM exchanges c JOIN {pu} pu ON c.exchange_id = pu.c_exchange_id
     """
 

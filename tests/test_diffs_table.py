@@ -166,3 +166,26 @@ def test_header_rules_reach_the_sql_prefilter(tmp_path: Path) -> None:
     assert pq.read_table(tmp_path / "diffs").num_rows == 0  # both ignored by default: settled in SQL
     compute_diffs(tmp_path, [{"header": "X-Forwarded-For", "ignore": False}], progress=False, workers=1)
     assert pq.read_table(tmp_path / "diffs").column("pointer").to_pylist() == ["/x-forwarded-for"]
+
+
+def test_an_echoed_request_differs_only_by_the_gateways_changes(tmp_path: Path) -> None:
+    # /anything echoes the request each side received; the copy carries the gateway's marks, no
+    # Connection header and another URL: all of it is the gateway's, none of it the candidate's.
+    client = [("Host", "shop"), ("Accept", "*/*"), ("Connection", "keep-alive")]
+    copy = [("Host", "shop"), ("Accept", "*/*"), ("X-Shadow-Request", "1"), ("X-Shadow-Request-Id", "a1b2c3d4e5f6")]
+    rows = []
+    for role, headers, url in (("primary", client, "http://127.0.0.1:8001/anything"),
+                               ("candidate", copy, "http://127.0.0.1:8002/anything")):
+        row = exchange_row("a1b2c3d4e5f6", role, path="/anything", endpoint="/anything",
+                           body={"headers": dict(headers), "url": url, "total": 10 if role == "primary" else 11})
+        row["req_headers"] = [{"name": k, "value": v} for k, v in headers]
+        row["url"] = url
+        rows.append(row)
+    summary = compute_diffs(write_capture(tmp_path, rows), None, progress=False, workers=1)
+    diffs = {d["pointer"]: d for d in pq.read_table(tmp_path / "diffs").to_pylist()}
+    gateway = {"/headers/X-Shadow-Request", "/headers/X-Shadow-Request-Id", "/headers/Connection", "/url"}
+    assert set(diffs) == gateway | {"/total"}
+    for pointer in gateway:
+        assert diffs[pointer]["noise"] and diffs[pointer]["noise_reason"].startswith("gateway: changed in the copy")
+    assert diffs["/total"]["noise"] is False
+    assert summary.pairs_with_real_diffs == 1
