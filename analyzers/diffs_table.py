@@ -61,6 +61,7 @@ from analyzers.diff import MAX_VALUE_CHARS, Difference, ExchangeSide, diff_pair
 from analyzers.gateway_changes import GATEWAY_REASON, copy_changes, explain_all
 from analyzers.noise import (
     DEFAULT_ALPHA,
+    MIN_EVIDENCE,
     FieldCounts,
     FieldNoise,
     ProbeResult,
@@ -68,8 +69,10 @@ from analyzers.noise import (
     field_noise_table,
     load_probe,
     mark_secondary_noise,
+    repeat_evidence,
 )
 from analyzers.rules import RuleSet, load_rules
+from analyzers.volatility import looks_volatile
 from shadow.capture.endpoints import template_path
 from shadow.capture.schema import DIFFS, DIFFS_SUMMARY
 
@@ -80,6 +83,7 @@ BASE_SCHEMA = pa.schema([("request_id", pa.string()), ("endpoint", pa.string()),
                          ("status_equal", pa.bool_())])
 OUTPUT_DIRS = ("diffs", "diffs_summary", "diffs_fields")
 SMALL_RUN_PAIRS = 20_000  # fewer unsettled pairs than this: diff in-process
+VOLATILE_SHARE = 0.95  # a field is volatile-looking when this share of its real differences look volatile
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,7 @@ class BatchContext:
     templater: Any = None  # EndpointTemplater or None
     probe: ProbeResult | None = None
     max_value_chars: int = MAX_VALUE_CHARS
+    repeats: ProbeResult | None = None  # the primary's own answers to repeated identical requests
 
 
 @dataclass
@@ -219,10 +224,11 @@ def diff_batch(batch: pa.RecordBatch, ctx: BatchContext) -> BatchResult:
                                {(d.kind, d.pointer_template) for d in sd if d.op != "truncated"},
                                count_request=False)
         for d in cd:
-            if not d.noise and ctx.probe is not None:
-                reason = ctx.probe.reason(ep, d.kind, d.pointer_template)
-                if reason:
-                    d = d._replace(noise=True, noise_reason=reason)
+            for evidence in (ctx.probe, ctx.repeats):
+                if not d.noise and evidence is not None:
+                    reason = evidence.reason(ep, d.kind, d.pointer_template)
+                    if reason:
+                        d = d._replace(noise=True, noise_reason=reason)
             cols["request_id"].append(rid)
             cols["endpoint"].append(ep)
             cols["c_service"].append(svc)
@@ -234,6 +240,9 @@ def diff_batch(batch: pa.RecordBatch, ctx: BatchContext) -> BatchResult:
             cols["new"].append(d.new)
             cols["noise"].append(d.noise)
             cols["noise_reason"].append(d.noise_reason)
+            # looks volatile (decided per field in _finish: unproven where the endpoint has no evidence)
+            cols["unproven"].append(not d.noise and d.kind == "body" and d.op == "changed"
+                                    and looks_volatile(d.old, d.new))
     return BatchResult(pa.table(cols, schema=DIFFS), counts, n)
 
 
@@ -407,6 +416,7 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
             # Under Jupyter without ipywidgets DuckDB refuses even to turn its bar off (and shows none).
             with contextlib.suppress(duckdb.Error):
                 con.execute("SET enable_progress_bar = false")
+            ctx.repeats = repeat_evidence(con, templater=templater)
             counts = FieldCounts()
             raw_path, base_path = run / "raw.parquet", run / "base.parquet"
             # Stage A: every pair's base row; the unsettled pairs' metadata to side files of at most
@@ -500,7 +510,7 @@ def compute_diffs(capture_dir: str | Path, rules: RuleSet | Iterable[Mapping[str
                     bar.close()
             con.execute("RESET disabled_optimizers")
             fields = classify_fields(counts, alpha=alpha)
-            stats = _finish(con, run, raw_path, base_path, fields)
+            stats = _finish(con, run, raw_path, base_path, fields, _evidence(counts, ctx))
         _swap_into_place(root, run)
     finally:
         shutil.rmtree(run, ignore_errors=True)
@@ -525,8 +535,22 @@ def _progress(enabled: bool, total: int) -> Any:
                 disable=not sys.stderr.isatty())
 
 
-def _finish(con: Any, run: Path, raw_path: Path, base_path: Path, fields: list[FieldNoise]) -> dict[str, int]:
-    """Second pass, relational: per-field noise verdicts onto the rows, then the per-pair summary."""
+def _evidence(counts: FieldCounts, ctx: BatchContext) -> pa.Table:
+    """(endpoint, c_service) with at least MIN_EVIDENCE primary-vs-primary comparisons: requests with a
+    secondary (per candidate service), probed or repeated requests (c_service NULL: any candidate)."""
+    rows: list[tuple[str, str | None]] = [(ep, svc) for (ep, svc), n in counts.requests.items() if n >= MIN_EVIDENCE]
+    for evidence in (ctx.probe, ctx.repeats):
+        if evidence is not None:
+            endpoints = set(evidence.endpoints) | {k[0] for k in evidence.differing}
+            rows += [(ep, None) for ep in endpoints if evidence.compared(ep) >= MIN_EVIDENCE]
+    return pa.table({"endpoint": [r[0] for r in rows], "c_service": [r[1] for r in rows]},
+                    schema=pa.schema([("endpoint", pa.string()), ("c_service", pa.string())]))
+
+
+def _finish(con: Any, run: Path, raw_path: Path, base_path: Path, fields: list[FieldNoise],
+            evidence: pa.Table) -> dict[str, int]:
+    """Second pass, relational: per-field noise verdicts onto the rows, the unproven fields (every real
+    difference looks volatile and the endpoint has no noise evidence), then the per-pair summary."""
     for name in OUTPUT_DIRS:
         (run / name).mkdir()
     fields_table = field_noise_table(fields)
@@ -535,16 +559,30 @@ def _finish(con: Any, run: Path, raw_path: Path, base_path: Path, fields: list[F
         ["endpoint", "c_service", "kind", "pointer_template", "reason"])
     con.register("noisy_fields", noisy)
     diffs_out = run / "diffs" / "part-0.parquet"
+    con.register("noise_evidence", evidence)
     con.execute(f"""
         COPY (
-          SELECT d.request_id, d.endpoint, d.c_service, d.kind, d.op, d.pointer, d.pointer_template, d.old, d.new,
-                 d.noise OR f.reason IS NOT NULL AS noise,
-                 CASE WHEN d.noise THEN d.noise_reason ELSE f.reason END AS noise_reason
-          FROM read_parquet({_sql_str(raw_path)}) d
-          LEFT JOIN noisy_fields f ON d.endpoint = f.endpoint AND d.c_service IS NOT DISTINCT FROM f.c_service
-               AND d.kind = f.kind AND d.pointer_template = f.pointer_template
+          WITH d AS (
+            SELECT d.request_id, d.endpoint, d.c_service, d.kind, d.op, d.pointer, d.pointer_template, d.old, d.new,
+                   d.noise OR f.reason IS NOT NULL AS noise,
+                   CASE WHEN d.noise THEN d.noise_reason ELSE f.reason END AS noise_reason,
+                   coalesce(d.unproven, false) AS volatile
+            FROM read_parquet({_sql_str(raw_path)}) d
+            LEFT JOIN noisy_fields f ON d.endpoint = f.endpoint AND d.c_service IS NOT DISTINCT FROM f.c_service
+                 AND d.kind = f.kind AND d.pointer_template = f.pointer_template
+          ), volatile_fields AS (
+            SELECT endpoint, c_service, kind, pointer_template FROM d WHERE NOT noise AND kind = 'body'
+            GROUP BY ALL HAVING count(*) FILTER (WHERE volatile) >= {VOLATILE_SHARE} * count(*)
+          )
+          SELECT d.* EXCLUDE (volatile),
+                 NOT d.noise AND v.endpoint IS NOT NULL AND NOT EXISTS (
+                   SELECT 1 FROM noise_evidence e WHERE e.endpoint = d.endpoint
+                     AND (e.c_service IS NULL OR e.c_service IS NOT DISTINCT FROM d.c_service)) AS unproven
+          FROM d LEFT JOIN volatile_fields v ON d.endpoint = v.endpoint AND d.c_service IS NOT DISTINCT FROM v.c_service
+               AND d.kind = v.kind AND d.pointer_template = v.pointer_template
         ) TO {_sql_str(diffs_out)} (FORMAT parquet, ROW_GROUP_SIZE 100000)""")
     con.unregister("noisy_fields")
+    con.unregister("noise_evidence")
     summary_out = run / "diffs_summary" / "part-0.parquet"
     con.execute(f"""
         COPY (
@@ -554,11 +592,13 @@ def _finish(con: Any, run: Path, raw_path: Path, base_path: Path, fields: list[F
                  b.status_equal,
                  coalesce(a.real_n, 0)::INTEGER AS real_diff_count,
                  coalesce(a.noise_n, 0)::INTEGER AS noise_diff_count,
-                 coalesce(a.truncated, false) AS truncated, b.has_secondary
+                 coalesce(a.truncated, false) AS truncated, b.has_secondary,
+                 coalesce(a.unproven_n, 0)::INTEGER AS unproven_diff_count
           FROM read_parquet({_sql_str(base_path)}) b
           LEFT JOIN (
             SELECT request_id, c_service, count(*) FILTER (WHERE NOT noise) AS real_n,
-                   count(*) FILTER (WHERE noise) AS noise_n, bool_or(op = 'truncated') AS truncated
+                   count(*) FILTER (WHERE noise) AS noise_n, bool_or(op = 'truncated') AS truncated,
+                   count(*) FILTER (WHERE NOT noise AND unproven) AS unproven_n
             FROM read_parquet({_sql_str(diffs_out)}) GROUP BY request_id, c_service
           ) a ON a.request_id = b.request_id AND a.c_service IS NOT DISTINCT FROM b.c_service
         ) TO {_sql_str(summary_out)} (FORMAT parquet, ROW_GROUP_SIZE 100000)""")

@@ -22,11 +22,22 @@ with the reason (never dropped):
    primary twice and learn which pointer templates differ between two of its own answers
    (`probe_noise`, persisted to CAPTURE/noise/probe.parquet, used by compute_diffs when present),
    reason "probe: differs between two primary answers (14/20)".
-3. User rules (analyzers/rules.py), reason "rule: ignore **/requestId" etc., set by the diff engine.
+3. With no set-up at all, repeated identical requests already in the capture (same method, path,
+   query, body and the request headers that choose an answer: Authorization, Cookie, Accept,
+   Accept-Language; two or more primary answers of the same status) are the same evidence as the
+   probe, for free (`repeat_evidence`), reason "differs between the primary's own answers to
+   identical requests (9/10)".
+4. User rules (analyzers/rules.py), reason "rule: ignore **/requestId" etc., set by the diff engine.
+
+An endpoint with at least MIN_EVIDENCE primary-vs-primary comparisons (secondary requests, probed
+requests, repeated requests) has noise evidence: a field stable between the primary's own answers
+that the candidate changes is real. Without it, a field whose every difference looks volatile
+(analyzers/volatility.py) is *unproven*: it can neither fail nor pass the mismatch guardrail.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import uuid
@@ -45,6 +56,11 @@ from shadow.errors import CaptureError
 SECONDARY_REASON = "secondary differs on this request"
 DEFAULT_ALPHA = 0.05
 PROBE_FILE = Path("noise") / "probe.parquet"
+MIN_EVIDENCE = 5  # primary-vs-primary comparisons on an endpoint before a stable field counts as proven stable
+REPEAT_GROUPS_PER_ENDPOINT = 50  # repeated requests compared per endpoint (bounds the work)
+REPEAT_SOURCE = "repeats"
+MAX_REPEAT_PATHS = 400  # and at most this many distinct paths' worth of them in all
+CHOOSING_HEADERS = ("authorization", "cookie", "accept", "accept-language")  # same answer needs the same ones
 
 FieldKey = tuple[str, str, str, str]  # endpoint, c_service, kind, pointer_template
 ProbeKey = tuple[str, str, str]  # endpoint, kind, pointer_template
@@ -195,13 +211,23 @@ class ProbeResult:
     differing: dict[ProbeKey, tuple[int, int]]
     probed: int  # requests probed in all
     failed: int  # requests whose re-send failed (not counted)
+    endpoints: dict[str, int] = field(default_factory=dict)  # requests compared per endpoint
+    source: str = "probe"  # "probe" (shadow probe) | REPEAT_SOURCE (repeated requests in the capture)
 
     def reason(self, endpoint: str, kind: str, pointer_template: str) -> str | None:
         for tpl in _ancestors(pointer_template):
             hit = self.differing.get((endpoint, kind, tpl))
             if hit:
+                if self.source == REPEAT_SOURCE:
+                    return f"differs between the primary's own answers to identical requests ({hit[0]}/{hit[1]})"
                 return f"probe: differs between two primary answers ({hit[0]}/{hit[1]})"
         return None
+
+    def compared(self, endpoint: str) -> int:
+        """Primary-vs-primary comparisons made on `endpoint` (older probe files: the most seen on a field)."""
+        if endpoint in self.endpoints:
+            return self.endpoints[endpoint]
+        return max((of for (ep, _k, _t), (_n, of) in self.differing.items() if ep == endpoint), default=0)
 
 
 PROBE_SCHEMA = pa.schema([("endpoint", pa.string()), ("kind", pa.string()), ("pointer_template", pa.string()),
@@ -274,7 +300,8 @@ def probe_noise(capture_dir: str | Path, *, base_url: str | None = None, sample:
     finally:
         if own_client:
             http.close()
-    result = ProbeResult({k: (n, probed[k[0]]) for k, n in differing.items()}, sum(probed.values()), failed)
+    result = ProbeResult({k: (n, probed[k[0]]) for k, n in differing.items()}, sum(probed.values()), failed,
+                         dict(probed))
     if save:
         save_probe(root, result)
     return result
@@ -304,7 +331,8 @@ def save_probe(capture_dir: str | Path, result: ProbeResult) -> Path:
                       "pointer_template": [k[2] for k in keys],
                       "differing": [result.differing[k][0] for k in keys],
                       "probed": [result.differing[k][1] for k in keys]}, schema=PROBE_SCHEMA)
-    table = table.replace_schema_metadata({"probed": str(result.probed), "failed": str(result.failed)})
+    table = table.replace_schema_metadata({"probed": str(result.probed), "failed": str(result.failed),
+                                           "endpoints": json.dumps(result.endpoints)})
     tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
     pq.write_table(table, tmp)
     with open(tmp, "rb") as f:
@@ -324,4 +352,61 @@ def load_probe(capture_dir: str | Path) -> ProbeResult | None:
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     rows = table.to_pylist()
     return ProbeResult({(r["endpoint"], r["kind"], r["pointer_template"]): (r["differing"], r["probed"])
-                        for r in rows}, int(meta.get("probed", 0)), int(meta.get("failed", 0)))
+                        for r in rows}, int(meta.get("probed", 0)), int(meta.get("failed", 0)),
+                       {str(k): int(v) for k, v in json.loads(meta.get("endpoints", "{}")).items()})
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Repeated identical requests: the primary against itself, for free
+
+
+def _repeats_query(per_endpoint: int) -> str:
+    chosen = ", ".join(f"'{h}'" for h in CHOOSING_HEADERS)
+    return f"""
+    WITH prim AS (
+      SELECT exchange_id, endpoint, path, ts, status,
+        hash(upper(method), path, coalesce(query, ''), coalesce(req_body, ''::BLOB),
+             list_sort(list_transform(list_filter(coalesce(req_headers, []), lambda h: lower(h.name) IN ({chosen})),
+                                      lambda h: lower(h.name) || ':' || h.value))) AS grp
+      FROM exchanges
+      WHERE role = 'primary' AND status IS NOT NULL AND upper(method) IN ('GET', 'HEAD')
+        AND NOT coalesce(truncated, false)
+    ), repeated AS (
+      SELECT grp FROM prim GROUP BY grp HAVING count(*) >= 2
+    ), firsts AS (
+      SELECT p.*, row_number() OVER (PARTITION BY p.grp ORDER BY p.ts, p.exchange_id) AS k
+      FROM prim p SEMI JOIN repeated r ON p.grp = r.grp
+    ), groups AS (
+      SELECT grp, row_number() OVER (PARTITION BY min(path) ORDER BY grp) AS g FROM firsts GROUP BY grp
+    )
+    SELECT f.grp, f.k, f.endpoint, f.path, x.status, x.resp_headers, x.resp_body, x.resp_content_type, x.body_hash,
+           x.truncated, x.error
+    FROM firsts f JOIN groups USING (grp) JOIN exchanges x ON x.exchange_id = f.exchange_id
+    WHERE f.k <= 2 AND groups.g <= {int(per_endpoint)}
+    ORDER BY f.grp, f.k
+    LIMIT {int(per_endpoint) * 2 * MAX_REPEAT_PATHS}
+    """
+
+
+def repeat_evidence(con: Any, *, templater: Any = None, per_endpoint: int = REPEAT_GROUPS_PER_ENDPOINT) -> ProbeResult:
+    """Per (endpoint, kind, pointer template): on how many repeated identical requests (see module
+    doc) the primary's first two answers differed, out of how many compared on the endpoint. `con`
+    is a DuckDB connection with the capture's `exchanges` view."""
+    table = con.sql(_repeats_query(per_endpoint)).to_arrow_table()
+    rows = table.to_pylist()
+    differing: dict[ProbeKey, int] = {}
+    compared: dict[str, int] = {}
+    empty = RuleSet()
+    for first, second in zip(rows[::2], rows[1::2], strict=False):
+        if first["grp"] != second["grp"] or first["status"] != second["status"]:
+            continue  # a status change between two answers says nothing about body fields
+        ep = _endpoint_of(first, templater)
+        per_ep = compared.get(ep, 0)
+        if per_ep >= per_endpoint:
+            continue
+        compared[ep] = per_ep + 1
+        a, b = ExchangeSide.from_row(first), ExchangeSide.from_row(second)
+        for kind, tpl in {(d.kind, d.pointer_template) for d in diff_pair(a, b, empty, endpoint=ep)}:
+            differing[(ep, kind, tpl)] = differing.get((ep, kind, tpl), 0) + 1
+    return ProbeResult({k: (n, compared[k[0]]) for k, n in differing.items()}, sum(compared.values()), 0,
+                       compared, REPEAT_SOURCE)

@@ -89,6 +89,7 @@ class FieldDiff:
     pairs_total: int  # paired requests on the endpoint (the rate's denominator)
     examples: tuple[DiffExample, ...] = ()
     secondary: SecondaryEvidence | None = None
+    unproven: bool = False  # real, but looks volatile and the endpoint has no noise evidence
 
     @property
     def name(self) -> str:
@@ -140,7 +141,7 @@ class FieldDiff:
         return {
             "endpoint": self.endpoint, "candidate_service": self.c_service, "kind": self.kind,
             "op": self.op, "pointer_template": self.pointer_template, "noise": self.noise,
-            "noise_reason": self.noise_reason, "count": self.count,
+            "noise_reason": self.noise_reason, "unproven": self.unproven, "count": self.count,
             "pairs_affected": self.pairs_affected, "pairs_total": self.pairs_total,
             "rate": self.rate, "renamed_to": self.renamed_to, "accept_with": list(self.accept_with),
             "secondary": None if self.secondary is None else self.secondary.to_json(),
@@ -396,13 +397,21 @@ def paired_samples(store: Any, *, use_diffs: bool = True) -> list[EndpointSample
     the pair from being compared) counts as a mismatch too, since PASS needs evidence. Pairs whose
     statuses differ (or that got a transport error) are left out of the mismatch rate
     (`mismatch_compared` false): the error guardrails judge them. Without the summary the samples
-    carry no mismatch array and the mismatch guardrail has nothing to judge."""
+    carry no mismatch array and the mismatch guardrail has nothing to judge.
+
+    A pair whose only real differences are in unproven fields (volatile-looking, no noise evidence on
+    the endpoint: CAPTURE/diffs `unproven`) is flagged `mismatch_unproven`: it can neither fail nor
+    pass the mismatch guardrail, whose reason then names those fields and `shadow probe CAPTURE`."""
     modes = ", ".join(f"'{m}'" for m in PAIRED_MODES)
     summary = use_diffs and "diffs_summary" in store.views
     join = ("JOIN diffs_summary d ON d.request_id = p.request_id AND d.c_service IS NOT DISTINCT FROM p.c_service"
             if summary else "")
-    mismatch = ("d.status_equal AND d.equal IS NOT TRUE AS mismatch, d.status_equal AS compared" if summary
-                else "NULL::BOOLEAN AS mismatch, NULL::BOOLEAN AS compared")
+    unproven = ("d.status_equal AND NOT d.truncated AND d.real_diff_count > 0 "
+                "AND d.real_diff_count = d.unproven_diff_count" if summary and _has_column(store, "diffs_summary",
+                                                                                       "unproven_diff_count")
+                else "false")
+    mismatch = (f"d.status_equal AND d.equal IS NOT TRUE AS mismatch, d.status_equal AS compared, {unproven} AS unproven"
+                if summary else "NULL::BOOLEAN AS mismatch, NULL::BOOLEAN AS compared, false AS unproven")
     table = _grouped_rows(
         store, alias="p", source=f"pairs p {join}", where=f"p.mode IN ({modes})", arm="p.c_service",
         columns="p.p_latency_ms, p.c_latency_ms, CAST(p.p_status AS DOUBLE) AS p_status, "
@@ -413,6 +422,8 @@ def paired_samples(store: Any, *, use_diffs: bool = True) -> list[EndpointSample
     primary, candidate = _Arm.read(table, "p_", clients), _Arm.read(table, "c_", clients)
     flags = _column(table, "mismatch", bool) if summary else None
     compared = _column(table, "compared", bool) if summary else None
+    unproven_flags = _column(table, "unproven", bool)
+    unproven_fields = _unproven_fields(store) if summary else {}
     recorded = _column(table, "p_recorded", bool)
     samples = []
     for (endpoint, service), rows in _groups(table, "endpoint", "arm"):
@@ -421,8 +432,29 @@ def paired_samples(store: Any, *, use_diffs: bool = True) -> list[EndpointSample
                                   compared=None if compared is None else compared[rows])
         # A replay against recorded answers: the primary's latencies are not live measurements.
         sample.primary_recorded = bool(recorded[rows].any())
+        if unproven_flags[rows].any():
+            sample.mismatch_unproven = unproven_flags[rows]
+            sample.unproven_fields = unproven_fields.get((endpoint, service), ())
+            sample.unproven_command = f"shadow probe {store.root}"
         samples.append(sample)
     return samples
+
+
+def _has_column(store: Any, view: str, column: str) -> bool:
+    return any(row[0] == column for row in store.sql(f"DESCRIBE {view}").fetchall())
+
+
+def _unproven_fields(store: Any) -> dict[tuple[str, str], tuple[str, ...]]:
+    """Per (endpoint, candidate service): the unproven fields' pointer templates (CAPTURE/diffs)."""
+    if "diffs" not in store.views or not _has_column(store, "diffs", "unproven"):
+        return {}
+    rows = store.sql("SELECT endpoint, coalesce(c_service, ''), pointer_template FROM diffs WHERE unproven "
+                     "GROUP BY ALL ORDER BY ALL").fetchall()
+    out: dict[tuple[str, str], tuple[str, ...]] = {}
+    for endpoint, service, template in rows:
+        key = (str(endpoint), str(service))
+        out[key] = (*out.get(key, ()), str(template))
+    return out
 
 
 def split_samples(store: Any) -> list[EndpointSample]:
@@ -471,8 +503,11 @@ def field_diffs(store: Any, pairs_total: dict[tuple[str, str], int],
              "coalesce(noise, false) AS noise, coalesce(noise_reason, '') AS noise_reason")
     partition = ("endpoint, coalesce(c_service, ''), kind, op, pointer_template, coalesce(noise, false), "
                  "coalesce(noise_reason, '')")
+    # unproven is decided per field, so it is one value within each group
+    unproven = "bool_or(coalesce(unproven, false))" if _has_column(store, "diffs", "unproven") else "false"
     groups = store.sql(
-        f"SELECT {group}, count(*) AS n, count(DISTINCT request_id) AS pairs FROM diffs GROUP BY ALL"
+        f"SELECT {group}, count(*) AS n, count(DISTINCT request_id) AS pairs, {unproven} AS unproven "
+        "FROM diffs GROUP BY ALL"
     ).fetchall()
     # One difference per request (its first pointer), then the first few requests in a stable but
     # scattered order (by hash), so the examples show different requests, not one array's elements.
@@ -490,7 +525,7 @@ def field_diffs(store: Any, pairs_total: dict[tuple[str, str], int],
             old=None if row[9] is None else _clip(row[9]), new=None if row[10] is None else _clip(row[10])))
     evidence = secondary_evidence(store)
     fields = []
-    for endpoint, service, kind, op, template, noise, reason, n, pairs in groups:
+    for endpoint, service, kind, op, template, noise, reason, n, pairs, unproven_field in groups:
         k = (endpoint, service, kind, op, template, noise, reason)
         fields.append(FieldDiff(
             endpoint=str(endpoint), c_service=str(service), kind=str(kind), op=str(op),
@@ -498,6 +533,7 @@ def field_diffs(store: Any, pairs_total: dict[tuple[str, str], int],
             count=int(n), pairs_affected=int(pairs), pairs_total=pairs_total.get((str(endpoint), str(service)), 0),
             examples=tuple(examples.get(k, ())),
             secondary=evidence.get((str(endpoint), str(service), str(kind), str(template))),
+            unproven=bool(unproven_field),
         ))
     fields.sort(key=lambda f: (f.noise, -f.count, f.endpoint, f.pointer_template, f.op))
     return fields

@@ -496,23 +496,36 @@ def field_label(f: FieldDiff) -> str:
     return f.pointer_template or "(whole body)"
 
 
-def _field_rows(fields: Iterable[FieldDiff]) -> list[tuple[str, ...]]:
+def _verdict_cell(f: FieldDiff) -> str:
+    if f.noise:
+        return "noise"
+    return "<b>unproven</b>" if f.unproven else "<b>real</b>"
+
+
+def _field_rows(fields: Iterable[FieldDiff], capture_dir: Path | None = None) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for f in fields:
         link = f'<a href="#{f.anchor}">{len(f.examples)} example{"s" if len(f.examples) != 1 else ""}</a>'
         rows.append((
             _e(f.name), f"<code>{_e(field_label(f))}</code>", _e(f.kind), _e(f.op),
-            _num(f.count), _pct(f.rate), "noise" if f.noise else "<b>real</b>",
-            _e(f.noise_reason) if f.noise else _accept_cell(f),
+            _num(f.count), _pct(f.rate), _verdict_cell(f),
+            _e(f.noise_reason) if f.noise else _accept_cell(f, capture_dir),
             _e(f.secondary.describe()) if f.secondary is not None else '<span class="muted">no secondary</span>',
             link if f.examples else "",
         ))
     return rows
 
 
-def _accept_cell(f: FieldDiff) -> str:
-    """The diff rules that would accept a real difference, to paste under `rules:` (docs/policy.md)."""
+def _accept_cell(f: FieldDiff, capture_dir: Path | None = None) -> str:
+    """The diff rules that would accept a real difference, to paste under `rules:` (docs/policy.md);
+    for an unproven field first what settles it."""
     lines = f.accept_with
+    if f.unproven:
+        command = f"shadow probe {capture_dir or 'CAPTURE'}"
+        settle = ('looks volatile and the endpoint has no noise evidence: it cannot fail the gate alone; '
+                  f'<code>{_e(command)}</code> settles it. ')
+        return settle + ('<span class="muted">accept with:</span><pre class="rule">' + _e("\n".join(lines))
+                         + "</pre>" if lines else "")
     if not lines:
         return '<span class="muted">judged by the error guardrails</span>' if f.kind == "status" else ""
     return ('<span class="muted">accept with:</span><pre class="rule">' + _e("\n".join(lines)) + "</pre>")
@@ -530,7 +543,7 @@ def _diff_section(result: AnalysisResult) -> str:
             '<code>rules:</code> in the policy file if the change is intended (docs/policy.md, "Diff rules").</p>'
             + _table(("endpoint", "field", "kind", "op", "count", "rate", "real / noise",
                       "why noise / rule that accepts it", "secondary (noise evidence)", "examples"),
-                     _field_rows(fields), numeric=(4, 5))
+                     _field_rows(fields, result.capture_dir), numeric=(4, 5))
             + "</section>")
 
 
@@ -642,7 +655,8 @@ def render_markdown(result: AnalysisResult) -> str:
     real = sorted(result.real_fields, key=lambda f: -f.count)[:TOP_REAL_DIFFS_IN_MARKDOWN]
     if real:
         lines += ["**Top real differences**", "", "| endpoint | field | op | count | rate |", "|---|---|---|---|---|"]
-        lines += [f"| {_md(f.name)} | `{_md(field_label(f))}` | {_md(f.op)} | {f.count:,} | {_pct(f.rate)} |"
+        lines += [f"| {_md(f.name)} | `{_md(field_label(f))}` | {_md(f.op)}{' (unproven)' if f.unproven else ''} "
+                  f"| {f.count:,} | {_pct(f.rate)} |"
                   for f in real]
         lines.append("")
     else:

@@ -69,6 +69,11 @@ class EndpointSample:
     primary_recorded: bool = False
     # paired only: the pairs the mismatch rate is about (both answered, same status); None = all
     mismatch_compared: np.ndarray | None = None
+    # paired only: pairs whose only real differences are in unproven fields (volatile-looking, no noise
+    # evidence on the endpoint): they can neither fail nor pass the mismatch guardrail
+    mismatch_unproven: np.ndarray | None = None
+    unproven_fields: tuple[str, ...] = ()  # those fields' pointer templates, for the reason
+    unproven_command: str | None = None  # the one command that settles them (e.g. shadow probe CAPTURE)
 
     @property
     def n_primary(self) -> int:
@@ -666,10 +671,36 @@ class _Ctx:
     def mismatch(self, flags: np.ndarray) -> GuardrailResult:
         """The body-mismatch rate among the pairs that answered with the same status (a status change
         or a transport error is the error guardrails' to judge, once)."""
+        unproven = (np.zeros(flags.size, bool) if self.s.mismatch_unproven is None
+                    else np.asarray(self.s.mismatch_unproven, dtype=bool))
+        if self.s.mismatch_compared is not None:
+            compared = np.asarray(self.s.mismatch_compared, dtype=bool)
+            flags, unproven = flags[compared], unproven[compared]
+        if unproven.any():
+            r = self._mismatch_rate(flags & ~unproven)
+            return self._unproven(r, int(unproven.sum()), flags.size)
+        return self._mismatch_rate(flags)
+
+    def _unproven(self, r: GuardrailResult, n_unproven: int, n: int) -> GuardrailResult:
+        """Pairs that differ only in volatile-looking fields, with no noise evidence: judged as if equal
+        for FAIL (the other differences alone may still fail it), never PASS."""
+        fields = ", ".join(self.s.unproven_fields[:5]) or "volatile-looking fields"
+        if len(self.s.unproven_fields) > 5:
+            fields += f" and {len(self.s.unproven_fields) - 5} more"
+        command = self.s.unproven_command or "shadow probe CAPTURE"
+        if r.cls != "INSUFFICIENT_DATA":
+            r.cls, r.needed_n = "INCONCLUSIVE", None
+        r.ni_shown = False
+        r.test += "; unproven fields set aside"
+        r.reason = (f"{n_unproven:,} of {n:,} pairs ({n_unproven / n * 100:.1f} %) differ only in fields that "
+                    f"look volatile ({fields}), and this endpoint has no noise evidence (no secondary, probe or "
+                    f"repeated request): they can neither fail nor pass it. `{command}` (or the gateway "
+                    f"re-sending a share of requests to the primary) settles it. Without them: {r.reason}")
+        return r
+
+    def _mismatch_rate(self, flags: np.ndarray) -> GuardrailResult:
         m = self.m
         budget = m.mismatch_budget
-        if self.s.mismatch_compared is not None:
-            flags = flags[np.asarray(self.s.mismatch_compared, dtype=bool)]
         r = self.base("mismatch_rate", flags.size, flags.size, "", budget, "rate")
         if flags.size == 0:
             r.test = "none (no data)"

@@ -189,3 +189,57 @@ def test_an_echoed_request_differs_only_by_the_gateways_changes(tmp_path: Path) 
         assert diffs[pointer]["noise"] and diffs[pointer]["noise_reason"].startswith("gateway: changed in the copy")
     assert diffs["/total"]["noise"] is False
     assert summary.pairs_with_real_diffs == 1
+
+
+def _volatile_rows(n: int, *, repeats: bool, candidate_change: dict[str, Any] | None = None,
+                   rename: bool = False) -> list[dict[str, Any]]:
+    """`n` mirrored pairs of one endpoint whose answers carry a fresh timestamp and uuid each time;
+    with `repeats`, every request is asked twice (the primary's own answers then differ too)."""
+    import uuid
+
+    rows = []
+    for i in range(n):
+        item = i // 2 if repeats else i
+        path = f"/api/items/{item}"
+        for role in ("primary", "candidate"):
+            body: dict[str, Any] = {"id": item, "price": 10 + item, "generated_at": f"2026-12-07T14:{i // 60:02d}:"
+                                    f"{i % 60:02d}.{123456 + (role == 'candidate'):06d}Z", "request_id": str(uuid.uuid4())}
+            if role == "candidate":
+                body.update(candidate_change or {})
+                if rename:
+                    body["unitPrice"] = body.pop("price")
+            row = exchange_row(f"v{i}", role, body=body, path=path)
+            row["ts"] = datetime(2026, 11, 26, 6, 0, i % 60, tzinfo=UTC)
+            rows.append(row)
+    return rows
+
+
+def test_without_noise_evidence_volatile_fields_are_unproven_not_real(tmp_path: Path) -> None:
+    compute_diffs(write_capture(tmp_path, _volatile_rows(40, repeats=False)), None, progress=False, workers=1)
+    diffs = pq.read_table(tmp_path / "diffs").to_pylist()
+    assert {d["pointer"] for d in diffs} == {"/generated_at", "/request_id"}
+    assert all(d["unproven"] and not d["noise"] for d in diffs)
+    summary = {r["request_id"]: r for r in pq.read_table(tmp_path / "diffs_summary").to_pylist()}
+    assert all(r["equal"] is False and r["unproven_diff_count"] == r["real_diff_count"] == 2 for r in summary.values())
+
+
+def test_structural_changes_are_never_unproven(tmp_path: Path) -> None:
+    rows = _volatile_rows(40, repeats=False, rename=True, candidate_change={"currency": "EUR"})
+    compute_diffs(write_capture(tmp_path, rows), None, progress=False, workers=1)
+    by_pointer = {(d["op"], d["pointer"]): d for d in pq.read_table(tmp_path / "diffs").to_pylist()}
+    assert by_pointer[("renamed", "/price")]["unproven"] is False
+    assert by_pointer[("added", "/currency")]["unproven"] is False
+    assert by_pointer[("changed", "/request_id")]["unproven"] is True
+
+
+def test_repeated_identical_requests_are_noise_evidence(tmp_path: Path) -> None:
+    # every request asked twice: the primary's own two answers differ in generated_at and request_id
+    # (noise, with that evidence), never in price, so a changed price is real, not unproven
+    rows = _volatile_rows(40, repeats=True, candidate_change={"price": 0})
+    compute_diffs(write_capture(tmp_path, rows), None, progress=False, workers=1)
+    diffs = pq.read_table(tmp_path / "diffs").to_pylist()
+    volatile = [d for d in diffs if d["pointer"] in ("/generated_at", "/request_id")]
+    assert volatile and all(d["noise"] for d in volatile)
+    assert volatile[0]["noise_reason"] == "differs between the primary's own answers to identical requests (20/20)"
+    price = [d for d in diffs if d["pointer"] == "/price"]
+    assert price and not any(d["noise"] or d["unproven"] for d in price)

@@ -187,3 +187,35 @@ def test_a_capture_templated_before_slug_rules_is_analysed_with_them(tmp_path: P
                  exchange_row(f"r{i}", "candidate", body={"tag": i}, path=path, endpoint=path)]
     result = analyze(write_rows(tmp_path / "old", rows), TEST_POLICY, progress=False)
     assert [(s.endpoint, s.n_primary) for s in result.samples] == [("/etag/{slug}", 30)]
+
+
+def test_volatile_fields_without_evidence_make_mismatch_inconclusive_not_fail(tmp_path: Path) -> None:
+    from tests.test_diffs_table import _volatile_rows
+    from tests.test_diffs_table import write_capture as write_rows
+
+    capture = write_rows(tmp_path / "volatile", _volatile_rows(120, repeats=False))
+    result = analyze(capture, TEST_POLICY, progress=False)
+    r = next(r for r in result.verdict.results if r.metric == "mismatch_rate")
+    assert r.cls == "INCONCLUSIVE", r.reason
+    assert "/generated_at, /request_id" in r.reason and f"`shadow probe {capture}`" in r.reason
+    unproven = {f.pointer_template for f in result.fields if f.unproven}
+    assert unproven == {"/generated_at", "/request_id"}
+    # a renamed field beside them is structural: FAIL, no evidence needed
+    renamed = write_rows(tmp_path / "renamed", _volatile_rows(120, repeats=False, rename=True))
+    r = next(r for r in analyze(renamed, TEST_POLICY, progress=False).verdict.results if r.metric == "mismatch_rate")
+    assert r.cls == "FAIL", r.reason
+
+
+def test_with_repeated_requests_as_evidence_a_stable_field_change_fails(tmp_path: Path) -> None:
+    from tests.test_diffs_table import _volatile_rows
+    from tests.test_diffs_table import write_capture as write_rows
+
+    capture = write_rows(tmp_path / "repeats", _volatile_rows(120, repeats=True, candidate_change={"price": 0}))
+    r = next(r for r in analyze(capture, TEST_POLICY, progress=False).verdict.results if r.metric == "mismatch_rate")
+    assert r.cls == "FAIL", r.reason
+    same = write_rows(tmp_path / "same", _volatile_rows(120, repeats=True))
+    result = analyze(same, TEST_POLICY, progress=False)
+    r = next(r for r in result.verdict.results if r.metric == "mismatch_rate")
+    assert r.cls != "FAIL" and r.estimate == 0.0, r.reason  # the volatile fields are noise: evidence, not assumption
+    assert "look volatile" not in r.reason
+    assert all(f.noise for f in result.fields if f.kind == "body")

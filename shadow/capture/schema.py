@@ -67,6 +67,9 @@ DIFFS = pa.schema(
         ("new", pa.string()),  # candidate's value as JSON text, truncated; null when removed
         ("noise", pa.bool_()),
         ("noise_reason", pa.string()),
+        # real, but every difference of this field looks volatile (a timestamp, an id) and the endpoint
+        # has no noise evidence (no secondary, probe or repeated request): it cannot fail the gate alone
+        ("unproven", pa.bool_()),
     ]
 )
 
@@ -84,6 +87,7 @@ DIFFS_SUMMARY = pa.schema(
         ("noise_diff_count", pa.int32()),
         ("truncated", pa.bool_()),  # a body was truncated, so the body was not compared
         ("has_secondary", pa.bool_()),
+        ("unproven_diff_count", pa.int32()),  # real differences in unproven (volatile-looking) fields
     ]
 )
 
