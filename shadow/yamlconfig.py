@@ -5,6 +5,13 @@ telemetry section (shadow/telemetry/tracing.py) share this: `read_yaml_file` / `
 into ruamel's round-trip tree (which keeps line numbers) or raise one `ConfigError`; `YamlReader`
 gives typed access to that tree, each failure a `ConfigError` naming file, line and dotted field.
 Imports nothing of the project but shadow.errors, so every config parser can use it without cycles.
+
+A config file is input from whoever can write it, and a hot reload parses it inside the running
+gateway, so reading one is bounded (issue #17, "config bombs"): at most `MAX_CONFIG_BYTES`, mappings
+and lists nested at most `MAX_NESTING` deep, aliases expanding to at most `MAX_ALIAS_NODES` nodes
+(an anchors bomb is rejected while it is composed, before anything walks the expanded tree), and
+rule-like expressions inside values (router rules, breaker expressions, claim conditions) nested at
+most `MAX_EXPRESSION_NESTING` deep. Each limit is one `ConfigError` naming file and line.
 """
 
 from __future__ import annotations
@@ -18,10 +25,20 @@ from typing import Any, NoReturn
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer, MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from shadow.errors import ConfigError
+
+# Limits of a config file. A real gateway config is a few KB, a dozen levels deep, with a few small
+# aliases; these leave it ample room and keep a hostile one to a few seconds and a few MB (ruamel's
+# round-trip parser reads dense YAML at ~100 KB/s: the size limit is what bounds the time).
+MAX_CONFIG_BYTES = 256 * 1024
+MAX_NESTING = 64  # mappings and lists inside each other
+MAX_ALIAS_NODES = 100_000  # nodes that all the aliases of a file stand for, expanded
+MAX_EXPRESSION_NESTING = 64  # parentheses and negations in a rule, breaker expression or claim condition
 
 # An HTTP header name as a config value may give it: an RFC 9110 token.
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -279,8 +296,10 @@ def _yaml_error(exc: YAMLError, source: str, text: str) -> ConfigError:
     if isinstance(exc, MarkedYAMLError) and exc.problem_mark is not None:
         line = exc.problem_mark.line + 1
         problem = (exc.problem or "syntax error").split("\n")[0]
-        if "duplicate key" in problem:
-            return ConfigError(problem.replace("found ", "") + " (each key may appear once)",
+        if "duplicate key" in problem:  # ruamel quotes both values too, which may be huge: the key only
+            duplicate = re.match(r"(?:found )?(duplicate key .*?) with value ", problem)
+            message = duplicate.group(1) if duplicate else problem.replace("found ", "")
+            return ConfigError(message + " (each key may appear once)",
                                file=source, line=line, field=_dotted_path_at(text, line))
         context = f" ({exc.context})" if exc.context else ""
         return ConfigError(f"YAML syntax error: {problem}{context}", file=source, line=line)
@@ -290,7 +309,7 @@ def _yaml_error(exc: YAMLError, source: str, text: str) -> ConfigError:
 def _complex_key_line(text: str) -> int | None:
     """Line (1-based) of the first mapping key that is not a scalar."""
     try:
-        node = YAML(typ="rt").compose(text)
+        node = _bounded_yaml().compose(text)
     except YAMLError:
         return None
     stack = [node]
@@ -328,13 +347,90 @@ def _dotted_path_at(text: str, line: int) -> str | None:
 
 
 
-def load_yaml(text: str, source: str) -> Any:
-    """The round-trip tree of YAML `text` (None for an empty document); duplicate keys, syntax errors
-    and mappings used as keys are one `ConfigError` naming `source` and the line."""
+class ConfigLimitError(YAMLError):
+    """A config exceeded one of the limits above; `line` is 1-based (None: the file as a whole)."""
+
+    def __init__(self, message: str, line: int | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+class _BoundedComposer(Composer):
+    """ruamel's composer, counting what each alias stands for: an alias is the node it names, so a
+    bomb (nine aliases of nine aliases of ...) costs nothing to compose and blows up only in
+    whatever walks it later. Counting expanded sizes here (memoized per node) rejects it first."""
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader=loader)
+        self.alias_nodes = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> nodes it stands for, expanded
+        self._complete: set[int] = set()  # nodes composed to the end (an alias of an open one recurses)
+        self._alias_line: int | None = None
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.parser.check_event(AliasEvent):
+            self._alias_line = int(self.parser.peek_event().start_mark.line) + 1
+            return super().compose_node(parent, index)
+        node = super().compose_node(parent, index)
+        self._complete.add(id(node))
+        return node
+
+    def return_alias(self, a: Any) -> Any:
+        if id(a) not in self._complete:
+            raise ConfigLimitError("an alias inside the node it names (a structure that contains itself)",
+                                   self._alias_line)
+        self.alias_nodes += _expanded_size(a, self._sizes)
+        if self.alias_nodes > MAX_ALIAS_NODES:
+            raise ConfigLimitError(f"aliases expand to more than {MAX_ALIAS_NODES} nodes (an alias bomb?)",
+                                   self._alias_line)
+        return a
+
+
+def _expanded_size(root: Node, sizes: dict[int, int]) -> int:
+    """Nodes `root` stands for with every alias expanded; iterative, memoized in `sizes`."""
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, SequenceNode):
+            children = list(node.value)
+        else:
+            sizes[id(node)] = 1
+            continue
+        if children_done:
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def _bounded_yaml() -> YAML:
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    yaml.max_depth = MAX_NESTING
+    yaml.Composer = _BoundedComposer
+    return yaml
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """The round-trip tree of YAML `text` (None for an empty document); duplicate keys, syntax errors,
+    mappings used as keys and the limits above are one `ConfigError` naming `source` and the line."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{size} bytes is larger than a config may be ({MAX_CONFIG_BYTES} bytes)", file=source)
     try:
-        return yaml.load(text)
+        return _bounded_yaml().load(text)
+    except ConfigLimitError as exc:
+        raise ConfigError(exc.message, file=source, line=exc.line) from None
+    except MaxDepthExceededError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        raise ConfigError(f"nested deeper than {MAX_NESTING} levels of mappings and lists", file=source,
+                          line=line) from None
     except YAMLError as exc:
         raise _yaml_error(exc, source, text) from None
     except TypeError:  # ruamel cannot build a mapping whose key is itself a mapping or a list
@@ -346,13 +442,16 @@ def read_yaml_file(path: Path) -> str:
     """The text of the YAML file at `path`; a missing, unreadable or non-UTF-8 file is a `ConfigError`."""
     source = str(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as fo:
+            raw = fo.read(MAX_CONFIG_BYTES + 1)  # never more than the limit in memory
     except FileNotFoundError:
         raise ConfigError("no such file", file=source) from None
     except IsADirectoryError:
         raise ConfigError("is a directory, expected a YAML file", file=source) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", file=source) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"larger than a config may be ({MAX_CONFIG_BYTES} bytes)", file=source)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import GatewayProcess
+from tests.test_yamlconfig import alias_bomb
 from tests.upstream import Upstream
 
 CONFIG = """
@@ -102,6 +103,30 @@ def test_invalid_change_is_one_line_and_the_running_config_stays(env: Env) -> No
     assert f"{env.cfg}:5: http.routers.api.rule:" in line
     assert "Traceback" not in env.gw.output()
     assert env.http.get(env.gw.url + "/api/still").json()["upstream"] == "next"
+
+
+def test_config_bombs_on_reload_are_one_line_and_later_valid_configs_apply(env: Env) -> None:
+    """Issue #17: an anchors bomb as a hot reload grew the gateway without bound and no later valid
+    config was applied; a 3,000-deep rule was a RecursionError; a 50 MB file was read whole. Each is
+    now rejected in one line (each wait bounded), the running config serves on."""
+    env.write("mono")
+    assert _wait_until(lambda: env.http.get(env.gw.url + "/api/x").json()["upstream"] == "mono")
+    valid = env.cfg.read_text()
+    attacks = {
+        "aliases expand to more than 100000 nodes": valid + alias_bomb(),
+        "http.routers.api.rule: nested deeper than 64 levels": valid.replace(
+            "PathPrefix(`/api`)", "(" * 3000 + "PathPrefix(`/api`)" + ")" * 3000),
+        "larger than a config may be": valid + "# padding\n" * 600_000,
+    }
+    for words, text in attacks.items():
+        env.cfg.write_text(text)
+        assert env.gw.wait_for_output(words, timeout=15), words
+        line = [ln for ln in env.gw.output().splitlines() if "config reload rejected" in ln][-1]
+        assert f"{env.cfg}" in line and words in line, line
+        assert env.http.get(env.gw.url + "/api/still").json()["upstream"] == "mono"
+    assert "Traceback" not in env.gw.output() and "RecursionError" not in env.gw.output()
+    env.write("next")  # and the next valid config is applied
+    assert _wait_until(lambda: env.http.get(env.gw.url + "/api/after").json()["upstream"] == "next")
 
 
 def test_identical_content_is_not_reloaded(env: Env) -> None:

@@ -59,3 +59,11 @@ def test_claim_at_prefers_a_dotted_top_level_key() -> None:
     assert claim_at({"a.b": 1, "a": {"b": 2}}, "a.b") == 1
     assert claim_at({"a": {"b": {"c": "x"}}}, "a.b.c") == "x"
     assert claim_at({"a": "s"}, "a.b") is None
+
+
+@pytest.mark.parametrize("expr", ["(" * 3000 + 'Equals("a", "b")' + ")" * 3000, "!" * 3000 + 'Equals("a", "b")'])
+def test_nesting_is_bounded_not_a_recursion_error(expr: str) -> None:
+    with pytest.raises(ClaimSyntaxError) as info:
+        parse_claims(expr)
+    assert info.value.message.startswith("nested deeper than 64 levels") and info.value.column == 65
+    assert parse_claims("!" * 64 + 'Equals("a", "b")').op == "not"

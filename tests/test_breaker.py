@@ -131,3 +131,15 @@ def test_breaker_trips_again_while_recovering() -> None:
     clock.now += 0.2
     cb.allow()
     assert cb.state == "open" and cb.trips == 2
+
+
+def test_nesting_is_bounded_and_long_chains_do_not_recurse() -> None:
+    # issue #17: a 3,000-deep expression was a bare RecursionError; a long `||` chain a tree as deep.
+    with pytest.raises(ExpressionError) as err:
+        parse_expression("(" * 3000 + "NetworkErrorRatio() > 0.5" + ")" * 3000)
+    assert (err.value.column, "nested deeper than 64 levels" in str(err.value)) == (65, True)
+    assert parse_expression("(" * 64 + "NetworkErrorRatio() > 0.5" + ")" * 64).text.startswith("((")
+    chain = parse_expression(" || ".join(["NetworkErrorRatio() > 0.5"] * 5000) + " || ResponseCodeRatio(500, 600, 0, 600) > 0.5")
+    metrics = BreakerMetrics()
+    metrics.record(503, 1.0)
+    assert chain.evaluate(metrics) is True  # the last of 5,001 terms decides, without a RecursionError

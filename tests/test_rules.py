@@ -292,3 +292,12 @@ def test_path_regexp_runs_in_linear_time_on_a_catastrophic_pattern() -> None:
     rule = "PathRegexp(`^/(a+)+$`)"
     assert not matches(rule, req(path="/" + "a" * 40 + "b"))
     assert matches(rule, req(path="/" + "a" * 40))
+
+
+@pytest.mark.parametrize("text", ["(" * 3000 + "Path(`/`)" + ")" * 3000, "!" * 3000 + "Path(`/`)"])
+def test_nesting_is_bounded_not_a_recursion_error(text: str) -> None:
+    # issue #17: a 3,000-deep rule was a bare RecursionError at config load
+    with pytest.raises(RuleSyntaxError) as err:
+        compile_rule(text)
+    assert (err.value.position, err.value.message) == (64, "nested deeper than 64 levels of parentheses and '!'")
+    assert compile_rule("(" * 64 + "Path(`/`)" + ")" * 64).matches(RequestView(method="GET", host="h", path="/"))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from shadow.gateway.watch import ConfigFileWatcher
 
@@ -67,3 +70,26 @@ def test_missing_file_is_no_change(tmp_path: Path) -> None:
     assert not w.poll()  # back with the same content
     cfg.write_text("a: 3\n")
     assert w.poll()
+
+
+def test_an_oversized_file_is_a_change_without_being_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue #17: a 50 MB config was read and hashed whole; past the config limit the stat stands in
+    p = tmp_path / "gw.yaml"
+    p.write_text("a: 1\n")
+    w = ConfigFileWatcher(p)
+    w.prime()
+    monkeypatch.setattr("shadow.gateway.watch.MAX_CONFIG_BYTES", 64)
+    p.write_text("# " + "x" * 100 + "\n")
+    reads: list[int] = []
+    real_open = Path.open
+
+    def counting_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        f = real_open(self, *args, **kwargs)
+        real_read = f.read
+        f.read = lambda *a: reads.append(1) or real_read(*a)  # type: ignore[method-assign]
+        return f
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    assert w.poll(force=True)
+    assert reads == []
+    assert not w.poll(force=True)  # the same oversized file again: no change

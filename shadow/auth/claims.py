@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shadow.yamlconfig import MAX_EXPRESSION_NESTING
+
 __all__ = ["ClaimExpr", "ClaimSyntaxError", "claim_at", "parse_claims"]
 
 _FUNCTIONS = {"Equals": 2, "Prefix": 2, "Contains": 2, "SplitContains": 3, "OneOf": -2}  # -2: at least 2
@@ -100,6 +102,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
+        self.depth = 0  # '(' and '!' open around the current position: bounded, the parser recurses
 
     def fail(self, message: str, pos: int | None = None) -> ClaimSyntaxError:
         return ClaimSyntaxError(message, (self.pos if pos is None else pos) + 1)
@@ -144,15 +147,20 @@ class _Parser:
 
     def parse_unary(self) -> ClaimExpr:
         self.skip()
+        if not (self.peek("!") or self.peek("(")):
+            return self.parse_call()
+        self.depth += 1
+        if self.depth > MAX_EXPRESSION_NESTING:
+            raise self.fail(f"nested deeper than {MAX_EXPRESSION_NESTING} levels of parentheses and '!'")
         if self.peek("!"):
             self.pos += 1
-            return ClaimExpr("not", children=(self.parse_unary(),))
-        if self.peek("("):
+            expr = ClaimExpr("not", children=(self.parse_unary(),))
+        else:
             self.pos += 1
-            inner = self.parse_or()
+            expr = self.parse_or()
             self.expect(")")
-            return inner
-        return self.parse_call()
+        self.depth -= 1
+        return expr
 
     def parse_call(self) -> ClaimExpr:
         self.skip()

@@ -63,22 +63,12 @@ class CanaryPlan:
 # --------------------------------------------------------------------------------------------------
 
 def load_plan(path: Path) -> CanaryPlan:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
     from analyzers.policy import Policy, load_policy
     from shadow.gateway.config import WeightedService, load_config
-    from shadow.yamlconfig import parse_duration
+    from shadow.yamlconfig import load_yaml, parse_duration, read_yaml_file
 
     source = str(path)
-    try:
-        data = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=source) from None
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"YAML syntax error: {getattr(exc, 'problem', None) or exc}", file=source,
-                          line=mark.line + 1 if mark is not None else None) from None
+    data = load_yaml(read_yaml_file(path), source)  # bounded like every config: size, depth, aliases
     if not isinstance(data, Mapping):
         raise ConfigError("a canary plan is a mapping (gateway, service, child, steps, ...)", file=source)
 

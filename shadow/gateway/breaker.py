@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from shadow.yamlconfig import MAX_EXPRESSION_NESTING
+
 __all__ = [
     "BreakerMetrics",
     "BreakerSettings",
@@ -143,13 +145,12 @@ class _Compare:
 @dataclass(frozen=True)
 class _Bool:
     op: Literal["&&", "||"]
-    left: _Node
-    right: _Node
+    parts: tuple[_Node, ...]  # flat, however long the chain: evaluating it never recurses per term
 
     def test(self, m: BreakerMetrics) -> bool:
         if self.op == "&&":
-            return self.left.test(m) and self.right.test(m)
-        return self.left.test(m) or self.right.test(m)
+            return all(p.test(m) for p in self.parts)
+        return any(p.test(m) for p in self.parts)
 
 
 _Node = _Compare | _Bool
@@ -210,6 +211,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.toks = _tokens(text)
         self.pos = 0
+        self.depth = 0  # open parentheses: bounded, the parser recurses
 
     def peek(self) -> tuple[str, str, int]:
         return self.toks[self.pos]
@@ -232,25 +234,29 @@ class _Parser:
         return node
 
     def or_(self) -> _Node:
-        node = self.and_()
+        parts = [self.and_()]
         while self.peek()[1] == "||" and self.peek()[0] == "op":
             self.take()
-            node = _Bool("||", node, self.and_())
-        return node
+            parts.append(self.and_())
+        return parts[0] if len(parts) == 1 else _Bool("||", tuple(parts))
 
     def and_(self) -> _Node:
-        node = self.atom()
+        parts = [self.atom()]
         while self.peek()[1] == "&&" and self.peek()[0] == "op":
             self.take()
-            node = _Bool("&&", node, self.atom())
-        return node
+            parts.append(self.atom())
+        return parts[0] if len(parts) == 1 else _Bool("&&", tuple(parts))
 
     def atom(self) -> _Node:
-        kind, value, _col = self.peek()
+        kind, value, col = self.peek()
         if kind == "op" and value == "(":
             self.take()
+            self.depth += 1
+            if self.depth > MAX_EXPRESSION_NESTING:
+                raise ExpressionError(f"nested deeper than {MAX_EXPRESSION_NESTING} levels of parentheses", col)
             node = self.or_()
             self.expect(")")
+            self.depth -= 1
             return node
         left = self.operand()
         kind, op, col = self.take()

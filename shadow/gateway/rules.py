@@ -41,6 +41,7 @@ from functools import cached_property
 from urllib.parse import unquote_plus
 
 from shadow.gateway.goregex import GoRegexp, GoRegexpError, compile_go
+from shadow.yamlconfig import MAX_EXPRESSION_NESTING
 
 __all__ = [
     "MATCHERS",
@@ -468,6 +469,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = _tokenize(text)
         self.i = 0
+        self.depth = 0  # '(' and '!' open around the current token: bounded, the parser recurses
 
     def peek(self) -> _Token:
         return self.tokens[self.i]
@@ -520,12 +522,17 @@ class _Parser:
 
     def unary(self) -> Match:
         tok = self.take()
-        if tok.kind == "!":
-            inner = self.unary()
-            return lambda req: not inner(req)
-        if tok.kind == "(":
+        if tok.kind in ("!", "("):
+            self.depth += 1
+            if self.depth > MAX_EXPRESSION_NESTING:
+                raise RuleSyntaxError(f"nested deeper than {MAX_EXPRESSION_NESTING} levels of parentheses and '!'", tok.pos)
+            if tok.kind == "!":
+                negated = self.unary()
+                self.depth -= 1
+                return lambda req: not negated(req)
             inner = self.expr()
             self.expect(")", "')'")
+            self.depth -= 1
             return inner
         if tok.kind == "ident":
             return self.matcher(tok)

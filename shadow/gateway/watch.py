@@ -6,6 +6,10 @@ the same bytes, or a `touch`, does not trigger a reload: Traefik skips identical
 File systems stamp mtimes with a coarse clock (a few ms), so two same-size writes in one tick look
 identical to stat. As git does with "racily clean" files, a file whose mtime is within
 `RACY_WINDOW_NS` of now is always hashed.
+
+A file larger than a config may be (shadow.yamlconfig.MAX_CONFIG_BYTES) is not read at all: its
+stat stands in for its hash, so every new write of it is a change, which the loader then rejects
+in one line without reading more than the limit.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from shadow.yamlconfig import MAX_CONFIG_BYTES
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,11 @@ class ConfigFileWatcher:
 
     def _read_hash(self) -> str | None:
         try:
-            return hashlib.sha256(self.path.read_bytes()).hexdigest()
+            with self.path.open("rb") as fo:
+                st = os.fstat(fo.fileno())
+                if st.st_size > MAX_CONFIG_BYTES:
+                    return f"oversize:{st.st_mtime_ns}:{st.st_size}"
+                return hashlib.sha256(fo.read()).hexdigest()
         except OSError:
             return None
 
