@@ -69,8 +69,8 @@ class Retrying:
             return None
         if route.decision is not None and (route.decision.handled or route.decision.failover is not None):
             return None  # the traffic addon sends failover routes
-        if outcome.retry.attempts <= 1:
-            return None
+        if outcome.retry.attempts <= 1 or "upgrade" in flow.request.headers:
+            return None  # a WebSocket / h2c upgrade stays with mitmproxy (this client buffers whole answers)
         return self._serve(flow, route, outcome.retry)
 
     def _ensure_session(self) -> Any:

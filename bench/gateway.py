@@ -12,6 +12,7 @@ Modes, each against the same fast loopback upstream (an aiohttp server in its ow
   (c1) mirror-thread  as (c), capture written by a thread of the proxy (shadow.capture.mode: thread)
   (c) mirror    the gateway mirroring 100 % to a fast shadow, capture on (in its own process, the default)
   (d) mirror-late  as (c), the shadow answering 200 ms late
+  (m) chain     the gateway with a Traefik middleware chain (headers + rateLimit + retry), capture off
   (t) pass+tel / mirror+tel  as (b2) / (c), with the gateway's telemetry on (spans, metrics, logs over
       OTLP/HTTP, sampling 1.0; `--otlp-sink`: a null sink by default, or a `shadow otlp-receiver` in its
       own process on this machine); compare with (b2) / (c)
@@ -289,6 +290,8 @@ def launch(mode: str, primary: str, shadows: dict[str, str], args: argparse.Name
             cfg.write_text(cfg.read_text().rstrip("\n") + "\n" + TELEMETRY.format(endpoint=args.otlp_endpoint))
         if mode in JWT_MODES:
             cfg.write_text(jwt_config(capture, primary))
+        if mode in CHAIN_MODES:
+            cfg.write_text(CHAIN_CONFIG.format(primary=primary, capture=capture))
         if mode in SHIFT_MODES:
             second = shadows["fast"] if mode == "shift-2up" else primary
             cfg.write_text(SHIFT_CONFIG.format(primary=primary, second=second, capture=capture))
@@ -444,6 +447,33 @@ shadow:
 """
 
 
+# Traefik middlewares (shadow/gateway/middlewares): a typical chain — headers, rateLimit (far above the
+# load: every request takes the token path, none is refused) and retry (so every request is sent by
+# addons/retry.py, not by mitmproxy) — against plain pass-through (b), capture off both.
+CHAIN_MODES = ("chain",)
+CHAIN_BASE = {"chain": "pass"}
+MODES = (*MODES, *CHAIN_MODES)
+LABELS.update({"chain": "(m) chain of headers + rateLimit + retry, capture off"})
+CHAIN_CONFIG = """
+http:
+  routers:
+    all: {{rule: "PathPrefix(`/`)", service: mono, middlewares: [edge]}}
+  services:
+    mono: {{loadBalancer: {{servers: [{{url: "{primary}"}}]}}}}
+  middlewares:
+    edge: {{chain: {{middlewares: [security-headers, limit, retry-twice]}}}}
+    security-headers:
+      headers:
+        customRequestHeaders: {{X-Edge: "1"}}
+        customResponseHeaders: {{X-Frame-Options: DENY}}
+    limit: {{rateLimit: {{average: 1000000, burst: 100000}}}}
+    retry-twice: {{retry: {{attempts: 3}}}}
+shadow:
+  gateway: {{id: bench}}
+  capture: {{dir: "{capture}", enabled: false}}
+"""
+
+
 def print_round(rnd: int, r: Result) -> None:
     print(f"round {rnd + 1} {r.mode:12s} {r.rps:7.1f} req/s  p50 {pct(r.latencies_ms, .5):6.2f} ms  "
           f"p99 {pct(r.latencies_ms, .99):6.2f} ms  proxy CPU {r.cpu_us_per_request:6.0f} us/req  "
@@ -503,7 +533,7 @@ def main() -> None:
     results: dict[str, list[Result]] = {m: [] for m in modes}
     # --side-by-side: each compared mode runs at once with its base; (mode, base) results per round.
     pairs: dict[str, list[tuple[Result, Result]]] = {}
-    compared = {**TELEMETRY_BASE, **SHIFT_BASE}
+    compared = {**TELEMETRY_BASE, **SHIFT_BASE, **CHAIN_BASE}
     groups: list[list[str]] = [[m] for m in modes]
     if args.side_by_side:
         groups = [[compared[m], m] if m in compared else [m] for m in modes if m not in compared.values()]
