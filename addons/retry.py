@@ -19,7 +19,6 @@ import contextlib
 import errno
 import logging
 import socket
-import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -30,7 +29,7 @@ from addons.router import MIDDLEWARE_OUTCOME, host_port
 from shadow.gateway.config import Server
 from shadow.gateway.http1 import Http1Pool
 from shadow.gateway.middlewares.pipeline import RequestOutcome
-from shadow.gateway.middlewares.retry import Retry, backoff_intervals
+from shadow.gateway.middlewares.retry import Answered, NotWritten, Retry, run_attempts
 from shadow.gateway.mirror import RateLimitedLog, describe_error
 from shadow.gateway.shifting import RequestFacts
 
@@ -126,45 +125,35 @@ class Retrying:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers.fields]
         send = [(k, v) for k, v in headers if k.lower() not in _HOP_HEADERS]
         body = req.raw_content
-        started = time.monotonic()
-        waits = backoff_intervals(retry)
-        server = Server(url=f"{req.scheme}://{host_port(req.host, req.port, req.scheme)}", scheme=req.scheme,
-                        host=req.host, port=req.port)
-        target = req.path
-        route_path = route.path
-        last_error = ""
-        for attempt in range(retry.attempts):
-            if attempt:
+        first = Server(url=f"{req.scheme}://{host_port(req.host, req.port, req.scheme)}", scheme=req.scheme,
+                       host=req.host, port=req.port)
+
+        async def attempt(n: int) -> Answered | NotWritten:
+            server, target = first, req.path
+            if n:  # a retry: the server is picked anew, as Traefik's load balancer does
                 self.retries += 1
-                if waits[attempt - 1] > 0:
-                    await asyncio.sleep(waits[attempt - 1])
                 picked = self._pick(route, flow, headers)
                 if picked is None:
-                    break
+                    return Answered(503, _local(503, "Service Unavailable"))
                 server = picked
-                target = server.path + route_path if server.preserve_path and server.path else route_path
+                target = server.path + route.path if server.preserve_path and server.path else route.path
                 route.upstream = server.url
-            final = attempt == retry.attempts - 1 or (retry.timeout_s > 0 and
-                                                      time.monotonic() - started >= retry.timeout_s)
             try:
                 status, out_headers, payload = await self._send(req.method, server, target, send, body)
             except NotSent as exc:
-                last_error = str(exc)
-                if retry.disable_retry_on_network_error or final:
-                    break
-                continue
-            except (OSError, TimeoutError, ValueError) as exc:
-                flow.response = _local(504 if isinstance(exc, TimeoutError) else 502, describe_error(exc))
-                return
-            except Exception as exc:  # aiohttp's errors after the request was written
-                flow.response = _local(502, describe_error(exc))
-                return
-            if not final and retry.retries_status(req.method, status, len(body or b"")):
-                continue
-            flow.response = _response(status, out_headers, payload)
-            return
-        self._warn(f"retry: {route.router}: every attempt failed ({last_error})")
-        flow.response = _local(502, "Bad Gateway")
+                return NotWritten(502, str(exc))
+            except TimeoutError as exc:
+                return Answered(504, _local(504, describe_error(exc)))
+            except Exception as exc:  # sent, then failed (reset, protocol error): never re-sent
+                return Answered(502, _local(502, describe_error(exc)))
+            return Answered(status, _response(status, out_headers, payload))
+
+        outcome, _retries = await run_attempts(retry, req.method, len(body or b""), attempt)
+        if isinstance(outcome, NotWritten):
+            self._warn(f"retry: {route.router}: every attempt failed ({outcome.reason})")
+            flow.response = _local(outcome.status, "Bad Gateway")
+        else:
+            flow.response = outcome.payload
 
     async def done(self) -> None:
         await self._pool.close()

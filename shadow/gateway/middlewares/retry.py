@@ -10,10 +10,14 @@ them for idempotent methods (and POST/PATCH with `retryNonIdempotentMethod`), wh
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Retry", "backoff_intervals"]
+__all__ = ["Answered", "NotWritten", "Retry", "backoff_intervals", "run_attempts"]
 
 DEFAULT_MAX_REQUEST_BODY_BYTES = -1  # Traefik's RetryDefaultMaxRequestBodyBytes
 
@@ -56,3 +60,59 @@ def backoff_intervals(settings: Retry, rng: random.Random | None = None) -> list
         waits.append(interval - delta + rng.random() * (2 * delta))
         interval = min(interval * multiplier, max_interval)
     return waits
+
+
+@dataclass(frozen=True)
+class Answered:
+    """An attempt that reached the upstream (or was answered on the way): its status and whatever
+    the caller needs to deliver it."""
+
+    status: int
+    payload: Any = None
+
+
+@dataclass(frozen=True)
+class NotWritten:
+    """An attempt whose connection failed before the request was written; `status` is what the
+    client gets if it is the last one (502 refused, 504 timed out)."""
+
+    status: int = 502
+    reason: str = ""
+
+
+Attempt = Callable[[int], Awaitable[Answered | NotWritten]]
+
+
+async def run_attempts(settings: Retry, method: str, body_size: int, attempt: Attempt, *,
+                       sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                       now: Callable[[], float] = time.monotonic,
+                       rng: random.Random | None = None) -> tuple[Answered | NotWritten, int]:
+    """Traefik's retry loop: (the outcome the client gets, how many retries were made).
+
+    An attempt that could not write its request is retried unless `disableRetryOnNetworkError` or
+    `timeout` has passed; an answer in `status` is retried for idempotent methods (or with
+    `retryNonIdempotentMethod`) when the body fits `maxRequestBodyBytes`, unless `timeout` has
+    passed; the last attempt's outcome is delivered whatever it is."""
+    status_retry = bool(settings.status) and (settings.retry_non_idempotent_method
+                                              or method not in ("POST", "PATCH", "LOCK"))
+    if status_retry and 0 <= settings.max_request_body_bytes < body_size:
+        status_retry = False
+    waits = backoff_intervals(settings, rng)
+    started = now()
+    retries = 0
+    outcome: Answered | NotWritten = NotWritten()
+    for n in range(max(settings.attempts, 1)):
+        outcome = await attempt(n)
+        if n == settings.attempts - 1:
+            break
+        timed_out = settings.timeout_s > 0 and now() - started >= settings.timeout_s
+        if isinstance(outcome, NotWritten):
+            if timed_out or settings.disable_retry_on_network_error:
+                break
+        elif not (status_retry and not timed_out
+                  and any(lo <= outcome.status <= hi for lo, hi in settings.status)):
+            break
+        retries += 1
+        if waits[n] > 0:
+            await sleep(waits[n])
+    return outcome, retries
