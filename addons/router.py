@@ -34,7 +34,7 @@ from shadow.gateway.routing import (
     resolve_router,
     with_inherited,
 )
-from shadow.gateway.rules import RequestView
+from shadow.gateway.rules import RequestView, request_host
 from shadow.gateway.shifting import RequestFacts
 
 logger = logging.getLogger(__name__)
@@ -57,10 +57,14 @@ def _client_host(req: http.Request, headers: list[tuple[str, str]]) -> str:
     """The Host the client asked for (HTTP/2 and 3: :authority), read from the decoded headers."""
     if (req.is_http2 or req.is_http3) and req.authority:
         return req.authority
+    host = ""
     for name, value in headers:
         if len(name) == 4 and name.lower() == "host":
-            return value
-    return ""
+            host = value
+            break
+    if req.authority:  # HTTP/1 absolute-form target: its authority wins over Host (Go's ReadRequest)
+        return request_host(req.authority, host)
+    return host
 
 
 def host_port(host: str, port: int, scheme: str) -> str:

@@ -210,3 +210,15 @@ shadow:
         router.request(flow)
     assert "X-Forwarded-For" not in flow.request.headers
     assert flow.request.headers["X-Real-Ip"] == "127.0.0.1"
+
+
+def test_absolute_form_target_is_routed_on_its_authority(routed) -> None:  # type: ignore[no-untyped-def]
+    # "GET http://shop.example/only HTTP/1.1" with Host: gw.example — Go (and Traefik) route on the
+    # target's authority; an empty one ("http://@/") falls back to the Host header.
+    req = tutils.treq(host="127.0.0.1", port=1, path=b"/only", authority=b"shop.example", content=b"",
+                      headers=http.Headers(((b"Host", b"gw.example"),)))
+    flow = routed(tflow.tflow(req=req))
+    assert routed.state.routes[flow].router == "shop"
+    empty = tutils.treq(host="127.0.0.1", port=1, path=b"/only", authority=b"@", content=b"",
+                        headers=http.Headers(((b"Host", b"shop.example"),)))
+    assert routed.state.routes[routed(tflow.tflow(req=empty))].router == "shop"

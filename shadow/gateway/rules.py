@@ -51,6 +51,7 @@ __all__ = [
     "RuleSyntaxError",
     "canonical_host",
     "compile_rule",
+    "request_host",
     "routing_path",
 ]
 
@@ -103,6 +104,14 @@ def canonical_host(host: str) -> str:
     if host.count(":") == 1:
         host = host.split(":", 1)[0]
     return host.lower()
+
+
+def request_host(target_authority: str, host_header: str) -> str:
+    """The host a request is routed on, as Go's http.ReadRequest sets req.Host: the authority of an
+    absolute-form target (`GET http://example.com/ HTTP/1.1`, userinfo dropped) when it names one,
+    else the Host header (an empty authority, `http://@/`, is not an error)."""
+    authority = target_authority.rpartition("@")[2]
+    return authority or host_header
 
 
 def _parse_query(query: str) -> dict[str, list[str]]:

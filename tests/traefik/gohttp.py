@@ -6,6 +6,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from shadow.gateway.middlewares.request import MiddlewareRequest
+from shadow.gateway.rules import RequestView
 
 
 def new_request(method: str, target: str, headers: dict[str, str] | None = None, *,
@@ -29,3 +30,14 @@ def new_request(method: str, target: str, headers: dict[str, str] | None = None,
         ip = remote_addr
     return MiddlewareRequest(method=method, scheme=scheme, host=host, path=path, query=query,
                              headers=tuple((headers or {}).items()), remote_ip=ip, request_uri=target)
+
+
+def url_view(url: str, method: str = "GET") -> RequestView:
+    """What a rule sees of httptest.NewRequest(method, url): Host from the URL (example.com for a
+    path), the raw path and query as written."""
+    if url.startswith("/"):
+        path, _, query = url.partition("?")
+        return RequestView(method=method, host="example.com", path=path, query=query)
+    parts = urlsplit(url)
+    path = url[len(parts.scheme) + 3 + len(parts.netloc):].split("?", 1)[0].split("#", 1)[0]
+    return RequestView(method=method, host=parts.netloc, path=path, query=parts.query)

@@ -9,11 +9,11 @@ in ways no client can send are skipped per request, with the reason (SKIPPED bel
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
 from shadow.gateway.rules import RequestView, RuleSyntaxError, compile_rule
+from tests.traefik.gohttp import url_view
 from tests.traefik.matcher_cases import CASES
 
 # (function, case desc, request key as in the table) -> why it cannot apply
@@ -36,13 +36,7 @@ def view_for(function: str, request: Any) -> RequestView:
     if function in ("TestHeaderMatcher", "TestHeaderRegexpMatcher"):
         headers = tuple((name, value) for name, values in request.items() for value in values)
         return RequestView(method="GET", host="example.com", path="", headers=headers)
-    url = str(request)
-    if url.startswith("/"):  # httptest.NewRequest: a path target gets Host example.com
-        path, _, query = url.partition("?")
-        return RequestView(method="GET", host="example.com", path=path, query=query)
-    parts = urlsplit(url)
-    path = url[len(parts.scheme) + 3 + len(parts.netloc):].split("?", 1)[0].split("#", 1)[0]
-    return RequestView(method="GET", host=parts.netloc, path=path, query=parts.query)
+    return url_view(str(request))
 
 
 def _cases() -> list[Any]:
