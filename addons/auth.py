@@ -164,7 +164,7 @@ class Auth:
         peer = flow.client_conn.peername
         host = req.authority if (req.is_http2 or req.is_http3) and req.authority else (req.host_header or "")
         view = RequestView(method=req.method, host=host, path=path, query=query, headers=tuple(headers),
-                           client_ip=str(peer[0]) if peer else "")
+                           client_ip=str(peer[0]) if peer else "", body=req.raw_content or b"")
         router = select_router(config, view)
         verified: set[str] = set()
         claims: dict[str, Any] = {}
@@ -190,7 +190,7 @@ class Auth:
                 break
             inherited += tuple(config.middlewares[m] for m in router.middlewares)
             current = RequestView(method=view.method, host=view.host, path=path, query=query,
-                                  headers=tuple(headers), client_ip=view.client_ip)
+                                  headers=tuple(headers), client_ip=view.client_ip, body=view.body)
             router = select_child(config, router, child_view(current, apply_request_middlewares(
                 inherited, path, headers)))
             depth += 1

@@ -16,7 +16,7 @@ from mitmproxy import http
 
 from addons.reload import ActiveConfig, GatewayState, RouteContext, after_hooks
 from shadow.capture.settings import CaptureSettings
-from shadow.gateway.exchange import ExchangeRecord, traceparent_ids
+from shadow.gateway.exchange import EXTRA_COLUMNS_METADATA, ExchangeRecord, traceparent_ids
 from shadow.gateway.mirror import RateLimitedLog, describe_error
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ def primary_record(flow: http.HTTPFlow, route: RouteContext | None, gateway_id: 
         span_id=span_id,
         client_key=_identity_key(flow) or (split_key if split_role else peer[0] if peer else None),
         gateway=gateway_id,
+        extra=flow.metadata.get(EXTRA_COLUMNS_METADATA),
     )
 
 

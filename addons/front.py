@@ -31,7 +31,7 @@ from addons.reload import ActiveConfig, GatewayState
 
 logger = logging.getLogger(__name__)
 
-FLOW_HOOKS = ("request", "response", "error")
+FLOW_HOOKS = ("request", "responseheaders", "response", "error")
 LIFECYCLE_HOOKS = ("load", "configure", "running", "done")
 
 Hook = Callable[..., Any]

@@ -17,6 +17,7 @@ debug-only type checks of every message it builds are skipped (addons/debugcheck
 
 from __future__ import annotations
 
+from addons.ai import AiGateway
 from addons.auth import Auth
 from addons.capture import Capture
 from addons.debugchecks import DebugChecksOff
@@ -36,6 +37,7 @@ gateway = GatewayAddon(state, [
     Auth(state),  # before routing: a failed check answers 401 and nothing is forwarded
     Router(state),
     Traffic(state),  # after routing (health, breaker, failover, cookies), before capture
+    AiGateway(state),  # model traffic: token limits, governance, credentials, streamed usage (before a retry sends)
     Retrying(state),  # Traefik's retry middleware: routes with one are sent (and re-sent) here
     Capture(state),
     Mirror(state),

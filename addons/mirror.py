@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 CLIENT_GONE_MESSAGES = ("Client disconnected.", "Connection killed.")
 TRACE_KEY = "trace"  # MirrorRequest.context: what the mirror tracer (telemetry) wants back with the result
+EXTRA_KEY = "extra_columns"  # MirrorRequest.context: result → more columns for the copy's row (a rewriter's)
 
 
 class Mirror:
@@ -69,7 +70,11 @@ class Mirror:
         primary = context.get("primary")
         capture = self.state.capture
         if capture is not None and isinstance(primary, ExchangeRecord):
-            capture.submit(mirror_record(result, primary).to_row())
+            record = mirror_record(result, primary)
+            extra = context.get(EXTRA_KEY)
+            if callable(extra):
+                record.extra = extra(result)
+            capture.submit(record.to_row())
         tracer = self.state.mirror_tracer
         if tracer is not None and TRACE_KEY in context:
             tracer.copy_done(result, context[TRACE_KEY])
@@ -149,14 +154,18 @@ class Mirror:
             traced = tracer.trace_copy(flow) if tracer is not None else None
             if traced is not None:
                 context[TRACE_KEY] = traced[1]
+            headers = tuple(mirror_headers(client_headers, route.request_id,
+                                           host=None if service.pass_host_header else authority,
+                                           traceparent=traced[0] if traced is not None else None))
+            copy_body = body if mirroring.mirror_body else None
+            rewriter = self.state.mirror_rewriter
+            rewritten = rewriter.rewrite_copy(flow, target.spec.name, headers, copy_body) if rewriter else None
+            if rewritten is not None:
+                headers, copy_body, context[EXTRA_KEY] = rewritten
             dispatcher.submit(MirrorRequest(
                 target=target.spec.name, role=target_settings.role, request_id=route.request_id,
                 method=request.method, url=f"{server.scheme}://{authority}{path}", upstream=server.url,
-                headers=tuple(mirror_headers(client_headers, route.request_id,
-                                             host=None if service.pass_host_header else authority,
-                                             traceparent=traced[0] if traced is not None else None)),
-                body=body if mirroring.mirror_body else None,
-                context=context,
+                headers=headers, body=copy_body, context=context,
             ))
 
     async def done(self) -> None:

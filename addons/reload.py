@@ -85,6 +85,17 @@ class MirrorTracer(Protocol):
     def copy_done(self, result: MirrorResult, traced: object) -> None: ...
 
 
+class MirrorRewriter(Protocol):
+    """Rewrites a mirror copy for its target (addons/ai.py: another model's name and credentials), and
+    says which extra columns the copy's row gets once its answer is in."""
+
+    def rewrite_copy(self, flow: http.HTTPFlow, target: str, headers: tuple[tuple[str, str], ...],
+                     body: bytes | None) -> tuple[tuple[tuple[str, str], ...], bytes | None,
+                                                  Callable[[MirrorResult], dict[str, object]] | None] | None:
+        """(headers, body, extra-columns function for the result), or None: send the copy unchanged."""
+        ...
+
+
 @dataclass
 class GatewayState:
     active: ActiveConfig | None = None
@@ -104,6 +115,7 @@ class GatewayState:
     # Called with (new, previous) after a configuration was swapped in.
     on_activate: list[Callable[[ActiveConfig, ActiveConfig | None], None]] = field(default_factory=list)
     mirror_tracer: MirrorTracer | None = None  # addons/telemetry.py when it exports spans
+    mirror_rewriter: MirrorRewriter | None = None  # addons/ai.py
 
     def counters(self) -> dict[str, int]:
         out = {"config_reloads": self.reloads, "config_reload_failures": self.reload_failures}

@@ -140,7 +140,7 @@ class Router:
         entry_point = select_entry_point(active.config.entry_points, sockname[1] if sockname else None)
         headers = strip_untrusted_forwarded(headers, entry_point, client_ip)
         view = RequestView(method=req.method, host=client_host, path=path, query=query,
-                           headers=tuple(headers), client_ip=client_ip)
+                           headers=tuple(headers), client_ip=client_ip, body=req.raw_content or b"")
         router, inherited = resolve_router(active.config, view)  # parent → child layers (parentRefs)
         if router is None:
             self.state.routes[flow] = RouteContext(request_id=flow.id, router=None, service=None, upstream=None,

@@ -47,6 +47,15 @@ EXCHANGES = pa.schema(
         # true: the answer was replayed from a recording (`shadow replay --primary recorded`), not sent
         # live; its latency was measured elsewhere. Null (older captures, live rows): sent live.
         ("recorded", pa.bool_()),
+        # The AI gateway (shadow/ai): what a model call said, read from the answer's `usage` (buffered or
+        # streamed). Null for anything that is not a model call.
+        ("ai_operation", pa.string()),  # chat | responses | messages | embeddings | completions
+        ("ai_model", pa.string()),  # the model that answered (the answer's `model`, else the request's)
+        ("ai_input_tokens", pa.int64()),
+        ("ai_output_tokens", pa.int64()),
+        ("ai_cost_usd", pa.float64()),  # from the chatCompletion middleware's price table; null: no price
+        ("ai_ttft_ms", pa.float64()),  # request sent → first answer content (streamed answers only)
+        ("ai_streamed", pa.bool_()),
     ]
 )
 

@@ -54,6 +54,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from shadow.ai.config import AI_MIDDLEWARES, AiMiddleware, parse_ai_middleware
 from shadow.auth.config import parse_jwt_middleware, parse_oidc_middleware
 from shadow.auth.jwt import JwtSettings
 from shadow.auth.oidc import OidcSettings
@@ -238,7 +239,7 @@ class CircuitBreakerMiddleware:
 
 
 Middleware = (StripPrefix | AddPrefix | HeadersMiddleware | CircuitBreakerMiddleware | JwtSettings | OidcSettings
-              | TraefikMiddleware)
+              | TraefikMiddleware | AiMiddleware)
 
 
 @dataclass(frozen=True)
@@ -585,7 +586,7 @@ def _parse_middleware(reader: YamlReader, name: str, node: Any, field: str, line
     mw = reader.mapping(node, field, line, allow_null=False)
     if len(mw) != 1:
         reader.fail(f"a middleware has exactly one type, found {len(mw)}", field, line)
-    reader.canonicalize_keys(mw, field, (*_TRAEFIK_MIDDLEWARES, "jwt", "oidc"))
+    reader.canonicalize_keys(mw, field, (*_TRAEFIK_MIDDLEWARES, "jwt", "oidc", *AI_MIDDLEWARES))
     kind = next(iter(mw))
     where, kind_line = f"{field}.{kind}", reader.key_line(mw, kind)
     if kind == "jwt":  # Traefik Hub's JWT middleware: options parsed in shadow/auth/config.py
@@ -598,6 +599,9 @@ def _parse_middleware(reader: YamlReader, name: str, node: Any, field: str, line
     if kind in MIDDLEWARE_PARSERS:  # shadow/gateway/middlewares/config.py
         return MIDDLEWARE_PARSERS[kind](reader, name, reader.mapping(mw[kind], where, reader.value_line(mw, kind)),
                                         where, base_dir)
+    if kind in AI_MIDDLEWARES:  # the AI gateway's middlewares: shadow/ai/config.py
+        return parse_ai_middleware(reader, kind, name, reader.mapping(mw[kind], where, reader.value_line(mw, kind)),
+                                   where, base_dir)
     if kind not in _SUPPORTED_MIDDLEWARES:
         if kind in _TRAEFIK_MIDDLEWARES:
             reader.fail("middleware type not supported yet by the shadow gateway", where, kind_line)

@@ -15,6 +15,9 @@ from shadow.gateway.mirror import MirrorResult
 
 Headers = list[tuple[str, str]]
 
+# flow.metadata key: more columns for a flow's primary row (a dict; the AI gateway's token counts).
+EXTRA_COLUMNS_METADATA = "shadow.extra_columns"
+
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
@@ -76,11 +79,12 @@ class ExchangeRecord:
     span_id: str | None
     client_key: str | None
     gateway: str | None
+    extra: dict[str, object] | None = None  # more columns of the schema (e.g. ai_*), written as they are
 
     def to_row(self) -> dict[str, object]:
         # exchange_id, endpoint, resp_content_type, body_hash, body_size and truncated are filled
         # by the capture writer's thread, off the proxy's event loop.
-        return {
+        row: dict[str, object] = {
             "request_id": self.request_id,
             "role": self.role,
             "mode": self.mode,
@@ -105,6 +109,9 @@ class ExchangeRecord:
             "client_key": self.client_key,
             "gateway": self.gateway,
         }
+        if self.extra:
+            row.update(self.extra)
+        return row
 
 
 def mirror_record(result: MirrorResult, primary: ExchangeRecord) -> ExchangeRecord:

@@ -90,7 +90,7 @@ def resolve_router(config: GatewayConfig, view: RequestView) -> tuple[Router | N
 def child_view(view: RequestView, rewritten: RewrittenRequest) -> RequestView:
     """The request a child router is matched against: path and headers after the parents' middlewares."""
     return RequestView(method=view.method, host=view.host, path=rewritten.path, query=view.query,
-                       headers=rewritten.headers, client_ip=view.client_ip)
+                       headers=rewritten.headers, client_ip=view.client_ip, body=view.body)
 
 
 def with_inherited(plan: RoutePlan, inherited: tuple[Middleware, ...]) -> RoutePlan:

@@ -24,6 +24,9 @@ Matchers and their semantics follow Traefik v3 (pkg/muxer/http/matcher.go):
 - ``QueryRegexp(`k`, `re`)``: unanchored regexp on any value of k.
 - ``ClientIP(`10.0.0.0/8`)``: the socket peer address (never X-Forwarded-For) is in the CIDR / equals
   the IP; IPv4-mapped IPv6 peers count as IPv4.
+- ``Model(`gpt-4o*`)`` (Traefik Hub's AI gateway): the `model` field of the JSON request body equals
+  the pattern, or matches it as a glob when it holds ``*``, ``?`` or ``[``. The body is parsed only
+  when a Model matcher is tried.
 
 Matcher names are accepted as Traefik spells them: ``PathPrefix``, ``pathprefix``, ``PATHPREFIX`` or
 ``Pathprefix``. Empty arguments are errors for every matcher (Traefik's CheckRule). Regular
@@ -33,6 +36,7 @@ expressions are Go's (RE2 syntax and linear-time matching, shadow.gateway.gorege
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import ipaddress
 import re
 from collections.abc import Callable
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import unquote_plus
 
+from shadow.ai.protocol import request_model
 from shadow.gateway.goregex import GoRegexp, GoRegexpError, compile_go
 from shadow.yamlconfig import MAX_EXPRESSION_NESTING
 
@@ -138,6 +143,11 @@ class RequestView:
     query: str = ""  # raw query string without '?'
     headers: tuple[tuple[str, str], ...] = ()  # as received, names in original case
     client_ip: str = ""  # socket peer address
+    body: bytes = b""  # the request body as received (read only by body matchers: Model)
+
+    @cached_property
+    def model(self) -> str | None:
+        return request_model(self.body)
 
     @cached_property
     def routing_path(self) -> str:
@@ -445,6 +455,13 @@ def _client_ip(args: list[_Token]) -> Match:
     return match
 
 
+def _model(args: list[_Token]) -> Match:
+    pattern = args[0].value
+    if any(c in pattern for c in "*?["):
+        return lambda req: req.model is not None and fnmatch.fnmatchcase(req.model, pattern)
+    return lambda req: req.model == pattern
+
+
 # name → (allowed argument counts, builder)
 MATCHERS: dict[str, tuple[tuple[int, ...], Callable[[list[_Token]], Match]]] = {
     "Host": ((1,), _host),
@@ -458,6 +475,7 @@ MATCHERS: dict[str, tuple[tuple[int, ...], Callable[[list[_Token]], Match]]] = {
     "Query": ((1, 2), _query),
     "QueryRegexp": ((1, 2), _query_regexp),
     "ClientIP": ((1,), _client_ip),
+    "Model": ((1,), _model),
 }
 
 
