@@ -21,7 +21,9 @@ from addons.auth import AUTH_METADATA, unauthorized
 from addons.reload import ActiveConfig, GatewayState, RouteContext
 from shadow.auth.jwt import JwtSettings, TokenRejected
 from shadow.auth.oidc import OidcSettings
+from shadow.gateway.config import HeadersMiddleware
 from shadow.gateway.entrypoints import select_entry_point, strip_untrusted_forwarded
+from shadow.gateway.middlewares.headers import cors_response, security_response
 from shadow.gateway.middlewares.inflightreq import InFlightReq
 from shadow.gateway.middlewares.pipeline import MiddlewareRuntime, RequestOutcome
 from shadow.gateway.middlewares.request import MiddlewareRequest
@@ -243,4 +245,11 @@ class Router:
         if route is None or route.plan is None or not route.plan.middlewares:
             return
         new = apply_response_middlewares(route.plan.middlewares, _decoded(flow.response.headers.fields))
+        for mw in route.plan.middlewares:  # headers' CORS and security options need the request
+            if isinstance(mw, HeadersMiddleware) and (mw.cors or mw.security):
+                request_headers = _decoded(flow.request.headers.fields)
+                if mw.cors is not None:
+                    new = cors_response(mw.cors, request_headers, new)
+                if mw.security is not None:
+                    new = security_response(mw.security, flow.client_conn.tls_established, request_headers, new)
         flow.response.headers.fields = _encoded(new)

@@ -54,6 +54,10 @@ http:
       rule: "PathPrefix(`/old`)"
       middlewares: [old-to-new]
       service: app
+    api:
+      rule: "PathPrefix(`/api`)"
+      middlewares: [cors-secure]
+      service: app
   middlewares:
     edge:
       chain:
@@ -80,6 +84,16 @@ http:
       ipAllowList: {{sourceRange: ["10.0.0.0/8"]}}
     old-to-new:
       replacePathRegex: {{regex: "^/old/(.*)", replacement: "/new/$1"}}
+    cors-secure:
+      headers:
+        accessControlAllowMethods: [GET, PUT]
+        accessControlAllowOriginListRegex: ['^https://[a-z]+\\.shop\\.example$']
+        accessControlMaxAge: 600
+        addVaryHeader: true
+        stsSeconds: 31536000
+        forceSTSHeader: true
+        contentTypeNosniff: true
+        allowedHosts: ["127.0.0.1:{port}"]
   services:
     app:
       loadBalancer:
@@ -178,3 +192,24 @@ def test_replace_path_regex(env: Env) -> None:
     headers = seen["headers"]
     assert isinstance(headers, dict)
     assert headers["x-replaced-path"] == "/old/orders/7"
+
+
+def test_headers_cors_and_security_options(env: Env) -> None:
+    before = len(env.app.requests)
+    preflight = env.client.options("/api/items", headers={"Origin": "https://www.shop.example",
+                                                          "Access-Control-Request-Method": "PUT"})
+    assert preflight.status_code == 200
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://www.shop.example"
+    assert preflight.headers["Access-Control-Allow-Methods"] == "GET,PUT"
+    assert preflight.headers["Access-Control-Max-Age"] == "600"
+    assert len(env.app.requests) == before  # answered by the gateway, nothing forwarded
+    resp = env.client.get("/api/items", headers={"Origin": "https://www.shop.example"})
+    env.upstream_saw(resp)
+    assert resp.headers["Access-Control-Allow-Origin"] == "https://www.shop.example"
+    assert resp.headers["Vary"] == "Origin"
+    assert resp.headers["Strict-Transport-Security"] == "max-age=31536000"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert env.client.get("/api/items", headers={"Origin": "https://evil.example"}).headers.get(
+        "Access-Control-Allow-Origin") is None
+    bad_host = env.client.get("/api/items", headers={"Host": "evil.example"})
+    assert bad_host.status_code == 500 and bad_host.text == "Bad Host\n"

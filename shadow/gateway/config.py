@@ -62,8 +62,9 @@ from shadow.capture.settings import DEFAULT_REDACTED_HEADERS, CaptureSettings, R
 from shadow.gateway.breaker import BreakerSettings, ExpressionError, parse_expression
 from shadow.gateway.entrypoints import EntryPoint, parse_entry_points
 from shadow.gateway.middlewares.chain import Chain
+from shadow.gateway.middlewares.config import HEADERS_OPTIONS, TraefikMiddleware, parse_headers_options
 from shadow.gateway.middlewares.config import PARSERS as MIDDLEWARE_PARSERS
-from shadow.gateway.middlewares.config import TraefikMiddleware
+from shadow.gateway.middlewares.headers import Cors, Security
 from shadow.gateway.mirror import MirroringSettings, MirrorTargetSettings
 from shadow.gateway.rules import Rule, RuleSyntaxError, compile_rule
 from shadow.gateway.traffic import SplitSettings, StickyCookie, default_cookie_name
@@ -230,6 +231,8 @@ class HeadersMiddleware:
     # (name, value) in file order; an empty value removes the header
     request_headers: tuple[tuple[str, str], ...] = ()
     response_headers: tuple[tuple[str, str], ...] = ()
+    cors: Cors | None = None  # the accessControl* options (shadow/gateway/middlewares/headers.py)
+    security: Security | None = None  # allowedHosts, sts*, frameDeny, CSP… (unrolled/secure's)
 
 
 @dataclass(frozen=True)
@@ -293,16 +296,9 @@ _TRAEFIK_MIDDLEWARES = (
     "redirectScheme", "replacePath", "replacePathRegex", "retry", "stripPrefix", "stripPrefixRegex",
 )
 _SUPPORTED_MIDDLEWARES = ("stripPrefix", "addPrefix", "headers", "circuitBreaker")
-_HEADERS_UNSUPPORTED = (
-    "accessControlAllowCredentials", "accessControlAllowHeaders", "accessControlAllowMethods",
-    "accessControlAllowOriginList", "accessControlAllowOriginListRegex", "accessControlExposeHeaders",
-    "accessControlMaxAge", "addVaryHeader", "allowedHosts", "hostsProxyHeaders", "sslProxyHeaders",
-    "stsSeconds", "stsIncludeSubdomains", "stsPreload", "forceSTSHeader", "frameDeny",
-    "customFrameOptionsValue", "contentTypeNosniff", "browserXssFilter", "customBrowserXSSValue",
-    "contentSecurityPolicy", "contentSecurityPolicyReportOnly", "publicKey", "referrerPolicy",
-    "permissionsPolicy", "isDevelopment", "featurePolicy", "sslRedirect", "sslTemporaryRedirect",
-    "sslHost", "sslForceHost",
-)
+# Kept in Traefik v3's struct but deprecated there (use redirectScheme; featurePolicy became
+# permissionsPolicy): refused rather than silently ignored.
+_HEADERS_UNSUPPORTED = ("featurePolicy", "sslRedirect", "sslTemporaryRedirect", "sslHost", "sslForceHost")
 
 
 def _local_name(reader: YamlReader, ref: str, field: str, line: int | None) -> str:
@@ -624,10 +620,11 @@ def _parse_middleware(reader: YamlReader, name: str, node: Any, field: str, line
             reader.fail(f"prefix {prefix!r} must start with '/'", f"{where}.prefix",
                         reader.value_line(body, "prefix"))
         return AddPrefix(name, prefix)
-    reader.check_keys(body, where, ("customRequestHeaders", "customResponseHeaders"),
+    reader.check_keys(body, where, ("customRequestHeaders", "customResponseHeaders", *HEADERS_OPTIONS),
                       unsupported=_HEADERS_UNSUPPORTED)
+    cors, security = parse_headers_options(reader, body, where)
     return HeadersMiddleware(name, _header_pairs(reader, body, "customRequestHeaders", where),
-                             _header_pairs(reader, body, "customResponseHeaders", where))
+                             _header_pairs(reader, body, "customResponseHeaders", where), cors, security)
 
 
 def _parse_circuit_breaker(reader: YamlReader, name: str, body: dict[Any, Any], where: str) -> CircuitBreakerMiddleware:

@@ -12,6 +12,7 @@ from typing import Any
 from shadow.gateway.goregex import GoRegexp, GoRegexpError, compile_go
 from shadow.gateway.middlewares.basicauth import DEFAULT_REALM, BasicAuth, parse_users, users_file_lines
 from shadow.gateway.middlewares.chain import Chain
+from shadow.gateway.middlewares.headers import Cors, Security
 from shadow.gateway.middlewares.inflightreq import InFlightReq
 from shadow.gateway.middlewares.ipallowlist import IPAllowList
 from shadow.gateway.middlewares.ipstrategy import IPChecker, IPStrategy, SourceCriterion
@@ -21,7 +22,7 @@ from shadow.gateway.middlewares.redirect import Redirect, redirect_scheme
 from shadow.gateway.middlewares.retry import Retry
 from shadow.yamlconfig import HEADER_NAME, YamlReader
 
-__all__ = ["PARSERS", "TraefikMiddleware", "parse_status_ranges"]
+__all__ = ["HEADERS_OPTIONS", "PARSERS", "TraefikMiddleware", "parse_headers_options", "parse_status_ranges"]
 
 TraefikMiddleware = (Chain | RateLimit | Retry | Redirect | ReplacePath | ReplacePathRegex | StripPrefixRegex
                      | BasicAuth | IPAllowList | InFlightReq)
@@ -226,6 +227,55 @@ def _in_flight_req(reader: YamlReader, name: str, body: dict[Any, Any], where: s
         reader.fail(f"amount must be positive, got {amount}", f"{where}.amount",
                     reader.value_line(body, "amount") or reader.node_line(body))
     return InFlightReq(name, amount, _source_criterion(reader, body, where, SourceCriterion(request_host=True)))
+
+
+_CORS_OPTIONS = ("accessControlAllowCredentials", "accessControlAllowHeaders", "accessControlAllowMethods",
+                 "accessControlAllowOriginList", "accessControlAllowOriginListRegex", "accessControlExposeHeaders",
+                 "accessControlMaxAge", "addVaryHeader")
+_SECURITY_OPTIONS = ("allowedHosts", "hostsProxyHeaders", "sslProxyHeaders", "stsSeconds", "stsIncludeSubdomains",
+                     "stsPreload", "forceSTSHeader", "frameDeny", "customFrameOptionsValue", "contentTypeNosniff",
+                     "browserXssFilter", "customBrowserXSSValue", "contentSecurityPolicy",
+                     "contentSecurityPolicyReportOnly", "publicKey", "referrerPolicy", "permissionsPolicy",
+                     "isDevelopment")
+HEADERS_OPTIONS = (*_CORS_OPTIONS, *_SECURITY_OPTIONS)
+
+
+def parse_headers_options(reader: YamlReader, body: dict[Any, Any], where: str) -> tuple[Cors | None, Security | None]:
+    """The `headers` middleware's CORS and security options (custom headers: shadow.gateway.config)."""
+    cors = None
+    if any(k in body for k in _CORS_OPTIONS):
+        items = reader.sequence(body, "accessControlAllowOriginListRegex", where)
+        regexes = tuple(_regexp(reader, body, "accessControlAllowOriginListRegex", where, text, reader.item_line(items, i))
+                        for i, text in enumerate(reader.string_list(body, "accessControlAllowOriginListRegex", where)))
+        max_age = None
+        if body.get("accessControlMaxAge") is not None:
+            max_age = reader.integer(body, "accessControlMaxAge", where, 0)
+        cors = Cors(reader.boolean(body, "accessControlAllowCredentials", where, False),
+                    reader.string_list(body, "accessControlAllowHeaders", where),
+                    reader.string_list(body, "accessControlAllowMethods", where),
+                    reader.string_list(body, "accessControlAllowOriginList", where), regexes,
+                    reader.string_list(body, "accessControlExposeHeaders", where), max_age,
+                    reader.boolean(body, "addVaryHeader", where, False))
+    security = None
+    if any(k in body for k in _SECURITY_OPTIONS):
+        ssl_where = f"{where}.sslProxyHeaders"
+        ssl_node = reader.mapping(body.get("sslProxyHeaders"), ssl_where, reader.value_line(body, "sslProxyHeaders"))
+        ssl_headers = tuple((str(k), reader.string(ssl_node, str(k), ssl_where, default="", allow_empty=True) or "")
+                            for k in ssl_node)
+
+        def text(key: str) -> str:
+            return reader.string(body, key, where, default="", allow_empty=True) or ""
+
+        security = Security(
+            reader.string_list(body, "allowedHosts", where), reader.string_list(body, "hostsProxyHeaders", where),
+            ssl_headers, reader.integer(body, "stsSeconds", where, 0),
+            reader.boolean(body, "stsIncludeSubdomains", where, False), reader.boolean(body, "stsPreload", where, False),
+            reader.boolean(body, "forceSTSHeader", where, False), reader.boolean(body, "frameDeny", where, False),
+            text("customFrameOptionsValue"), reader.boolean(body, "contentTypeNosniff", where, False),
+            reader.boolean(body, "browserXssFilter", where, False), text("customBrowserXSSValue"),
+            text("contentSecurityPolicy"), text("contentSecurityPolicyReportOnly"), text("publicKey"),
+            text("referrerPolicy"), text("permissionsPolicy"), reader.boolean(body, "isDevelopment", where, False))
+    return cors, security
 
 
 Parser = Callable[[YamlReader, str, dict[Any, Any], str, Path], TraefikMiddleware]

@@ -17,7 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shadow.gateway.config import HeadersMiddleware
 from shadow.gateway.middlewares.basicauth import BasicAuth
+from shadow.gateway.middlewares.headers import cors_preflight, security_request
 from shadow.gateway.middlewares.inflightreq import InFlightLimiter, InFlightReq
 from shadow.gateway.middlewares.ipallowlist import IPAllowList
 from shadow.gateway.middlewares.paths import ReplacePath, ReplacePathRegex, StripPrefixRegex
@@ -63,7 +65,8 @@ class MiddlewareRuntime:
 
     @staticmethod
     def applies(middlewares: Sequence[Any]) -> bool:
-        return any(isinstance(m, PIPELINE_KINDS) for m in middlewares)
+        return any(isinstance(m, PIPELINE_KINDS) or (isinstance(m, HeadersMiddleware) and (m.cors or m.security))
+                   for m in middlewares)
 
     def run(self, middlewares: Sequence[Any], req: MiddlewareRequest, now_ns: int,
             other: Any = None) -> RequestOutcome:
@@ -93,6 +96,12 @@ class MiddlewareRuntime:
                 else:
                     outcome.in_flight.append((limiter, slot))
                     result = req
+            elif isinstance(mw, HeadersMiddleware) and (mw.cors or mw.security):
+                # unrolled/secure's host check, then the CORS preflight, then the custom headers
+                answer = security_request(mw.security, req.host, req.headers) if mw.security else None
+                if answer is None and mw.cors is not None:
+                    answer = cors_preflight(mw.cors, req.method, req.headers)
+                result = answer if answer is not None else (other(mw, req) if other is not None else req)
             elif isinstance(mw, Retry):
                 outcome.retry = outcome.retry or mw
                 result = req
