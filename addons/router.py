@@ -23,6 +23,7 @@ from shadow.auth.jwt import JwtSettings, TokenRejected
 from shadow.auth.oidc import OidcSettings
 from shadow.gateway.config import HeadersMiddleware
 from shadow.gateway.entrypoints import select_entry_point, strip_untrusted_forwarded
+from shadow.gateway.middlewares.compress import Compress, should_compress
 from shadow.gateway.middlewares.headers import cors_response, security_response
 from shadow.gateway.middlewares.inflightreq import InFlightReq
 from shadow.gateway.middlewares.pipeline import MiddlewareRuntime, RequestOutcome
@@ -174,7 +175,7 @@ class Router:
                 return None
             path, query, headers = outcome.request.path, outcome.request.query, list(outcome.request.headers)
             sep = "?" if query else sep
-            if outcome.in_flight or outcome.retry is not None:
+            if outcome.needs_response_hook:
                 flow.metadata[MIDDLEWARE_OUTCOME] = outcome
         service, decision, control = plan.primary, None, self.state.traffic
         if plan.controlled and control is not None:
@@ -253,3 +254,14 @@ class Router:
                 if mw.security is not None:
                     new = security_response(mw.security, flow.client_conn.tls_established, request_headers, new)
         flow.response.headers.fields = _encoded(new)
+        if outcome is not None and outcome.compress:
+            self._compress(flow.response, outcome.compress)
+
+    @staticmethod
+    def _compress(response: http.Response, chosen: list[tuple[Compress, str]]) -> None:
+        """Traefik's compress: Vary: Accept-Encoding, and the body encoded when it qualifies."""
+        for mw, encoding in chosen:
+            response.headers.add("Vary", "Accept-Encoding")
+            headers = _decoded(response.headers.fields)
+            if should_compress(mw, headers, len(response.raw_content or b"")):
+                response.encode(encoding)

@@ -54,6 +54,10 @@ http:
       rule: "PathPrefix(`/old`)"
       middlewares: [old-to-new]
       service: app
+    zipped:
+      rule: "PathPrefix(`/zipped`)"
+      middlewares: [gzip-small]
+      service: app
     api:
       rule: "PathPrefix(`/api`)"
       middlewares: [cors-secure]
@@ -84,6 +88,8 @@ http:
       ipAllowList: {{sourceRange: ["10.0.0.0/8"]}}
     old-to-new:
       replacePathRegex: {{regex: "^/old/(.*)", replacement: "/new/$1"}}
+    gzip-small:
+      compress: {{encodings: [gzip, br], minResponseBodyBytes: 10}}
     cors-secure:
       headers:
         accessControlAllowMethods: [GET, PUT]
@@ -213,3 +219,14 @@ def test_headers_cors_and_security_options(env: Env) -> None:
         "Access-Control-Allow-Origin") is None
     bad_host = env.client.get("/api/items", headers={"Host": "evil.example"})
     assert bad_host.status_code == 500 and bad_host.text == "Bad Host\n"
+
+
+def test_compress_encodes_by_accept_encoding(env: Env) -> None:
+    gz = env.client.get("/zipped/x", headers={"Accept-Encoding": "br;q=0.5, gzip"})
+    assert gz.headers["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in gz.headers["Vary"]
+    assert json.loads(gz.text)["path"] == "/zipped/x"  # httpx decoded it: a real gzip body
+    br = env.client.get("/zipped/y", headers={"Accept-Encoding": "br"})
+    assert br.headers["Content-Encoding"] == "br"
+    plain = env.client.get("/zipped/z", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers

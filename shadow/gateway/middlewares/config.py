@@ -12,6 +12,7 @@ from typing import Any
 from shadow.gateway.goregex import GoRegexp, GoRegexpError, compile_go
 from shadow.gateway.middlewares.basicauth import DEFAULT_REALM, BasicAuth, parse_users, users_file_lines
 from shadow.gateway.middlewares.chain import Chain
+from shadow.gateway.middlewares.compress import SUPPORTED_ENCODINGS, Compress, parse_media_type
 from shadow.gateway.middlewares.headers import Cors, Security
 from shadow.gateway.middlewares.inflightreq import InFlightReq
 from shadow.gateway.middlewares.ipallowlist import IPAllowList
@@ -24,7 +25,7 @@ from shadow.yamlconfig import HEADER_NAME, YamlReader
 
 __all__ = ["HEADERS_OPTIONS", "PARSERS", "TraefikMiddleware", "parse_headers_options", "parse_status_ranges"]
 
-TraefikMiddleware = (Chain | RateLimit | Retry | Redirect | ReplacePath | ReplacePathRegex | StripPrefixRegex
+TraefikMiddleware = (Chain | Compress | RateLimit | Retry | Redirect | ReplacePath | ReplacePathRegex | StripPrefixRegex
                      | BasicAuth | IPAllowList | InFlightReq)
 
 _STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
@@ -278,9 +279,47 @@ def parse_headers_options(reader: YamlReader, body: dict[Any, Any], where: str) 
     return cors, security
 
 
+def _media_types(reader: YamlReader, body: dict[Any, Any], key: str, where: str
+                 ) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    items = reader.sequence(body, key, where)
+    out = []
+    for i, text in enumerate(reader.string_list(body, key, where)):
+        try:
+            media, params = parse_media_type(text)
+        except ValueError:
+            reader.fail(f"parsing media type {text!r}: not type/subtype", f"{where}.{key}[{i}]", reader.item_line(items, i))
+        out.append((media, tuple(sorted(params.items()))))
+    return tuple(out)
+
+
+def _compress(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> Compress:
+    reader.check_keys(body, where, ("excludedContentTypes", "includedContentTypes", "minResponseBodyBytes",
+                                    "encodings", "defaultEncoding"))
+    excluded = _media_types(reader, body, "excludedContentTypes", where)
+    included = _media_types(reader, body, "includedContentTypes", where)
+    if excluded and included:
+        reader.fail("excludedContentTypes and includedContentTypes options are mutually exclusive", where,
+                    reader.node_line(body))
+    encodings = reader.string_list(body, "encodings", where) if "encodings" in body else SUPPORTED_ENCODINGS
+    items = reader.sequence(body, "encodings", where)
+    if not encodings:
+        reader.fail("at least one encoding must be specified", f"{where}.encodings", reader.value_line(body, "encodings"))
+    for i, encoding in enumerate(encodings):
+        if encoding not in SUPPORTED_ENCODINGS:
+            reader.fail(f"unsupported encoding: {encoding} (gzip, br, zstd)", f"{where}.encodings[{i}]",
+                        reader.item_line(items, i))
+    default = reader.string(body, "defaultEncoding", where) or ""
+    if default and default not in encodings:
+        reader.fail(f"unsupported default encoding: {default}", f"{where}.defaultEncoding",
+                    reader.value_line(body, "defaultEncoding"))
+    min_size = reader.integer(body, "minResponseBodyBytes", where, 0)
+    return Compress(name, tuple(encodings), excluded, included, min_size if min_size > 0 else 1024, default)
+
+
 Parser = Callable[[YamlReader, str, dict[Any, Any], str, Path], TraefikMiddleware]
 PARSERS: dict[str, Parser] = {
     "chain": _chain,
+    "compress": _compress,
     "rateLimit": _rate_limit,
     "retry": _retry,
     "redirectScheme": _redirect_scheme,

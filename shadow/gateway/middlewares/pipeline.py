@@ -19,6 +19,7 @@ from typing import Any
 
 from shadow.gateway.config import HeadersMiddleware
 from shadow.gateway.middlewares.basicauth import BasicAuth
+from shadow.gateway.middlewares.compress import Compress, choose_encoding
 from shadow.gateway.middlewares.headers import cors_preflight, security_request
 from shadow.gateway.middlewares.inflightreq import InFlightLimiter, InFlightReq
 from shadow.gateway.middlewares.ipallowlist import IPAllowList
@@ -32,7 +33,7 @@ __all__ = ["PIPELINE_KINDS", "MiddlewareRuntime", "RequestOutcome"]
 
 # The kinds this pipeline runs (the older stripPrefix / addPrefix / headers run through
 # shadow.gateway.routing, called from here when a route mixes them with these).
-PIPELINE_KINDS = (RateLimit, Retry, Redirect, ReplacePath, ReplacePathRegex, StripPrefixRegex, BasicAuth,
+PIPELINE_KINDS = (Compress, RateLimit, Retry, Redirect, ReplacePath, ReplacePathRegex, StripPrefixRegex, BasicAuth,
                   IPAllowList, InFlightReq)
 
 
@@ -44,6 +45,11 @@ class RequestOutcome:
     in_flight: list[tuple[InFlightLimiter, str]] = field(default_factory=list)  # release after the answer
     retry: Retry | None = None  # the route retries failed connections
     basic_auth_user: str | None = None
+    compress: list[tuple[Compress, str]] = field(default_factory=list)  # encode the answer with these
+
+    @property
+    def needs_response_hook(self) -> bool:
+        return bool(self.in_flight or self.retry is not None or self.compress)
 
     def release(self) -> None:
         for limiter, key in self.in_flight:
@@ -102,6 +108,11 @@ class MiddlewareRuntime:
                 if answer is None and mw.cors is not None:
                     answer = cors_preflight(mw.cors, req.method, req.headers)
                 result = answer if answer is not None else (other(mw, req) if other is not None else req)
+            elif isinstance(mw, Compress):
+                encoding = choose_encoding(mw, req.method, req.headers)
+                if encoding is not None:
+                    outcome.compress.append((mw, encoding))
+                result = req
             elif isinstance(mw, Retry):
                 outcome.retry = outcome.retry or mw
                 result = req
