@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mitmproxy import exceptions, http
 
 from shadow.errors import ConfigError
-from shadow.gateway.config import GatewayConfig, load_config
+from shadow.gateway.config import GatewayConfig
 from shadow.gateway.routing import MirrorCounter, RoutePlan, ServerPicker, route_plans
 from shadow.gateway.watch import ConfigFileWatcher
+from shadow.gatewayapi.provider import load_gateway_config
 from shadow.yamlconfig import parse_duration
 
 if TYPE_CHECKING:
@@ -195,7 +196,7 @@ class ShadowConfig:
                 and not self.watcher.poll(force=True)):
             return  # the same file, unchanged (e.g. mitmproxy rolling back a rejected value)
         try:
-            config = load_config(path)
+            config = load_gateway_config(path)  # a Traefik-style file or Gateway API manifests
         except ConfigError as exc:
             self._reject(str(exc))
             return
@@ -240,7 +241,7 @@ class ShadowConfig:
         if watcher is None or path is None or not watcher.poll(force=force):
             return False
         try:
-            config = await asyncio.to_thread(load_config, path)  # YAML parsing off the event loop
+            config = await asyncio.to_thread(load_gateway_config, path)  # YAML parsing off the event loop
         except ConfigError as exc:
             self.state.reload_failures += 1
             logger.error(f"shadow gateway: config reload rejected, previous configuration stays: {exc}")

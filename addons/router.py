@@ -114,13 +114,16 @@ class Router:
         if flow.response or flow.error or not flow.live:
             return None
         try:
-            return self._route(flow)
+            result = self._route(flow)
         except Exception as exc:
             # Never fall through to mitmdump's reverse target: that would be a silent mis-route.
             self.errors += 1
             self._warn(f"routing failed ({self.errors} so far): {describe_error(exc)}")
             flow.response = http.Response.make(502, b"shadow gateway: routing failed\n", TEXT_PLAIN)
-            return None
+            result = None
+        if flow.response is not None and flow.request.method == "HEAD" and flow.response.raw_content:
+            flow.response.content = b""  # a local answer to HEAD has no body (mitmproxy would send it)
+        return result
 
     def _on_activate(self, active: ActiveConfig, _previous: ActiveConfig | None) -> None:
         self.middlewares = MiddlewareRuntime(active.config.middlewares, self.middlewares)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -420,11 +420,21 @@ def _bounded_yaml() -> YAML:
 def load_yaml(text: str, source: str) -> Any:
     """The round-trip tree of YAML `text` (None for an empty document); duplicate keys, syntax errors,
     mappings used as keys and the limits above are one `ConfigError` naming `source` and the line."""
+    return _bounded_load(text, source, lambda yaml: yaml.load(text))
+
+
+def load_yaml_all(text: str, source: str) -> list[Any]:
+    """Every document of a multi-document `text` (`---` between them, as kubectl takes manifests), with
+    load_yaml's checks; the limits apply to the file as a whole."""
+    return _bounded_load(text, source, lambda yaml: list(yaml.load_all(text)))
+
+
+def _bounded_load(text: str, source: str, load: Callable[[YAML], Any]) -> Any:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{size} bytes is larger than a config may be ({MAX_CONFIG_BYTES} bytes)", file=source)
     try:
-        return _bounded_yaml().load(text)
+        return load(_bounded_yaml())
     except ConfigLimitError as exc:
         raise ConfigError(exc.message, file=source, line=exc.line) from None
     except MaxDepthExceededError as exc:

@@ -70,9 +70,9 @@ class GatewayProcess:
 
         target = self.reverse_target
         if target is None:
-            from shadow.gateway.config import load_config
+            from shadow.gatewayapi.provider import load_gateway_config
 
-            target = reverse_target_for(load_config(self.config_path))
+            target = reverse_target_for(load_gateway_config(self.config_path))
         return mitmdump_command(self.config_path, reverse_target=target, listen_host="127.0.0.1",
                                 listen_port=self.port, extra=self.extra_args)
 

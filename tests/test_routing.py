@@ -269,3 +269,25 @@ def test_empty_x_forwarded_for_header_middleware_suppresses_it() -> None:
     assert "x-forwarded-for" not in {k.lower() for k, _ in sent}
     assert apply_request_middlewares([HeadersMiddleware("h", (("X-Forwarded-For", "1.1.1.1"),))], "/", []) \
         .append_forwarded_for is True
+
+
+# --------------------------------------------------------------------------------------------------
+# Gateway API additions: header add, fractional mirrors
+# --------------------------------------------------------------------------------------------------
+
+def test_header_add_appends_a_line_after_sets_and_removals() -> None:
+    from shadow.gateway.config import HeadersMiddleware
+    from shadow.gateway.routing import apply_request_middlewares, apply_response_middlewares
+
+    mw = HeadersMiddleware("h", request_headers=(("X-S", "new"), ("X-R", "")), request_add=(("X-A", "2"),),
+                           response_add=(("X-Out", "o"),))
+    out = apply_request_middlewares([mw], "/p", [("X-S", "old"), ("X-R", "r"), ("X-A", "1")])
+    assert list(out.headers) == [("X-S", "new"), ("X-A", "1"), ("X-A", "2")]
+    assert apply_response_middlewares([mw], [("X-Out", "x")]) == [("X-Out", "x"), ("X-Out", "o")]
+
+
+def test_mirror_fraction_is_exact_over_its_denominator() -> None:
+    counter = MirrorCounter()
+    spec = MirrorSpec("m", 1, 3)
+    picks = [counter.should_mirror("svc", spec) for _ in range(30)]
+    assert sum(picks) == 10 and picks[:3] == [True, False, False]

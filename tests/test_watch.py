@@ -93,3 +93,18 @@ def test_an_oversized_file_is_a_change_without_being_read(tmp_path: Path, monkey
     assert w.poll(force=True)
     assert reads == []
     assert not w.poll(force=True)  # the same oversized file again: no change
+
+
+def test_a_directory_is_watched_as_its_yaml_files(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("a: 1\n")
+    watcher = ConfigFileWatcher(tmp_path)
+    watcher.prime()
+    assert not watcher.poll(force=True)
+    (tmp_path / "notes.txt").write_text("not a manifest")
+    assert not watcher.poll(force=True)
+    (tmp_path / "b.yml").write_text("b: 1\n")
+    assert watcher.poll(force=True)
+    (tmp_path / "b.yml").rename(tmp_path / "c.yml")  # same bytes, another name: a change
+    assert watcher.poll(force=True)
+    (tmp_path / "a.yaml").write_text("a: 2\n")
+    assert watcher.poll(force=True) and not watcher.poll(force=True)

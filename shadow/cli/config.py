@@ -17,16 +17,28 @@ def config() -> None:
 @click.option("-v", "--verbose", is_flag=True,
               help="Also list the routers in the order they are tried, with where each one sends traffic.")
 def check(file: str, verbose: bool) -> None:
-    """Validate FILE; print a one-line summary (exit 0) or the one-line error (exit 2)."""
-    from shadow.gateway.config import load_config  # imported here so `shadow --help` stays fast
+    """Validate FILE; print a one-line summary (exit 0) or the one-line error (exit 2).
 
+    FILE may be Gateway API manifests (a file or a directory): each HTTPRoute's status conditions
+    (Accepted, ResolvedRefs with reasons) are printed too, as a controller would report them."""
+    # imported here so `shadow --help` stays fast
+    from shadow.gateway.config import load_config
+    from shadow.gatewayapi.provider import is_gateway_api_source, load_gateway_api, status_lines
+
+    statuses: list[str] = []
     try:
-        cfg = load_config(file)
+        if is_gateway_api_source(file):
+            loaded = load_gateway_api(file)
+            cfg, statuses = loaded.config, status_lines(loaded)
+        else:
+            cfg = load_config(file)
     except ConfigError:
         raise  # ShadowError prints "error: <file>:<line>: <field>: <problem>" and exits 2
     except Exception as exc:  # never a traceback, even for a bug of ours
         raise ConfigError(f"unexpected error while loading: {type(exc).__name__}: {exc}", file=file) from None
     click.echo(f"ok: {file}: {cfg.summary()}")
+    for line in statuses:
+        click.echo(f"  {line}")
     if verbose:
         from shadow.gateway.routing import plan_route
 
@@ -38,7 +50,9 @@ def check(file: str, verbose: bool) -> None:
             plan = plan_route(cfg, router)
             target = router.service if plan.controlled else plan.primary.name  # weighted, failover: its name
             if plan.mirrors:
-                target += " + mirrors " + ", ".join(f"{m.spec.name} {m.spec.percent}%" for m in plan.mirrors)
+                target += " + mirrors " + ", ".join(
+                    f"{m.spec.name} {m.spec.percent}%" if m.spec.denominator == 100
+                    else f"{m.spec.name} {m.spec.percent}/{m.spec.denominator}" for m in plan.mirrors)
             middlewares = f" via {', '.join(router.middlewares)}" if router.middlewares else ""
             parents = f" (child of {', '.join(router.parent_refs)})" if router.parent_refs else ""
             click.echo(f"  {router.priority:>6}  {router.name}: {router.rule.text} -> {target}{middlewares}{parents}")

@@ -133,29 +133,38 @@ def run_mitmdump(command: list[str]) -> int:
 
 
 @click.command("gateway")
-@click.argument("config_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("config_file", type=click.Path(dir_okay=True, path_type=Path))
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT",
               help="Address the gateway accepts clients on.")
 @click.option("--dry-run", is_flag=True, help="Validate the file and print the mitmdump command, don't run it.")
 def gateway(config_file: Path, listen: str, dry_run: bool) -> None:
     """Run the gateway (mitmdump + addons/gateway.py) on CONFIG_FILE.
 
+    CONFIG_FILE is a Traefik-style file, or Kubernetes Gateway API manifests (a file with
+    gateway.networking.k8s.io documents, or a directory of them; docs/gateway-api.md).
     The file is validated first; a bad file is one line naming file, line and field (exit 2).
     Edits to the file while running are validated and applied without a restart (checked every
     second; SIGHUP checks at once). Ctrl-C / SIGTERM stop it cleanly, sealing the capture.
     See docs/gateway.md.
     """
-    from shadow.gateway.config import load_config
+    from shadow.gatewayapi.provider import is_gateway_api_source, load_gateway_config
 
     try:
         host, port = parse_listen(listen)
     except ValueError as exc:
         raise ShadowError(str(exc)) from None
-    if not config_file.is_file():
+    if not config_file.exists():
         raise ConfigError("no such file", file=str(config_file))
-    config = load_config(config_file)  # ConfigError → one line, exit 2
-    command = mitmdump_command(config_file, reverse_target=reverse_target_for(config),
-                               listen_host=host, listen_port=port)
+    config = load_gateway_config(config_file)  # ConfigError → one line, exit 2
+    try:
+        target = reverse_target_for(config)
+    except ConfigError:
+        if not is_gateway_api_source(config_file):
+            raise
+        # Manifests whose every backend is unresolved still serve (500s, as the spec says); the
+        # reverse target is only mitmdump's default and the router answers every request.
+        target = "http://127.0.0.1:9"
+    command = mitmdump_command(config_file, reverse_target=target, listen_host=host, listen_port=port)
     if dry_run:
         click.echo(subprocess.list2cmdline(command))
         return

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -59,12 +59,14 @@ from shadow.auth.config import parse_jwt_middleware, parse_oidc_middleware
 from shadow.auth.jwt import JwtSettings
 from shadow.auth.oidc import OidcSettings
 from shadow.capture.settings import DEFAULT_REDACTED_HEADERS, CaptureSettings, RedactionSettings
+from shadow.errors import ConfigError
 from shadow.gateway.breaker import BreakerSettings, ExpressionError, parse_expression
 from shadow.gateway.entrypoints import EntryPoint, parse_entry_points
 from shadow.gateway.middlewares.chain import Chain
 from shadow.gateway.middlewares.config import HEADERS_OPTIONS, TraefikMiddleware, parse_headers_options
 from shadow.gateway.middlewares.config import PARSERS as MIDDLEWARE_PARSERS
 from shadow.gateway.middlewares.headers import Cors, Security
+from shadow.gateway.middlewares.httproute import HTTPRouteMiddleware
 from shadow.gateway.mirror import MirroringSettings, MirrorTargetSettings
 from shadow.gateway.rules import Rule, RuleSyntaxError, compile_rule
 from shadow.gateway.traffic import SplitSettings, StickyCookie, default_cookie_name
@@ -102,8 +104,10 @@ __all__ = [
     "StripPrefix",
     "WeightedChild",
     "WeightedService",
+    "build_config",
     "load_config",
     "parse_config",
+    "server_from_url",
 ]
 
 
@@ -166,6 +170,9 @@ class LoadBalancerService:
     sticky: StickyCookie | None = None
     health_check: HealthCheck | None = None
     passive_health_check: PassiveHealthCheck | None = None
+    # Gateway API manifests only (a Traefik file needs servers): no servers → answer this status
+    # locally (500 for a backendRef that does not resolve, as the Gateway API spec says).
+    empty_status: int = 503
 
 
 @dataclass(frozen=True)
@@ -198,7 +205,8 @@ class FailoverService:
 @dataclass(frozen=True)
 class MirrorSpec:
     name: str  # the service the copies go to
-    percent: int  # 0..100
+    percent: int  # 0..100 (a Traefik file), or the numerator of a Gateway API fraction
+    denominator: int = 100  # copies = percent / denominator of the requests
 
 
 @dataclass(frozen=True)
@@ -233,6 +241,9 @@ class HeadersMiddleware:
     response_headers: tuple[tuple[str, str], ...] = ()
     cors: Cors | None = None  # the accessControl* options (shadow/gateway/middlewares/headers.py)
     security: Security | None = None  # allowedHosts, sts*, frameDeny, CSP… (unrolled/secure's)
+    # Gateway API header modifiers' `add`: appended as one more line after the sets and removals
+    request_add: tuple[tuple[str, str], ...] = ()
+    response_add: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -242,7 +253,7 @@ class CircuitBreakerMiddleware:
 
 
 Middleware = (StripPrefix | AddPrefix | HeadersMiddleware | CircuitBreakerMiddleware | JwtSettings | OidcSettings
-              | TraefikMiddleware | AiMiddleware)
+              | TraefikMiddleware | AiMiddleware | HTTPRouteMiddleware)
 
 
 @dataclass(frozen=True)
@@ -342,6 +353,15 @@ def _parse_url(reader: YamlReader, text: str, field: str, line: int | None) -> t
     default_port = 443 if scheme == "https" else 80
     netloc = netloc_host if port == default_port else f"{netloc_host}:{port}"
     return f"{scheme}://{netloc}{path}", scheme, host, port, path
+
+
+def server_from_url(url: str) -> Server:
+    """A server from a URL checked like `loadBalancer.servers[].url` (ValueError says what is wrong)."""
+    try:
+        normalised, scheme, host, port, path = _parse_url(YamlReader("<url>"), url, "url", None)
+    except ConfigError as exc:
+        raise ValueError(exc.reason) from None
+    return Server(normalised, scheme, host, port, path)
 
 
 def _parse_load_balancer(reader: YamlReader, name: str, node: Any, field: str,
@@ -1023,11 +1043,23 @@ def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None =
     current directory for "<string>")."""
     if base_dir is None:
         base_dir = Path(source).parent if not source.startswith("<") else Path.cwd()
-    base_dir = base_dir.absolute()
-    reader = YamlReader(source)
     root = load_yaml(text, source)
     if root is None:
-        reader.fail("empty configuration file (expected an http: section)", None, None)
+        YamlReader(source).fail("empty configuration file (expected an http: section)", None, None)
+    return build_config(root, source, base_dir=base_dir)
+
+
+# Another provider's routers, services and middlewares (Gateway API manifests), built once the
+# file's middlewares are known (the provider's routes may name them).
+ConfigExtension = Callable[[Mapping[str, "Middleware"]], tuple[list[Router], dict[str, "Service"],
+                                                               dict[str, "Middleware"]]]
+
+
+def build_config(root: Any, source: str, *, base_dir: Path, extend: ConfigExtension | None = None) -> GatewayConfig:
+    """The configuration from a loaded YAML tree (`http:` and `shadow:`), plus `extend`'s routers,
+    services and middlewares (names must not clash with the file's). Errors name `source`."""
+    base_dir = base_dir.absolute()
+    reader = YamlReader(source)
     if not isinstance(root, dict):
         reader.fail(f"expected a mapping with http: and shadow: sections, got {value_kind(root)}", None, 1)
     reader.check_keys(root, "", ("http", "shadow", "entryPoints"), unsupported=("tcp", "udp", "tls"))
@@ -1047,6 +1079,16 @@ def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None =
                for name, node, field_name, line in _named_section(reader, http, "routers", "http.routers")]
 
     _check_references(reader, root, routers, services, middlewares)
+    if extend is not None:
+        more_routers, more_services, more_middlewares = extend(MappingProxyType(middlewares))
+        for kind, mine, theirs in (("router", {r.name for r in routers}, [r.name for r in more_routers]),
+                                   ("service", services, more_services), ("middleware", middlewares, more_middlewares)):
+            clash = sorted(set(mine) & set(theirs))
+            if clash:
+                reader.fail(f"{kind} name {clash[0]!r} is also generated from the manifests", "http", None)
+        routers += more_routers
+        services.update(more_services)
+        middlewares.update(more_middlewares)
     routers = _expand_chains(reader, root, routers, middlewares)
     _check_entry_point_refs(reader, root, routers, entry_points)
     shadow = _parse_shadow(reader, root.get("shadow"), reader.value_line(root, "shadow"), base_dir, services,

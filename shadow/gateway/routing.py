@@ -229,7 +229,7 @@ class MirrorCounter:
         if state is None:
             state = self._state[key] = [0, 0]
         state[0] += 1
-        if state[1] * 100 < state[0] * mirror.percent:
+        if state[1] * mirror.denominator < state[0] * mirror.percent:
             state[1] += 1
             return True
         return False
@@ -419,6 +419,7 @@ def apply_request_middlewares(middlewares: Sequence[Middleware], path: str,
                 out = _set(out, name, value) if value else _without(out, name)
                 if name.lower() == "x-forwarded-for":
                     append_forwarded_for = bool(value)
+            out.extend(mw.request_add)
     return RewrittenRequest(path, tuple(out), append_forwarded_for)
 
 
@@ -430,4 +431,6 @@ def apply_response_middlewares(middlewares: Sequence[Middleware],
         if isinstance(mw, HeadersMiddleware):
             for name, value in mw.response_headers:
                 out = _set(out, name, value) if value else _without(out, name)
+            out.extend(mw.response_add)
     return out
+

@@ -88,7 +88,7 @@ def needs_control(config: GatewayConfig, service_name: str, middlewares: Sequenc
         svc = config.services[svc.service]
     if isinstance(svc, LoadBalancerService):
         return (svc.strategy != "wrr" or svc.sticky is not None or svc.health_check is not None
-                or svc.passive_health_check is not None)
+                or svc.passive_health_check is not None or not svc.servers)
     return True
 
 
@@ -229,6 +229,10 @@ class TrafficControl:
         return child
 
     def _pick_server(self, svc: LoadBalancerService, facts: RequestFacts, d: Decision) -> None:
+        if not svc.servers:  # Gateway API: a backend that does not resolve answers its status
+            d.status, d.reason = svc.empty_status, f"no backend for {svc.name}"
+            return
+
         def healthy(url: str) -> bool:
             return self.health.is_up(svc.name, url)
 

@@ -10,6 +10,9 @@ identical to stat. As git does with "racily clean" files, a file whose mtime is 
 A file larger than a config may be (shadow.yamlconfig.MAX_CONFIG_BYTES) is not read at all: its
 stat stands in for its hash, so every new write of it is a change, which the loader then rejects
 in one line without reading more than the limit.
+
+A directory (Gateway API manifests) is watched as the set of its `*.yaml` / `*.yml` files: a file
+added, removed, renamed or changed is a change.
 """
 
 from __future__ import annotations
@@ -33,12 +36,29 @@ class FileState:
 RACY_WINDOW_NS = 2_000_000_000
 
 
+def _yaml_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix in (".yaml", ".yml") and not p.name.startswith(".") and p.is_file())
+
+
 def _stat(path: Path) -> tuple[int, int] | None:
+    """(newest mtime, size): of the file, or of the directory and its YAML files together."""
     try:
         st = os.stat(path)
+        if not path.is_dir():
+            return st.st_mtime_ns, st.st_size
+        stats = [os.stat(p) for p in _yaml_files(path)]
     except OSError:
         return None
-    return st.st_mtime_ns, st.st_size
+    return max([st.st_mtime_ns, *(s.st_mtime_ns for s in stats)]), sum(s.st_size for s in stats) + len(stats)
+
+
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as fo:
+        st = os.fstat(fo.fileno())
+        if st.st_size > MAX_CONFIG_BYTES:
+            return f"oversize:{st.st_mtime_ns}:{st.st_size}"
+        return hashlib.sha256(fo.read()).hexdigest()
 
 
 class ConfigFileWatcher:
@@ -56,11 +76,12 @@ class ConfigFileWatcher:
 
     def _read_hash(self) -> str | None:
         try:
-            with self.path.open("rb") as fo:
-                st = os.fstat(fo.fileno())
-                if st.st_size > MAX_CONFIG_BYTES:
-                    return f"oversize:{st.st_mtime_ns}:{st.st_size}"
-                return hashlib.sha256(fo.read()).hexdigest()
+            if not self.path.is_dir():
+                return _file_digest(self.path)
+            digest = hashlib.sha256()
+            for file in _yaml_files(self.path):
+                digest.update(file.name.encode() + b"\0" + _file_digest(file).encode() + b"\0")
+            return digest.hexdigest()
         except OSError:
             return None
 

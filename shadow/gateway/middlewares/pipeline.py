@@ -21,6 +21,7 @@ from shadow.gateway.config import HeadersMiddleware
 from shadow.gateway.middlewares.basicauth import BasicAuth
 from shadow.gateway.middlewares.compress import Compress, choose_encoding
 from shadow.gateway.middlewares.headers import cors_preflight, security_request
+from shadow.gateway.middlewares.httproute import ReplacePrefixMatch, RequestRedirect
 from shadow.gateway.middlewares.inflightreq import InFlightLimiter, InFlightReq
 from shadow.gateway.middlewares.ipallowlist import IPAllowList
 from shadow.gateway.middlewares.paths import ReplacePath, ReplacePathRegex, StripPrefixRegex
@@ -34,7 +35,7 @@ __all__ = ["PIPELINE_KINDS", "MiddlewareRuntime", "RequestOutcome"]
 # The kinds this pipeline runs (the older stripPrefix / addPrefix / headers run through
 # shadow.gateway.routing, called from here when a route mixes them with these).
 PIPELINE_KINDS = (Compress, RateLimit, Retry, Redirect, ReplacePath, ReplacePathRegex, StripPrefixRegex, BasicAuth,
-                  IPAllowList, InFlightReq)
+                  IPAllowList, InFlightReq, RequestRedirect, ReplacePrefixMatch)
 
 
 @dataclass
@@ -81,7 +82,8 @@ class MiddlewareRuntime:
         outcome = RequestOutcome(req)
         for mw in middlewares:
             result: MiddlewareRequest | LocalAnswer
-            if isinstance(mw, Redirect | ReplacePath | ReplacePathRegex | StripPrefixRegex | IPAllowList):
+            if isinstance(mw, Redirect | ReplacePath | ReplacePathRegex | StripPrefixRegex | IPAllowList
+                          | RequestRedirect | ReplacePrefixMatch):  # the last two: Gateway API filters
                 result = mw.check(req)
             elif isinstance(mw, BasicAuth):
                 result = mw.check(req)
