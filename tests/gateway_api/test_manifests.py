@@ -179,6 +179,6 @@ def test_missing_and_empty_sources(tmp_path: Path) -> None:
 def test_the_shared_readers_bounds_hold(tmp_path: Path) -> None:
     """issue #17: size, nesting and alias expansion are bounded for manifests as for a Traefik file."""
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefg", "bcdefgh"))
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefg", "bcdefgh", strict=True))
     assert "an alias bomb" in _error(tmp_path, "---\n" + bomb)
     assert "larger than a config may be" in _error(tmp_path, GATEWAY + "#" * 300_000 + "\n")
