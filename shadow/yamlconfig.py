@@ -9,9 +9,10 @@ Imports nothing of the project but shadow.errors, so every config parser can use
 A config file is input from whoever can write it, and a hot reload parses it inside the running
 gateway, so reading one is bounded (issue #17, "config bombs"): at most `MAX_CONFIG_BYTES`, mappings
 and lists nested at most `MAX_NESTING` deep, aliases expanding to at most `MAX_ALIAS_NODES` nodes
-(an anchors bomb is rejected while it is composed, before anything walks the expanded tree), and
+(an anchors bomb is rejected while it is composed, before anything walks the expanded tree),
 rule-like expressions inside values (router rules, breaker expressions, claim conditions) nested at
-most `MAX_EXPRESSION_NESTING` deep. Each limit is one `ConfigError` naming file and line.
+most `MAX_EXPRESSION_NESTING` deep, and `chain` middlewares expanding to at most
+`MAX_CHAIN_MIDDLEWARES` (shadow/gateway/config.py). Each limit is one `ConfigError` naming file and line.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ MAX_CONFIG_BYTES = 256 * 1024
 MAX_NESTING = 64  # mappings and lists inside each other
 MAX_ALIAS_NODES = 100_000  # nodes that all the aliases of a file stand for, expanded
 MAX_EXPRESSION_NESTING = 64  # parentheses and negations in a rule, breaker expression or claim condition
+MAX_CHAIN_MIDDLEWARES = 1000  # middlewares a `chain` stands for once nested chains are expanded
 
 # An HTTP header name as a config value may give it: an RFC 9110 token.
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")

@@ -146,3 +146,24 @@ def test_read_yaml_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         read_yaml_file(bad)
     assert (err.value.line, "not UTF-8" in str(err.value)) == (2, True)
+
+
+CHAINED = VALID_HTTP.replace("service: mono}", "service: mono, middlewares: [c0]}") + "  middlewares:\n"
+
+
+def test_a_chain_fan_out_bomb_is_refused_before_it_expands() -> None:
+    # nine chains of nine of nine...: 9**9 middlewares per request once expanded
+    mids = "".join(f"    c{i}: {{chain: {{middlewares: [{', '.join([f'c{i + 1}'] * 9)}]}}}}\n" for i in range(9))
+    with pytest.raises(ConfigError) as err:
+        parse_config(CHAINED + mids + "    c9: {stripPrefix: {prefixes: [/api]}}\n")
+    assert str(err.value) == ("<string>:12: http.middlewares.c5.chain.middlewares[1]: chain expands to more "
+                              "than 1000 middlewares")
+
+
+def test_chains_3000_deep_are_one_line_not_a_recursion_error() -> None:
+    mids = "".join(f"    c{i}: {{chain: {{middlewares: [c{i + 1}]}}}}\n" for i in range(3000))
+    with pytest.raises(ConfigError, match=r"chains nested deeper than 64"):
+        parse_config(CHAINED + mids + "    c3000: {stripPrefix: {prefixes: [/api]}}\n")
+    shallow = "".join(f"    c{i}: {{chain: {{middlewares: [c{i + 1}]}}}}\n" for i in range(50))
+    cfg = parse_config(CHAINED + shallow + "    c50: {stripPrefix: {prefixes: [/api]}}\n")
+    assert cfg.routers[0].middlewares == ("c50",)

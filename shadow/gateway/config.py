@@ -73,6 +73,8 @@ from shadow.gateway.traffic import SplitSettings, StickyCookie, default_cookie_n
 from shadow.telemetry.tracing import TelemetrySettings, parse_telemetry
 from shadow.yamlconfig import (
     HEADER_NAME,
+    MAX_CHAIN_MIDDLEWARES,
+    MAX_NESTING,
     YamlReader,
     did_you_mean,
     load_yaml,
@@ -788,11 +790,17 @@ def _check_references(reader: YamlReader, root: dict[Any, Any], routers: list[Ro
 def _expand_chains(reader: YamlReader, root: dict[Any, Any], routers: list[Router],
                    middlewares: Mapping[str, Middleware]) -> list[Router]:
     """Routers' middleware lists with every `chain` replaced by its members, in order (Traefik's chain
-    is exactly that); a chain naming a missing middleware, or itself through others, is an error."""
+    is exactly that); a chain naming a missing middleware, or itself through others, is an error.
+    Bounded like the YAML (issue #17): chains nest at most MAX_NESTING deep and expand to at most
+    MAX_CHAIN_MIDDLEWARES (nine chains of nine of nine... would otherwise expand exponentially)."""
+    expanded: dict[str, tuple[str, ...]] = {}  # each chain expanded once
+
     def expand(name: str, trail: tuple[str, ...]) -> tuple[str, ...]:
         mw = middlewares[name]
         if not isinstance(mw, Chain):
             return (name,)
+        if name in expanded:
+            return expanded[name]
         out: list[str] = []
         for i, member in enumerate(mw.middlewares):
             where = f"http.middlewares.{name}.chain.middlewares[{i}]"
@@ -801,8 +809,13 @@ def _expand_chains(reader: YamlReader, root: dict[Any, Any], routers: list[Route
                 reader.fail(f"no middleware named {member!r}{did_you_mean(member, middlewares)}", where, line)
             if member in trail:
                 reader.fail(f"chain cycle: {' -> '.join((*trail, member))}", where, line)
+            if len(trail) >= MAX_NESTING:
+                reader.fail(f"chains nested deeper than {MAX_NESTING}", where, line)
             out.extend(expand(member, (*trail, member)))
-        return tuple(out)
+            if len(out) > MAX_CHAIN_MIDDLEWARES:
+                reader.fail(f"chain expands to more than {MAX_CHAIN_MIDDLEWARES} middlewares", where, line)
+        expanded[name] = tuple(out)
+        return expanded[name]
 
     for name, mw in middlewares.items():
         if isinstance(mw, Chain):
