@@ -24,6 +24,7 @@ from shadow.auth.oidc import OidcSettings
 from shadow.gateway.config import HeadersMiddleware
 from shadow.gateway.entrypoints import select_entry_point, strip_untrusted_forwarded
 from shadow.gateway.middlewares.compress import Compress, should_compress
+from shadow.gateway.middlewares.contenttype import detect_content_type
 from shadow.gateway.middlewares.headers import cors_response, security_response
 from shadow.gateway.middlewares.inflightreq import InFlightReq
 from shadow.gateway.middlewares.pipeline import MiddlewareRuntime, RequestOutcome
@@ -169,7 +170,8 @@ class Router:
 
             outcome = self.middlewares.run(plan.middlewares, MiddlewareRequest(
                 method=req.method, scheme=client_scheme, host=client_host, path=path, query=query,
-                headers=tuple(headers), remote_ip=client_ip), time.monotonic_ns(), older)
+                headers=tuple(headers), remote_ip=client_ip, body_size=len(req.raw_content or b"")),
+                time.monotonic_ns(), older)
             if outcome.answer is not None:
                 self.state.routes[flow] = RouteContext(request_id=flow.id, router=router.name, service=None,
                                                        upstream=None, client_host=client_host, active=active)
@@ -257,8 +259,22 @@ class Router:
                 if mw.security is not None:
                     new = security_response(mw.security, flow.client_conn.tls_established, request_headers, new)
         flow.response.headers.fields = _encoded(new)
-        if outcome is not None and outcome.compress:
-            self._compress(flow.response, outcome.compress)
+        if outcome is not None:
+            self._answer_middlewares(flow, outcome)
+
+    def _answer_middlewares(self, flow: http.HTTPFlow, outcome: RequestOutcome) -> None:
+        """buffering's answer limit, contentType's detection, then compress (Traefik's order: the
+        outer middlewares see the inner ones' answer)."""
+        response = flow.response
+        assert response is not None
+        for limit in outcome.response_limits:
+            if (answer := limit.check_response(len(response.raw_content or b""))) is not None:
+                flow.response = http.Response.make(answer.status, answer.body, _encoded(list(answer.headers)))
+                return
+        if outcome.detect_content_type and "content-type" not in response.headers and response.raw_content:
+            response.headers["Content-Type"] = detect_content_type(response.get_content(strict=False) or b"")
+        if outcome.compress:
+            self._compress(response, outcome.compress)
 
     @staticmethod
     def _compress(response: http.Response, chosen: list[tuple[Compress, str]]) -> None:

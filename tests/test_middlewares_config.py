@@ -57,7 +57,9 @@ def config(middlewares: str):  # type: ignore[no-untyped-def]
     ("    m: {chain: {middlewares: [n]}}\n    n: {chain: {middlewares: [m]}}\n",
      "gw.yaml:8: http.middlewares.n.chain.middlewares[0]: chain cycle: m -> n -> m"),
     ("    m: {chain: {middlewares: [nope]}}\n", "gw.yaml:7: http.middlewares.m.chain.middlewares[0]: no middleware named 'nope'"),
-    ("    m: {contentType: {}}\n", "gw.yaml:7: http.middlewares.m.contentType: middleware type not supported yet"),
+    ("    m: {digestAuth: {}}\n", "gw.yaml:7: http.middlewares.m.digestAuth: middleware type not supported yet"),
+    ("    m: {buffering: {retryExpression: 'IsNetworkError()'}}\n",
+     "gw.yaml:7: http.middlewares.m.buffering.retryExpression: not supported yet"),
 ])
 def test_bad_middleware_options_name_the_line(text: str, error: str) -> None:
     with pytest.raises(ConfigError) as err:

@@ -54,6 +54,10 @@ http:
       rule: "PathPrefix(`/old`)"
       middlewares: [old-to-new]
       service: app
+    bare:
+      rule: "PathPrefix(`/bare`)"
+      middlewares: [sniff, small-bodies, strict-escapes]
+      service: bare
     zipped:
       rule: "PathPrefix(`/zipped`)"
       middlewares: [gzip-small]
@@ -88,6 +92,12 @@ http:
       ipAllowList: {{sourceRange: ["10.0.0.0/8"]}}
     old-to-new:
       replacePathRegex: {{regex: "^/old/(.*)", replacement: "/new/$1"}}
+    sniff:
+      contentType: {{}}
+    small-bodies:
+      buffering: {{maxRequestBodyBytes: 10, memRequestBodyBytes: 5}}
+    strict-escapes:
+      encodedCharacters: {{allowEncodedSlash: true}}
     gzip-small:
       compress: {{encodings: [gzip, br], minResponseBodyBytes: 10}}
     cors-secure:
@@ -104,6 +114,9 @@ http:
     app:
       loadBalancer:
         servers: [{{url: "{app}"}}]
+    bare:
+      loadBalancer:
+        servers: [{{url: "{bare}"}}]
     half-dead:
       loadBalancer:
         servers: [{{url: "http://127.0.0.1:{dead}"}}, {{url: "{app}"}}]
@@ -125,10 +138,10 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    with Upstream("app") as app:
+    with Upstream("app") as app, Upstream("bare", handler=lambda req: (200, {}, b"<html><p>no type</p></html>")) as bare:
         port = free_port()
         path = Path(tmp_path_factory.mktemp("traefik")) / "gateway.yaml"
-        path.write_text(CONFIG.format(port=port, app=app.url, dead=free_port(), alice=ALICE))
+        path.write_text(CONFIG.format(port=port, app=app.url, bare=bare.url, dead=free_port(), alice=ALICE))
         with GatewayProcess(path, port=port) as gw:
             e = Env(gw, app)
             yield e
@@ -230,3 +243,15 @@ def test_compress_encodes_by_accept_encoding(env: Env) -> None:
     assert br.headers["Content-Encoding"] == "br"
     plain = env.client.get("/zipped/z", headers={"Accept-Encoding": "identity"})
     assert "Content-Encoding" not in plain.headers
+
+
+def test_content_type_buffering_and_encoded_characters(env: Env) -> None:
+    sniffed = env.client.get("/bare/page")
+    assert sniffed.status_code == 200
+    assert sniffed.headers["Content-Type"] == "text/html; charset=utf-8"  # the upstream sent none
+    assert env.client.post("/bare/form", content=b"0123456789").status_code == 200
+    too_big = env.client.post("/bare/form", content=b"01234567890")
+    assert too_big.status_code == 413
+    assert env.client.get("/bare/a%2Fb").status_code == 200  # allowEncodedSlash
+    refused = env.client.get("/bare/a%3Bb")
+    assert refused.status_code == 400 and refused.content == b""

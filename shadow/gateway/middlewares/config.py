@@ -11,8 +11,11 @@ from typing import Any
 
 from shadow.gateway.goregex import GoRegexp, GoRegexpError, compile_go
 from shadow.gateway.middlewares.basicauth import DEFAULT_REALM, BasicAuth, parse_users, users_file_lines
+from shadow.gateway.middlewares.buffering import Buffering
 from shadow.gateway.middlewares.chain import Chain
 from shadow.gateway.middlewares.compress import SUPPORTED_ENCODINGS, Compress, parse_media_type
+from shadow.gateway.middlewares.contenttype import ContentType
+from shadow.gateway.middlewares.encodedcharacters import EncodedCharacters
 from shadow.gateway.middlewares.headers import Cors, Security
 from shadow.gateway.middlewares.inflightreq import InFlightReq
 from shadow.gateway.middlewares.ipallowlist import IPAllowList
@@ -25,7 +28,7 @@ from shadow.yamlconfig import HEADER_NAME, YamlReader
 
 __all__ = ["HEADERS_OPTIONS", "PARSERS", "TraefikMiddleware", "parse_headers_options", "parse_status_ranges"]
 
-TraefikMiddleware = (Chain | Compress | RateLimit | Retry | Redirect | ReplacePath | ReplacePathRegex | StripPrefixRegex
+TraefikMiddleware = (Chain | Compress | Buffering | ContentType | EncodedCharacters | RateLimit | Retry | Redirect | ReplacePath | ReplacePathRegex | StripPrefixRegex
                      | BasicAuth | IPAllowList | InFlightReq)
 
 _STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
@@ -316,10 +319,40 @@ def _compress(reader: YamlReader, name: str, body: dict[Any, Any], where: str, b
     return Compress(name, tuple(encodings), excluded, included, min_size if min_size > 0 else 1024, default)
 
 
+def _buffering(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> Buffering:
+    reader.check_keys(body, where, ("maxRequestBodyBytes", "memRequestBodyBytes", "maxResponseBodyBytes",
+                                    "memResponseBodyBytes", "disableRequestBuffer", "disableResponseBuffer"),
+                      unsupported=("retryExpression",))
+    for key in ("memRequestBodyBytes", "memResponseBodyBytes"):  # accepted: mitmproxy holds whole bodies anyway
+        reader.integer(body, key, where, 0, minimum=0)
+    return Buffering(name, reader.integer(body, "maxRequestBodyBytes", where, 0, minimum=0),
+                     reader.integer(body, "maxResponseBodyBytes", where, 0, minimum=0),
+                     reader.boolean(body, "disableRequestBuffer", where, False),
+                     reader.boolean(body, "disableResponseBuffer", where, False))
+
+
+def _content_type(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> ContentType:
+    reader.check_keys(body, where, ("autoDetect",))
+    return ContentType(name, reader.boolean(body, "autoDetect", where, True))
+
+
+_ENCODED_OPTIONS = ("allowEncodedSlash", "allowEncodedBackSlash", "allowEncodedNullCharacter", "allowEncodedSemicolon",
+                    "allowEncodedPercent", "allowEncodedQuestionMark", "allowEncodedHash")
+
+
+def _encoded_characters(reader: YamlReader, name: str, body: dict[Any, Any], where: str,
+                        base_dir: Path) -> EncodedCharacters:
+    reader.check_keys(body, where, _ENCODED_OPTIONS)
+    return EncodedCharacters(name, *(reader.boolean(body, key, where, False) for key in _ENCODED_OPTIONS))
+
+
 Parser = Callable[[YamlReader, str, dict[Any, Any], str, Path], TraefikMiddleware]
 PARSERS: dict[str, Parser] = {
     "chain": _chain,
     "compress": _compress,
+    "buffering": _buffering,
+    "contentType": _content_type,
+    "encodedCharacters": _encoded_characters,
     "rateLimit": _rate_limit,
     "retry": _retry,
     "redirectScheme": _redirect_scheme,

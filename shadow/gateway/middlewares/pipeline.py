@@ -19,7 +19,10 @@ from typing import Any
 
 from shadow.gateway.config import HeadersMiddleware
 from shadow.gateway.middlewares.basicauth import BasicAuth
+from shadow.gateway.middlewares.buffering import Buffering
 from shadow.gateway.middlewares.compress import Compress, choose_encoding
+from shadow.gateway.middlewares.contenttype import ContentType
+from shadow.gateway.middlewares.encodedcharacters import EncodedCharacters
 from shadow.gateway.middlewares.headers import cors_preflight, security_request
 from shadow.gateway.middlewares.httproute import ReplacePrefixMatch, RequestRedirect
 from shadow.gateway.middlewares.inflightreq import InFlightLimiter, InFlightReq
@@ -34,8 +37,9 @@ __all__ = ["PIPELINE_KINDS", "MiddlewareRuntime", "RequestOutcome"]
 
 # The kinds this pipeline runs (the older stripPrefix / addPrefix / headers run through
 # shadow.gateway.routing, called from here when a route mixes them with these).
-PIPELINE_KINDS = (Compress, RateLimit, Retry, Redirect, ReplacePath, ReplacePathRegex, StripPrefixRegex, BasicAuth,
-                  IPAllowList, InFlightReq, RequestRedirect, ReplacePrefixMatch)
+PIPELINE_KINDS = (Compress, Buffering, ContentType, EncodedCharacters, RateLimit, Retry, Redirect, ReplacePath,
+                  ReplacePathRegex, StripPrefixRegex, BasicAuth, IPAllowList, InFlightReq, RequestRedirect,
+                  ReplacePrefixMatch)
 
 
 @dataclass
@@ -47,10 +51,13 @@ class RequestOutcome:
     retry: Retry | None = None  # the route retries failed connections
     basic_auth_user: str | None = None
     compress: list[tuple[Compress, str]] = field(default_factory=list)  # encode the answer with these
+    response_limits: list[Buffering] = field(default_factory=list)  # buffering's maxResponseBodyBytes
+    detect_content_type: bool = False  # contentType: sniff a missing Content-Type
 
     @property
     def needs_response_hook(self) -> bool:
-        return bool(self.in_flight or self.retry is not None or self.compress)
+        return bool(self.in_flight or self.retry is not None or self.compress or self.response_limits
+                    or self.detect_content_type)
 
     def release(self) -> None:
         for limiter, key in self.in_flight:
@@ -83,8 +90,15 @@ class MiddlewareRuntime:
         for mw in middlewares:
             result: MiddlewareRequest | LocalAnswer
             if isinstance(mw, Redirect | ReplacePath | ReplacePathRegex | StripPrefixRegex | IPAllowList
-                          | RequestRedirect | ReplacePrefixMatch):  # the last two: Gateway API filters
+                          | EncodedCharacters | RequestRedirect | ReplacePrefixMatch):  # the last two: Gateway API filters
                 result = mw.check(req)
+            elif isinstance(mw, Buffering):
+                result = mw.check_request(req.body_size) or req
+                if mw.max_response_body_bytes > 0 and not mw.disable_response_buffer:
+                    outcome.response_limits.append(mw)
+            elif isinstance(mw, ContentType):
+                outcome.detect_content_type = outcome.detect_content_type or mw.auto_detect
+                result = req
             elif isinstance(mw, BasicAuth):
                 result = mw.check(req)
                 if not isinstance(result, LocalAnswer):

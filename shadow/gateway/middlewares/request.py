@@ -55,6 +55,7 @@ class MiddlewareRequest:
     remote_ip: str = ""  # the socket's peer address, no port
     request_uri: str | None = None  # the request target as sent (None: path?query); absolute-form keeps scheme://host
     meta: tuple[tuple[str, str], ...] = field(default=())  # e.g. the basicAuth user, for the capture
+    body_size: int = 0  # bytes of the request body (buffering's maxRequestBodyBytes)
 
     def with_headers(self, headers: Iterable[tuple[str, str]]) -> MiddlewareRequest:
         return replace(self, headers=tuple(headers))
