@@ -145,7 +145,8 @@ def load_policy(path: str | Path) -> Policy:
 
 # ---------------------------------------------------------------------------------------------- parsing
 
-_TOP_KEYS = {"alpha", "power", "sequential", "n_boot", "compare_recorded_latency", "defaults", "endpoints"}
+# `ai`: the model-switch judge's section, read by analyzers/ai_verdict.py.
+_TOP_KEYS = {"alpha", "power", "sequential", "n_boot", "compare_recorded_latency", "defaults", "endpoints", "ai"}
 _MARGIN_KEYS = {"latency", "error_rate", "transport_error", "error_rate_pp", "transport_error_pp",
                 "mismatch_budget", "min_samples", "min_clients", "min_tail_obs", "gate"}
 _RATE_KEYS = {"pp", "relative"}

@@ -74,9 +74,13 @@ def junit_xml(verdict: Any, *, suite_name: str = "shadow gate") -> bytes:
 @click.option("--compare-recorded-latency", is_flag=True,
               help="Judge latency on replays against recorded answers (--primary recorded) too: recorded "
                    "latencies were measured elsewhere, so by default they are not compared with live ones.")
+@click.option("--ai", "ai_switch", is_flag=True,
+              help="Judge a model switch: the mirrored model calls (semantic distance against the primary "
+                   "model's own noise, JSON validity, tool calls, refusals, errors, latency, cost); the policy "
+                   "file's ai: section holds its margins (docs/ai-gateway.md).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
 def gate(capture: Path, policy_file: Path | None, junit_file: Path | None, learn_endpoints: bool,
-         compare_recorded_latency: bool, progress: bool | None) -> None:
+         compare_recorded_latency: bool, ai_switch: bool, progress: bool | None) -> None:
     """Judge CAPTURE and exit 0 PASS, 1 FAIL, 3 INCONCLUSIVE (2: usage error)."""
     import dataclasses
 
@@ -86,21 +90,26 @@ def gate(capture: Path, policy_file: Path | None, junit_file: Path | None, learn
     policy, rules = load_inputs(policy_file)
     if compare_recorded_latency:
         policy = dataclasses.replace(policy, compare_recorded_latency=True)
-    templater = learn_templater(capture) if learn_endpoints else None
-    result = analyze(capture, policy, rules=rules, progress=progress, templater=templater)
-    for r in sorted(verdict_results(result.verdict), key=lambda r: (r.endpoint, r.metric)):
+    if ai_switch:
+        from analyzers.ai_verdict import judge_model_switch, load_ai_policy
+
+        verdict = judge_model_switch(capture, policy, load_ai_policy(policy_file))
+    else:
+        templater = learn_templater(capture) if learn_endpoints else None
+        verdict = analyze(capture, policy, rules=rules, progress=progress, templater=templater).verdict
+    for r in sorted(verdict_results(verdict), key=lambda r: (r.endpoint, r.metric)):
         if class_name(r.cls) != "PASS":
             click.echo(guardrail_line(r))
     if junit_file is not None:
         try:
             junit_file.parent.mkdir(parents=True, exist_ok=True)
-            junit_file.write_bytes(junit_xml(result.verdict))
+            junit_file.write_bytes(junit_xml(verdict))
         except OSError as exc:
             from shadow.errors import ShadowError
 
             raise ShadowError(f"{junit_file}: cannot write JUnit report: {exc.strerror}") from None
-    for warning in getattr(result.verdict, "warnings", []):
+    for warning in getattr(verdict, "warnings", []):
         click.echo(f"warning: {warning}")
-    overall = overall_name(result.verdict)
-    click.echo(f"verdict: {overall} (score {float(getattr(result.verdict, 'score', 0.0)):.1f})")
+    overall = overall_name(verdict)
+    click.echo(f"verdict: {overall} (score {float(getattr(verdict, 'score', 0.0)):.1f})")
     sys.exit(exit_code_for(overall))

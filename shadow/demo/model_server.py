@@ -102,8 +102,8 @@ def answer_text(prompt: str, style: str, rng: random.Random, temperature: float)
     head, tail = topics[:3], topics[3:]
     if style == "alt":
         listed = ", ".join(head)
-        more = f"; it also touches on {' and '.join(tail)}" if tail else ""
-        return f"{opener} {listed}: these are the key points{more}."
+        more = f" It also touches on {' and '.join(tail)}." if tail else ""
+        return f"{opener} {listed}: those are the main points.{more}"
     listed = ", ".join(head[:-1]) + (f" and {head[-1]}" if len(head) > 1 else head[0])
     more = f" It also covers {' and '.join(tail)}." if tail else ""
     return f"{opener} {listed}, the main points are clear.{more}"
