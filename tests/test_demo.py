@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -183,6 +184,37 @@ def test_demo_config_is_a_valid_gateway_config() -> None:
     assert not config.shadow.mirroring.target("orders").allow_unsafe
     assert "card_number" in config.shadow.capture.redaction.json_fields
     assert "authorization" in config.shadow.capture.redaction.headers
+
+
+def test_demo_gateway_api_manifests_route_like_the_traefik_file(tmp_path: Path) -> None:
+    """`shadow demo --gateway-api`: the same primary, the same mirrors with the same roles, the same
+    capture settings, so the same traffic makes the same capture and the same verdict."""
+    from shadow.demo.run import gateway_api_yaml
+    from shadow.gateway.routing import plan_route, resolve_router
+    from shadow.gateway.rules import RequestView
+    from shadow.gatewayapi.provider import load_gateway_config
+
+    upstreams = DemoUpstreams("http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3")
+    traefik = parse_config(gateway_yaml(upstreams), base_dir=tmp_path)
+    manifests_file = tmp_path / "gateway-api.yaml"
+    manifests_file.write_text(gateway_api_yaml(upstreams) + telemetry_yaml(4318))
+    manifests = load_gateway_config(manifests_file)
+    assert manifests.shadow.telemetry.endpoint == "http://127.0.0.1:4318"
+
+    def where(config: Any, method: str, path: str) -> tuple[str, list[tuple[str, str, bool]]]:
+        router, _ = resolve_router(config, RequestView(method=method, host="127.0.0.1", path=path))
+        plan = plan_route(config, router)
+        mirrors = sorted((m.service.servers[0].url, config.shadow.mirroring.target(m.spec.name).role,
+                          config.shadow.mirroring.target(m.spec.name).allow_unsafe) for m in plan.mirrors)
+        return plan.primary.servers[0].url, mirrors
+
+    for method, path in (("GET", "/"), ("GET", "/api/orders"), ("GET", "/api/orders/7"), ("POST", "/api/orders"),
+                         ("GET", "/api/customers/3"), ("GET", "/health")):
+        assert where(manifests, method, path) == where(traefik, method, path), (method, path)
+    assert where(manifests, "GET", "/api/orders/7")[1] == [("http://127.0.0.1:2", "secondary", False),
+                                                           ("http://127.0.0.1:3", "candidate", False)]
+    for attribute in ("capture", "endpoints"):
+        assert getattr(manifests.shadow, attribute) == getattr(traefik.shadow, attribute)
 
 
 def test_demo_telemetry_section_is_valid_and_embeds_the_receiver() -> None:

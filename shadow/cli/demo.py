@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from shadow.cli import COMMANDS
-from shadow.demo.run import CONFIG_NAME, default_out_dir, run_demo, summarize_capture
+from shadow.demo.run import CONFIG_NAME, GATEWAY_API_CONFIG_NAME, default_out_dir, run_demo, summarize_capture
 from shadow.errors import CaptureError
 
 
@@ -33,8 +33,12 @@ from shadow.errors import CaptureError
               help="Trace it all: the gateway's spans and the services' own (a span per request and per "
                    "database query) land in OUT/capture/spans, and the report shows in which span the "
                    "candidate's extra time sits.")
+@click.option("--gateway-api", is_flag=True,
+              help="Run the gateway from Kubernetes Gateway API manifests (OUT/gateway-api.yaml: a Gateway and "
+                   "an HTTPRoute) instead of the Traefik-style file: same routing, same verdict "
+                   "(docs/gateway-api.md).")
 def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: float, seed: int,
-         keep_running: bool, no_progress: bool, report: bool, telemetry: bool) -> None:
+         keep_running: bool, no_progress: bool, report: bool, telemetry: bool, gateway_api: bool) -> None:
     """Run the monolith → orders-service migration demo end to end and leave a capture to analyse.
 
     Starts a shop monolith, a second instance of it and an extracted orders service that differs in
@@ -48,7 +52,7 @@ def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: fl
     started = time.monotonic()
     capture, interrupted = run_demo(out, requests=request_count, concurrency=concurrency,
                                     max_seconds=max_seconds, keep_running=keep_running, seed=seed,
-                                    progress=progress, telemetry=telemetry)
+                                    progress=progress, telemetry=telemetry, gateway_api=gateway_api)
     click.echo(f"\ncapture: {capture}  ({time.monotonic() - started:.0f} s in all; logs in {out / 'logs'})\n")
     try:
         summary = summarize_capture(capture)
@@ -58,7 +62,7 @@ def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: fl
         click.echo("nothing was captured: interrupted before any request went through")
         sys.exit(130)
     click.echo(summary)
-    click.echo(next_steps(out / CONFIG_NAME, capture))
+    click.echo(next_steps(out / (GATEWAY_API_CONFIG_NAME if gateway_api else CONFIG_NAME), capture))
     if interrupted:
         sys.exit(130)
     if not report:

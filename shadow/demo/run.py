@@ -35,6 +35,7 @@ from shadow.errors import ShadowError
 
 CAPTURE_SUBDIR = "capture"
 CONFIG_NAME = "gateway.yaml"
+GATEWAY_API_CONFIG_NAME = "gateway-api.yaml"  # `shadow demo --gateway-api`: the same routing as manifests
 # Mirrors are sent after the client has its answer; give the last ones this long to land before
 # the gateway is asked to stop.
 MIRROR_SETTLE_S = 1.0
@@ -96,6 +97,59 @@ shadow:
     targets:
       orders: {{role: candidate}}      # POSTs are not mirrored (allowUnsafe: false)
       monolith-b: {{role: secondary}}
+  endpoints: ["{seeds.ORDERS_DETAIL}"]
+"""
+
+
+def gateway_api_yaml(upstreams: DemoUpstreams, *, capture_dir: str = CAPTURE_SUBDIR, gateway_id: str = "demo") -> str:
+    """gateway_yaml's configuration as Kubernetes Gateway API manifests (`shadow demo --gateway-api`,
+    docs/gateway-api.md): a Gateway, an HTTPRoute mirroring /api/orders to both others, and shadow's
+    settings document (where the Services live, the same shadow: section)."""
+    return f"""\
+# Written by `shadow demo --gateway-api`: gateway.yaml's routing as Gateway API manifests
+# (docs/gateway-api.md). Run it with: shadow gateway FILE --listen 127.0.0.1:8080
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: demo, namespace: shop}}
+spec:
+  gatewayClassName: shadow
+  listeners:
+    - {{name: http, port: 80, protocol: HTTP}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: shop, namespace: shop}}
+spec:
+  parentRefs: [{{name: demo}}]
+  rules:
+    - matches:                  # the route being extracted: still served by the monolith...
+        - path: {{type: PathPrefix, value: /api/orders}}
+      filters:                  # ...and mirrored to both: their answers are captured, never returned
+        - type: RequestMirror
+          requestMirror: {{backendRef: {{name: orders, port: 80}}}}
+        - type: RequestMirror
+          requestMirror: {{backendRef: {{name: monolith-b, port: 80}}}}
+      backendRefs: [{{name: monolith, port: 80}}]
+    - backendRefs: [{{name: monolith, port: 80}}]   # catch-all: the monolith serves every client
+---
+backends:                       # where each Service lives
+  shop/monolith:80: "{upstreams.monolith}"
+  shop/orders:80: "{upstreams.candidate}"
+  shop/monolith-b:80: "{upstreams.secondary}"
+shadow:
+  gateway:
+    id: {gateway_id}
+  capture:
+    dir: {capture_dir}          # relative to this file
+    segmentSeconds: 10
+  redaction:
+    mode: hash
+    headers: [Authorization]
+    jsonFields: [card_number]
+  mirroring:
+    targets:
+      shop/orders:80: {{role: candidate}}      # POSTs are not mirrored (allowUnsafe: false)
+      shop/monolith-b:80: {{role: secondary}}
   endpoints: ["{seeds.ORDERS_DETAIL}"]
 """
 
@@ -165,9 +219,9 @@ def gateway_argv(config: Path, port: int) -> list[str]:
 
 def start_gateway(sup: Supervisor, config: Path, *, timeout_s: float = 30.0) -> tuple[Child, str]:
     """Run `shadow gateway CONFIG` (the users' command) on a free port; return it and its URL."""
-    from shadow.gateway.config import load_config
+    from shadow.gatewayapi.provider import load_gateway_config
 
-    load_config(config)  # a bad file is one clear line here, before any process starts
+    load_gateway_config(config)  # a bad file is one clear line here, before any process starts
     for attempt in range(3):
         port = free_port()
         child = sup.spawn("gateway", gateway_argv(config, port))
@@ -280,19 +334,21 @@ def _wait_for_interrupt(gateway_url: str, upstreams: DemoUpstreams) -> None:
 
 
 def run_demo(out: Path, *, requests: int, concurrency: int, max_seconds: float, keep_running: bool,
-             seed: int, progress: bool, telemetry: bool = False) -> tuple[Path, bool]:
+             seed: int, progress: bool, telemetry: bool = False, gateway_api: bool = False) -> tuple[Path, bool]:
     """Run the demo into `out`; return the capture folder and whether the run was interrupted.
     Every child is stopped on any exit. With `telemetry` the gateway traces every request, the
     services export their own spans, and all of them land in CAPTURE/spans/ through the OTLP
-    receiver embedded in the gateway."""
+    receiver embedded in the gateway. With `gateway_api` the gateway runs from Gateway API manifests
+    (gateway_api_yaml) instead of the Traefik-style file: same routing, same capture."""
     interrupted = False
     capture = _prepare_out_dir(out)
-    config = out / CONFIG_NAME
+    config = out / (GATEWAY_API_CONFIG_NAME if gateway_api else CONFIG_NAME)
     with _stop_signals_interrupt(), Supervisor(out / "logs") as sup:
         click.echo("starting the monolith, a second monolith instance and the orders service…")
         otlp_port = free_port() if telemetry else None
         upstreams = start_upstreams(sup, otlp_endpoint=f"http://127.0.0.1:{otlp_port}" if otlp_port else None)
-        config.write_text(gateway_yaml(upstreams) + (telemetry_yaml(otlp_port) if otlp_port else ""))
+        text = gateway_api_yaml(upstreams) if gateway_api else gateway_yaml(upstreams)
+        config.write_text(text + (telemetry_yaml(otlp_port) if otlp_port else ""))
         click.echo(f"wrote {config}")
         gateway, gateway_url = start_gateway(sup, config)
         click.echo(f"gateway (shadow gateway {config}) listening on {gateway_url}")
