@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from shadow.errors import ConfigError
+from shadow.gateway.goregex import GoRegexpError, compile_go
 from shadow.yamlconfig import load_yaml_all, read_yaml_file
 
 __all__ = [
@@ -389,6 +390,13 @@ class _Doc:
                 self.fail(f"unknown field (expected one of {', '.join(allowed)})", f"{where}.{key}".lstrip("."),
                           self._key_line(node, key))
 
+    def regexp(self, pattern: str, field: str, line: int | None) -> None:
+        """Matched as Traefik's *Regexp matchers are: Go's RE2 syntax (shadow.gateway.goregex)."""
+        try:
+            compile_go(pattern)
+        except GoRegexpError as exc:
+            self.fail(f"invalid regular expression (Go's RE2 syntax): {exc}", field, line)
+
     def path_value(self, parent: Any, key: str, where: str) -> str:
         value = self.req_string(parent, key, where)
         if not value.startswith("/"):
@@ -619,10 +627,7 @@ class _Doc:
                                 default="PathPrefix") or "PathPrefix"
         if path_type == "RegularExpression":
             path = self.req_string(path_node, "value", p_where) if "value" in path_node else "/"
-            try:
-                re.compile(path)
-            except re.error as exc:
-                self.fail(f"invalid regular expression: {exc}", f"{p_where}.value", self._key_line(path_node, "value"))
+            self.regexp(path, f"{p_where}.value", self._key_line(path_node, "value"))
         else:
             path = self.path_value(path_node, "value", p_where) if "value" in path_node else "/"
         headers = self._name_values(m, "headers", where, case_insensitive=True)
@@ -644,10 +649,7 @@ class _Doc:
                 self.fail(f"not a valid name: {name!r}", f"{h_where}.name", self._key_line(h, "name"))
             value = self.string(h, "value", h_where, required=True) or ""
             if kind == "RegularExpression":
-                try:
-                    re.compile(value)
-                except re.error as exc:
-                    self.fail(f"invalid regular expression: {exc}", f"{h_where}.value", self._key_line(h, "value"))
+                self.regexp(value, f"{h_where}.value", self._key_line(h, "value"))
             folded = name.lower() if case_insensitive else name
             if folded in seen:  # the spec: only the first entry with a name counts; the API server refuses
                 self.fail(f"{name!r} is matched twice", f"{h_where}.name", self._key_line(h, "name"))

@@ -45,7 +45,7 @@ from shadow.gateway.config import (
 )
 from shadow.gateway.middlewares.httproute import ReplacePrefixMatch, RequestRedirect
 from shadow.gateway.middlewares.paths import ReplacePath
-from shadow.gateway.rules import compile_rule
+from shadow.gateway.rules import RuleSyntaxError, compile_rule
 from shadow.gatewayapi.manifests import Filter, HTTPRoute, Manifests, Match, RouteRule
 from shadow.gatewayapi.resolve import (
     BackendKey,
@@ -292,8 +292,12 @@ def translate(manifests: Manifests, backends: Mapping[BackendKey, str],
             name += f":{item.listener_port}"
         middlewares, ok = builder.router_middlewares(item, name)
         service = rule_services[key] if ok else builder.unresolved()
-        routers.append(Router(name, compile_rule(rule_expression(item.hostname, item.match)),
-                              PRIORITY_BASE + len(items) - rank, service, tuple(middlewares)))
+        try:
+            compiled = compile_rule(rule_expression(item.hostname, item.match))
+        except RuleSyntaxError as exc:  # what the manifest reader does not check (e.g. a non-ASCII value)
+            raise ValueError(f"{route.doc.where()}: spec.rules[{item.rule_index}].matches[{item.match_index}]: "
+                             f"{exc}") from None
+        routers.append(Router(name, compiled, PRIORITY_BASE + len(items) - rank, service, tuple(middlewares)))
     # Statuses for routes whose rules never produced a router (not accepted) still report references.
     for route in manifests.routes:
         for r_index, rule in enumerate(route.rules):

@@ -120,7 +120,10 @@ def test_detected_by_content() -> None:
      "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].matches[0].headers[1].name: 'A' is matched twice"),
     (ROUTE_HEAD + "  rules:\n  - matches: [{path: {type: RegularExpression, value: '(unclosed'}}]\n",
      "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].matches[0].path.value: invalid regular "
-     "expression: missing ), unterminated subpattern at position 0"),
+     "expression (Go's RE2 syntax): missing ): (unclosed"),
+    (ROUTE_HEAD + "  rules:\n  - matches: [{headers: [{type: RegularExpression, name: a, value: 'x(?=y)'}]}]\n",
+     "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].matches[0].headers[0].value: invalid regular "
+     "expression (Go's RE2 syntax): invalid perl operator: (?="),
     (ROUTE_HEAD + "  rules:\n  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 80}, "
      "percent: 101}}]\n",
      "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].filters[0].requestMirror.percent: must be between "
