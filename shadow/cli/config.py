@@ -23,13 +23,18 @@ def check(file: str, verbose: bool) -> None:
     (Accepted, ResolvedRefs with reasons) are printed too, as a controller would report them."""
     # imported here so `shadow --help` stays fast
     from shadow.gateway.config import load_config
-    from shadow.gatewayapi.provider import is_gateway_api_source, load_gateway_api, status_lines
+    from shadow.gatewayapi.provider import (
+        gateway_status_lines,
+        is_gateway_api_source,
+        load_gateway_api,
+        status_lines,
+    )
 
     statuses: list[str] = []
     try:
         if is_gateway_api_source(file):
             loaded = load_gateway_api(file)
-            cfg, statuses = loaded.config, status_lines(loaded)
+            cfg, statuses = loaded.config, gateway_status_lines(loaded) + status_lines(loaded)
         else:
             cfg = load_config(file)
     except ConfigError:

@@ -39,11 +39,12 @@ from shadow.gateway.config import (
     load_config,
     server_from_url,
 )
-from shadow.gatewayapi.manifests import Document, Manifests, is_gateway_api_text, read_manifests
+from shadow.gatewayapi.manifests import Document, Gateway, Manifests, is_gateway_api_text, read_manifests
 from shadow.gatewayapi.resolve import BackendKey, Condition, RouteStatus
 from shadow.gatewayapi.translate import translate
 
-__all__ = ["GatewayApiConfig", "is_gateway_api_source", "load_gateway_api", "load_gateway_config", "status_lines"]
+__all__ = ["GatewayApiConfig", "gateway_status_lines", "is_gateway_api_source", "load_gateway_api",
+           "load_gateway_config", "status_lines"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class GatewayApiConfig:
     resolved_refs: Mapping[str, tuple[Condition, ...]]  # route key → ResolvedRefs problems
     ignored: tuple[Document, ...] = ()
     sources: tuple[str, ...] = field(default=())
+    gateways: tuple[Gateway, ...] = ()
 
 
 def is_gateway_api_source(path: str | Path) -> bool:
@@ -127,7 +129,7 @@ def load_gateway_api(path: str | Path) -> GatewayApiConfig:
     config = build_config(root, source, base_dir=base_dir, extend=extend)
     translation = holder["translation"]
     return GatewayApiConfig(config, translation.statuses, translation.extra_conditions, tuple(manifests.ignored),
-                            manifests.sources)
+                            manifests.sources, tuple(manifests.gateways))
 
 
 def load_gateway_config(path: str | Path) -> GatewayConfig:
@@ -152,4 +154,26 @@ def status_lines(loaded: GatewayApiConfig) -> list[str]:
         lines.extend(f"    also {p.describe()}" for p in problems[1:])
     for doc in loaded.ignored:
         lines.append(f"ignored: {doc.kind} {doc.key} ({doc.file}, document {doc.index})")
+    return lines
+
+
+def gateway_status_lines(loaded: GatewayApiConfig) -> list[str]:
+    """Each Gateway listener's status as a controller would write it: served or not, attached routes."""
+    attached: dict[tuple[str, str], set[str]] = {}
+    for status in loaded.statuses:
+        for parent in status.parents:
+            for attachment in parent.attachments:
+                key = (attachment.gateway.doc.key, attachment.listener.name)
+                attached.setdefault(key, set()).add(status.route.doc.key)
+    lines = []
+    for gateway in loaded.gateways:
+        for listener in gateway.listeners:
+            where = f"Gateway {gateway.doc.key} listener {listener.name} ({listener.protocol} :{listener.port}" + (
+                f", {listener.hostname})" if listener.hostname else ")")
+            if listener.protocol != "HTTP":
+                lines.append(f"{where}: Accepted=False (UnsupportedProtocol): the shadow gateway serves HTTP "
+                             "listeners only; attachedRoutes=0")
+                continue
+            count = len(attached.get((gateway.doc.key, listener.name), ()))
+            lines.append(f"{where}: Accepted=True, Programmed=True; attachedRoutes={count}")
     return lines

@@ -130,6 +130,7 @@ def test_config_check_shows_each_routes_status(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"ok: {path}: 2 routers, 2 services, 0 middlewares, 0 mirrors",
+        "  Gateway shop/edge listener http (HTTP :80): Accepted=True, Programmed=True; attachedRoutes=1",
         "  HTTPRoute shop/orders → shop/edge: Accepted=True (Accepted); ResolvedRefs=False (BackendNotFound): "
         "spec.rules[0].filters[0].requestMirror.backendRef: no Service shop/orders-next:9999 in the manifests nor "
         "a URL in shadow's backends",

@@ -21,7 +21,12 @@ from shadow.gateway.middlewares.httproute import ReplacePrefixMatch, RequestRedi
 from shadow.gateway.routing import resolve_router
 from shadow.gateway.rules import RequestView
 from shadow.gatewayapi.manifests import Match
-from shadow.gatewayapi.provider import load_gateway_api, load_gateway_config, status_lines
+from shadow.gatewayapi.provider import (
+    gateway_status_lines,
+    load_gateway_api,
+    load_gateway_config,
+    status_lines,
+)
 from shadow.gatewayapi.resolve import intersect_hostnames
 from shadow.gatewayapi.translate import UNRESOLVED_SERVICE, rule_expression
 
@@ -172,6 +177,13 @@ def test_listeners_admit_routes_and_status_says_why(tmp_path: Path) -> None:
         "manifests; ResolvedRefs=True (ResolvedRefs)",
         "HTTPRoute other/tls-only → web/gw/tls: Accepted=False (NoMatchingParent): only HTTP listeners are served "
         "by the shadow gateway; ResolvedRefs=True (ResolvedRefs)",
+    ]
+    assert gateway_status_lines(loaded) == [
+        "Gateway web/gw listener http (HTTP :80): Accepted=True, Programmed=True; attachedRoutes=0",
+        "Gateway web/gw listener shop (HTTP :80, *.shop.test): Accepted=True, Programmed=True; attachedRoutes=0",
+        "Gateway web/gw listener team (HTTP :80, team.test): Accepted=True, Programmed=True; attachedRoutes=1",
+        "Gateway web/gw listener tls (HTTPS :443): Accepted=False (UnsupportedProtocol): the shadow gateway serves "
+        "HTTP listeners only; attachedRoutes=0",
     ]
     assert [r.name for r in loaded.config.routers] == ["httproute/other/selected/rule0/match0/team.test"]
     assert _service(loaded.config, host="team.test") == "other/d:80"
