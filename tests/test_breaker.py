@@ -143,3 +143,20 @@ def test_nesting_is_bounded_and_long_chains_do_not_recurse() -> None:
     metrics = BreakerMetrics()
     metrics.record(503, 1.0)
     assert chain.evaluate(metrics) is True  # the last of 5,001 terms decides, without a RecursionError
+
+
+def test_request_threshold_holds_the_breaker_until_enough_answers() -> None:
+    # Traefik v3.7's documented example: 25 % errors trips only once 20 answers were recorded.
+    clock = Clock()
+    metrics = BreakerMetrics(clock)
+    expression = parse_expression("ResponseCodeRatio(500, 600, 0, 600) > 0.25 && RequestThreshold() >= 20")
+    for i in range(19):
+        metrics.record(500 if i % 2 else 200, 5.0)
+    assert metrics.request_count() == 19
+    assert not expression.evaluate(metrics)  # 47 % errors, but only 19 answers
+    metrics.record(500, 5.0)
+    assert expression.evaluate(metrics)
+    clock.now += 11  # the 10 s window passed: nothing counts any more
+    assert metrics.request_count() == 0 and not expression.evaluate(metrics)
+    with pytest.raises(ExpressionError, match="RequestThreshold takes 0 argument"):
+        parse_expression("RequestThreshold(5) > 1")

@@ -11,7 +11,9 @@ Expressions (Traefik/oxy syntax)::
 `NetworkErrorRatio()` counts 502 and 504 answers (mitmproxy's own 502 for a refused upstream
 included) over all answers of the last 10 s; `ResponseCodeRatio(from, to, dividedByFrom,
 dividedByTo)` is the count of codes in [from, to) over the count in [dividedByFrom, dividedByTo)
-(0 when the divisor is 0); `LatencyAtQuantileMS(q)` reads a rolling ~60 s latency sample.
+(0 when the divisor is 0); `LatencyAtQuantileMS(q)` reads a rolling ~60 s latency sample;
+`RequestThreshold()` (Traefik v3.7) is the number of answers in the 10 s window, so
+`ResponseCodeRatio(500, 600, 0, 600) > 0.25 && RequestThreshold() >= 20` needs 20 answers first.
 """
 
 from __future__ import annotations
@@ -103,6 +105,11 @@ class BreakerMetrics:
                     den += n
         return num / den if den else 0.0
 
+    def request_count(self) -> float:
+        """RequestThreshold(): the answers recorded in the ratio window (Traefik v3.7)."""
+        self._trim(self.clock())
+        return float(sum(sum(c.values()) for _, c, _ in self._buckets))
+
     def latency_at_quantile_ms(self, q: float) -> float:
         self._trim(self.clock())
         if not self._latency:
@@ -124,6 +131,8 @@ class _Call:
     def value(self, m: BreakerMetrics) -> float:
         if self.name == "NetworkErrorRatio":
             return m.network_error_ratio()
+        if self.name == "RequestThreshold":
+            return m.request_count()
         if self.name == "ResponseCodeRatio":
             a, b, c, d = (int(x) for x in self.args)
             return m.response_code_ratio(a, b, c, d)
@@ -155,7 +164,7 @@ class _Bool:
 
 _Node = _Compare | _Bool
 
-_FUNCTIONS = {"NetworkErrorRatio": 0, "ResponseCodeRatio": 4, "LatencyAtQuantileMS": 1}
+_FUNCTIONS = {"NetworkErrorRatio": 0, "ResponseCodeRatio": 4, "LatencyAtQuantileMS": 1, "RequestThreshold": 0}
 _OPERATORS = ("<=", ">=", "==", "!=", "&&", "||", "<", ">", "(", ")", ",")
 
 
@@ -275,7 +284,7 @@ class _Parser:
             raise ExpressionError(f"expected a metric function or a number, got {_show(kind, value)}", col)
         if value not in _FUNCTIONS:
             raise ExpressionError(f"unknown function {value!r} (NetworkErrorRatio, ResponseCodeRatio, "
-                                  "LatencyAtQuantileMS)", col)
+                                  "LatencyAtQuantileMS, RequestThreshold)", col)
         self.expect("(")
         args: list[float] = []
         if not (self.peek()[0] == "op" and self.peek()[1] == ")"):
