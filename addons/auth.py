@@ -59,6 +59,9 @@ from shadow.auth.oidc import (
     set_cookie,
     without_cookies,
 )
+from shadow.gateway.entrypoints import select_entry_point, strip_untrusted_forwarded
+from shadow.gateway.middlewares.forwardauth import ForwardAuth, auth_call, auth_decision, merge_auth_cookies
+from shadow.gateway.middlewares.request import LocalAnswer
 from shadow.gateway.mirror import RateLimitedLog, describe_error
 from shadow.gateway.routing import apply_request_middlewares, child_view, select_child, select_router
 from shadow.gateway.rules import RequestView
@@ -83,12 +86,22 @@ def _decoded(fields: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:
 
 
 def has_auth(config: Any) -> bool:
-    return any(isinstance(m, JwtSettings | OidcSettings) for m in config.middlewares.values())
+    return any(isinstance(m, JwtSettings | OidcSettings | ForwardAuth) for m in config.middlewares.values())
 
 
 TOKEN_ENDPOINT_MAX_BYTES = 1 << 20  # what is read of the token endpoint's answer
+FORWARD_AUTH_COOKIES = "shadow.auth.forward_auth_cookies"  # forwardAuth's addAuthCookiesToResponse
 SET_COOKIE_METADATA = "shadow.auth.set_cookie"  # a refreshed session's Set-Cookie lines for the client's answer
 STATE_TTL_S = 600  # a login must come back within 10 minutes
+
+
+def _local_answer(answer: LocalAnswer) -> http.Response:
+    resp = http.Response.make(answer.status, b"", ())
+    resp.headers.fields = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers
+                                if k.lower() != "content-length")
+    resp.raw_content = answer.body
+    resp.headers["Content-Length"] = str(len(answer.body))
+    return resp
 
 
 def unauthorized(exc: TokenRejected) -> http.Response:
@@ -111,6 +124,7 @@ class Auth:
         self._codecs: dict[OidcSettings, CookieCodec] = {}
         self._generation = -1
         self._session: Any = None
+        self._forward: Any = None  # forwardAuth's calls: no redirects followed, bodies as sent
         self._auth_configs: dict[int, bool] = {}
         self._warn = RateLimitedLog(logger.warning)
         state.extra_counters.append(self.counters)
@@ -122,7 +136,8 @@ class Auth:
         """`request` for configurations with a jwt/oidc middleware; `response` for oidc's session cookie."""
         middlewares = active.config.middlewares.values()
         hooks = {"request"} if has_auth(active.config) else set()
-        if any(isinstance(m, OidcSettings) for m in middlewares):
+        if any(isinstance(m, OidcSettings) or (isinstance(m, ForwardAuth) and m.add_auth_cookies_to_response)
+               for m in middlewares):
             hooks.add("response")
         return frozenset(hooks)
 
@@ -163,8 +178,13 @@ class Auth:
         path, _, query = req.path.partition("?")
         peer = flow.client_conn.peername
         host = req.authority if (req.is_http2 or req.is_http3) and req.authority else (req.host_header or "")
+        client_ip = str(peer[0]) if peer else ""
+        # Traefik's entry point first: an untrusted client's X-Forwarded-* never reach forwardAuth.
+        sockname = flow.client_conn.sockname
+        headers = strip_untrusted_forwarded(
+            headers, select_entry_point(config.entry_points, sockname[1] if sockname else None), client_ip)
         view = RequestView(method=req.method, host=host, path=path, query=query, headers=tuple(headers),
-                           client_ip=str(peer[0]) if peer else "", body=req.raw_content or b"")
+                           client_ip=client_ip, body=req.raw_content or b"")
         router = select_router(config, view)
         verified: set[str] = set()
         claims: dict[str, Any] = {}
@@ -185,6 +205,12 @@ class Auth:
                     session_cookies = session_cookie_names(request_cookies(headers), mw.session_name)
                     headers = upstream_headers(without_cookies(headers, session_cookies | {mw.state_cookie}),
                                                claims, mw)
+                    verified.add(name)
+                elif isinstance(mw, ForwardAuth):
+                    allowed = await self._forward_auth(flow, mw, headers, host, client_ip)
+                    if allowed is None:  # answered here: the auth server's refusal
+                        return
+                    headers = allowed
                     verified.add(name)
             if router.service:
                 break
@@ -300,7 +326,58 @@ class Auth:
 
     # -- OIDC (browser sessions) -----------------------------------------------------------------
 
+    async def _forward_auth(self, flow: http.HTTPFlow, mw: ForwardAuth, headers: list[tuple[str, str]],
+                            host: str, client_ip: str) -> list[tuple[str, str]] | None:
+        """Traefik's forwardAuth: the request's headers to go on with, or None when the client was
+        answered (refused, a redirect to sign in, a failed call → 500)."""
+        import aiohttp
+
+        req = flow.request
+        call = auth_call(mw, method=req.method, host=host, uri=req.path, headers=headers, client_ip=client_ip,
+                         tls=flow.client_conn.tls_established, body=req.raw_content)
+        if isinstance(call, LocalAnswer):
+            self.counts["forward_auth_denied"] += 1
+            flow.response = _local_answer(call)
+            return None
+        try:
+            async with asyncio.timeout(mw.timeout_s):
+                session = await self._forward_session()
+                async with session.request(call.method, call.url, headers=list(call.headers), data=call.body,
+                                           allow_redirects=False) as resp:
+                    body = await resp.read()
+                    auth_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
+                    status = resp.status
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            self.counts["forward_auth_errors"] += 1
+            self._warn(f"shadow gateway: forwardAuth {mw.name}: {mw.address} failed: {describe_error(exc)}")
+            flow.response = http.Response.make(500, b"", ())
+            return None
+        outcome = auth_decision(mw, headers, status, auth_headers, body)
+        if outcome.answer is not None:
+            self.counts["forward_auth_denied"] += 1
+            flow.response = _local_answer(outcome.answer)
+            return None
+        if mw.add_auth_cookies_to_response and outcome.auth_cookies:
+            flow.metadata.setdefault(FORWARD_AUTH_COOKIES, []).append((mw, outcome.auth_cookies))
+        self.counts["forward_auth_passed"] += 1
+        return outcome.headers
+
+    async def _forward_session(self) -> Any:
+        if self._forward is None:
+            import aiohttp
+
+            self._forward = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0), cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"))
+        return self._forward
+
     def response(self, flow: http.HTTPFlow) -> None:
+        auth_cookies = flow.metadata.get(FORWARD_AUTH_COOKIES)
+        if auth_cookies and flow.response is not None:
+            merged = _decoded(flow.response.headers.fields)
+            for mw, cookies in auth_cookies:
+                merged = merge_auth_cookies(mw, cookies, merged)
+            flow.response.headers.fields = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in merged)
         lines = flow.metadata.get(SET_COOKIE_METADATA)
         if lines and flow.response is not None:
             for line in lines:
@@ -438,6 +515,10 @@ class Auth:
             raise TokenRejected(str(exc), reason="oidc_session_too_large") from exc
 
     async def done(self) -> None:
+        if self._forward is not None:
+            with contextlib.suppress(Exception):
+                await self._forward.close()
+            self._forward = None
         if self._session is not None:
             with contextlib.suppress(Exception):
                 await self._session.close()

@@ -25,6 +25,7 @@ from shadow.gateway.config import HeadersMiddleware
 from shadow.gateway.entrypoints import select_entry_point, strip_untrusted_forwarded
 from shadow.gateway.middlewares.compress import Compress, should_compress
 from shadow.gateway.middlewares.contenttype import detect_content_type
+from shadow.gateway.middlewares.forwardauth import ForwardAuth
 from shadow.gateway.middlewares.headers import cors_response, security_response
 from shadow.gateway.middlewares.inflightreq import InFlightReq
 from shadow.gateway.middlewares.pipeline import MiddlewareRuntime, RequestOutcome
@@ -80,7 +81,7 @@ def host_port(host: str, port: int, scheme: str) -> str:
 
 def _auth_missing(flow: http.HTTPFlow, middlewares: tuple[object, ...], generation: int) -> bool:
     """Fail closed: a route with a jwt middleware the auth addon did not pass answers 401."""
-    needed = {m.name for m in middlewares if isinstance(m, JwtSettings | OidcSettings)}
+    needed = {m.name for m in middlewares if isinstance(m, JwtSettings | OidcSettings | ForwardAuth)}
     if not needed:
         return False
     passed = flow.metadata.get(AUTH_METADATA)

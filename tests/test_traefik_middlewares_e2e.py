@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import GatewayProcess
-from tests.upstream import Upstream, free_port
+from tests.upstream import ReceivedRequest, Upstream, free_port
 
 # htpasswd -m (apr1) for user "alice", password "s3cret"
 ALICE = "alice:$apr1$abcdefgh$M2T3erDstkD7SsE2QQnfH0"
@@ -54,6 +54,10 @@ http:
       rule: "PathPrefix(`/old`)"
       middlewares: [old-to-new]
       service: app
+    guarded:
+      rule: "PathPrefix(`/guarded`)"
+      middlewares: [auth-server]
+      service: app
     bare:
       rule: "PathPrefix(`/bare`)"
       middlewares: [sniff, small-bodies, strict-escapes]
@@ -92,6 +96,12 @@ http:
       ipAllowList: {{sourceRange: ["10.0.0.0/8"]}}
     old-to-new:
       replacePathRegex: {{regex: "^/old/(.*)", replacement: "/new/$1"}}
+    auth-server:
+      forwardAuth:
+        address: "{auth}/check"
+        trustForwardHeader: true
+        authResponseHeaders: [X-Auth-User]
+        addAuthCookiesToResponse: [sess]
     sniff:
       contentType: {{}}
     small-bodies:
@@ -125,7 +135,20 @@ shadow:
 """
 
 
+def auth_server(req: ReceivedRequest) -> tuple[int, dict[str, str], bytes]:
+    """forwardAuth's server: X-Token good → 200 naming the user and setting a cookie; login → a
+    redirect to sign in (relative: the gateway resolves it against the address); else 401."""
+    token = req.headers.get("x-token", "")
+    if token == "good":
+        return 200, {"X-Auth-User": "alice", "Set-Cookie": "sess=from-auth; Path=/"}, b""
+    if token == "login":
+        return 302, {"Location": "/login?rd=1"}, b""
+    return 401, {"WWW-Authenticate": 'Bearer realm="shop"', "Content-Type": "text/plain"}, b"denied"
+
+
 class Env:
+    auth: Upstream
+
     def __init__(self, gw: GatewayProcess, app: Upstream) -> None:
         self.gw, self.app = gw, app
         self.client = httpx.Client(base_url=gw.url, timeout=10.0, follow_redirects=False)
@@ -138,12 +161,15 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    with Upstream("app") as app, Upstream("bare", handler=lambda req: (200, {}, b"<html><p>no type</p></html>")) as bare:
+    with Upstream("app") as app, Upstream("bare", handler=lambda req: (200, {}, b"<html><p>no type</p></html>")) as bare, \
+            Upstream("auth", handler=auth_server) as auth:
         port = free_port()
         path = Path(tmp_path_factory.mktemp("traefik")) / "gateway.yaml"
-        path.write_text(CONFIG.format(port=port, app=app.url, bare=bare.url, dead=free_port(), alice=ALICE))
+        path.write_text(CONFIG.format(port=port, app=app.url, bare=bare.url, auth=auth.url, dead=free_port(),
+                                      alice=ALICE))
         with GatewayProcess(path, port=port) as gw:
             e = Env(gw, app)
+            e.auth = auth
             yield e
             e.client.close()
 
@@ -255,3 +281,25 @@ def test_content_type_buffering_and_encoded_characters(env: Env) -> None:
     assert env.client.get("/bare/a%2Fb").status_code == 200  # allowEncodedSlash
     refused = env.client.get("/bare/a%3Bb")
     assert refused.status_code == 400 and refused.content == b""
+
+
+def test_forward_auth(env: Env) -> None:
+    before = len(env.app.requests)
+    denied = env.client.get("/guarded/x", headers={"X-Token": "bad", "X-Auth-User": "mallory"})
+    assert denied.status_code == 401
+    assert denied.headers["WWW-Authenticate"] == 'Bearer realm="shop"' and denied.text == "denied"
+    login = env.client.get("/guarded/x", headers={"X-Token": "login"})
+    assert login.status_code == 302
+    assert login.headers["Location"] == f"{env.auth.url}/login?rd=1"
+    assert len(env.app.requests) == before  # refused requests never reach the upstream
+    ok = env.client.get("/guarded/x?y=1", headers={"X-Token": "good", "X-Auth-User": "mallory",
+                                                   "X-Forwarded-Uri": "/spoofed"})
+    headers = env.upstream_saw(ok)["headers"]
+    assert isinstance(headers, dict)
+    assert headers["x-auth-user"] == "alice"  # the auth server's value replaced the client's
+    assert "sess=from-auth" in ok.headers.get("Set-Cookie", "")
+    check = env.auth.requests[-1]
+    assert check.method == "GET" and check.path == "/check"
+    assert check.headers["x-forwarded-uri"] == "/guarded/x?y=1"  # the client's spoofed value was not trusted
+    assert check.headers["x-forwarded-method"] == "GET"
+    assert check.headers["x-forwarded-for"] == "127.0.0.1"

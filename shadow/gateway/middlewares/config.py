@@ -16,6 +16,7 @@ from shadow.gateway.middlewares.chain import Chain
 from shadow.gateway.middlewares.compress import SUPPORTED_ENCODINGS, Compress, parse_media_type
 from shadow.gateway.middlewares.contenttype import ContentType
 from shadow.gateway.middlewares.encodedcharacters import EncodedCharacters
+from shadow.gateway.middlewares.forwardauth import ForwardAuth
 from shadow.gateway.middlewares.headers import Cors, Security
 from shadow.gateway.middlewares.inflightreq import InFlightReq
 from shadow.gateway.middlewares.ipallowlist import IPAllowList
@@ -28,7 +29,7 @@ from shadow.yamlconfig import HEADER_NAME, YamlReader
 
 __all__ = ["HEADERS_OPTIONS", "PARSERS", "TraefikMiddleware", "parse_headers_options", "parse_status_ranges"]
 
-TraefikMiddleware = (Chain | Compress | Buffering | ContentType | EncodedCharacters | RateLimit | Retry | Redirect | ReplacePath | ReplacePathRegex | StripPrefixRegex
+TraefikMiddleware = (Chain | Compress | ForwardAuth | Buffering | ContentType | EncodedCharacters | RateLimit | Retry | Redirect | ReplacePath | ReplacePathRegex | StripPrefixRegex
                      | BasicAuth | IPAllowList | InFlightReq)
 
 _STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
@@ -346,10 +347,34 @@ def _encoded_characters(reader: YamlReader, name: str, body: dict[Any, Any], whe
     return EncodedCharacters(name, *(reader.boolean(body, key, where, False) for key in _ENCODED_OPTIONS))
 
 
+def _forward_auth(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> ForwardAuth:
+    reader.check_keys(body, where, ("address", "trustForwardHeader", "authResponseHeaders", "authResponseHeadersRegex",
+                                    "authRequestHeaders", "addAuthCookiesToResponse", "headerField", "forwardBody",
+                                    "maxBodySize", "maxResponseBodySize", "preserveLocationHeader",
+                                    "preserveRequestMethod", "authSigninURL"),
+                      unsupported=("tls",))
+    address = reader.required_string(body, "address", where)
+    if not address.startswith(("http://", "https://")):
+        reader.fail(f"must be an http:// or https:// URL, got {address!r}", f"{where}.address",
+                    reader.value_line(body, "address"))
+    regex = _regexp(reader, body, "authResponseHeadersRegex", where) if body.get("authResponseHeadersRegex") else None
+    trust = reader.boolean(body, "trustForwardHeader", where, False) if body.get("trustForwardHeader") is not None \
+        else None
+    return ForwardAuth(
+        name, address, trust, reader.string_list(body, "authResponseHeaders", where), regex,
+        reader.string_list(body, "authRequestHeaders", where), reader.string_list(body, "addAuthCookiesToResponse", where),
+        reader.string(body, "headerField", where) or "", reader.boolean(body, "forwardBody", where, False),
+        reader.integer(body, "maxBodySize", where, -1, minimum=-1),
+        reader.integer(body, "maxResponseBodySize", where, -1, minimum=-1),
+        reader.boolean(body, "preserveLocationHeader", where, False),
+        reader.boolean(body, "preserveRequestMethod", where, False), reader.string(body, "authSigninURL", where) or "")
+
+
 Parser = Callable[[YamlReader, str, dict[Any, Any], str, Path], TraefikMiddleware]
 PARSERS: dict[str, Parser] = {
     "chain": _chain,
     "compress": _compress,
+    "forwardAuth": _forward_auth,
     "buffering": _buffering,
     "contentType": _content_type,
     "encodedCharacters": _encoded_characters,
