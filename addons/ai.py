@@ -162,21 +162,23 @@ class AiGateway:
         return active.config.shadow.capture.max_body_bytes if active is not None else 0
 
     @staticmethod
-    def _streamer(ai: AiFlow) -> Callable[[bytes], bytes]:
+    def _streamer(ai: AiFlow) -> Callable[[bytes], list[bytes]]:
         parser = ai.parser
         assert parser is not None
         drop_usage = UsageChunkFilter().feed if ai.usage_injected else None
 
-        def stream(chunk: bytes) -> bytes:
+        def stream(chunk: bytes) -> list[bytes]:
             # Runs inline for each chunk, which then goes to the client at once (unchanged, unless it
-            # holds the usage chunk the gateway asked for on the client's behalf).
+            # holds the usage chunk the gateway asked for on the client's behalf). Never an empty chunk:
+            # on a chunked HTTP/1.1 answer that would be the end of the body.
             if chunk:
                 if parser.feed(chunk) and ai.first_content_at is None:
                     ai.first_content_at = time.time()
                 room = ai.body_cap - len(ai.streamed_body)
                 if room > 0:
                     ai.streamed_body += chunk[:room]
-            return drop_usage(chunk) if drop_usage is not None else chunk
+            out = drop_usage(chunk) if drop_usage is not None else chunk
+            return [out] if out else []
 
         return stream
 

@@ -165,6 +165,17 @@ def test_stream_reaches_the_client_before_the_model_finished_and_usage_is_counte
     assert b"data: [DONE]" in row["resp_body"]  # the stream as it went by
 
 
+def test_filtered_streams_keep_the_connection_usable(env: Env) -> None:
+    # The usage chunk is held back until its event is whole: no empty chunk may go out (on a chunked
+    # HTTP/1.1 answer it would end the body early and corrupt the next answer on the connection).
+    body = {"model": "gpt-4o", "messages": USER, "stream": True}
+    with httpx.Client(base_url=env.gw.url) as client:
+        for _ in range(3):  # one keep-alive connection
+            with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+                text = b"".join(resp.iter_bytes())
+            assert resp.status_code == 200 and text.endswith(b"data: [DONE]\n\n") and b'"usage"' not in text
+
+
 def test_stream_with_usage_asked_by_the_client_keeps_the_usage_chunk(env: Env) -> None:
     stream = env.client().chat.completions.create(model="gpt-4o", messages=USER, stream=True,
                                                   stream_options={"include_usage": True})
