@@ -93,3 +93,17 @@ def test_model_rule_matcher() -> None:
     assert exact.matches(view(b'{"model": "gpt-4o"}')) and not exact.matches(view(b'{"model": "gpt-4o-mini"}'))
     assert glob.matches(view(b'{"model": "claude-sonnet-4"}')) and not glob.matches(view(b'{"model": "gpt-4o"}'))
     assert not exact.matches(view(b"not json")) and not exact.matches(view(b""))
+
+
+def test_the_documented_examples_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    from analyzers.ai_verdict import load_ai_policy
+    from shadow.gateway.config import load_config
+
+    examples = Path(__file__).resolve().parent.parent / "docs" / "examples"
+    for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "NEXT_API_KEY"):
+        monkeypatch.setenv(var, "sk-x")
+    cfg = load_config(examples / "ai-gateway.yaml")
+    assert isinstance(cfg.middlewares["openai"], ChatCompletionSettings)
+    assert cfg.middlewares["openai"].candidates["gpt-next"].model == "gpt-4o-mini"
+    policy = load_ai_policy(examples / "ai-policy.yaml")
+    assert policy.semantic_ratio == 3.0 and policy.price("gpt-4o-mini-2024") is not None
