@@ -21,6 +21,7 @@ from addons.ai import AiGateway
 from addons.auth import Auth
 from addons.capture import Capture
 from addons.debugchecks import DebugChecksOff
+from addons.errorpages import ErrorPages
 from addons.front import GatewayAddon
 from addons.lean import LeanDispatch
 from addons.mirror import Mirror
@@ -39,6 +40,7 @@ gateway = GatewayAddon(state, [
     Traffic(state),  # after routing (health, breaker, failover, cookies), before capture
     AiGateway(state),  # model traffic: token limits, governance, credentials, streamed usage (before a retry sends)
     Retrying(state),  # Traefik's retry middleware: routes with one are sent (and re-sent) here
+    ErrorPages(state),  # Traefik's errors middleware: answers in its ranges replaced by the page
     Capture(state),
     Mirror(state),
     Telemetry(state),  # last: its `request` hook sees the routed request (traceparent set upstream)

@@ -7,18 +7,14 @@ control's choice for weighted / HRW routes), waiting `initialInterval`'s backoff
 Traefik, a failure after the request was written is not retried (502); `status` ranges (v3.7) also
 retry answers in them for idempotent methods; `timeout` stops retrying after that long.
 
-`http://` upstreams go through shadow.gateway.http1's pooled keep-alive client, `https://` through a
-pooled aiohttp session. Runs after the traffic addon (a failover route is sent there) and before
+Sent with addons/upstream_client.py (shadow.gateway.http1's pooled keep-alive client for `http://`,
+a pooled aiohttp session for `https://`). Runs after the traffic addon (a failover route is sent there) and before
 capture, which then sees the final answer and the server that gave it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import errno
 import logging
-import socket
 from collections.abc import Coroutine
 from typing import Any
 
@@ -26,8 +22,8 @@ from mitmproxy import http
 
 from addons.reload import ActiveConfig, GatewayState, RouteContext
 from addons.router import MIDDLEWARE_OUTCOME, host_port
+from addons.upstream_client import NotSent, UpstreamClient, as_response
 from shadow.gateway.config import Server
-from shadow.gateway.http1 import Http1Pool
 from shadow.gateway.middlewares.pipeline import RequestOutcome
 from shadow.gateway.middlewares.retry import Answered, NotWritten, Retry, run_attempts
 from shadow.gateway.mirror import RateLimitedLog, describe_error
@@ -35,22 +31,14 @@ from shadow.gateway.shifting import RequestFacts
 
 logger = logging.getLogger(__name__)
 
-FORWARD_TIMEOUT_S = 60.0
 _HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
                           "proxy-connection", "te", "trailer"})
-_CONNECT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT})
-_RESPONSE_DROP = frozenset({"transfer-encoding", "content-length", "connection", "keep-alive"})
-
-
-class NotSent(Exception):
-    """The connection failed before the request was written: safe to try again."""
 
 
 class Retrying:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
-        self._pool = Http1Pool()
-        self._session: Any = None
+        self.client = UpstreamClient()
         self._warn = RateLimitedLog(logger.warning)
         self.retries = 0
         state.extra_counters.append(lambda: {"retry_attempts": self.retries})
@@ -71,40 +59,6 @@ class Retrying:
         if outcome.retry.attempts <= 1 or "upgrade" in flow.request.headers:
             return None  # a WebSocket / h2c upgrade stays with mitmproxy (this client buffers whole answers)
         return self._serve(flow, route, outcome.retry)
-
-    def _ensure_session(self) -> Any:
-        if self._session is None:
-            import aiohttp
-
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0), cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False, skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))
-        return self._session
-
-    async def _send(self, method: str, server: Server, target: str, headers: list[tuple[str, str]],
-                    body: bytes | None) -> tuple[int, list[tuple[str, str]], bytes]:
-        """One attempt; NotSent when the connection failed before anything was written."""
-        if server.scheme == "http":
-            try:
-                async with asyncio.timeout(FORWARD_TIMEOUT_S):
-                    return await self._pool.request(method, server.host, server.port, target, headers, body)
-            except OSError as exc:
-                # Only a failed connect means nothing was written (a reset comes after the write).
-                if isinstance(exc, ConnectionRefusedError | socket.gaierror) or exc.errno in _CONNECT_ERRNOS:
-                    raise NotSent(describe_error(exc)) from exc
-                raise
-        import aiohttp
-
-        url = f"{server.scheme}://{host_port(server.host, server.port, server.scheme)}{target}"
-        try:
-            async with asyncio.timeout(FORWARD_TIMEOUT_S):
-                async with self._ensure_session().request(method, url, headers=headers, data=body or None,
-                                                          allow_redirects=False) as resp:
-                    payload = await resp.read()
-                    kept = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
-                    return resp.status, kept, payload
-        except aiohttp.ClientConnectorError as exc:
-            raise NotSent(describe_error(exc)) from exc
 
     def _pick(self, route: RouteContext, flow: http.HTTPFlow, headers: list[tuple[str, str]]) -> Server | None:
         active = route.active
@@ -139,14 +93,14 @@ class Retrying:
                 target = server.path + route.path if server.preserve_path and server.path else route.path
                 route.upstream = server.url
             try:
-                status, out_headers, payload = await self._send(req.method, server, target, send, body)
+                status, out_headers, payload = await self.client.send(req.method, server, target, send, body)
             except NotSent as exc:
                 return NotWritten(502, str(exc))
             except TimeoutError as exc:
                 return Answered(504, _local(504, describe_error(exc)))
             except Exception as exc:  # sent, then failed (reset, protocol error): never re-sent
                 return Answered(502, _local(502, describe_error(exc)))
-            return Answered(status, _response(status, out_headers, payload))
+            return Answered(status, as_response(status, out_headers, payload))
 
         outcome, _retries = await run_attempts(retry, req.method, len(body or b""), attempt)
         if isinstance(outcome, NotWritten):
@@ -156,19 +110,7 @@ class Retrying:
             flow.response = outcome.payload
 
     async def done(self) -> None:
-        await self._pool.close()
-        if self._session is not None:
-            with contextlib.suppress(Exception):
-                await self._session.close()
-            self._session = None
-
-
-def _response(status: int, headers: list[tuple[str, str]], body: bytes) -> http.Response:
-    resp = http.Response.make(status, b"", ())
-    kept = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers if k.lower() not in _RESPONSE_DROP)
-    resp.headers.fields = (*kept, (b"Content-Length", str(len(body)).encode()))
-    resp.raw_content = body
-    return resp
+        await self.client.close()
 
 
 def _local(status: int, text: str) -> http.Response:

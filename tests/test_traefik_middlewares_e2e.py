@@ -54,6 +54,10 @@ http:
       rule: "PathPrefix(`/old`)"
       middlewares: [old-to-new]
       service: app
+    broken:
+      rule: "PathPrefix(`/broken`)"
+      middlewares: [pretty-errors]
+      service: bare
     guarded:
       rule: "PathPrefix(`/guarded`)"
       middlewares: [auth-server]
@@ -96,6 +100,12 @@ http:
       ipAllowList: {{sourceRange: ["10.0.0.0/8"]}}
     old-to-new:
       replacePathRegex: {{regex: "^/old/(.*)", replacement: "/new/$1"}}
+    pretty-errors:
+      errors:
+        status: ["500-599"]
+        service: app
+        query: "/oops/{{status}}?from={{url}}"
+        statusRewrites: {{"502-504": 503}}
     auth-server:
       forwardAuth:
         address: "{auth}/check"
@@ -135,6 +145,13 @@ shadow:
 """
 
 
+def bare_handler(req: ReceivedRequest) -> tuple[int, dict[str, str], bytes]:
+    """An upstream that sets no Content-Type; /broken/<code> answers that status."""
+    if req.path.startswith("/broken/"):
+        return int(req.path.split("/")[2]), {}, b"raw upstream error"
+    return 200, {}, b"<html><p>no type</p></html>"
+
+
 def auth_server(req: ReceivedRequest) -> tuple[int, dict[str, str], bytes]:
     """forwardAuth's server: X-Token good → 200 naming the user and setting a cookie; login → a
     redirect to sign in (relative: the gateway resolves it against the address); else 401."""
@@ -161,7 +178,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    with Upstream("app") as app, Upstream("bare", handler=lambda req: (200, {}, b"<html><p>no type</p></html>")) as bare, \
+    with Upstream("app") as app, Upstream("bare", handler=bare_handler) as bare, \
             Upstream("auth", handler=auth_server) as auth:
         port = free_port()
         path = Path(tmp_path_factory.mktemp("traefik")) / "gateway.yaml"
@@ -303,3 +320,15 @@ def test_forward_auth(env: Env) -> None:
     assert check.headers["x-forwarded-uri"] == "/guarded/x?y=1"  # the client's spoofed value was not trusted
     assert check.headers["x-forwarded-method"] == "GET"
     assert check.headers["x-forwarded-for"] == "127.0.0.1"
+
+
+def test_errors_pages_replace_answers_in_range(env: Env) -> None:
+    page = env.client.get("/broken/500")
+    assert page.status_code == 500
+    seen = json.loads(page.text)  # the app upstream (an echo) served the error page
+    assert seen["path"] == "/oops/500?from=http%3A%2F%2F127.0.0.1%3A" + str(env.gw.port) + "%2Fbroken%2F500"
+    rewritten = env.client.get("/broken/502")
+    assert rewritten.status_code == 503  # statusRewrites
+    assert json.loads(rewritten.text)["path"].startswith("/oops/503?")
+    untouched = env.client.get("/broken/404")
+    assert untouched.status_code == 404 and untouched.text == "raw upstream error"

@@ -65,6 +65,7 @@ from shadow.gateway.entrypoints import EntryPoint, parse_entry_points
 from shadow.gateway.middlewares.chain import Chain
 from shadow.gateway.middlewares.config import HEADERS_OPTIONS, TraefikMiddleware, parse_headers_options
 from shadow.gateway.middlewares.config import PARSERS as MIDDLEWARE_PARSERS
+from shadow.gateway.middlewares.errorpage import ErrorPage
 from shadow.gateway.middlewares.headers import Cors, Security
 from shadow.gateway.middlewares.httproute import HTTPRouteMiddleware
 from shadow.gateway.mirror import MirroringSettings, MirrorTargetSettings
@@ -826,6 +827,20 @@ def _expand_chains(reader: YamlReader, root: dict[Any, Any], routers: list[Route
             for r in routers]
 
 
+def _check_error_page_services(reader: YamlReader, root: dict[Any, Any], middlewares: Mapping[str, Middleware],
+                               services: Mapping[str, Service]) -> None:
+    """An `errors` middleware's service must exist and be a loadBalancer (its page is fetched from one)."""
+    for name, mw in middlewares.items():
+        if not isinstance(mw, ErrorPage):
+            continue
+        where = f"http.middlewares.{name}.errors.service"
+        line = _ref_line(reader, root, ["http", "middlewares", name, "errors", "service"])
+        if mw.service not in services:
+            reader.fail(f"no service named {mw.service!r}{did_you_mean(mw.service, services)}", where, line)
+        if not isinstance(services[mw.service], LoadBalancerService):
+            reader.fail("the error pages' service must be a loadBalancer service", where, line)
+
+
 def _check_entry_point_refs(reader: YamlReader, root: dict[Any, Any], routers: list[Router],
                             entry_points: Mapping[str, EntryPoint]) -> None:
     """With an entryPoints section, a router's entryPoints must name its entries (Traefik logs and
@@ -1104,6 +1119,7 @@ def build_config(root: Any, source: str, *, base_dir: Path, extend: ConfigExtens
         middlewares.update(more_middlewares)
     routers = _expand_chains(reader, root, routers, middlewares)
     _check_entry_point_refs(reader, root, routers, entry_points)
+    _check_error_page_services(reader, root, middlewares, services)
     shadow = _parse_shadow(reader, root.get("shadow"), reader.value_line(root, "shadow"), base_dir, services,
                            middlewares)
     return GatewayConfig(

@@ -16,6 +16,7 @@ from shadow.gateway.middlewares.chain import Chain
 from shadow.gateway.middlewares.compress import SUPPORTED_ENCODINGS, Compress, parse_media_type
 from shadow.gateway.middlewares.contenttype import ContentType
 from shadow.gateway.middlewares.encodedcharacters import EncodedCharacters
+from shadow.gateway.middlewares.errorpage import ErrorPage
 from shadow.gateway.middlewares.forwardauth import ForwardAuth
 from shadow.gateway.middlewares.headers import Cors, Security
 from shadow.gateway.middlewares.inflightreq import InFlightReq
@@ -29,7 +30,7 @@ from shadow.yamlconfig import HEADER_NAME, YamlReader
 
 __all__ = ["HEADERS_OPTIONS", "PARSERS", "TraefikMiddleware", "parse_headers_options", "parse_status_ranges"]
 
-TraefikMiddleware = (Chain | Compress | ForwardAuth | Buffering | ContentType | EncodedCharacters | RateLimit | Retry | Redirect | ReplacePath | ReplacePathRegex | StripPrefixRegex
+TraefikMiddleware = (Chain | Compress | ForwardAuth | ErrorPage | Buffering | ContentType | EncodedCharacters | RateLimit | Retry | Redirect | ReplacePath | ReplacePathRegex | StripPrefixRegex
                      | BasicAuth | IPAllowList | InFlightReq)
 
 _STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
@@ -370,10 +371,34 @@ def _forward_auth(reader: YamlReader, name: str, body: dict[Any, Any], where: st
         reader.boolean(body, "preserveRequestMethod", where, False), reader.string(body, "authSigninURL", where) or "")
 
 
+def _errors(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> ErrorPage:
+    reader.check_keys(body, where, ("status", "service", "query", "statusRewrites", "errorRequestHeaders"))
+    status = parse_status_ranges(reader, body, "status", where)
+    if not status:
+        reader.fail("needs at least one status or range", f"{where}.status", reader.node_line(body))
+    service = reader.required_string(body, "service", where)
+    if service.endswith("@file"):
+        service = service[:-len("@file")]
+    rewrites_where = f"{where}.statusRewrites"
+    node = reader.mapping(body.get("statusRewrites"), rewrites_where, reader.value_line(body, "statusRewrites"))
+    rewrites = []
+    for key in node:
+        m = _STATUS_RANGE.match(str(key))
+        if m is None:
+            reader.fail(f"expected a status code or range like \"500-504\", got {key!r}", f"{rewrites_where}.{key}",
+                        reader.key_line(node, key))
+        code = reader.integer(node, str(key), rewrites_where, 0, minimum=100, maximum=599)
+        rewrites.append(((int(m.group(1)), int(m.group(2) or m.group(1))), code))
+    headers = reader.string_list(body, "errorRequestHeaders", where) if "errorRequestHeaders" in body else None
+    return ErrorPage(name, status, service, reader.string(body, "query", where, default="", allow_empty=True) or "",
+                     tuple(rewrites), headers)
+
+
 Parser = Callable[[YamlReader, str, dict[Any, Any], str, Path], TraefikMiddleware]
 PARSERS: dict[str, Parser] = {
     "chain": _chain,
     "compress": _compress,
+    "errors": _errors,
     "forwardAuth": _forward_auth,
     "buffering": _buffering,
     "contentType": _content_type,
