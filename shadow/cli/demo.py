@@ -37,8 +37,12 @@ from shadow.errors import CaptureError
               help="Run the gateway from Kubernetes Gateway API manifests (OUT/gateway-api.yaml: a Gateway and "
                    "an HTTPRoute) instead of the Traefik-style file: same routing, same verdict "
                    "(docs/gateway-api.md).")
+@click.option("--ai", "ai_switch", is_flag=True,
+              help="The AI gateway instead: a model switch judged end to end (fake models, no download; "
+                   "--requests chat calls, 150 by default), with a report of answer pairs side by side.")
 def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: float, seed: int,
-         keep_running: bool, no_progress: bool, report: bool, telemetry: bool, gateway_api: bool) -> None:
+         keep_running: bool, no_progress: bool, report: bool, telemetry: bool, gateway_api: bool,
+         ai_switch: bool) -> None:
     """Run the monolith → orders-service migration demo end to end and leave a capture to analyse.
 
     Starts a shop monolith, a second instance of it and an extracted orders service that differs in
@@ -48,6 +52,9 @@ def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: fl
     and an HTML report of the comparison (OUT/report).
     """
     out = out or default_out_dir()
+    if ai_switch:
+        ai_demo(out, request_count, seed)
+        return
     progress = not no_progress and sys.stderr.isatty()  # bars on a terminal; CI logs stay readable
     started = time.monotonic()
     capture, interrupted = run_demo(out, requests=request_count, concurrency=concurrency,
@@ -70,6 +77,21 @@ def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: fl
     from shadow.cli.report import demo_report  # last step: the verdict and the report (shadow report)
 
     demo_report(capture, out / "report", progress=progress)
+
+
+def ai_demo(out: Path, request_count: int, seed: int) -> None:
+    from shadow.cli.gate import exit_code_for, guardrail_line
+    from shadow.demo.ai import run_ai_demo
+
+    requests = 150 if request_count == 3000 else request_count  # --requests' default is the service demo's
+    verdict, report = run_ai_demo(out, requests=requests, seed=seed)
+    for r in sorted(verdict.results, key=lambda r: (r.candidate or "", r.metric)):
+        click.echo(guardrail_line(r))
+    for warning in verdict.warnings:
+        click.echo(f"warning: {warning}")
+    click.echo(f"\nverdict: {verdict.overall}  (report: {report}; capture: {out / 'capture'})")
+    click.echo(f"next: shadow gate {shlex.quote(str(out / 'capture'))} --ai   # the same verdict as an exit "
+               f"code ({exit_code_for(verdict.overall)} here)")
 
 
 def next_steps(config: Path, capture: Path) -> str:
