@@ -281,8 +281,8 @@ BAD_CONFIGS = [
     ("service-kind-missing", BASE + "    x: {}\n", 11, "http.services.x", "needs one of"),
     ("unknown-middleware-type", BASE + "  middlewares:\n    m:\n      stripPrefixes: {prefixes: [/a]}\n", 13,
      "http.middlewares.m.stripPrefixes", "unknown middleware type (did you mean 'stripPrefix'?)"),
-    ("unsupported-middleware", BASE + "  middlewares:\n    m:\n      digestAuth: {users: [a]}\n", 13,
-     "http.middlewares.m.digestAuth", "not supported yet"),
+    ("unsupported-middleware", BASE + "  middlewares:\n    m:\n      grpcWeb: {allowOrigins: [a]}\n", 13,
+     "http.middlewares.m.grpcWeb", "not supported by the shadow gateway"),
     ("bad-header-name", BASE + "  middlewares:\n    m:\n      headers:\n        customRequestHeaders:\n"
      "          X Bad: 1\n", 15, "http.middlewares.m.headers.customRequestHeaders.X Bad", "bad header name"),
     ("header-value-type", BASE + "  middlewares:\n    m:\n      headers:\n        customResponseHeaders:\n"

@@ -57,7 +57,11 @@ def config(middlewares: str):  # type: ignore[no-untyped-def]
     ("    m: {chain: {middlewares: [n]}}\n    n: {chain: {middlewares: [m]}}\n",
      "gw.yaml:8: http.middlewares.n.chain.middlewares[0]: chain cycle: m -> n -> m"),
     ("    m: {chain: {middlewares: [nope]}}\n", "gw.yaml:7: http.middlewares.m.chain.middlewares[0]: no middleware named 'nope'"),
-    ("    m: {digestAuth: {}}\n", "gw.yaml:7: http.middlewares.m.digestAuth: middleware type not supported yet"),
+    ("    m: {passTLSClientCert: {pem: true}}\n",
+     "gw.yaml:7: http.middlewares.m.passTLSClientCert: not supported by the shadow gateway: it terminates no TLS"),
+    ("    m: {grpcWeb: {allowOrigins: ['*']}}\n", "gw.yaml:7: http.middlewares.m.grpcWeb: not supported by the shadow"),
+    ("    m: {digestAuth: {users: ['test:traefik']}}\n",
+     "gw.yaml:7: http.middlewares.m.digestAuth.users[0]: expected user:realm:hash"),
     ("    m: {buffering: {retryExpression: 'IsNetworkError()'}}\n",
      "gw.yaml:7: http.middlewares.m.buffering.retryExpression: not supported yet"),
 ])

@@ -54,6 +54,10 @@ http:
       rule: "PathPrefix(`/old`)"
       middlewares: [old-to-new]
       service: app
+    digest:
+      rule: "PathPrefix(`/digest`)"
+      middlewares: [htdigest]
+      service: app
     broken:
       rule: "PathPrefix(`/broken`)"
       middlewares: [pretty-errors]
@@ -100,6 +104,11 @@ http:
       ipAllowList: {{sourceRange: ["10.0.0.0/8"]}}
     old-to-new:
       replacePathRegex: {{regex: "^/old/(.*)", replacement: "/new/$1"}}
+    htdigest:
+      digestAuth:
+        users: ["test:traefik:a2688e031edb4be6a3797f3882655c05"]
+        headerField: X-Digest-User
+        removeHeader: true
     pretty-errors:
       errors:
         status: ["500-599"]
@@ -332,3 +341,12 @@ def test_errors_pages_replace_answers_in_range(env: Env) -> None:
     assert json.loads(rewritten.text)["path"].startswith("/oops/503?")
     untouched = env.client.get("/broken/404")
     assert untouched.status_code == 404 and untouched.text == "raw upstream error"
+
+
+def test_digest_auth_with_a_real_digest_client(env: Env) -> None:
+    assert env.client.get("/digest/x").status_code == 401
+    assert env.client.get("/digest/x", auth=httpx.DigestAuth("test", "wrong")).status_code == 401
+    seen = env.upstream_saw(env.client.get("/digest/x", auth=httpx.DigestAuth("test", "test")))
+    headers = seen["headers"]
+    assert isinstance(headers, dict)
+    assert headers["x-digest-user"] == "test" and "authorization" not in headers

@@ -612,6 +612,12 @@ def _parse_middleware(reader: YamlReader, name: str, node: Any, field: str, line
         return parse_jwt_middleware(reader, name, reader.mapping(mw[kind], where, reader.value_line(mw, kind)), where)
     if kind == "oidc":  # browser sessions (authorization code + PKCE): shadow/auth/config.py
         return parse_oidc_middleware(reader, name, reader.mapping(mw[kind], where, reader.value_line(mw, kind)), where)
+    if kind == "passTLSClientCert":
+        reader.fail("not supported by the shadow gateway: it terminates no TLS client certificates to pass on",
+                    where, kind_line)
+    if kind == "grpcWeb":
+        reader.fail("not supported by the shadow gateway: gRPC-Web needs HTTP/2 trailers translated into the "
+                    "response body, which its buffered upstream path does not carry", where, kind_line)
     if kind == "plugin":
         reader.fail("not supported by the shadow gateway (Traefik plugins are Go or Wasm code run by Traefik)",
                     where, kind_line)

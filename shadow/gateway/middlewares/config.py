@@ -15,6 +15,7 @@ from shadow.gateway.middlewares.buffering import Buffering
 from shadow.gateway.middlewares.chain import Chain
 from shadow.gateway.middlewares.compress import SUPPORTED_ENCODINGS, Compress, parse_media_type
 from shadow.gateway.middlewares.contenttype import ContentType
+from shadow.gateway.middlewares.digestauth import DigestAuth
 from shadow.gateway.middlewares.encodedcharacters import EncodedCharacters
 from shadow.gateway.middlewares.errorpage import ErrorPage
 from shadow.gateway.middlewares.forwardauth import ForwardAuth
@@ -30,7 +31,7 @@ from shadow.yamlconfig import HEADER_NAME, YamlReader
 
 __all__ = ["HEADERS_OPTIONS", "PARSERS", "TraefikMiddleware", "parse_headers_options", "parse_status_ranges"]
 
-TraefikMiddleware = (Chain | Compress | ForwardAuth | ErrorPage | Buffering | ContentType | EncodedCharacters | RateLimit | Retry | Redirect | ReplacePath | ReplacePathRegex | StripPrefixRegex
+TraefikMiddleware = (Chain | Compress | ForwardAuth | ErrorPage | DigestAuth | Buffering | ContentType | EncodedCharacters | RateLimit | Retry | Redirect | ReplacePath | ReplacePathRegex | StripPrefixRegex
                      | BasicAuth | IPAllowList | InFlightReq)
 
 _STATUS_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
@@ -394,10 +395,42 @@ def _errors(reader: YamlReader, name: str, body: dict[Any, Any], where: str, bas
                      tuple(rewrites), headers)
 
 
+def _digest_auth(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> DigestAuth:
+    reader.check_keys(body, where, ("users", "usersFile", "realm", "removeHeader", "headerField"))
+    lines: list[str] = []
+    users_file = reader.string(body, "usersFile", where)
+    if users_file:
+        path = Path(users_file) if Path(users_file).is_absolute() else base_dir / users_file
+        try:
+            lines = users_file_lines(path.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            reader.fail(f"cannot read {str(path)!r}: {getattr(exc, 'strerror', None) or exc}", f"{where}.usersFile",
+                        reader.value_line(body, "usersFile"))
+    items = reader.sequence(body, "users", where)
+    for i, entry in enumerate(reader.string_list(body, "users", where)):
+        if entry.count(":") != 2:
+            reader.fail("expected user:realm:hash (an htdigest line)", f"{where}.users[{i}]", reader.item_line(items, i))
+        lines.append(entry)
+    users: dict[str, str] = {}
+    for line in lines:
+        parts = line.split(":")
+        if len(parts) != 3:
+            reader.fail(f"error parsing DigestUser: {line}", f"{where}.usersFile", reader.value_line(body, "usersFile"))
+        users[f"{parts[0]}:{parts[1]}"] = parts[2]
+    if not users:
+        reader.fail(f"no users found in {users_file or 'users'}", where, reader.node_line(body))
+    header_field = reader.string(body, "headerField", where) or ""
+    if header_field and not HEADER_NAME.match(header_field):
+        reader.fail(f"bad header name {header_field!r}", f"{where}.headerField", reader.value_line(body, "headerField"))
+    return DigestAuth(name, tuple(users.items()), reader.string(body, "realm", where) or "traefik",
+                      reader.boolean(body, "removeHeader", where, False), header_field)
+
+
 Parser = Callable[[YamlReader, str, dict[Any, Any], str, Path], TraefikMiddleware]
 PARSERS: dict[str, Parser] = {
     "chain": _chain,
     "compress": _compress,
+    "digestAuth": _digest_auth,
     "errors": _errors,
     "forwardAuth": _forward_auth,
     "buffering": _buffering,

@@ -22,6 +22,7 @@ from shadow.gateway.middlewares.basicauth import BasicAuth
 from shadow.gateway.middlewares.buffering import Buffering
 from shadow.gateway.middlewares.compress import Compress, choose_encoding
 from shadow.gateway.middlewares.contenttype import ContentType
+from shadow.gateway.middlewares.digestauth import DigestAuth, DigestAuthenticator
 from shadow.gateway.middlewares.encodedcharacters import EncodedCharacters
 from shadow.gateway.middlewares.headers import cors_preflight, security_request
 from shadow.gateway.middlewares.httproute import ReplacePrefixMatch, RequestRedirect
@@ -37,7 +38,7 @@ __all__ = ["PIPELINE_KINDS", "MiddlewareRuntime", "RequestOutcome"]
 
 # The kinds this pipeline runs (the older stripPrefix / addPrefix / headers run through
 # shadow.gateway.routing, called from here when a route mixes them with these).
-PIPELINE_KINDS = (Compress, Buffering, ContentType, EncodedCharacters, RateLimit, Retry, Redirect, ReplacePath,
+PIPELINE_KINDS = (DigestAuth, Compress, Buffering, ContentType, EncodedCharacters, RateLimit, Retry, Redirect, ReplacePath,
                   ReplacePathRegex, StripPrefixRegex, BasicAuth, IPAllowList, InFlightReq, RequestRedirect,
                   ReplacePrefixMatch)
 
@@ -69,7 +70,11 @@ class MiddlewareRuntime:
     def __init__(self, middlewares: Mapping[str, Any], previous: MiddlewareRuntime | None = None) -> None:
         self.rate_limiters: dict[str, RateLimiter] = {}
         self.in_flight: dict[str, InFlightLimiter] = {}
+        self.digests: dict[str, DigestAuthenticator] = {}  # nonces issued, kept over reloads
         for name, mw in middlewares.items():
+            if isinstance(mw, DigestAuth):
+                known = previous.digests.get(name) if previous is not None else None
+                self.digests[name] = known if known is not None and known.settings == mw else DigestAuthenticator(mw)
             if isinstance(mw, RateLimit):
                 old = previous.rate_limiters.get(name) if previous is not None else None
                 self.rate_limiters[name] = old if old is not None and old.settings == mw else RateLimiter(mw)
@@ -99,6 +104,8 @@ class MiddlewareRuntime:
             elif isinstance(mw, ContentType):
                 outcome.detect_content_type = outcome.detect_content_type or mw.auto_detect
                 result = req
+            elif isinstance(mw, DigestAuth):
+                result = self.digests[mw.name].check(req)
             elif isinstance(mw, BasicAuth):
                 result = mw.check(req)
                 if not isinstance(result, LocalAnswer):
