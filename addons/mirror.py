@@ -6,6 +6,10 @@ them, every copy marked `X-Shadow-Request: 1` and `X-Shadow-Request-Id: <request
 request itself is left as the client sent it (plus X-Forwarded-*): the monolith must not see
 anything new.
 
+Zero-config noise evidence: a share of the safe requests copied to a candidate is also sent to the
+primary a second time (shadow.mirroring.resend; shadow.gateway.mirror.resend_skip_reason and
+ResendBudget decide), built and captured like any `role: secondary` copy.
+
 The `response` hook only decides and schedules: `shadow.gateway.mirror.MirrorDispatcher` sends the copies
 on its own tasks, bounded and timed out, so the client's answer leaves without waiting.
 """
@@ -19,15 +23,22 @@ from mitmproxy import http
 
 from addons.reload import ActiveConfig, GatewayState, RouteContext, after_hooks
 from addons.router import host_port
+from shadow.capture.endpoints import template_path
+from shadow.gateway.config import LoadBalancerService, Server
 from shadow.gateway.exchange import ExchangeRecord, mirror_record
 from shadow.gateway.mirror import (
+    RESEND,
+    RESEND_CAPPED,
     MirrorDispatcher,
     MirrorRequest,
     MirrorResult,
     RateLimitedLog,
+    ResendBudget,
+    ResendSettings,
     describe_error,
     mirror_headers,
     mirror_skip_reason,
+    resend_skip_reason,
 )
 
 logger = logging.getLogger(__name__)
@@ -42,16 +53,22 @@ class Mirror:
         self.state = state
         self.skipped: collections.Counter[str] = collections.Counter()
         self.errors = 0
+        self.resend_budget = ResendBudget(ResendSettings())
+        # Re-sends of a request to the primary (the zero-config secondary): sent, over the
+        # per-endpoint cap, shed because the dispatcher had maxInFlight copies out.
+        self.resent = self.resend_capped = self.resend_shed = 0
         self._warn = RateLimitedLog(logger.warning)
         state.on_activate.append(self._on_activate)
         state.extra_counters.append(self.counters)
 
     def counters(self) -> dict[str, int]:
         skipped = {f"mirror_skipped_{reason.replace('-', '_')}": n for reason, n in self.skipped.items()}
-        return {**skipped, "mirror_dispatch_errors": self.errors}
+        return {**skipped, "mirror_dispatch_errors": self.errors, "mirror_resent": self.resent,
+                "mirror_resend_capped": self.resend_capped, "mirror_resend_shed": self.resend_shed}
 
     def _on_activate(self, active: ActiveConfig, _previous: ActiveConfig | None) -> None:
         settings = active.config.shadow.mirroring
+        self.resend_budget.reconfigure(settings.resend)
         if self.state.dispatcher is None:
             self.state.dispatcher = MirrorDispatcher(
                 max_in_flight=settings.max_in_flight, timeout_s=settings.timeout_s,
@@ -136,7 +153,7 @@ class Mirror:
         client_headers = _with_host(
             [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.fields], route.client_host)
         primary = self.state.records.get(flow)
-        tracer = self.state.mirror_tracer
+        candidate_copies = 0
         for target in plan.mirrors:
             if target.spec.name not in chosen:
                 continue
@@ -146,27 +163,55 @@ class Mirror:
             if reason is not None:
                 self.skipped[reason] += 1
                 continue
-            service = target.service
-            server = active.picker.pick(service)
-            path = server.path + route.path if server.preserve_path else route.path
-            authority = host_port(server.host, server.port, server.scheme)
-            context: dict[str, object] = {"primary": primary}
-            traced = tracer.trace_copy(flow) if tracer is not None else None
-            if traced is not None:
-                context[TRACE_KEY] = traced[1]
-            headers = tuple(mirror_headers(client_headers, route.request_id,
-                                           host=None if service.pass_host_header else authority,
-                                           traceparent=traced[0] if traced is not None else None))
-            copy_body = body if mirroring.mirror_body else None
-            rewriter = self.state.mirror_rewriter
-            rewritten = rewriter.rewrite_copy(flow, target.spec.name, headers, copy_body) if rewriter else None
-            if rewritten is not None:
-                headers, copy_body, context[EXTRA_KEY] = rewritten
-            dispatcher.submit(MirrorRequest(
-                target=target.spec.name, role=target_settings.role, request_id=route.request_id,
-                method=request.method, url=f"{server.scheme}://{authority}{path}", upstream=server.url,
-                headers=headers, body=copy_body, context=context,
-            ))
+            server = active.picker.pick(target.service)
+            copy = self._copy(flow, route, target.service, server, target.spec.name, target_settings.role,
+                              client_headers, body if mirroring.mirror_body else None, primary, rewrite=True)
+            if dispatcher.submit(copy) and target_settings.role == "candidate":
+                candidate_copies += 1
+        if resend_skip_reason(
+                request.method, settings=settings.resend, candidate_copies=candidate_copies,
+                primary_answered=flow.response is not None,
+                secondary_configured=any(settings.target(t.spec.name).role == "secondary" for t in plan.mirrors),
+        ) is not None:
+            return
+        # One budget per endpoint as the capture will name it (the router's own path template).
+        outcome = self.resend_budget.take(f"{route.router} {template_path(route.path.partition('?')[0])}")
+        if outcome == RESEND_CAPPED:
+            self.resend_capped += 1
+        elif outcome == RESEND:
+            # The same request to the server that just answered it: its second answer is the noise evidence.
+            server = _serving_server(plan.primary, route.upstream) or active.picker.pick(plan.primary)
+            copy = self._copy(flow, route, plan.primary, server, plan.primary.name, "secondary",
+                              client_headers, body, primary, rewrite=False)
+            if dispatcher.submit(copy):
+                self.resent += 1
+            else:
+                self.resend_shed += 1
+
+    def _copy(self, flow: http.HTTPFlow, route: RouteContext, service: LoadBalancerService, server: Server,
+              target: str, role: str, client_headers: list[tuple[str, str]], body: bytes | None,
+              primary: ExchangeRecord | None, *, rewrite: bool) -> MirrorRequest:
+        """One marked copy of the client's request for `server` of `service`; `rewrite`: a mirror
+        target's copy, which the mirror rewriter may change (the re-send to the primary never is)."""
+        path = server.path + route.path if server.preserve_path else route.path
+        authority = host_port(server.host, server.port, server.scheme)
+        context: dict[str, object] = {"primary": primary}
+        tracer = self.state.mirror_tracer
+        traced = tracer.trace_copy(flow) if tracer is not None else None
+        if traced is not None:
+            context[TRACE_KEY] = traced[1]
+        headers = tuple(mirror_headers(client_headers, route.request_id,
+                                       host=None if service.pass_host_header else authority,
+                                       traceparent=traced[0] if traced is not None else None))
+        rewriter = self.state.mirror_rewriter if rewrite else None
+        rewritten = rewriter.rewrite_copy(flow, target, headers, body) if rewriter else None
+        if rewritten is not None:
+            headers, body, context[EXTRA_KEY] = rewritten
+        return MirrorRequest(
+            target=target, role=role, request_id=route.request_id, method=flow.request.method,
+            url=f"{server.scheme}://{authority}{path}", upstream=server.url, headers=headers, body=body,
+            context=context,
+        )
 
     async def done(self) -> None:
         if self.state.dispatcher is not None:
@@ -179,3 +224,8 @@ def _with_host(headers: list[tuple[str, str]], client_host: str) -> list[tuple[s
     if client_host:
         out.insert(0, ("Host", client_host))
     return out
+
+
+def _serving_server(service: LoadBalancerService, upstream: str | None) -> Server | None:
+    """The server of `service` that answered the client (RouteContext.upstream is its URL)."""
+    return next((server for server in service.servers if server.url == upstream), None)

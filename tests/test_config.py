@@ -20,6 +20,7 @@ from shadow.gateway.config import (
     load_config,
     parse_config,
 )
+from shadow.gateway.mirror import ResendSettings
 from shadow.yamlconfig import parse_duration
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
@@ -73,6 +74,7 @@ def test_defaults_of_a_minimal_file() -> None:
     assert cfg.shadow.capture.dir == Path("/srv/gw/capture")
     assert cfg.shadow.capture.redaction.headers == DEFAULT_REDACTED_HEADERS
     assert cfg.shadow.mirroring.timeout_s == 5.0
+    assert cfg.shadow.mirroring.resend == ResendSettings(enabled=True, percent=5, per_endpoint=50, window_s=60.0)
     assert cfg.shadow.gateway_id is None
     assert dict(cfg.shadow.analysis) == {}
     assert cfg.source == "gw.yaml"
@@ -159,7 +161,11 @@ shadow:
   gateway: {id: gw-7}
   capture: {dir: /var/cap, enabled: false, maxBodyBytes: 10, segmentRows: 5, segmentSeconds: 250ms, maxQueue: 7}
   redaction: {mode: remove, keyEnv: MY_KEY, headers: [X-Api-Key, Cookie], jsonFields: [password, /card/number]}
-  mirroring: {timeout: 1m30s, maxInFlight: 8, targets: {next: {role: secondary, allowUnsafe: true}}}
+  mirroring:
+    timeout: 1m30s
+    maxInFlight: 8
+    targets: {next: {role: secondary, allowUnsafe: true}}
+    resend: {enabled: false, percent: 20, perEndpoint: 7, window: 30s}
   endpoints: ["/api/orders/{id}"]
   analysis: {latency: {alpha: 0.05}, diff: {ignore: [/ts]}}
 """
@@ -176,6 +182,7 @@ shadow:
     assert sh.mirroring.max_in_flight == 8
     assert sh.mirroring.target("next").role == "secondary"
     assert sh.mirroring.target("next").allow_unsafe is True
+    assert sh.mirroring.resend == ResendSettings(enabled=False, percent=20, per_endpoint=7, window_s=30.0)
     assert sh.endpoints == ("/api/orders/{id}",)
     assert sh.analysis == {"latency": {"alpha": 0.05}, "diff": {"ignore": ["/ts"]}}
     assert type(sh.analysis["latency"]) is dict
@@ -314,6 +321,18 @@ BAD_CONFIGS = [
      "shadow.mirroring.targets.ap", "no service named 'ap'"),
     ("shadow-role", BASE + "shadow:\n  mirroring:\n    targets:\n      app: {role: primary}\n", 14,
      "shadow.mirroring.targets.app.role", "candidate or secondary"),
+    ("shadow-resend-key", BASE + "shadow:\n  mirroring:\n    resend: {perEndpont: 5}\n", 13,
+     "shadow.mirroring.resend.perEndpont", "did you mean 'perEndpoint'"),
+    ("shadow-resend-percent", BASE + "shadow:\n  mirroring:\n    resend:\n      percent: 101\n", 14,
+     "shadow.mirroring.resend.percent", "between 0 and 100"),
+    ("shadow-resend-cap", BASE + "shadow:\n  mirroring:\n    resend:\n      perEndpoint: 0\n", 14,
+     "shadow.mirroring.resend.perEndpoint", "at least 1"),
+    ("shadow-resend-window", BASE + "shadow:\n  mirroring:\n    resend:\n      window: 0s\n", 14,
+     "shadow.mirroring.resend.window", "must be positive"),
+    ("shadow-resend-enabled", BASE + "shadow:\n  mirroring:\n    resend: {enabled: sometimes}\n", 13,
+     "shadow.mirroring.resend.enabled", "expected true or false"),
+    ("shadow-resend-type", BASE + "shadow:\n  mirroring:\n    resend: on\n", 13,
+     "shadow.mirroring.resend", "expected a mapping"),
     ("shadow-segment-rows", BASE + "shadow:\n  capture: {segmentRows: 0}\n", 12,
      "shadow.capture.segmentRows", "at least 1"),
     ("shadow-endpoint", BASE + "shadow:\n  endpoints: [/ok, bad]\n", 12, "shadow.endpoints[1]",

@@ -2,7 +2,8 @@
 
 The plainest set-up a newcomer would use: a real `shadow gateway` (the mitmdump it starts) whose
 gateway.yaml mirrors every route 100 % to the candidate, NO secondary configured, NO `shadow probe`,
-the default policy; real services in their own processes (tests/verdict_services.py: JSON answers
+the default policy (so the only noise evidence is the gateway's own zero-config secondary: it
+re-sends a few mirrored GETs to the primary, shadow.mirroring.resend); real services in their own processes (tests/verdict_services.py: JSON answers
 with a per-response timestamp and request id, an /anything endpoint that echoes the request it
 received, transient independent 5xx, autocorrelated latency); real HTTP clients; the verdict from
 `shadow gate CAPTURE` run as a subprocess (exit 0 PASS, 1 FAIL, 3 INCONCLUSIVE) and, where the test
@@ -29,6 +30,7 @@ import pytest
 from shadow.capture.store import open_store
 from shadow.demo.processes import Supervisor
 from shadow.demo.traffic import drive_async
+from shadow.gateway.mirror import ResendSettings
 from tests.conftest import REPO, GatewayProcess, shadow_cli
 from tests.verdict_services import traffic_plan
 
@@ -180,6 +182,67 @@ def results(doc: dict[str, Any], endpoint: str, cls: str) -> list[dict[str, Any]
     return [r for r in doc["results"] if r["endpoint"] == endpoint and r["class"] == cls]
 
 
+# ---------------------------------------------------------------- an equivalent candidate
+
+HEAVY = pytest.mark.timeout(400)  # 20,000 requests through one gateway on 2 shared cores, then the analysis
+
+
+@pytest.mark.parametrize("requests", [12, 2_000, pytest.param(20_000, marks=HEAVY)])
+def test_equivalent_candidate_never_fails(runs: Callable[[str, int], MirroredRun], requests: int) -> None:
+    run = runs("twin", requests)
+    assert run.pairs >= 0.99 * requests  # the mirror kept up: the verdict judges what was sent
+    verdict = gate(run.capture)
+    assert verdict.exit_code in (0, 3), verdict.why()
+
+
+def test_volatile_fields_are_noise_with_their_evidence(runs: Callable[[str, int], MirroredRun]) -> None:
+    doc = verdict_document(runs("twin", 2_000).capture)
+    fields = {(f["endpoint"], f["pointer_template"]): f for f in doc["diff_fields"] if f["kind"] == "body"}
+    for endpoint in ("/api/orders/{id}", "/api/orders"):
+        for pointer in ("/generated_at", "/request_id"):
+            field = fields.get((endpoint, pointer))
+            assert field is not None, f"{endpoint} {pointer} not listed among the differences"
+            assert field["noise"] and field["noise_reason"], field
+            evidence = field["secondary"]
+            # The evidence: the primary's own second answer to the same requests differed too.
+            assert evidence is not None and evidence["requests"] > 0, field
+            assert evidence["secondary_diffs"] > 0, field
+
+
+# ---------------------------------------------------------------- a bad candidate
+
+def test_bad_candidate_fails_naming_each_problem(runs: Callable[[str, int], MirroredRun]) -> None:
+    run = runs("bad", 3_000)
+    verdict = gate(run.capture)
+    doc = verdict_document(run.capture)
+    problems: list[str] = []
+    detail = real_fields(doc, "/api/orders/{id}")
+    if not any("customerId" in json.dumps(f) for f in detail):
+        problems.append("the renamed field customer_id → customerId is not named")
+    if not any(f["pointer_template"] == "/total" for f in detail):
+        problems.append("the rounded /total is not named")
+    if not any(r["metric"].startswith("latency") for r in results(doc, "/api/orders/{id}", "FAIL")):
+        problems.append("the +40 % latency of /api/orders/{id} does not FAIL")
+    if not any(r["metric"] == "error_rate" for r in results(doc, "/api/orders", "FAIL")):
+        problems.append("the 4 % of 500s on /api/orders does not FAIL")
+    assert verdict.exit_code == 1 and not problems, "; ".join(problems) + "\n" + verdict.why()
+    gate_lines = "\n".join(verdict.lines("FAIL"))
+    assert "/api/orders/{id} → candidate latency" in gate_lines, verdict.why()
+    assert "/api/orders → candidate error_rate" in gate_lines, verdict.why()
+
+
+# ---------------------------------------------------------------- A/A with transient 5xx
+
+def test_aa_transient_5xx_never_fail_the_mismatch_rate(runs: Callable[[str, int], MirroredRun]) -> None:
+    """Identical services, no volatile field, 1 % independent 5xx per side: a status difference is
+    judged by the 5xx guardrail alone, never as a body mismatch too."""
+    run = runs("stable-b", 2_000)
+    verdict = gate(run.capture)
+    mismatch_fails = [line for line in verdict.lines("FAIL") if " mismatch_rate:" in line]
+    assert not mismatch_fails, verdict.why()
+    assert verdict.exit_code in (0, 3), verdict.why()
+
+
 # ---------------------------------------------------------------- what the capture says was sent
 
 def test_captured_request_is_the_one_each_side_received(runs: Callable[[str, int], MirroredRun]) -> None:
@@ -201,3 +264,28 @@ def test_captured_request_is_the_one_each_side_received(runs: Callable[[str, int
     candidate_headers = {h["name"].lower() for role, _p, _q, headers, _b in rows if role == "candidate"
                          for h in headers}
     assert {"x-shadow-request", "x-shadow-request-id"} <= candidate_headers
+
+
+# ---------------------------------------------------------------- the zero-config secondary
+
+def test_gateway_resends_a_bounded_share_of_safe_requests_to_the_primary(
+        runs: Callable[[str, int], MirroredRun]) -> None:
+    """No secondary configured: the gateway re-sends 5 % of each endpoint's mirrored GETs (the 1st,
+    21st, 41st...) to the primary and captures them as role=secondary, counted in the capture stats."""
+    settings = ResendSettings()
+    with open_store(runs("twin", 2_000).capture) as store:
+        by_endpoint = store.sql(
+            "SELECT endpoint, count(*) FILTER (WHERE role = 'primary'), count(*) FILTER (WHERE role = 'secondary') "
+            "FROM exchanges GROUP BY endpoint").fetchall()
+        secondaries = store.sql(
+            "SELECT s.mode, s.service, s.method, s.req_headers, p.request_id IS NOT NULL, c.request_id IS NOT NULL "
+            "FROM exchanges s LEFT JOIN exchanges p ON p.request_id = s.request_id AND p.role = 'primary' "
+            "LEFT JOIN exchanges c ON c.request_id = s.request_id AND c.role = 'candidate' "
+            "WHERE s.role = 'secondary'").fetchall()
+        [counters] = store.sql("SELECT max(mirror_resent), max(mirror_resend_shed) FROM capture_stats").fetchall()
+    for endpoint, primaries, resent in by_endpoint:
+        assert resent == min(-(-primaries * settings.percent // 100), settings.per_endpoint), endpoint
+    assert counters == (len(secondaries), 0)
+    for mode, service, method, headers, has_primary, has_candidate in secondaries:
+        assert (mode, service, method, has_primary, has_candidate) == ("mirror", "monolith", "GET", True, True)
+        assert {h["name"] for h in headers} >= {"X-Shadow-Request", "X-Shadow-Request-Id"}

@@ -5,6 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from shadow.gateway.mirror import (
+    RESEND,
+    RESEND_CAPPED,
+    RESEND_DISABLED,
+    RESEND_NOT_DUE,
+    RESEND_NOT_MIRRORED,
+    RESEND_PRIMARY_FAILED,
+    RESEND_SECONDARY_CONFIGURED,
+    RESEND_UNSAFE,
     SKIP_BODY_TOO_LARGE,
     SKIP_UNSAFE,
     MirrorDispatcher,
@@ -12,8 +20,12 @@ from shadow.gateway.mirror import (
     MirrorResult,
     MirrorTargetSettings,
     RateLimitedLog,
+    ResendBudget,
+    ResendSettings,
     mirror_headers,
     mirror_skip_reason,
+    percent_due,
+    resend_skip_reason,
 )
 from tests.upstream import Upstream, free_port
 
@@ -34,6 +46,62 @@ def test_max_body_size_like_traefik() -> None:
     assert mirror_skip_reason("POST", 11, max_body_size=10, target=UNSAFE_OK) == SKIP_BODY_TOO_LARGE
     assert mirror_skip_reason("POST", 10**9, max_body_size=-1, target=UNSAFE_OK) is None
     assert mirror_skip_reason("GET", 1, max_body_size=0, target=SAFE) == SKIP_BODY_TOO_LARGE
+
+
+def test_resend_only_safe_mirrored_requests_without_a_configured_secondary() -> None:
+    on = ResendSettings()
+
+    def reason(method: str = "GET", settings: ResendSettings = on, secondary: bool = False, copies: int = 1,
+               answered: bool = True) -> str | None:
+        return resend_skip_reason(method, settings=settings, secondary_configured=secondary,
+                                  candidate_copies=copies, primary_answered=answered)
+
+    assert reason() is None and reason("head") is None
+    for method in ("POST", "PUT", "PATCH", "DELETE", "OPTIONS"):  # a second call must never repeat a side effect
+        assert reason(method) == RESEND_UNSAFE
+    assert reason(secondary=True) == RESEND_SECONDARY_CONFIGURED
+    assert reason(copies=0) == RESEND_NOT_MIRRORED  # no candidate answer to weigh it against
+    assert reason(answered=False) == RESEND_PRIMARY_FAILED
+    assert reason(settings=ResendSettings(enabled=False)) == RESEND_DISABLED
+    assert reason(settings=ResendSettings(percent=0)) == RESEND_DISABLED
+
+
+def test_percent_rule_is_traefiks_evenly_spaced_and_starts_with_the_first() -> None:
+    def chosen(percent: int, n: int) -> list[int]:
+        sent, out = 0, []
+        for seen in range(1, n + 1):
+            if percent_due(seen, sent, percent):
+                sent += 1
+                out.append(seen)
+        return out
+
+    assert chosen(5, 60) == [1, 21, 41]
+    assert chosen(50, 6) == [1, 3, 5]
+    assert chosen(100, 3) == [1, 2, 3] and chosen(0, 50) == []
+    assert len(chosen(7, 1000)) == 70
+
+
+def test_resend_budget_per_endpoint_share_and_cap_per_window() -> None:
+    now = [0.0]
+    budget = ResendBudget(ResendSettings(percent=50, per_endpoint=2, window_s=60.0), clock=lambda: now[0])
+    a = [budget.take("/a") for _ in range(8)]
+    assert a == [RESEND, RESEND_NOT_DUE, RESEND, RESEND_NOT_DUE, RESEND_CAPPED, RESEND_NOT_DUE,
+                 RESEND_CAPPED, RESEND_NOT_DUE]
+    assert budget.take("/b") == RESEND  # each endpoint its own share and cap, from its first request
+    now[0] = 60.0  # a new window: the cap resets, the spacing goes on where it was
+    assert [budget.take("/a") for _ in range(4)] == [RESEND, RESEND_NOT_DUE, RESEND, RESEND_NOT_DUE]
+    assert budget.take("/a") == RESEND_CAPPED
+    budget.reconfigure(ResendSettings(percent=50, per_endpoint=10, window_s=60.0))
+    assert budget.take("/a") == RESEND_NOT_DUE and budget.take("/a") == RESEND  # a reload keeps the counts
+
+
+def test_resend_budget_forgets_the_least_recent_endpoints_beyond_its_bound() -> None:
+    budget = ResendBudget(ResendSettings(percent=100, per_endpoint=1), max_endpoints=3)
+    for path in ("/u/alice", "/u/bob", "/u/carol", "/u/alice", "/u/dave"):
+        budget.take(path)
+    assert len(budget) == 3
+    assert budget.take("/u/alice") == RESEND_CAPPED  # still remembered: seen more recently than bob
+    assert budget.take("/u/bob") == RESEND  # forgotten, so it starts afresh
 
 
 def test_mirror_headers_drop_hop_by_hop_and_mark() -> None:

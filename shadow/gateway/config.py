@@ -39,6 +39,11 @@ The `shadow:` section (camelCase like Traefik; every key optional)::
         targets:                               # by the name of a service used as a mirror
           orders-next: {role: candidate, allowUnsafe: false}
           monolith-b: {role: secondary}
+        resend:                                # zero-config noise evidence (on by default): a share of
+          enabled: true                        # the GET/HEAD requests mirrored to a candidate is sent to
+          percent: 5                           # the primary again, captured as role=secondary; never
+          perEndpoint: 50                      # when the mirroring has a secondary; at most perEndpoint
+          window: 1m                           # re-sends per endpoint per window
       endpoints: ["/api/orders/{id}"]          # explicit endpoint templates for the analyzers
       analysis: {...}                          # kept raw here; the analyzers validate it
 """
@@ -68,7 +73,7 @@ from shadow.gateway.middlewares.config import PARSERS as MIDDLEWARE_PARSERS
 from shadow.gateway.middlewares.errorpage import ErrorPage
 from shadow.gateway.middlewares.headers import Cors, Security
 from shadow.gateway.middlewares.httproute import HTTPRouteMiddleware
-from shadow.gateway.mirror import MirroringSettings, MirrorTargetSettings
+from shadow.gateway.mirror import MirroringSettings, MirrorTargetSettings, ResendSettings
 from shadow.gateway.rules import Rule, RuleSyntaxError, compile_rule
 from shadow.gateway.traffic import SplitSettings, StickyCookie, default_cookie_name
 from shadow.telemetry.tracing import TelemetrySettings, parse_telemetry
@@ -995,7 +1000,7 @@ def _parse_shadow(reader: YamlReader, node: Any, line: int | None, base_dir: Pat
 
     mir_field = "shadow.mirroring"
     mir = reader.mapping(sh.get("mirroring"), mir_field, reader.value_line(sh, "mirroring"))
-    reader.check_keys(mir, mir_field, ("timeout", "maxInFlight", "targets"))
+    reader.check_keys(mir, mir_field, ("timeout", "maxInFlight", "targets", "resend"))
     mdefaults = MirroringSettings()
     timeout = reader.duration(mir, "timeout", mir_field, mdefaults.timeout_s)
     if timeout <= 0:
@@ -1022,6 +1027,7 @@ def _parse_shadow(reader: YamlReader, node: Any, line: int | None, base_dir: Pat
         timeout_s=timeout,
         max_in_flight=reader.integer(mir, "maxInFlight", mir_field, mdefaults.max_in_flight, minimum=1),
         targets=targets,
+        resend=_parse_resend(reader, mir, mir_field),
     )
 
     endpoints = reader.string_list(sh, "endpoints", "shadow")
@@ -1037,6 +1043,23 @@ def _parse_shadow(reader: YamlReader, node: Any, line: int | None, base_dir: Pat
                          endpoints=endpoints, analysis=MappingProxyType(plain(analysis_node)),
                          split=_parse_split(reader, sh, services), identity_client_key_claim=identity[0],
                          identity_hash_client_key=identity[2])
+
+
+def _parse_resend(reader: YamlReader, mir: dict[Any, Any], mir_field: str) -> ResendSettings:
+    """shadow.mirroring.resend: {enabled: true, percent: 5, perEndpoint: 50, window: 1m}."""
+    where = f"{mir_field}.resend"
+    node = reader.mapping(mir.get("resend"), where, reader.value_line(mir, "resend"))
+    reader.check_keys(node, where, ("enabled", "percent", "perEndpoint", "window"))
+    defaults = ResendSettings()
+    window = reader.duration(node, "window", where, defaults.window_s)
+    if window <= 0:
+        reader.fail("must be positive", f"{where}.window", reader.value_line(node, "window"))
+    return ResendSettings(
+        enabled=reader.boolean(node, "enabled", where, defaults.enabled),
+        percent=reader.integer(node, "percent", where, defaults.percent, minimum=0, maximum=100),
+        per_endpoint=reader.integer(node, "perEndpoint", where, defaults.per_endpoint, minimum=1),
+        window_s=window,
+    )
 
 
 def _parse_identity(reader: YamlReader, sh: dict[Any, Any]) -> tuple[str | None, bool, bool]:

@@ -6,14 +6,21 @@ already out), each copy is abandoned after `timeout_s`, and its outcome goes to 
 gateway captures it). One pooled `aiohttp.ClientSession` carries every copy: on this machine it was
 the only client that kept up with mitmdump (see /work/shared/reference/dataplane.md).
 
-The decisions (is this request mirrored to that target? with which headers?) are pure functions
-so they are tested without a network.
+The decisions (is this request mirrored to that target? with which headers? is it re-sent to the
+primary?) are pure functions so they are tested without a network.
+
+Zero-config noise evidence (`ResendSettings`, `resend_skip_reason`, `ResendBudget`): by default a
+few safe (GET/HEAD) requests of each mirrored endpoint are sent to the primary a second time,
+through the same dispatcher, marked like every copy and captured as role=secondary, exactly as a
+configured `role: secondary` mirror would be. Where the primary's own second answer differs too,
+the analysis knows a field is noise (analyzers/noise.py) without the user configuring anything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,10 +36,24 @@ class MirrorTargetSettings:
 
 
 @dataclass(frozen=True)
+class ResendSettings:
+    """shadow.mirroring.resend: re-send a share of the safe mirrored requests to the primary and
+    capture the second answer as role=secondary (noise evidence with zero set-up)."""
+
+    enabled: bool = True
+    # Of each endpoint's eligible requests, by Traefik's mirror-percent rule: 5 re-sends the 1st,
+    # 21st, 41st... so an endpoint has evidence from its first request on.
+    percent: int = 5
+    per_endpoint: int = 50  # at most this many re-sends per endpoint per window; the rest are counted as capped
+    window_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class MirroringSettings:
     timeout_s: float = 5.0  # a mirror call slower than this is abandoned and captured as an error
     max_in_flight: int = 256  # mirror calls beyond this are shed and counted
     targets: dict[str, MirrorTargetSettings] = field(default_factory=dict)  # by mirror service name
+    resend: ResendSettings = field(default_factory=ResendSettings)
 
     def target(self, name: str) -> MirrorTargetSettings:
         return self.targets.get(name, MirrorTargetSettings())
@@ -68,6 +89,90 @@ def mirror_skip_reason(method: str, body_size: int, *, max_body_size: int,
     if max_body_size >= 0 and body_size > max_body_size:
         return SKIP_BODY_TOO_LARGE
     return None
+
+
+def percent_due(seen: int, sent: int, percent: int, denominator: int = 100) -> bool:
+    """Traefik's mirror-percent rule: the `seen`-th request gets a copy when fewer than
+    seen × percent / denominator have had one, so copies are evenly spaced and the first always
+    gets one (integers only: a Gateway API fraction is exact)."""
+    return sent * denominator < seen * percent
+
+
+SAFE_RESEND_METHODS = frozenset({"GET", "HEAD"})
+
+# Why a request is not re-sent to the primary (pure decision, see `resend_skip_reason`).
+RESEND_DISABLED = "disabled"
+RESEND_UNSAFE = "unsafe-method"
+RESEND_SECONDARY_CONFIGURED = "secondary-configured"
+RESEND_NOT_MIRRORED = "not-mirrored"
+RESEND_PRIMARY_FAILED = "primary-failed"
+
+
+def resend_skip_reason(method: str, *, settings: ResendSettings, secondary_configured: bool,
+                       candidate_copies: int, primary_answered: bool = True) -> str | None:
+    """Why this mirrored request must not be re-sent to the primary, or None when it may be.
+
+    Only GET and HEAD: a second call must never repeat a side effect. Never when the route's
+    mirroring already has a `role: secondary` mirror (that one is the evidence), and only when a
+    candidate copy actually went out (a secondary answer is evidence only beside a candidate's).
+    Never when the primary did not answer: a failing primary gets no extra load.
+    """
+    if not settings.enabled or settings.percent <= 0:
+        return RESEND_DISABLED
+    if method.upper() not in SAFE_RESEND_METHODS:
+        return RESEND_UNSAFE
+    if secondary_configured:
+        return RESEND_SECONDARY_CONFIGURED
+    if candidate_copies <= 0:
+        return RESEND_NOT_MIRRORED
+    if not primary_answered:
+        return RESEND_PRIMARY_FAILED
+    return None
+
+
+RESEND = "resend"
+RESEND_NOT_DUE = "not-due"
+RESEND_CAPPED = "capped"
+
+
+class ResendBudget:
+    """Which eligible requests are re-sent: per endpoint, `percent` of them evenly spaced (the first
+    always), and at most `per_endpoint` per `window_s`. Remembers at most `max_endpoints` endpoints
+    (the least recently seen are forgotten first), so untemplated paths cannot grow memory."""
+
+    def __init__(self, settings: ResendSettings, *, max_endpoints: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.max_endpoints = max_endpoints
+        self._clock = clock
+        # endpoint -> [eligible requests seen, re-sends due, window start, re-sends in this window]
+        self._state: OrderedDict[str, list[float]] = OrderedDict()
+
+    def reconfigure(self, settings: ResendSettings) -> None:
+        self.settings = settings
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def take(self, endpoint: str) -> str:
+        """RESEND, RESEND_NOT_DUE or RESEND_CAPPED for one eligible request of `endpoint`."""
+        now = self._clock()
+        state = self._state.pop(endpoint, None)
+        if state is None:
+            state = [0, 0, now, 0]
+            while len(self._state) >= self.max_endpoints:
+                self._state.popitem(last=False)
+        self._state[endpoint] = state
+        state[0] += 1
+        if not percent_due(int(state[0]), int(state[1]), self.settings.percent):
+            return RESEND_NOT_DUE
+        state[1] += 1  # a capped re-send still counts as done, so spacing stays even after the window
+        if now - state[2] >= self.settings.window_s:
+            state[2], state[3] = now, 0
+        if state[3] >= self.settings.per_endpoint:
+            return RESEND_CAPPED
+        state[3] += 1
+        return RESEND
 
 
 def mirror_headers(headers: Iterable[tuple[str, str]], request_id: str, *,

@@ -28,6 +28,7 @@ from shadow.gateway.config import (
     StripPrefix,
     WeightedService,
 )
+from shadow.gateway.mirror import percent_due
 from shadow.gateway.rules import RESERVED_ESCAPES, RequestView
 from shadow.gateway.shifting import needs_control
 
@@ -229,7 +230,7 @@ class MirrorCounter:
         if state is None:
             state = self._state[key] = [0, 0]
         state[0] += 1
-        if state[1] * mirror.denominator < state[0] * mirror.percent:
+        if percent_due(state[0], state[1], mirror.percent, mirror.denominator):
             state[1] += 1
             return True
         return False
