@@ -3,9 +3,10 @@
 The plainest set-up a newcomer would use: a real `shadow gateway` (the mitmdump it starts) whose
 gateway.yaml mirrors every route 100 % to the candidate, NO secondary configured, NO `shadow probe`,
 the default policy (so the only noise evidence is the gateway's own zero-config secondary: it
-re-sends a few mirrored GETs to the primary, shadow.mirroring.resend); real services in their own processes (tests/verdict_services.py: JSON answers
-with a per-response timestamp and request id, an /anything endpoint that echoes the request it
-received, transient independent 5xx, autocorrelated latency); real HTTP clients; the verdict from
+re-sends a few mirrored GETs to the primary, shadow.mirroring.resend); real services in their own
+processes (tests/verdict_services.py: JSON answers with a per-response timestamp and request id, an
+/anything endpoint that echoes the request it received, transient independent 5xx, autocorrelated
+latency); real HTTP clients; the verdict from
 `shadow gate CAPTURE` run as a subprocess (exit 0 PASS, 1 FAIL, 3 INCONCLUSIVE) and, where the test
 needs to know *why*, the same analysis's verdict.json document.
 
