@@ -44,6 +44,7 @@ shadow:
   mirroring:
     maxInFlight: 1
     timeout: 3s
+    resend: {{enabled: false}}   # exact copy counts: no zero-config secondary
     targets:
       next: {{allowUnsafe: true}}
 """

@@ -77,6 +77,7 @@ http:
     m: {{mirroring: {{service: mono, mirrors: [{{name: next, percent: 100}}]}}}}
 shadow:
   capture: {{dir: {capture}}}
+  mirroring: {{resend: {{enabled: false}}}}  # exact row and span counts: no zero-config secondary
   telemetry:
     endpoint: {endpoint}
     exportInterval: 500ms
