@@ -31,7 +31,7 @@ import pytest
 from shadow.capture.store import open_store
 from shadow.demo.processes import Supervisor
 from shadow.demo.traffic import drive_async
-from shadow.gateway.mirror import ResendSettings
+from shadow.gateway.mirror import RESEND_BURST, ResendSettings
 from tests.conftest import REPO, GatewayProcess, shadow_cli
 from tests.verdict_services import traffic_plan
 
@@ -244,6 +244,16 @@ def test_aa_transient_5xx_never_fail_the_mismatch_rate(runs: Callable[[str, int]
     assert verdict.exit_code in (0, 3), verdict.why()
 
 
+def test_aa_status_change_is_shown_as_a_status_change_not_body_fields(
+        runs: Callable[[str, int], MirroredRun]) -> None:
+    doc = verdict_document(runs("stable-b", 2_000).capture)
+    status = [f for f in doc["diff_fields"] if f["kind"] == "status"]
+    assert status, "the transient 500s show as status differences"
+    body = [f"{f['endpoint']} {f['op']} {f['pointer_template']}" for f in doc["diff_fields"]
+            if f["kind"] == "body" and not f["noise"]]
+    assert not body, body
+
+
 # ---------------------------------------------------------------- what the capture says was sent
 
 def test_captured_request_is_the_one_each_side_received(runs: Callable[[str, int], MirroredRun]) -> None:
@@ -286,6 +296,7 @@ def test_gateway_resends_a_bounded_share_of_safe_requests_to_the_primary(
         [counters] = store.sql("SELECT max(mirror_resent), max(mirror_resend_shed) FROM capture_stats").fetchall()
     for endpoint, primaries, resent in by_endpoint:
         assert resent == min(-(-primaries * settings.percent // 100), settings.per_endpoint), endpoint
+    assert len(secondaries) <= 2_000 * settings.percent // 100 + RESEND_BURST  # the extra load on the primary
     assert counters == (len(secondaries), 0)
     for mode, service, method, headers, has_primary, has_candidate in secondaries:
         assert (mode, service, method, has_primary, has_candidate) == ("mirror", "monolith", "GET", True, True)

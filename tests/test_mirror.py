@@ -6,6 +6,7 @@ import asyncio
 
 from shadow.gateway.mirror import (
     RESEND,
+    RESEND_BURST,
     RESEND_CAPPED,
     RESEND_DISABLED,
     RESEND_NOT_DUE,
@@ -93,6 +94,16 @@ def test_resend_budget_per_endpoint_share_and_cap_per_window() -> None:
     assert budget.take("/a") == RESEND_CAPPED
     budget.reconfigure(ResendSettings(percent=50, per_endpoint=10, window_s=60.0))
     assert budget.take("/a") == RESEND_NOT_DUE and budget.take("/a") == RESEND  # a reload keeps the counts
+
+
+def test_resend_share_holds_overall_when_every_path_is_new() -> None:
+    """Untemplated slugs make every request its endpoint's first: still at most 5 % overall (+ burst)."""
+    budget = ResendBudget(ResendSettings(percent=5, per_endpoint=50))
+    outcomes = [budget.take(f"/u/user-{i}") for i in range(2_000)]
+    assert outcomes[:RESEND_BURST] == [RESEND] * RESEND_BURST  # the first endpoints all get evidence
+    assert outcomes.count(RESEND) <= RESEND_BURST + 2_000 * 5 // 100
+    assert outcomes.count(RESEND) >= 2_000 * 5 // 100  # and the share is used, not starved
+    assert set(outcomes) == {RESEND, RESEND_CAPPED}
 
 
 def test_resend_budget_forgets_the_least_recent_endpoints_beyond_its_bound() -> None:

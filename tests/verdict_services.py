@@ -152,6 +152,7 @@ class Behaviour:
     volatile: bool  # stamp generated_at / request_id / X-Request-Id
     rng: random.Random
     log_factor: float = 0.0  # AR(1) state of log latency
+    list_requests: int = 0  # /api/orders requests answered (the bad flavour's failing share)
 
     def latency_s(self, endpoint: str) -> float:
         innovation = self.rng.gauss(0.0, LATENCY_SIGMA * math.sqrt(1.0 - LATENCY_PHI ** 2))
@@ -162,10 +163,12 @@ class Behaviour:
         return ms / 1000.0
 
     def fails(self, endpoint: str) -> bool:
-        rate = self.error_rate
         if self.flavour == "bad" and endpoint == "orders":
-            rate = max(rate, BAD_LIST_ERROR_RATE)
-        return self.rng.random() < rate
+            # The bug: a fixed share of list requests fail (every 25th), not a random draw, so the
+            # test's power does not hang on the luck of one run.
+            self.list_requests += 1
+            return self.list_requests % round(1 / BAD_LIST_ERROR_RATE) == 0
+        return self.rng.random() < self.error_rate
 
     def stamp(self, body: JsonObject) -> JsonObject:
         if self.volatile:

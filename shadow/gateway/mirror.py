@@ -135,16 +135,23 @@ RESEND_NOT_DUE = "not-due"
 RESEND_CAPPED = "capped"
 
 
+# Re-sends allowed ahead of the overall share, so the first requests of the first endpoints all get
+# evidence; beyond it the overall share holds even when every path is new (untemplated ids, slugs).
+RESEND_BURST = 20
+
+
 class ResendBudget:
     """Which eligible requests are re-sent: per endpoint, `percent` of them evenly spaced (the first
-    always), and at most `per_endpoint` per `window_s`. Remembers at most `max_endpoints` endpoints
-    (the least recently seen are forgotten first), so untemplated paths cannot grow memory."""
+    always), and at most `per_endpoint` per `window_s`; overall, never more than `percent` % of all
+    eligible requests plus RESEND_BURST. Remembers at most `max_endpoints` endpoints (the least
+    recently seen are forgotten first), so untemplated paths cannot grow memory."""
 
     def __init__(self, settings: ResendSettings, *, max_endpoints: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.max_endpoints = max_endpoints
         self._clock = clock
+        self._seen = self._sent = 0  # over every endpoint
         # endpoint -> [eligible requests seen, re-sends due, window start, re-sends in this window]
         self._state: OrderedDict[str, list[float]] = OrderedDict()
 
@@ -164,14 +171,17 @@ class ResendBudget:
                 self._state.popitem(last=False)
         self._state[endpoint] = state
         state[0] += 1
+        self._seen += 1
         if not percent_due(int(state[0]), int(state[1]), self.settings.percent):
             return RESEND_NOT_DUE
         state[1] += 1  # a capped re-send still counts as done, so spacing stays even after the window
         if now - state[2] >= self.settings.window_s:
             state[2], state[3] = now, 0
-        if state[3] >= self.settings.per_endpoint:
+        over_share = self._sent * 100 >= self._seen * self.settings.percent + RESEND_BURST * 100
+        if state[3] >= self.settings.per_endpoint or over_share:
             return RESEND_CAPPED
         state[3] += 1
+        self._sent += 1
         return RESEND
 
 
