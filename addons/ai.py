@@ -28,6 +28,7 @@ from shadow.ai.config import (
     credential_header_names,
 )
 from shadow.ai.governance import ensure_stream_usage, govern_request, set_model
+from shadow.ai.guard import ContentGuardSettings, guard_body
 from shadow.ai.protocol import CHAT, Answer, AnswerParser, UsageChunkFilter, operation_for_path, parse_answer
 from shadow.ai.ratelimit import TokenLimiter, TokenLimiters
 from shadow.ai.usage import ai_columns
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 JSON = {"Content-Type": "application/json"}
 _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
+_AI_TYPES = (ChatCompletionSettings, TokenRateLimitSettings, ContentGuardSettings)
 
 
 def error_response(status: int, message: str, code: str, *, extra_headers: dict[str, str] | None = None) -> http.Response:
@@ -57,6 +59,8 @@ class AiFlow:
     parser: AnswerParser | None = None  # set when the answer is streamed
     first_content_at: float | None = None
     usage_injected: bool = False  # the gateway asked for stream usage: the usage chunk is not the client's
+    guards: list[ContentGuardSettings] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the content guard did (the ai_guard column)
     streamed_body: bytearray = field(default_factory=bytearray)
     body_cap: int = 0
 
@@ -77,13 +81,11 @@ class AiGateway:
     def _on_activate(self, active: ActiveConfig, _previous: ActiveConfig | None) -> None:
         middlewares = active.config.middlewares.values()
         self._by_name = self.limiters.configure([m for m in middlewares if isinstance(m, TokenRateLimitSettings)])
-        uses_ai = any(isinstance(m, ChatCompletionSettings | TokenRateLimitSettings) for m in middlewares)
-        if uses_ai:
+        if any(isinstance(m, _AI_TYPES) for m in middlewares):
             self.state.mirror_rewriter = self
 
     def flow_hooks(self, active: ActiveConfig) -> frozenset[str]:
-        uses_ai = any(isinstance(m, ChatCompletionSettings | TokenRateLimitSettings)
-                      for m in active.config.middlewares.values())
+        uses_ai = any(isinstance(m, _AI_TYPES) for m in active.config.middlewares.values())
         return frozenset({"request", "responseheaders", "response", "error"} if uses_ai else ())
 
     # -- request -------------------------------------------------------------------------------------
@@ -95,7 +97,8 @@ class AiGateway:
             return
         chat = next((m for m in route.plan.middlewares if isinstance(m, ChatCompletionSettings)), None)
         limits = [m for m in route.plan.middlewares if isinstance(m, TokenRateLimitSettings)]
-        if chat is None and not limits:
+        guards = [m for m in route.plan.middlewares if isinstance(m, ContentGuardSettings)]
+        if chat is None and not limits and not guards:
             return
         req = flow.request
         operation = operation_for_path(route.path)
@@ -112,6 +115,20 @@ class AiGateway:
                          f"{limit.period_s:g}s used; retry in {decision.retry_after_s}s",
                     "token_rate_limit_exceeded", extra_headers={"Retry-After": str(decision.retry_after_s)})
                 return
+        notes: list[str] = []
+        for guard in guards:
+            outcome = guard_body(guard.request, req.content)
+            note = outcome.note("request")
+            if outcome.blocked_by is not None:
+                self.counts["guard_blocked"] += 1
+                flow.response = error_response(403, f"content guard: the request was blocked ({outcome.blocked_by})",
+                                               "content_blocked")
+                flow.metadata[EXTRA_COLUMNS_METADATA] = {"ai_operation": operation, "ai_guard": note}
+                return
+            if outcome.body is not None:
+                self.counts["guard_masked"] += 1
+                req.content = outcome.body
+                notes.append(note or "")
         requested, injected = None, False
         if operation == CHAT and req.method == "POST":
             with_usage = ensure_stream_usage(req.content)
@@ -131,7 +148,8 @@ class AiGateway:
                 fields += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in chat.token.headers(chat.provider)]
                 req.headers.fields = tuple(fields)
         self.counts["requests"] += 1
-        self.flows[flow] = AiFlow(operation, chat, keyed, requested, usage_injected=injected)
+        self.flows[flow] = AiFlow(operation, chat, keyed, requested, usage_injected=injected, guards=guards,
+                                  notes=notes)
 
     def _limit_key(self, flow: http.HTTPFlow, settings: TokenRateLimitSettings) -> str:
         if settings.key_header is not None:
@@ -191,13 +209,31 @@ class AiGateway:
             answer = ai.parser.finish()
             if ai.body_cap:
                 resp.data.content = bytes(ai.streamed_body)  # for the capture (already sent to the client)
+            if any(g.response for g in ai.guards):
+                ai.notes.append("answer not guarded: streamed")
         else:
             try:
                 content = resp.content
             except ValueError:  # an unknown content-encoding
                 content = None
             answer = parse_answer(content)
+            self._guard_answer(flow, ai, content)
         self._account(flow, ai, answer, self.state.routes.get(flow))
+
+    def _guard_answer(self, flow: http.HTTPFlow, ai: AiFlow, content: bytes | None) -> None:
+        for guard in ai.guards:
+            outcome = guard_body(guard.response, content)
+            note = outcome.note("answer")
+            if outcome.blocked_by is not None:
+                self.counts["guard_blocked"] += 1
+                ai.notes.append(note or "")
+                flow.response = error_response(403, f"content guard: the answer was blocked ({outcome.blocked_by})",
+                                               "content_blocked")
+                return
+            if outcome.body is not None and flow.response is not None:
+                self.counts["guard_masked"] += 1
+                ai.notes.append(note or "")
+                flow.response.content = content = outcome.body
 
     def error(self, flow: http.HTTPFlow) -> None:
         # A stream cut short: the tokens seen so far still count.
@@ -214,8 +250,9 @@ class AiGateway:
         self.counts["output_tokens"] += tokens_out
         sent_at = route.sent_at if route is not None else 0.0
         ttft = (ai.first_content_at - sent_at) * 1000.0 if ai.first_content_at and sent_at else None
-        flow.metadata[EXTRA_COLUMNS_METADATA] = ai_columns(answer, ai.operation, ai.requested_model, ai.chat,
-                                                           ttft_ms=ttft)
+        columns = ai_columns(answer, ai.operation, ai.requested_model, ai.chat, ttft_ms=ttft)
+        columns["ai_guard"] = "; ".join(ai.notes) or None
+        flow.metadata[EXTRA_COLUMNS_METADATA] = columns
 
     # -- mirror copies ---------------------------------------------------------------------------------
     def rewrite_copy(self, flow: http.HTTPFlow, target: str, headers: tuple[tuple[str, str], ...],

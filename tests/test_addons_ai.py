@@ -29,13 +29,22 @@ http:
     locked: {{rule: "PathPrefix(`/locked`)", service: gpt, middlewares: [strip, lock]}}
     limited: {{rule: "PathPrefix(`/limited`)", service: gpt, middlewares: [strip, tokens, llm]}}
     shadowed: {{rule: "PathPrefix(`/shadowed`)", service: shadowed, middlewares: [strip, llm]}}
+    guarded: {{rule: "PathPrefix(`/guarded`)", service: gpt, middlewares: [strip, guard, llm]}}
   services:
     gpt: {{loadBalancer: {{servers: [{{url: "{gpt}"}}]}}}}
     claude: {{loadBalancer: {{servers: [{{url: "{claude}"}}]}}}}
     next: {{loadBalancer: {{servers: [{{url: "{next}"}}]}}}}
     shadowed: {{mirroring: {{service: gpt, mirrors: [{{name: next, percent: 100}}]}}}}
   middlewares:
-    strip: {{stripPrefix: {{prefixes: [/locked, /limited, /shadowed]}}}}
+    strip: {{stripPrefix: {{prefixes: [/locked, /limited, /shadowed, /guarded]}}}}
+    guard:
+      contentGuard:
+        request:
+          block: {{pii: [credit_card], regex: ["(?i)project[ -]?x"]}}
+          mask: {{pii: [email], secrets: [all]}}
+        response:
+          block: {{keywords: [photosynthesis]}}
+          mask: {{keywords: [france]}}
     llm:
       chatCompletion:
         token: {{env: AI_TEST_KEY}}
@@ -298,3 +307,28 @@ def test_mirror_to_a_candidate_model_gets_its_own_model_and_key(env: Env) -> Non
     assert by_role["candidate"]["request_id"] == by_role["primary"]["request_id"]
     assert by_role["candidate"]["ai_cost_usd"] == pytest.approx(
         (by_role["candidate"]["ai_input_tokens"] * 0.15 + by_role["candidate"]["ai_output_tokens"] * 0.6) / 1e6)
+
+
+def test_content_guard_blocks_and_masks_requests_and_answers(env: Env) -> None:
+    client = env.client("/guarded")
+    with pytest.raises(openai.PermissionDeniedError, match=r"request was blocked \(pii.credit_card\)"):
+        client.chat.completions.create(model="gpt-4o", messages=[
+            {"role": "user", "content": "charge card 4111 1111 1111 1111 please"}])
+    with pytest.raises(openai.PermissionDeniedError, match=r"regex.0"):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "status of Project X?"}])
+    before = len(env.gpt.received())
+    answer = client.chat.completions.create(
+        model="gpt-4o", temperature=0, extra_headers={"X-Case": "guard-masked"},
+        messages=[{"role": "user", "content": "Capital of France? Reply to bob@example.com, key sk-abcdefghijklmnopqrstuvwxyz"}])
+    _, _, sent = env.gpt.received()[-1]
+    assert len(env.gpt.received()) == before + 1  # the blocked requests never reached the model
+    content = sent["messages"][0]["content"]
+    assert "bob@example.com" not in content and "[MASKED:pii.email]" in content and "[MASKED:secret.openai_key]" in content
+    assert "[MASKED:keyword.france]" in (answer.choices[0].message.content or "")  # the answer masked too
+    with pytest.raises(openai.PermissionDeniedError, match=r"answer was blocked \(keyword.photosynthesis\)"):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Explain photosynthesis"}])
+    (row,) = env.rows("ai_guard like 'request masked%'")
+    assert row["ai_guard"] == "request masked: pii.email×1, secret.openai_key×1; answer masked: keyword.france×1"
+    blocked = env.rows("ai_guard like '%blocked%'", count=3)
+    assert {r["ai_guard"] for r in blocked} >= {"request blocked: pii.credit_card", "answer blocked: keyword.photosynthesis"}
+

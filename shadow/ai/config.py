@@ -38,6 +38,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
+from shadow.ai.guard import (
+    PII,
+    SECRETS,
+    ContentGuardSettings,
+    GuardRule,
+    GuardSide,
+    keyword_rule,
+    named_rule,
+    regex_rule,
+)
+
 if TYPE_CHECKING:
     from shadow.yamlconfig import YamlReader
 
@@ -50,9 +61,10 @@ __all__ = [
     "TokenLimit",
     "TokenRateLimitSettings",
     "parse_ai_middleware",
+    "parse_content_guard",
 ]
 
-AI_MIDDLEWARES = ("chatCompletion", "tokenRateLimit")
+AI_MIDDLEWARES = ("chatCompletion", "tokenRateLimit", "contentGuard")
 
 PROVIDERS = ("openai", "anthropic")
 
@@ -145,7 +157,7 @@ class TokenRateLimitSettings:
         return (self.name, self.key_header, self.key_claim)
 
 
-AiMiddleware = ChatCompletionSettings | TokenRateLimitSettings
+AiMiddleware = ChatCompletionSettings | TokenRateLimitSettings | ContentGuardSettings
 
 _PARAM_FIELD = re.compile(r"^[A-Za-z]+$")
 
@@ -266,10 +278,53 @@ def parse_token_rate_limit(reader: YamlReader, name: str, body: dict[Any, Any], 
     return TokenRateLimitSettings(name, tuple(limits), key_header=header, key_claim=claim)
 
 
+def _guard_rules(reader: YamlReader, node: Any, where: str, line: int | None) -> tuple[GuardRule, ...]:
+    body = reader.mapping(node, where, line)
+    reader.check_keys(body, where, ("pii", "secrets", "keywords", "regex"))
+    rules: list[GuardRule] = []
+    for key, kind, table in (("pii", "pii", PII), ("secrets", "secret", SECRETS)):
+        names = reader.string_list(body, key, where)
+        items = reader.sequence(body, key, where)
+        for i, name in enumerate(names):
+            if name == "all":
+                rules.extend(named_rule(kind, n) for n in table)
+            elif name in table:
+                rules.append(named_rule(kind, name))
+            else:
+                reader.fail(f"unknown {kind} rule {name!r} (known: all, {', '.join(table)})", f"{where}.{key}[{i}]",
+                            reader.item_line(items, i))
+    rules.extend(keyword_rule(word) for word in reader.string_list(body, "keywords", where))
+    patterns = reader.sequence(body, "regex", where)
+    for i, pattern in enumerate(reader.string_list(body, "regex", where)):
+        try:
+            rules.append(regex_rule(i, pattern))
+        except ValueError as exc:
+            reader.fail(f"invalid regular expression {pattern!r}: {exc}", f"{where}.regex[{i}]",
+                        reader.item_line(patterns, i))
+    return tuple(rules)
+
+
+def parse_content_guard(reader: YamlReader, name: str, body: dict[Any, Any], where: str) -> ContentGuardSettings:
+    reader.check_keys(body, where, ("request", "response"))
+    sides = []
+    for side in ("request", "response"):
+        field_name = f"{where}.{side}"
+        node = reader.mapping(body.get(side), field_name, reader.value_line(body, side))
+        reader.check_keys(node, field_name, ("block", "mask"))
+        sides.append(GuardSide(
+            block=_guard_rules(reader, node.get("block"), f"{field_name}.block", reader.value_line(node, "block")),
+            mask=_guard_rules(reader, node.get("mask"), f"{field_name}.mask", reader.value_line(node, "mask"))))
+    if not (sides[0] or sides[1]):
+        reader.fail("needs at least one block or mask rule", where, reader.node_line(body))
+    return ContentGuardSettings(name, sides[0], sides[1])
+
+
 def parse_ai_middleware(reader: YamlReader, kind: str, name: str, body: dict[Any, Any], where: str,
                         base_dir: Path) -> AiMiddleware:
     """One of AI_MIDDLEWARES (`kind`), already checked to be a mapping at `where`. A token `file` is
     relative to `base_dir` (the configuration file's folder)."""
     if kind == "chatCompletion":
         return parse_chat_completion(reader, name, body, where, base_dir)
+    if kind == "contentGuard":
+        return parse_content_guard(reader, name, body, where)
     return parse_token_rate_limit(reader, name, body, where)
