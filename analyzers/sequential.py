@@ -31,7 +31,7 @@ import numpy as np
 from scipy import special
 from scipy.stats import norm
 
-from analyzers.stats import cluster_design_effect, log_latency, variance_inflation
+from analyzers.stats import cluster_design_effect, log_latency, two_arm_inflation, variance_inflation
 from shadow.errors import ShadowError
 
 # Mixing sd of the normal mSPRT on the log scale: tuned to effects around ±10 %.
@@ -49,15 +49,15 @@ def log_mean_effect(lp: np.ndarray, lc: np.ndarray, *, paired: bool, keys_p: np.
         if d.size < 2:
             return float(d.mean()) if d.size else 0.0, math.inf
         return float(d.mean()), float(d.var(ddof=1) / d.size) * variance_inflation(d)
-    vp = vc = 1.0
+    inflation = 1.0
     if keys_p is not None and keys_c is not None:
         llp, llc = _cluster_means(llp, keys_p), _cluster_means(llc, keys_c)
-    else:
-        vp, vc = variance_inflation(llp), variance_inflation(llc)
+    elif llp.size >= 2 and llc.size >= 2:
+        inflation = two_arm_inflation(-llp / llp.size, llc / llc.size)
     if llp.size < 2 or llc.size < 2:
         return 0.0, math.inf
     return (float(llc.mean() - llp.mean()),
-            float(vc * llc.var(ddof=1) / llc.size + vp * llp.var(ddof=1) / llp.size))
+            inflation * float(llc.var(ddof=1) / llc.size + llp.var(ddof=1) / llp.size))
 
 
 def count_design_effect(flags: np.ndarray, clients: np.ndarray | None) -> float:

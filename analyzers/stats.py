@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats as sps
@@ -129,6 +130,20 @@ def _lag_window(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rho[1:big_m + 1], np.where(t <= 0.5, 1.0, 2.0 * (1.0 - t))
 
 
+def inflation_df(n: int, lags: int) -> float:
+    """Degrees of freedom of a long-run variance summed over a flat-top window of `lags` lags from
+    n observations: its relative variance is ~ (4/3) lags / n (∫λ² of the trapezoid), so
+    df ≈ 2 / that = 1.5 n / lags; infinite with no lags (the classical variance)."""
+    return math.inf if lags <= 0 else 1.5 * n / lags
+
+
+def variance_inflation_df(x: np.ndarray) -> tuple[float, float]:
+    """`variance_inflation` and its degrees of freedom (`inflation_df`)."""
+    x = np.asarray(x, dtype=float)
+    rho, _ = _lag_window(x)
+    return variance_inflation(x), inflation_df(x.size, rho.size)
+
+
 def variance_inflation(x: np.ndarray) -> float:
     """n · Var(mean of x) / Var(x) for a time-ordered series: how many times larger the variance of a
     mean is than independence assumes (n / VIF is the effective sample size). 1 for independent
@@ -146,6 +161,47 @@ def variance_inflation(x: np.ndarray) -> float:
         return 1.0
     vif = 1.0 + 2.0 * float(np.sum(weight * rho))
     return float(min(max(vif, 1.0), x.size / 2.0))
+
+
+def two_arm_inflation(primary: np.ndarray, candidate: np.ndarray, *, primary_lags: int | None = None,
+                      candidate_lags: int | None = None) -> float:
+    """`two_arm_inflation_df` without its degrees of freedom."""
+    return two_arm_inflation_df(primary, candidate, primary_lags=primary_lags, candidate_lags=candidate_lags)[0]
+
+
+def two_arm_inflation_df(primary: np.ndarray, candidate: np.ndarray, *, primary_lags: int | None = None,
+                         candidate_lags: int | None = None) -> tuple[float, float]:
+    """Variance inflation of a split-traffic statistic Σ primary_i + Σ candidate_j (each arm's
+    per-request contributions, already scaled and signed), both arms in time order over the same
+    period. The arms are merged by their position in time (a weighted split keeps each arm's share
+    of the traffic steady, so request i of n is at time ≈ i / n), and the merged series' autocovariances
+    are summed over a window as long as the arms' own (from `primary_lags` / `candidate_lags`, default
+    each arm's lag rule, stretched to merged lags). A component shared by both arms (a slow drift
+    of the whole system) then cancels between them, as it does in their difference, instead of
+    inflating each arm's variance; an arm's own autocorrelation still counts. 1 without any."""
+    primary, candidate = np.asarray(primary, dtype=float), np.asarray(candidate, dtype=float)
+    n_p, n_c = primary.size, candidate.size
+    if n_p < 2 or n_c < 2:
+        return 1.0, math.inf
+    m_p = _lag_window(primary)[0].size if primary_lags is None else primary_lags
+    m_c = _lag_window(candidate)[0].size if candidate_lags is None else candidate_lags
+    n = n_p + n_c
+    big_m = math.ceil(max(m_p * n / n_p, m_c * n / n_c))
+    if big_m == 0:
+        return 1.0, math.inf
+    times = np.concatenate([(np.arange(n_p) + 0.5) / n_p, (np.arange(n_c) + 0.5) / n_c])
+    merged = np.concatenate([primary - primary.mean(), candidate - candidate.mean()])[np.argsort(times, kind="stable")]
+    var0 = float(np.sum(merged**2))
+    if not var0 > 0:
+        return 1.0, math.inf
+    big_m = min(big_m, n - 1)
+    size = 1 << int(2 * n - 1).bit_length()
+    f = np.fft.rfft(merged, size)
+    acov = np.fft.irfft(f * np.conj(f), size)[1: big_m + 1]
+    t = np.arange(1, big_m + 1) / big_m
+    window = np.where(t <= 0.5, 1.0, 2.0 * (1.0 - t))
+    vif = float(min(max(1.0 + 2.0 * float(np.sum(window * acov)) / var0, 1.0), n / 2.0))
+    return vif, (inflation_df(n, big_m) if vif > 1.0 else math.inf)
 
 
 def cluster_design_effect(x: np.ndarray, clusters: np.ndarray) -> float:
@@ -273,11 +329,13 @@ def _signed_rank_p(d: np.ndarray, alternative: str) -> tuple[float, float]:
         return 1.0, 1.0  # all differences zero: no evidence in either direction
     ranks = sps.rankdata(np.abs(nz))
     signed = np.sign(nz) * ranks
-    vif = variance_inflation(signed)
+    vif, df = variance_inflation_df(signed)
     if vif <= 1.0:
         return float(sps.wilcoxon(d, alternative=alternative).pvalue), 1.0
+    # Student t on the estimated inflation's degrees of freedom: the FAIL threshold after Holm is
+    # deep in the tail, where an uncertain variance matters most.
     z = float(signed.sum()) / math.sqrt(float(np.sum(ranks**2)) * vif)
-    return float(sps.norm.sf(z) if alternative == "greater" else sps.norm.cdf(z)), vif
+    return float(sps.t.sf(z, df) if alternative == "greater" else sps.t.cdf(z, df)), vif
 
 
 def _placements(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -290,15 +348,15 @@ def _placements(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _rank_sum_p(x: np.ndarray, y: np.ndarray, alternative: str) -> tuple[float, float]:
-    """One-sided Mann-Whitney p-value (x larger: "greater"), each arm's autocorrelation in time
-    accounted for: the classical z is scaled by the ratio of the DeLong variance (per-arm placement
-    variances) to the same with each arm's variance inflation. Returns (p, combined inflation)."""
+    """One-sided Mann-Whitney p-value (x larger: "greater"), autocorrelation in time accounted for:
+    the classical z is divided by the square root of the variance inflation of U's projection
+    (`two_arm_inflation` of the placements). Returns (p, inflation)."""
     px, py = _placements(x, y)
-    vx, vy = variance_inflation(px), variance_inflation(py)
-    if vx <= 1.0 and vy <= 1.0:
+    # U's projection: each x's placement and each y's (share of x above it) both move AUC up; a
+    # drift shared by the arms raises the first and lowers the second at the same time.
+    vif, df = two_arm_inflation_df(py / y.size, px / x.size)
+    if vif <= 1.0:
         return float(sps.mannwhitneyu(x, y, alternative=alternative).pvalue), 1.0
-    a, b = float(np.var(px)) / x.size, float(np.var(py)) / y.size
-    vif = (vx * a + vy * b) / (a + b) if a + b > 0 else 1.0
     u = float(px.sum()) * y.size  # Mann-Whitney U of x
     nx, ny = x.size, y.size
     _, counts = np.unique(np.concatenate([x, y]), return_counts=True)
@@ -307,7 +365,7 @@ def _rank_sum_p(x: np.ndarray, y: np.ndarray, alternative: str) -> tuple[float, 
     if var_u <= 0:
         return 1.0, vif
     z = (u - nx * ny / 2.0) / math.sqrt(var_u * vif)
-    return float(sps.norm.sf(z) if alternative == "greater" else sps.norm.cdf(z)), vif
+    return float(sps.t.sf(z, df) if alternative == "greater" else sps.t.cdf(z, df)), vif
 
 
 def mann_whitney_log_shift(primary_ms: np.ndarray, candidate_ms: np.ndarray, log_margin: float,
@@ -580,6 +638,12 @@ def _windowed_inflation(x: np.ndarray, big_m: int) -> float:
 
 def quantile_variance_inflation(primary_ms: np.ndarray, candidate_ms: np.ndarray, ps: np.ndarray, *,
                                 paired: bool) -> np.ndarray:
+    """`quantile_variance_inflation_df` without the degrees of freedom."""
+    return quantile_variance_inflation_df(primary_ms, candidate_ms, ps, paired=paired)[0]
+
+
+def quantile_variance_inflation_df(primary_ms: np.ndarray, candidate_ms: np.ndarray, ps: np.ndarray, *,
+                                   paired: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per quantile, how much autocorrelation in time inflates the variance of the log quantile ratio.
 
     A sample quantile moves with the share of requests below it (Bahadur: q̂ ≈ q + (p - F_n(q)) / f),
@@ -589,15 +653,17 @@ def quantile_variance_inflation(primary_ms: np.ndarray, candidate_ms: np.ndarray
     much), too weakly for the lag rule to see at a few thousand requests although it matters summed
     over lags. So the window (how many lags) is chosen where the autocorrelation is strongest, on
     the normal scores of the latencies (each arm, and the paired difference), and the indicators'
-    own autocorrelations are summed over it. 1 where the latencies are not autocorrelated."""
+    own autocorrelations are summed over it. 1 where the latencies are not autocorrelated.
+    Returns (inflation, its degrees of freedom: `inflation_df`, infinite where it is 1)."""
     lp, lc = log_latency(primary_ms), log_latency(candidate_ms)
     ps = np.asarray(ps, dtype=float)
     out = np.ones(ps.size)
+    dfs = np.full(ps.size, math.inf)
     sp, sc = _normal_scores(lp), _normal_scores(lc)
     m_p, m_c = _lag_window(sp)[0].size, _lag_window(sc)[0].size
     m_d = _lag_window(sc - sp)[0].size if paired else 0
     if max(m_p, m_c, m_d) == 0:
-        return out
+        return out, dfs
     qp, qc = np.quantile(lp, ps), np.quantile(lc, ps)
     # Bahadur SE per arm is proportional to 1/f: it weights the arms' indicators.
     wp, wc = _density_se(lp, qp, ps) * math.sqrt(lp.size), _density_se(lc, qc, ps) * math.sqrt(lc.size)
@@ -607,10 +673,11 @@ def quantile_variance_inflation(primary_ms: np.ndarray, candidate_ms: np.ndarray
         below_p, below_c = (lp <= qp[j]).astype(float), (lc <= qc[j]).astype(float)
         if paired:
             out[j] = _windowed_inflation(wc[j] * below_c - wp[j] * below_p, max(m_p, m_c, m_d))
+            dfs[j] = inflation_df(lp.size, max(m_p, m_c, m_d)) if out[j] > 1.0 else math.inf
             continue
-        a, b = wp[j] ** 2 / lp.size, wc[j] ** 2 / lc.size
-        out[j] = (_windowed_inflation(below_p, m_p) * a + _windowed_inflation(below_c, m_c) * b) / (a + b)
-    return out
+        out[j], dfs[j] = two_arm_inflation_df(wp[j] * below_p / lp.size, -wc[j] * below_c / lc.size,
+                                              primary_lags=m_p, candidate_lags=m_c)
+    return out, dfs
 
 
 def quantile_log_ratio_se(reps: np.ndarray, primary_ms: np.ndarray, candidate_ms: np.ndarray, ps: np.ndarray,
@@ -644,24 +711,44 @@ def quantile_log_ratio_se(reps: np.ndarray, primary_ms: np.ndarray, candidate_ms
     return np.where(ok, np.sqrt(boot * np.where(ok, dens, 1.0)), boot)
 
 
+def quantile_se_df(n: int, p: float, inflation_df: float = math.inf) -> float:
+    """Degrees of freedom of a quantile standard error, for a Student-t reference in its Wald tests.
+
+    A plug-in SE is itself uncertain, and Holm across a whole run puts the FAIL threshold deep in
+    the tail (p < 0.05 / 240 for 40 endpoints x 6 guardrails), where a 10 % error in the SE moves
+    the p-value five-fold: at 600 requests per endpoint the normal reference gave 5-15 % false
+    FAILs over 40 endpoints. The SE of a median from the bootstrap has relative error ~ n^(-1/4)
+    (Hall & Martin 1988), i.e. about sqrt(n p (1-p)) degrees of freedom; a tail quantile's SE
+    rests on the ~n (1 - p) requests beyond it. An autocorrelation-inflated variance adds the
+    inflation's own degrees of freedom (`inflation_df`), combined as 1/df = 1/df1 + 1/df2."""
+    own = n * (1.0 - p) if p >= BLEND_MIN_P else math.sqrt(n * p * (1.0 - p))
+    own = max(3.0, own)
+    if not math.isfinite(inflation_df):
+        return own
+    return max(3.0, 1.0 / (1.0 / own + 1.0 / max(inflation_df, 3.0)))
+
+
 def bootstrap_shift_test(point: float, reps: np.ndarray, log_margin: float, alpha: float,
-                         test: str, se: float | None = None, harm_se: float | None = None) -> ShiftTest:
+                         test: str, se: float | None = None, harm_se: float | None = None,
+                         df: float = math.inf) -> ShiftTest:
     """Tests and interval from bootstrap replicates of a log ratio.
 
     The standard error comes from the replicates (or is given, see `quantile_log_ratio_se`) and
     the tests are normal (Wald) tests around the point estimate: percentile counts cannot give
     p-values below 1/B, which Holm across many endpoints needs, and on tie-heavy latencies the
     replicate distribution is lumpy while its spread is well estimated. harm_se: the standard error
-    under "no difference" for the harm test (default: se)."""
+    under "no difference" for the harm test (default: se). df: the SE's degrees of freedom
+    (`quantile_se_df`): Student-t tests and interval instead of normal ones when finite."""
     se = float(np.std(reps, ddof=1)) if se is None else float(se)
     se0 = se if harm_se is None or not (math.isfinite(harm_se) and harm_se > 0.0) else float(harm_se)
-    z = sps.norm.ppf(1 - alpha)
+    ref: Any = sps.norm if not math.isfinite(df) else sps.t(df)
+    z = ref.ppf(1 - alpha)
     if se <= 0.0 or not math.isfinite(se):
         # Every resample gave the same value (e.g. all latencies equal): the data carry no spread
         # information, so neither PASS nor FAIL can be proven from it.
         return ShiftTest(test, point, point, point, 1.0, 1.0, 0.0)
-    p_ni = float(sps.norm.cdf((point - log_margin) / se))
-    p_harm = float(sps.norm.sf(point / se0))
+    p_ni = float(ref.cdf((point - log_margin) / se))
+    p_harm = float(ref.sf(point / se0))
     return ShiftTest(test, point, point - z * se, point + z * se, p_ni, p_harm, se)
 
 
@@ -787,7 +874,7 @@ def unpaired_rate_test(primary: np.ndarray, candidate: np.ndarray, margin: float
         d_p, d_c = (1.0 if math.isnan(d_p) else d_p), (1.0 if math.isnan(d_c) else d_c)
         how = "clients"
     else:
-        d_p, d_c = variance_inflation(primary.astype(float)), variance_inflation(candidate.astype(float))
+        d_p = d_c = two_arm_inflation(-(1.0 + relative) * primary / max(n_p, 1), candidate / max(n_c, 1))
         how = "time"
     ep, ec = (x_p / d_p, n_p / d_p), (x_c / d_c, n_c / d_c)
     p_harm = fisher_mid_p(ec[0], ec[1], ep[0], ep[1])

@@ -567,10 +567,13 @@ class _Ctx:
         ses = stats.quantile_log_ratio_se(reps, jp, jc, ps, paired=s.paired, clustered=sticky)
         harm_ses = stats.quantile_log_ratio_se(reps, jp, jc, ps, paired=s.paired, clustered=sticky, null=True)
         if not sticky:  # the cluster bootstrap already resamples whole clients
-            inflation = stats.quantile_variance_inflation(jp, jc, ps, paired=s.paired)
+            inflation, inflation_dfs = stats.quantile_variance_inflation_df(jp, jc, ps, paired=s.paired)
             ses, harm_ses = ses * np.sqrt(inflation), harm_ses * np.sqrt(inflation)
         else:
-            inflation = np.ones(ps.size)
+            inflation, inflation_dfs = np.ones(ps.size), np.full(ps.size, math.inf)
+        # Sticky: the SE rests on the clients, not the requests.
+        n_units = min(len(np.unique(keys_p)), len(np.unique(keys_c))) if sticky and keys_p is not None \
+            and keys_c is not None else min(lp.size, lc.size)
         units_p = len(np.unique(keys_p)) if keys_p is not None else 0
         units_c = len(np.unique(keys_c)) if keys_c is not None else 0
         qp = np.quantile(lp, ps)
@@ -585,8 +588,9 @@ class _Ctx:
             qpj = float(qp[j])
             margin = max(m.latency_ratio[q], 1.0 + m.floor_ms / qpj) if qpj > 0 else m.latency_ratio[q]
             log_margin = math.log(margin)
+            df = stats.quantile_se_df(n_units, float(ps[j]), float(inflation_dfs[j]))
             t = stats.bootstrap_shift_test(float(point[j]), reps[:, j], log_margin, self.alpha, r.test,
-                                           float(ses[j]), float(harm_ses[j]))
+                                           float(ses[j]), float(harm_ses[j]), df)
             r.margin = margin
             r.estimate, r.interval = math.exp(t.estimate), (math.exp(t.lo), math.exp(t.hi))
             r.primary_value, r.candidate_value = qpj, float(qc[j])
