@@ -395,3 +395,29 @@ def test_bootstrap_size_caps_large_samples() -> None:
     assert stats.bootstrap_size(1000, 20000) == 200
     assert stats.bootstrap_size(300, 10**7) == 200
     assert stats.bootstrap_size(150, 10) == 150
+
+
+def test_two_arm_inflation_cancels_a_shared_drift_and_keeps_an_arms_own() -> None:
+    rng = np.random.default_rng(24)
+    n = 4000
+    drift = np.sin(np.linspace(0, 4 * np.pi, n))
+    p, c = drift + rng.standard_normal(n), drift + rng.standard_normal(n)
+    # Each arm alone looks strongly autocorrelated; their difference of means does not.
+    assert stats.variance_inflation(p) > 5
+    assert stats.two_arm_inflation(-p / n, c / n) < 1.5
+    own = ar1(rng, n, 0.8)
+    vif, df = stats.two_arm_inflation_df(-rng.standard_normal(n) / n, own / n)
+    assert 3 < vif < 7 and 10 < df < math.inf  # (1 + 0.8) / (1 - 0.8) = 9 on one arm of two: ~5
+    assert stats.two_arm_inflation_df(-rng.standard_normal(n) / n, rng.standard_normal(n) / n) == (1.0, math.inf)
+
+
+def test_quantile_se_df_and_t_reference() -> None:
+    assert stats.quantile_se_df(10_000, 0.5) == pytest.approx(50.0)  # sqrt(n p (1 - p))
+    assert stats.quantile_se_df(2000, 0.99) == pytest.approx(20.0)  # requests beyond p99
+    assert stats.quantile_se_df(100, 0.99) == 3.0
+    assert stats.quantile_se_df(10_000, 0.5, 50.0) == pytest.approx(25.0)
+    normal = stats.bootstrap_shift_test(0.1, np.zeros(2), 0.2, 0.05, "x", se=0.03)
+    student = stats.bootstrap_shift_test(0.1, np.zeros(2), 0.2, 0.05, "x", se=0.03, df=5)
+    assert student.p_harm > normal.p_harm and student.p_harm == pytest.approx(sps.t.sf(0.1 / 0.03, 5))
+    assert student.hi - student.lo > normal.hi - normal.lo
+    assert stats.inflation_df(3000, 0) == math.inf and stats.inflation_df(3000, 30) == 150.0
