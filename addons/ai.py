@@ -16,12 +16,20 @@ import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from mitmproxy import http
 
 from addons.auth import AUTH_METADATA
 from addons.reload import ActiveConfig, GatewayState, RouteContext
+from shadow.ai.cache import (
+    SemanticCache,
+    SemanticCacheSettings,
+    cache_key,
+    chat_body_from_answer,
+    chat_stream_from_answer,
+)
 from shadow.ai.config import (
     ChatCompletionSettings,
     TokenRateLimitSettings,
@@ -39,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 JSON = {"Content-Type": "application/json"}
 _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
-_AI_TYPES = (ChatCompletionSettings, TokenRateLimitSettings, ContentGuardSettings)
+_AI_TYPES = (ChatCompletionSettings, TokenRateLimitSettings, ContentGuardSettings, SemanticCacheSettings)
 
 
 def error_response(status: int, message: str, code: str, *, extra_headers: dict[str, str] | None = None) -> http.Response:
@@ -61,6 +69,7 @@ class AiFlow:
     usage_injected: bool = False  # the gateway asked for stream usage: the usage chunk is not the client's
     guards: list[ContentGuardSettings] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the content guard did (the ai_guard column)
+    cache_slot: tuple[SemanticCache, tuple[str, str], Any] | None = None  # a miss: store the answer here
     streamed_body: bytearray = field(default_factory=bytearray)
     body_cap: int = 0
 
@@ -70,17 +79,27 @@ class AiGateway:
         self.state = state
         self.limiters = TokenLimiters()
         self._by_name: dict[str, TokenLimiter] = {}
+        self.caches: dict[str, SemanticCache] = {}
         self.flows: weakref.WeakKeyDictionary[http.HTTPFlow, AiFlow] = weakref.WeakKeyDictionary()
         self.counts: Counter[str] = Counter()
         state.on_activate.append(self._on_activate)
         state.extra_counters.append(self.counters)
 
     def counters(self) -> dict[str, int]:
-        return {f"ai_{k}": v for k, v in self.counts.items()}
+        out = {f"ai_{k}": v for k, v in self.counts.items()}
+        for key in ("hits", "misses", "tokens_saved"):
+            out[f"ai_cache_{key}"] = sum(getattr(c, key) for c in self.caches.values())
+        return out
 
     def _on_activate(self, active: ActiveConfig, _previous: ActiveConfig | None) -> None:
         middlewares = active.config.middlewares.values()
         self._by_name = self.limiters.configure([m for m in middlewares if isinstance(m, TokenRateLimitSettings)])
+        caches: dict[str, SemanticCache] = {}
+        for m in middlewares:
+            if isinstance(m, SemanticCacheSettings):  # an unchanged cache keeps its entries over a reload
+                kept = self.caches.get(m.name)
+                caches[m.name] = kept if kept is not None and kept.settings == m else SemanticCache(m)
+        self.caches = caches
         if any(isinstance(m, _AI_TYPES) for m in middlewares):
             self.state.mirror_rewriter = self
 
@@ -98,7 +117,8 @@ class AiGateway:
         chat = next((m for m in route.plan.middlewares if isinstance(m, ChatCompletionSettings)), None)
         limits = [m for m in route.plan.middlewares if isinstance(m, TokenRateLimitSettings)]
         guards = [m for m in route.plan.middlewares if isinstance(m, ContentGuardSettings)]
-        if chat is None and not limits and not guards:
+        cache_mw = next((m for m in route.plan.middlewares if isinstance(m, SemanticCacheSettings)), None)
+        if chat is None and not limits and not guards and cache_mw is None:
             return
         req = flow.request
         operation = operation_for_path(route.path)
@@ -130,6 +150,11 @@ class AiGateway:
                 req.content = outcome.body
                 notes.append(note or "")
         requested, injected = None, False
+        slot = None
+        if cache_mw is not None and operation == CHAT and req.method == "POST":
+            slot = self._cache_lookup(flow, self.caches.get(cache_mw.name), operation)
+            if flow.response is not None:
+                return
         if operation == CHAT and req.method == "POST":
             with_usage = ensure_stream_usage(req.content)
             if with_usage is not None:
@@ -149,7 +174,36 @@ class AiGateway:
                 req.headers.fields = tuple(fields)
         self.counts["requests"] += 1
         self.flows[flow] = AiFlow(operation, chat, keyed, requested, usage_injected=injected, guards=guards,
-                                  notes=notes)
+                                  notes=notes, cache_slot=slot)
+
+    def _cache_lookup(self, flow: http.HTTPFlow, cache: SemanticCache | None,
+                      operation: str) -> tuple[SemanticCache, tuple[str, str], Any] | None:
+        """Answer from the cache (flow.response set), or the slot where the answer is to be stored."""
+        if cache is None:
+            return None
+        try:
+            obj = orjson.loads(flow.request.content or b"")
+        except orjson.JSONDecodeError:
+            return None
+        key = cache_key(obj) if isinstance(obj, dict) else None
+        if key is None:
+            return None
+        vector = cache.embed(obj)
+        hit = cache.lookup(key, vector)
+        if hit is None:
+            return cache, key, vector
+        if obj.get("stream") is True:
+            options = obj.get("stream_options")
+            include_usage = isinstance(options, dict) and options.get("include_usage") is True
+            flow.response = http.Response.make(200, chat_stream_from_answer(hit.answer, key[0],
+                                                                            include_usage=include_usage),
+                                               {"Content-Type": "text/event-stream", "X-Shadow-Cache": "hit"})
+        else:
+            flow.response = http.Response.make(200, hit.body, {**JSON, "X-Shadow-Cache": "hit"})
+        columns = ai_columns(hit.answer, operation, key[0], None, ttft_ms=None)
+        columns.update(ai_cache="hit", ai_cost_usd=0.0)
+        flow.metadata[EXTRA_COLUMNS_METADATA] = columns
+        return None
 
     def _limit_key(self, flow: http.HTTPFlow, settings: TokenRateLimitSettings) -> str:
         if settings.key_header is not None:
@@ -252,6 +306,13 @@ class AiGateway:
         ttft = (ai.first_content_at - sent_at) * 1000.0 if ai.first_content_at and sent_at else None
         columns = ai_columns(answer, ai.operation, ai.requested_model, ai.chat, ttft_ms=ttft)
         columns["ai_guard"] = "; ".join(ai.notes) or None
+        if ai.cache_slot is not None:
+            columns["ai_cache"] = "miss"
+            resp = flow.response
+            if resp is not None and resp.status_code == 200 and answer.error is None:
+                cache, slot_key, vector = ai.cache_slot
+                body = resp.content if ai.parser is None else None
+                cache.store(slot_key, vector, body or chat_body_from_answer(answer, slot_key[0]), answer)
         flow.metadata[EXTRA_COLUMNS_METADATA] = columns
 
     # -- mirror copies ---------------------------------------------------------------------------------

@@ -30,13 +30,16 @@ http:
     limited: {{rule: "PathPrefix(`/limited`)", service: gpt, middlewares: [strip, tokens, llm]}}
     shadowed: {{rule: "PathPrefix(`/shadowed`)", service: shadowed, middlewares: [strip, llm]}}
     guarded: {{rule: "PathPrefix(`/guarded`)", service: gpt, middlewares: [strip, guard, llm]}}
+    cached: {{rule: "PathPrefix(`/cached`)", service: gpt, middlewares: [strip, cache, llm]}}
   services:
     gpt: {{loadBalancer: {{servers: [{{url: "{gpt}"}}]}}}}
     claude: {{loadBalancer: {{servers: [{{url: "{claude}"}}]}}}}
     next: {{loadBalancer: {{servers: [{{url: "{next}"}}]}}}}
     shadowed: {{mirroring: {{service: gpt, mirrors: [{{name: next, percent: 100}}]}}}}
   middlewares:
-    strip: {{stripPrefix: {{prefixes: [/locked, /limited, /shadowed, /guarded]}}}}
+    strip: {{stripPrefix: {{prefixes: [/locked, /limited, /shadowed, /guarded, /cached]}}}}
+    cache:
+      semanticCache: {{threshold: 0.85, ttl: 10m}}
     guard:
       contentGuard:
         request:
@@ -331,4 +334,25 @@ def test_content_guard_blocks_and_masks_requests_and_answers(env: Env) -> None:
     assert row["ai_guard"] == "request masked: pii.email×1, secret.openai_key×1; answer masked: keyword.france×1"
     blocked = env.rows("ai_guard like '%blocked%'", count=3)
     assert {r["ai_guard"] for r in blocked} >= {"request blocked: pii.credit_card", "answer blocked: keyword.photosynthesis"}
+
+
+def test_semantic_cache_answers_similar_requests_buffered_and_streamed(env: Env) -> None:
+    client = env.client("/cached")
+    ask = "Tell me the capital city of Portugal and its population today"
+    first = client.chat.completions.create(model="gpt-4o", temperature=0, messages=[{"role": "user", "content": ask}])
+    sent = len(env.gpt.received())
+    similar = [{"role": "user", "content": "tell me the capital city of Portugal and its population, today?"}]
+    hit = client.chat.completions.with_raw_response.create(model="gpt-4o", temperature=0, messages=similar)
+    assert hit.headers["x-shadow-cache"] == "hit" and len(env.gpt.received()) == sent  # the model was not asked
+    assert hit.parse().choices[0].message.content == first.choices[0].message.content
+    stream = client.chat.completions.create(model="gpt-4o", temperature=0, messages=similar, stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == first.choices[0].message.content and len(env.gpt.received()) == sent  # a stream from the cache
+    client.chat.completions.create(model="gpt-4o", temperature=0.5, messages=similar)  # other parameters: a miss
+    client.chat.completions.create(model="gpt-4o", temperature=0, messages=[
+        {"role": "user", "content": "Explain how volcanoes erupt under the ocean"}])  # other content: a miss
+    assert len(env.gpt.received()) == sent + 2
+    rows = env.rows("ai_cache is not null", count=5)
+    assert sorted(r["ai_cache"] for r in rows) == ["hit", "hit", "miss", "miss", "miss"]
+    assert all(r["ai_cost_usd"] == 0.0 for r in rows if r["ai_cache"] == "hit")
 

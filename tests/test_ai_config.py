@@ -77,6 +77,8 @@ tokenRateLimit:
     ("tokenRateLimit: {limits: [{period: 1m}]}", "limits[0].tokens: required"),
     ("tokenRateLimit: {limits: [{tokens: 5, count: both}]}", "must be total, input or output"),
     ("tokenRateLimit: {limits: [{tokens: 5}], sourceCriterion: {claim: sub, requestHeaderName: X}}", "name one of"),
+    ("semanticCache: {threshold: 1.5}", "must be at most 1"),
+    ("semanticCache: {ttl: 0s}", "m.semanticCache.ttl: must be positive"),
 ])
 def test_errors_name_the_field(body: str, message: str) -> None:
     with pytest.raises(ConfigError, match=r"gw\.yaml:") as err:

@@ -38,6 +38,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
+from shadow.ai.cache import SemanticCacheSettings
 from shadow.ai.guard import (
     PII,
     SECRETS,
@@ -64,7 +65,7 @@ __all__ = [
     "parse_content_guard",
 ]
 
-AI_MIDDLEWARES = ("chatCompletion", "tokenRateLimit", "contentGuard")
+AI_MIDDLEWARES = ("chatCompletion", "tokenRateLimit", "contentGuard", "semanticCache")
 
 PROVIDERS = ("openai", "anthropic")
 
@@ -157,7 +158,7 @@ class TokenRateLimitSettings:
         return (self.name, self.key_header, self.key_claim)
 
 
-AiMiddleware = ChatCompletionSettings | TokenRateLimitSettings | ContentGuardSettings
+AiMiddleware = ChatCompletionSettings | TokenRateLimitSettings | ContentGuardSettings | SemanticCacheSettings
 
 _PARAM_FIELD = re.compile(r"^[A-Za-z]+$")
 
@@ -319,6 +320,18 @@ def parse_content_guard(reader: YamlReader, name: str, body: dict[Any, Any], whe
     return ContentGuardSettings(name, sides[0], sides[1])
 
 
+def parse_semantic_cache(reader: YamlReader, name: str, body: dict[Any, Any], where: str) -> SemanticCacheSettings:
+    reader.check_keys(body, where, ("threshold", "ttl", "maxEntries"))
+    threshold = reader.number(body, "threshold", where, 0.95, minimum=0.0)
+    if threshold > 1.0:
+        reader.fail(f"must be at most 1 (a cosine similarity), got {threshold}", f"{where}.threshold",
+                    reader.value_line(body, "threshold"))
+    ttl = reader.duration(body, "ttl", where, 600.0)
+    if ttl <= 0:
+        reader.fail("must be positive", f"{where}.ttl", reader.value_line(body, "ttl"))
+    return SemanticCacheSettings(name, threshold, ttl, reader.integer(body, "maxEntries", where, 1000, minimum=1))
+
+
 def parse_ai_middleware(reader: YamlReader, kind: str, name: str, body: dict[Any, Any], where: str,
                         base_dir: Path) -> AiMiddleware:
     """One of AI_MIDDLEWARES (`kind`), already checked to be a mapping at `where`. A token `file` is
@@ -327,4 +340,6 @@ def parse_ai_middleware(reader: YamlReader, kind: str, name: str, body: dict[Any
         return parse_chat_completion(reader, name, body, where, base_dir)
     if kind == "contentGuard":
         return parse_content_guard(reader, name, body, where)
+    if kind == "semanticCache":
+        return parse_semantic_cache(reader, name, body, where)
     return parse_token_rate_limit(reader, name, body, where)

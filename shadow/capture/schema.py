@@ -56,6 +56,7 @@ EXCHANGES = pa.schema(
         ("ai_cost_usd", pa.float64()),  # from the chatCompletion middleware's price table; null: no price
         ("ai_ttft_ms", pa.float64()),  # request sent → first answer content (streamed answers only)
         ("ai_streamed", pa.bool_()),
+        ("ai_cache", pa.string()),  # semantic cache: hit (answered from the cache) | miss; null: no cache
         ("ai_guard", pa.string()),  # what the content guard did: "request blocked: pii.credit_card", "answer masked: …"
     ]
 )
