@@ -185,3 +185,52 @@ def test_the_shared_readers_bounds_hold(tmp_path: Path) -> None:
         f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefg", "bcdefgh", strict=True))
     assert "an alias bomb" in _error(tmp_path, "---\n" + bomb)
     assert "larger than a config may be" in _error(tmp_path, GATEWAY + "#" * 300_000 + "\n")
+
+
+def _places(root: object) -> list[tuple[object, object]]:
+    """(container, key or index) of every value under `root`."""
+    out: list[tuple[object, object]] = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            out.append((node, key))
+            stack.append(value)
+    return out
+
+
+def test_any_wrong_type_anywhere_is_one_config_error(tmp_path: Path) -> None:
+    """Every scalar, list and mapping of the ported conformance manifests swapped, one at a time, for a
+    value of another type: the provider loads it or says why in one ConfigError, never anything else."""
+    import random
+
+    from ruamel.yaml import YAML
+
+    from shadow.gatewayapi.provider import load_gateway_api
+
+    manifests = Path(__file__).parent / "manifests"
+    settings = "---\nbackends: {gateway-conformance-infra/infra-backend-v1: 'http://127.0.0.1:1'}\n"
+    rng = random.Random(19)
+    yaml = YAML(typ="safe")
+    replacements: list[object] = [None, 7, -1, "", "x y", [], ["a"], {}, {"k": "v"}, True, "/../"]
+    names = sorted(p.name for p in manifests.glob("httproute-*.yaml"))
+    outcomes = {"loaded": 0, "refused": 0}
+    for round_ in range(150):  # bounded: 150 mutated manifest sets
+        name = names[round_ % len(names)]
+        docs = [d for d in yaml.load_all((manifests / name).read_text()) if d]
+        doc = rng.choice(docs)
+        paths = _places(doc)
+        parent, key = rng.choice(paths)
+        parent[key] = rng.choice(replacements)  # type: ignore[index]
+        out = tmp_path / f"case{round_}.yaml"
+        with out.open("w") as fo:
+            YAML().dump_all(docs, fo)
+        out.write_text((manifests / "base.yaml").read_text() + "\n---\n" + out.read_text() + settings)
+        try:
+            load_gateway_api(out)
+            outcomes["loaded"] += 1
+        except ConfigError as exc:
+            assert str(out) in exc.format_message() and "\n" not in exc.format_message()
+            outcomes["refused"] += 1
+    assert outcomes["loaded"] > 0 and outcomes["refused"] > 0, outcomes
