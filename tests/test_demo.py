@@ -3,6 +3,7 @@ real traffic, a sealed capture. This is the demo's guarantee, so it runs in the 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
@@ -124,6 +125,15 @@ def test_demo_leaves_no_service_running(demo_run: DemoRun) -> None:
             s.connect(("127.0.0.1", port))
 
 
+def _rows_captured(exchanges: Path) -> bool:
+    """True once the capture holds rows: a non-empty journal, or a sealed segment."""
+    for path in (*exchanges.glob("_journal/*.arrows"), *exchanges.rglob("*.parquet")):
+        with contextlib.suppress(OSError):  # a journal sealed (deleted) meanwhile
+            if path.stat().st_size > 0:
+                return True
+    return False
+
+
 def _log_tails(logs: Path, lines: int = 25) -> str:
     """The end of each child's log, for a failure message."""
     return "\n".join(f"--- {path.name}:\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -143,7 +153,12 @@ def test_sigterm_stops_the_traffic_seals_and_cleans_up(tmp_path: Path) -> None:
             lines.append(line)
             if line.startswith("sending "):
                 break
-        time.sleep(1.0)  # some traffic flows
+        # Some traffic flows: wait (bounded) until the capture has journaled rows, so a loaded machine
+        # that answers its first requests late still stops with something to seal.
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and not _rows_captured(out / "capture" / "exchanges"):
+            time.sleep(0.2)
+        time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         try:
             # Bounded by the demo itself: gateway 20 s + every service at once 10 s, then SIGKILL.
