@@ -27,6 +27,9 @@ Pointer templates are RFC 6901 pointers with every array index replaced by `*` (
 a glob without a leading "/" is taken as starting with "/". An ignore rule also covers everything
 under the matched node. Endpoint globs use the same syntax on the endpoint template.
 
+Every key, with examples and what the report suggests for each kind of difference: docs/policy.md,
+"Diff rules".
+
 Ignored differences, tolerated numbers and presence-only values are not dropped: the diff engine
 still emits them, marked `noise=True` with the rule as the reason. Ignored *headers* from the
 default list below are volatile or hop-by-hop by nature and are not compared at all.
