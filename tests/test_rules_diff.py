@@ -129,3 +129,21 @@ def test_bad_rule_from_yaml_names_file_and_line() -> None:
     with pytest.raises(ConfigError) as err:
         load_rules(doc["rules"], file="gateway.yaml")
     assert err.value.message.startswith("gateway.yaml:3: shadow.analysis.rules[1].tolerance: rule 1:")
+
+
+def test_the_documented_rules_example_loads() -> None:
+    # docs/policy.md, "Diff rules": the example a reader copies must be valid
+    import io
+    import re
+    from pathlib import Path
+
+    from ruamel.yaml import YAML
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "policy.md").read_text(encoding="utf-8")
+    section = text[text.index("## Diff rules"):]
+    match = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert match is not None
+    data = YAML(typ="rt").load(io.StringIO(match.group(1)))
+    rules = load_rules(data["shadow"]["analysis"]["rules"])
+    assert [r.action for r in rules.rules] == ["ignore", "ignore", "ignore", "tolerance", "tolerance", "presence",
+                                              "array", "array", "header", "header"]
