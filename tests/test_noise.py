@@ -199,3 +199,28 @@ def test_pairs_with_and_without_a_secondary_in_one_capture(tmp_path: Path) -> No
     compute_diffs(tmp_path, None, progress=False, workers=1)
     got = sorted((d["request_id"], d["pointer"], d["noise_reason"]) for d in pq.read_table(tmp_path / "diffs").to_pylist())
     assert got == [("m1", "/a", None), ("m1", "/t", SECONDARY_REASON), ("m2", "/a", None)]
+
+
+def test_repeat_evidence_needs_the_same_request_and_the_same_status(tmp_path: Path) -> None:
+    from analyzers.noise import REPEAT_SOURCE, repeat_evidence
+    from shadow.capture.store import open_store
+
+    rows = []
+    for i in range(6):  # /api/items/1 asked six times: the stamp differs between the primary's answers
+        rows.append(exchange_row(f"a{i}", "primary", body={"id": 1, "stamp": i}))
+    # the same path for another user (another Authorization): not the same request
+    other = exchange_row("b0", "primary", body={"id": 1, "stamp": 99, "owner": "bob"})
+    other["req_headers"] = [{"name": "Authorization", "value": "Bearer bob"}]
+    rows.append(other)
+    # asked twice, answered 200 then 500: no evidence about body fields
+    rows += [exchange_row("c0", "primary", body={"x": 1}, path="/api/items/2"),
+             exchange_row("c1", "primary", body={"e": 1}, path="/api/items/2", status=500)]
+    write_capture(tmp_path, rows)
+    with open_store(tmp_path) as store:
+        evidence = repeat_evidence(store.con)
+    assert evidence.source == REPEAT_SOURCE
+    assert evidence.endpoints == {"/api/items/{id}": 1}
+    assert evidence.differing == {("/api/items/{id}", "body", "/stamp"): (1, 1)}
+    assert evidence.reason("/api/items/{id}", "body", "/stamp") == (
+        "differs between the primary's own answers to identical requests (1/1)")
+    assert evidence.reason("/api/items/{id}", "body", "/id") is None
