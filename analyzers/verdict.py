@@ -699,7 +699,8 @@ class _Ctx:
         r.reason = (f"{n_unproven:,} of {n:,} pairs ({n_unproven / n * 100:.1f} %) differ only in fields that "
                     f"look volatile ({fields}), and this endpoint has no noise evidence (no secondary, probe or "
                     f"repeated request): they can neither fail nor pass it. `{command}` (or the gateway "
-                    f"re-sending a share of requests to the primary) settles it. Without them: {r.reason}")
+                    f"re-sending a share of requests to the primary) settles it. Without them, "
+                    f"{r.reason[:1].lower()}{r.reason[1:]}")
         return r
 
     def _mismatch_rate(self, flags: np.ndarray) -> GuardrailResult:
