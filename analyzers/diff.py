@@ -339,8 +339,22 @@ class _Walker:
         return self.rules.node(tpl).ignore if not self.rules.empty else None
 
     def _object(self, a: dict[str, Any], b: dict[str, Any], ptr: str, tpl: str) -> None:
-        renamed: dict[str, str] = {} if a.keys() == b.keys() else _renamed_keys(a, b)
-        pairs: list[tuple[Any, Any, str, str]] = []
+        renamed = None if a.keys() == b.keys() else _renamed_keys(a, b)
+        if not renamed:
+            pairs: list[tuple[Any, Any, str, str]] = []
+            for k, va in a.items():
+                ek = escape_token(k)
+                pairs.append((va, b.get(k, _MISSING), ptr + "/" + ek, tpl + "/" + ek))
+            self._children(pairs)
+            if renamed is not None:  # keys differ: the added ones
+                for k, vb in b.items():
+                    if k not in a:
+                        ek = escape_token(k)
+                        ctpl = tpl + "/" + ek
+                        self.emit("added", ptr + "/" + ek, ctpl, None, vb, has_old=False,
+                                  reason=self._child_noise(ctpl))
+            return
+        pairs = []
         for k, va in a.items():
             if k in renamed:
                 continue
@@ -378,12 +392,19 @@ class _Walker:
     def _reordered(self, a: list[Any], b: list[Any], ptr: str, tpl: str) -> bool:
         """The same elements in another order: one `reordered` difference at the array (not one
         `changed` per shifted element). Checked only on arrays already known to differ."""
-        fa = [_fingerprint(v) for v in a]
-        fb = [_fingerprint(v) for v in b]
-        if fa == fb:
-            return True  # strictly equal after all (`==` had conflated true with 1): nothing to report
-        if Counter(fa) != Counter(fb):
+        # Equal positions cancel out: only the differing ones need fingerprints, and a permutation
+        # moves at least two elements (one changed element, the usual case, costs next to nothing).
+        moved = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+        if len(moved) < 2:
             return False
+        if Counter(_fingerprint(a[i]) for i in moved) != Counter(_fingerprint(b[i]) for i in moved):
+            return False
+        if not self.shortcut and len(moved) < len(a):
+            # `==` may conflate true with 1: the positions it called equal must be equal strictly too
+            skip = set(moved)
+            kept = [i for i in range(len(a)) if i not in skip]
+            if _canonical([a[i] for i in kept]) != _canonical([b[i] for i in kept]):
+                return False
         self.emit("reordered", ptr, tpl, a, b)
         return True
 

@@ -58,7 +58,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analyzers.diff import MAX_VALUE_CHARS, Difference, ExchangeSide, diff_pair
-from analyzers.gateway_changes import GATEWAY_REASON, copy_changes, explain_all
+from analyzers.gateway_changes import GATEWAY_REASON, copy_changes, explain_all, may_be_gateways
 from analyzers.noise import (
     DEFAULT_ALPHA,
     MIN_EVIDENCE,
@@ -155,17 +155,21 @@ def _endpoints(batch: pa.RecordBatch, templater: Any) -> list[str]:
 
 
 _SIDE_COLUMNS = ("status", "resp_headers", "resp_body", "resp_content_type", "body_hash", "truncated", "error")
-_REQUEST_COLUMNS = ("req_headers", "url")  # what each side was sent (stage B only, where bodies differ)
 
 
-def _without_gateway_changes(diffs: list[Difference], row: Mapping[str, Any], prefix: str,
+def _without_gateway_changes(diffs: list[Difference], batch: pa.RecordBatch, idx: int, prefix: str,
                              request_id: str) -> list[Difference]:
     """Body differences that follow from what the gateway changed in the copy (its marking headers,
-    dropped hop-by-hop headers, another URL) become noise, labelled the gateway's."""
-    if not any(d.kind == "body" and not d.noise for d in diffs):
+    dropped hop-by-hop headers, another URL) become noise, labelled the gateway's. The requests are
+    read from the batch only for pairs with a real body difference (a header list costs to convert)."""
+    if not any(may_be_gateways(d) for d in diffs):
         return diffs
-    changes = copy_changes(row.get("p_req_headers"), row.get("p_url"), row.get(prefix + "req_headers"),
-                           row.get(prefix + "url"), request_id=request_id)
+
+    def value(name: str) -> Any:
+        return batch.column(name)[idx].as_py() if name in batch.schema.names else None
+
+    changes = copy_changes(value("p_req_headers"), value("p_url"), value(prefix + "req_headers"),
+                           value(prefix + "url"), request_id=request_id)
     return explain_all(diffs, changes)
 
 
@@ -200,7 +204,7 @@ def diff_batch(batch: pa.RecordBatch, ctx: BatchContext) -> BatchResult:
     counts = FieldCounts()
     cols: dict[str, list[Any]] = {name: [] for name in DIFFS.names}
     wanted = ["c_settled", "s_settled", "c_h_eq", "c_b_eq", "s_h_eq", "s_b_eq"] + [
-        f"{r}_{c}" for r in "pcs" for c in (*_SIDE_COLUMNS, *_REQUEST_COLUMNS)]
+        f"{r}_{c}" for r in "pcs" for c in _SIDE_COLUMNS]
     for idx, row in enumerate(batch.select(wanted).to_pylist()):
         ep, svc, rid = endpoints[idx], c_services[idx], request_ids[idx]
         er = ctx.rules.for_endpoint(ep)
@@ -209,14 +213,14 @@ def diff_batch(batch: pa.RecordBatch, ctx: BatchContext) -> BatchResult:
         if not row["c_settled"]:
             cd = diff_pair(primary, ExchangeSide.from_row(row, "c_"), er, max_value_chars=ctx.max_value_chars,
                            compare_headers=not row["c_h_eq"], compare_body=not row["c_b_eq"])
-            cd = _without_gateway_changes(cd, row, "c_", rid)
+            cd = _without_gateway_changes(cd, batch, idx, "c_", rid)
         if has_s[idx] and not (row["s_status"] is None and row["p_status"] is not None):
             sd: list[Difference] = []
             if not row["s_settled"]:
                 sd = diff_pair(primary, ExchangeSide.from_row(row, "s_"), er,
                                max_value_chars=ctx.max_value_chars, compare_headers=not row["s_h_eq"],
                                compare_body=not row["s_b_eq"])
-                sd = _without_gateway_changes(sd, row, "s_", rid)
+                sd = _without_gateway_changes(sd, batch, idx, "s_", rid)
                 # the secondary's gateway-made differences are no evidence about the candidate's fields
                 sd = [d for d in sd if not (d.noise_reason or "").startswith(GATEWAY_REASON)]
                 cd = mark_secondary_noise(cd, sd)

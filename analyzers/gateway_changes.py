@@ -83,6 +83,22 @@ class GatewayChanges:
         return None
 
 
+# What the gateway may change in a copy, by header name (besides the hop-by-hop set it drops).
+CHANGED_HEADERS = frozenset({"x-shadow-request", "x-shadow-request-id", "host", "traceparent", "tracestate"})
+
+
+def may_be_gateways(d: Difference) -> bool:
+    """A cheap filter before the requests are read: could `d` follow from the gateway's changes at
+    all? (a key named like a header the gateway adds, drops or rewrites, or a changed string long
+    enough to hold a URL, an authority or a request id)."""
+    if d.kind != "body" or d.noise:
+        return False
+    name = _last_token(d.pointer).lower()
+    if name in CHANGED_HEADERS or name in NOT_COPIED:
+        return True
+    return d.op == "changed" and d.new is not None and d.new.startswith('"') and len(d.new) >= MIN_TOKEN_CHARS
+
+
 def copy_changes(primary_headers: Iterable[Any] | None, primary_url: str | None, copy_headers: Iterable[Any] | None,
                  copy_url: str | None, *, request_id: str | None = None) -> GatewayChanges:
     """What the gateway changed between the primary's request and the copy's (see module doc)."""

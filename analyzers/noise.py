@@ -360,17 +360,27 @@ def load_probe(capture_dir: str | Path) -> ProbeResult | None:
 # 3. Repeated identical requests: the primary against itself, for free
 
 
+def _safe_primary(x: str) -> str:
+    """SQL: row `x` is a primary's answer to a GET/HEAD, complete (the bodies that can be compared)."""
+    return (f"{x}.role = 'primary' AND {x}.status IS NOT NULL AND upper({x}.method) IN ('GET', 'HEAD') "
+            f"AND NOT coalesce({x}.truncated, false)")
+
+
+# First the cheap question (no body or header read): is any URL asked twice at all?
+_REPEATED_URLS = (f"SELECT upper(x.method) AS m, x.path, coalesce(x.query, '') AS q FROM exchanges x "
+                  f"WHERE {_safe_primary('x')} GROUP BY ALL HAVING count(*) >= 2")
+
+
 def _repeats_query(per_endpoint: int) -> str:
     chosen = ", ".join(f"'{h}'" for h in CHOOSING_HEADERS)
     return f"""
-    WITH prim AS (
-      SELECT exchange_id, endpoint, path, ts, status,
-        hash(upper(method), path, coalesce(query, ''), coalesce(req_body, ''::BLOB),
-             list_sort(list_transform(list_filter(coalesce(req_headers, []), lambda h: lower(h.name) IN ({chosen})),
+    WITH urls AS ({_REPEATED_URLS}), prim AS (
+      SELECT x.exchange_id, x.endpoint, x.path, x.ts, x.status,
+        hash(upper(x.method), x.path, coalesce(x.query, ''), coalesce(x.req_body, ''::BLOB),
+             list_sort(list_transform(list_filter(coalesce(x.req_headers, []), lambda h: lower(h.name) IN ({chosen})),
                                       lambda h: lower(h.name) || ':' || h.value))) AS grp
-      FROM exchanges
-      WHERE role = 'primary' AND status IS NOT NULL AND upper(method) IN ('GET', 'HEAD')
-        AND NOT coalesce(truncated, false)
+      FROM exchanges x JOIN urls u ON u.m = upper(x.method) AND u.path = x.path AND u.q = coalesce(x.query, '')
+      WHERE {_safe_primary('x')}
     ), repeated AS (
       SELECT grp FROM prim GROUP BY grp HAVING count(*) >= 2
     ), firsts AS (
@@ -392,8 +402,9 @@ def repeat_evidence(con: Any, *, templater: Any = None, per_endpoint: int = REPE
     """Per (endpoint, kind, pointer template): on how many repeated identical requests (see module
     doc) the primary's first two answers differed, out of how many compared on the endpoint. `con`
     is a DuckDB connection with the capture's `exchanges` view."""
-    table = con.sql(_repeats_query(per_endpoint)).to_arrow_table()
-    rows = table.to_pylist()
+    if not con.sql(f"SELECT 1 FROM ({_REPEATED_URLS}) LIMIT 1").fetchall():
+        return ProbeResult({}, 0, 0, {}, REPEAT_SOURCE)
+    rows = con.sql(_repeats_query(per_endpoint)).to_arrow_table().to_pylist()
     differing: dict[ProbeKey, int] = {}
     compared: dict[str, int] = {}
     empty = RuleSet()

@@ -59,9 +59,18 @@ def _parse(text: str | None) -> object:
         return None
 
 
+def _may_be_volatile_text(text: str | None) -> bool:
+    """Before parsing: a JSON string of 10+ characters, or a number with 10+ digits (an epoch)."""
+    if text is None or len(text) < 10:
+        return False
+    return text[0] == '"' or text[0].isdigit()
+
+
 def looks_volatile(old: str | None, new: str | None) -> bool:
     """Are the primary's and the candidate's values (JSON texts, as the diff engine renders them) two
     draws of one volatile value (see module doc)?"""
+    if not (_may_be_volatile_text(old) and _may_be_volatile_text(new)):
+        return False  # the common case (a price, a word, a flag) without parsing anything
     a, b = _parse(old), _parse(new)
     shape = _shape(a)
     if shape is None or shape != _shape(b):
