@@ -83,8 +83,11 @@ class GatewayChanges:
         return None
 
 
-# What the gateway may change in a copy, by header name (besides the hop-by-hop set it drops).
-CHANGED_HEADERS = frozenset({"x-shadow-request", "x-shadow-request-id", "host", "traceparent", "tracestate"})
+# What the gateway may change in a copy, by header name (besides the hop-by-hop set it drops): its
+# marks, Host, the trace context, and the proxy headers a router may add to one request only.
+CHANGED_HEADERS = frozenset({"x-shadow-request", "x-shadow-request-id", "host", "traceparent", "tracestate",
+                             "forwarded", "via", "x-real-ip", "x-forwarded-for", "x-forwarded-host",
+                             "x-forwarded-proto", "x-forwarded-port", "x-forwarded-server", "x-forwarded-prefix"})
 
 
 def may_be_gateways(d: Difference) -> bool:

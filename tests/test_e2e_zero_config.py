@@ -1,7 +1,8 @@
 """Issue #15, the diff side, end to end in the plainest set-up: a real `shadow gateway` mirroring every
 route of a real JSON monolith to an equivalent candidate (another process of the same code), whose
 answers carry a per-response timestamp and request id and whose /anything endpoint echoes the request
-it received; NO secondary, NO `shadow probe`, the default policy; a few hundred GETs.
+it received; NO secondary (the gateway's zero-config re-send turned off, so the analysis stands on
+its own evidence: test_e2e_verdict covers it on), NO `shadow probe`, the default policy; 200 GETs.
 
 `shadow gate CAPTURE` must never FAIL this correct candidate (exit 0 or 3), and the analysis must say
 why each volatile field is not held against it: noise with its evidence (the gateway's own changes to
@@ -11,6 +12,7 @@ The services and the traffic are tests/verdict_services.py's, the gateway run te
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import Iterator
@@ -19,9 +21,12 @@ from typing import Any
 
 import pytest
 
+from shadow.capture.store import open_store
 from shadow.demo.processes import Supervisor
-from tests.conftest import REPO
-from tests.test_e2e_verdict import gate, mirrored_run, verdict_document
+from shadow.demo.traffic import drive_async
+from tests.conftest import REPO, GatewayProcess
+from tests.test_e2e_verdict import CONFIG, gate, verdict_document
+from tests.verdict_services import traffic_plan
 
 SERVICE = [sys.executable, "-m", "tests.verdict_services"]
 REQUESTS = 200
@@ -37,9 +42,19 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             "monolith": [*SERVICE, "--seed", "11", "--error-rate", "0.005"],
             "twin": [*SERVICE, "--seed", "12", "--error-rate", "0.005"],
         }, timeout_s=30, env=env)
-        run = mirrored_run(tmp_path_factory.mktemp("zero-config"), children["monolith"].url, children["twin"].url,
-                           REQUESTS, seed=REQUESTS)
-    yield run.capture
+        folder = tmp_path_factory.mktemp("zero-config")
+        capture, config = folder / "capture", folder / "gateway.yaml"
+        config.write_text(CONFIG.format(primary=children["monolith"].url, candidate=children["twin"].url,
+                                        capture=capture) + "  mirroring: {resend: {enabled: false}}\n")
+        with GatewayProcess(config) as gateway:
+            result = asyncio.run(drive_async(gateway.url, traffic_plan(REQUESTS, REQUESTS), concurrency=8,
+                                             max_seconds=120, progress=False))
+            assert result.sent == REQUESTS and not result.stopped_by_deadline, result
+            assert gateway.stop() == 0, gateway.output()[-3000:]
+    with open_store(capture) as store:
+        roles = dict(store.sql("SELECT role, count(*) FROM exchanges GROUP BY role").fetchall())
+    assert roles.get("primary") == REQUESTS and "secondary" not in roles, roles
+    yield capture
 
 
 @pytest.fixture(scope="module")

@@ -55,3 +55,21 @@ def test_without_the_copys_recorded_headers_the_known_changes_apply() -> None:
     diffs = diff_pair(echo(CLIENT, PRIMARY_URL), echo(copy, PRIMARY_URL))
     marked = explain_all(diffs, copy_changes(CLIENT, PRIMARY_URL, None, None, request_id="req-1234567890"))
     assert diffs and all(d.noise for d in marked)
+
+
+def test_the_cheap_filter_lets_through_every_kind_of_gateway_change() -> None:
+    from analyzers.difference import Difference
+    from analyzers.gateway_changes import may_be_gateways
+
+    def body(op: str, pointer: str, old: str | None = None, new: str | None = None) -> Difference:
+        return Difference("body", op, pointer, pointer, old, new)
+
+    assert may_be_gateways(body("added", "/headers/X-Shadow-Request", None, '"1"'))
+    assert may_be_gateways(body("removed", "/headers/Connection", '"keep-alive"'))
+    assert may_be_gateways(body("added", "/headers/X-Forwarded-For", None, '"127.0.0.1"'))
+    assert may_be_gateways(body("changed", "/url", '"http://a:1/x"', '"http://b:2/x"'))
+    # a number, a short word, an ordinary added key: no request is read for them
+    assert not may_be_gateways(body("changed", "/price", "20", "21"))
+    assert not may_be_gateways(body("changed", "/state", '"paid"', '"due"'))
+    assert not may_be_gateways(body("added", "/discount", None, "5"))
+    assert not may_be_gateways(Difference("body", "added", "/headers/Via", "/headers/Via", None, '"1.1 gw"', True, "x"))
