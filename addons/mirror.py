@@ -174,7 +174,7 @@ class Mirror:
                 secondary_configured=any(settings.target(t.spec.name).role == "secondary" for t in plan.mirrors),
         ) is not None:
             return
-        # One budget per endpoint as the capture will name it (the router's own path template).
+        # One budget per endpoint: the router and the path template the capture writes.
         outcome = self.resend_budget.take(f"{route.router} {template_path(route.path.partition('?')[0])}")
         if outcome == RESEND_CAPPED:
             self.resend_capped += 1
