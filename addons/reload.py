@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,6 +151,34 @@ def build_active(config: GatewayConfig, previous: ActiveConfig | None) -> Active
     return ActiveConfig(config, plans, previous.picker, previous.mirror_counter, previous.generation + 1)
 
 
+async def off_the_loop[T](fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` on a daemon thread of its own, awaited. Not asyncio.to_thread: the loop's executor
+    threads are joined when the loop closes, so a reload still parsing held up the gateway's exit.
+    Cancelling the wait leaves the parse to finish (bounded by shadow.yamlconfig's limits) unheard."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def deliver(outcome: tuple[bool, Any]) -> None:
+        if done.done():  # cancelled meanwhile: nobody is waiting
+            return
+        ok, value = outcome
+        if ok:
+            done.set_result(value)
+        else:
+            done.set_exception(value)
+
+    def run() -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, fn(*args))
+        except BaseException as exc:  # delivered to the awaiting task, raised there
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(deliver, outcome)
+
+    threading.Thread(target=run, name="shadow config reload", daemon=True).start()
+    return await done
+
+
 class ShadowConfig:
     """Declares `shadow_config`, loads it in `configure`, watches it while running."""
 
@@ -241,7 +270,7 @@ class ShadowConfig:
         if watcher is None or path is None or not watcher.poll(force=force):
             return False
         try:
-            config = await asyncio.to_thread(load_gateway_config, path)  # YAML parsing off the event loop
+            config = await off_the_loop(load_gateway_config, path)  # YAML parsing off the event loop
         except ConfigError as exc:
             self.state.reload_failures += 1
             logger.error(f"shadow gateway: config reload rejected, previous configuration stays: {exc}")

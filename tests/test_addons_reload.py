@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shadow.errors import ConfigError
+from shadow.gateway.config import GatewayConfig
+from shadow.gateway.watch import ConfigFileWatcher
 from tests.conftest import GatewayProcess
 from tests.test_yamlconfig import alias_bomb
 from tests.upstream import Upstream
@@ -150,3 +156,45 @@ def test_sighup_reloads_without_polling(tmp_path: Path) -> None:
             gw.signal(signal.SIGHUP)
             assert gw.wait_for_output("reloaded")
             assert e.http.get(gw.url + "/api/b").json()["upstream"] == "next"
+
+
+def test_a_reload_in_progress_does_not_hold_up_shutdown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #17: a reload still parsing kept the gateway from stopping (asyncio.run waits for its
+    executor's threads). The parse runs on a daemon thread; stopping cancels the wait, not the parse."""
+    import addons.reload as reload_addon
+
+    started, release = threading.Event(), threading.Event()
+
+    def stuck_load(path: str) -> GatewayConfig:
+        started.set()
+        release.wait(60)
+        raise ConfigError("released", file=path)
+
+    monkeypatch.setattr(reload_addon, "load_gateway_config", stuck_load)
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text("a: 1\n")
+    addon = reload_addon.ShadowConfig(reload_addon.GatewayState())
+    addon.watcher = ConfigFileWatcher(cfg)
+    addon.watcher.prime()
+    addon.state.config_path = str(cfg)
+    cfg.write_text("a: 22\n")
+
+    async def gateway_life() -> None:
+        reload = asyncio.create_task(addon.reload_if_changed(force=True))
+        for _ in range(1000):  # until the parse is under way (bounded: 10 s)
+            if started.is_set():
+                break
+            await asyncio.sleep(0.01)
+        assert started.is_set()
+        reload.cancel()  # what stopping the gateway does to its poll task
+        with contextlib.suppress(asyncio.CancelledError):
+            await reload
+
+    stopped = threading.Event()
+    loop_thread = threading.Thread(target=lambda: (asyncio.run(gateway_life()), stopped.set()), daemon=True)
+    loop_thread.start()
+    try:
+        assert stopped.wait(30), "the event loop did not close while a reload was parsing"
+    finally:
+        release.set()
+        loop_thread.join(60)
