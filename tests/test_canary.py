@@ -49,7 +49,7 @@ service: {service}
 child: {child}
 steps: [50, 100]
 minRequests: 40
-maxWait: 15s
+maxWait: 40s
 pollInterval: 500ms
 policy:
   n_boot: 200
@@ -144,7 +144,9 @@ def test_promotes_a_candidate_equal_to_the_monolith(env: Env) -> None:
     plan = env.root / "good.yaml"
     plan.write_text(PLAN.format(service="good", child="next-good"))
     lines: list[str] = []
-    with Load(env.gw.url, "/good"):
+    # A loaded machine sends fewer requests per look: each step may wait up to maxWait (40 s), and
+    # the canary returns as soon as the last step is proven.
+    with Load(env.gw.url, "/good", max_seconds=90.0):
         code = run_canary(load_plan(plan), echo=lines.append)
     assert code == EXIT_PROMOTED, "\n".join(lines)
     assert weights(env, "good") == {"mono-a": 0, "next-good": 100}
@@ -160,7 +162,7 @@ def test_rolls_back_a_candidate_with_a_latency_and_error_regression(env: Env) ->
     plan = env.root / "bad.yaml"
     plan.write_text(PLAN.format(service="bad", child="next-bad"))
     lines: list[str] = []
-    with Load(env.gw.url, "/bad"):
+    with Load(env.gw.url, "/bad", max_seconds=90.0):
         code = run_canary(load_plan(plan), echo=lines.append)
     assert code == EXIT_ROLLED_BACK, "\n".join(lines)
     assert weights(env, "bad") == {"mono-b": 100, "next-bad": 0}
@@ -193,7 +195,7 @@ def test_cli_help_and_a_bad_plan_exit_2(tmp_path: Path) -> None:
 def test_pauses_inconclusive_when_data_never_suffices(env: Env) -> None:
     plan = env.root / "slow.yaml"
     plan.write_text(PLAN.format(service="good", child="next-good")
-                    .replace("minRequests: 40", "minRequests: 100000").replace("maxWait: 15s", "maxWait: 1s"))
+                    .replace("minRequests: 40", "minRequests: 100000").replace("maxWait: 40s", "maxWait: 1s"))
     before = weights(env, "good")
     lines: list[str] = []
     code = run_canary(load_plan(plan), echo=lines.append)
