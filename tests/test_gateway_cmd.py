@@ -130,7 +130,8 @@ def test_shadow_gateway_serves_and_stops_cleanly(tmp_path: Path, stop_signal: si
                                 text=True, cwd=REPO)
         try:
             _wait_listening(port, proc)
-            with httpx.Client() as client:
+            # The first request may wait for a freshly started gateway on a loaded machine.
+            with httpx.Client(timeout=30.0) as client:
                 assert client.get(f"http://127.0.0.1:{port}/hello").json()["upstream"] == "mono"
             proc.send_signal(stop_signal)  # to `shadow`, which forwards it to mitmdump
             out, _ = proc.communicate(timeout=30)
