@@ -63,7 +63,13 @@ from shadow.gateway.entrypoints import select_entry_point, strip_untrusted_forwa
 from shadow.gateway.middlewares.forwardauth import ForwardAuth, auth_call, auth_decision, merge_auth_cookies
 from shadow.gateway.middlewares.request import LocalAnswer
 from shadow.gateway.mirror import RateLimitedLog, describe_error
-from shadow.gateway.routing import apply_request_middlewares, child_view, select_child, select_router
+from shadow.gateway.routing import (
+    apply_request_middlewares,
+    child_view,
+    config_for_listener,
+    select_child,
+    select_router,
+)
 from shadow.gateway.rules import RequestView
 
 logger = logging.getLogger(__name__)
@@ -181,8 +187,9 @@ class Auth:
         client_ip = str(peer[0]) if peer else ""
         # Traefik's entry point first: an untrusted client's X-Forwarded-* never reach forwardAuth.
         sockname = flow.client_conn.sockname
-        headers = strip_untrusted_forwarded(
-            headers, select_entry_point(config.entry_points, sockname[1] if sockname else None), client_ip)
+        entry_point = select_entry_point(config.entry_points, sockname[1] if sockname else None)
+        headers = strip_untrusted_forwarded(headers, entry_point, client_ip)
+        config = config_for_listener(config, entry_point, flow.client_conn.tls_established)  # as the router sees it
         view = RequestView(method=req.method, host=host, path=path, query=query, headers=tuple(headers),
                            client_ip=client_ip, body=req.raw_content or b"")
         router = select_router(config, view)

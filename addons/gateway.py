@@ -29,11 +29,13 @@ from addons.reload import GatewayState, ShadowConfig
 from addons.retry import Retrying
 from addons.router import Router
 from addons.telemetry import Telemetry
+from addons.tls import Tls
 from addons.traffic import Traffic
 
 state = GatewayState()
 
 gateway = GatewayAddon(state, [
+    Tls(state),  # lifecycle only: the tls: section's certificates for mitmproxy's TLS termination (its load first)
     ShadowConfig(state),
     Auth(state),  # before routing: a failed check answers 401 and nothing is forwarded
     Router(state),

@@ -29,12 +29,14 @@ from shadow.gateway.middlewares.forwardauth import ForwardAuth
 from shadow.gateway.middlewares.headers import cors_response, security_response
 from shadow.gateway.middlewares.inflightreq import InFlightReq
 from shadow.gateway.middlewares.pipeline import MiddlewareRuntime, RequestOutcome
-from shadow.gateway.middlewares.request import MiddlewareRequest
+from shadow.gateway.middlewares.redirect import redirect_scheme
+from shadow.gateway.middlewares.request import LocalAnswer, MiddlewareRequest
 from shadow.gateway.mirror import RateLimitedLog, describe_error
 from shadow.gateway.routing import (
     RewrittenRequest,
     apply_request_middlewares,
     apply_response_middlewares,
+    config_for_listener,
     forwarded_headers,
     resolve_router,
     with_inherited,
@@ -147,9 +149,23 @@ class Router:
         # routing and middlewares see the request (forwardedHeaders.trustedIPs / insecure).
         entry_point = select_entry_point(active.config.entry_points, sockname[1] if sockname else None)
         headers = strip_untrusted_forwarded(headers, entry_point, client_ip)
+        tls = flow.client_conn.tls_established
+        if entry_point is not None and entry_point.redirect_to:  # http.redirections.entryPoint
+            target = active.config.entry_points[entry_point.redirect_to]
+            answer = redirect_scheme(entry_point.name, entry_point.redirect_scheme, str(target.port or ""),
+                                     entry_point.redirect_permanent).check(MiddlewareRequest(
+                method=req.method, scheme="https" if tls else "http", host=client_host, path=path, query=query,
+                headers=tuple(headers), remote_ip=client_ip))
+            if isinstance(answer, LocalAnswer):
+                self.state.routes[flow] = RouteContext(request_id=flow.id, router=None, service=None, upstream=None,
+                                                       client_host=client_host, active=active)
+                flow.response = http.Response.make(answer.status, answer.body, _encoded(list(answer.headers)))
+                return None
         view = RequestView(method=req.method, host=client_host, path=path, query=query,
                            headers=tuple(headers), client_ip=client_ip, body=req.raw_content or b"")
-        router, inherited = resolve_router(active.config, view)  # parent → child layers (parentRefs)
+        # the routers this entry point (and TLS or not) serves: entryPoints, tls
+        routing = config_for_listener(active.config, entry_point, tls)
+        router, inherited = resolve_router(routing, view)  # parent → child layers (parentRefs)
         if router is None:
             self.state.routes[flow] = RouteContext(request_id=flow.id, router=None, service=None, upstream=None,
                                                    client_host=client_host, active=active)
@@ -158,7 +174,7 @@ class Router:
         plan = with_inherited(active.plans[router.name], inherited)
         if _auth_missing(flow, plan.middlewares, active.generation):
             return None
-        client_scheme = "https" if flow.client_conn.tls_established else "http"
+        client_scheme = "https" if tls else "http"
         outcome: RequestOutcome | None = None
         append_forwarded_for = [True]
         if self.middlewares is not None and MiddlewareRuntime.applies(plan.middlewares):

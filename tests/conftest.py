@@ -66,15 +66,19 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        from shadow.cli.gateway import mitmdump_command, reverse_target_for
+        from shadow.cli.gateway import entry_point_listeners, mitmdump_command, reverse_target_for
+        from shadow.errors import ConfigError
+        from shadow.gatewayapi.provider import load_gateway_config
 
         target = self.reverse_target
         if target is None:
-            from shadow.gatewayapi.provider import load_gateway_config
-
             target = reverse_target_for(load_gateway_config(self.config_path))
+        try:  # the entry points' addresses are listeners too, as `shadow gateway` starts them
+            listeners = entry_point_listeners(load_gateway_config(self.config_path), "127.0.0.1", self.port)
+        except ConfigError:  # a test of a bad file: the gateway itself reports it
+            listeners = ()
         return mitmdump_command(self.config_path, reverse_target=target, listen_host="127.0.0.1",
-                                listen_port=self.port, extra=self.extra_args)
+                                listen_port=self.port, extra=self.extra_args, listeners=listeners)
 
     def start(self) -> GatewayProcess:
         env = dict(os.environ, **(self.env or {}))

@@ -305,8 +305,8 @@ BAD_CONFIGS = [
     ("mirror-is-mirroring", BASE + "    m1:\n      mirroring: {service: app}\n    m2:\n"
      "      mirroring: {service: app, mirrors: [{name: m1, percent: 5}]}\n", 14,
      "http.services.m2.mirroring.mirrors[0].name", "must be a loadBalancer"),
-    ("router-tls", edit("      service: app\n", "      service: app\n      tls: {}\n"), 6,
-     "http.routers.orders.tls", "not supported yet"),
+    ("router-tls-resolver", edit("      service: app\n", "      service: app\n      tls: {certResolver: le}\n"), 6,
+     "http.routers.orders.tls.certResolver", "not supported yet"),
     ("routers-not-mapping", "http:\n  routers: [a, b]\n", 2, "http.routers", "expected a mapping"),
     ("tcp", BASE + "tcp: {}\n", 11, "tcp", "not supported yet"),
     ("shadow-unknown", BASE + "shadow:\n  capture:\n    dirr: x\n", 13, "shadow.capture.dirr",

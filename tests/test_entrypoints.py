@@ -76,3 +76,54 @@ def test_entry_point_by_port_or_the_only_one() -> None:
     assert select_entry_point({"web": web, "admin": admin}, 9000) is admin
     assert select_entry_point({"web": web, "admin": admin}, 1234) is None
     assert select_entry_point({"web": web}, 1234) is web
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("tls:\n  certificates:\n    - {certFile: nope.crt, keyFile: nope.key}\n",
+     ":3: tls.certificates[0].certFile: cannot read"),
+    ("tls:\n  options: {default: {minVersion: VersionTLS12}}\n", ":2: tls.options: not supported yet"),
+    ("entryPoints:\n  web:\n    http: {redirections: {entryPoint: {to: secure}}}\n",
+     ": entryPoints.web.http.redirections.entryPoint.to: no entry point named 'secure'"),
+    ("entryPoints:\n  web:\n    http: {tls: {certResolver: le}}\n", ":3: entryPoints.web.http.tls.certResolver: not supported"),
+])
+def test_bad_tls_and_entry_point_http_name_file_and_line(tmp_path, text: str, where: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError) as err:
+        parse_config(text + HTTP.replace(", entryPoints: [web]", ""), "gw.yaml", base_dir=tmp_path)
+    assert str(err.value).startswith("gw.yaml" + where), str(err.value)
+
+
+def test_entry_point_http_tls_and_redirection() -> None:
+    cfg = parse_config("entryPoints:\n  web:\n    address: ':80'\n    http:\n"
+                       "      redirections: {entryPoint: {to: websecure, scheme: https, permanent: false}}\n"
+                       "  websecure: {address: ':443', http: {tls: {}}}\n" + HTTP.replace("[web]", "[websecure]"))
+    web, secure = cfg.entry_points["web"], cfg.entry_points["websecure"]
+    assert (web.redirect_to, web.redirect_scheme, web.redirect_permanent, web.tls) == ("websecure", "https", False, False)
+    assert secure.tls and secure.port == 443
+
+
+def test_routers_served_per_entry_point_and_tls() -> None:
+    from shadow.gateway.routing import config_for_listener
+
+    cfg = parse_config("""
+entryPoints:
+  web: {address: ':80'}
+  websecure: {address: ':443', http: {tls: {}}}
+http:
+  routers:
+    site: {rule: "PathPrefix(`/`)", service: s, entryPoints: [web, websecure]}
+    admin: {rule: "PathPrefix(`/admin`)", service: s, entryPoints: [websecure]}
+    api: {rule: "PathPrefix(`/api`)", service: s, tls: {}}
+  services:
+    s: {loadBalancer: {servers: [{url: "http://127.0.0.1:9"}]}}
+""")
+    web, secure = cfg.entry_points["web"], cfg.entry_points["websecure"]
+
+    def names(ep: EntryPoint | None, tls: bool) -> set[str]:
+        return {r.name for r in config_for_listener(cfg, ep, tls).routers}
+
+    assert names(web, False) == {"site"}  # api is a TLS router; admin is on websecure
+    assert names(web, True) == {"api"}
+    assert names(secure, True) == {"site", "admin", "api"}  # websecure's routers are all TLS
+    assert names(secure, False) == set()
+    no_entry_points = parse_config(HTTP)  # routers naming entry points of a static config kept elsewhere
+    assert config_for_listener(no_entry_points, None, False) is no_entry_points

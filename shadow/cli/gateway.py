@@ -53,9 +53,11 @@ def _set_names(args: tuple[str, ...]) -> set[str]:
 
 
 def mitmdump_command(config_path: str | Path, *, reverse_target: str, listen_host: str,
-                     listen_port: int, extra: tuple[str, ...] = ()) -> list[str]:
+                     listen_port: int, extra: tuple[str, ...] = (),
+                     listeners: tuple[tuple[str, int], ...] = ()) -> list[str]:
     """The full mitmdump command line for a gateway on `config_path`. An option that `extra`
-    sets with `--set` replaces the default here: mitmproxy rejects an option given twice."""
+    sets with `--set` replaces the default here: mitmproxy rejects an option given twice.
+    `listeners`: more (host, port) to listen on, the entry points' addresses (see entry_point_listeners)."""
     defaults = {
         # Eager connections would dial the reverse target before any hook runs: a down monolith
         # would drop every client before routing, failover or a local 404 could happen.
@@ -74,11 +76,22 @@ def mitmdump_command(config_path: str | Path, *, reverse_target: str, listen_hos
         "-s", str(ADDON_SCRIPT),
         "--set", f"shadow_config={Path(config_path).resolve()}",
         "--mode", f"reverse:{reverse_target}",
+        *(arg for host, port in listeners for arg in ("--mode", f"reverse:{reverse_target}@{host}:{port}")),
         "--listen-host", listen_host,
         "--listen-port", str(listen_port),
         *sets,
         *extra,
     ]
+
+
+def entry_point_listeners(config: GatewayConfig, listen_host: str, listen_port: int) -> tuple[tuple[str, int], ...]:
+    """The entry points' addresses other than the main listener's port (an address without a host
+    listens on `listen_host`): Traefik's entry points are listeners. They apply at start."""
+    out: list[tuple[str, int]] = []
+    for ep in config.entry_points.values():
+        if ep.port is not None and ep.port != listen_port and (ep.host or listen_host, ep.port) not in out:
+            out.append((ep.host or listen_host, ep.port))
+    return tuple(out)
 
 
 def _first_server_url(config: GatewayConfig, service_name: str, seen: frozenset[str] = frozenset()) -> str | None:
@@ -164,7 +177,8 @@ def gateway(config_file: Path, listen: str, dry_run: bool) -> None:
         # Manifests whose every backend is unresolved still serve (500s, as the spec says); the
         # reverse target is only mitmdump's default and the router answers every request.
         target = "http://127.0.0.1:9"
-    command = mitmdump_command(config_file, reverse_target=target, listen_host=host, listen_port=port)
+    command = mitmdump_command(config_file, reverse_target=target, listen_host=host, listen_port=port,
+                               listeners=entry_point_listeners(config, host, port))
     if dry_run:
         click.echo(subprocess.list2cmdline(command))
         return

@@ -75,6 +75,7 @@ from shadow.gateway.middlewares.headers import Cors, Security
 from shadow.gateway.middlewares.httproute import HTTPRouteMiddleware
 from shadow.gateway.mirror import MirroringSettings, MirrorTargetSettings, ResendSettings
 from shadow.gateway.rules import Rule, RuleSyntaxError, compile_rule
+from shadow.gateway.tls import TlsSettings, parse_tls
 from shadow.gateway.traffic import SplitSettings, StickyCookie, default_cookie_name
 from shadow.telemetry.tracing import TelemetrySettings, parse_telemetry
 from shadow.yamlconfig import (
@@ -132,6 +133,7 @@ class Router:
     middlewares: tuple[str, ...] = ()
     parent_refs: tuple[str, ...] = ()  # a child router: matched after these parents' middlewares ran
     entry_points: tuple[str, ...] = ()  # Traefik's router.entryPoints (empty: every entry point)
+    tls: bool = False  # router.tls: serves TLS requests only (and the others serve plain ones only)
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,7 @@ class GatewayConfig:
     source: str
     # Traefik's static `entryPoints` (here in the same file): who may send forwarded headers.
     entry_points: Mapping[str, EntryPoint] = field(default_factory=lambda: MappingProxyType({}))
+    tls: TlsSettings = field(default_factory=TlsSettings)  # the `tls:` section: certificates served
 
     def mirror_count(self) -> int:
         return sum(len(s.mirrors) for s in self.services.values() if isinstance(s, MirroringService))
@@ -305,9 +308,9 @@ def _router_order(router: Router) -> tuple[int, str]:
 # http: section
 # --------------------------------------------------------------------------------------------------
 
-_ROUTER_KEYS = ("rule", "service", "priority", "middlewares", "entryPoints", "ruleSyntax", "observability",
+_ROUTER_KEYS = ("rule", "service", "priority", "middlewares", "entryPoints", "ruleSyntax", "observability", "tls",
                 "parentRefs")
-_ROUTER_UNSUPPORTED = ("tls",)
+_ROUTER_UNSUPPORTED: tuple[str, ...] = ()
 _TRAEFIK_MIDDLEWARES = (
     "addPrefix", "basicAuth", "buffering", "chain", "circuitBreaker", "compress", "contentType",
     "digestAuth", "encodedCharacters", "errors", "forwardAuth", "grpcWeb", "headers", "inFlightReq",
@@ -712,7 +715,17 @@ def _parse_router(reader: YamlReader, name: str, node: Any, field: str, line: in
     priority = reader.integer(r, "priority", field, 0, maximum=_MAX_USER_PRIORITY)
     if priority == 0:
         priority = len(text)
-    return Router(name, rule, priority, service, middlewares, parents, entry_points)
+    tls = False
+    if "tls" in r:
+        t_where = f"{field}.tls"
+        t_node = reader.mapping(r.get("tls"), t_where, reader.value_line(r, "tls"))
+        reader.check_keys(t_node, t_where, ("options", "domains"), unsupported=("certResolver",))
+        option = reader.string(t_node, "options", t_where)
+        if option not in (None, "default"):
+            reader.fail("only the default TLS options are supported", f"{t_where}.options",
+                        reader.value_line(t_node, "options"))
+        tls = True
+    return Router(name, rule, priority, service, middlewares, parents, entry_points, tls)
 
 
 def _named_section(reader: YamlReader, parent: dict[Any, Any], key: str, field: str) -> list[tuple[str, Any, str, int | None]]:
@@ -1119,7 +1132,8 @@ def build_config(root: Any, source: str, *, base_dir: Path, extend: ConfigExtens
     reader = YamlReader(source)
     if not isinstance(root, dict):
         reader.fail(f"expected a mapping with http: and shadow: sections, got {value_kind(root)}", None, 1)
-    reader.check_keys(root, "", ("http", "shadow", "entryPoints"), unsupported=("tcp", "udp", "tls"))
+    reader.check_keys(root, "", ("http", "shadow", "entryPoints", "tls"), unsupported=("tcp", "udp"))
+    tls = parse_tls(reader, root.get("tls"), reader.value_line(root, "tls"), base_dir)
     entry_points = parse_entry_points(reader, root.get("entryPoints"), reader.value_line(root, "entryPoints"))
 
     http = reader.mapping(root.get("http"), "http", reader.value_line(root, "http"))
@@ -1158,6 +1172,7 @@ def build_config(root: Any, source: str, *, base_dir: Path, extend: ConfigExtens
         shadow=shadow,
         source=source,
         entry_points=MappingProxyType(entry_points),
+        tls=tls,
     )
 
 

@@ -43,6 +43,14 @@ class EntryPoint:
     port: int | None = None
     trusted_ips: IPChecker | None = None
     insecure: bool = False
+    tls: bool = False  # http.tls: every router on this entry point serves TLS
+    redirect_to: str = ""  # http.redirections.entryPoint.to: every request redirected there
+    redirect_scheme: str = "https"
+    redirect_permanent: bool = True
+
+    @property
+    def host(self) -> str:
+        return self.address.split("/", 1)[0].rpartition(":")[0].strip("[]")
 
 
 def is_managed_forwarded_header(name: str) -> bool:
@@ -93,9 +101,10 @@ def parse_entry_points(reader: YamlReader, node: Any, line: int | None) -> dict[
     for name in section:
         where = f"entryPoints.{name}"
         body = reader.mapping(section[name], where, reader.value_line(section, name))
-        reader.check_keys(body, where, ("address", "forwardedHeaders"),
-                          unsupported=("http", "http2", "http3", "proxyProtocol", "transport", "udp",
+        reader.check_keys(body, where, ("address", "forwardedHeaders", "http"),
+                          unsupported=("http2", "http3", "proxyProtocol", "transport", "udp",
                                        "observability", "allowACMEByPass", "reusePort", "asDefault"))
+        tls, redirect = _parse_entry_point_http(reader, body, where)
         address = reader.string(body, "address", where) or ""
         port = _port(reader, address, f"{where}.address", reader.value_line(body, "address")) if address else None
         fh_where = f"{where}.forwardedHeaders"
@@ -109,5 +118,39 @@ def parse_entry_points(reader: YamlReader, node: Any, line: int | None) -> dict[
             except ValueError as exc:
                 reader.fail(str(exc), f"{fh_where}.trustedIPs", reader.value_line(fh, "trustedIPs"))
         out[str(name)] = EntryPoint(str(name), address, port, checker,
-                                    reader.boolean(fh, "insecure", fh_where, False))
+                                    reader.boolean(fh, "insecure", fh_where, False), tls, *redirect)
+    for ep in out.values():
+        if ep.redirect_to and ep.redirect_to not in out:
+            where = f"entryPoints.{ep.name}.http.redirections.entryPoint.to"
+            reader.fail(f"no entry point named {ep.redirect_to!r}", where, None)
     return out
+
+
+def _parse_entry_point_http(reader: YamlReader, body: dict[Any, Any], where: str) -> tuple[bool, tuple[str, str, bool]]:
+    """`http:` of an entry point: `tls` (its routers serve TLS) and `redirections.entryPoint`."""
+    h_where = f"{where}.http"
+    node = reader.mapping(body.get("http"), h_where, reader.value_line(body, "http"))
+    reader.check_keys(node, h_where, ("tls", "redirections"), unsupported=("middlewares", "encodeQuerySemicolons",
+                                                                           "sanitizePath", "maxHeaderBytes"))
+    tls = False
+    if "tls" in node:
+        t_where = f"{h_where}.tls"
+        t_node = reader.mapping(node.get("tls"), t_where, reader.value_line(node, "tls"))
+        reader.check_keys(t_node, t_where, ("options", "domains"), unsupported=("certResolver",))
+        option = reader.string(t_node, "options", t_where)
+        if option not in (None, "default"):
+            reader.fail("only the default TLS options are supported", f"{t_where}.options",
+                        reader.value_line(t_node, "options"))
+        tls = True
+    redirect: tuple[str, str, bool] = ("", "https", True)
+    if "redirections" in node:
+        r_where = f"{h_where}.redirections"
+        r_node = reader.mapping(node.get("redirections"), r_where, reader.value_line(node, "redirections"))
+        reader.check_keys(r_node, r_where, ("entryPoint",))
+        e_where = f"{r_where}.entryPoint"
+        e_node = reader.mapping(r_node.get("entryPoint"), e_where, reader.value_line(r_node, "entryPoint"))
+        reader.check_keys(e_node, e_where, ("to", "scheme", "permanent", "priority"))
+        redirect = (reader.required_string(e_node, "to", e_where), reader.string(e_node, "scheme", e_where) or "https",
+                    reader.boolean(e_node, "permanent", e_where, True))
+        reader.integer(e_node, "priority", e_where, 0)
+    return tls, redirect

@@ -28,6 +28,7 @@ from shadow.gateway.config import (
     StripPrefix,
     WeightedService,
 )
+from shadow.gateway.entrypoints import EntryPoint
 from shadow.gateway.mirror import percent_due
 from shadow.gateway.rules import RESERVED_ESCAPES, RequestView
 from shadow.gateway.shifting import needs_control
@@ -55,6 +56,42 @@ Headers = list[tuple[str, str]]
 # --------------------------------------------------------------------------------------------------
 # Router selection and route plans
 # --------------------------------------------------------------------------------------------------
+
+_LISTENER_VIEWS: dict[int, tuple[GatewayConfig, dict[tuple[str | None, bool], GatewayConfig]]] = {}
+
+
+def config_for_listener(config: GatewayConfig, entry_point: EntryPoint | None, tls: bool) -> GatewayConfig:
+    """The configuration as a request arriving on `entry_point` (TLS or not) sees it: top-level routers
+    that name other entry points left out (no entry point known: only routers naming none; no
+    entryPoints section in the file: entry points not checked), and, when
+    the file uses TLS anywhere, routers whose TLS-ness (the router's `tls`, or its entry point's
+    `http.tls`) differs from the connection's. Without entryPoints and TLS in the file: `config` itself."""
+    uses_tls = any(r.tls for r in config.routers) or any(ep.tls for ep in config.entry_points.values())
+    # Routers' entryPoints only bind when the file defines entry points (a Traefik file usually names
+    # entry points of a static configuration kept elsewhere: then they are accepted and not checked).
+    binds = bool(config.entry_points) and any(r.entry_points for r in config.routers)
+    if not uses_tls and not binds:
+        return config
+    cached = _LISTENER_VIEWS.get(id(config))
+    if cached is None or cached[0] is not config:
+        if len(_LISTENER_VIEWS) > 8:
+            _LISTENER_VIEWS.clear()
+        cached = _LISTENER_VIEWS[id(config)] = (config, {})
+    key = (entry_point.name if entry_point is not None else None, tls)
+    view = cached[1].get(key)
+    if view is None:
+        ep_tls = entry_point.tls if entry_point is not None else False
+
+        def serves(router: Router) -> bool:
+            if router.parent_refs:  # children are reached through their parents
+                return True
+            if binds and router.entry_points and (entry_point is None or entry_point.name not in router.entry_points):
+                return False
+            return not uses_tls or (router.tls or ep_tls) == tls
+
+        view = cached[1][key] = replace(config, routers=tuple(r for r in config.routers if serves(r)))
+    return view
+
 
 def select_router(config: GatewayConfig, req: RequestView) -> Router | None:
     """The first top-level router (in priority order) whose rule matches; None means 404.
