@@ -89,3 +89,15 @@ def test_nested_chains_expand_in_order() -> None:
                  "    a: {addPrefix: {prefix: /a}}\n    b: {addPrefix: {prefix: /b}}\n"
                  "    c: {addPrefix: {prefix: /c}}\n    d: {addPrefix: {prefix: /d}}\n")
     assert cfg.routers[0].middlewares == ("a", "b", "c", "d")
+
+
+def test_example_traefik_file_loads() -> None:
+    from pathlib import Path
+
+    from shadow.gateway.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "docs" / "examples" / "traefik.yaml")
+    assert {r.name for r in cfg.routers} == {"shop", "www", "admin"}
+    shop = next(r for r in cfg.routers if r.name == "shop")
+    assert shop.middlewares == ("security-headers", "limit", "retry-twice", "gzip")  # the chain, expanded
+    assert set(cfg.entry_points) == {"web", "internal"}
