@@ -570,10 +570,11 @@ class _Ctx:
             inflation, inflation_dfs = stats.quantile_variance_inflation_df(jp, jc, ps, paired=s.paired)
             ses, harm_ses = ses * np.sqrt(inflation), harm_ses * np.sqrt(inflation)
         else:
-            inflation, inflation_dfs = np.ones(ps.size), np.full(ps.size, math.inf)
-        # Sticky: the SE rests on the clients, not the requests.
-        n_units = min(len(np.unique(keys_p)), len(np.unique(keys_c))) if sticky and keys_p is not None \
-            and keys_c is not None else min(lp.size, lc.size)
+            # The cluster bootstrap's SE rests on the clients: G - 1 degrees of freedom at most.
+            clients = min(len(np.unique(keys_p)), len(np.unique(keys_c))) if keys_p is not None \
+                and keys_c is not None else 2
+            inflation, inflation_dfs = np.ones(ps.size), np.full(ps.size, float(max(clients - 1, 1)))
+        n_units = min(lp.size, lc.size)
         units_p = len(np.unique(keys_p)) if keys_p is not None else 0
         units_c = len(np.unique(keys_c)) if keys_c is not None else 0
         qp = np.quantile(lp, ps)

@@ -1,6 +1,10 @@
-"""Does the verdict hold up? The seven targets of reference/statistics.md, simulated with fixed seeds.
+"""Does the verdict hold up? The seven targets of reference/statistics.md (1-7) and issue #15's
+targets on traffic they were not designed for (8-14: autocorrelated instances, 1 ms ties on a
+2-5 ms service, a shared drift, transient and shared errors, sticky clients with clustered errors;
+see MODELS), simulated with fixed seeds.
 
-    .venv/bin/python bench/verdict_quality.py            # full: >= 1000 reps per target (~10 min on 2 cores)
+    .venv/bin/python bench/verdict_quality.py --only 8,9,10,11,12,13,14 --reps 100  # session 6 (~20 min)
+    .venv/bin/python bench/verdict_quality.py --only 1,2,4,5,6,7  # session 5's targets
     .venv/bin/python bench/verdict_quality.py --quick    # 200 reps, a smoke run
     .venv/bin/python bench/verdict_quality.py --only 1,4 # some targets
     .venv/bin/python bench/verdict_quality.py --only 1 --reps 400  # quick iteration on one target
