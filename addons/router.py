@@ -218,6 +218,10 @@ class Router:
             rewritten = apply_request_middlewares(plan.middlewares, path, headers)
         else:  # the pipeline above applied them all
             rewritten = RewrittenRequest(path, tuple(headers), append_forwarded_for[0])
+        if service.request_headers:  # Gateway API: the chosen backendRef's own header filters
+            backend = apply_request_middlewares(service.request_headers, rewritten.path, rewritten.headers)
+            rewritten = RewrittenRequest(backend.path, backend.headers,
+                                         rewritten.append_forwarded_for and backend.append_forwarded_for)
         upstream_headers = forwarded_headers(
             rewritten.headers, client_ip=client_ip, host=client_host, scheme=client_scheme,
             port=sockname[1] if sockname else "", server_name=self.state.gateway_id or "shadow",

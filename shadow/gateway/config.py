@@ -183,6 +183,9 @@ class LoadBalancerService:
     # Gateway API manifests only (a Traefik file needs servers): no servers → answer this status
     # locally (500 for a backendRef that does not resolve, as the Gateway API spec says).
     empty_status: int = 503
+    # Gateway API backendRef filters (RequestHeaderModifier): applied to the requests sent to this
+    # service, after the route's middlewares.
+    request_headers: tuple[HeadersMiddleware, ...] = ()
 
 
 @dataclass(frozen=True)

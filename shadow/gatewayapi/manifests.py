@@ -165,6 +165,7 @@ class BackendRef:
     port: int | None
     weight: int
     field: str  # dotted field, for status messages
+    request_headers: tuple[HeaderEdits, ...] = ()  # the backendRef's own RequestHeaderModifier filters
 
 
 @dataclass(frozen=True)
@@ -598,9 +599,6 @@ class _Doc:
             b_where = f"{where}.backendRefs[{j}]"
             if not isinstance(b, dict):
                 self.fail(f"expected a mapping, got {_kind_of(b)}", b_where, self._item_line(b_items, j))
-            if b.get("filters"):
-                self.fail("per-backend filters are not supported yet by the shadow gateway (put them on the rule)",
-                          f"{b_where}.filters", self._key_line(b, "filters"))
             backends.append(self._backend(b, b_where, weighted=True))
         return RouteRule(name, tuple(matches), filters, tuple(backends))
 
@@ -667,8 +665,16 @@ class _Doc:
             self.fail("port is required when the reference is to a Service", where, self._line(b))
         weight = self.integer(b, "weight", where, minimum=0, maximum=_MAX_WEIGHT, default=1) if weighted else 1
         assert weight is not None
+        edits = []
+        items = self.seq(b, "filters", where, max_items=16) if weighted else []
+        for i, item in enumerate(items):
+            f = self._filter(item, f"{where}.filters[{i}]", self._item_line(items, i))
+            if f.request_headers is None:
+                self.fail(f"{f.type} on a backendRef is not supported yet by the shadow gateway (only "
+                          "RequestHeaderModifier; put the others on the rule)", f"{where}.filters[{i}].type")
+            edits.append(f.request_headers)
         return BackendRef(group, kind, self.string(b, "namespace", where), self.req_string(b, "name", where), port,
-                          weight, where)
+                          weight, where, tuple(edits))
 
     def _header_edits(self, node: dict[Any, Any], where: str) -> HeaderEdits:
         self.check_keys(node, where, ("set", "add", "remove"))

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shadow.gateway.config import (
     HeadersMiddleware,
@@ -46,7 +46,7 @@ from shadow.gateway.config import (
 from shadow.gateway.middlewares.httproute import ReplacePrefixMatch, RequestRedirect
 from shadow.gateway.middlewares.paths import ReplacePath
 from shadow.gateway.rules import RuleSyntaxError, compile_rule
-from shadow.gatewayapi.manifests import Filter, HTTPRoute, Manifests, Match, RouteRule
+from shadow.gatewayapi.manifests import BackendRef, Filter, HTTPRoute, Manifests, Match, RouteRule
 from shadow.gatewayapi.resolve import (
     BackendKey,
     Condition,
@@ -150,6 +150,16 @@ class _Builder:
             self.services[name] = LoadBalancerService(name, (server_from_url(self.backends[resolution.key]),))
         return name
 
+    def filtered_backend(self, name: str, label: str, ref: BackendRef) -> str:
+        """A copy of backend service `name` whose requests get the backendRef's header filters."""
+        base = self.services[name]
+        assert isinstance(base, LoadBalancerService)
+        mws = tuple(HeadersMiddleware(f"{label}/filter{i}", request_headers=(*e.set, *((h, "") for h in e.remove)),
+                                      request_add=e.add) for i, e in enumerate(ref.request_headers))
+        own = f"{name}#{label}"
+        self.services[own] = replace(base, name=own, request_headers=mws)
+        return own
+
     def rule_service(self, route: HTTPRoute, rule_index: int, rule: RouteRule) -> str:
         """The service a rule forwards to: a backend, a weighted split, or the 500 service."""
         label = f"{_route_label(route)}/rule{rule_index}"
@@ -157,8 +167,10 @@ class _Builder:
             self.services.setdefault(REDIRECT_SERVICE, LoadBalancerService(REDIRECT_SERVICE, (), empty_status=500))
             return REDIRECT_SERVICE
         shares: dict[str, int] = {}
-        for ref in rule.backends:
+        for b_index, ref in enumerate(rule.backends):
             name = self.backend(route, resolve_backend(self.manifests, self.backends, route, ref))
+            if ref.request_headers and name != UNRESOLVED_SERVICE:  # its own filters: its own service
+                name = self.filtered_backend(name, f"{label}/backend{b_index}", ref)
             shares[name] = shares.get(name, 0) + ref.weight
         live = {name: weight for name, weight in shares.items() if weight > 0}
         if not live:

@@ -169,7 +169,23 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
 
 
 def _special(case: Case) -> Callable[[Harness, Case], None] | None:
-    return {"HTTPRouteWeight": _weights, "HTTPRouteReferenceGrant": _grant_deleted}.get(case.name)
+    return {"HTTPRouteWeight": _weights, "HTTPRouteReferenceGrant": _grant_deleted,
+            "HTTPRouteRequestHeaderModifierBackendWeights": _backend_headers}.get(case.name)
+
+
+def _backend_headers(h: Harness, case: Case) -> None:
+    """httproute-request-header-modifier-backend-weights.go: 100 requests split 10/10; each reaches the
+    backend whose backendRef filter set its `Backend` header, and only that one header."""
+    seen = set()
+    for _ in range(100):
+        response = h.send({"Request": {"Path": "/"}})
+        compare_round_trip({"Request": {"Path": "/"}, "Namespace": "gateway-conformance-infra"}, response)
+        echo = response.json()
+        backends = echo["headers"].get("Backend", [])
+        assert len(backends) == 1, echo["headers"]
+        assert echo["pod"].startswith(backends[0]), (echo["pod"], backends)
+        seen.add(backends[0])
+    assert seen == {"infra-backend-v1", "infra-backend-v2"}
 
 
 def _grant_deleted(h: Harness, case: Case) -> None:

@@ -148,9 +148,11 @@ def test_detected_by_content() -> None:
      "yet by the shadow gateway"),
     (ROUTE_HEAD + "  rules:\n  - timeouts: {request: 1s}\n",
      "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].timeouts: not supported yet by the shadow gateway"),
-    (ROUTE_HEAD + "  rules:\n  - backendRefs: [{name: a, port: 80, filters: [{type: URLRewrite}]}]\n",
-     "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].backendRefs[0].filters: per-backend filters are "
-     "not supported yet by the shadow gateway (put them on the rule)"),
+    (ROUTE_HEAD + "  rules:\n  - backendRefs: [{name: a, port: 80, filters: [{type: ResponseHeaderModifier, "
+     "responseHeaderModifier: {}}]}]\n",
+     "routes.yaml:1: document 1, HTTPRoute web/r, spec.rules[0].backendRefs[0].filters[0].type: "
+     "ResponseHeaderModifier on a backendRef is not supported yet by the shadow gateway (only "
+     "RequestHeaderModifier; put the others on the rule)"),
     (ROUTE_HEAD + "  rulez: []\n",
      "routes.yaml:6: document 1, HTTPRoute web/r, spec.rulez: unknown field (expected one of parentRefs, "
      "hostnames, rules)"),

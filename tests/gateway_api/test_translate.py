@@ -340,3 +340,25 @@ def test_the_documented_example_loads_and_routes() -> None:
     assert isinstance(redirect, RequestRedirect) and redirect.status == 301
     assert config.shadow.mirroring.targets["shop/orders-next:8080"].allow_unsafe is False
     assert config.shadow.capture.dir == example / "capture"
+
+
+def test_backend_ref_header_filters_get_their_own_service(tmp_path: Path) -> None:
+    config = _load(tmp_path, _route("b", """\
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs:
+    - name: a
+      port: 80
+      weight: 3
+      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-B, value: a}]}}]
+    - {name: b, port: 80, weight: 1}
+"""))
+    split = config.services[_service(config) or ""]
+    assert isinstance(split, WeightedService)
+    assert [(c.name, c.weight) for c in split.services] == [("web/a#httproute/web/b/rule0/backend0", 3),
+                                                            ("web/b:80", 1)]
+    own = config.services["web/a#httproute/web/b/rule0/backend0"]
+    assert isinstance(own, LoadBalancerService) and own.servers == config.services["web/a"].servers  # type: ignore[union-attr]
+    assert [m.request_headers for m in own.request_headers] == [(("X-B", "a"),)]
+    plain = config.services["web/b:80"]
+    assert isinstance(plain, LoadBalancerService) and plain.request_headers == ()
