@@ -475,7 +475,8 @@ class Capture:
     def top_fields(self, n: int = 5, *, endpoint: str | None = None) -> pd.DataFrame:
         """The `n` most frequent differing fields per endpoint (× candidate service), real and noise
         ranked apart: kind, op, pointer_template, noise and its reason, how many differences and on
-        how many of the endpoint's compared pairs (`share`)."""
+        how many of the endpoint's compared pairs (`share`), and for a real field `accept_with`: the
+        YAML diff rule(s) that would accept it (docs/policy.md, "Diff rules")."""
         if n < 1:
             raise ValueError("top_fields: n must be at least 1")
         self._ensure_diffs()
@@ -487,7 +488,8 @@ class Capture:
             fields AS (
                 SELECT endpoint, coalesce(c_service, '') AS c_service, kind, op, pointer_template,
                        coalesce(noise, false) AS noise, coalesce(noise_reason, '') AS noise_reason,
-                       count(*) AS diffs, count(DISTINCT request_id) AS pairs_affected
+                       count(*) AS diffs, count(DISTINCT request_id) AS pairs_affected,
+                       any_value(CAST(old AS VARCHAR)) AS example_old, any_value(CAST(new AS VARCHAR)) AS example_new
                 FROM diffs {where} GROUP BY ALL)
             SELECT * EXCLUDE (k) FROM (
                 SELECT f.*, t.pairs_total, f.pairs_affected / t.pairs_total AS share,
@@ -497,7 +499,16 @@ class Capture:
             WHERE k <= {int(n)}
             ORDER BY endpoint, c_service, noise, pairs_affected DESC, diffs DESC, pointer_template, op"""
         params = {"endpoint": endpoint} if endpoint is not None else None
-        return self.sql(query, params).df()
+        frame = self.sql(query, params).df()
+        from analyzers.suggest import suggested_rules
+
+        frame["accept_with"] = [
+            "" if noise else "\n".join(suggested_rules(ep, kind, op, tpl, old if isinstance(old, str) else None,
+                                                        new if isinstance(new, str) else None))
+            for ep, kind, op, tpl, noise, old, new in zip(
+                frame["endpoint"], frame["kind"], frame["op"], frame["pointer_template"], frame["noise"],
+                frame["example_old"], frame["example_new"], strict=True)]
+        return frame.drop(columns=["example_old", "example_new"])
 
     def pair(self, request_id: str, *, candidate: str | None = None) -> PairView:
         """One request's answers side by side (primary, candidate, secondary) with the differences

@@ -84,6 +84,9 @@ def test_top_fields_ranks_real_and_noise_apart_per_endpoint(cap: Capture) -> Non
     assert set(detail["endpoint"]) == {"/api/orders/{id}"}
     real = detail[~detail["noise"]].set_index(["op", "pointer_template"])
     assert real.loc[("renamed", "/customer_id"), "share"] > 0.9
+    assert real.loc[("renamed", "/customer_id"), "accept_with"] == (
+        '- {ignore: "/customer_id", endpoint: "/api/orders/{id}"}')
+    assert (detail[detail["noise"]]["accept_with"] == "").all()
     assert (detail["share"] <= 1).all() and (detail["pairs_affected"] <= detail["pairs_total"]).all()
     with pytest.raises(ValueError, match="at least 1"):
         cap.top_fields(0)
