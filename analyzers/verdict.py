@@ -526,12 +526,14 @@ class _Ctx:
 
     def _sequential_bulk(self, r: GuardrailResult, lp: np.ndarray, lc: np.ndarray, keys_p: np.ndarray | None,
                          keys_c: np.ndarray | None, log_margin: float) -> None:
-        from analyzers.sequential import log_mean_effect
+        from analyzers.sequential import log_mean_effect_parts
 
-        est, var = log_mean_effect(lp, lc, paired=self.s.paired, keys_p=keys_p, keys_c=keys_c)
+        est, var, inflation = log_mean_effect_parts(lp, lc, paired=self.s.paired, keys_p=keys_p, keys_c=keys_c)
         key = self.key("latency_bulk")
-        r.p_harm = self.seq.gaussian_harm(key, est, var)
-        r.p_value = self.seq.gaussian_ni(key, est, var, log_margin)
+        # Sticky split traffic is analysed per client (no time inflation): no burn-in needed.
+        n = None if keys_p is not None and keys_c is not None else min(lp.size, lc.size)
+        r.p_harm = self.seq.gaussian_harm(key, est, var, inflation, n)
+        r.p_value = self.seq.gaussian_ni(key, est, var, log_margin, inflation)
         r.test = "mSPRT on mean log latency (anytime-valid)"
 
     # ---- latency: quantiles
@@ -611,7 +613,7 @@ class _Ctx:
         if self.s.paired:
             b, c = int(np.sum(over_c & ~over_p)), int(np.sum(over_p & ~over_c))
             design = stats.variance_inflation(over_c.astype(float) - over_p.astype(float))
-            r.p_harm = self.seq.discordant_harm(key, b, c, design)
+            r.p_harm = self.seq.discordant_harm(key, b, c, design, over_p.size)
         elif keys_p is not None and keys_c is not None:
             from analyzers.sequential import cluster_share_effect
 
@@ -620,7 +622,7 @@ class _Ctx:
         else:
             design = max(stats.variance_inflation(over_p.astype(float)), stats.variance_inflation(over_c.astype(float)))
             r.p_harm = self.seq.split_count_harm(key, int(over_c.sum()), over_c.size, int(over_p.sum()),
-                                                 over_p.size, design)
+                                                 over_p.size, design, min(over_p.size, over_c.size))
         r.test += f"; sequential harm: share over {threshold:.0f} ms (anytime-valid mixture)"
 
     # ---- error rates
@@ -658,11 +660,13 @@ class _Ctx:
             key = self.key(metric)
             if s.paired:
                 d = stats.variance_inflation(cand.astype(float) - prim.astype(float))
-                r.p_harm = self.seq.discordant_harm(key, int(np.sum(cand & ~prim)), int(np.sum(prim & ~cand)), d)
+                r.p_harm = self.seq.discordant_harm(key, int(np.sum(cand & ~prim)), int(np.sum(prim & ~cand)), d,
+                                                    prim.size)
             else:
                 d = max(count_design_effect(prim, None if clients is None else clients[0]),
                         count_design_effect(cand, None if clients is None else clients[1]))
-                r.p_harm = self.seq.split_count_harm(key, int(cand.sum()), cand.size, int(prim.sum()), prim.size, d)
+                r.p_harm = self.seq.split_count_harm(key, int(cand.sum()), cand.size, int(prim.sum()), prim.size, d,
+                                                     None if clients is not None else min(prim.size, cand.size))
             r.test += "; sequential harm: anytime-valid mixture"
         enough = min(prim.size, cand.size) >= m.min_samples
         needed = None

@@ -161,3 +161,25 @@ def test_dependence_shrinks_sequential_evidence() -> None:
     _, var_dep = log_mean_effect(lp, lp * walk, paired=True)
     _, var_ind = log_mean_effect(lp, lp * rng.permutation(walk), paired=True)
     assert var_dep > 5 * var_ind
+
+
+def test_inflation_never_shrinks_and_no_harm_before_it_is_estimable() -> None:
+    from analyzers.sequential import MIN_N_DEPENDENCE, SequentialState
+
+    # Before MIN_N_DEPENDENCE requests per arm a dependence-adjusted look counts no evidence.
+    early = SequentialState()
+    assert early.gaussian_harm("k", 0.3, 0.0004, inflation=1.0, n=MIN_N_DEPENDENCE - 1) == 1.0
+    assert early.discordant_harm("d", 40, 2, design=1.0, n=MIN_N_DEPENDENCE - 1) == 1.0
+    assert early.gaussian_harm("k", 0.3, 0.0004, inflation=1.0, n=MIN_N_DEPENDENCE) < 0.05
+    # A later look estimating less dependence keeps the largest inflation seen so far.
+    kept, fresh = SequentialState(), SequentialState()
+    kept.gaussian_harm("k", 0.0, 0.0004, inflation=20.0, n=MIN_N_DEPENDENCE)
+    assert kept.gaussian_harm("k", 0.05, 0.0002, inflation=1.0, n=400) > \
+        fresh.gaussian_harm("k", 0.05, 0.0002, inflation=1.0, n=400)
+    assert SequentialState.from_dict(kept.to_dict()).inflation == kept.inflation
+    # Split counts: the summed evidence is divided by the running maximum design effect.
+    a, b = SequentialState(), SequentialState()
+    a.split_count_harm("e", 2, 500, 1, 500, design=8.0, n=500)
+    b.split_count_harm("e", 2, 500, 1, 500, design=1.0, n=500)
+    assert a.split_count_harm("e", 30, 1000, 5, 1000, design=1.0, n=1000) > \
+        b.split_count_harm("e", 30, 1000, 5, 1000, design=1.0, n=1000)
