@@ -30,7 +30,7 @@ PROMPTS = ["What is the capital of France and its population?", "Explain how pho
            "How do vaccines train the immune system response"]
 TOOLS = [{"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}},
          {"type": "function", "function": {"name": "delete_account", "parameters": {"type": "object"}}}]
-PER_ROUTE = 60  # 20 of each kind: text, JSON, tools
+PER_ROUTE = 120  # 40 of each kind: text, JSON, tools (20 left the semantic PASS to chance: ~1 run in 4)
 POLICY = Policy(defaults=Margins(min_samples=20))
 
 
@@ -121,8 +121,9 @@ def test_equivalent_candidate_is_not_failed(verdict: Verdict) -> None:
     assert all(r.cls != "FAIL" for r in own.values()), {m: (r.cls, r.reason) for m, r in own.items()}
     # Other wording, same content: within the semantic margin (its distance from the primary's answers
     # is ≈ 2× the primary model's own), as cheap; no JSON or tool call broken (rates of 0, which at
-    # n = 20 are not yet proven under 1 pp: INCONCLUSIVE, with the n still needed).
-    assert own["semantic_distance"].cls == "PASS" and own["cost"].cls == "PASS"
+    # n = 40 are not yet proven under 1 pp: INCONCLUSIVE, with the n still needed).
+    for metric in ("semantic_distance", "cost"):
+        assert own[metric].cls == "PASS", (metric, own[metric].reason, own[metric].test)
     assert own["json_invalid_rate"].candidate_value == 0.0 and own["tool_call_disagreement_rate"].estimate == 0.0
     assert own["json_invalid_rate"].cls == "INCONCLUSIVE" and own["json_invalid_rate"].needed_n
 
