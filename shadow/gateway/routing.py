@@ -29,6 +29,7 @@ from shadow.gateway.config import (
     WeightedService,
 )
 from shadow.gateway.entrypoints import EntryPoint
+from shadow.gateway.middlewares.request import Headers, header_values, set_header, without_header
 from shadow.gateway.mirror import percent_due
 from shadow.gateway.rules import RESERVED_ESCAPES, RequestView
 from shadow.gateway.shifting import needs_control
@@ -50,7 +51,6 @@ __all__ = [
     "with_inherited",
 ]
 
-Headers = list[tuple[str, str]]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -293,33 +293,6 @@ class MirrorCounter:
 # Header helpers
 # --------------------------------------------------------------------------------------------------
 
-def _values(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
-    lname = name.lower()
-    return [v for k, v in headers if k.lower() == lname]
-
-
-def _without(headers: Iterable[tuple[str, str]], name: str) -> Headers:
-    lname = name.lower()
-    return [(k, v) for k, v in headers if k.lower() != lname]
-
-
-def _set(headers: Headers, name: str, value: str) -> Headers:
-    """Replace every line of `name` by one; keeps the position of the first one (else appends)."""
-    lname = name.lower()
-    out: Headers = []
-    placed = False
-    for k, v in headers:
-        if k.lower() == lname:
-            if not placed:
-                out.append((name, value))
-                placed = True
-        else:
-            out.append((k, v))
-    if not placed:
-        out.append((name, value))
-    return out
-
-
 # --------------------------------------------------------------------------------------------------
 # Forwarded headers
 # --------------------------------------------------------------------------------------------------
@@ -333,8 +306,8 @@ _FORWARDED_LOWER = frozenset(name.lower() for name in _FORWARDED_HEADERS)
 
 
 def _is_websocket(headers: Sequence[tuple[str, str]]) -> bool:
-    connection = ",".join(_values(headers, "Connection")).lower()
-    upgrade = ",".join(_values(headers, "Upgrade")).lower()
+    connection = ",".join(header_values(headers, "Connection")).lower()
+    upgrade = ",".join(header_values(headers, "Upgrade")).lower()
     return "upgrade" in connection and "websocket" in upgrade
 
 
@@ -363,12 +336,12 @@ def forwarded_headers(headers: Iterable[tuple[str, str]], *, client_ip: str, hos
         ip = ip[1:-1]
     if append_forwarded_for:
         if "x-forwarded-for" in present:
-            prior = [v.strip() for v in _values(out, "X-Forwarded-For") if v.strip()]
-            out = _set(out, "X-Forwarded-For", ", ".join([*prior, ip]))
+            prior = [v.strip() for v in header_values(out, "X-Forwarded-For") if v.strip()]
+            out = set_header(out, "X-Forwarded-For", ", ".join([*prior, ip]))
         else:
             out.append(("X-Forwarded-For", ip))
     elif "x-forwarded-for" in present:
-        out = _without(out, "X-Forwarded-For")
+        out = without_header(out, "X-Forwarded-For")
     if "x-forwarded-proto" not in present:
         secure = scheme.lower() in ("https", "wss")
         websocket = "connection" in present and "upgrade" in present and _is_websocket(out)
@@ -379,7 +352,7 @@ def forwarded_headers(headers: Iterable[tuple[str, str]], *, client_ip: str, hos
     if "x-forwarded-port" not in present:
         out.append(("X-Forwarded-Port", str(port)))
     if "x-forwarded-server" in present:
-        out = _set(out, "X-Forwarded-Server", server_name)
+        out = set_header(out, "X-Forwarded-Server", server_name)
     else:
         out.append(("X-Forwarded-Server", server_name))
     if "x-real-ip" not in present:
@@ -454,7 +427,7 @@ def apply_request_middlewares(middlewares: Sequence[Middleware], path: str,
             path = _leading_slash(mw.prefix + path)
         elif isinstance(mw, HeadersMiddleware):
             for name, value in mw.request_headers:
-                out = _set(out, name, value) if value else _without(out, name)
+                out = set_header(out, name, value) if value else without_header(out, name)
                 if name.lower() == "x-forwarded-for":
                     append_forwarded_for = bool(value)
             out.extend(mw.request_add)
@@ -468,7 +441,7 @@ def apply_response_middlewares(middlewares: Sequence[Middleware],
     for mw in middlewares:
         if isinstance(mw, HeadersMiddleware):
             for name, value in mw.response_headers:
-                out = _set(out, name, value) if value else _without(out, name)
+                out = set_header(out, name, value) if value else without_header(out, name)
             out.extend(mw.response_add)
     return out
 
