@@ -66,7 +66,7 @@ from shadow.auth.oidc import OidcSettings
 from shadow.capture.settings import DEFAULT_REDACTED_HEADERS, CaptureSettings, RedactionSettings
 from shadow.errors import ConfigError
 from shadow.gateway.breaker import BreakerSettings, ExpressionError, parse_expression
-from shadow.gateway.entrypoints import EntryPoint, parse_entry_points
+from shadow.gateway.entrypoints import EntryPoint, parse_entry_points, parse_tls_section
 from shadow.gateway.middlewares.chain import Chain
 from shadow.gateway.middlewares.config import HEADERS_OPTIONS, TraefikMiddleware, parse_headers_options
 from shadow.gateway.middlewares.config import PARSERS as MIDDLEWARE_PARSERS
@@ -718,16 +718,7 @@ def _parse_router(reader: YamlReader, name: str, node: Any, field: str, line: in
     priority = reader.integer(r, "priority", field, 0, maximum=_MAX_USER_PRIORITY)
     if priority == 0:
         priority = len(text)
-    tls = False
-    if "tls" in r:
-        t_where = f"{field}.tls"
-        t_node = reader.mapping(r.get("tls"), t_where, reader.value_line(r, "tls"))
-        reader.check_keys(t_node, t_where, ("options", "domains"), unsupported=("certResolver",))
-        option = reader.string(t_node, "options", t_where)
-        if option not in (None, "default"):
-            reader.fail("only the default TLS options are supported", f"{t_where}.options",
-                        reader.value_line(t_node, "options"))
-        tls = True
+    tls = parse_tls_section(reader, r, field)
     return Router(name, rule, priority, service, middlewares, parents, entry_points, tls)
 
 

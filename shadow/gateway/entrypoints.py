@@ -126,22 +126,28 @@ def parse_entry_points(reader: YamlReader, node: Any, line: int | None) -> dict[
     return out
 
 
+def parse_tls_section(reader: YamlReader, parent: dict[Any, Any], where: str) -> bool:
+    """`tls:` of a router or of an entry point's `http:`: True when present. Only the default TLS
+    options are served (tls.options is not supported), so naming another is an error."""
+    if "tls" not in parent:
+        return False
+    t_where = f"{where}.tls"
+    node = reader.mapping(parent.get("tls"), t_where, reader.value_line(parent, "tls"))
+    reader.check_keys(node, t_where, ("options", "domains"), unsupported=("certResolver",))
+    option = reader.string(node, "options", t_where)
+    if option not in (None, "default"):
+        reader.fail("only the default TLS options are supported", f"{t_where}.options",
+                    reader.value_line(node, "options"))
+    return True
+
+
 def _parse_entry_point_http(reader: YamlReader, body: dict[Any, Any], where: str) -> tuple[bool, tuple[str, str, bool]]:
     """`http:` of an entry point: `tls` (its routers serve TLS) and `redirections.entryPoint`."""
     h_where = f"{where}.http"
     node = reader.mapping(body.get("http"), h_where, reader.value_line(body, "http"))
     reader.check_keys(node, h_where, ("tls", "redirections"), unsupported=("middlewares", "encodeQuerySemicolons",
                                                                            "sanitizePath", "maxHeaderBytes"))
-    tls = False
-    if "tls" in node:
-        t_where = f"{h_where}.tls"
-        t_node = reader.mapping(node.get("tls"), t_where, reader.value_line(node, "tls"))
-        reader.check_keys(t_node, t_where, ("options", "domains"), unsupported=("certResolver",))
-        option = reader.string(t_node, "options", t_where)
-        if option not in (None, "default"):
-            reader.fail("only the default TLS options are supported", f"{t_where}.options",
-                        reader.value_line(t_node, "options"))
-        tls = True
+    tls = parse_tls_section(reader, node, h_where)
     redirect: tuple[str, str, bool] = ("", "https", True)
     if "redirections" in node:
         r_where = f"{h_where}.redirections"
