@@ -94,14 +94,17 @@ def _status_text(side: ExchangeSide) -> str:
 # Headers
 
 
-def header_map(headers: Iterable[tuple[str, str]] | Iterable[Mapping[str, str]]) -> dict[str, str]:
-    """Lower-cased name → value; repeated headers joined with ", " in order (RFC 9110 §5.3)."""
+def header_map(headers: Iterable[Any]) -> dict[str, str]:
+    """Lower-cased name → value; repeated headers joined with ", " in order (RFC 9110 §5.3). Lines may be
+    (name, value) pairs of str or latin-1 bytes, or {"name", "value"} mappings (the capture's form)."""
     out: dict[str, str] = {}
     for h in headers:
         if isinstance(h, Mapping):
             name, value = h["name"], h["value"]
         else:
             name, value = h
+        if isinstance(name, bytes):  # raw header lines (mitmproxy's fields) are latin-1 bytes
+            name, value = name.decode("latin-1"), value.decode("latin-1")
         key = name.lower()
         out[key] = out[key] + ", " + value if key in out else value
     return out

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from analyzers.diff import header_map
 from analyzers.difference import Difference
 
 GATEWAY_REASON = "gateway: changed in the copy"
@@ -105,14 +106,14 @@ def may_be_gateways(d: Difference) -> bool:
 def copy_changes(primary_headers: Iterable[Any] | None, primary_url: str | None, copy_headers: Iterable[Any] | None,
                  copy_url: str | None, *, request_id: str | None = None) -> GatewayChanges:
     """What the gateway changed between the primary's request and the copy's (see module doc)."""
-    a = _header_map(primary_headers or ())
+    a = header_map(primary_headers or ())
     if copy_headers is None:  # not recorded: what mirror_headers is known to do
         added = {"x-shadow-request": "1"}
         if request_id:
             added["x-shadow-request-id"] = request_id
         b_removed = {k: v for k, v in a.items() if k in NOT_COPIED}
         return GatewayChanges(added, b_removed, {}, _url_replacements(primary_url, copy_url))
-    b = _header_map(copy_headers)
+    b = header_map(copy_headers)
     added = {k: v for k, v in b.items() if k not in a}
     removed = {k: v for k, v in a.items() if k not in b}
     changed = {k: (a[k], b[k]) for k in a.keys() & b.keys() if a[k] != b[k]}
@@ -133,20 +134,6 @@ def _url_replacements(primary_url: str | None, copy_url: str | None) -> tuple[tu
         if pa.hostname and ca.hostname and pa.hostname != ca.hostname:
             out.append((pa.hostname, ca.hostname))
     return tuple(out)
-
-
-def _header_map(headers: Iterable[Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for h in headers:
-        if isinstance(h, Mapping):
-            name, value = h["name"], h["value"]
-        else:
-            name, value = h
-        if isinstance(name, bytes):
-            name, value = name.decode("latin-1"), value.decode("latin-1")
-        key = str(name).lower()
-        out[key] = out[key] + ", " + str(value) if key in out else str(value)
-    return out
 
 
 def _last_token(pointer: str) -> str:
