@@ -178,8 +178,10 @@ def _strip_prefix_regex(reader: YamlReader, name: str, body: dict[Any, Any], whe
                                         for i, text in enumerate(texts)))
 
 
-def _basic_auth(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> BasicAuth:
-    reader.check_keys(body, where, ("users", "usersFile", "realm", "removeHeader", "headerField"))
+def _user_lines(reader: YamlReader, body: dict[Any, Any], where: str, base_dir: Path, *, colons: int,
+                form: str) -> list[str]:
+    """basicAuth's / digestAuth's users: the lines of `usersFile` (relative to the config), then `users`,
+    each inline entry checked to have `colons` colons."""
     lines: list[str] = []
     users_file = reader.string(body, "usersFile", where)
     if users_file:
@@ -189,17 +191,24 @@ def _basic_auth(reader: YamlReader, name: str, body: dict[Any, Any], where: str,
         except (OSError, UnicodeDecodeError) as exc:
             reader.fail(f"cannot read {str(path)!r}: {getattr(exc, 'strerror', None) or exc}", f"{where}.usersFile",
                         reader.value_line(body, "usersFile"))
-    users_items = reader.sequence(body, "users", where)
+    items = reader.sequence(body, "users", where)
     for i, entry in enumerate(reader.string_list(body, "users", where)):
-        if entry.count(":") != 1:
-            reader.fail("expected user:hash (an htpasswd line)", f"{where}.users[{i}]", reader.item_line(users_items, i))
+        if entry.count(":") != colons:
+            reader.fail(f"expected {form}", f"{where}.users[{i}]", reader.item_line(items, i))
         lines.append(entry)
+    return lines
+
+
+def _basic_auth(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> BasicAuth:
+    reader.check_keys(body, where, ("users", "usersFile", "realm", "removeHeader", "headerField"))
+    lines = _user_lines(reader, body, where, base_dir, colons=1, form="user:hash (an htpasswd line)")
     try:
         users = parse_users(lines)
     except ValueError as exc:
         reader.fail(str(exc), f"{where}.usersFile", reader.value_line(body, "usersFile"))
     if not users:
-        reader.fail(f"no users found in {users_file or 'users'}", where, reader.node_line(body))
+        reader.fail(f"no users found in {reader.string(body, 'usersFile', where) or 'users'}", where,
+                    reader.node_line(body))
     header_field = reader.string(body, "headerField", where) or ""
     if header_field and not HEADER_NAME.match(header_field):
         reader.fail(f"bad header name {header_field!r}", f"{where}.headerField", reader.value_line(body, "headerField"))
@@ -397,20 +406,7 @@ def _errors(reader: YamlReader, name: str, body: dict[Any, Any], where: str, bas
 
 def _digest_auth(reader: YamlReader, name: str, body: dict[Any, Any], where: str, base_dir: Path) -> DigestAuth:
     reader.check_keys(body, where, ("users", "usersFile", "realm", "removeHeader", "headerField"))
-    lines: list[str] = []
-    users_file = reader.string(body, "usersFile", where)
-    if users_file:
-        path = Path(users_file) if Path(users_file).is_absolute() else base_dir / users_file
-        try:
-            lines = users_file_lines(path.read_text("utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            reader.fail(f"cannot read {str(path)!r}: {getattr(exc, 'strerror', None) or exc}", f"{where}.usersFile",
-                        reader.value_line(body, "usersFile"))
-    items = reader.sequence(body, "users", where)
-    for i, entry in enumerate(reader.string_list(body, "users", where)):
-        if entry.count(":") != 2:
-            reader.fail("expected user:realm:hash (an htdigest line)", f"{where}.users[{i}]", reader.item_line(items, i))
-        lines.append(entry)
+    lines = _user_lines(reader, body, where, base_dir, colons=2, form="user:realm:hash (an htdigest line)")
     users: dict[str, str] = {}
     for line in lines:
         parts = line.split(":")
@@ -418,7 +414,8 @@ def _digest_auth(reader: YamlReader, name: str, body: dict[Any, Any], where: str
             reader.fail(f"error parsing DigestUser: {line}", f"{where}.usersFile", reader.value_line(body, "usersFile"))
         users[f"{parts[0]}:{parts[1]}"] = parts[2]
     if not users:
-        reader.fail(f"no users found in {users_file or 'users'}", where, reader.node_line(body))
+        reader.fail(f"no users found in {reader.string(body, 'usersFile', where) or 'users'}", where,
+                    reader.node_line(body))
     header_field = reader.string(body, "headerField", where) or ""
     if header_field and not HEADER_NAME.match(header_field):
         reader.fail(f"bad header name {header_field!r}", f"{where}.headerField", reader.value_line(body, "headerField"))
