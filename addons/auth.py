@@ -60,6 +60,7 @@ from shadow.auth.oidc import (
     without_cookies,
 )
 from shadow.gateway.entrypoints import select_entry_point, strip_untrusted_forwarded
+from shadow.gateway.http1 import PASSTHROUGH_SKIPPED_HEADERS, passthrough_session
 from shadow.gateway.middlewares.forwardauth import ForwardAuth, auth_call, auth_decision, merge_auth_cookies
 from shadow.gateway.middlewares.request import LocalAnswer
 from shadow.gateway.mirror import RateLimitedLog, describe_error
@@ -371,11 +372,7 @@ class Auth:
 
     async def _forward_session(self) -> Any:
         if self._forward is None:
-            import aiohttp
-
-            self._forward = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0), cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"))
+            self._forward = passthrough_session(skip_headers=(*PASSTHROUGH_SKIPPED_HEADERS, "Content-Type"))
         return self._forward
 
     def response(self, flow: http.HTTPFlow) -> None:

@@ -34,6 +34,7 @@ from shadow.gateway.config import (
     LoadBalancerService,
     Server,
 )
+from shadow.gateway.http1 import passthrough_session
 from shadow.gateway.mirror import RateLimitedLog, describe_error
 from shadow.gateway.shifting import Decision, RequestFacts, TrafficControl
 
@@ -115,11 +116,7 @@ class Traffic:
 
     def _ensure_session(self) -> Any:
         if self._session is None:
-            import aiohttp
-
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0), cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False, skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))
+            self._session = passthrough_session()
         return self._session
 
     def _ensure_probe_session(self) -> Any:

@@ -15,7 +15,7 @@ from mitmproxy import http
 
 from addons.router import host_port
 from shadow.gateway.config import Server
-from shadow.gateway.http1 import Http1Pool
+from shadow.gateway.http1 import Http1Pool, passthrough_session
 from shadow.gateway.mirror import describe_error
 
 FORWARD_TIMEOUT_S = 60.0
@@ -43,11 +43,7 @@ class UpstreamClient:
 
     def _ensure_session(self) -> Any:
         if self._session is None:
-            import aiohttp
-
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0), cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False, skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))
+            self._session = passthrough_session()
         return self._session
 
     async def send(self, method: str, server: Server, target: str, headers: list[tuple[str, str]],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from typing import Any
 
 Headers = list[tuple[str, str]]
 
@@ -271,3 +272,16 @@ class Http1Pool:
                 if conn.transport is not None:
                     conn.transport.close()
         self._idle.clear()
+
+
+PASSTHROUGH_SKIPPED_HEADERS = ("User-Agent", "Accept", "Accept-Encoding")
+
+
+def passthrough_session(*, skip_headers: tuple[str, ...] = PASSTHROUGH_SKIPPED_HEADERS) -> Any:
+    """An aiohttp session that sends a client's request as it came: no pool limit, no cookie jar, bodies
+    not decompressed, and none of aiohttp's default headers (`skip_headers`) added. Used where the
+    gateway itself sends a routed request (failover, retry, error pages, forwardAuth)."""
+    import aiohttp
+
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), cookie_jar=aiohttp.DummyCookieJar(),
+                                 auto_decompress=False, skip_auto_headers=skip_headers)
