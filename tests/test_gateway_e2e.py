@@ -83,14 +83,18 @@ class Env:
     def requests(self, name: str, prefix: str) -> list[Any]:
         return [r for r in self.ups[name].received() if r.path.startswith(prefix)]
 
-    def settle(self, name: str, marker_path: str) -> None:
-        """Wait until `marker_path` (mirrored after everything sent before it) reached `name`:
-        copies are sent in order, so nothing sent earlier is still on its way."""
+    def settle(self, name: str, marker_path: str, expect: tuple[str, ...] = ()) -> None:
+        """Wait until `marker_path` reached `name`, and each path in `expect` too.
+
+        Copies travel as separate tasks over a pool of connections, so one sent earlier may land
+        after the marker: a copy the test expects is waited for by name, not inferred from order."""
         self.client.get(marker_path)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and marker_path not in self.paths(name, marker_path):
+        wanted = (marker_path, *expect)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(self.paths(name, p) for p in wanted):
             time.sleep(0.01)
-        assert marker_path in self.paths(name, marker_path)
+        for p in wanted:
+            assert self.paths(name, p), f"{p} never reached {name}"
 
 
 @pytest.fixture(scope="module")
@@ -144,13 +148,13 @@ def test_mirror_percent_is_a_deterministic_counter(env: Env) -> None:
     for i in range(6):
         r = env.client.get(f"/m50/{i}")
         assert r.status_code == 200 and r.json()["upstream"] == "mono"
-    env.settle("next", "/m100/settle-m50")
+    env.settle("next", "/m100/settle-m50", expect=("/m50/0", "/m50/2", "/m50/4"))
     assert env.paths("next", "/m50/") == ["/m50/0", "/m50/2", "/m50/4"]  # Traefik: requests 1, 3, 5
 
 
 def test_mirrors_are_marked_with_the_request_id(env: Env) -> None:
     env.client.get("/m100/marked", headers={"Host": "shop.example", "traceparent": TRACEPARENT})
-    env.settle("next", "/m100/settle-marked")
+    env.settle("next", "/m100/settle-marked", expect=("/m100/marked",))
     (copy,) = env.requests("next", "/m100/marked")
     assert copy.headers["x-shadow-request"] == "1"
     assert len(copy.headers["x-shadow-request-id"]) == 36
@@ -161,7 +165,7 @@ def test_mirrors_are_marked_with_the_request_id(env: Env) -> None:
 def test_a_connection_close_exchange_is_mirrored(env: Env) -> None:
     # The gateway closes such a client connection right after the answer: not "the client went away".
     assert env.client.get("/m100/closing", headers={"Connection": "close"}).status_code == 200
-    env.settle("next", "/m100/settle-closing")
+    env.settle("next", "/m100/settle-closing", expect=("/m100/closing",))
     assert env.paths("next", "/m100/closing") == ["/m100/closing"]
 
 
@@ -171,7 +175,7 @@ def test_unsafe_methods_are_mirrored_only_where_allowed(env: Env) -> None:
     env.settle("next", "/m100/settle-unsafe")
     assert env.paths("next", "/m100/order") == []
     env.client.post("/unsafe-ok/order", content=b"buy")
-    env.settle("next", "/unsafe-ok/settle")
+    env.settle("next", "/unsafe-ok/settle", expect=("/unsafe-ok/order",))
     (copy,) = env.requests("next", "/unsafe-ok/order")
     assert copy.method == "POST" and copy.body == b"buy"
 
@@ -180,21 +184,22 @@ def test_max_body_size_skips_the_mirror_but_serves_in_full(env: Env) -> None:
     small, big = b"0123456789", b"0123456789A"
     assert env.client.post("/bodycap/small", content=small).json()["body"] == small.decode()
     assert env.client.post("/bodycap/big", content=big).json()["body"] == big.decode()
-    env.settle("next", "/bodycap/settle")
+    env.settle("next", "/bodycap/settle", expect=("/bodycap/small",))
     assert env.paths("next", "/bodycap/small") == ["/bodycap/small"]
     assert env.paths("next", "/bodycap/big") == []
 
 
 def test_mirror_body_false_sends_the_copy_without_body(env: Env) -> None:
     assert env.client.put("/nobody/x", content=b"payload").json()["body"] == "payload"
-    env.settle("next", "/nobody/settle")
+    env.settle("next", "/nobody/settle", expect=("/nobody/x",))
     (copy,) = env.requests("next", "/nobody/x")
     assert copy.method == "PUT" and copy.body == b""
 
 
 def test_two_mirrors_candidate_and_secondary(env: Env) -> None:
     env.client.get("/both/1")
-    env.settle("sec", "/both/settle")
+    env.settle("sec", "/both/settle", expect=("/both/1",))
+    env.settle("next", "/both/settle-next", expect=("/both/1",))
     assert env.paths("next", "/both/1") == ["/both/1"] and env.paths("sec", "/both/1") == ["/both/1"]
 
 
@@ -234,7 +239,7 @@ def test_client_gone_during_the_main_call_means_no_mirror(env: Env) -> None:
 def test_primary_refused_is_a_502_and_still_mirrored(env: Env) -> None:
     r = env.client.get("/primary-down/1")
     assert r.status_code == 502
-    env.settle("next", "/m100/settle-primary-down")
+    env.settle("next", "/m100/settle-primary-down", expect=("/primary-down/1",))
     assert env.paths("next", "/primary-down/1") == ["/primary-down/1"]  # Traefik mirrors after main returns
 
 
