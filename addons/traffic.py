@@ -195,9 +195,11 @@ class Traffic:
         control: TrafficControl | None = self.state.traffic
         resp = flow.response
         if control is not None and decision.service is not None and not decision.handled:
+            sent = route.sent_at or flow.request.timestamp_start
             ended = resp.timestamp_end or time.time()
-            latency_ms = (ended - (route.sent_at or flow.request.timestamp_start)) * 1000.0
-            control.report(decision, resp.status_code, latency_ms, network_error=False)
+            first_byte = resp.timestamp_start or ended  # when the answer's head arrived: leasttime's TTFB
+            control.report(decision, resp.status_code, (ended - sent) * 1000.0, network_error=False,
+                           first_byte_ms=(first_byte - sent) * 1000.0)
         if decision.set_cookies and flow.response is not None:
             for cookie in decision.set_cookies:
                 flow.response.headers.add("Set-Cookie", cookie)

@@ -91,6 +91,7 @@ from shadow.yamlconfig import (
 )
 
 __all__ = [
+    "LOAD_BALANCER_STRATEGIES",
     "AddPrefix",
     "CaptureSettings",
     "CircuitBreakerMiddleware",
@@ -171,12 +172,17 @@ class PassiveHealthCheck:
     max_failed_attempts: int = 1
 
 
+# Traefik v3's loadBalancer.strategy values: weighted round-robin, power of two random choices (fewer
+# requests in flight), highest random weight, least time (mean time to first byte × load / weight).
+LOAD_BALANCER_STRATEGIES = ("wrr", "p2c", "hrw", "leasttime")
+
+
 @dataclass(frozen=True)
 class LoadBalancerService:
     name: str
     servers: tuple[Server, ...]
     pass_host_header: bool = True
-    strategy: str = "wrr"  # wrr | hrw
+    strategy: str = "wrr"  # one of LOAD_BALANCER_STRATEGIES
     sticky: StickyCookie | None = None
     health_check: HealthCheck | None = None
     passive_health_check: PassiveHealthCheck | None = None
@@ -404,9 +410,9 @@ def _parse_load_balancer(reader: YamlReader, name: str, node: Any, field: str,
         reader.fail("every server has weight 0: nothing could serve", f"{field}.servers",
                     reader.value_line(lb, "servers"))
     strategy = (reader.string(lb, "strategy", field, default="wrr") or "wrr").lower()
-    if strategy not in ("wrr", "hrw"):
-        reader.fail(f"strategy {strategy!r} is not supported yet (wrr, hrw)", f"{field}.strategy",
-                    reader.value_line(lb, "strategy"))
+    if strategy not in LOAD_BALANCER_STRATEGIES:
+        reader.fail(f"strategy {strategy!r}: must be one of {', '.join(LOAD_BALANCER_STRATEGIES)}",
+                    f"{field}.strategy", reader.value_line(lb, "strategy"))
     return LoadBalancerService(
         name, tuple(servers), reader.boolean(lb, "passHostHeader", field, True), strategy=strategy,
         sticky=_parse_sticky(reader, name, lb, field),
@@ -424,7 +430,8 @@ def _parse_sticky(reader: YamlReader, service: str, node: dict[Any, Any], field:
         return None
     where = f"{where}.cookie"
     c = reader.mapping(sticky["cookie"], where, reader.value_line(sticky, "cookie"))
-    reader.check_keys(c, where, ("name", "secure", "httpOnly", "sameSite", "maxAge", "path", "domain"))
+    reader.check_keys(c, where, ("name", "secure", "httpOnly", "sameSite", "maxAge", "expires", "path",
+                                       "domain"))
     same_site = (reader.string(c, "sameSite", where, default="", allow_empty=True) or "").lower()
     if same_site not in ("", "none", "lax", "strict"):
         same_site = ""  # Traefik omits SameSite for any other value
@@ -436,6 +443,7 @@ def _parse_sticky(reader: YamlReader, service: str, node: dict[Any, Any], field:
         max_age=reader.integer(c, "maxAge", where, 0),
         path=reader.string(c, "path", where, default="/") or "/",
         domain=reader.string(c, "domain", where, default="", allow_empty=True) or "",
+        expires_s=max(0, reader.integer(c, "expires", where, 0)),  # Traefik ignores a non-positive one
     )
 
 

@@ -14,6 +14,7 @@ a sticky cookie names its child by a hash of the child's name, and HRW is a pure
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,12 +31,15 @@ from shadow.gateway.config import (
     Service,
     WeightedService,
 )
+from shadow.gateway.leastload import InflightBoard, InflightTicket, LeastTime, P2c
 from shadow.gateway.traffic import (
     EdfWrr,
     HealthBoard,
+    StickyCookie,
     hrw_pick,
     parse_cookie_header,
     set_cookie_header,
+    sticky_lookup,
     sticky_value,
 )
 
@@ -77,6 +81,8 @@ class Decision:
     failover: FailoverService | None = None
     handled: bool = False  # the traffic addon sent the request itself (failover routes)
     path: list[str] = field(default_factory=list)  # services traversed, root first
+    inflight: InflightTicket | None = None  # p2c / leasttime: counted until the outcome is reported
+    least_time: LeastTime | None = None  # leasttime: where the outcome's time to first byte goes
 
 
 def needs_control(config: GatewayConfig, service_name: str, middlewares: Sequence[Middleware]) -> bool:
@@ -94,10 +100,16 @@ def needs_control(config: GatewayConfig, service_name: str, middlewares: Sequenc
 
 class TrafficControl:
     def __init__(self, config: GatewayConfig, previous: TrafficControl | None = None, *,
-                 clock: Clock = time.monotonic, seed: str = "") -> None:
+                 clock: Clock = time.monotonic, wall_clock: Clock = time.time, seed: str = "",
+                 rng: Callable[[int], int] | None = None) -> None:
         self.config = config
         self.clock = clock
         self.seed = seed
+        # Traefik fixes a sticky cookie's `expires` date when it builds the service: at each load.
+        self.built_at = wall_clock()
+        self.inflight: InflightBoard = previous.inflight if previous is not None else InflightBoard()
+        self._p2c: dict[str, P2c] = {}
+        self._least_time: dict[str, LeastTime] = {}
         self.split = config.shadow.split
         self.fingerprints = {name: fingerprint(svc) for name, svc in config.services.items()}
         self.health: HealthBoard = previous.health if previous is not None else HealthBoard(clock=clock)
@@ -114,6 +126,13 @@ class TrafficControl:
                 self._wrr[name] = kept or EdfWrr([(c.name, c.weight) for c in svc.services], seed=seed + name)
             elif isinstance(svc, LoadBalancerService) and svc.strategy == "wrr":
                 self._wrr[name] = kept or EdfWrr([(s.url, s.weight) for s in svc.servers], seed=seed + name)
+            elif isinstance(svc, LoadBalancerService) and svc.strategy == "p2c":
+                self._p2c[name] = P2c([_server_key(name, s.url) for s in svc.servers if s.weight > 0],
+                                      self.inflight, rng=rng or random.Random(seed + name).randrange)
+            elif isinstance(svc, LoadBalancerService) and svc.strategy == "leasttime":
+                old_lt = previous._least_time.get(name) if previous is not None and name in unchanged else None
+                self._least_time[name] = old_lt or LeastTime(
+                    [(_server_key(name, s.url), s.weight) for s in svc.servers], self.inflight)
         for name, mw in config.middlewares.items():
             if isinstance(mw, CircuitBreakerMiddleware):
                 fp = fingerprint(mw)
@@ -123,6 +142,11 @@ class TrafficControl:
                 else:
                     self.breakers[name] = CircuitBreaker(mw.settings, clock=clock)
                 self._breaker_fp[name] = fp
+
+    def mean_first_byte_ms(self, service: str, url: str) -> float | None:
+        """A `leasttime` server's mean time to first byte over its last answers (None: not leasttime)."""
+        balancer = self._least_time.get(service)
+        return balancer.mean_ms(_server_key(service, url)) if balancer is not None else None
 
     # health ----------------------------------------------------------------------------------------
     def server_up(self, svc: LoadBalancerService, server: Server) -> bool:
@@ -140,9 +164,19 @@ class TrafficControl:
             return self.service_up(svc.service, _depth + 1) or self.service_up(svc.fallback, _depth + 1)
         return self.service_up(svc.service, _depth + 1)
 
-    def report(self, decision: Decision, status: int | None, latency_ms: float, *, network_error: bool) -> None:
-        """The outcome of a forwarded request: breaker metrics and passive health."""
+    def report(self, decision: Decision, status: int | None, latency_ms: float, *, network_error: bool,
+               first_byte_ms: float | None = None) -> None:
+        """The outcome of a forwarded request: breaker metrics, passive health, requests in flight
+        and (leasttime) the time to its first byte (`latency_ms` when not given)."""
         code = status if status is not None else 502
+        if decision.inflight is not None:
+            self.inflight.leave(decision.inflight)
+            decision.inflight = None
+        if (decision.least_time is not None and decision.service is not None and decision.server is not None
+                and status is not None and not network_error):
+            decision.least_time.record(_server_key(decision.service.name, decision.server.url),
+                                       latency_ms if first_byte_ms is None else first_byte_ms)
+            decision.least_time = None
         for breaker in decision.breakers:
             breaker.record(code, latency_ms, network_error)
         svc, server = decision.service, decision.server
@@ -220,13 +254,19 @@ class TrafficControl:
         if svc.sticky is not None:
             wanted = facts.cookies.get(svc.sticky.name)
             if wanted is not None:
-                for name, _ in live:
-                    if sticky_value(name) == wanted and healthy(name) and self.service_up(name):
-                        return name
+                name, rewrite = sticky_lookup(wanted, [n for n, _ in live])
+                if name is not None and healthy(name) and self.service_up(name):
+                    if rewrite:  # an older Traefik's cookie format: stick, and write today's
+                        d.set_cookies.append(self._cookie(svc.sticky, name))
+                    return name
         child = self._wrr[svc.name].pick(healthy)
         if child is not None and svc.sticky is not None:
-            d.set_cookies.append(set_cookie_header(svc.sticky, sticky_value(child)))
+            d.set_cookies.append(self._cookie(svc.sticky, child))
         return child
+
+    def _cookie(self, cookie: StickyCookie, child: str) -> str:
+        expires_at = self.built_at + cookie.expires_s if cookie.expires_s > 0 else None
+        return set_cookie_header(cookie, sticky_value(child), expires_at=expires_at)
 
     def _pick_server(self, svc: LoadBalancerService, facts: RequestFacts, d: Decision) -> None:
         if not svc.servers:  # Gateway API: a backend that does not resolve answers its status
@@ -238,20 +278,46 @@ class TrafficControl:
 
         by_url = {s.url: s for s in svc.servers if s.weight > 0}
         server: Server | None = None
+        sticky_hit = False
         if svc.sticky is not None:
             wanted = facts.cookies.get(svc.sticky.name)
             if wanted is not None:
-                server = next((s for u, s in by_url.items() if sticky_value(u) == wanted and healthy(u)), None)
+                url, rewrite = sticky_lookup(wanted, list(by_url))
+                if url is not None and healthy(url):
+                    server, sticky_hit = by_url[url], True
+                    if rewrite:  # an older Traefik's cookie format: stick, and write today's
+                        d.set_cookies.append(self._cookie(svc.sticky, url))
         if server is None:
             if svc.strategy == "hrw":
                 chosen = hrw_pick(self.client_key(facts), [(s.url, float(s.weight)) for s in by_url.values()],
                                   healthy)
+            elif svc.strategy == "p2c":
+                key = self._p2c[svc.name].pick(lambda k: healthy(_server_url(k)))
+                chosen = _server_url(key) if key is not None else None
+            elif svc.strategy == "leasttime":
+                key = self._least_time[svc.name].pick(lambda k: healthy(_server_url(k)))
+                chosen = _server_url(key) if key is not None else None
             else:
                 chosen = self._wrr[svc.name].pick(healthy)
             server = by_url.get(chosen) if chosen is not None else None
             if server is not None and svc.sticky is not None:
-                d.set_cookies.append(set_cookie_header(svc.sticky, sticky_value(server.url)))
+                d.set_cookies.append(self._cookie(svc.sticky, server.url))
         if server is None:
             d.status, d.reason = 503, f"no available server in {svc.name}"
             return
         d.service, d.server = svc, server
+        # Traefik counts p2c's sticky hits in flight too; leasttime hands a sticky hit to the bare
+        # server handler, which neither counts it nor times it.
+        if svc.strategy == "p2c" or (svc.strategy == "leasttime" and not sticky_hit):
+            d.inflight = self.inflight.enter(_server_key(svc.name, server.url))
+        if svc.strategy == "leasttime" and not sticky_hit:
+            d.least_time = self._least_time[svc.name]
+
+
+def _server_key(service: str, url: str) -> str:
+    """A server's key in the in-flight board: one URL may serve in several services."""
+    return f"{service}\x00{url}"
+
+
+def _server_url(key: str) -> str:
+    return key.split("\x00", 1)[1]

@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from email.utils import formatdate
 
 __all__ = [
     "EdfWrr",
@@ -27,11 +28,13 @@ __all__ = [
     "SplitSettings",
     "StickyCookie",
     "default_cookie_name",
+    "fnv1_64_hex",
     "fnv1a_64",
     "hrw_pick",
     "hrw_score",
     "parse_cookie_header",
     "set_cookie_header",
+    "sticky_lookup",
     "sticky_value",
 ]
 
@@ -132,6 +135,30 @@ def sticky_value(child: str) -> str:
     return hashlib.sha256(child.encode()).hexdigest()[:16]
 
 
+def fnv1_64_hex(text: str) -> str:
+    """Go's `fnv.New64()` (FNV-1, not 1a) of `text`, as `strconv.FormatUint(h, 16)` writes it."""
+    h = _FNV_OFFSET
+    for b in text.encode():
+        h = ((h * _FNV_PRIME) & _MASK) ^ b
+    return format(h, "x")
+
+
+def sticky_lookup(value: str, children: Sequence[str]) -> tuple[str | None, bool]:
+    """(child, rewrite) for a sticky cookie's value, as Traefik's `Sticky.StickyHandler`.
+
+    The current value is sha256(name)[:16]. Cookies written by older Traefik releases still stick,
+    then get rewritten (rewrite=True): the raw name, FNV-1-64(name), and FNV-1-64 of that (server
+    URLs were once hashed before the cookie hash)."""
+    for child in children:
+        if sticky_value(child) == value:
+            return child, False
+    for child in children:
+        once = fnv1_64_hex(child)
+        if value in (child, once, fnv1_64_hex(once)):
+            return child, True
+    return None, False
+
+
 def default_cookie_name(service: str) -> str:
     """Traefik's default cookie name: "_" + 5 hex characters of sha1("_TRAEFIK_BACKEND_" + service)."""
     return "_" + hashlib.sha1(("_TRAEFIK_BACKEND_" + service).encode()).hexdigest()[:5]
@@ -146,15 +173,21 @@ class StickyCookie:
     max_age: int = 0  # 0: session cookie; negative: Max-Age=0
     path: str = "/"
     domain: str = ""
+    expires_s: int = 0  # `expires`: seconds after the service was built (each configuration load)
 
 
-def set_cookie_header(cookie: StickyCookie, value: str) -> str:
-    """The Set-Cookie value as Go's net/http writes it for Traefik's sticky cookie."""
+def set_cookie_header(cookie: StickyCookie, value: str, *, expires_at: float | None = None) -> str:
+    """The Set-Cookie value as Go's net/http writes it for Traefik's sticky cookie.
+
+    `expires_at` (epoch seconds) is the absolute time of `expires`: Traefik computes it once, when
+    it builds the service, so every cookie of one configuration carries the same date."""
     parts = [f"{cookie.name}={value}"]
     if cookie.path:
         parts.append(f"Path={cookie.path}")
     if cookie.domain:
         parts.append(f"Domain={cookie.domain.lstrip('.')}")
+    if expires_at is not None:
+        parts.append("Expires=" + formatdate(expires_at, usegmt=True))  # Go's http.TimeFormat
     if cookie.max_age > 0:
         parts.append(f"Max-Age={cookie.max_age}")
     elif cookie.max_age < 0:

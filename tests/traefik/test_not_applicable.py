@@ -6,6 +6,18 @@ from __future__ import annotations
 import pytest
 
 NOT_APPLICABLE = [
+    ("pkg/server/service/loadbalancer/p2c/p2c_test.go", "TestSticky_Fenced",
+     "`fenced` servers are set by Traefik's Kubernetes providers, never by a file"),
+    ("pkg/server/service/loadbalancer/leasttime/leasttime_test.go",
+     "TestBalancerOneServerFenced, TestBalancerAllFencedServers, TestBalancerStickyFenced", "as above"),
+    ("pkg/server/service/loadbalancer/leasttime/leasttime_test.go",
+     "TestBalancerPropagate, TestBalancerRegisterStatusUpdaterWithoutHealthCheck",
+     "parent status hooks: a parent asks service_up (tests/test_shifting.py)"),
+    ("pkg/server/service/loadbalancer/leasttime/leasttime_test.go",
+     "TestConcurrentResponseTimeUpdates, TestConcurrentInflightTracking, TestConcurrentRequestsRespectInflight",
+     "Go's goroutine safety: the gateway decides on one event loop"),
+    ("pkg/server/service/loadbalancer/leasttime/leasttime_test.go", "TestScoreCalculationColdStart",
+     "adds a server to a live balancer: a change of servers is a new configuration and a new balancer"),
     ("pkg/middlewares/ratelimiter/rate_limiter_test.go", "TestRedisRateLimit",
      "Redis-backed limiter: the gateway has none (the redis option is refused)"),
     ("pkg/middlewares/ratelimiter/rate_limiter_test.go", "TestNewRateLimiter/Use Redis", "as above"),
