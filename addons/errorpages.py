@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Coroutine
-from http import HTTPStatus
 from typing import Any
 
 from mitmproxy import http
@@ -19,6 +18,7 @@ from mitmproxy import http
 from addons.reload import ActiveConfig, GatewayState, RouteContext
 from addons.upstream_client import UpstreamClient, as_response
 from shadow.gateway.config import LoadBalancerService
+from shadow.gateway.gostatus import status_text
 from shadow.gateway.middlewares.errorpage import ErrorPage, ErrorPageCall, error_page_call
 from shadow.gateway.mirror import RateLimitedLog, describe_error
 
@@ -26,10 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def _status_text(code: int) -> bytes:
-    try:
-        return f"{HTTPStatus(code).phrase}\n".encode()
-    except ValueError:
-        return b"\n"
+    return f"{status_text(code)}\n".encode()  # Go's http.Error(rw, StatusText(code), code)
 
 
 class ErrorPages:

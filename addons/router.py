@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 MIDDLEWARE_OUTCOME = "shadow.middleware_outcome"  # flow.metadata: in-flight slots and retry settings
 NOT_FOUND_BODY = b"404 page not found\n"  # Traefik's body for "no router matched"
 TEXT_PLAIN = {"Content-Type": "text/plain; charset=utf-8"}
+GO_HTTP_ERROR = {**TEXT_PLAIN, "X-Content-Type-Options": "nosniff"}  # the headers Go's http.Error writes
 
 
 def _decoded(fields: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:
@@ -209,7 +210,9 @@ class Router:
                 self.state.routes[flow] = RouteContext(
                     request_id=flow.id, router=router.name, service=None, upstream=None,
                     client_host=client_host, active=active, decision=decision)
-                flow.response = http.Response.make(decision.status, f"{decision.reason}\n".encode(), TEXT_PLAIN)
+                flow.response = http.Response.make(
+                    decision.status, (decision.body or f"{decision.reason}\n").encode(),
+                    GO_HTTP_ERROR if decision.go_http_error else TEXT_PLAIN)
                 return None
             service, server = decision.service, decision.server
         else:

@@ -178,8 +178,9 @@ class Traffic:
         failover = decision.failover
         limit = failover.max_request_body_bytes
         if failover.error_status and limit >= 0 and len(flow.request.raw_content or b"") > limit:
-            flow.response = http.Response.make(413, b"request body too large to fail over\n",
-                                               {"Content-Type": "text/plain; charset=utf-8"})
+            flow.response = http.Response.make(413, b"Request body too large\n",  # Traefik's http.Error
+                                               {"Content-Type": "text/plain; charset=utf-8",
+                                                "X-Content-Type-Options": "nosniff"})
             return None
         # A failover route is sent from here rather than by mitmproxy: a main service that refuses
         # the connection (dead before the health check noticed) then fails over to the fallback —

@@ -121,7 +121,7 @@ def served_by(resp: httpx.Response) -> str:
     return str(resp.json()["upstream"])
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():

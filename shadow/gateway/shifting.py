@@ -31,6 +31,7 @@ from shadow.gateway.config import (
     Service,
     WeightedService,
 )
+from shadow.gateway.gostatus import status_text
 from shadow.gateway.leastload import InflightBoard, InflightTicket, LeastTime, P2c
 from shadow.gateway.traffic import (
     EdfWrr,
@@ -70,7 +71,9 @@ class Decision:
     service: LoadBalancerService | None  # None: answer locally with `status`
     server: Server | None
     status: int = 0
-    reason: str = ""
+    reason: str = ""  # for the log: which service, which breaker
+    body: str = ""  # the local answer's body, as Traefik writes it ("" → the reason)
+    go_http_error: bool = False  # written by Go's http.Error: also `X-Content-Type-Options: nosniff`
     set_cookies: list[str] = field(default_factory=list)
     split_child: str | None = None  # the child a weighted / HRW choice sent the request to
     split_parent: str | None = None
@@ -101,7 +104,7 @@ def needs_control(config: GatewayConfig, service_name: str, middlewares: Sequenc
 class TrafficControl:
     def __init__(self, config: GatewayConfig, previous: TrafficControl | None = None, *,
                  clock: Clock = time.monotonic, wall_clock: Clock = time.time, seed: str = "",
-                 rng: Callable[[int], int] | None = None) -> None:
+                 rng: Callable[[int], int] | None = None, shuffle: bool = True) -> None:
         self.config = config
         self.clock = clock
         self.seed = seed
@@ -123,9 +126,11 @@ class TrafficControl:
         for name, svc in config.services.items():
             kept = previous._wrr.get(name) if previous is not None and name in unchanged else None
             if isinstance(svc, WeightedService) and not svc.hrw:
-                self._wrr[name] = kept or EdfWrr([(c.name, c.weight) for c in svc.services], seed=seed + name)
+                self._wrr[name] = kept or EdfWrr([(c.name, c.weight) for c in svc.services],
+                                                 seed=seed + name if shuffle else None)
             elif isinstance(svc, LoadBalancerService) and svc.strategy == "wrr":
-                self._wrr[name] = kept or EdfWrr([(s.url, s.weight) for s in svc.servers], seed=seed + name)
+                self._wrr[name] = kept or EdfWrr([(s.url, s.weight) for s in svc.servers],
+                                                 seed=seed + name if shuffle else None)
             elif isinstance(svc, LoadBalancerService) and svc.strategy == "p2c":
                 self._p2c[name] = P2c([_server_key(name, s.url) for s in svc.servers if s.weight > 0],
                                       self.inflight, rng=rng or random.Random(seed + name).randrange)
@@ -207,6 +212,7 @@ class TrafficControl:
                 breaker = self.breakers[mw.name]
                 if not breaker.allow():
                     decision.status, decision.reason = mw.settings.response_code, f"circuit breaker {mw.name} open"
+                    decision.body = status_text(decision.status)  # Traefik's breaker fallback writes it
                     return decision
                 decision.breakers.append(breaker)
         self._resolve(service_name, facts, decision, 0)
@@ -226,6 +232,7 @@ class TrafficControl:
             child = self._pick_child(svc, facts, d)
             if child is None:
                 d.status, d.reason = 503, f"no available service in {svc.name}"
+                d.body, d.go_http_error = "no available server\n", True
                 return
             if d.split_child is None:
                 d.split_child, d.split_parent = child, svc.name
@@ -243,6 +250,7 @@ class TrafficControl:
                 self._resolve(svc.fallback, facts, d, depth + 1)
             else:
                 d.status, d.reason = 503, f"no available service in {svc.name}"
+                d.body, d.go_http_error = "Service Unavailable\n", True
 
     def _pick_child(self, svc: WeightedService, facts: RequestFacts, d: Decision) -> str | None:
         live = [(c.name, float(c.weight)) for c in svc.services if c.weight > 0]
@@ -304,6 +312,7 @@ class TrafficControl:
                 d.set_cookies.append(self._cookie(svc.sticky, server.url))
         if server is None:
             d.status, d.reason = 503, f"no available server in {svc.name}"
+            d.body, d.go_http_error = "no available server\n", True
             return
         d.service, d.server = svc, server
         # Traefik counts p2c's sticky hits in flight too; leasttime hands a sticky hit to the bare
