@@ -14,6 +14,7 @@ capture, which then sees the final answer and the server that gave it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -24,6 +25,7 @@ from addons.reload import ActiveConfig, GatewayState, RouteContext
 from addons.router import MIDDLEWARE_OUTCOME, host_port
 from addons.upstream_client import NotSent, UpstreamClient, as_response
 from shadow.gateway.config import Server
+from shadow.gateway.gostatus import status_text
 from shadow.gateway.middlewares.pipeline import RequestOutcome
 from shadow.gateway.middlewares.retry import Answered, NotWritten, Retry, run_attempts
 from shadow.gateway.mirror import RateLimitedLog, describe_error
@@ -56,7 +58,7 @@ class Retrying:
             return None
         if route.decision is not None and (route.decision.handled or route.decision.failover is not None):
             return None  # the traffic addon sends failover routes
-        if outcome.retry.attempts <= 1 or "upgrade" in flow.request.headers:
+        if not outcome.retry.needs_sender or "upgrade" in flow.request.headers:
             return None  # a WebSocket / h2c upgrade stays with mitmproxy (this client buffers whole answers)
         return self._serve(flow, route, outcome.retry)
 
@@ -82,6 +84,10 @@ class Retrying:
         first = Server(url=f"{req.scheme}://{host_port(req.host, req.port, req.scheme)}", scheme=req.scheme,
                        host=req.host, port=req.port)
 
+        # Traefik answers 502 when no try reached a backend; a Gateway API route answers 503, as the
+        # conformance suite expects (Envoy's "upstream connect error or disconnect/reset").
+        unreachable = 503 if retry.retry_sent_failures else 502
+
         async def attempt(n: int) -> Answered | NotWritten:
             server, target = first, req.path
             if n:  # a retry: the server is picked anew, as Traefik's load balancer does
@@ -93,19 +99,30 @@ class Retrying:
                 target = server.path + route.path if server.preserve_path and server.path else route.path
                 route.upstream = server.url
             try:
-                status, out_headers, payload = await self.client.send(req.method, server, target, send, body)
+                status, out_headers, payload = await self.client.send(
+                    req.method, server, target, send, body, timeout_s=retry.attempt_timeout_s,
+                    retry_stale=not retry.retry_sent_failures)  # every dropped try is one of `attempts`
             except NotSent as exc:
-                return NotWritten(502, str(exc))
+                return NotWritten(unreachable, str(exc))
             except TimeoutError as exc:
+                if retry.retry_sent_failures:  # Gateway API: a backend timeout is retried
+                    return NotWritten(504, describe_error(exc))
                 return Answered(504, _local(504, describe_error(exc)))
-            except Exception as exc:  # sent, then failed (reset, protocol error): never re-sent
+            except Exception as exc:  # sent, then failed (reset, protocol error): re-sent only if asked
+                if retry.retry_sent_failures:
+                    return NotWritten(unreachable, describe_error(exc))
                 return Answered(502, _local(502, describe_error(exc)))
             return Answered(status, as_response(status, out_headers, payload))
 
-        outcome, _retries = await run_attempts(retry, req.method, len(body or b""), attempt)
+        try:
+            async with asyncio.timeout(retry.request_timeout_s or None):
+                outcome, _retries = await run_attempts(retry, req.method, len(body or b""), attempt)
+        except TimeoutError:  # the Gateway API's `timeouts.request`: the client gets a 504
+            flow.response = _local(504, status_text(504))
+            return
         if isinstance(outcome, NotWritten):
             self._warn(f"retry: {route.router}: every attempt failed ({outcome.reason})")
-            flow.response = _local(outcome.status, "Bad Gateway")
+            flow.response = _local(outcome.status, status_text(outcome.status))
         else:
             flow.response = outcome.payload
 

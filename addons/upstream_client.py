@@ -47,12 +47,17 @@ class UpstreamClient:
         return self._session
 
     async def send(self, method: str, server: Server, target: str, headers: list[tuple[str, str]],
-                   body: bytes | None) -> tuple[int, list[tuple[str, str]], bytes]:
-        """One exchange: (status, headers, body); NotSent when nothing was written."""
+                   body: bytes | None, *, timeout_s: float = 0.0,
+                   retry_stale: bool = True) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One exchange: (status, headers, body); NotSent when nothing was written. `timeout_s`
+        bounds the whole exchange (0: the gateway's forwarding timeout); TimeoutError past it.
+        `retry_stale`: see shadow.gateway.http1's pool (False when the caller counts its tries)."""
+        limit = timeout_s if timeout_s > 0 else FORWARD_TIMEOUT_S
         if server.scheme == "http":
             try:
-                async with asyncio.timeout(FORWARD_TIMEOUT_S):
-                    return await self._pool.request(method, server.host, server.port, target, headers, body)
+                async with asyncio.timeout(limit):
+                    return await self._pool.request(method, server.host, server.port, target, headers, body,
+                                                    retry_stale=retry_stale)
             except OSError as exc:
                 # Only a failed connect means nothing was written (a reset comes after the write).
                 if isinstance(exc, ConnectionRefusedError | socket.gaierror) or exc.errno in _CONNECT_ERRNOS:
@@ -62,7 +67,7 @@ class UpstreamClient:
 
         url = f"{server.scheme}://{host_port(server.host, server.port, server.scheme)}{target}"
         try:
-            async with asyncio.timeout(FORWARD_TIMEOUT_S):
+            async with asyncio.timeout(limit):
                 async with self._ensure_session().request(method, url, headers=headers, data=body or None,
                                                           allow_redirects=False) as resp:
                     payload = await resp.read()

@@ -31,6 +31,10 @@ Response = tuple[int, dict[str, str], bytes]
 Handler = Callable[[ReceivedRequest], Response]
 
 
+class DropConnection(Exception):
+    """Raised by a handler: the upstream closes the connection without answering."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,7 +110,11 @@ class Upstream:
                     upstream.requests.append(req)
                 if upstream.delay:
                     time.sleep(upstream.delay)
-                status, headers, payload = upstream.handler(req)
+                try:
+                    status, headers, payload = upstream.handler(req)
+                except DropConnection:
+                    self.close_connection = True
+                    return
                 try:
                     self.send_response(status)
                     for k, v in headers.items():

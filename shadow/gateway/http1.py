@@ -197,9 +197,13 @@ class Http1Pool:
         return conn
 
     async def request(self, method: str, host: str, port: int, target: str, headers: Headers,
-                      body: bytes | None) -> tuple[int, Headers, bytes]:
+                      body: bytes | None, *, retry_stale: bool = True) -> tuple[int, Headers, bytes]:
         """Send one request (`target`: path?query as sent; `headers` as given, Host included when
-        the caller wants one other than host:port). Returns (status, headers, body)."""
+        the caller wants one other than host:port). Returns (status, headers, body).
+
+        A reused keep-alive connection reset before any answer is taken for one the server had
+        closed, and the request is sent once more on a fresh one (as Go's transport does), unless
+        `retry_stale` is False: a caller that counts its own tries must see every failure."""
         if self._closed:
             raise ConnectionError("client closed")
         head = [f"{method} {target} HTTP/1.1\r\n"]
@@ -232,7 +236,7 @@ class Http1Pool:
                 response = await conn.send(data, head=method == "HEAD")
             except ConnectionResetError:
                 conn.abort()
-                if reused and not conn._received:  # a stale keep-alive connection: retry once, fresh
+                if reused and retry_stale and not conn._received:  # a stale keep-alive connection: once more
                     continue
                 raise
             except BaseException:  # cancelled (timeout), protocol error: the connection's state is unknown

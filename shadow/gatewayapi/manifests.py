@@ -51,6 +51,8 @@ __all__ = [
     "ReferenceGrant",
     "Rewrite",
     "RouteRule",
+    "RuleRetry",
+    "RuleTimeouts",
     "ServiceManifest",
     "is_gateway_api_text",
     "read_manifests",
@@ -62,6 +64,10 @@ _MAX_WEIGHT = 1_000_000
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
 _HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Gateway API's Duration (GEP-2257): 1 to 4 groups of up to 5 digits and a unit; "0s" disables.
+_DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
+_DURATION_PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 
 
@@ -187,11 +193,31 @@ class Filter:
 
 
 @dataclass(frozen=True)
+class RuleTimeouts:
+    """`timeouts`: seconds; 0 disables, None leaves the gateway's default."""
+
+    request_s: float | None = None
+    backend_request_s: float | None = None
+
+
+@dataclass(frozen=True)
+class RuleRetry:
+    """`retry`: the answer codes retried (connection errors and backend timeouts always are), how
+    many times a request is retried (None: the implementation's choice), the wait between tries."""
+
+    codes: tuple[int, ...] = ()
+    attempts: int | None = None
+    backoff_s: float | None = None
+
+
+@dataclass(frozen=True)
 class RouteRule:
     name: str | None
     matches: tuple[Match, ...]
     filters: tuple[Filter, ...]
     backends: tuple[BackendRef, ...]
+    timeouts: RuleTimeouts | None = None
+    retry: RuleRetry | None = None
 
 
 @dataclass(frozen=True)
@@ -579,7 +605,7 @@ class _Doc:
             self.fail(f"expected a mapping, got {_kind_of(item)}", where, line)
         self.check_keys(item, where, ("name", "matches", "filters", "backendRefs", "timeouts", "retry",
                                       "sessionPersistence"))
-        for unsupported in ("timeouts", "retry", "sessionPersistence"):
+        for unsupported in ("sessionPersistence",):
             if unsupported in item:
                 self.fail("not supported yet by the shadow gateway", f"{where}.{unsupported}",
                           self._key_line(item, unsupported))
@@ -600,7 +626,47 @@ class _Doc:
             if not isinstance(b, dict):
                 self.fail(f"expected a mapping, got {_kind_of(b)}", b_where, self._item_line(b_items, j))
             backends.append(self._backend(b, b_where, weighted=True))
-        return RouteRule(name, tuple(matches), filters, tuple(backends))
+        return RouteRule(name, tuple(matches), filters, tuple(backends), self._timeouts(item, where),
+                         self._retry(item, where))
+
+    def duration(self, parent: Any, key: str, where: str) -> float | None:
+        """A Gateway API Duration in seconds ("1h30m", "500ms"); None when absent."""
+        value = self.string(parent, key, where)
+        if value is None:
+            return None
+        if not _DURATION.match(value):
+            self.fail(f"invalid duration {value!r} (Gateway API durations: 1 to 4 groups of up to 5 digits "
+                      "and a unit h, m, s or ms, e.g. 1s, 500ms, 1m30s)", f"{where}.{key}",
+                      self._key_line(parent, key))
+        return sum(int(n) * _UNIT_S[unit] for n, unit in _DURATION_PART.findall(value))
+
+    def _timeouts(self, item: dict[Any, Any], where: str) -> RuleTimeouts | None:
+        if "timeouts" not in item:
+            return None
+        node = self.mapping(item, "timeouts", where)
+        t_where = f"{where}.timeouts"
+        self.check_keys(node, t_where, ("request", "backendRequest"))
+        request, backend = self.duration(node, "request", t_where), self.duration(node, "backendRequest", t_where)
+        if request and backend and backend > request:  # the CRD's validation rule
+            self.fail("backendRequest timeout cannot be longer than request timeout", t_where,
+                      self._key_line(item, "timeouts"))
+        return RuleTimeouts(request, backend)
+
+    def _retry(self, item: dict[Any, Any], where: str) -> RuleRetry | None:
+        if "retry" not in item:
+            return None
+        node = self.mapping(item, "retry", where)
+        r_where = f"{where}.retry"
+        self.check_keys(node, r_where, ("codes", "attempts", "backoff"))
+        codes = []
+        c_items = self.seq(node, "codes", r_where, max_items=200)
+        for j, code in enumerate(c_items):
+            if isinstance(code, bool) or not isinstance(code, int) or not 400 <= code <= 599:
+                self.fail(f"must be an HTTP status code between 400 and 599, got {code!r}", f"{r_where}.codes[{j}]",
+                          self._item_line(c_items, j))
+            codes.append(int(code))
+        attempts = self.integer(node, "attempts", r_where, minimum=0, maximum=1000)
+        return RuleRetry(tuple(dict.fromkeys(codes)), attempts, self.duration(node, "backoff", r_where))
 
     def _check_filter_combination(self, filters: tuple[Filter, ...], where: str, matches: list[Match]) -> None:
         types = [f.type for f in filters]

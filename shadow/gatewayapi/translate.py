@@ -45,6 +45,7 @@ from shadow.gateway.config import (
 )
 from shadow.gateway.middlewares.httproute import ReplacePrefixMatch, RequestRedirect
 from shadow.gateway.middlewares.paths import ReplacePath
+from shadow.gateway.middlewares.retry import Retry
 from shadow.gateway.rules import RuleSyntaxError, compile_rule
 from shadow.gatewayapi.manifests import BackendRef, Filter, HTTPRoute, Manifests, Match, RouteRule
 from shadow.gatewayapi.resolve import (
@@ -58,7 +59,8 @@ from shadow.gatewayapi.resolve import (
     resolve_backend,
 )
 
-__all__ = ["PRIORITY_BASE", "REDIRECT_SERVICE", "UNRESOLVED_SERVICE", "Translation", "go_string", "rule_expression", "translate"]
+__all__ = ["DEFAULT_RETRY_ATTEMPTS", "PRIORITY_BASE", "REDIRECT_SERVICE", "UNRESOLVED_SERVICE", "Translation", "go_string",
+           "rule_expression", "rule_retry", "translate"]
 
 # Routers from manifests sit above this priority, so they are tried before a Traefik file's routers
 # with default priorities (the length of their rule) when both are used together.
@@ -260,7 +262,37 @@ class _Builder:
             if f.extension is None:  # an ExtensionRef names a middleware of the settings document
                 self.middlewares.setdefault(mw.name, mw)
             names.append(mw.name)
+        retry = rule_retry(item.rule, f"{_route_label(item.route)}/rule{item.rule_index}/retry")
+        if retry is not None:
+            self.middlewares.setdefault(retry.name, retry)
+            names.append(retry.name)
         return names, ok
+
+
+# Tries of a rule whose `retry` leaves `attempts` out: the Gateway API leaves it to the gateway.
+DEFAULT_RETRY_ATTEMPTS = 2
+
+
+def rule_retry(rule: RouteRule, name: str) -> Retry | None:
+    """A rule's `retry` and `timeouts` as the retry middleware that enforces them (None: neither).
+
+    `attempts` counts retries, Traefik's `attempts` counts tries: one more. Every method is retried
+    (the Gateway API restricts none; a retry stanza is the route owner's opt-in), on the listed codes,
+    on a connection that failed or dropped, and on a backend timeout."""
+    timeouts, retry = rule.timeouts, rule.retry
+    if retry is None and (timeouts is None or not (timeouts.request_s or timeouts.backend_request_s)):
+        return None
+    attempts = 1
+    if retry is not None:
+        attempts = 1 + (retry.attempts if retry.attempts is not None else DEFAULT_RETRY_ATTEMPTS)
+    return Retry(name, attempts=attempts,
+                 status=tuple((c, c) for c in retry.codes) if retry is not None else (),
+                 retry_non_idempotent_method=True,
+                 disable_retry_on_network_error=retry is None,
+                 attempt_timeout_s=(timeouts.backend_request_s or 0.0) if timeouts is not None else 0.0,
+                 request_timeout_s=(timeouts.request_s or 0.0) if timeouts is not None else 0.0,
+                 backoff_s=(retry.backoff_s or 0.0) if retry is not None else 0.0,
+                 retry_sent_failures=retry is not None)
 
 
 def translate(manifests: Manifests, backends: Mapping[BackendKey, str],

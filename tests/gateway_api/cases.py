@@ -1114,7 +1114,7 @@ Case(
     conditions=(('ResolvedRefs', True, 'ResolvedRefs'),),
     requests=(),
     no_accepted_parents=False,
-    skip='rule retry is not supported yet',
+    skip=None,  # requests: the retry / timeout tables in test_conformance.py
 ),
 Case(
     name='HTTPRouteRetryConnectionError',
@@ -1126,7 +1126,7 @@ Case(
     conditions=(('ResolvedRefs', True, 'ResolvedRefs'),),
     requests=(),
     no_accepted_parents=False,
-    skip='rule retry is not supported yet',
+    skip=None,  # requests: the retry / timeout tables in test_conformance.py
 ),
 Case(
     name='HTTPRouteRetryWithTimeouts',
@@ -1138,7 +1138,7 @@ Case(
     conditions=(('ResolvedRefs', True, 'ResolvedRefs'),),
     requests=(),
     no_accepted_parents=False,
-    skip='rule retry and timeouts are not supported yet',
+    skip=None,  # requests: the retry / timeout tables in test_conformance.py
 ),
 Case(
     name='HTTPRouteRewriteHost',
@@ -1256,7 +1256,7 @@ Case(
     conditions=(('ResolvedRefs', True, 'ResolvedRefs'),),
     requests=(),
     no_accepted_parents=False,
-    skip='rule timeouts are not supported yet',
+    skip=None,  # requests: the retry / timeout tables in test_conformance.py
 ),
 Case(
     name='HTTPRouteTimeoutRequest',
@@ -1268,7 +1268,7 @@ Case(
     conditions=(('ResolvedRefs', True, 'ResolvedRefs'),),
     requests=(),
     no_accepted_parents=False,
-    skip='rule timeouts are not supported yet',
+    skip=None,  # requests: the retry / timeout tables in test_conformance.py
 ),
 Case(
     name='HTTPRouteWeight',

@@ -4,16 +4,30 @@ Each Service of the conformance base manifests is one `Upstream` on 127.0.0.1 wh
 JSON echo-basic writes: the request it received (`path` with the query, `host`, `method`, `proto`,
 `headers` as lists of values), and which `namespace` / `pod` answered. A request header
 `X-Echo-Set-Header: Name:value,Name2:value2` makes it set those response headers, as echo-basic does
-(the conformance suite's BackendSetResponseHeaders).
+(the conformance suite's BackendSetResponseHeaders). Query parameters drive echo-basic's
+simulations: `delay=1s` answers that late; `uuid=…&succeedAfter=N[&responseCode=C][&delayRetry=D]`
+fails the first N requests of that uuid (after D) with status C, or by closing the connection
+without an answer when no code is given, then answers normally.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from urllib.parse import parse_qs, urlsplit
 
-from tests.upstream import Handler, ReceivedRequest, Response, Upstream
+from tests.upstream import DropConnection, Handler, ReceivedRequest, Response, Upstream
+
+_GO_DURATION = re.compile(r"([0-9.]+)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def go_duration_s(text: str) -> float:
+    return sum(float(n) * _UNITS[u] for n, u in _GO_DURATION.findall(text))
 
 # (namespace, Service) of the conformance base manifests that HTTPRoute cases route to.
 SERVICES = (
@@ -28,8 +42,30 @@ SERVICES = (
 
 def echo_basic(namespace: str, service: str) -> Handler:
     pod = f"{service}-7d9f8c6b5-shadow"  # a pod name starts with its Deployment's name
+    tries: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def simulate(req: ReceivedRequest) -> Response | None:
+        """echo-basic's delay and retry simulations; None: answer normally."""
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(req.path).query).items()}
+        if "delay" in query:
+            time.sleep(go_duration_s(query["delay"]))
+        if "succeedAfter" not in query:
+            return None
+        with lock:
+            n = tries[query.get("uuid", "")] = tries.get(query.get("uuid", ""), 0) + 1
+        if n > int(query["succeedAfter"]):
+            return None
+        if "delayRetry" in query:
+            time.sleep(go_duration_s(query["delayRetry"]))
+        if "responseCode" not in query:
+            raise DropConnection
+        return int(query["responseCode"]), {"Content-Type": "text/plain"}, b"simulated failure"
 
     def handle(req: ReceivedRequest) -> Response:
+        simulated = simulate(req)
+        if simulated is not None:
+            return simulated
         headers: dict[str, list[str]] = {}
         host = ""
         for name, value in req.header_list:

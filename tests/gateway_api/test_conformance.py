@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
@@ -170,7 +170,76 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
 
 def _special(case: Case) -> Callable[[Harness, Case], None] | None:
     return {"HTTPRouteWeight": _weights, "HTTPRouteReferenceGrant": _grant_deleted,
-            "HTTPRouteRequestHeaderModifierBackendWeights": _backend_headers}.get(case.name)
+            "HTTPRouteRequestHeaderModifierBackendWeights": _backend_headers,
+            "HTTPRouteRetry": _retries, "HTTPRouteRetryConnectionError": _retries,
+            "HTTPRouteRetryWithTimeouts": _retries, "HTTPRouteTimeoutBackendRequest": _timeouts,
+            "HTTPRouteTimeoutRequest": _timeouts}.get(case.name)
+
+
+# The retry tables of httproute-retry.go, httproute-retry-connection-error.go and
+# httproute-retry-with-timeouts.go: (path, echo-basic's retry simulation, the statuses expected).
+RETRY_TABLES: dict[str, list[tuple[str, dict[str, str], tuple[int, ...]]]] = {
+    "HTTPRouteRetry": [
+        ("/retry/code-500-attempts-3", {"responseCode": "500", "succeedAfter": "2"}, (200,)),
+        ("/retry/code-500-attempts-3", {"responseCode": "500", "succeedAfter": "4"}, (500,)),
+        ("/retry/code-500-attempts-3", {"responseCode": "503", "succeedAfter": "2"}, (503,)),
+        ("/retry/code-all-attempts-2", {"responseCode": "500", "succeedAfter": "1"}, (200,)),
+        ("/retry/code-all-attempts-2", {"responseCode": "500", "succeedAfter": "3"}, (500,)),
+        ("/retry/code-all-attempts-2", {"responseCode": "502", "succeedAfter": "1"}, (200,)),
+        ("/retry/code-all-attempts-2", {"responseCode": "502", "succeedAfter": "3"}, (502,)),
+        ("/retry/code-all-attempts-2", {"responseCode": "503", "succeedAfter": "1"}, (200,)),
+        ("/retry/code-all-attempts-2", {"responseCode": "503", "succeedAfter": "3"}, (503,)),
+        ("/retry/code-all-attempts-2", {"responseCode": "504", "succeedAfter": "1"}, (200,)),
+        ("/retry/code-all-attempts-2", {"responseCode": "504", "succeedAfter": "3"}, (504,)),
+    ],
+    "HTTPRouteRetryConnectionError": [
+        ("/retry/no-status-code-attempts-3", {"succeedAfter": "2"}, (200,)),
+        ("/retry/no-status-code-attempts-3", {"succeedAfter": "4"}, (500, 503)),
+    ],
+    "HTTPRouteRetryWithTimeouts": [
+        ("/retry/backend-request-timeout-200ms",
+         {"responseCode": "500", "succeedAfter": "2", "delayRetry": "300ms"}, (200,)),
+        ("/retry/backend-request-timeout-200ms",
+         {"responseCode": "500", "succeedAfter": "3", "delayRetry": "300ms"}, (504,)),
+        ("/retry/request-timeout-200ms", {"responseCode": "500", "succeedAfter": "1"}, (200,)),
+        ("/retry/request-timeout-200ms",
+         {"responseCode": "500", "succeedAfter": "4", "delayRetry": "100ms"}, (504,)),
+    ],
+}
+
+
+def _retries(h: Harness, case: Case) -> None:
+    """assertConsistentRetryBehaviour: each row with a fresh uuid, so the backend counts its tries
+    afresh; a successful answer is infra-backend-v3's echo of the request."""
+    for path, simulation, statuses in RETRY_TABLES[case.name]:
+        h.counter += 1
+        query = urlencode({**simulation, "uuid": f"{case.name}-{h.counter}"})
+        row = {"Request": {"Path": f"{path}?{query}"}, "Backend": "infra-backend-v3",
+               "Namespace": "gateway-conformance-infra", "Response": {"StatusCodes": list(statuses)}}
+        try:
+            compare_round_trip(row, h.send(row))
+        except AssertionError as exc:
+            raise AssertionError(f"{case.name} {path} {simulation}: {exc}") from None
+
+
+TIMEOUT_TABLES = {
+    "HTTPRouteTimeoutBackendRequest": [("/backend-timeout", 200), ("/backend-timeout?delay=1s", 504),
+                                       ("/disable-backend-timeout?delay=1s", 200)],
+    "HTTPRouteTimeoutRequest": [("/request-timeout", 200), ("/request-timeout?delay=1s", 504),
+                                ("/disable-request-timeout?delay=1s", 200)],
+}
+
+
+def _timeouts(h: Harness, case: Case) -> None:
+    """httproute-timeout-backend-request.go / httproute-timeout-request.go: 500 ms timeouts, a
+    backend answering 1 s late → 504; "0s" disables the timeout → 200."""
+    for path, status in TIMEOUT_TABLES[case.name]:
+        row = {"Request": {"Path": path}, "Backend": "infra-backend-v1", "Namespace": "gateway-conformance-infra",
+               "Response": {"StatusCode": status}}
+        try:
+            compare_round_trip(row, h.send(row))
+        except AssertionError as exc:
+            raise AssertionError(f"{case.name} {path}: {exc}") from None
 
 
 def _backend_headers(h: Harness, case: Case) -> None:

@@ -146,8 +146,21 @@ def test_detected_by_content() -> None:
     (ROUTE_HEAD + "  rules:\n  - filters: [{type: CORS, cors: {}}]\n",
      "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].filters[0].type: filter CORS is not supported "
      "yet by the shadow gateway"),
-    (ROUTE_HEAD + "  rules:\n  - timeouts: {request: 1s}\n",
-     "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].timeouts: not supported yet by the shadow gateway"),
+    (ROUTE_HEAD + "  rules:\n  - sessionPersistence: {sessionName: s}\n",
+     "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].sessionPersistence: not supported yet by the "
+     "shadow gateway"),
+    (ROUTE_HEAD + "  rules:\n  - timeouts: {request: 1.5s}\n",
+     "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].timeouts.request: invalid duration '1.5s' "
+     "(Gateway API durations: 1 to 4 groups of up to 5 digits and a unit h, m, s or ms, e.g. 1s, 500ms, 1m30s)"),
+    (ROUTE_HEAD + "  rules:\n  - timeouts: {request: 1s, backendRequest: 2s}\n",
+     "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].timeouts: backendRequest timeout cannot be "
+     "longer than request timeout"),
+    (ROUTE_HEAD + "  rules:\n  - retry: {codes: [500, 302]}\n",
+     "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].retry.codes[1]: must be an HTTP status code "
+     "between 400 and 599, got 302"),
+    (ROUTE_HEAD + "  rules:\n  - retry: {attempts: -1}\n",
+     "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].retry.attempts: must be between 0 and 1000, "
+     "got -1"),
     (ROUTE_HEAD + "  rules:\n  - backendRefs: [{name: a, port: 80, filters: [{type: ResponseHeaderModifier, "
      "responseHeaderModifier: {}}]}]\n",
      "routes.yaml:1: document 1, HTTPRoute web/r, spec.rules[0].backendRefs[0].filters[0].type: "

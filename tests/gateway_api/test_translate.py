@@ -18,6 +18,7 @@ from shadow.gateway.config import (
     WeightedService,
 )
 from shadow.gateway.middlewares.httproute import ReplacePrefixMatch, RequestRedirect
+from shadow.gateway.middlewares.retry import Retry
 from shadow.gateway.routing import resolve_router
 from shadow.gateway.rules import RequestView
 from shadow.gatewayapi.manifests import Match
@@ -28,7 +29,7 @@ from shadow.gatewayapi.provider import (
     status_lines,
 )
 from shadow.gatewayapi.resolve import intersect_hostnames
-from shadow.gatewayapi.translate import UNRESOLVED_SERVICE, rule_expression
+from shadow.gatewayapi.translate import DEFAULT_RETRY_ATTEMPTS, UNRESOLVED_SERVICE, rule_expression
 
 BASE = """\
 apiVersion: gateway.networking.k8s.io/v1
@@ -362,3 +363,40 @@ def test_backend_ref_header_filters_get_their_own_service(tmp_path: Path) -> Non
     assert [m.request_headers for m in own.request_headers] == [(("X-B", "a"),)]
     plain = config.services["web/b:80"]
     assert isinstance(plain, LoadBalancerService) and plain.request_headers == ()
+
+
+def test_retry_and_timeouts_become_the_retry_middleware(tmp_path: Path) -> None:
+    config = _load(tmp_path, _route("t", """\
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {value: /r}}]
+    retry: {codes: [500, 503, 500], attempts: 3, backoff: 100ms}
+    timeouts: {request: 1m30s, backendRequest: 250ms}
+    backendRefs: [{name: a, port: 80}]
+  - matches: [{path: {value: /t}}]
+    timeouts: {request: 2s}
+    backendRefs: [{name: a, port: 80}]
+  - matches: [{path: {value: /default}}]
+    retry: {}
+    backendRefs: [{name: a, port: 80}]
+  - matches: [{path: {value: /plain}}]
+    timeouts: {request: 0s}
+    backendRefs: [{name: a, port: 80}]
+"""))
+
+    def retry_of(rule: int) -> Retry | None:
+        router = next(r for r in config.routers if f"/rule{rule}/" in r.name)
+        found = [config.middlewares[m] for m in router.middlewares if isinstance(config.middlewares[m], Retry)]
+        return found[0] if found else None  # type: ignore[return-value]
+
+    r = retry_of(0)
+    assert r is not None
+    assert (r.attempts, r.status, r.backoff_s) == (4, ((500, 500), (503, 503)), 0.1)  # 3 retries: 4 tries
+    assert (r.request_timeout_s, r.attempt_timeout_s) == (90.0, 0.25)
+    assert r.retry_sent_failures and r.retry_non_idempotent_method and r.needs_sender
+    t = retry_of(1)
+    assert t is not None and (t.attempts, t.request_timeout_s, t.status) == (1, 2.0, ())
+    assert t.disable_retry_on_network_error and not t.retry_sent_failures and t.needs_sender
+    d = retry_of(2)
+    assert d is not None and d.attempts == 1 + DEFAULT_RETRY_ATTEMPTS and d.status == ()
+    assert retry_of(3) is None  # "0s" disables: nothing to enforce

@@ -6,6 +6,11 @@ refused or failed connection), up to `attempts` in all, choosing the server anew
 multiplier 2^(1/(attempts-1)), randomization ±50 %). `status` ranges (v3.7) also retry answers in
 them for idempotent methods (and POST/PATCH with `retryNonIdempotentMethod`), when the body fits in
 `maxRequestBodyBytes`; `timeout` stops retrying after that long.
+
+A Gateway API rule's `retry` and `timeouts` are this middleware too, with what Traefik has no word
+for: a timeout per try (`backendRequest`) and for the whole request (`request`), a constant
+`backoff`, and retrying a try that failed after the request was written (a dropped connection, a
+backend timeout), which the Gateway API asks for and Traefik never does.
 """
 
 from __future__ import annotations
@@ -32,6 +37,16 @@ class Retry:
     max_request_body_bytes: int = DEFAULT_MAX_REQUEST_BODY_BYTES
     disable_retry_on_network_error: bool = False
     retry_non_idempotent_method: bool = False
+    # Gateway API only (0 / False: Traefik's behaviour)
+    attempt_timeout_s: float = 0.0  # each try; 0: the gateway's forwarding timeout
+    request_timeout_s: float = 0.0  # the whole request, retries and waits included; 0: none
+    backoff_s: float = 0.0  # a constant wait between tries (instead of initialInterval's backoff)
+    retry_sent_failures: bool = False  # also retry dropped connections and timeouts after the write
+
+    @property
+    def needs_sender(self) -> bool:
+        """Whether the route must be sent by the retry addon (retries or timeouts to enforce)."""
+        return self.attempts > 1 or self.attempt_timeout_s > 0 or self.request_timeout_s > 0
 
     def retries_status(self, method: str, status: int, body_size: int) -> bool:
         """Is an answer with `status` to a request like this one retried (when attempts remain)?"""
@@ -48,6 +63,8 @@ def backoff_intervals(settings: Retry, rng: random.Random | None = None) -> list
     """The waits (seconds) before attempts 2..attempts: 0 without initialInterval (Traefik's
     ZeroBackOff), else cenkalti/backoff's ExponentialBackOff as Traefik configures it."""
     count = max(settings.attempts - 1, 0)
+    if settings.backoff_s > 0:
+        return [settings.backoff_s] * count
     if settings.attempts < 2 or settings.initial_interval_s <= 0:
         return [0.0] * count
     rng = rng or random.Random()
