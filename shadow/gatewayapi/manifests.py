@@ -24,6 +24,7 @@ allow) is decided later, in shadow.gatewayapi.resolve.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -35,6 +36,7 @@ from shadow.yamlconfig import load_yaml_all, read_yaml_file
 __all__ = [
     "GROUP",
     "BackendRef",
+    "CorsPolicy",
     "Document",
     "Filter",
     "Gateway",
@@ -68,6 +70,7 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
 _DURATION_PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_CORS_ORIGIN = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+$")
 _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 
 
@@ -182,6 +185,19 @@ class Mirror:
 
 
 @dataclass(frozen=True)
+class CorsPolicy:
+    """A CORS filter: origins ("*", or scheme://host[:port] where `*` in the host matches anything,
+    periods included), methods, headers ("*": any), credentials, and how long a preflight holds."""
+
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    max_age_s: int = 5  # the API's default
+
+
+@dataclass(frozen=True)
 class Filter:
     type: str
     request_headers: HeaderEdits | None = None
@@ -190,6 +206,7 @@ class Filter:
     rewrite: Rewrite | None = None
     mirror: Mirror | None = None
     extension: tuple[str, str, str] | None = None  # (group, kind, name)
+    cors: CorsPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -773,16 +790,42 @@ class _Doc:
             self.fail(f"required when type is {kind}", f"{p_where}.{key}", self._key_line(path, "type"))
         return kind, self.path_value(path, key, p_where)
 
+    def _cors(self, body: dict[Any, Any], where: str) -> CorsPolicy:
+        self.check_keys(body, where, ("allowOrigins", "allowMethods", "allowHeaders", "exposeHeaders",
+                                      "allowCredentials", "maxAge"))
+
+        def strings(key: str, valid: Callable[[str], bool], what: str) -> tuple[str, ...]:
+            items = self.seq(body, key, where, max_items=64)
+            for j, item in enumerate(items):
+                if not isinstance(item, str) or not valid(item):
+                    self.fail(f"{what}, got {item!r}", f"{where}.{key}[{j}]", self._item_line(items, j))
+            if "*" in items and len(items) > 1:
+                self.fail("'*' must be the only item", f"{where}.{key}", self._key_line(body, key))
+            return tuple(dict.fromkeys(items))
+
+        origins = strings("allowOrigins", lambda o: o == "*" or bool(_CORS_ORIGIN.match(o)),
+                          "must be '*' or scheme://host[:port] (a '*' may stand for part of the host)")
+        methods = strings("allowMethods", lambda m: m == "*" or m in _METHODS, f"must be '*' or one of {', '.join(_METHODS)}")
+        allow_headers = strings("allowHeaders", lambda h: h == "*" or bool(_HEADER_NAME.match(h)), "not a header name")
+        expose = strings("exposeHeaders", lambda h: h == "*" or bool(_HEADER_NAME.match(h)), "not a header name")
+        credentials = body.get("allowCredentials", False)
+        if not isinstance(credentials, bool):
+            self.fail(f"expected true or false, got {credentials!r}", f"{where}.allowCredentials",
+                      self._key_line(body, "allowCredentials"))
+        max_age = self.integer(body, "maxAge", where, minimum=1, maximum=2**31 - 1, default=5)
+        assert max_age is not None
+        return CorsPolicy(origins, methods, allow_headers, expose, credentials, max_age)
+
     def _filter(self, f: Any, where: str, line: int | None) -> Filter:
         if not isinstance(f, dict):
             self.fail(f"expected a mapping, got {_kind_of(f)}", where, line)
         kinds = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite",
                  "RequestMirror", "ExtensionRef", "CORS", "ExternalAuth")
         kind = self.req_string(f, "type", where, choices=kinds)
-        if kind in ("CORS", "ExternalAuth"):
+        if kind == "ExternalAuth":
             self.fail(f"filter {kind} is not supported yet by the shadow gateway", f"{where}.type",
                       self._key_line(f, "type"))
-        key = {"URLRewrite": "urlRewrite"}.get(kind, kind[0].lower() + kind[1:])
+        key = {"URLRewrite": "urlRewrite", "CORS": "cors"}.get(kind, kind[0].lower() + kind[1:])
         for other in f:
             if other not in ("type", key):
                 self.fail(f"only {key} may be set with type {kind}", f"{where}.{other}", self._key_line(f, other))
@@ -813,6 +856,8 @@ class _Doc:
             if hostname is not None:
                 hostname = self.hostname(hostname, f"{b_where}.hostname", self._key_line(body, "hostname"), wildcard=False)
             return Filter(kind, rewrite=Rewrite(hostname, path_type, path))
+        if kind == "CORS":
+            return Filter(kind, cors=self._cors(body, b_where))
         if kind == "RequestMirror":
             self.check_keys(body, b_where, ("backendRef", "percent", "fraction"))
             ref = self.mapping(body, "backendRef", b_where, required=True)

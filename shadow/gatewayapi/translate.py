@@ -43,11 +43,13 @@ from shadow.gateway.config import (
     WeightedService,
     server_from_url,
 )
+from shadow.gateway.goregex import compile_go
+from shadow.gateway.middlewares.headers import Cors
 from shadow.gateway.middlewares.httproute import ReplacePrefixMatch, RequestRedirect
 from shadow.gateway.middlewares.paths import ReplacePath
 from shadow.gateway.middlewares.retry import Retry
 from shadow.gateway.rules import RuleSyntaxError, compile_rule
-from shadow.gatewayapi.manifests import BackendRef, Filter, HTTPRoute, Manifests, Match, RouteRule
+from shadow.gatewayapi.manifests import BackendRef, CorsPolicy, Filter, HTTPRoute, Manifests, Match, RouteRule
 from shadow.gatewayapi.resolve import (
     BackendKey,
     Condition,
@@ -59,8 +61,18 @@ from shadow.gatewayapi.resolve import (
     resolve_backend,
 )
 
-__all__ = ["DEFAULT_RETRY_ATTEMPTS", "PRIORITY_BASE", "REDIRECT_SERVICE", "UNRESOLVED_SERVICE", "Translation", "go_string",
-           "rule_expression", "rule_retry", "translate"]
+__all__ = [
+    "DEFAULT_RETRY_ATTEMPTS",
+    "PRIORITY_BASE",
+    "REDIRECT_SERVICE",
+    "UNRESOLVED_SERVICE",
+    "Translation",
+    "cors_middleware",
+    "go_string",
+    "rule_expression",
+    "rule_retry",
+    "translate",
+]
 
 # Routers from manifests sit above this priority, so they are tried before a Traefik file's routers
 # with default priorities (the length of their rule) when both are used together.
@@ -219,6 +231,8 @@ class _Builder:
                                       prefix=item.match.path if r.path_type == "ReplacePrefixMatch" else None,
                                       prefix_replacement=r.path if r.path_type == "ReplacePrefixMatch" else None,
                                       status=r.status_code, listener_port=item.listener_port)
+        if f.cors is not None:
+            return HeadersMiddleware(name, cors=cors_middleware(f.cors))
         if f.rewrite is not None:
             return None  # several middlewares: see rewrite_middlewares
         if f.extension is not None:
@@ -267,6 +281,17 @@ class _Builder:
             self.middlewares.setdefault(retry.name, retry)
             names.append(retry.name)
         return names, ok
+
+
+def cors_middleware(policy: CorsPolicy) -> Cors:
+    """A CORS filter as the headers middleware's CORS: exact origins listed, an origin with `*` in its
+    host a Go regexp where `*` matches anything (periods included, as the API says), `*` any origin."""
+    exact = tuple(o for o in policy.allow_origins if o == "*" or "*" not in o)
+    patterns = tuple(compile_go("^" + ".*".join(re.escape(part) for part in o.split("*")) + "$")
+                     for o in policy.allow_origins if o != "*" and "*" in o)
+    return Cors(allow_credentials=policy.allow_credentials, allow_headers=policy.allow_headers,
+                allow_methods=policy.allow_methods, allow_origin_list=exact, allow_origin_regex=patterns,
+                expose_headers=policy.expose_headers, max_age=policy.max_age_s, add_vary_header=True)
 
 
 # Tries of a rule whose `retry` leaves `attempts` out: the Gateway API leaves it to the gateway.

@@ -149,7 +149,7 @@ Case(
     conditions=(('ResolvedRefs', True, 'ResolvedRefs'),),
     requests=(),
     no_accepted_parents=False,
-    skip='the CORS filter is not supported yet',
+    skip=None,  # requests: CORS_TABLE in test_conformance.py
 ),
 Case(
     name='HTTPRouteCrossNamespace',

@@ -173,7 +173,101 @@ def _special(case: Case) -> Callable[[Harness, Case], None] | None:
             "HTTPRouteRequestHeaderModifierBackendWeights": _backend_headers,
             "HTTPRouteRetry": _retries, "HTTPRouteRetryConnectionError": _retries,
             "HTTPRouteRetryWithTimeouts": _retries, "HTTPRouteTimeoutBackendRequest": _timeouts,
-            "HTTPRouteTimeoutRequest": _timeouts}.get(case.name)
+            "HTTPRouteTimeoutRequest": _timeouts, "HTTPRouteCORS": _cors}.get(case.name)
+
+
+# httproute-cors.go's table: (name, method, path, request headers, statuses, ValidHeaderValues (any of),
+# Headers (exactly), AbsentHeaders). Headers compare with whitespace ignored where the upstream says so.
+XH = {"access-control-request-method": "GET", "access-control-request-headers": "x-header-1, x-header-2"}
+CORS_1_OK = {"access-control-allow-methods": ["GET,OPTIONS", "OPTIONS,GET"],
+             "access-control-allow-headers": ["x-header-1,x-header-2", "x-header-2,x-header-1"],
+             "access-control-expose-headers": ["x-header-3,x-header-4", "x-header-4,x-header-3"],
+             "access-control-max-age": ["3600"], "access-control-allow-credentials": ["true"]}
+CORS_TABLE: list[tuple[str, str, str, dict[str, str], tuple[int, ...], dict[str, list[str]], dict[str, str],
+                       tuple[str, ...]]] = [
+    ("preflight from an exact matching origin is allowed", "OPTIONS", "/cors-1",
+     {"Origin": "https://www.foo.com", **XH}, (200, 204),
+     {"access-control-allow-origin": ["https://www.foo.com"], **CORS_1_OK}, {}, ()),
+    ("preflight from a wildcard matching origin is allowed", "OPTIONS", "/cors-1",
+     {"Origin": "https://www.bar.com", **XH}, (200, 204),
+     {"access-control-allow-origin": ["https://www.bar.com"], **CORS_1_OK}, {}, ()),
+    ("preflight from a wildcard matching any number of periods left to '*' is allowed", "OPTIONS", "/cors-1",
+     {"Origin": "https://xpto.www.bar.com", **XH}, (200, 204),
+     {"access-control-allow-origin": ["https://xpto.www.bar.com"], **CORS_1_OK}, {}, ()),
+    ("preflight from a non-matching origin is not allowed", "OPTIONS", "/cors-1",
+     {"Origin": "https://foobar.com", "access-control-request-method": "GET"}, (200, 204, 403), {}, {},
+     ("access-control-allow-origin",)),
+    ("simple request from an exact matching origin is allowed", "GET", "/cors-1",
+     {"Origin": "https://www.foo.com", **XH}, (200,), {}, {"access-control-allow-origin": "https://www.foo.com"}, ()),
+    ("simple request from a wildcard matching origin is allowed", "GET", "/cors-1",
+     {"Origin": "https://www.bar.com", **XH}, (200,), {}, {"access-control-allow-origin": "https://www.bar.com"}, ()),
+    ("simple request from a non-matching origin is not allowed", "GET", "/cors-1",
+     {"Origin": "https://foobar.com", "access-control-request-method": "GET"}, (200,), {}, {},
+     ("access-control-allow-origin",)),
+    ("preflight with POST is allowed by allowMethods with wildcard", "OPTIONS", "/cors-2",
+     {"Origin": "https://www.foo.com", "access-control-request-method": "POST"}, (200, 204),
+     {"access-control-allow-methods": ["POST", "*"]}, {"access-control-allow-origin": "https://www.foo.com"},
+     ("access-control-allow-credentials",)),
+    ("preflight gets no allow-credentials without allowCredentials true", "OPTIONS", "/cors-2",
+     {"Origin": "https://www.foo.com", "access-control-request-method": "POST"}, (200, 204), {}, {},
+     ("access-control-allow-credentials",)),
+    ("preflight from a wildcard origin: '*' or the requested origin", "OPTIONS", "/cors-wildcard-origin",
+     {"Origin": "https://foobar.com", "access-control-request-method": "PUT"}, (200, 204),
+     {"access-control-allow-origin": ["https://foobar.com", "*"], "access-control-allow-methods": ["PUT"]}, {},
+     ("access-control-allow-credentials",)),
+    ("preflight from a wildcard origin with a port: '*' or the requested origin", "OPTIONS",
+     "/cors-wildcard-origin", {"Origin": "https://foobar.com:12345", "access-control-request-method": "PUT"},
+     (200, 204), {"access-control-allow-origin": ["https://foobar.com:12345", "*"],
+                  "access-control-allow-methods": ["PUT"]}, {}, ("access-control-allow-credentials",)),
+    ("request from a wildcard origin with a port: '*' or the requested origin", "PUT", "/cors-wildcard-origin",
+     {"Origin": "https://foobar.com:12345"}, (200,),
+     {"access-control-allow-origin": ["https://foobar.com:12345", "*"]}, {}, ()),
+    ("simple request from a wildcard origin: '*' or the requested origin", "PUT", "/cors-wildcard-origin",
+     {"Origin": "https://foobar.com"}, (200,), {"access-control-allow-origin": ["https://foobar.com", "*"]}, {},
+     ("access-control-allow-credentials",)),
+    ("preflight with credentials always echoes the origin, method and headers", "OPTIONS",
+     "/cors-wildcard-methods-headers",
+     {"Origin": "https://other.foo.com", "access-control-request-method": "PUT",
+      "access-control-request-headers": "x-header-1, x-header-2"}, (200, 204),
+     {"access-control-allow-origin": ["https://other.foo.com"], "access-control-allow-methods": ["PUT"],
+      "access-control-allow-headers": ["x-header-1,x-header-2", "x-header-2,x-header-1"],
+      "access-control-allow-credentials": ["true"]}, {}, ()),
+    ("preflight without credentials hides allow-credentials", "OPTIONS", "/cors-wildcard-methods-headers-unauth",
+     {"Origin": "https://other.foo.com", "access-control-request-method": "PUT",
+      "access-control-request-headers": "x-header-1, x-header-2"}, (200, 204),
+     {"access-control-allow-origin": ["https://other.foo.com", "*"], "access-control-allow-methods": ["PUT", "*"],
+      "access-control-allow-headers": ["x-header-1,x-header-2", "x-header-2,x-header-1", "*"]}, {},
+     ("access-control-allow-credentials",)),
+    ("request with credentials gets allow-credentials", "GET", "/cors-wildcard-methods-headers",
+     {"Origin": "https://other.foo.com"}, (200,),
+     {"access-control-allow-origin": ["https://other.foo.com"], "access-control-allow-credentials": ["true"]}, {},
+     ()),
+    ("request without credentials gets no allow-credentials", "GET", "/cors-wildcard-methods-headers-unauth",
+     {"Origin": "https://other.foo.com"}, (200,), {"access-control-allow-origin": ["https://other.foo.com", "*"]},
+     {}, ("access-control-allow-credentials",)),
+]
+
+
+def _cors(h: Harness, case: Case) -> None:
+    """httproute-cors.go: preflights are answered by the gateway (never reaching a backend); simple
+    requests reach infra-backend-v1 and get the CORS headers added to its answer."""
+    backend = h.backends[("gateway-conformance-infra", "infra-backend-v1")]
+    options_before = sum(1 for r in backend.received() if r.method == "OPTIONS")
+    for name, method, path, headers, statuses, valid, exact, absent in CORS_TABLE:
+        response = h.client.request(method, path, headers=headers)
+        got = {k.lower(): ",".join(response.headers.get_list(k)) for k in response.headers}
+        where = f"{case.name}: {name}"
+        assert response.status_code in statuses, f"{where}: status {response.status_code}"
+        for header, values in valid.items():
+            value = "".join(got.get(header, "<absent>").split())  # IgnoreWhitespace
+            assert value in values, f"{where}: {header} {got.get(header)!r}, expected one of {values}"
+        for header, value in exact.items():
+            assert got.get(header) == value, f"{where}: {header} {got.get(header)!r}, expected {value!r}"
+        for header in absent:
+            assert header not in got, f"{where}: {header} should be absent, got {got[header]!r}"
+        if method != "OPTIONS":
+            assert response.json()["pod"].startswith("infra-backend-v1"), where
+    assert sum(1 for r in backend.received() if r.method == "OPTIONS") == options_before  # answered locally
 
 
 # The retry tables of httproute-retry.go, httproute-retry-connection-error.go and

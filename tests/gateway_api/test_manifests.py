@@ -143,9 +143,15 @@ def test_detected_by_content() -> None:
      "urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]\n",
      "routes.yaml:1: document 1, HTTPRoute web/r, spec.rules[0].filters: ReplacePrefixMatch needs every match of "
      "the rule to be a PathPrefix path match"),
-    (ROUTE_HEAD + "  rules:\n  - filters: [{type: CORS, cors: {}}]\n",
-     "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].filters[0].type: filter CORS is not supported "
-     "yet by the shadow gateway"),
+    (ROUTE_HEAD + "  rules:\n  - filters: [{type: ExternalAuth, externalAuth: {}}]\n",
+     "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].filters[0].type: filter ExternalAuth is not "
+     "supported yet by the shadow gateway"),
+    (ROUTE_HEAD + "  rules:\n  - filters: [{type: CORS, cors: {allowOrigins: [\"foo.com\"]}}]\n",
+     "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].filters[0].cors.allowOrigins[0]: must be '*' or "
+     "scheme://host[:port] (a '*' may stand for part of the host), got 'foo.com'"),
+    (ROUTE_HEAD + "  rules:\n  - filters: [{type: CORS, cors: {allowMethods: [GET, \"*\"]}}]\n",
+     "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].filters[0].cors.allowMethods: '*' must be the "
+     "only item"),
     (ROUTE_HEAD + "  rules:\n  - sessionPersistence: {sessionName: s}\n",
      "routes.yaml:7: document 1, HTTPRoute web/r, spec.rules[0].sessionPersistence: not supported yet by the "
      "shadow gateway"),
