@@ -39,8 +39,9 @@ from shadow.ai.governance import ensure_stream_usage, govern_request, set_model
 from shadow.ai.guard import ContentGuardSettings, guard_body
 from shadow.ai.protocol import CHAT, Answer, AnswerParser, UsageChunkFilter, operation_for_path, parse_answer
 from shadow.ai.ratelimit import TokenLimiter, TokenLimiters
+from shadow.ai.semconv import genai_attributes, genai_span_name
 from shadow.ai.usage import ai_columns
-from shadow.gateway.exchange import EXTRA_COLUMNS_METADATA
+from shadow.gateway.exchange import EXTRA_COLUMNS_METADATA, GENAI_SPAN_METADATA
 from shadow.gateway.mirror import MirrorResult
 
 logger = logging.getLogger(__name__)
@@ -314,6 +315,20 @@ class AiGateway:
                 body = resp.content if ai.parser is None else None
                 cache.store(slot_key, vector, body or chat_body_from_answer(answer, slot_key[0]), answer)
         flow.metadata[EXTRA_COLUMNS_METADATA] = columns
+        flow.metadata[GENAI_SPAN_METADATA] = self._genai_span(flow, ai, answer)
+
+    @staticmethod
+    def _genai_span(flow: http.HTTPFlow, ai: AiFlow, answer: Answer) -> tuple[str, tuple[tuple[str, Any], ...]]:
+        try:
+            request = orjson.loads(flow.request.content or b"{}")
+        except orjson.JSONDecodeError:
+            request = None
+        body = request if isinstance(request, dict) else None
+        model = ai.requested_model or (body.get("model") if body is not None else None)
+        provider = ai.chat.provider if ai.chat is not None else ("anthropic" if ai.operation == "messages" else "openai")
+        return (genai_span_name(ai.operation, model if isinstance(model, str) else None),
+                genai_attributes(operation=ai.operation, provider=provider, request=body,
+                                 requested_model=ai.requested_model, answer=answer))
 
     # -- mirror copies ---------------------------------------------------------------------------------
     def rewrite_copy(self, flow: http.HTTPFlow, target: str, headers: tuple[tuple[str, str], ...],

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from mitmproxy import http
 
 from addons.reload import ActiveConfig, GatewayState
+from shadow.gateway.exchange import GENAI_SPAN_METADATA
 from shadow.gateway.mirror import RateLimitedLog, describe_error
 from shadow.telemetry.tracing import (
     TelemetrySettings,
@@ -201,9 +202,11 @@ class Telemetry:
                 ended = resp.timestamp_end if resp is not None and resp.timestamp_end else None
                 client_end = int(ended * 1e9) if ended else end_ns
                 start = int(route.sent_at * 1e9) if route.sent_at else traced.start_ns
+                genai = flow.metadata.get(GENAI_SPAN_METADATA)  # a model call (addons/ai.py)
                 client = ClientCall(span_id=traced.client_span_id, role="primary", service=route.service,
                                     method=flow.request.method, start_ns=start, end_ns=client_end,
-                                    status=status, error=error)
+                                    status=status, error=error, genai_name=genai[0] if genai else None,
+                                    genai=genai[1] if genai else ())
             export.record_exchange(traced.ctx, method=flow.request.method, router=route.router if route else None,
                                    service=route.service if route else None, status=status, error=error,
                                    start_ns=traced.start_ns, end_ns=max(end_ns, traced.start_ns), client=client)

@@ -17,6 +17,8 @@ Headers = list[tuple[str, str]]
 
 # flow.metadata key: more columns for a flow's primary row (a dict; the AI gateway's token counts).
 EXTRA_COLUMNS_METADATA = "shadow.extra_columns"
+# A model call's (span name, gen_ai.* attributes) for the telemetry concern (shadow.ai.semconv)
+GENAI_SPAN_METADATA = "shadow.genai_span"
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 

@@ -66,6 +66,10 @@ class ClientCall(NamedTuple):
     end_ns: int
     status: int | None
     error: str | None
+    # A model call (shadow.ai.semconv): the span's name and gen_ai.* attributes; such spans differ per
+    # call (token counts), so they are encoded whole rather than from the cached parts.
+    genai_name: str | None = None
+    genai: tuple[tuple[str, Any], ...] = ()
 
 
 # -- OTLP/protobuf encoding of spans -----------------------------------------------------------------
@@ -180,18 +184,25 @@ def _server_span(ctx: TraceContext, method: str, router: str | None, status: int
                  _FLAGS_REMOTE if ctx.parent_span_id else _FLAGS_LOCAL, parts, start_ns, end_ns, error)
 
 
+def _client_attributes(call: ClientCall) -> list[tuple[str, Any]]:
+    attributes: list[tuple[str, Any]] = [("shadow.role", call.role)]
+    if call.service:
+        attributes.append(("shadow.service", call.service))
+    if call.status is not None:
+        attributes.append(("http.response.status_code", call.status))
+    return attributes
+
+
 def _client_span(ctx: TraceContext, call: ClientCall) -> bytes:
     """A client span for one upstream call (the primary's or a mirror copy's), child of the server span."""
     key = (call.method, call.service, call.role, call.status, call.error is not None)
-    parts = _client_parts.get(key)
-    if parts is None:
-        attributes: list[tuple[str, Any]] = [("shadow.role", call.role)]
-        if call.service:
-            attributes.append(("shadow.service", call.service))
-        if call.status is not None:
-            attributes.append(("http.response.status_code", call.status))
-        parts = _span_parts(_client_parts, key, f"{call.method} {call.service or 'upstream'} ({call.role})",
-                            _SPAN_KIND_CLIENT, attributes, call.error, call.status)
+    if call.genai:  # a model call: its own name and attributes, never cached
+        parts = _span_parts({}, key, call.genai_name or f"{call.method} {call.service or 'upstream'}",
+                            _SPAN_KIND_CLIENT, [*_client_attributes(call), *call.genai], call.error, call.status)
+    else:
+        parts = _client_parts.get(key) or _span_parts(
+            _client_parts, key, f"{call.method} {call.service or 'upstream'} ({call.role})", _SPAN_KIND_CLIENT,
+            _client_attributes(call), call.error, call.status)
     return _span(ctx.trace_id, call.span_id, ctx.server_span_id, _FLAGS_LOCAL, parts, call.start_ns, call.end_ns,
                  call.error)
 
