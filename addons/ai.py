@@ -23,13 +23,7 @@ from mitmproxy import http
 
 from addons.auth import AUTH_METADATA
 from addons.reload import ActiveConfig, GatewayState, RouteContext
-from shadow.ai.cache import (
-    SemanticCache,
-    SemanticCacheSettings,
-    cache_key,
-    chat_body_from_answer,
-    chat_stream_from_answer,
-)
+from shadow.ai.cache import SemanticCache, SemanticCacheSettings, cache_key
 from shadow.ai.config import (
     ChatCompletionSettings,
     TokenRateLimitSettings,
@@ -37,8 +31,18 @@ from shadow.ai.config import (
 )
 from shadow.ai.governance import ensure_stream_usage, govern_request, set_model
 from shadow.ai.guard import ContentGuardSettings, guard_body
-from shadow.ai.protocol import CHAT, Answer, AnswerParser, UsageChunkFilter, operation_for_path, parse_answer
+from shadow.ai.protocol import (
+    CHAT,
+    MESSAGES,
+    RESPONSES,
+    Answer,
+    AnswerParser,
+    UsageChunkFilter,
+    operation_for_path,
+    parse_answer,
+)
 from shadow.ai.ratelimit import TokenLimiter, TokenLimiters
+from shadow.ai.replies import body_from_answer, stream_from_answer
 from shadow.ai.semconv import genai_attributes, genai_span_name
 from shadow.ai.usage import ai_columns
 from shadow.gateway.exchange import EXTRA_COLUMNS_METADATA, GENAI_SPAN_METADATA
@@ -48,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 JSON = {"Content-Type": "application/json"}
 _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
+_CACHED_OPERATIONS = (CHAT, RESPONSES, MESSAGES)  # what the semantic cache can answer in kind
 _AI_TYPES = (ChatCompletionSettings, TokenRateLimitSettings, ContentGuardSettings, SemanticCacheSettings)
 
 
@@ -152,7 +157,7 @@ class AiGateway:
                 notes.append(note or "")
         requested, injected = None, False
         slot = None
-        if cache_mw is not None and operation == CHAT and req.method == "POST":
+        if cache_mw is not None and operation in _CACHED_OPERATIONS and req.method == "POST":
             slot = self._cache_lookup(flow, self.caches.get(cache_mw.name), operation)
             if flow.response is not None:
                 return
@@ -186,7 +191,7 @@ class AiGateway:
             obj = orjson.loads(flow.request.content or b"")
         except orjson.JSONDecodeError:
             return None
-        key = cache_key(obj) if isinstance(obj, dict) else None
+        key = cache_key(obj, operation) if isinstance(obj, dict) else None
         if key is None:
             return None
         vector = cache.embed(obj)
@@ -196,8 +201,8 @@ class AiGateway:
         if obj.get("stream") is True:
             options = obj.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
-            flow.response = http.Response.make(200, chat_stream_from_answer(hit.answer, key[0],
-                                                                            include_usage=include_usage),
+            flow.response = http.Response.make(200, stream_from_answer(operation, hit.answer, key[0],
+                                                                        include_usage=include_usage),
                                                {"Content-Type": "text/event-stream", "X-Shadow-Cache": "hit"})
         else:
             flow.response = http.Response.make(200, hit.body, {**JSON, "X-Shadow-Cache": "hit"})
@@ -313,7 +318,10 @@ class AiGateway:
             if resp is not None and resp.status_code == 200 and answer.error is None:
                 cache, slot_key, vector = ai.cache_slot
                 body = resp.content if ai.parser is None else None
-                cache.store(slot_key, vector, body or chat_body_from_answer(answer, slot_key[0]), answer)
+                if body is None and ai.operation is not None:
+                    body = body_from_answer(ai.operation, answer, slot_key[0])
+                if body is not None:
+                    cache.store(slot_key, vector, body, answer)
         flow.metadata[EXTRA_COLUMNS_METADATA] = columns
         flow.metadata[GENAI_SPAN_METADATA] = self._genai_span(flow, ai, answer)
 

@@ -356,3 +356,31 @@ def test_semantic_cache_answers_similar_requests_buffered_and_streamed(env: Env)
     assert sorted(r["ai_cache"] for r in rows) == ["hit", "hit", "miss", "miss", "miss"]
     assert all(r["ai_cost_usd"] == 0.0 for r in rows if r["ai_cache"] == "hit")
 
+
+
+def test_semantic_cache_answers_the_responses_and_messages_apis_in_kind(env: Env) -> None:
+    client = env.client("/cached")
+    ask = "Name the largest river of Brazil and the ocean it flows into"
+    first = client.responses.create(model="gpt-4o", input=ask)
+    sent = len(env.gpt.received())
+    similar = "name the largest river of Brazil, and the ocean it flows into?"
+    hit = client.responses.with_raw_response.create(model="gpt-4o", input=similar)
+    assert hit.headers["x-shadow-cache"] == "hit" and len(env.gpt.received()) == sent
+    assert hit.parse().output_text == first.output_text
+    with client.responses.stream(model="gpt-4o", input=similar) as stream:  # the SDK's accumulating helper
+        final = stream.get_final_response()
+    assert final.output_text == first.output_text and len(env.gpt.received()) == sent
+    # Anthropic Messages (no Anthropic SDK here: the raw API, as its SDK sends it)
+    body = {"model": "gpt-4o", "max_tokens": 64, "messages": [{"role": "user", "content": ask}]}
+    headers = {"x-api-key": "client", "anthropic-version": "2023-06-01"}
+    answer = httpx.post(f"{env.gw.url}/cached/v1/messages", json=body, headers=headers, timeout=30).json()
+    sent = len(env.gpt.received())
+    body["messages"] = [{"role": "user", "content": similar}]
+    again = httpx.post(f"{env.gw.url}/cached/v1/messages", json=body, headers=headers, timeout=30)
+    assert again.headers["x-shadow-cache"] == "hit" and again.json()["content"] == answer["content"]
+    streamed = httpx.post(f"{env.gw.url}/cached/v1/messages", json={**body, "stream": True}, headers=headers,
+                          timeout=30)
+    events = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: ")]
+    text = "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    assert text == answer["content"][0]["text"] and len(env.gpt.received()) == sent
+    assert events[0]["type"] == "message_start" and events[-1]["type"] == "message_stop"

@@ -1,9 +1,10 @@
 """Semantic cache (pure): an answer is reused for a sufficiently similar earlier request to the same
-model with the same parameters (Chat Completions).
+model with the same parameters, for Chat Completions, the Responses API and Anthropic Messages.
 
-The key is the request without its conversation: model and every other field (temperature, tools,
-response_format…) canonicalised, `stream` and `stream_options` left out (a streamed and a buffered
-request share answers). Within a key, the conversation's text is embedded (the local hashing embedder
+The key is the protocol and the request without its conversation: model and every other field
+(temperature, tools, response_format, instructions, system…) canonicalised, `stream` and
+`stream_options` left out (a streamed and a buffered request share answers). The conversation is
+`messages` (Chat Completions, Messages) or `input` (Responses: a string or a list of items). Within a key, the conversation's text is embedded (the local hashing embedder
 by default) and the most similar live entry is a hit when its cosine similarity is at least
 `threshold`. Entries expire after `ttl_s`; beyond `max_entries` the oldest go first.
 """
@@ -19,11 +20,12 @@ import numpy as np
 import orjson
 
 from shadow.ai.embed import Embedder, HashingEmbedder
-from shadow.ai.protocol import Answer
+from shadow.ai.protocol import CHAT, MESSAGES, RESPONSES, Answer
 
-__all__ = ["CachedAnswer", "SemanticCache", "SemanticCacheSettings", "cache_key", "chat_stream_from_answer"]
+__all__ = ["CachedAnswer", "SemanticCache", "SemanticCacheSettings", "cache_key", "conversation_text"]
 
-_NOT_KEYED = frozenset({"messages", "stream", "stream_options", "user", "metadata"})
+_NOT_KEYED = frozenset({"messages", "input", "stream", "stream_options", "user", "metadata"})
+_CONVERSATION = {CHAT: "messages", MESSAGES: "messages", RESPONSES: "input"}
 
 
 @dataclass(frozen=True)
@@ -39,23 +41,31 @@ class SemanticCacheSettings:
 
 @dataclass(frozen=True)
 class CachedAnswer:
-    body: bytes  # a buffered chat.completion JSON
+    body: bytes  # the buffered answer in its protocol's format
     answer: Answer
     expires: float
 
 
-def cache_key(request: dict[str, Any]) -> tuple[str, str] | None:
-    """(model, the rest of the request's parameters as canonical JSON), or None when not cacheable."""
+def cache_key(request: dict[str, Any], operation: str = CHAT) -> tuple[str, str] | None:
+    """(model, the protocol and the rest of the request's parameters as canonical JSON), or None
+    when not cacheable (another operation, no model, no conversation)."""
     model = request.get("model")
-    if not isinstance(model, str) or not isinstance(request.get("messages"), list):
+    field = _CONVERSATION.get(operation)
+    conversation = request.get(field) if field is not None else None
+    if not isinstance(model, str) or not (isinstance(conversation, list)
+                                          or (operation == RESPONSES and isinstance(conversation, str))):
         return None
     rest = {k: v for k, v in request.items() if k not in _NOT_KEYED and k != "model"}
-    return model, orjson.dumps(rest, option=orjson.OPT_SORT_KEYS).decode()
+    return model, operation + " " + orjson.dumps(rest, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def conversation_text(request: dict[str, Any]) -> str:
+    """The conversation's words, role by role: what is embedded."""
+    items = request.get("messages", request.get("input"))
+    if isinstance(items, str):
+        return f"user: {items}"
     parts: list[str] = []
-    for message in request.get("messages") or ():
+    for message in items if isinstance(items, list) else ():
         if not isinstance(message, dict):
             continue
         content = message.get("content")
@@ -124,41 +134,3 @@ class SemanticCache:
 
     def __len__(self) -> int:
         return self._count
-
-
-def chat_body_from_answer(answer: Answer, model: str) -> bytes:
-    """A buffered chat.completion carrying `answer` (a streamed answer stored for later hits)."""
-    message: dict[str, Any] = {"role": "assistant", "content": answer.text or None}
-    if answer.tool_calls:
-        message["tool_calls"] = [{"id": f"call_{i}", "type": "function",
-                                  "function": {"name": c.name, "arguments": c.arguments}}
-                                 for i, c in enumerate(answer.tool_calls)]
-    usage = {"prompt_tokens": answer.input_tokens or 0, "completion_tokens": answer.output_tokens or 0,
-             "total_tokens": (answer.input_tokens or 0) + (answer.output_tokens or 0)}
-    return orjson.dumps({"id": "chatcmpl-cached", "object": "chat.completion", "created": int(time.time()),
-                         "model": answer.model or model,
-                         "choices": [{"index": 0, "message": message, "finish_reason": answer.finish_reason or "stop"}],
-                         "usage": usage})
-
-
-def chat_stream_from_answer(answer: Answer, model: str, *, include_usage: bool) -> bytes:
-    """The SSE stream of a cached answer, for a client that asked to stream."""
-    base = {"id": "chatcmpl-cached", "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": answer.model or model}
-
-    def event(choices: list[Any], **extra: Any) -> bytes:
-        return b"data: " + orjson.dumps({**base, "choices": choices, **extra}) + b"\n\n"
-
-    out = [event([{"index": 0, "delta": {"role": "assistant", "content": answer.text or ""}, "finish_reason": None}])]
-    for i, call in enumerate(answer.tool_calls):
-        out.append(event([{"index": 0, "delta": {"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
-                                                                 "function": {"name": call.name,
-                                                                              "arguments": call.arguments}}]},
-                           "finish_reason": None}]))
-    out.append(event([{"index": 0, "delta": {}, "finish_reason": answer.finish_reason or "stop"}]))
-    if include_usage:
-        out.append(event([], usage={"prompt_tokens": answer.input_tokens or 0,
-                                    "completion_tokens": answer.output_tokens or 0,
-                                    "total_tokens": (answer.input_tokens or 0) + (answer.output_tokens or 0)}))
-    out.append(b"data: [DONE]\n\n")
-    return b"".join(out)
