@@ -15,6 +15,7 @@ import time
 from mitmproxy import http
 
 from addons.reload import ActiveConfig, GatewayState, RouteContext, after_hooks
+from addons.streaming import STREAMED_METADATA
 from shadow.capture.settings import CaptureSettings
 from shadow.gateway.exchange import EXTRA_COLUMNS_METADATA, ExchangeRecord, traceparent_ids
 from shadow.gateway.mirror import RateLimitedLog, describe_error
@@ -41,6 +42,7 @@ def primary_record(flow: http.HTTPFlow, route: RouteContext | None, gateway_id: 
     traceparent = next((v for k, v in req_fields if len(k) == 11 and k.lower() == b"traceparent"), None)
     trace_id, span_id = traceparent_ids(traceparent.decode("latin-1") if traceparent else None)
     peer = flow.client_conn.peername
+    streamed = flow.metadata.get(STREAMED_METADATA)
     # Split traffic (a weighted / HRW choice): role by shadow.split.candidates, client_key = the
     # client (shadow.split.clientKey or its IP), the unit the analyzers cluster on.
     split_role = route.split_role if route is not None else None
@@ -71,6 +73,9 @@ def primary_record(flow: http.HTTPFlow, route: RouteContext | None, gateway_id: 
         client_key=_identity_key(flow) or (split_key if split_role else peer[0] if peer else None),
         gateway=gateway_id,
         extra=flow.metadata.get(EXTRA_COLUMNS_METADATA),
+        # A streamed answer (addons/streaming.py): the body is the prefix kept, the size the whole one's.
+        truncated=bool(streamed is not None and streamed.truncated),
+        body_size=streamed.total if streamed is not None else None,
     )
 
 

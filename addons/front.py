@@ -159,3 +159,12 @@ class GatewayAddon:
 
     async def done(self) -> None:
         await _run_all(self._lifecycle("done"))
+
+    # -- connection hooks: per client connection, synchronous ------------------------------------------------
+    def client_connected(self, client: Any) -> None:
+        for hook in self._lifecycle("client_connected"):
+            hook(client)
+
+    def client_disconnected(self, client: Any) -> None:
+        for hook in self._lifecycle("client_disconnected"):
+            hook(client)

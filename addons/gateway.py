@@ -22,13 +22,16 @@ from addons.auth import Auth
 from addons.capture import Capture
 from addons.debugchecks import DebugChecksOff
 from addons.errorpages import ErrorPages
+from addons.framing import Framing
 from addons.front import GatewayAddon
 from addons.lean import LeanDispatch
 from addons.mirror import Mirror
 from addons.reload import GatewayState, ShadowConfig
 from addons.retry import Retrying
 from addons.router import Router
+from addons.streaming import Streaming
 from addons.telemetry import Telemetry
+from addons.timeouts import ConnectionTimeouts
 from addons.tls import Tls
 from addons.traffic import Traffic
 
@@ -37,12 +40,15 @@ state = GatewayState()
 gateway = GatewayAddon(state, [
     Tls(state),  # lifecycle only: the tls: section's certificates for mitmproxy's TLS termination (its load first)
     ShadowConfig(state),
+    ConnectionTimeouts(state),  # Traefik's respondingTimeouts: readTimeout, idleTimeout, writeTimeout
+    Framing(state),  # first on requests: two Host headers get 400 before auth or routing reads either
     Auth(state),  # before routing: a failed check answers 401 and nothing is forwarded
     Router(state),
     Traffic(state),  # after routing (health, breaker, failover, cookies), before capture
     AiGateway(state),  # model traffic: token limits, governance, credentials, streamed usage (before a retry sends)
     Retrying(state),  # Traefik's retry middleware: routes with one are sent (and re-sent) here
     ErrorPages(state),  # Traefik's errors middleware: answers in its ranges replaced by the page
+    Streaming(state),  # after AI (which streams its own): long answers go out as they arrive; before capture
     Capture(state),
     Mirror(state),
     Telemetry(state),  # last: its `request` hook sees the routed request (traceparent set upstream)

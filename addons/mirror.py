@@ -69,13 +69,17 @@ class Mirror:
     def _on_activate(self, active: ActiveConfig, _previous: ActiveConfig | None) -> None:
         settings = active.config.shadow.mirroring
         self.resend_budget.reconfigure(settings.resend)
+        # A copy's answer is read only as far as the capture keeps it (the rest is never read).
+        body_limit = active.config.shadow.capture.max_body_bytes
         if self.state.dispatcher is None:
             self.state.dispatcher = MirrorDispatcher(
                 max_in_flight=settings.max_in_flight, timeout_s=settings.timeout_s,
-                on_result=self._on_result, log_warning=logger.warning)
+                on_result=self._on_result, log_warning=logger.warning, max_body_bytes=body_limit,
+                max_bytes_in_flight=settings.max_bytes_in_flight)
         else:
-            self.state.dispatcher.reconfigure(max_in_flight=settings.max_in_flight,
-                                              timeout_s=settings.timeout_s)
+            self.state.dispatcher.reconfigure(max_in_flight=settings.max_in_flight, timeout_s=settings.timeout_s,
+                                              max_body_bytes=body_limit,
+                                              max_bytes_in_flight=settings.max_bytes_in_flight)
 
     def flow_hooks(self, active: ActiveConfig) -> frozenset[str]:
         """Only when some route goes through a mirroring service."""

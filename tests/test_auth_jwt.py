@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from joserfc.jwk import KeySet
 
@@ -123,14 +125,22 @@ def test_forward_headers_replace_client_values_and_strip_authorization() -> None
     s = JwtSettings(name="jwt", signing_secret=b"k",
                     forward_headers=(("X-User", "sub"), ("X-Org", "org.name"), ("X-Groups", "groups"),
                                      ("X-None", "missing.claim")))
-    headers = [("Authorization", "Bearer t"), ("x-user", "spoofed"), ("Accept", "*/*")]
+    headers = [("Authorization", "Bearer t"), ("x-user", "spoofed"), ("Accept", "*/*"), ("X_User", "twin"),
+               ("X-ORG", "caps"), ("x_none", "spoofed")]
     out = upstream_headers(headers, {"sub": "u1", "org": {"name": "Åcme\r\nX-Evil: 1"}, "groups": ["a", "b"]}, s)
     assert ("Accept", "*/*") in out
     assert not any(k.lower() == "authorization" for k, _ in out)
     assert [v for k, v in out if k.lower() == "x-user"] == ["u1"]
     org = next(v for k, v in out if k == "X-Org")
     assert org.encode("latin-1").decode("utf-8") == "ÅcmeX-Evil: 1"  # UTF-8 bytes, no CR/LF
-    assert ("X-Groups", "a,b") in out and ("X-None", "") in out
+    assert ("X-Groups", "a,b") in out
+    # A client header that a WSGI/CGI backend reads as a claim header (case, `_` for `-`) is dropped.
+    assert not any(v in ("twin", "caps", "spoofed") for _, v in out)
+    # A missing claim is not forwarded (a backend cannot tell an empty header from a real claim)...
+    assert not any(k.lower() == "x-none" for k, _ in out)
+    # ...unless forwardMissingClaims asks for Traefik Hub's empty header.
+    empty = upstream_headers(headers, {"sub": "u1"}, replace(s, forward_missing_claims=True))
+    assert ("X-None", "") in empty
     kept = upstream_headers(headers, {"sub": "u1"}, JwtSettings(name="j", signing_secret=b"k", forward_authorization=True))
     assert ("Authorization", "Bearer t") in kept
 

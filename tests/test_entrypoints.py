@@ -14,6 +14,7 @@ from shadow.gateway.entrypoints import (
     trusts_forwarded,
 )
 from shadow.gateway.middlewares.ipstrategy import IPChecker
+from shadow.gateway.timeouts import RespondingTimeouts
 
 HTTP = """
 http:
@@ -36,6 +37,14 @@ def test_entry_points_parsed_with_traefik_names() -> None:
     assert cfg.routers[0].entry_points == ("web",)
 
 
+def test_responding_timeouts_have_traefiks_names_and_defaults() -> None:
+    cfg = parse_config("entryPoints:\n  web:\n    transport:\n      respondingTimeouts:\n"
+                       "        readTimeout: 5s\n        idleTimeout: 1m\n        writeTimeout: 30\n" + HTTP)
+    assert cfg.entry_points["web"].timeouts == RespondingTimeouts(read_s=5, write_s=30, idle_s=60)
+    default = parse_config("entryPoints:\n  web: {address: ':80'}\n" + HTTP).entry_points["web"].timeouts
+    assert default == RespondingTimeouts(read_s=60, write_s=0, idle_s=180)
+
+
 def test_without_entry_points_nobody_is_trusted() -> None:
     cfg = parse_config(HTTP)
     assert dict(cfg.entry_points) == {}
@@ -49,6 +58,14 @@ def test_without_entry_points_nobody_is_trusted() -> None:
     ("entryPoints:\n  web:\n    forwardedHeaders: {trusted: []}\n",
      ":3: entryPoints.web.forwardedHeaders.trusted: unknown key"),
     ("entryPoints:\n  websecure: {address: ':443'}\n", ":6: http.routers.r.entryPoints[0]: no entry point named 'web'"),
+    ("entryPoints:\n  web:\n    transport:\n      respondingTimeouts: {readTimeout: soon}\n",
+     ":4: entryPoints.web.transport.respondingTimeouts.readTimeout: 'soon' is not a duration"),
+    ("entryPoints:\n  web:\n    transport:\n      respondingTimeouts: {idleTimeout: -5s}\n",
+     ":4: entryPoints.web.transport.respondingTimeouts.idleTimeout: '-5s' is not a duration"),
+    ("entryPoints:\n  web:\n    transport:\n      respondingTimeouts: {readtimeout2: 1s}\n",
+     ":4: entryPoints.web.transport.respondingTimeouts.readtimeout2: unknown key"),
+    ("entryPoints:\n  web:\n    transport:\n      lifeCycle: {graceTimeOut: 1s}\n",
+     ":4: entryPoints.web.transport.lifeCycle: not supported"),
 ])
 def test_bad_entry_points_name_file_and_line(text: str, where: str) -> None:
     with pytest.raises(ConfigError) as err:

@@ -129,3 +129,50 @@ def test_split_http_url() -> None:
     assert Http1Pool.split_http_url("http://h") == ("h", 80, "/")
     assert Http1Pool.split_http_url("http://[::1]:81/x") == ("::1", 81, "/x")
     assert Http1Pool.split_http_url("https://h/x") is None
+
+
+def test_body_limit_cuts_large_and_endless_bodies_and_closes_their_connection() -> None:
+    """Issue 17 item 2: a mirror answering far more than the capture keeps (here 64 MB announced,
+    or an endless chunked body) is read only up to the limit; the connection is then closed, so
+    the bytes held stay bounded. Bodies within the limit keep their connection."""
+    sent = {"big": 0, "endless": 0}
+    stop = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request = await read_request(reader)
+                if b"/small" in request:
+                    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n")
+                    await writer.drain()
+                    continue
+                if b"/big" in request:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n")
+                    key, chunk = "big", b"x" * 65536
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    key, chunk = "endless", b"10000\r\n" + b"y" * 65536 + b"\r\n"
+                for _ in range(1024):  # 64 MB at most; the client closes long before
+                    writer.write(chunk)
+                    await writer.drain()
+                    sent[key] += len(chunk)
+                stop.set()
+                return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+    async def body(pool: Http1Pool, port: int) -> None:
+        status, _h, small, cut = await pool.request_bounded("GET", "127.0.0.1", port, "/small", [], None, max_body=3)
+        assert (status, small, cut) == (200, b"abc", False)
+        status, _h, big, cut = await pool.request_bounded("GET", "127.0.0.1", port, "/big", [], None,
+                                                          max_body=100_000)
+        assert (status, len(big), cut) == (200, 100_000, True) and set(big) == {ord("x")}
+        status, _h, endless, cut = await pool.request_bounded("GET", "127.0.0.1", port, "/endless", [], None,
+                                                              max_body=100_001)
+        assert (status, len(endless), cut) == (200, 100_001, True) and set(endless) == {ord("y")}
+
+    asyncio.run(with_server(handler, body))
+    assert not stop.is_set()  # the server never got to write its whole 64 MB: the client closed
+    assert sent["big"] < 64 * 1024 * 1024 and sent["endless"] < 64 * 1024 * 1024

@@ -144,10 +144,30 @@ def test_rate_limited_log_counts_suppressed_lines() -> None:
     lines: list[str] = []
     now = [0.0]
     log = RateLimitedLog(lines.append, interval_s=5.0, clock=lambda: now[0])
-    assert log("a") and not log("b") and not log("c")
+    assert log("a", kind="x") and not log("b", kind="x") and not log("c", kind="x")
     now[0] = 6.0
-    assert log("d")
-    assert lines == ["a", "d (2 similar lines suppressed)"]
+    assert log("d", kind="x")
+    assert lines == ["a", "d (2 more lines of this kind suppressed)"]
+
+
+def test_rate_limited_log_limits_each_kind_on_its_own() -> None:
+    """A flood of mirror failures never hides a shed line (issue 17, item 13): each kind has its
+    own limiter and its own count of suppressed lines."""
+    lines: list[str] = []
+    now = [0.0]
+    log = RateLimitedLog(lines.append, interval_s=5.0, clock=lambda: now[0])
+    for i in range(1000):
+        log(f"mirror to v2 (http://x) failed: refused {i}", kind="mirror-failed")
+    assert log("mirror shed: 256 copies already in flight", kind="mirror-shed")
+    assert not log("mirror shed: again", kind="mirror-shed")
+    # Without a kind, the text before the first ':' is the kind.
+    assert log("capture failed: disk") and not log("capture failed: disk again") and log("telemetry: x")
+    assert lines == ["mirror to v2 (http://x) failed: refused 0", "mirror shed: 256 copies already in flight",
+                     "capture failed: disk", "telemetry: x"]
+    assert log.suppressed == {"mirror-failed": 999, "mirror-shed": 1, "capture failed": 1}
+    now[0] = 6.0
+    assert log("mirror shed: later", kind="mirror-shed")
+    assert lines[-1] == "mirror shed: later (1 more lines of this kind suppressed)"
 
 
 def _request(url: str, *, method: str = "GET", body: bytes | None = None, rid: str = "r1") -> MirrorRequest:

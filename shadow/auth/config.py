@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["parse_jwt_middleware", "parse_oidc_middleware"]
 
 _KEYS = ("signingSecret", "signingSecretBase64Encoded", "publicKey", "jwksUrl", "forwardHeaders",
-         "forwardAuthorization", "claims", "tokenQueryKey", "issuer", "audience", "algorithms", "leeway",
+         "forwardAuthorization", "forwardMissingClaims", "claims", "tokenQueryKey", "issuer", "audience", "algorithms", "leeway",
          "maxTokenSize", "jwksTimeout", "jwksRefreshFloor", "jwksMaxAge")
 
 
@@ -77,6 +77,7 @@ def parse_jwt_middleware(reader: YamlReader, name: str, body: dict[Any, Any], wh
         leeway_s=reader.duration(body, "leeway", where, 30.0),
         forward_headers=forward,
         forward_authorization=reader.boolean(body, "forwardAuthorization", where, False),
+        forward_missing_claims=reader.boolean(body, "forwardMissingClaims", where, False),
         claims=claims, claims_text=claims_text or "",
         token_query_key=reader.string(body, "tokenQueryKey", where),
         max_token_bytes=reader.integer(body, "maxTokenSize", where, 8192, minimum=64),
@@ -95,7 +96,7 @@ def parse_jwt_middleware(reader: YamlReader, name: str, body: dict[Any, Any], wh
 
 
 _OIDC_KEYS = ("issuer", "clientId", "clientSecret", "redirectPath", "logoutPath", "scopes", "session",
-              "forwardHeaders", "claims", "leeway", "timeout")
+              "forwardHeaders", "forwardMissingClaims", "claims", "leeway", "timeout")
 
 
 def parse_oidc_middleware(reader: YamlReader, name: str, body: dict[Any, Any], where: str) -> OidcSettings:
@@ -134,6 +135,7 @@ def parse_oidc_middleware(reader: YamlReader, name: str, body: dict[Any, Any], w
         session_name=reader.string(sess, "name", s_where, default="shadow_session") or "shadow_session",
         session_expiry_s=reader.duration(sess, "expiry", s_where, 86400.0),
         forward_headers=forward, claims=claims,
+        forward_missing_claims=reader.boolean(body, "forwardMissingClaims", where, False),
         leeway_s=reader.duration(body, "leeway", where, 30.0),
         jwks_timeout_s=reader.duration(body, "timeout", where, 2.0))
 

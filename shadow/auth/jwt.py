@@ -65,6 +65,7 @@ class JwtSettings:
     leeway_s: float = 30.0
     forward_headers: tuple[tuple[str, str], ...] = ()  # (header, dotted claim path)
     forward_authorization: bool = False
+    forward_missing_claims: bool = False  # a missing claim: no header (True: an empty one)
     claims: ClaimExpr | None = None
     claims_text: str = ""
     token_query_key: str | None = None
@@ -253,18 +254,31 @@ class Forwarding(Protocol):
     def forward_headers(self) -> tuple[tuple[str, str], ...]: ...
     @property
     def forward_authorization(self) -> bool: ...
+    @property
+    def forward_missing_claims(self) -> bool: ...
+
+
+def normalized_header_name(name: str) -> str:
+    """How a WSGI/CGI backend sees a header name: case and `_`/`-` do not matter (`X_Plan` is
+    read as `HTTP_X_PLAN`, the same variable as `X-Plan`)."""
+    return name.lower().replace("_", "-")
 
 
 def upstream_headers(headers: Sequence[tuple[str, str]], claims: Mapping[str, Any],
                      settings: Forwarding) -> list[tuple[str, str]]:
     """The request headers after a successful check: every `forwardHeaders` header replaced by its
-    claim (a client-sent header of that name never survives; a missing claim gives ""), and the
-    Authorization header removed unless `forwardAuthorization`."""
-    drop = {h.lower() for h, _ in settings.forward_headers}
+    claim. A client-sent header that normalises to a claim header's name (case, `_` for `-`:
+    `X_Plan` for `X-Plan`) never survives, so no backend reads a spoofed twin; a missing claim
+    is not forwarded at all unless `forwardMissingClaims` (then as an empty header, as Traefik
+    Hub does). The Authorization header is removed unless `forwardAuthorization`."""
+    drop = {normalized_header_name(h) for h, _ in settings.forward_headers}
     if not settings.forward_authorization:
         drop.add("authorization")
-    out = [(k, v) for k, v in headers if k.lower() not in drop]
-    out.extend((header, claim_header_value(claim_at(claims, path))) for header, path in settings.forward_headers)
+    out = [(k, v) for k, v in headers if normalized_header_name(k) not in drop]
+    for header, path in settings.forward_headers:
+        value = claim_at(claims, path)
+        if value is not None or settings.forward_missing_claims:
+            out.append((header, claim_header_value(value)))
     return out
 
 

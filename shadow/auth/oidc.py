@@ -61,6 +61,7 @@ class OidcSettings:
     session_expiry_s: float = 86400.0
     forward_headers: tuple[tuple[str, str], ...] = ()
     forward_authorization: bool = False  # the session cookie is always stripped; kept for symmetry
+    forward_missing_claims: bool = False  # a missing claim: no header (True: an empty one)
     claims: ClaimExpr | None = None
     leeway_s: float = 30.0
     jwks_timeout_s: float = 2.0

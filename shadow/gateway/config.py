@@ -19,7 +19,10 @@ Equal router priorities are ordered by router name (Traefik leaves them unordere
 The `shadow:` section (camelCase like Traefik; every key optional)::
 
     shadow:
-      gateway: {id: gw-1}                      # instance id written to the `gateway` column
+      gateway:
+        id: gw-1                               # instance id written to the `gateway` column
+        streamLargerThan: 8388608              # answers longer (or of unknown length) are streamed to
+                                               # the client, the capture keeps maxBodyBytes (-1: never)
       capture:
         dir: ./capture                         # relative to the config file's folder
         enabled: true
@@ -36,6 +39,8 @@ The `shadow:` section (camelCase like Traefik; every key optional)::
       mirroring:
         timeout: 5s                            # a slower mirror call is abandoned, captured as error
         maxInFlight: 256                       # mirror calls beyond this are shed and counted
+        maxBytesInFlight: 268435456            # body bytes the copies in flight may hold (request +
+                                               # response read limit = capture.maxBodyBytes); beyond: shed
         targets:                               # by the name of a service used as a mirror
           orders-next: {role: candidate, allowUnsafe: false}
           monolith-b: {role: secondary}
@@ -275,6 +280,9 @@ Middleware = (StripPrefix | AddPrefix | HeadersMiddleware | CircuitBreakerMiddle
               | TraefikMiddleware | AiMiddleware | HTTPRouteMiddleware)
 
 
+STREAM_LARGER_THAN = 8 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class ShadowSection:
     capture: CaptureSettings = field(default_factory=CaptureSettings)
@@ -286,6 +294,9 @@ class ShadowSection:
     split: SplitSettings = field(default_factory=SplitSettings)
     identity_client_key_claim: str | None = None  # shadow.identity.clientKeyClaim: the capture's client_key
     identity_hash_client_key: bool = True  # shadow.identity.hashClientKey: keyed hash (redaction.mode hash)
+    # shadow.gateway.streamLargerThan: an upstream answer longer than this (or of unknown length)
+    # goes to the client as it arrives instead of being held whole; the capture keeps its prefix.
+    stream_larger_than: int = STREAM_LARGER_THAN
 
 
 @dataclass(frozen=True)
@@ -962,8 +973,9 @@ def _parse_shadow(reader: YamlReader, node: Any, line: int | None, base_dir: Pat
                                        "identity"))
 
     gw = reader.mapping(sh.get("gateway"), "shadow.gateway", reader.value_line(sh, "gateway"))
-    reader.check_keys(gw, "shadow.gateway", ("id",))
+    reader.check_keys(gw, "shadow.gateway", ("id", "streamLargerThan"))
     gateway_id = reader.string(gw, "id", "shadow.gateway")
+    stream_larger_than = reader.integer(gw, "streamLargerThan", "shadow.gateway", STREAM_LARGER_THAN, minimum=-1)
 
     red_field = "shadow.redaction"
     red = reader.mapping(sh.get("redaction"), red_field, reader.value_line(sh, "redaction"))
@@ -1015,7 +1027,7 @@ def _parse_shadow(reader: YamlReader, node: Any, line: int | None, base_dir: Pat
 
     mir_field = "shadow.mirroring"
     mir = reader.mapping(sh.get("mirroring"), mir_field, reader.value_line(sh, "mirroring"))
-    reader.check_keys(mir, mir_field, ("timeout", "maxInFlight", "targets", "resend"))
+    reader.check_keys(mir, mir_field, ("timeout", "maxInFlight", "maxBytesInFlight", "targets", "resend"))
     mdefaults = MirroringSettings()
     timeout = reader.duration(mir, "timeout", mir_field, mdefaults.timeout_s)
     if timeout <= 0:
@@ -1041,6 +1053,8 @@ def _parse_shadow(reader: YamlReader, node: Any, line: int | None, base_dir: Pat
     mirroring = MirroringSettings(
         timeout_s=timeout,
         max_in_flight=reader.integer(mir, "maxInFlight", mir_field, mdefaults.max_in_flight, minimum=1),
+        max_bytes_in_flight=reader.integer(mir, "maxBytesInFlight", mir_field, mdefaults.max_bytes_in_flight,
+                                           minimum=1),
         targets=targets,
         resend=_parse_resend(reader, mir, mir_field),
     )
@@ -1057,7 +1071,7 @@ def _parse_shadow(reader: YamlReader, node: Any, line: int | None, base_dir: Pat
                          telemetry=parse_telemetry(reader, sh.get("telemetry"), reader.value_line(sh, "telemetry")),
                          endpoints=endpoints, analysis=MappingProxyType(plain(analysis_node)),
                          split=_parse_split(reader, sh, services), identity_client_key_claim=identity[0],
-                         identity_hash_client_key=identity[2])
+                         identity_hash_client_key=identity[2], stream_larger_than=stream_larger_than)
 
 
 def _parse_resend(reader: YamlReader, mir: dict[Any, Any], mir_field: str) -> ResendSettings:

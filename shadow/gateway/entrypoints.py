@@ -7,6 +7,11 @@ trusted to send forwarded headers.
         forwardedHeaders:
           trustedIPs: ["10.0.0.0/8", "127.0.0.1"]   # their X-Forwarded-* and X-Real-Ip are kept
           insecure: false                           # true: everyone's are kept
+        transport:
+          respondingTimeouts:                       # Traefik's names and defaults (0: no limit)
+            readTimeout: 60s                        # a request (head and body) read whole within this
+            writeTimeout: 0s                        # end of request -> end of its answer
+            idleTimeout: 180s                       # a keep-alive connection with nothing to do
 
 Traefik's default, and the gateway's: nobody is trusted. An untrusted client's `X-Forwarded-*`,
 `X-Real-Ip`, `X-Scheme` headers (also spelt with `_`) are removed before routing, so a client cannot
@@ -18,10 +23,11 @@ whose port is the one it came in on, or the only one defined.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shadow.gateway.middlewares.ipstrategy import IPChecker
+from shadow.gateway.timeouts import RespondingTimeouts
 from shadow.yamlconfig import YamlReader
 
 __all__ = ["EntryPoint", "is_managed_forwarded_header", "parse_entry_points", "select_entry_point",
@@ -47,6 +53,9 @@ class EntryPoint:
     redirect_to: str = ""  # http.redirections.entryPoint.to: every request redirected there
     redirect_scheme: str = "https"
     redirect_permanent: bool = True
+    # transport.respondingTimeouts (Traefik's names and defaults: readTimeout 60s, writeTimeout 0,
+    # idleTimeout 180s), enforced by addons/timeouts.py
+    timeouts: RespondingTimeouts = field(default_factory=RespondingTimeouts)
 
     @property
     def host(self) -> str:
@@ -101,8 +110,8 @@ def parse_entry_points(reader: YamlReader, node: Any, line: int | None) -> dict[
     for name in section:
         where = f"entryPoints.{name}"
         body = reader.mapping(section[name], where, reader.value_line(section, name))
-        reader.check_keys(body, where, ("address", "forwardedHeaders", "http"),
-                          unsupported=("http2", "http3", "proxyProtocol", "transport", "udp",
+        reader.check_keys(body, where, ("address", "forwardedHeaders", "http", "transport"),
+                          unsupported=("http2", "http3", "proxyProtocol", "udp",
                                        "observability", "allowACMEByPass", "reusePort", "asDefault"))
         tls, redirect = _parse_entry_point_http(reader, body, where)
         address = reader.string(body, "address", where) or ""
@@ -118,7 +127,8 @@ def parse_entry_points(reader: YamlReader, node: Any, line: int | None) -> dict[
             except ValueError as exc:
                 reader.fail(str(exc), f"{fh_where}.trustedIPs", reader.value_line(fh, "trustedIPs"))
         out[str(name)] = EntryPoint(str(name), address, port, checker,
-                                    reader.boolean(fh, "insecure", fh_where, False), tls, *redirect)
+                                    reader.boolean(fh, "insecure", fh_where, False), tls, *redirect,
+                                    timeouts=_parse_transport(reader, body, where))
     for ep in out.values():
         if ep.redirect_to and ep.redirect_to not in out:
             where = f"entryPoints.{ep.name}.http.redirections.entryPoint.to"
@@ -139,6 +149,27 @@ def parse_tls_section(reader: YamlReader, parent: dict[Any, Any], where: str) ->
         reader.fail("only the default TLS options are supported", f"{t_where}.options",
                     reader.value_line(node, "options"))
     return True
+
+
+def _parse_transport(reader: YamlReader, body: dict[Any, Any], where: str) -> RespondingTimeouts:
+    """`transport.respondingTimeouts` of an entry point (durations: "60s", "3m", or seconds; 0 = no limit)."""
+    t_where = f"{where}.transport"
+    node = reader.mapping(body.get("transport"), t_where, reader.value_line(body, "transport"))
+    reader.check_keys(node, t_where, ("respondingTimeouts",), unsupported=("lifeCycle", "keepAliveMaxRequests",
+                                                                        "keepAliveMaxTime"))
+    r_where = f"{t_where}.respondingTimeouts"
+    r_node = reader.mapping(node.get("respondingTimeouts"), r_where, reader.value_line(node, "respondingTimeouts"))
+    reader.check_keys(r_node, r_where, ("readTimeout", "writeTimeout", "idleTimeout"))
+    defaults = RespondingTimeouts()
+    values = {}
+    for key, default in (("readTimeout", defaults.read_s), ("writeTimeout", defaults.write_s),
+                         ("idleTimeout", defaults.idle_s)):
+        values[key] = reader.duration(r_node, key, r_where, default)
+        if values[key] < 0:
+            reader.fail(f"must be 0 (no limit) or positive, got {r_node[key]!r}", f"{r_where}.{key}",
+                        reader.value_line(r_node, key))
+    return RespondingTimeouts(read_s=values["readTimeout"], write_s=values["writeTimeout"],
+                              idle_s=values["idleTimeout"])
 
 
 def _parse_entry_point_http(reader: YamlReader, body: dict[Any, Any], where: str) -> tuple[bool, tuple[str, str, bool]]:

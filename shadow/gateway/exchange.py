@@ -82,6 +82,10 @@ class ExchangeRecord:
     client_key: str | None
     gateway: str | None
     extra: dict[str, object] | None = None  # more columns of the schema (e.g. ai_*), written as they are
+    # The response body kept is a prefix: the gateway streamed or stopped reading it (issue 17);
+    # `body_size` is then the whole body's size when known (the writer measures it otherwise).
+    truncated: bool = False
+    body_size: int | None = None
 
     def to_row(self) -> dict[str, object]:
         # exchange_id, endpoint, resp_content_type, body_hash, body_size and truncated are filled
@@ -111,6 +115,10 @@ class ExchangeRecord:
             "client_key": self.client_key,
             "gateway": self.gateway,
         }
+        if self.truncated:
+            row["truncated"] = True
+        if self.body_size is not None:
+            row["body_size"] = self.body_size
         if self.extra:
             row.update(self.extra)
         return row
@@ -132,5 +140,5 @@ def mirror_record(result: MirrorResult, primary: ExchangeRecord) -> ExchangeReco
         req_headers=list(req.headers), req_body=req.body, status=result.status,
         resp_headers=result.headers, resp_body=result.body if result.error is None else None,
         error=result.error, trace_id=trace_id, span_id=span_id,
-        client_key=primary.client_key, gateway=primary.gateway,
+        client_key=primary.client_key, gateway=primary.gateway, truncated=result.truncated,
     )

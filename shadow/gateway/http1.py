@@ -29,23 +29,41 @@ class ProtocolError(ValueError):
 
 
 class _Response:
-    __slots__ = ("body", "close", "headers", "status")
+    __slots__ = ("body", "close", "headers", "status", "truncated")
 
-    def __init__(self, status: int, headers: Headers, body: bytes, close: bool) -> None:
+    def __init__(self, status: int, headers: Headers, body: bytes, close: bool, truncated: bool = False) -> None:
         self.status, self.headers, self.body, self.close = status, headers, body, close
+        self.truncated = truncated  # the body is a prefix: reading stopped at the caller's limit
+
+
+class _Head:
+    """A parsed response head and how its body is framed."""
+
+    __slots__ = ("chunked", "close", "headers", "length", "status")
+
+    def __init__(self, status: int, headers: Headers, length: int | None, chunked: bool, close: bool) -> None:
+        self.status, self.headers, self.length, self.chunked, self.close = status, headers, length, chunked, close
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; parses one response at a time."""
+    """One keep-alive connection; parses one response at a time, incrementally: the bytes held are
+    the unparsed tail plus the body kept so far, never more than the caller's body limit (a mirror
+    answering 1 GB, or an endless chunked body, costs at most `max_body` bytes here)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.used = False  # has completed an exchange (a reused connection may have been closed by the server)
-        self._buf = bytearray()
+        self._buf = bytearray()  # received, not yet parsed
         self._waiter: asyncio.Future[_Response] | None = None
         self._head_request = False
         self._received = False
+        self._max_body = -1  # < 0: unlimited
+        self._head: _Head | None = None
+        self._body = bytearray()  # the body kept (decoded from chunks)
+        self._body_seen = 0  # body bytes received in all (content-length and close-framed bodies)
+        self._chunk_left = -1  # chunked: bytes left in the current chunk (+2 for its CRLF); -1: a size line next
+        self._in_trailers = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -62,14 +80,15 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._received = True
-        self._buf += data
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            self._resolve(waiter, eof=False)
+        if waiter is None or waiter.done():
+            return  # nothing asked for (a server talking out of turn): not kept
+        self._buf += data
+        self._resolve(waiter, eof=False)
 
     def _resolve(self, waiter: asyncio.Future[_Response], *, eof: bool) -> bool:
-        """Settle `waiter` if the buffer holds a whole response (or a malformed one); False when
-        more bytes are needed."""
+        """Settle `waiter` if the bytes so far make a whole response (or a malformed one, or a body
+        past the limit); False when more bytes are needed."""
         try:
             response = self._parse(eof=eof)
         except ProtocolError as e:
@@ -77,14 +96,25 @@ class _Connection(asyncio.Protocol):
             return True
         if response is None:
             return False
+        if response.truncated:
+            # The rest of the body is not wanted: the connection cannot be reused, close it now
+            # rather than read (possibly endless) bytes nobody keeps.
+            response.close = True
+            self.abort()
         waiter.set_result(response)
         return True
 
-    def send(self, data: bytes, *, head: bool) -> asyncio.Future[_Response]:
+    def send(self, data: bytes, *, head: bool, max_body: int = -1) -> asyncio.Future[_Response]:
         assert self.transport is not None
         self._buf.clear()
+        self._body = bytearray()
+        self._body_seen = 0
+        self._head = None
+        self._chunk_left = -1
+        self._in_trailers = False
         self._received = False
         self._head_request = head
+        self._max_body = max_body
         self._waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         return self._waiter
@@ -94,8 +124,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def _parse(self, *, eof: bool) -> _Response | None:
-        """A complete response from the buffer, or None when more bytes are needed."""
+    def _parse_head(self) -> _Head | None:
         buf = self._buf
         while True:
             end = buf.find(b"\r\n\r\n")
@@ -108,9 +137,9 @@ class _Connection(asyncio.Protocol):
             if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/1.") or not status_line[1].isdigit():
                 raise ProtocolError(f"bad status line {lines[0][:80]!r}")
             status = int(status_line[1])
+            del buf[:end + 4]
             if 100 <= status < 200 and status != 101:
-                del buf[:end + 4]  # an interim response (100 Continue, 103 Early Hints): skip it
-                continue
+                continue  # an interim response (100 Continue, 103 Early Hints): skip it
             break
         headers: Headers = []
         length: int | None = None
@@ -135,52 +164,96 @@ class _Connection(asyncio.Protocol):
                     close = True
                 elif "keep-alive" in tokens:
                     close = False
-        start = end + 4
-        if self._head_request or status in _NO_BODY_STATUS:
-            return _Response(status, headers, b"", close)
-        if chunked:
-            body = self._dechunk(start)
-            if body is None:
-                if eof:
-                    raise ProtocolError("connection closed inside a chunked body")
-                return None
-            return _Response(status, headers, body, close)
-        if length is not None:
-            if len(buf) - start < length:
-                if eof:
-                    raise ProtocolError(f"connection closed after {len(buf) - start} of {length} body bytes")
-                return None
-            return _Response(status, headers, bytes(buf[start:start + length]), close)
-        if not eof:  # framed by the connection's end
-            return None
-        return _Response(status, headers, bytes(buf[start:]), True)
+        return _Head(status, headers, length, chunked, close)
 
-    def _dechunk(self, pos: int) -> bytes | None:
+    def _keep(self, data: bytes | bytearray) -> bool:
+        """Add body bytes; True when the kept body went past the limit (the body is cut there)."""
+        limit = self._max_body
+        if limit >= 0 and len(self._body) + len(data) > limit:
+            self._body += data[:limit - len(self._body)]
+            return True
+        self._body += data
+        return False
+
+    def _parse(self, *, eof: bool) -> _Response | None:
+        """A complete (or cut) response from the bytes so far, or None when more are needed."""
+        head = self._head
+        if head is None:
+            head = self._head = self._parse_head()
+            if head is None:
+                return None
+            if self._head_request or head.status in _NO_BODY_STATUS:
+                return _Response(head.status, head.headers, b"", head.close)
         buf = self._buf
-        out = bytearray()
+        if head.chunked:
+            return self._parse_chunks(head, eof=eof)
+        if head.length is not None:
+            need = head.length - self._body_seen
+            taken = buf[:need]
+            self._body_seen += len(taken)
+            del buf[:need]
+            if self._keep(taken):
+                return self._done(head, truncated=True)
+            if self._body_seen < head.length:
+                if eof:
+                    raise ProtocolError(f"connection closed after {self._body_seen} of {head.length} body bytes")
+                return None
+            return self._done(head)
+        # Framed by the connection's end.
+        self._body_seen += len(buf)
+        cut = self._keep(buf)
+        buf.clear()
+        if cut:
+            return self._done(head, truncated=True)
+        if not eof:
+            return None
+        head.close = True
+        return self._done(head)
+
+    def _done(self, head: _Head, *, truncated: bool = False) -> _Response:
+        return _Response(head.status, head.headers, bytes(self._body), head.close, truncated)
+
+    def _parse_chunks(self, head: _Head, *, eof: bool) -> _Response | None:
+        buf = self._buf
         while True:
-            line_end = buf.find(b"\r\n", pos)
-            if line_end < 0:
-                return None
-            size_text = bytes(buf[pos:line_end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise ProtocolError(f"bad chunk size {size_text[:20]!r}") from None
-            pos = line_end + 2
-            if size == 0:
+            if self._in_trailers:
                 # Trailers (ignored) end with an empty line.
-                trailer_end = buf.find(b"\r\n", pos)
-                while trailer_end >= 0 and trailer_end != pos:
-                    pos = trailer_end + 2
-                    trailer_end = buf.find(b"\r\n", pos)
-                if trailer_end < 0:
-                    return None
-                return bytes(out)
-            if len(buf) < pos + size + 2:
-                return None
-            out += buf[pos:pos + size]
-            pos += size + 2
+                line_end = buf.find(b"\r\n")
+                if line_end < 0:
+                    break
+                del buf[:line_end + 2]
+                if line_end == 0:
+                    return self._done(head)
+                continue
+            if self._chunk_left < 0:
+                line_end = buf.find(b"\r\n")
+                if line_end < 0:
+                    if len(buf) > MAX_HEAD_BYTES:
+                        raise ProtocolError("chunk size line too long")
+                    break
+                size_text = bytes(buf[:line_end]).split(b";", 1)[0].strip()
+                try:
+                    size = int(size_text, 16)
+                except ValueError:
+                    raise ProtocolError(f"bad chunk size {size_text[:20]!r}") from None
+                del buf[:line_end + 2]
+                if size == 0:
+                    self._in_trailers = True
+                    continue
+                self._chunk_left = size + 2  # the data and its CRLF
+            if not buf:
+                break
+            take = buf[:self._chunk_left]
+            del buf[:self._chunk_left]
+            self._chunk_left -= len(take)
+            data = take if self._chunk_left >= 2 else take[:len(take) - (2 - self._chunk_left)]
+            if self._keep(data):
+                return self._done(head, truncated=True)
+            if self._chunk_left == 0:
+                self._chunk_left = -1
+        if eof:
+            raise ProtocolError("connection closed inside a chunked body")
+        return None
 
 
 class Http1Pool:
@@ -204,6 +277,16 @@ class Http1Pool:
         A reused keep-alive connection reset before any answer is taken for one the server had
         closed, and the request is sent once more on a fresh one (as Go's transport does), unless
         `retry_stale` is False: a caller that counts its own tries must see every failure."""
+        status, out_headers, out_body, _cut = await self.request_bounded(method, host, port, target, headers, body,
+                                                                         retry_stale=retry_stale)
+        return status, out_headers, out_body
+
+    async def request_bounded(self, method: str, host: str, port: int, target: str, headers: Headers,
+                              body: bytes | None, *, max_body: int = -1,
+                              retry_stale: bool = True) -> tuple[int, Headers, bytes, bool]:
+        """`request`, reading at most `max_body` body bytes (< 0: all). Returns (status, headers,
+        body, truncated): a longer body is cut at `max_body` (truncated True) and its connection
+        closed rather than read to its end."""
         if self._closed:
             raise ConnectionError("client closed")
         head = [f"{method} {target} HTTP/1.1\r\n"]
@@ -233,7 +316,7 @@ class Http1Pool:
             if conn is None:
                 conn = await self._connect(host, port)
             try:
-                response = await conn.send(data, head=method == "HEAD")
+                response = await conn.send(data, head=method == "HEAD", max_body=max_body)
             except ConnectionResetError:
                 conn.abort()
                 if reused and retry_stale and not conn._received:  # a stale keep-alive connection: once more
@@ -248,7 +331,7 @@ class Http1Pool:
             else:
                 conn.used = True
                 idle.append(conn)
-            return response.status, response.headers, response.body
+            return response.status, response.headers, response.body, response.truncated
 
     @staticmethod
     def split_http_url(url: str) -> tuple[str, int, str] | None:

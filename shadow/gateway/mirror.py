@@ -52,6 +52,9 @@ class ResendSettings:
 class MirroringSettings:
     timeout_s: float = 5.0  # a mirror call slower than this is abandoned and captured as an error
     max_in_flight: int = 256  # mirror calls beyond this are shed and counted
+    # Bytes the copies in flight may hold at once: each reserves its request body plus the response
+    # body it may read (the capture's maxBodyBytes); a copy that would pass this is shed and counted.
+    max_bytes_in_flight: int = 256 * 1024 * 1024
     targets: dict[str, MirrorTargetSettings] = field(default_factory=dict)  # by mirror service name
     resend: ResendSettings = field(default_factory=ResendSettings)
 
@@ -231,25 +234,39 @@ class MirrorResult:
     headers: list[tuple[str, str]]
     body: bytes
     error: str | None  # transport error text; None when a response came
+    truncated: bool = False  # the body is a prefix: reading stopped at the response body limit
 
 
 class RateLimitedLog:
-    """Emit at most one line per `interval_s`; the next line says how many were suppressed."""
+    """Emit at most one line per `interval_s` for each kind of warning; the next line of a kind says
+    how many of that kind were suppressed. Kinds are limited separately, so a flood of one kind
+    (mirror failures) never hides another (sheds). `kind` defaults to the message's text before its
+    first ':' (or the whole message); at most MAX_KINDS kinds are tracked, later ones share "other"."""
+
+    MAX_KINDS = 64
 
     def __init__(self, emit: Callable[[str], None], interval_s: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._emit, self._interval, self._clock = emit, interval_s, clock
-        self._last: float | None = None
-        self._suppressed = 0
+        self._last: dict[str, float] = {}
+        self._pending: dict[str, int] = {}  # suppressed since the kind's last emitted line
+        self.suppressed: dict[str, int] = {}  # suppressed in all, by kind
 
-    def __call__(self, message: str) -> bool:
+    def __call__(self, message: str, kind: str | None = None) -> bool:
+        if kind is None:
+            kind = message.partition(":")[0]
+        if kind not in self._last and len(self._last) >= self.MAX_KINDS:
+            kind = "other"
         now = self._clock()
-        if self._last is not None and now - self._last < self._interval:
-            self._suppressed += 1
+        last = self._last.get(kind)
+        if last is not None and now - last < self._interval:
+            self._pending[kind] = self._pending.get(kind, 0) + 1
+            self.suppressed[kind] = self.suppressed.get(kind, 0) + 1
             return False
-        if self._suppressed:
-            message = f"{message} ({self._suppressed} similar lines suppressed)"
-        self._last, self._suppressed = now, 0
+        pending = self._pending.pop(kind, 0)
+        if pending:
+            message = f"{message} ({pending} more lines of this kind suppressed)"
+        self._last[kind] = now
         self._emit(message)
         return True
 
@@ -259,6 +276,8 @@ class MirrorCounters:
     sent: int = 0  # copies started
     completed: int = 0  # a response came (any status)
     shed: int = 0  # not started: max_in_flight copies were already out
+    shed_bytes: int = 0  # not started: the copies in flight already held max_bytes_in_flight
+    truncated: int = 0  # response body cut at the limit (the rest not read: connection closed)
     errors: int = 0  # transport errors other than timeouts
     timeouts: int = 0  # abandoned after timeout_s
     callback_errors: int = 0  # the result callback raised (e.g. capture failed)
@@ -267,8 +286,22 @@ class MirrorCounters:
         return {
             "mirror_sent": self.sent, "mirror_completed": self.completed, "mirror_shed": self.shed,
             "mirror_errors": self.errors, "mirror_timeouts": self.timeouts,
-            "mirror_callback_errors": self.callback_errors,
+            "mirror_callback_errors": self.callback_errors, "mirror_shed_bytes": self.shed_bytes,
+            "mirror_truncated": self.truncated,
         }
+
+
+async def _read_prefix(response: Any, limit: int) -> tuple[bytes, bool]:
+    """At most `limit` bytes of an aiohttp response's body (< 0: all): (body, cut short)."""
+    if limit < 0:
+        return await response.read(), False
+    out = bytearray()
+    while len(out) <= limit:
+        chunk = await response.content.readany()
+        if not chunk:
+            return bytes(out), False
+        out += chunk
+    return bytes(out[:limit]), True
 
 
 def describe_error(exc: BaseException) -> str:
@@ -284,10 +317,17 @@ class MirrorDispatcher:
 
     def __init__(self, *, max_in_flight: int, timeout_s: float,
                  on_result: Callable[[MirrorResult], None],
-                 log_warning: Callable[[str], None] | None = None, client: str = "http1") -> None:
-        """`client`: "http1" (shadow.gateway.http1 for http:// targets) or "aiohttp" (every copy)."""
+                 log_warning: Callable[[str], None] | None = None, client: str = "http1",
+                 max_body_bytes: int = -1, max_bytes_in_flight: int = -1) -> None:
+        """`client`: "http1" (shadow.gateway.http1 for http:// targets) or "aiohttp" (every copy).
+        `max_body_bytes`: of a copy's response body, read at most this much (< 0: all) — the rest
+        is never read, so a mirror answering 1 GB or an endless chunked body costs this much.
+        `max_bytes_in_flight`: the copies out hold at most this many body bytes (< 0: no bound)."""
         self.max_in_flight = max_in_flight
         self.timeout_s = timeout_s
+        self.max_body_bytes = max_body_bytes
+        self.max_bytes_in_flight = max_bytes_in_flight
+        self.bytes_in_flight = 0  # reserved by the copies out (request body + response body limit)
         self._on_result = on_result
         self.counters = MirrorCounters()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -302,22 +342,41 @@ class MirrorDispatcher:
     def in_flight(self) -> int:
         return len(self._tasks)
 
-    def reconfigure(self, *, max_in_flight: int, timeout_s: float) -> None:
+    def reconfigure(self, *, max_in_flight: int, timeout_s: float, max_body_bytes: int | None = None,
+                    max_bytes_in_flight: int | None = None) -> None:
         """New bounds apply to copies submitted from now on (a hot reload)."""
         self.max_in_flight, self.timeout_s = max_in_flight, timeout_s
+        if max_body_bytes is not None:
+            self.max_body_bytes = max_body_bytes
+        if max_bytes_in_flight is not None:
+            self.max_bytes_in_flight = max_bytes_in_flight
 
     def submit(self, request: MirrorRequest) -> bool:
         """Start sending `request`; False when it was shed (counted, logged at a limited rate)."""
         if self._closed or len(self._tasks) >= self.max_in_flight:
             self.counters.shed += 1
             self._warn(f"mirror shed: {self.max_in_flight} copies already in flight "
-                       f"(target {request.target}; {self.counters.shed} shed so far)")
+                       f"(target {request.target}; {self.counters.shed} shed so far)", kind="mirror-shed")
+            return False
+        reserved = len(request.body or b"") + max(self.max_body_bytes, 0)
+        if 0 <= self.max_bytes_in_flight < self.bytes_in_flight + reserved and self._tasks:
+            # (A copy alone is never shed for its size: maxBodySize is the route's limit for that.)
+            self.counters.shed_bytes += 1
+            self._warn(f"mirror shed: copies in flight already hold {self.bytes_in_flight} of "
+                       f"{self.max_bytes_in_flight} bytes (target {request.target}; "
+                       f"{self.counters.shed_bytes} shed so far)", kind="mirror-shed-bytes")
             return False
         self.counters.sent += 1
+        self.bytes_in_flight += reserved
         task = asyncio.get_running_loop().create_task(self._send(request), name=f"mirror {request.target}")
         # The loop keeps only weak references to tasks: hold them until done.
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            self._tasks.discard(done)
+            self.bytes_in_flight -= reserved
+
+        task.add_done_callback(finished)
         return True
 
     def _ensure_session(self) -> Any:
@@ -351,16 +410,18 @@ class MirrorDispatcher:
         status: int | None = None
         resp_headers: list[tuple[str, str]] = []
         body = b""
+        truncated = False
         error: str | None = None
         try:
             split = Http1Pool.split_http_url(request.url) if self._http1 is not None else None
             if split is not None:
                 assert self._http1 is not None
                 async with asyncio.timeout(self.timeout_s):
-                    status, resp_headers, body = await self._http1.request(
-                        request.method, split[0], split[1], split[2], list(request.headers), request.body)
+                    status, resp_headers, body, truncated = await self._http1.request_bounded(
+                        request.method, split[0], split[1], split[2], list(request.headers), request.body,
+                        max_body=self.max_body_bytes)
                 self.counters.completed += 1
-                self._deliver(request, ts_ns, started, status, resp_headers, body, None)
+                self._deliver(request, ts_ns, started, status, resp_headers, body, None, truncated)
                 return
             async with asyncio.timeout(self.timeout_s):
                 async with session.request(
@@ -370,7 +431,9 @@ class MirrorDispatcher:
                     status = response.status
                     resp_headers = [(k.decode("latin-1"), v.decode("latin-1"))
                                     for k, v in response.raw_headers]
-                    body = await response.read()
+                    body, truncated = await _read_prefix(response, self.max_body_bytes)
+                    if truncated:
+                        response.close()  # the rest is never read: the connection is not reused
             self.counters.completed += 1
         except TimeoutError:
             status, error = None, f"timeout after {self.timeout_s:g}s"
@@ -384,18 +447,20 @@ class MirrorDispatcher:
             status, error = None, describe_error(exc)
             self.counters.errors += 1
         if error is not None:
-            self._warn(f"mirror to {request.target} ({request.upstream}) failed: {error}")
-        self._deliver(request, ts_ns, started, status, resp_headers, body, error)
+            self._warn(f"mirror to {request.target} ({request.upstream}) failed: {error}", kind="mirror-failed")
+        self._deliver(request, ts_ns, started, status, resp_headers, body, error, truncated)
 
     def _deliver(self, request: MirrorRequest, ts_ns: int, started: float, status: int | None,
-                 headers: list[tuple[str, str]], body: bytes, error: str | None) -> None:
+                 headers: list[tuple[str, str]], body: bytes, error: str | None, truncated: bool = False) -> None:
+        if truncated:
+            self.counters.truncated += 1
         result = MirrorResult(request, ts_ns, (time.perf_counter() - started) * 1000.0, status, headers,
-                              body, error)
+                              body, error, truncated)
         try:
             self._on_result(result)
         except Exception as exc:  # capture must never break mirroring, nor the proxy
             self.counters.callback_errors += 1
-            self._warn(f"mirror result handling failed: {describe_error(exc)}")
+            self._warn(f"mirror result handling failed: {describe_error(exc)}", kind="mirror-result")
 
     async def aclose(self, grace_s: float = 2.0) -> None:
         """Let copies in flight finish for up to `grace_s`, cancel the rest, close the pool."""
