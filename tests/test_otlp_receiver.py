@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import select
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -232,3 +237,68 @@ def test_listen_address_and_cli_errors(tmp_path: Path) -> None:
         parse_listen("localhost")
     result = shadow_cli("otlp-receiver", "-o", str(tmp_path / "c"), "--listen", "nowhere")
     assert result.returncode == 2 and "HOST:PORT" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_concurrent_large_posts_are_bounded_and_told_to_retry(tmp_path: Path) -> None:
+    """Issue 17 item 4, against a real `shadow otlp-receiver` process: 40 connections each post a
+    valid 7.5 MB export and stop half-way. At most 4 x 8 MB (4 x --max-body-bytes) are read and
+    decoded at once: 4 requests are admitted, the other 36 are answered 503 with Retry-After at once,
+    unread; the admitted ones are stored once their bodies arrive. RSS stays bounded."""
+    from tests.bigbody import RssSampler, rss_bytes
+    from tests.upstream import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "shadow.cli", "otlp-receiver", "-o", str(tmp_path / "cap"),
+                             "--listen", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    socks: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "receiver did not start"
+                time.sleep(0.05)
+        big = _span(b"\x01" * 16, b"\x02" * 8, "big")
+        big.attributes.append(KeyValue(key="blob", value=AnyValue(string_value="z" * (7 * 1024 * 1024 + 512 * 1024))))
+        payload = _request(big).SerializeToString()
+        head = (f"POST /v1/traces HTTP/1.1\r\nHost: r\r\nContent-Type: application/x-protobuf\r\n"
+                f"Content-Length: {len(payload)}\r\n\r\n").encode()
+        half = len(payload) // 2
+        before = rss_bytes(proc.pid)
+        answers: dict[int, bytes] = {}
+        with RssSampler(proc.pid) as rss:
+            for _ in range(40):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+                sock.sendall(head + payload[:half])
+                socks.append(sock)
+
+            def collect(until: int) -> None:
+                end = time.monotonic() + 30
+                while len(answers) < until and time.monotonic() < end:
+                    pending = [s for s in socks if s.fileno() not in answers]
+                    for s in select.select(pending, [], [], 0.5)[0]:
+                        data = b""
+                        while b"\r\n\r\n" not in data and (chunk := s.recv(65536)):
+                            data += chunk
+                        answers[s.fileno()] = data
+
+            collect(36)  # the turned-away ones answer before their bodies are sent
+            refused = dict(answers)
+            for sock in socks:
+                if sock.fileno() not in answers:
+                    sock.sendall(payload[half:])
+            collect(40)
+        statuses = sorted(a.split(b" ", 2)[1].decode() for a in answers.values())
+        assert statuses == ["200"] * 4 + ["503"] * 36, statuses
+        assert all(b"503" in a.split(b"\r\n", 1)[0] and b"\r\nretry-after: 1\r\n" in a.lower()
+                   for a in refused.values())
+        assert rss.peak - before < 250 * 1024 * 1024, f"receiver RSS grew by {(rss.peak - before) >> 20} MB"
+    finally:
+        for sock in socks:
+            sock.close()
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert b"36 requests turned away busy" in err

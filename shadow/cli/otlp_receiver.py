@@ -33,7 +33,7 @@ async def _serve(receiver: OtlpReceiver, host: str, port: int) -> None:
             c = receiver.counters
             click.echo(f"OTLP receiver stopped: {c.spans_accepted} spans stored, {c.spans_rejected} rejected, "
                        f"{c.spans_duplicate} duplicates, {c.metric_points} metric points, "
-                       f"{c.log_records} log records", err=True)
+                       f"{c.log_records} log records, {c.busy} requests turned away busy", err=True)
 
 
 @click.command("otlp-receiver")
@@ -43,10 +43,15 @@ async def _serve(receiver: OtlpReceiver, host: str, port: int) -> None:
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, help="HOST:PORT to listen on.")
 @click.option("--max-body-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_BODY_BYTES, show_default=True,
               help="Larger requests (after gzip inflation too) are answered 413.")
+@click.option("--max-decoding-bytes", type=click.IntRange(min=1), default=None,
+              help="Bytes read and decoded at once (default: 4 x --max-body-bytes); a request beyond it is "
+                   "answered 503 with Retry-After, unread.")
 @click.option("--segment-seconds", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seal received spans into Parquet at least this often (they become queryable then).")
-def otlp_receiver(capture: Path, listen: str, max_body_bytes: int, segment_seconds: float) -> None:
+def otlp_receiver(capture: Path, listen: str, max_body_bytes: int, max_decoding_bytes: int | None,
+                  segment_seconds: float) -> None:
     """Receive OTLP/HTTP traces, metrics and logs (protobuf or JSON, gzip or plain) into CAPTURE."""
     host, port = parse_listen(listen)
-    receiver = OtlpReceiver(capture, max_body_bytes=max_body_bytes, segment_seconds=segment_seconds)
+    receiver = OtlpReceiver(capture, max_body_bytes=max_body_bytes, segment_seconds=segment_seconds,
+                            max_decoding_bytes=max_decoding_bytes)
     asyncio.run(_serve(receiver, host, port))

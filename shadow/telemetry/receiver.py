@@ -10,7 +10,10 @@ are counted (``capture_stats``), not stored.
 Answers: 200 with an Export*ServiceResponse (``partial_success`` with ``rejected_spans`` and an
 ``error_message`` when some spans were malformed), 400 for a body that cannot be decoded, 413 for a
 body (or what it inflates to) beyond `max_body_bytes`, 415 for another content type, 503 when the
-capture queue is full (retryable per OTLP). Duplicated (trace_id, span_id) within the last
+capture queue is full (retryable per OTLP), and 503 with `Retry-After` when the bodies being read
+and decoded at once would pass `max_decoding_bytes` (each request reserves its declared size, or
+`max_body_bytes` when unknown, plus `max_body_bytes` more when compressed; the body of a request
+turned away is never read into memory). Duplicated (trace_id, span_id) within the last
 `SeenSpans.capacity` spans are dropped and counted.
 
 Run it standalone (`shadow otlp-receiver`) or embedded in the gateway's event loop (`start`/`stop`).
@@ -57,6 +60,10 @@ log = logging.getLogger("shadow.telemetry")
 
 DEFAULT_LISTEN = "127.0.0.1:4318"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+# Bytes being read and decoded at once, by default; 150 concurrent 8 MB posts took an unbounded
+# receiver to 1.08 GB (issue 17).
+DEFAULT_MAX_DECODING_BYTES = 4 * DEFAULT_MAX_BODY_BYTES
+RETRY_AFTER_S = 1
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
@@ -83,6 +90,7 @@ class ReceiverCounters:
     bad_requests: int = 0  # 400 and 415
     too_large: int = 0  # 413
     shed: int = 0  # rows the capture queue refused (answered 503)
+    busy: int = 0  # requests turned away unread: max_decoding_bytes were being decoded (503 + Retry-After)
 
     def as_dict(self) -> dict[str, int]:
         return {f"otlp_{k}": v for k, v in self.__dict__.items()}
@@ -94,9 +102,13 @@ class OtlpReceiver:
     def __init__(self, capture_dir: str | Path, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  segment_seconds: float = 10.0, writer_id: str | None = None,
                  store_metrics: bool = True, dedupe_capacity: int = 200_000,
-                 max_queue: int = CaptureSettings().max_queue) -> None:
+                 max_queue: int = CaptureSettings().max_queue, max_decoding_bytes: int | None = None) -> None:
         self.capture_dir = Path(capture_dir)
         self.max_body_bytes = max_body_bytes
+        # Default: as many bodies of the largest size as DEFAULT_MAX_DECODING_BYTES holds of the default size.
+        self.max_decoding_bytes = (max_decoding_bytes if max_decoding_bytes is not None
+                                   else 4 * max_body_bytes)
+        self.decoding_bytes = 0  # reserved by the requests being read and decoded now
         settings = replace(CaptureSettings(), dir=self.capture_dir, segment_seconds=segment_seconds,
                            max_queue=max_queue)
         self.spans = CaptureWriter(settings, table="spans", schema=SPANS, gateway_id=writer_id)
@@ -110,7 +122,7 @@ class OtlpReceiver:
     # -- the application -------------------------------------------------------------------------------
     def app(self) -> web.Application:
         # client_max_size bounds what aiohttp reads; decode_body bounds what a compressed body inflates to.
-        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[_rejections])
+        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[_rejections, self._bounded])
         app.router.add_post("/v1/traces", self._traces)
         app.router.add_post("/v1/metrics", self._metrics)
         app.router.add_post("/v1/logs", self._logs)
@@ -148,6 +160,32 @@ class OtlpReceiver:
                 writer.close()
 
     # -- handlers ---------------------------------------------------------------------------------------
+    def _reservation(self, request: web.Request) -> int:
+        """The bytes a request may hold while it is read and decoded (see the module docstring)."""
+        declared = request.content_length
+        size = min(declared, self.max_body_bytes) if declared is not None else self.max_body_bytes
+        coding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
+        return size + (self.max_body_bytes if coding != "identity" else 0)
+
+    @web.middleware
+    async def _bounded(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        reserved = self._reservation(request)
+        if self.decoding_bytes and self.decoding_bytes + reserved > self.max_decoding_bytes:
+            # Turned away before its body is read (a lone request always passes: its size is bounded
+            # by max_body_bytes). 503 + Retry-After is OTLP's "retry later".
+            self.counters.busy += 1
+            response = _text_response(503, f"receiver busy: {self.decoding_bytes} bytes being decoded, "
+                                           f"retry later", is_json(request.headers.get("Content-Type", "")))
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            response.force_close()  # the unread body is not drained into memory: the connection ends
+            return response
+        self.decoding_bytes += reserved
+        try:
+            result: web.StreamResponse = await handler(request)
+            return result
+        finally:
+            self.decoding_bytes -= reserved
+
     async def _body(self, request: web.Request) -> tuple[bytes, bool]:
         content_type = request.headers.get("Content-Type", "")
         json = is_json(content_type)
