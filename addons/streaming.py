@@ -29,7 +29,7 @@ class Streaming:
         state.extra_counters.append(lambda: {"responses_streamed": self.streamed})
 
     def flow_hooks(self, active: ActiveConfig) -> frozenset[str]:
-        return frozenset({"responseheaders", "response"} if active.config.shadow.stream_larger_than >= 0 else ())
+        return frozenset({"responseheaders"} if active.config.shadow.stream_larger_than >= 0 else ())
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         resp, active = flow.response, self.state.active
@@ -44,15 +44,13 @@ class Streaming:
             return
         capture = active.config.shadow.capture
         keep = capture.max_body_bytes if self.state.capture is not None else 0
-        stream = PrefixStream(hold=larger_than if length is None else 0, keep=keep)
+        def kept(prefix: bytes) -> None:  # for the capture and the `response` hooks: the client has the body
+            resp.data.content = prefix
+
+        stream = PrefixStream(hold=larger_than if length is None else 0, keep=keep, on_end=kept)
         resp.stream = stream
         flow.metadata[STREAMED_METADATA] = stream
         self.streamed += 1
-
-    def response(self, flow: http.HTTPFlow) -> None:
-        stream = flow.metadata.get(STREAMED_METADATA)
-        if isinstance(stream, PrefixStream) and flow.response is not None:
-            flow.response.data.content = bytes(stream.kept)  # for the capture: the client has the body
 
     def _untouched(self, flow: http.HTTPFlow) -> bool:
         """No concern edits this answer after its head (see the module docstring)."""

@@ -12,6 +12,8 @@ small chunked answer still reaches the client in one piece and is captured whole
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 def should_stream(content_length: int | None, larger_than: int) -> bool:
     """Stream an answer with this Content-Length (None: unknown, chunked or close-delimited)?
@@ -24,12 +26,12 @@ def should_stream(content_length: int | None, larger_than: int) -> bool:
 class PrefixStream:
     """mitmproxy's `response.stream` callable: returns the chunks to send for each chunk received
     (b"" marks the end). Holds at most `hold` bytes before streaming starts, keeps the first `keep`
-    bytes for the capture, counts the whole size."""
+    bytes for the capture, counts the whole size; `on_end(kept)` runs once the body has ended."""
 
-    __slots__ = ("_held", "_passing", "hold", "keep", "kept", "total")
+    __slots__ = ("_held", "_passing", "hold", "keep", "kept", "on_end", "total")
 
-    def __init__(self, *, hold: int, keep: int) -> None:
-        self.hold, self.keep = hold, keep
+    def __init__(self, *, hold: int, keep: int, on_end: Callable[[bytes], None] | None = None) -> None:
+        self.hold, self.keep, self.on_end = hold, keep, on_end
         self.kept = bytearray()
         self.total = 0
         self._held = bytearray()
@@ -54,4 +56,6 @@ class PrefixStream:
         # on a chunked HTTP/1.1 answer that would end the body).
         self._passing = True
         held, self._held = bytes(self._held), bytearray()
+        if not chunk and self.on_end is not None:
+            self.on_end(bytes(self.kept))
         return [held] if held else []
