@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 JSON = {"Content-Type": "application/json"}
 _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
 _CACHED_OPERATIONS = (CHAT, RESPONSES, MESSAGES)  # what the semantic cache can answer in kind
-_AI_TYPES = (ChatCompletionSettings, TokenRateLimitSettings, ContentGuardSettings, SemanticCacheSettings)
+AI_MIDDLEWARE_TYPES = (ChatCompletionSettings, TokenRateLimitSettings, ContentGuardSettings, SemanticCacheSettings)
 
 
 def error_response(status: int, message: str, code: str, *, extra_headers: dict[str, str] | None = None) -> http.Response:
@@ -106,11 +106,11 @@ class AiGateway:
                 kept = self.caches.get(m.name)
                 caches[m.name] = kept if kept is not None and kept.settings == m else SemanticCache(m)
         self.caches = caches
-        if any(isinstance(m, _AI_TYPES) for m in middlewares):
+        if any(isinstance(m, AI_MIDDLEWARE_TYPES) for m in middlewares):
             self.state.mirror_rewriter = self
 
     def flow_hooks(self, active: ActiveConfig) -> frozenset[str]:
-        uses_ai = any(isinstance(m, _AI_TYPES) for m in active.config.middlewares.values())
+        uses_ai = any(isinstance(m, AI_MIDDLEWARE_TYPES) for m in active.config.middlewares.values())
         return frozenset({"request", "responseheaders", "response", "error"} if uses_ai else ())
 
     # -- request -------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
+from addons.ai import AI_MIDDLEWARE_TYPES
 from addons.auth import FORWARD_AUTH_COOKIES, SET_COOKIE_METADATA
 from addons.reload import ActiveConfig, GatewayState
 from addons.router import MIDDLEWARE_OUTCOME
@@ -57,7 +58,7 @@ class Streaming:
         route = self.state.routes.get(flow)
         if route is None or route.plan is None or route.upstream is None:
             return False
-        if any(isinstance(mw, HeadersMiddleware | ErrorPage) for mw in route.plan.middlewares):
+        if any(isinstance(mw, (HeadersMiddleware, ErrorPage, *AI_MIDDLEWARE_TYPES)) for mw in route.plan.middlewares):
             return False
         outcome = flow.metadata.get(MIDDLEWARE_OUTCOME)
         if outcome is not None and (outcome.compress or outcome.response_limits or outcome.detect_content_type):
