@@ -30,6 +30,11 @@ from tests.upstream import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Captures made by the tests (and the gateways they start, which inherit the environment) take their
+# redaction key from a key file of this run, not from the user's ~/.config/shadow/redaction.key.
+os.environ.setdefault("SHADOW_REDACTION_KEY_FILE", os.path.join(tempfile.mkdtemp(prefix="shadow-test-key-"),
+                                                                "redaction.key"))
+
 # A gateway that passes everything to one upstream, capture off (format with mono=URL).
 PASS_THROUGH_CONFIG = """
 http:

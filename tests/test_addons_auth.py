@@ -16,6 +16,8 @@ import duckdb
 import httpx
 import pytest
 
+from shadow.capture.redact import load_redaction_key
+from shadow.capture.settings import RedactionSettings
 from tests.auth_tokens import AUDIENCE, ISSUER, SECRET, Keys, claims, forge, make_keys, mint, mint_hs, tamper
 from tests.conftest import GatewayProcess
 from tests.upstream import ReceivedRequest, Response, Upstream, free_port
@@ -222,8 +224,8 @@ def test_capture_clusters_by_subject_and_hashes_claim_headers(env: Env) -> None:
         "OR (path LIKE '/api/orders/%' AND mode = 'split')").fetchall()
     assert len(rows) == 8
     # client_key: the capture's keyed hash of the sub claim (hashClientKey, default), one per user
-    key = (env.capture / ".shadow-key").read_text().strip().encode()
-    expected = sorted("redacted:" + hmac.digest(key, f"beta-{i}".encode(), "sha256").hex()[:16] for i in range(8))
+    key = load_redaction_key(env.capture, RedactionSettings())  # the key file outside the capture (conftest)
+    expected = sorted("redacted:" + hmac.digest(key, f"beta-{i}".encode(), "sha256").hex() for i in range(8))
     assert sorted(r[0] for r in rows) == expected
     for _, status, headers in rows:
         values = {h["name"].lower(): h["value"] for h in headers}

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from shadow.capture.canonical import body_hash
-from shadow.capture.redact import KEY_ENV, Redactor, load_redaction_key
+from shadow.capture.redact import KEY_ENV, KEY_FILE_ENV, Redactor, load_redaction_key, normalize_name
 from shadow.capture.settings import CaptureSettings, RedactionSettings
 from shadow.capture.writer import CaptureWriter, prepare_exchange
 from shadow.errors import CaptureError
@@ -27,7 +27,7 @@ def test_default_headers_are_hashed_and_equal_values_stay_equal() -> None:
     assert out["Authorization"].startswith("Bearer redacted:") and "abc.def" not in out["Authorization"]
     assert out["Authorization"] == out["authorization"]
     assert out["Proxy-Authorization"].startswith("Basic redacted:")
-    assert len(out["Authorization"]) == len("Bearer redacted:") + 16
+    assert len(out["Authorization"]) == len("Bearer redacted:") + 64  # the full HMAC-SHA256, not a short tag
 
 
 def test_cookies_keep_names_and_attributes() -> None:
@@ -97,21 +97,109 @@ def test_non_json_malformed_and_unmatched_bodies_are_unchanged() -> None:
         assert r.json_body(body) is body
 
 
-def test_key_precedence_and_persistence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_precedence_and_persistence_outside_the_capture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / "keys" / "redaction.key"))
     assert load_redaction_key(tmp_path, RedactionSettings(key=b"explicit")) == b"explicit"
     generated = load_redaction_key(tmp_path / "c", RedactionSettings())
-    key_file = tmp_path / "c" / ".shadow-key"
+    key_file = tmp_path / "keys" / "redaction.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())  # nothing in the capture
     assert load_redaction_key(tmp_path / "c", RedactionSettings()) == generated  # survives restarts
+    assert load_redaction_key(tmp_path / "d", RedactionSettings()) == generated  # one key, many captures
     monkeypatch.setenv(KEY_ENV, "from-env")
     assert load_redaction_key(tmp_path / "c", RedactionSettings()) == b"from-env"
     monkeypatch.delenv(KEY_ENV)
-    (tmp_path / "e").mkdir()
-    (tmp_path / "e" / ".shadow-key").write_text("")
+    own = tmp_path / "own.key"
+    assert load_redaction_key(tmp_path / "c", RedactionSettings(key_file=own)) == own.read_text().strip().encode()
+    (tmp_path / "e.key").write_text("")
     monkeypatch.setattr("shadow.capture.redact.time.sleep", lambda _s: None)  # skip the wait for a concurrent writer
-    with pytest.raises(CaptureError, match=r"e/.shadow-key: redaction key file is empty"):
-        load_redaction_key(tmp_path / "e", RedactionSettings())
+    with pytest.raises(CaptureError, match=r"e.key: redaction key file is empty"):
+        load_redaction_key(tmp_path / "c", RedactionSettings(key_file=tmp_path / "e.key"))
+    with pytest.raises(CaptureError, match=r"must not be inside the capture folder"):
+        load_redaction_key(tmp_path / "c", RedactionSettings(key_file=tmp_path / "c" / "k"))
+
+
+def test_a_capture_with_its_key_inside_is_refused_with_a_migration_line(tmp_path: Path) -> None:
+    legacy = tmp_path / "cap"
+    legacy.mkdir()
+    (legacy / ".shadow-key").write_text("0" * 64 + "\n")
+    with pytest.raises(CaptureError, match=r"cap/.shadow-key: this capture keeps its redaction key inside it.*"
+                                           r"move the file out"):
+        load_redaction_key(legacy, RedactionSettings(key=b"explicit"))
+    with pytest.raises(CaptureError, match=r".shadow-key"):
+        CaptureWriter(CaptureSettings(dir=legacy, redaction=RedactionSettings(key=b"k")), gateway_id="gw")
+
+
+def test_names_are_matched_case_and_separator_insensitively() -> None:
+    assert {normalize_name(n) for n in ("API_KEY", "apiKey", "api-key", "api.key", "api_key[]", "x[apiKey]")} == {"apikey"}
+    assert normalize_name("X-Api-Key", header=True) == "apikey" and normalize_name("Xenon") == "xenon"
+    r = Redactor(RedactionSettings(), KEY)
+    for name in ("password", "New-Password", "client_secret", "githubToken", "X-Csrf-Token", "card_number",
+                 "cardNumber", "CVV", "access_token", "API_KEY", "apiKey", "user[password]", "sessionId"):
+        assert r.is_secret_name(name), name
+    for name in ("id", "name", "total_tokens", "token_type", "description", "company", "keys", "amount"):
+        assert not r.is_secret_name(name), name
+    for header in ("x-api-key", "x-auth-token", "x-csrf-token", "authorization", "cookie", "api-key"):
+        assert r.is_secret_header(header), header
+    for header in ("x-request-id", "content-type", "accept", "x-forwarded-for", "traceparent"):
+        assert not r.is_secret_header(header), header
+
+
+def test_default_names_in_every_place_they_occur() -> None:
+    r = Redactor(RedactionSettings(), KEY)
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl"
+    q = r.query("api_key=S1&token=S2&page=2&api_key%5B%5D=S3&API-KEY=S4;password=S5&id_jwt=" + jwt)
+    for secret in ("S1", "S2", "S3", "S4", "S5", jwt):
+        assert secret not in q, (secret, q)
+    assert "page=2" in q and q.count("redacted:") == 6 and ";password=redacted:" in q
+    url = r.url(f"http://h/a;api_key=S6/b/{jwt}/c?access_token={jwt}#access_token=S7")
+    assert "S6" not in url and jwt not in url and "S7" not in url and url.startswith("http://h/a;api_key=redacted:")
+    assert r.path("/files/report.pdf;jsessionid=S8") == "/files/report.pdf;jsessionid=" + r.token("S8")
+    assert r.url("http://h/p?z=1&q=hello") == "http://h/p?z=1&q=hello"
+    headers = dict(r.headers([("X-Api-Key", "S9"), ("x-auth-token", "S10"), ("X-CSRF-Token", "S11"),
+                              ("Referer", "http://h/p?token=S12"), ("X-Request-Id", "keep")]))
+    assert not any(s in v for v in headers.values() for s in ("S9", "S10", "S11", "S12"))
+    assert headers["X-Request-Id"] == "keep"
+
+
+def test_json_keys_nested_escaped_and_renamed() -> None:
+    r = Redactor(RedactionSettings(), KEY)
+    body = (b'{"user": {"name": "n", "Password": "S1", "cardNumber": "4111111111111111"},'
+            b' "auth": {"client_secret": "S2"}, "\\u0070assword": "S3", "list": [{"api_key": "S4"}], "id": 7}')
+    out = r.json_body(body)
+    for secret in (b"S1", b"4111111111111111", b"S2", b"S3", b"S4"):
+        assert secret not in out, secret
+    doc = orjson.loads(out)
+    assert doc["user"]["name"] == "n" and doc["id"] == 7 and doc["auth"].startswith("redacted:")
+    plain = b'{"id": 1, "items": [{"name": "a", "total_tokens": 3}]}'
+    assert r.json_body(plain) is plain
+
+
+def test_form_and_multipart_bodies_are_redacted_by_the_same_names() -> None:
+    r = Redactor(RedactionSettings(), KEY)
+    form, _ = r.body(b"user=bob&password=S1&card_number=S2&x=1", "application/x-www-form-urlencoded; charset=utf-8")
+    assert b"S1" not in form and b"S2" not in form and form.startswith(b"user=bob&password=redacted:")
+    multipart = (b"--XyZ\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nbob\r\n"
+                 b"--XyZ\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\nS3\r\n"
+                 b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n"
+                 b"Content-Type: text/plain\r\n\r\nhello\r\n--XyZ--\r\n")
+    out, _ = r.body(multipart, 'multipart/form-data; boundary="XyZ"')
+    assert b"S3" not in out and b"bob" in out and b"hello" in out and out.count(b"--XyZ") == 4
+    assert r.token("S3").encode() in out
+    remove = Redactor(RedactionSettings(mode="remove"), KEY)
+    assert remove.body(b"a=1&token=S4", "application/x-www-form-urlencoded")[0] == b"a=1"
+
+
+def test_defaults_are_extendable_and_explicitly_reducible() -> None:
+    extended = Redactor(RedactionSettings(names=("member_no",)), KEY)
+    assert extended.is_secret_name("memberNo") and extended.is_secret_name("password")
+    allowed = Redactor(RedactionSettings(allow=("nextPageToken", "pin")), KEY)
+    assert not allowed.is_secret_name("next_page_token") and not allowed.is_secret_name("PIN")
+    assert allowed.is_secret_name("token") and allowed.is_secret_name("password")
+    bare = Redactor(RedactionSettings(defaults=False), KEY)
+    assert not bare.is_secret_name("password") and bare.query("password=x") == "password=x"
+    assert bare.headers([("Cookie", "a=b")])[0][1].startswith("a=redacted:")  # always
 
 
 SECRETS = (b"SECRET-AUTHZ", b"SECRET-PROXY", b"SECRET-COOKIE", b"SECRET-SETCOOKIE", b"SECRET-APIKEY",
@@ -189,3 +277,33 @@ def test_query_params_come_from_the_config_file() -> None:
     red = config.shadow.capture.redaction
     assert red.query_params == ("api_key",)
     assert Redactor(red, KEY).query("api_key=s3cret&a=1").startswith("api_key=redacted:")
+
+
+def test_names_allow_defaults_and_key_file_come_from_the_config_file(tmp_path: Path) -> None:
+    from shadow.errors import ConfigError
+    from shadow.gateway.config import parse_config
+
+    head = ("http:\n"
+            "  routers: {r: {rule: \"PathPrefix(`/`)\", service: s}}\n"
+            "  services: {s: {loadBalancer: {servers: [{url: \"http://127.0.0.1:1\"}]}}}\n"
+            "shadow:\n")
+    config = parse_config(head + "  redaction: {names: [member_no], allow: [pin], defaults: true, keyFile: k.key}\n",
+                          base_dir=tmp_path)
+    red = config.shadow.capture.redaction
+    assert (red.names, red.allow, red.defaults, red.key_file) == (("member_no",), ("pin",), True, tmp_path / "k.key")
+    r = Redactor(red, KEY)
+    assert r.is_secret_name("memberNo") and not r.is_secret_name("pin") and r.is_secret_name("password")
+    assert not Redactor(parse_config(head + "  redaction: {defaults: false}\n").shadow.capture.redaction,
+                        KEY).is_secret_name("password")
+    with pytest.raises(ConfigError, match=r"<string>:6: shadow\.redaction\.defaults: expected true or false"):
+        parse_config(head + "  redaction:\n    defaults: maybe\n")
+
+
+def test_every_default_name_contains_a_piece_the_body_precheck_looks_for() -> None:
+    from shadow.capture.settings import DEFAULT_NAME_PIECES, DEFAULT_SECRET_NAMES, DEFAULT_SECRET_SUFFIXES
+
+    for name in (*DEFAULT_SECRET_NAMES, *DEFAULT_SECRET_SUFFIXES):
+        assert any(p in name or p.strip('"') == name or f'"{name}'.startswith(p) for p in DEFAULT_NAME_PIECES), name
+    r = Redactor(RedactionSettings(), KEY)
+    for body in (b'{"CVV": 1}', b'{"Api-Key": "x"}', b'{"a": {"PIN": 1}}', b'{"sessionId": "x"}', b'{"x": [{"otp": 2}]}'):
+        assert r.json_body(body) != body, body

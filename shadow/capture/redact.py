@@ -1,29 +1,36 @@
-"""Redaction of secrets before anything is written: headers, cookies and JSON body fields.
+"""Redaction of secrets before anything is written: headers, cookies, URLs, JSON, form and multipart bodies.
 
 Rules (RedactionSettings):
 
-* Headers named in `settings.headers` (case-insensitive; Authorization, Proxy-Authorization, Cookie
-  and Set-Cookie are always included) are redacted. In "hash" mode the value becomes
-  ``"redacted:" + 16 hex of HMAC-SHA256(key, value)`` so equal secrets stay equal across rows and
-  restarts; an Authorization scheme ("Bearer", "Basic") is kept in front. Cookie and Set-Cookie
-  keep their cookie names and attributes and hash each cookie *value* (so a sticky-session cookie
-  is still recognisable). In "remove" mode the header is dropped.
-* Query parameters named in `settings.query_params` (case-insensitive) are redacted in the `query` and
-  `url` columns; a password in a URL's userinfo (``https://user:pw@host``) always is.
-* JSON fields (request and response bodies): a bare name ("password") matches that key at any
-  depth (case-insensitive); "/a/*/b" is an RFC 6901 pointer where "*" matches any one key or
-  index. In "hash" mode the value is replaced by ``"redacted:…"`` over its canonical JSON; in
-  "remove" mode the key (or array element) is dropped. A body that is not JSON, or malformed JSON,
-  is left unchanged; a JSON body in which nothing matched is returned byte-for-byte unchanged.
+* Secret *names* (settings.DEFAULT_SECRET_SUFFIXES / DEFAULT_SECRET_NAMES unless `defaults` is off,
+  plus `names`, `headers`, `query_params` and bare `json_fields`, minus `allow`) are matched after
+  normalisation (`normalize_name`: case folded, non-alphanumerics removed, a header's "x-" prefix
+  dropped, "api_key[]" / "user[password]" resolved to their last bracketed part). They apply to
+  header names, query, fragment and path (";api_key=") parameters, form-urlencoded and multipart
+  fields, and JSON keys at any depth (keys written with \\u escapes included).
+* In "hash" mode a value becomes ``"redacted:" + the 64 hex of HMAC-SHA256(key, value)`` so equal
+  secrets stay equal across rows and restarts; an Authorization scheme ("Bearer", "Basic") is kept
+  in front. Cookie and Set-Cookie keep their cookie names and attributes and hash each cookie
+  *value* (so a sticky-session cookie is still recognisable). In "remove" mode the header,
+  parameter or field is dropped.
+* A password in a URL's userinfo (``https://user:pw@host``) and any JWT-shaped parameter value are
+  always redacted; URL-valued headers (Referer, Location, Content-Location) get the URL rules.
+* JSON pointers in `json_fields` ("/a/*/b", "*" any one key or index) redact exactly that place.
+  A body that is not JSON, or malformed JSON, is left unchanged; a body in which nothing matched
+  is returned byte-for-byte unchanged.
 
-The HMAC key: settings.key, else $SHADOW_REDACTION_KEY, else generated once and stored in
-``<capture dir>/.shadow-key`` (mode 0600) — see `load_redaction_key`.
+The HMAC key lives outside the capture (`load_redaction_key`): settings.key, else
+$SHADOW_REDACTION_KEY, else a key file (settings.key_file, else $SHADOW_REDACTION_KEY_FILE, else
+~/.config/shadow/redaction.key), generated once with mode 0600. A capture folder still holding the
+pre-session-7 ``.shadow-key`` is refused with a one-line migration message (its rows stay readable:
+reading a capture never needs the key).
 """
 
 from __future__ import annotations
 
 import hmac
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterable, Sequence
@@ -33,17 +40,26 @@ from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 import orjson
 
-from shadow.capture.settings import DEFAULT_REDACTED_HEADERS, RedactionSettings
+from shadow.capture.settings import (
+    DEFAULT_NAME_PIECES,
+    DEFAULT_REDACTED_HEADERS,
+    DEFAULT_SECRET_NAMES,
+    DEFAULT_SECRET_SUFFIXES,
+    RedactionSettings,
+)
 from shadow.errors import CaptureError
 
-__all__ = ["KEY_ENV", "KEY_FILE", "REDACTED_PREFIX", "UNPARSED", "Redactor", "load_redaction_key"]
+__all__ = ["KEY_ENV", "KEY_FILE_ENV", "LEGACY_KEY_FILE", "REDACTED_PREFIX", "UNPARSED", "Redactor",
+           "default_key_file", "load_redaction_key", "normalize_name"]
 
 KEY_ENV = "SHADOW_REDACTION_KEY"
-KEY_FILE = ".shadow-key"
+KEY_FILE_ENV = "SHADOW_REDACTION_KEY_FILE"
+LEGACY_KEY_FILE = ".shadow-key"  # where keys lived before session 7: inside the capture (refused now)
 REDACTED_PREFIX = "redacted:"
 
 _TOKEN_CACHE_SIZE = 4096
 _TOKEN_CACHE_VALUE_MAX = 512
+_NAME_CACHE_SIZE = 8192
 
 
 class _Unparsed:
@@ -54,21 +70,76 @@ class _Unparsed:
 UNPARSED: Any = _Unparsed()  # redact_json did not parse the body (not JSON, or nothing to redact)
 
 _AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})
+_URL_HEADERS = frozenset({"referer", "location", "content-location"})
 _COOKIE_ATTRIBUTES = frozenset(
     {"path", "domain", "expires", "max-age", "secure", "httponly", "samesite", "partitioned", "priority"}
 )
+_BRACKETS = re.compile(r"[^\[\]]+")
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_JWT_BYTES = re.compile(rb"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_PARAM_SEPARATORS = re.compile(r"([&;])")
+_PARAM_NAMES = re.compile(r"(?:^|[&;])([^=&;]*)=")
+# Bytes deleted before looking for a configured name in a body: every ASCII byte normalize_name drops.
+_NON_ALNUM_ASCII = bytes(b for b in range(128) if not chr(b).isalnum())
+_MULTIPART_NAME = re.compile(rb'''(?i)content-disposition:[^\r\n]*?\bname\*?=(?:"([^"]*)"|([^;\s]+))''')
+
+
+def _is_jwt(value: str) -> bool:
+    return "eyJ" in value and _JWT.search(value) is not None
+
+
+def normalize_name(name: str, *, header: bool = False) -> str:
+    """The form secret names are compared in: "X-Api-Key" (header), "api_key[]", "apiKey" -> "apikey"."""
+    if "[" in name:
+        parts = _BRACKETS.findall(name)
+        if parts:
+            name = parts[-1]
+    folded = "".join(c for c in name.casefold() if c.isalnum())
+    if header and folded.startswith("x") and name[:2].lower() == "x-":
+        folded = folded[1:]
+    return folded
+
+
+def default_key_file() -> Path:
+    """$SHADOW_REDACTION_KEY_FILE, else $XDG_CONFIG_HOME/shadow/redaction.key (~/.config/...)."""
+    explicit = os.environ.get(KEY_FILE_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "shadow" / "redaction.key"
 
 
 def load_redaction_key(capture_dir: str | Path, settings: RedactionSettings) -> bytes:
-    """The HMAC key: explicit, else from the environment, else `<capture_dir>/.shadow-key` (created once)."""
+    """The HMAC key, never stored inside the capture: settings.key, else $SHADOW_REDACTION_KEY, else
+    the key file (settings.key_file, else `default_key_file()`), created once (mode 0600).
+
+    A capture folder holding a legacy in-capture key (`.shadow-key`) is refused: anyone with a copy
+    of the folder had the key. Its rows stay readable; the message says how to move on."""
+    legacy = Path(capture_dir) / LEGACY_KEY_FILE
+    if legacy.exists():
+        raise CaptureError(
+            f"{legacy}: this capture keeps its redaction key inside it, so anyone with a copy can recover "
+            f"hashed values; move the file out (e.g. to {default_key_file()}, or set ${KEY_ENV} / "
+            f"${KEY_FILE_ENV}) or delete it, then start again (the capture stays readable; see docs/capture.md)")
     if settings.key:
         return settings.key
     env = os.environ.get(KEY_ENV)
     if env:
         return env.encode()
-    path = Path(capture_dir) / KEY_FILE
+    path = Path(settings.key_file).expanduser() if settings.key_file else default_key_file()
     try:
-        Path(capture_dir).mkdir(parents=True, exist_ok=True)
+        if Path(capture_dir).resolve() in path.resolve().parents:
+            raise CaptureError(f"{path}: the redaction key file must not be inside the capture folder "
+                               f"{capture_dir} (a copy of the capture would carry its key)")
+    except OSError:
+        pass
+    return _read_or_create_key(path)
+
+
+def _read_or_create_key(path: Path) -> bytes:
+    hint = f"set ${KEY_ENV} or ${KEY_FILE_ENV}, or shadow.redaction.keyFile"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
@@ -78,7 +149,7 @@ def load_redaction_key(capture_dir: str | Path, settings: RedactionSettings) -> 
                 if key:
                     return key.encode()
                 time.sleep(0.02)
-            raise CaptureError(f"{path}: redaction key file is empty; delete it or set ${KEY_ENV}") from None
+            raise CaptureError(f"{path}: redaction key file is empty; delete it or {hint}") from None
         key_text = secrets.token_hex(32)
         with os.fdopen(fd, "w") as f:
             f.write(key_text + "\n")
@@ -86,7 +157,7 @@ def load_redaction_key(capture_dir: str | Path, settings: RedactionSettings) -> 
             os.fsync(f.fileno())
         return key_text.encode()
     except OSError as e:
-        raise CaptureError(f"{path}: cannot read or create the redaction key: {e.strerror or e}") from None
+        raise CaptureError(f"{path}: cannot read or create the redaction key ({e.strerror or e}); {hint}") from None
 
 
 def _parse_pointer(pointer: str) -> tuple[str, ...]:
@@ -94,7 +165,7 @@ def _parse_pointer(pointer: str) -> tuple[str, ...]:
 
 
 class Redactor:
-    """Applies one RedactionSettings with one key. Thread-safe (its only state is a token cache)."""
+    """Applies one RedactionSettings with one key. Thread-safe (its only state is caches)."""
 
     def __init__(self, settings: RedactionSettings, key: bytes) -> None:
         self.settings = settings
@@ -107,38 +178,75 @@ class Redactor:
             if f.startswith("/"):
                 pointers.append(_parse_pointer(f))
             elif f:
-                bare.add(f.lower())
-        self.bare_fields = frozenset(bare)
+                bare.add(f)
         self.pointers = tuple(pointers)
-        # A body can only match if one of these (lower-cased) key names occurs in it: checked before parsing.
-        # A pointer ending in "*" or an index has no key of its own: then any JSON body is parsed.
-        tokens: set[bytes] = {b.encode() for b in bare}
-        self._always_parse = False
+        self.allowed = frozenset(normalize_name(n) for n in settings.allow)
+        exact = {normalize_name(n) for n in (*bare, *settings.names, *settings.query_params)}
+        exact |= {normalize_name(h, header=True) for h in settings.headers}
+        suffixes: tuple[str, ...] = ()
+        if settings.defaults:
+            exact |= set(DEFAULT_SECRET_NAMES)
+            suffixes = DEFAULT_SECRET_SUFFIXES
+        exact.discard("")
+        self.exact_names = frozenset(exact - self.allowed)
+        self.suffixes = tuple(w for w in suffixes if w not in self.allowed)
+        # A body is parsed only if it may hold a secret key (`_may_hold_secret`): one of these occurs
+        # in the lower-cased body. Each default name contains one of DEFAULT_NAME_PIECES however it is
+        # spelt (api_key, API-KEY); a configured name is looked for in the body with its punctuation
+        # removed. A pointer ending in "*" or an index has no key of its own: then every body parses.
+        self._pieces = tuple(p.encode() for p in DEFAULT_NAME_PIECES) if settings.defaults else ()
+        self._own_names = tuple({n.encode() for n in exact - set(DEFAULT_SECRET_NAMES) - self.allowed if n.isascii()})
+        self._always_parse = any(not n.isascii() for n in exact)
+        pointer_keys: set[bytes] = set()
         for ptr in pointers:
             keys = [seg for seg in ptr if seg != "*" and not seg.isdigit()]
             if keys:
-                tokens.add(keys[-1].lower().encode())
+                pointer_keys.add(keys[-1].lower().encode())
             else:
                 self._always_parse = True
-        self._tokens = tuple(tokens)
-        # Byte-level lower-casing only folds ASCII: non-ASCII names (which a JSON encoder may also
-        # escape as \uXXXX) skip the pre-check and are matched on the parsed keys.
-        self._ascii_bare = all(f.isascii() for f in bare)
-        if not self._ascii_bare:
-            self._always_parse = True
-        self.redacts_json = bool(self.bare_fields or self.pointers)
-        self.query_names = frozenset(q.lower() for q in settings.query_params)
+        self._pointer_keys = tuple(pointer_keys)
+        self.redacts_json = bool(self.exact_names or self.suffixes or self.pointers)
         # Sessions send the same Authorization and cookies over and over: remember their tokens.
         self._tokens_cache: dict[str | bytes, str] = {}
+        self._names_cache: dict[str, bool] = {}
+        self._header_cache: dict[str, bool] = {}
+        self._params_cache: dict[str, bool] = {}
+
+    # -- names ------------------------------------------------------------------------------------
+    def _normalized_is_secret(self, norm: str) -> bool:
+        if not norm or norm in self.allowed:
+            return False
+        return norm in self.exact_names or norm.endswith(self.suffixes)
+
+    def is_secret_name(self, name: str) -> bool:
+        """Is a parameter, field or JSON key called `name` a secret (see normalize_name)?"""
+        cache = self._names_cache
+        hit = cache.get(name)
+        if hit is None:
+            hit = self._normalized_is_secret(normalize_name(name))
+            if len(cache) >= _NAME_CACHE_SIZE:
+                cache.clear()
+            cache[name] = hit
+        return hit
+
+    def is_secret_header(self, lname: str) -> bool:
+        """Is the header `lname` (lower case) redacted?"""
+        hit = self._header_cache.get(lname)
+        if hit is None:
+            hit = lname in self.header_names or self._normalized_is_secret(normalize_name(lname, header=True))
+            if len(self._header_cache) >= _NAME_CACHE_SIZE:
+                self._header_cache.clear()
+            self._header_cache[lname] = hit
+        return hit
 
     # -- values -----------------------------------------------------------------------------------
     def token(self, value: str | bytes) -> str:
-        """"redacted:" + 16 hex of HMAC-SHA256(key, value)."""
+        """"redacted:" + the 64 hex of HMAC-SHA256(key, value) (full length: no brute-forcing a short tag)."""
         cached = self._tokens_cache.get(value)
         if cached is not None:
             return cached
         data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
-        token = REDACTED_PREFIX + hmac.digest(self.key, data, "sha256").hex()[:16]
+        token = REDACTED_PREFIX + hmac.digest(self.key, data, "sha256").hex()
         if len(value) <= _TOKEN_CACHE_VALUE_MAX:  # credentials are short; a redacted JSON object may not be
             if len(self._tokens_cache) >= _TOKEN_CACHE_SIZE:
                 self._tokens_cache.clear()  # crude but bounded; the same few credentials repeat
@@ -148,7 +256,9 @@ class Redactor:
     # -- headers ----------------------------------------------------------------------------------
     def header_value(self, name: str, value: str) -> str | None:
         """The stored value of header `name`, or None to drop it. `name` must be lower case."""
-        if name not in self.header_names:
+        if name in _URL_HEADERS:
+            return self.url(value)
+        if not self.is_secret_header(name):
             return value
         if self.remove:
             return None
@@ -179,10 +289,9 @@ class Redactor:
 
     def headers(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
-        names = self.header_names
         for name, value in headers:
             lname = name.lower()
-            if lname not in names:
+            if lname not in _URL_HEADERS and not self.is_secret_header(lname):
                 out.append((name, value))
                 continue
             redacted = self.header_value(lname, value)
@@ -190,27 +299,61 @@ class Redactor:
                 out.append((name, redacted))
         return out
 
-    # -- URLs and query strings ---------------------------------------------------------------------
+    # -- URLs, query strings, form bodies ----------------------------------------------------------
+    def _is_secret_param(self, raw_name: str) -> bool:
+        hit = self._params_cache.get(raw_name)
+        if hit is None:
+            hit = self.is_secret_name(unquote_plus(raw_name))
+            if len(self._params_cache) >= _NAME_CACHE_SIZE:
+                self._params_cache.clear()
+            self._params_cache[raw_name] = hit
+        return hit
+
     def query(self, query: str) -> str:
-        """`query` with configured parameters' values redacted (or the parameters dropped)."""
-        if not self.query_names or not query:
+        """`query` (or a form-urlencoded body, or a fragment) with secret parameters' values redacted
+        (or the parameters dropped). "&" and ";" both separate parameters."""
+        if not query or "=" not in query:
             return query
-        out = []
+        if "eyJ" not in query and not any(map(self._is_secret_param, _PARAM_NAMES.findall(query))):
+            return query
+        parts = _PARAM_SEPARATORS.split(query)  # [param, sep, param, sep, ...]
+        out: list[str] = []
         changed = False
-        for part in query.split("&"):
-            name, _, value = part.partition("=")
-            if unquote_plus(name).lower() in self.query_names:
+        for i in range(0, len(parts), 2):
+            part = parts[i]
+            name, eq, value = part.partition("=")
+            if eq and (self._is_secret_param(name) or _is_jwt(unquote_plus(value))):
                 changed = True
                 if self.remove:
                     continue
-                out.append(f"{name}={quote(self.token(unquote_plus(value)), safe=':')}")
-            else:
-                out.append(part)
-        return "&".join(out) if changed else query
+                part = f"{name}={quote(self.token(unquote_plus(value)), safe=':')}"
+            if out:
+                out.append(parts[i - 1])
+            out.append(part)
+        return "".join(out) if changed else query
+
+    def path(self, path: str) -> str:
+        """`path` with secret path parameters (";api_key=...") and JWT-shaped segments redacted."""
+        if ";" not in path and "eyJ" not in path:
+            return path
+        segments = path.split("/")
+        changed = False
+        for i, segment in enumerate(segments):
+            head, semi, params = segment.partition(";")
+            new_params = self.query(params) if semi else params
+            if self.remove and semi and not new_params:
+                semi = ""
+            new_head = head
+            if "eyJ" in head and _JWT.search(unquote_plus(head)):
+                new_head = self.token(unquote_plus(head))
+            if new_head != head or new_params != params:
+                segments[i] = new_head + semi + new_params
+                changed = True
+        return "/".join(segments) if changed else path
 
     def url(self, url: str) -> str:
-        """`url` with a password in its userinfo and configured query parameters redacted."""
-        if not url or ("@" not in url and not self.query_names):
+        """`url` with a userinfo password, secret path / query / fragment parameters and JWTs redacted."""
+        if not url:
             return url
         try:
             parts = urlsplit(url)
@@ -222,15 +365,70 @@ class Redactor:
             user, colon, password = userinfo.partition(":")
             if colon:
                 netloc = f"{user}@{hostport}" if self.remove else f"{user}:{self.token(password)}@{hostport}"
+        path = self.path(parts.path)
         query = self.query(parts.query)
-        if netloc == parts.netloc and query == parts.query:
+        fragment = self.query(parts.fragment)  # OAuth's implicit flow returns #access_token=...
+        if (netloc, path, query, fragment) == (parts.netloc, parts.path, parts.query, parts.fragment):
             return url
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        return urlunsplit((parts.scheme, netloc, path, query, fragment))
 
-    # -- JSON bodies ------------------------------------------------------------------------------
+    # -- bodies -----------------------------------------------------------------------------------
+    def body(self, body: bytes, content_type: str | None) -> tuple[bytes, Any]:
+        """(`body` with secrets redacted, the parsed JSON document or `UNPARSED`): JSON (by its first
+        byte), form-urlencoded and multipart/form-data (by `content_type`)."""
+        if not body:
+            return body, UNPARSED
+        ctype = (content_type or "").lower()
+        if ctype.startswith("application/x-www-form-urlencoded"):
+            text = body.decode("latin-1")
+            redacted = self.query(text)
+            return (body if redacted is text else redacted.encode("latin-1")), UNPARSED
+        if ctype.startswith("multipart/"):
+            return self.multipart(body, content_type or ""), UNPARSED
+        return self.redact_json(body)
+
+    def multipart(self, body: bytes, content_type: str) -> bytes:
+        """A multipart body with the content of secret-named parts (and JWT-shaped contents) redacted."""
+        boundary = ""
+        for param in content_type.split(";")[1:]:
+            k, _, v = param.strip().partition("=")
+            if k.lower() == "boundary":
+                boundary = v.strip().strip('"')
+        if not boundary:
+            return body
+        delimiter = b"--" + boundary.encode("latin-1")
+        chunks = body.split(delimiter)
+        changed = False
+        for i in range(1, len(chunks)):
+            chunk = chunks[i]
+            head, sep, content = chunk.partition(b"\r\n\r\n")
+            if not sep:
+                continue
+            trailer = b"\r\n" if content.endswith(b"\r\n") else b""
+            value = content[: len(content) - len(trailer)]
+            match = _MULTIPART_NAME.search(head)
+            name = (match.group(1) or match.group(2) or b"").decode("utf-8", "replace") if match else ""
+            if (name and self.is_secret_name(name)) or _JWT_BYTES.fullmatch(value.strip()):
+                changed = True
+                replacement = b"" if self.remove else self.token(value).encode()
+                chunks[i] = head + sep + replacement + trailer
+        return delimiter.join(chunks) if changed else body
+
     def json_body(self, body: bytes) -> bytes:
-        """`body` with configured JSON fields redacted; unchanged if nothing matched or not JSON."""
+        """`body` with secret JSON fields redacted; unchanged if nothing matched or not JSON."""
         return self.redact_json(body)[0]
+
+    def _may_hold_secret(self, body: bytes) -> bool:
+        """False only when no key of `body` can be a secret name (most bodies: then they are not parsed)."""
+        if self._always_parse or b"\\u" in body:  # a \u escape (\u0070assword) can spell any key
+            return True
+        lowered = body.lower()
+        if any(p in lowered for p in self._pieces) or any(k in lowered for k in self._pointer_keys):
+            return True
+        if self._own_names:
+            stripped = lowered.translate(None, _NON_ALNUM_ASCII)
+            return any(n in stripped for n in self._own_names)
+        return False
 
     def redact_json(self, body: bytes) -> tuple[bytes, Any]:
         """(`json_body(body)`, the parsed and redacted document or `UNPARSED`), so a caller that
@@ -240,23 +438,13 @@ class Redactor:
         head = body[:64].lstrip()
         if head[:1] not in (b"{", b"["):
             return body, UNPARSED
-        lowered = b""
-        if not self._always_parse:
-            # JSON escapes (\u0070assword) could hide a key from this check; JSON producers do not
-            # escape ASCII letters, so the cheap check is worth it (most bodies have no such key).
-            lowered = body.lower()
-            if not any(t in lowered for t in self._tokens):
-                return body, UNPARSED
+        if not self._may_hold_secret(body):
+            return body, UNPARSED
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             return body, UNPARSED
-        changed = False
-        if self.bare_fields:
-            if self._ascii_bare:
-                changed |= self._redact_bare(doc, self._key_spellings(body, lowered or body.lower()))
-            else:
-                changed |= self._redact_bare_casefold(doc)
+        changed = self._redact_names(doc)
         for pointer in self.pointers:
             changed |= self._redact_pointer(doc, pointer)
         return (orjson.dumps(doc) if changed else body), doc
@@ -266,53 +454,18 @@ class Redactor:
             return self.token(value)
         return self.token(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
 
-    def _key_spellings(self, body: bytes, lowered: bytes) -> frozenset[str]:
-        """The spellings ("password", "Password", ...) under which bare field names occur in `body`,
-        so the walk can match keys with a set intersection instead of lower-casing every key."""
-        found: set[str] = set()
-        for name in self.bare_fields:
-            token = name.encode()
-            start = lowered.find(token)
-            while start >= 0:
-                found.add(body[start:start + len(token)].decode("utf-8", "replace"))
-                start = lowered.find(token, start + 1)
-        return frozenset(found)
-
-    def _redact_bare(self, root: Any, spellings: frozenset[str]) -> bool:
+    def _redact_names(self, root: Any) -> bool:
+        """Redact every value whose key is a secret name, at any depth (the value is not walked)."""
+        if type(root) is not dict and type(root) is not list:
+            return False
+        is_secret = self.is_secret_name
         hits: list[tuple[dict[str, Any], str]] = []
 
         # Plain recursion over containers only (most values are scalars); collect first, mutate after.
         def walk(node: Any) -> None:
             if type(node) is dict:
-                if not spellings.isdisjoint(node):
-                    hits.extend((node, k) for k in spellings.intersection(node))
-                for v in node.values():
-                    if type(v) is dict or type(v) is list:
-                        walk(v)
-            else:
-                for v in node:
-                    if type(v) is dict or type(v) is list:
-                        walk(v)
-
-        if spellings and (type(root) is dict or type(root) is list):
-            walk(root)
-        for parent, k in hits:
-            if k not in parent:
-                continue
-            if self.remove:
-                del parent[k]
-            else:
-                parent[k] = self._replacement(parent[k])
-        return bool(hits)
-
-    def _redact_bare_casefold(self, root: Any) -> bool:
-        fields = self.bare_fields
-        hits: list[tuple[dict[str, Any], str]] = []
-
-        def walk(node: Any) -> None:
-            if type(node) is dict:
                 for k, v in node.items():
-                    if k.lower() in fields:
+                    if is_secret(k):
                         hits.append((node, k))
                     elif type(v) is dict or type(v) is list:
                         walk(v)
@@ -321,8 +474,7 @@ class Redactor:
                     if type(v) is dict or type(v) is list:
                         walk(v)
 
-        if type(root) is dict or type(root) is list:
-            walk(root)
+        walk(root)
         for parent, k in hits:
             if self.remove:
                 del parent[k]

@@ -10,7 +10,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+# Always redacted, whatever the settings say (they carry credentials by definition).
 DEFAULT_REDACTED_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie")
+
+# The default secret names, matched against header names, query and path parameters, form and
+# multipart fields and JSON keys after normalisation: case folded, every character that is not a
+# letter or digit removed, a header's leading "x-" dropped, a parameter's brackets resolved
+# ("api_key[]" -> "apikey", "user[password]" -> "password"). So "API-Key", "apiKey", "api_key",
+# "X-Api-Key" and "api.key" are one name.
+# A name ending in one of these words is a secret (new_password, client_secret, X-Csrf-Token, githubToken):
+DEFAULT_SECRET_SUFFIXES = (
+    "password", "passwd", "passphrase", "secret", "token", "apikey", "secretkey", "accesskey", "privatekey",
+    "cardnumber", "creditcard", "signature", "credentials",
+)
+# A name equal to one of these is a secret:
+DEFAULT_SECRET_NAMES = (
+    "pwd", "pass", "pin", "cvv", "cvc", "cvv2", "ssn", "iban", "otp", "auth", "authorization",
+    "proxyauthorization", "cookie", "setcookie", "sessionid", "sid", "jsessionid", "phpsessid", "csrf", "xsrf",
+    "cardno", "pan", "accountnumber",
+)
+# Every default name, however it is spelt (api_key, API-Key), contains one of these lower-case pieces
+# (tests/test_redact.py checks it): a body containing none is not parsed (shadow.capture.redact).
+# Three-letter names are looked for as quoted JSON keys ('"pin"'), or "shipping" would match.
+DEFAULT_NAME_PIECES = (
+    "pass", "pwd", "secret", "token", "key", "card", "signature", "credential", '"pin"', '"cvv', '"cvc"', '"ssn"',
+    "iban", '"otp"', "auth", "cookie", "sess", '"sid"', "csrf", "xsrf", '"pan"', "account",
+)
 
 
 @dataclass(frozen=True)
@@ -20,13 +45,21 @@ class RedactionSettings:
     # JSON body fields: a bare name matches that key at any depth; "/a/b" is an RFC 6901 pointer
     # ("*" matches any one key or index). Applied to request and response bodies.
     json_fields: tuple[str, ...] = ()
-    # "hash": replace by "redacted:" + 16 hex of HMAC-SHA256(key, value), so equality survives;
-    # "remove": drop the header / JSON field.
+    # "hash": replace by "redacted:" + the 64 hex of HMAC-SHA256(key, value), so equality survives;
+    # "remove": drop the header / field / parameter.
     mode: Literal["hash", "remove"] = "hash"
-    # HMAC key. None: taken from $SHADOW_REDACTION_KEY, else generated once per capture folder.
+    # HMAC key. None: $SHADOW_REDACTION_KEY, else the key file (key_file, else
+    # $SHADOW_REDACTION_KEY_FILE, else ~/.config/shadow/redaction.key, created once) — never inside the capture.
     key: bytes | None = None
-    # Query parameter names (case-insensitive) redacted in the `query` and `url` columns (api_key, token...).
+    key_file: Path | None = None
+    # Query parameter names redacted in the `query`, `path` and `url` columns (api_key, token...).
     query_params: tuple[str, ...] = ()
+    # Names redacted everywhere (headers, query and path parameters, form fields, JSON keys), besides the defaults.
+    names: tuple[str, ...] = ()
+    # False: no DEFAULT_SECRET_SUFFIXES / DEFAULT_SECRET_NAMES (only DEFAULT_REDACTED_HEADERS and what is listed).
+    defaults: bool = True
+    # Names stored in clear even though a default matches them (e.g. "nextPageToken"); explicit reduction.
+    allow: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -209,8 +209,8 @@ def prepare_exchange(row: dict[str, Any], settings: CaptureSettings, key: bytes,
     `endpoint` (template_path), `resp_content_type`; decodes req/resp bodies per Content-Encoding
     (bodies are stored decoded; a body that fails to decode is kept raw and the reason goes to
     `capture_note`; a request whose body was decoded loses its Content-Encoding header, so that it
-    replays as stored, while a response keeps it); redacts headers, cookies, configured query
-    parameters and JSON fields; computes `body_hash` and `body_size` over the full decoded, redacted
+    replays as stored, while a response keeps it); redacts secrets in headers, cookies, the URL
+    (path, query, fragment, userinfo), JSON, form and multipart bodies (shadow.capture.redact); computes `body_hash` and `body_size` over the full decoded, redacted
     response body; then cuts bodies at `settings.max_body_bytes`.
     """
     r = redactor or _redactor_for(settings.redaction, key)
@@ -226,6 +226,8 @@ def prepare_exchange(row: dict[str, Any], settings: CaptureSettings, key: bytes,
             out["path"] = parts.path or "/"
         if out.get("query") is None:
             out["query"] = parts.query
+    if out.get("path"):
+        out["path"] = r.path(out["path"])  # before the endpoint is derived from it (";api_key=...")
     if out.get("endpoint") is None and out.get("path") is not None:
         out["endpoint"] = template_path(out["path"])
 
@@ -255,7 +257,7 @@ def prepare_exchange(row: dict[str, Any], settings: CaptureSettings, key: bytes,
                     req_headers = [(n, v) for n, v in req_headers if n.lower() != "content-encoding"]
         if side == "resp" and out.get("body_size") is None:
             out["body_size"] = len(body)
-        body, doc = r.redact_json(body)
+        body, doc = r.body(body, _header(headers, "content-type"))
         if side == "resp":
             content_type = out["resp_content_type"]
             if doc is not UNPARSED and (not content_type or is_json_type(content_type)):

@@ -33,9 +33,13 @@ The `shadow:` section (camelCase like Traefik; every key optional)::
       redaction:
         mode: hash                             # hash | remove
         keyEnv: SHADOW_REDACTION_KEY           # env var holding the HMAC key (must be set if named)
-        headers: [X-Api-Key]                   # added to Authorization, Cookie, Set-Cookie...
-        jsonFields: [password, /card/number]   # bare name: any depth; "/a/b": JSON pointer
-        queryParams: [api_key, access_token]   # redacted in the query and url columns
+        keyFile: ~/.config/shadow/redaction.key # else $SHADOW_REDACTION_KEY_FILE, else this default
+        names: [member_no]                     # secret names added to the defaults (docs/capture.md)
+        allow: [nextPageToken]                 # names the defaults match but are stored in clear
+        defaults: true                         # false: only Authorization/Cookie and what is listed
+        headers: [X-Internal-Sig]              # added to Authorization, Cookie, Set-Cookie...
+        jsonFields: [/card/number]             # bare name: any depth; "/a/b": JSON pointer
+        queryParams: [q_sess]                  # redacted in the query, path and url columns
       mirroring:
         timeout: 5s                            # a slower mirror call is abandoned, captured as error
         maxInFlight: 256                       # mirror calls beyond this are shed and counted
@@ -979,7 +983,8 @@ def _parse_shadow(reader: YamlReader, node: Any, line: int | None, base_dir: Pat
 
     red_field = "shadow.redaction"
     red = reader.mapping(sh.get("redaction"), red_field, reader.value_line(sh, "redaction"))
-    reader.check_keys(red, red_field, ("mode", "keyEnv", "headers", "jsonFields", "queryParams"))
+    reader.check_keys(red, red_field, ("mode", "keyEnv", "keyFile", "headers", "jsonFields", "queryParams",
+                                       "names", "allow", "defaults"))
     mode = reader.string(red, "mode", red_field, default="hash")
     if mode not in ("hash", "remove"):
         reader.fail(f"must be hash or remove, got {mode!r}", f"{red_field}.mode", reader.value_line(red, "mode"))
@@ -999,9 +1004,14 @@ def _parse_shadow(reader: YamlReader, node: Any, line: int | None, base_dir: Pat
     headers = tuple(dict.fromkeys((*DEFAULT_REDACTED_HEADERS, *extra_headers)))
     json_fields = reader.string_list(red, "jsonFields", red_field)
     query_params = reader.string_list(red, "queryParams", red_field)
+    key_file = reader.string(red, "keyFile", red_field)
     redaction = RedactionSettings(headers=headers, json_fields=json_fields,
                                   mode="hash" if mode == "hash" else "remove", key=key,
-                                  query_params=query_params)
+                                  key_file=base_dir / Path(key_file).expanduser() if key_file else None,
+                                  query_params=query_params,
+                                  names=reader.string_list(red, "names", red_field),
+                                  allow=reader.string_list(red, "allow", red_field),
+                                  defaults=reader.boolean(red, "defaults", red_field, True))
 
     cap_field = "shadow.capture"
     cap = reader.mapping(sh.get("capture"), cap_field, reader.value_line(sh, "capture"))
