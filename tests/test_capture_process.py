@@ -189,3 +189,13 @@ def test_config_capture_mode(tmp_path: Path) -> None:
     cfg.write_text(base % "fork")
     with pytest.raises(ConfigError, match=r"shadow\.capture\.mode.*process or thread"):
         load_config(cfg)
+
+
+def test_the_capture_can_persist_before_the_gateway_accepts_traffic(tmp_path: Path) -> None:
+    # Constructing the writer is what the gateway waits for before it listens: by then the capture
+    # process has its journal open and its preparation warmed up (no first-batch import delay).
+    with CaptureProcessWriter(settings(tmp_path), gateway_id="gw-warm") as writer:
+        journals = list((tmp_path / "capture" / "exchanges" / "_journal").glob("gw-warm-*.arrows"))
+        assert len(journals) == 1
+        assert writer.stats().journaled == 0
+    assert not list((tmp_path / "capture" / "exchanges" / "_journal").glob("*.arrows"))  # empty: removed

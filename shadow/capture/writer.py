@@ -553,6 +553,16 @@ def queued_body_bytes(row: Mapping[str, Any]) -> int:
     return size
 
 
+_WARM_UP_ROW: dict[str, Any] = {
+    "request_id": "warm-up", "role": "primary", "mode": "serve", "method": "POST", "status": 200,
+    "url": "http://warm.up/p;a=1?token=t&x=1", "path": "/p;a=1", "query": "token=t&x=1",
+    "req_headers": [(b"Content-Type", b"application/json"), (b"Authorization", b"Bearer t")],
+    "req_body": b'{"password": "p", "n": [1]}',
+    "resp_headers": [(b"Content-Type", b"application/json"), (b"Content-Encoding", b"gzip")],
+    "resp_body": b'\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03\xabV\xcaH\xcd\xc9\xc9W\xb2RP*\xcf/\xcaIQ\xaa\x05\x00"\xae\xa3\x86\x12\x00\x00\x00',
+}
+
+
 class _Marker:
     """A control item in the queue: everything queued before it is handled before `done` is set."""
 
@@ -682,7 +692,8 @@ class CaptureWriter(ControlledWriter):
             (self.root / STATS_DIR).mkdir(exist_ok=True)
         except OSError as e:
             raise CaptureError(f"{self.table_dir}: cannot create the capture folder: {e.strerror or e}") from None
-        if prepare is None and table == "exchanges":
+        self._default_prepare = prepare is None and table == "exchanges"
+        if self._default_prepare:
             key = load_redaction_key(self.root, settings.redaction)
             prepare = functools.partial(prepare_exchange, settings=settings, key=key,
                                         redactor=Redactor(settings.redaction, key))
@@ -732,9 +743,23 @@ class CaptureWriter(ControlledWriter):
         if rows or corrupt:
             log.warning("capture %s: recovered %d rows from unsealed journals into %d files; %d corrupt",
                         self.table_dir, rows, files, corrupt)
+        self._warm_up()
         self._thread = threading.Thread(target=self._run, name=f"shadow-capture-{table}", daemon=True)
         self._thread.start()
         _open_writers.add(self)
+
+    def _warm_up(self) -> None:
+        """Pay now, before the gateway accepts its first client, what the first batch would pay: lazy
+        imports and caches of preparation and Arrow conversion (≈ 1 s on a loaded machine) and the
+        journal file. Otherwise the first second of traffic sits in memory, where a kill -9 of the
+        gateway and its capture process loses all of it."""
+        if self._prepare is not None and self._default_prepare:  # a given prepare may have side effects
+            with contextlib.suppress(Exception):
+                self._to_batch([self._prepare(dict(_WARM_UP_ROW, gateway=self.gateway_id))])
+        try:
+            self._open_journal()
+        except OSError as e:
+            raise CaptureError(f"{self.journal_dir}: cannot create a journal: {e.strerror or e}") from None
 
     # -- event-loop side ---------------------------------------------------------------------------
     def submit(self, row: dict[str, Any]) -> bool:
@@ -950,6 +975,8 @@ class CaptureWriter(ControlledWriter):
             if self._journal_writer is None:
                 self._open_journal()
             assert self._journal_writer is not None
+            if self._segment_rows == 0:
+                self._segment_started = time.monotonic()  # a segment's age counts from its first row
             self._journal_writer.write_batch(batch)
             self._journal_file.flush()
             os.fsync(self._journal_file.fileno())
