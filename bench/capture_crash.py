@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from shadow.cli.gateway import mitmdump_command  # noqa: E402
 
 WINDOW_S = 1.0  # rows answered more than this long before the kill must survive it
-DELAYS_S = (0.2, 0.5, 1.0, 1.5, 2.0, 3.0)
+DELAYS_S = "0.2,0.5,1.0,1.5,2.0,3.0"  # kill this long after the first answer, run after run
 CONFIG = """
 http:
   routers:
@@ -168,7 +168,13 @@ def one_run(run: int, delay: float, kill_both: bool, upstream: str, root: Path, 
     deadline = time.monotonic() + 60
     while any(alive(p) for p in capture_children) and time.monotonic() < deadline:
         time.sleep(0.05)  # the capture process seals what it received, then exits
+    journal_dir = capture / "exchanges" / "_journal"
+    before = sorted(p.name for p in journal_dir.glob("*")) if journal_dir.is_dir() else []
     CaptureWriter(CaptureSettings(dir=capture), gateway_id=f"recover{run}").close()  # = the next start
+    left = sorted(p.name for p in journal_dir.glob("*.arrows")) if journal_dir.is_dir() else []
+    if left:
+        print(f"    journals left after recovery: {left}; before it: {before}; victims {victims}, "
+              f"alive {[p for p in victims if alive(p)]}", flush=True)
     con = duckdb.connect()
     files = list((capture / "exchanges").rglob("*.parquet"))
     stored = {r[0] for r in con.sql(
@@ -189,6 +195,7 @@ def main() -> None:
     ap.add_argument("--kill", choices=("proxy", "both"), default="proxy",
                     help="SIGKILL the gateway only, or the gateway and its capture process")
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--delays", default=DELAYS_S, help="seconds after the first answer to kill at, in turn")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -204,8 +211,9 @@ def main() -> None:
         print(f"kill -9 of {'the gateway and its capture process' if args.kill == 'both' else 'the gateway'}; "
               f"{args.threads} client threads from the gateway's spawn on")
         print("run  kill after 1st answer  start-up  answered  >1s before kill  lost  last 1 s  lost  journals left")
+        delays = [float(d) for d in args.delays.split(",")]
         for run in range(args.runs):
-            r = one_run(run, DELAYS_S[run % len(DELAYS_S)], args.kill == "both", f"http://127.0.0.1:{up_port}",
+            r = one_run(run, delays[run % len(delays)], args.kill == "both", f"http://127.0.0.1:{up_port}",
                         root, args.threads)
             for k in totals:
                 totals[k] += int(r[k])

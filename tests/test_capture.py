@@ -18,6 +18,7 @@ from typing import Any
 
 import brotli
 import duckdb
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -31,6 +32,7 @@ from shadow.capture.writer import (
     prepare_exchange,
     read_journal,
 )
+from shadow.errors import CaptureError
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = b"k" * 32
@@ -763,3 +765,123 @@ def test_a_failed_journal_write_is_counted_and_capture_goes_on(tmp_path: Path,
     assert not list((s.dir / "exchanges" / JOURNAL_DIR).glob("*.arrows"))  # the torn journal was sealed too
     st = w.stats()
     assert st.sealed_rows + st.write_errors >= st.submitted
+
+
+# -- disk full -------------------------------------------------------------------------------------------
+
+
+class InjectedDisk:
+    """A full disk simulated at the OS boundary: while `full` is set, every write to a file the writer
+    opens (journals, Parquet, stats) raises ENOSPC, as write(2) does on a full filesystem."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import builtins
+        import errno
+
+        import shadow.capture.writer as writer_module
+
+        self.full = threading.Event()
+        real_open = builtins.open
+        disk = self
+
+        class File:
+            def __init__(self, f: Any) -> None:
+                self._f = f
+
+            def write(self, data: Any) -> int:
+                if disk.full.is_set():
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                return int(self._f.write(data))
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._f, name)
+
+            def __enter__(self) -> File:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                self._f.close()
+
+        def fake_open(path: Any, mode: str = "r", *args: Any, **kw: Any) -> Any:
+            f = real_open(path, mode, *args, **kw)
+            return File(f) if any(c in mode for c in "wax") else f
+
+        monkeypatch.setattr(writer_module, "open", fake_open, raising=False)
+
+    def fill(self) -> None:
+        self.full.set()
+
+    def free(self) -> None:
+        self.full.clear()
+
+
+class SmallTmpfs:
+    """A real 4 MB tmpfs (mounting needs root): filled with a filler file until write(2) fails."""
+
+    def __init__(self, where: Path) -> None:
+        self.where = where
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"mounting a small tmpfs needs root here ({done.stderr.decode().strip()}); "
+                        "the injected-fault variant covers the same path")
+        self.filler = where / "filler"
+
+    def fill(self) -> None:
+        with self.filler.open("wb") as f, pytest.raises(OSError, match="No space left"):
+            for _ in range(10_000):  # bounded: 10,000 x 64 KB is far more than 4 MB
+                f.write(b"\0" * 65536)
+                f.flush()
+
+    def free(self) -> None:
+        self.filler.unlink()
+
+    def close(self) -> None:
+        subprocess.run(["umount", str(self.where)], capture_output=True, check=False)
+
+
+@pytest.mark.parametrize("kind", ["injected", "tmpfs"])
+def test_disk_full_counts_dropped_rows_reports_them_when_room_returns_and_leaves_no_empty_journal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, kind: str) -> None:
+    if kind == "tmpfs":
+        disk: Any = SmallTmpfs(tmp_path / "small")
+        root = disk.where
+    else:
+        disk = InjectedDisk(monkeypatch)
+        root = tmp_path
+    try:
+        s = CaptureSettings(dir=root / "cap", redaction=RedactionSettings(key=KEY))
+        w = CaptureWriter(s, gateway_id="gw")
+        for i in range(10):
+            assert w.submit(exchange(i))
+        w.flush()
+        disk.fill()
+        with caplog.at_level("WARNING", logger="shadow.capture"):
+            for i in range(10, 60):
+                assert w.submit(exchange(i, resp_body=b'{"pad": "%s"}' % (b"x" * 2000)))  # clients still served
+            with pytest.raises(CaptureError, match="No space left"):
+                w.flush()
+            for _ in range(5):  # more batches fail: still one line, and no empty journal per attempt
+                w.submit(exchange(99))
+                with pytest.raises(CaptureError):
+                    w.flush()
+            journals = list((root / "cap" / "exchanges" / JOURNAL_DIR).glob("*.arrows"))
+            assert len(journals) <= 1, journals  # the first one, holding the 10 journaled rows
+            st = w.stats()
+            assert (st.journaled, st.disk_full_rows, st.write_errors) == (10, 55, 55)
+            assert sum("cannot write the journal" in r.message for r in caplog.records) == 1
+            disk.free()
+            for i in range(100, 105):
+                w.submit(exchange(i))
+            w.flush()
+        assert any("writing again: 55 rows were dropped" in r.message for r in caplog.records)
+        stats_file = orjson.loads((root / "cap" / "_stats" / "gw.json").read_bytes())
+        assert stats_file["disk_full_rows"] == 55 and stats_file["journaled"] == 15
+        w.close()
+        assert read_all(root / "cap" / "exchanges").num_rows == 15
+        leftovers = [p for p in (root / "cap").rglob("*") if p.is_file() and (p.suffix in (".arrows", ".tmp")
+                                                                              or p.stat().st_size == 0)]
+        assert leftovers == []
+    finally:
+        if kind == "tmpfs":
+            disk.close()

@@ -74,7 +74,8 @@ _READY, _FAILED, _STATS, _DONE = b"Y", b"E", b"T", b"D"
 _CONTROL = {"flush": _FLUSH, "seal": _SEAL, "close": _CLOSE}
 
 # Counters that belong to the child's CaptureWriter (the proxy owns submitted, shed, queued, extra).
-_CHILD_COUNTERS = ("journaled", "sealed_rows", "segments", "write_errors", "recovered_rows", "corrupt_journals")
+_CHILD_COUNTERS = ("journaled", "sealed_rows", "segments", "write_errors", "disk_full_rows", "recovered_rows",
+                   "corrupt_journals")
 
 
 def _write_frame(out: IO[bytes], kind: bytes, payload: bytes) -> None:

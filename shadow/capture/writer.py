@@ -118,6 +118,7 @@ class CaptureStats:
     sealed_rows: int = 0  # rows written to sealed Parquet (recovered rows included)
     segments: int = 0  # Parquet files sealed
     write_errors: int = 0  # rows lost to a failed prepare, conversion or write (logged)
+    disk_full_rows: int = 0  # of write_errors, rows dropped because the disk was full (ENOSPC / EDQUOT)
     recovered_rows: int = 0  # rows recovered from journals a dead process left
     corrupt_journals: int = 0  # unreadable journals moved to _journal/corrupt/
     queued: int = 0  # rows waiting for the writer thread right now
@@ -727,6 +728,8 @@ class CaptureWriter(ControlledWriter):
         self._late_markers: list[_Marker] = []
         self._row_error_logged = -ERROR_LOG_INTERVAL_S
         self._row_errors_unlogged = 0
+        self._outage_since: float | None = None  # when journal writes started failing (disk full, ...)
+        self._outage_rows = 0
 
         try:
             rows, files, corrupt = recover_journals(self.table_dir)
@@ -758,8 +761,8 @@ class CaptureWriter(ControlledWriter):
                 self._to_batch([self._prepare(dict(_WARM_UP_ROW, gateway=self.gateway_id))])
         try:
             self._open_journal()
-        except OSError as e:
-            raise CaptureError(f"{self.journal_dir}: cannot create a journal: {e.strerror or e}") from None
+        except OSError as e:  # disk full at start: serve anyway; rows are counted until there is room
+            self._journal_failed(e, 0)
 
     # -- event-loop side ---------------------------------------------------------------------------
     def submit(self, row: dict[str, Any]) -> bool:
@@ -945,6 +948,8 @@ class CaptureWriter(ControlledWriter):
     def _write_safely(self, rows: list[dict[str, Any]]) -> None:
         try:
             self._write(rows)
+        except OSError:
+            pass  # counted, and logged once per outage by _journal_failed
         except Exception as e:
             log.error("capture %s: journal write failed: %s", self.table_dir, e)
 
@@ -960,6 +965,7 @@ class CaptureWriter(ControlledWriter):
             _fsync_dir(self.journal_dir)
         except BaseException:
             f.close()
+            path.unlink(missing_ok=True)  # a disk-full retry every batch must not leave empty journals
             raise
         self._journal_path, self._journal_file, self._journal_writer = path, f, writer
         self._segment_rows = 0
@@ -980,20 +986,45 @@ class CaptureWriter(ControlledWriter):
             self._journal_writer.write_batch(batch)
             self._journal_file.flush()
             os.fsync(self._journal_file.fileno())
-        except Exception:
+        except Exception as e:
             self._stats.write_errors += batch.num_rows
+            if isinstance(e, OSError):
+                self._journal_failed(e, batch.num_rows)
             # The journal may now end in a torn batch: seal what is readable, start afresh next time.
             with contextlib.suppress(Exception):
                 self._seal_current()
             raise
         self._stats.journaled += batch.num_rows
         self._segment_rows += batch.num_rows
+        if self._outage_since is not None:
+            self._outage_over()
+
+    def _journal_failed(self, error: OSError, rows: int) -> None:
+        """Count rows a full disk (or another I/O error) dropped; log once per outage, not per batch."""
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            self._stats.disk_full_rows += rows
+        self._outage_rows += rows
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.error("capture %s: cannot write the journal (%s); clients are still served, rows are counted "
+                      "as dropped until the disk has room again", self.table_dir, error.strerror or error)
+
+    def _outage_over(self) -> None:
+        assert self._outage_since is not None
+        seconds = time.monotonic() - self._outage_since
+        log.warning("capture %s: writing again: %d rows were dropped during %.1f s without room on disk "
+                    "(counters write_errors=%d, disk_full_rows=%d)", self.table_dir, self._outage_rows, seconds,
+                    self._stats.write_errors, self._stats.disk_full_rows)
+        self._outage_since = None
+        self._outage_rows = 0
+        self._publish_stats()  # the stats file could not be written meanwhile: say it now
 
     def _seal_current(self) -> None:
         if self._journal_writer is None or self._journal_path is None:
             self._seal_pending()
             return
         path = self._journal_path
+        empty = self._segment_rows == 0  # no complete batch (a header, perhaps a torn batch): nothing to keep
         try:
             with contextlib.suppress(Exception):
                 self._journal_writer.close()
@@ -1007,7 +1038,13 @@ class CaptureWriter(ControlledWriter):
             self._journal_file = None
             self._journal_path = None
             self._segment_rows = 0
-        self._unsealed.append(path)
+        if empty:
+            # Not queued behind a journal that cannot be sealed yet (disk full): one empty journal per
+            # failed batch would pile up for the whole outage.
+            with contextlib.suppress(OSError):
+                path.unlink()
+        else:
+            self._unsealed.append(path)
         self._seal_pending()
 
     def _seal_pending(self) -> None:
@@ -1033,4 +1070,7 @@ class CaptureWriter(ControlledWriter):
                 f.write(orjson.dumps(data))
             os.replace(tmp, self.stats_path)
         except OSError as e:
-            log.warning("capture %s: cannot publish stats: %s", self.stats_path, e)
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # never leave a truncated file behind (disk full)
+            if self._outage_since is None:  # during an outage its one line says enough
+                log.warning("capture %s: cannot publish stats: %s", self.stats_path, e)
