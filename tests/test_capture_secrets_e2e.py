@@ -95,7 +95,7 @@ def test_no_secret_kind_reaches_any_capture_file_with_default_settings(tmp_path:
     cfg = tmp_path / "gateway.yaml"
     with Upstream("app", handler=app) as upstream:
         cfg.write_text(CONFIG.format(app=upstream.url, capture=capture))
-        with GatewayProcess(cfg) as gw, httpx.Client(base_url=gw.url, follow_redirects=False) as client:
+        with GatewayProcess(cfg) as gw, httpx.Client(base_url=gw.url, follow_redirects=False, timeout=30) as client:
             send_every_kind(client)
             assert gw.stop() == 0
         # The upstream got every secret: redaction is for the capture only.
