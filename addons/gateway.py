@@ -25,6 +25,7 @@ from addons.errorpages import ErrorPages
 from addons.framing import Framing
 from addons.front import GatewayAddon
 from addons.lean import LeanDispatch
+from addons.mcp import McpGateway, McpMetadata
 from addons.mirror import Mirror
 from addons.reload import GatewayState, ShadowConfig
 from addons.retry import Retrying
@@ -42,9 +43,11 @@ gateway = GatewayAddon(state, [
     ShadowConfig(state),
     ConnectionTimeouts(state),  # Traefik's respondingTimeouts: readTimeout, idleTimeout, writeTimeout
     Framing(state),  # first on requests: two Host headers get 400 before auth or routing reads either
+    McpMetadata(state),  # before auth: RFC 9728 metadata is public; 401s on MCP routes point at it
     Auth(state),  # before routing: a failed check answers 401 and nothing is forwarded
     Router(state),
     Traffic(state),  # after routing (health, breaker, failover, cookies), before capture
+    McpGateway(state),  # MCP traffic: JSON-RPC checks, policies, session affinity (pinned by the router), streaming
     AiGateway(state),  # model traffic: token limits, governance, credentials, streamed usage (before a retry sends)
     Retrying(state),  # Traefik's retry middleware: routes with one are sent (and re-sent) here
     ErrorPages(state),  # Traefik's errors middleware: answers in its ranges replaced by the page

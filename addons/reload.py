@@ -87,6 +87,16 @@ class MirrorTracer(Protocol):
     def copy_done(self, result: MirrorResult, traced: object) -> None: ...
 
 
+class SessionAffinity(Protocol):
+    """Keeps a stateful protocol's session on the server that began it (addons/mcp.py: MCP's
+    `Mcp-Session-Id`). Asked by the router before it picks a server."""
+
+    def pin(self, flow: http.HTTPFlow, plan: RoutePlan) -> tuple[Any, Any] | http.Response | None:
+        """(LoadBalancerService, Server) to send the flow to; a Response to answer with (the session's
+        server is gone); None: route as usual."""
+        ...
+
+
 class MirrorRewriter(Protocol):
     """Rewrites a mirror copy for its target (addons/ai.py: another model's name and credentials), and
     says which extra columns the copy's row gets once its answer is in."""
@@ -118,6 +128,7 @@ class GatewayState:
     on_activate: list[Callable[[ActiveConfig, ActiveConfig | None], None]] = field(default_factory=list)
     mirror_tracer: MirrorTracer | None = None  # addons/telemetry.py when it exports spans
     mirror_rewriter: MirrorRewriter | None = None  # addons/ai.py
+    affinity: SessionAffinity | None = None  # addons/mcp.py when a route has an mcp middleware
 
     def counters(self) -> dict[str, int]:
         out = {"config_reloads": self.reloads, "config_reload_failures": self.reload_failures}

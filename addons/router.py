@@ -201,7 +201,15 @@ class Router:
             if outcome.needs_response_hook:
                 flow.metadata[MIDDLEWARE_OUTCOME] = outcome
         service, decision, control = plan.primary, None, self.state.traffic
-        if plan.controlled and control is not None:
+        pinned = self.state.affinity.pin(flow, plan) if self.state.affinity is not None else None
+        if isinstance(pinned, http.Response):  # the session's server is gone
+            self.state.routes[flow] = RouteContext(request_id=flow.id, router=router.name, service=None,
+                                                   upstream=None, client_host=client_host, active=active)
+            flow.response = pinned
+            return None
+        if pinned is not None:  # a stateful session stays on its server (MCP's Mcp-Session-Id)
+            service, server = pinned
+        elif plan.controlled and control is not None:
             # Weighted / HRW / failover / sticky / health / breaker: decided before forwarding, so a
             # dead primary with a healthy fallback never costs the client mitmproxy's own 502.
             decision = control.decide(router.service, plan.middlewares,

@@ -22,6 +22,8 @@ from typing import Any
 
 import orjson
 
+from shadow.gateway.sse import SseEventFilter
+
 __all__ = [
     "Answer",
     "AnswerParser",
@@ -387,34 +389,13 @@ def parse_answer(body: bytes | None) -> Answer:
     return parser.finish()
 
 
-class UsageChunkFilter:
+class UsageChunkFilter(SseEventFilter):
     """Drops the usage-only Chat Completions chunk (`"choices": []` with `usage`) from an SSE stream whose
     client did not ask for it (the gateway asked on its behalf). Events are passed on whole as soon as
     their blank line arrives, so nothing waits for more than the rest of its own event."""
 
     def __init__(self) -> None:
-        self._pending = bytearray()
-
-    def feed(self, chunk: bytes) -> bytes:
-        if not chunk:  # end of stream: whatever is left goes out as it is
-            rest, self._pending = bytes(self._pending), bytearray()
-            return rest
-        self._pending += chunk
-        out = bytearray()
-        while True:
-            end, size = self._event_end()
-            if end < 0:
-                break
-            event = bytes(self._pending[:end + size])
-            del self._pending[:end + size]
-            if not self._usage_only(event):
-                out += event
-        return bytes(out)
-
-    def _event_end(self) -> tuple[int, int]:
-        found = [(i, n) for i, n in ((self._pending.find(b"\n\n"), 2), (self._pending.find(b"\r\n\r\n"), 4))
-                 if i >= 0]
-        return min(found) if found else (-1, 0)
+        super().__init__(lambda event: b"" if self._usage_only(event) else event)
 
     @staticmethod
     def _usage_only(event: bytes) -> bool:

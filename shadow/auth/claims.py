@@ -8,6 +8,7 @@ Grammar (whitespace between tokens is free)::
     unary   := "!" unary | "(" expr ")" | call
     call    := Equals(claim, value) | Prefix(claim, value) | Contains(claim, value)
              | SplitContains(claim, separator, value) | OneOf(claim, value, value...)
+             | LessThan(claim, number) | GreaterThan(claim, number)
 
 Arguments are double-quoted strings (backslash escapes `\\"` and `\\\\`) or back-quoted raw strings.
 `claim` is a dotted path into nested objects (`realm_access.roles`). Semantics:
@@ -19,6 +20,9 @@ Arguments are double-quoted strings (backslash escapes `\\"` and `\\\\`) or back
 - SplitContains: the string claim split on `separator` has an element equal to the value (for
   space-separated `scope` claims: `SplitContains("scope", " ", "orders:write")`).
 - OneOf: Equals against any of the values.
+- LessThan / GreaterThan: the claim is a number (or a string holding one; for a list claim, every
+  element) below / above the value
+  (the MCP gateway's argument limits: `LessThan(`mcp.params.arguments.amount`, `1000`)`).
 
 A missing claim makes every function false (so `!Equals(...)` is true for it).
 Syntax errors raise `ClaimSyntaxError` with a 1-based column, like the router rules' parser.
@@ -35,7 +39,9 @@ from shadow.yamlconfig import MAX_EXPRESSION_NESTING
 
 __all__ = ["ClaimExpr", "ClaimSyntaxError", "claim_at", "parse_claims"]
 
-_FUNCTIONS = {"Equals": 2, "Prefix": 2, "Contains": 2, "SplitContains": 3, "OneOf": -2}  # -2: at least 2
+_FUNCTIONS = {"Equals": 2, "Prefix": 2, "Contains": 2, "SplitContains": 3, "OneOf": -2,  # -2: at least 2
+              "LessThan": 2, "GreaterThan": 2}
+_NUMERIC = ("LessThan", "GreaterThan")
 
 
 class ClaimSyntaxError(ValueError):
@@ -58,6 +64,20 @@ def claim_at(claims: Mapping[str, Any], path: str) -> Any:
             return None
         node = node[part]
     return node
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if number == number else None  # NaN compares false anyway: not a number
+    return None
 
 
 def _text(value: Any) -> str:
@@ -90,6 +110,12 @@ class ClaimExpr:
             return any(_text(v) in wanted for v in items)
         if self.op == "Prefix":
             return any(isinstance(v, str) and v.startswith(self.args[1]) for v in items)
+        if self.op in _NUMERIC:
+            limit = float(self.args[1])
+            numbers = [n for n in map(_number, items) if n is not None]
+            if self.op == "LessThan":
+                return bool(numbers) and all(n < limit for n in numbers)
+            return bool(numbers) and all(n > limit for n in numbers)
         if self.op == "Contains":
             if isinstance(value, list):
                 return any(_text(v) == self.args[1] for v in value)
@@ -172,7 +198,7 @@ class _Parser:
             found = self.text[self.pos] if self.pos < len(self.text) else "end of expression"
             raise self.fail(f"expected a function such as Equals, found {found!r}")
         if name not in _FUNCTIONS:
-            raise self.fail(f"unknown function {name!r} (Equals, Prefix, Contains, SplitContains, OneOf)", start)
+            raise self.fail(f"unknown function {name!r} ({', '.join(_FUNCTIONS)})", start)
         self.expect("(")
         args = [self.parse_string()]
         while self.peek(","):
@@ -185,6 +211,8 @@ class _Parser:
             raise self.fail(f"{name} takes {want} arguments, got {len(args)}", start)
         if not args[0]:
             raise self.fail(f"{name}: the claim name is empty", start)
+        if name in _NUMERIC and _number(args[1]) is None:
+            raise self.fail(f"{name}: {args[1]!r} is not a number", start)
         return ClaimExpr(name, tuple(args))
 
     def parse_string(self) -> str:

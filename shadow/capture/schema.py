@@ -58,6 +58,11 @@ EXCHANGES = pa.schema(
         ("ai_streamed", pa.bool_()),
         ("ai_cache", pa.string()),  # semantic cache: hit (answered from the cache) | miss; null: no cache
         ("ai_guard", pa.string()),  # what the content guard did: "request blocked: pii.credit_card", "answer masked: …"
+        # The MCP gateway (shadow/mcp): what a JSON-RPC exchange on a route with an `mcp` middleware was about.
+        ("mcp_method", pa.string()),  # the (first) JSON-RPC method: tools/call, tools/list, initialize…
+        ("mcp_name", pa.string()),  # the tool or prompt name (params.name) or the resource URI (params.uri)
+        ("mcp_session", pa.string()),  # the request's Mcp-Session-Id
+        ("mcp_error", pa.string()),  # the JSON-RPC error code of the answer (or of the gateway's refusal)
     ]
 )
 

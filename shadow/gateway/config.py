@@ -86,6 +86,7 @@ from shadow.gateway.mirror import MirroringSettings, MirrorTargetSettings, Resen
 from shadow.gateway.rules import Rule, RuleSyntaxError, compile_rule
 from shadow.gateway.tls import TlsSettings, parse_tls
 from shadow.gateway.traffic import SplitSettings, StickyCookie, default_cookie_name
+from shadow.mcp.config import McpSettings, parse_mcp_middleware
 from shadow.telemetry.tracing import TelemetrySettings, parse_telemetry
 from shadow.yamlconfig import (
     HEADER_NAME,
@@ -281,7 +282,7 @@ class CircuitBreakerMiddleware:
 
 
 Middleware = (StripPrefix | AddPrefix | HeadersMiddleware | CircuitBreakerMiddleware | JwtSettings | OidcSettings
-              | TraefikMiddleware | AiMiddleware | HTTPRouteMiddleware)
+              | TraefikMiddleware | AiMiddleware | HTTPRouteMiddleware | McpSettings)
 
 
 STREAM_LARGER_THAN = 8 * 1024 * 1024
@@ -639,7 +640,7 @@ def _parse_middleware(reader: YamlReader, name: str, node: Any, field: str, line
     mw = reader.mapping(node, field, line, allow_null=False)
     if len(mw) != 1:
         reader.fail(f"a middleware has exactly one type, found {len(mw)}", field, line)
-    reader.canonicalize_keys(mw, field, (*_TRAEFIK_MIDDLEWARES, "jwt", "oidc", *AI_MIDDLEWARES))
+    reader.canonicalize_keys(mw, field, (*_TRAEFIK_MIDDLEWARES, "jwt", "oidc", "mcp", *AI_MIDDLEWARES))
     kind = next(iter(mw))
     where, kind_line = f"{field}.{kind}", reader.key_line(mw, kind)
     if kind == "jwt":  # Traefik Hub's JWT middleware: options parsed in shadow/auth/config.py
@@ -658,6 +659,8 @@ def _parse_middleware(reader: YamlReader, name: str, node: Any, field: str, line
     if kind in MIDDLEWARE_PARSERS:  # shadow/gateway/middlewares/config.py
         return MIDDLEWARE_PARSERS[kind](reader, name, reader.mapping(mw[kind], where, reader.value_line(mw, kind)),
                                         where, base_dir)
+    if kind == "mcp":  # the MCP gateway's middleware: shadow/mcp/config.py
+        return parse_mcp_middleware(reader, name, reader.mapping(mw[kind], where, reader.value_line(mw, kind)), where)
     if kind in AI_MIDDLEWARES:  # the AI gateway's middlewares: shadow/ai/config.py
         return parse_ai_middleware(reader, kind, name, reader.mapping(mw[kind], where, reader.value_line(mw, kind)),
                                    where, base_dir)

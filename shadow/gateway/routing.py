@@ -43,6 +43,7 @@ __all__ = [
     "apply_request_middlewares",
     "apply_response_middlewares",
     "forwarded_headers",
+    "leaf_services",
     "plan_route",
     "resolve_router",
     "route_plans",
@@ -192,6 +193,28 @@ def _first_leaf(config: GatewayConfig, name: str, depth: int = 0) -> LoadBalance
     if isinstance(svc, FailoverService):
         return _first_leaf(config, svc.service, depth + 1)
     return _first_leaf(config, svc.service, depth + 1)
+
+
+def leaf_services(config: GatewayConfig, name: str, depth: int = 0) -> tuple[LoadBalancerService, ...]:
+    """Every loadBalancer that can answer for service `name` (weighted children, failover main and
+    fallback, a mirroring service's main service; not its mirrors), in file order, once each."""
+    svc = config.services.get(name)
+    if svc is None or depth > 32:
+        return ()
+    if isinstance(svc, LoadBalancerService):
+        return (svc,)
+    children: tuple[str, ...]
+    if isinstance(svc, WeightedService):
+        children = tuple(c.name for c in svc.services)
+    elif isinstance(svc, FailoverService):
+        children = (svc.service, svc.fallback)
+    else:
+        children = (svc.service,)
+    out: dict[str, LoadBalancerService] = {}
+    for child in children:
+        for leaf in leaf_services(config, child, depth + 1):
+            out.setdefault(leaf.name, leaf)
+    return tuple(out.values())
 
 
 def route_plans(config: GatewayConfig) -> dict[str, RoutePlan]:
