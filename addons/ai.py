@@ -22,7 +22,7 @@ import orjson
 from mitmproxy import http
 
 from addons.auth import AUTH_METADATA
-from addons.reload import ActiveConfig, GatewayState, RouteContext
+from addons.reload import ActiveConfig, CopyRewrite, GatewayState, RouteContext
 from shadow.ai.cache import SemanticCache, SemanticCacheSettings, cache_key
 from shadow.ai.config import (
     ChatCompletionSettings,
@@ -106,8 +106,8 @@ class AiGateway:
                 kept = self.caches.get(m.name)
                 caches[m.name] = kept if kept is not None and kept.settings == m else SemanticCache(m)
         self.caches = caches
-        if any(isinstance(m, AI_MIDDLEWARE_TYPES) for m in middlewares):
-            self.state.mirror_rewriter = self
+        if any(isinstance(m, AI_MIDDLEWARE_TYPES) for m in middlewares) and self not in self.state.mirror_rewriters:
+            self.state.mirror_rewriters.append(self)
 
     def flow_hooks(self, active: ActiveConfig) -> frozenset[str]:
         uses_ai = any(isinstance(m, AI_MIDDLEWARE_TYPES) for m in active.config.middlewares.values())
@@ -340,8 +340,7 @@ class AiGateway:
 
     # -- mirror copies ---------------------------------------------------------------------------------
     def rewrite_copy(self, flow: http.HTTPFlow, target: str, headers: tuple[tuple[str, str], ...],
-                     body: bytes | None) -> tuple[tuple[tuple[str, str], ...], bytes | None,
-                                                  Callable[[MirrorResult], dict[str, object]] | None] | None:
+                     body: bytes | None) -> CopyRewrite | None:
         route = self.state.routes.get(flow)
         if route is None or route.plan is None:
             return None
@@ -364,4 +363,4 @@ class AiGateway:
             answer = parse_answer(result.body) if result.error is None else Answer()
             return ai_columns(answer, operation, requested, chat, ttft_ms=None)
 
-        return headers, body, columns
+        return CopyRewrite(headers, body, columns)

@@ -16,20 +16,24 @@ Adapts flows to `shadow.mcp` (pure):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import weakref
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import orjson
 from mitmproxy import http
 
 from addons.auth import AUTH_METADATA
-from addons.reload import ActiveConfig, GatewayState
+from addons.reload import ActiveConfig, CopyRewrite, GatewayState, SkipCopy
 from shadow.gateway.config import LoadBalancerService, Server
 from shadow.gateway.exchange import EXTRA_COLUMNS_METADATA
+from shadow.gateway.mirror import MirrorRequest, MirrorResult
 from shadow.gateway.routing import RoutePlan, leaf_services, resolve_router, with_inherited
 from shadow.gateway.rules import RequestView
 from shadow.gateway.sse import SseEventFilter
@@ -40,19 +44,24 @@ from shadow.mcp.jsonrpc import (
     LISTINGS,
     InvalidBody,
     McpBody,
+    McpMessage,
+    answer_for,
     answers_in,
+    endpoint_for,
     error_body,
     error_object,
     filter_listing,
     parse_body,
 )
-from shadow.mcp.policy import decide, visible
+from shadow.mcp.policy import decide, safe_to_repeat, visible
 from shadow.mcp.sessions import SESSION_HEADER, SessionTable
 
 logger = logging.getLogger(__name__)
 
 JSON = {"Content-Type": "application/json"}
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
+MCP_METADATA = "shadow.mcp"  # flow.metadata: the McpFlow (read again when the flow is mirrored)
+CANDIDATE_SESSIONS = 10_000  # candidate sessions kept (least recently opened go first)
 
 
 def _settings(plan: RoutePlan | None) -> McpSettings | None:
@@ -149,6 +158,8 @@ class McpFlow:
     claims: dict[str, Any]
     body: McpBody | None  # a POST's messages
     session: str | None  # the request's Mcp-Session-Id
+    path: str = ""  # the path the server is called on (the capture's endpoint starts with it)
+    raw: bytes = b""  # the request body (an initialize is replayed to a mirror's candidate)
     listing: str | None = None  # a list method whose answer is filtered
     listing_id: Any = None
     error: str | None = None  # the JSON-RPC error code the answer carried, as text
@@ -157,11 +168,81 @@ class McpFlow:
     cap: int = 0
     is_sse: bool = False
 
-    def columns(self) -> dict[str, object]:
+    @property
+    def single(self) -> McpMessage | None:
+        """The one request of a POST (None: a batch, a notification, an answer, a GET or DELETE)."""
+        if self.body is None or self.body.batch or self.body.messages[0].kind != "request":
+            return None
+        return self.body.messages[0]
+
+    def columns(self, answer: dict[str, Any] | None = None, *, session: str | None = None) -> dict[str, object]:
         first = self.body.messages[0] if self.body is not None and self.body.messages else None
-        return {"mcp_method": first.method if first is not None else None,
-                "mcp_name": first.target if first is not None else None,
-                "mcp_session": self.session, "mcp_error": self.error}
+        out: dict[str, object] = {
+            "mcp_method": first.method if first is not None else None,
+            "mcp_name": first.target if first is not None else None,
+            "mcp_session": session or self.session, "mcp_error": self.error}
+        if self.session:
+            out["client_key"] = self.session  # the analyses cluster by session (the unit a client is)
+        single = self.single
+        if single is not None and single.method is not None:
+            out["endpoint"] = endpoint_for(self.path, single)
+        if answer is not None:
+            # The JSON-RPC answer itself, SSE framing and the server's notifications left out: what
+            # the diff engine compares between a primary and a candidate server.
+            out["resp_body"] = orjson.dumps(answer)
+            out["resp_content_type"] = "application/json"
+            error = answer.get("error")
+            out["mcp_error"] = str(error.get("code")) if isinstance(error, dict) else None
+        return out
+
+
+class CandidateSessions:
+    """A mirror's candidate MCP server gets its own session: opened by the gateway on the first copy of a
+    client session (the client's own initialize request replayed, then notifications/initialized),
+    reused by that session's later copies (their Mcp-Session-Id swapped for the candidate's)."""
+
+    def __init__(self) -> None:
+        self._opened: OrderedDict[tuple[str, str], asyncio.Task[str | None]] = OrderedDict()
+        self._http: Any = None
+
+    async def with_session(self, primary: str, init_body: bytes | None, request: MirrorRequest) -> MirrorRequest:
+        key = (primary, request.target)
+        task = self._opened.get(key)
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._opened[key] = asyncio.get_running_loop().create_task(self._open(request, init_body))
+            while len(self._opened) > CANDIDATE_SESSIONS:
+                self._opened.popitem(last=False)
+        candidate = await asyncio.shield(task)
+        headers = [(k, v) for k, v in request.headers if k.lower() != SESSION_HEADER]
+        if candidate:
+            headers.append(("Mcp-Session-Id", candidate))
+        return replace(request, headers=tuple(headers))
+
+    async def _open(self, request: MirrorRequest, init_body: bytes | None) -> str | None:
+        import aiohttp
+
+        if self._http is None:
+            self._http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+        base = [(k, v) for k, v in request.headers if k.lower() not in (SESSION_HEADER, "content-length")]
+        init = init_body or orjson.dumps({"jsonrpc": "2.0", "id": "shadow-initialize", "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "shadow-gateway", "version": "1"}}})
+        async with self._http.post(request.url, data=init, headers=base) as resp:
+            await resp.read()
+            if resp.status >= 400:
+                raise ValueError(f"the candidate answered {resp.status} to initialize")
+            session: str | None = resp.headers.get(SESSION_HEADER)
+        headers = base + ([("Mcp-Session-Id", session)] if session else [])
+        async with self._http.post(request.url, headers=headers,
+                                   data=b'{"jsonrpc": "2.0", "method": "notifications/initialized"}') as resp:
+            await resp.read()
+        return session
+
+    async def close(self) -> None:
+        if self._http is not None:
+            with contextlib.suppress(Exception):
+                await self._http.close()
+            self._http = None
 
 
 class McpGateway:
@@ -171,6 +252,7 @@ class McpGateway:
         self.flows: weakref.WeakKeyDictionary[http.HTTPFlow, McpFlow] = weakref.WeakKeyDictionary()
         self.counts: Counter[str] = Counter()
         self._leaves: dict[tuple[int, str], tuple[LoadBalancerService, ...]] = {}
+        self.candidates = CandidateSessions()
         state.on_activate.append(self._on_activate)
         state.extra_counters.append(lambda: {f"mcp_{k}": v for k, v in self.counts.items()}
                                     | {"mcp_sessions": len(self.sessions)})
@@ -179,6 +261,8 @@ class McpGateway:
         self._leaves = {}
         if _uses_mcp(active):
             self.state.affinity = self
+            if self not in self.state.mirror_rewriters:
+                self.state.mirror_rewriters.append(self)
         elif self.state.affinity is self:
             self.state.affinity = None
 
@@ -239,7 +323,9 @@ class McpGateway:
                 flow.response = _jsonrpc_answer(400, error_body(None, exc.code, f"invalid JSON-RPC: {exc.message}"))
                 flow.metadata[EXTRA_COLUMNS_METADATA] = {"mcp_session": session, "mcp_error": str(exc.code)}
                 return
-        state = McpFlow(mcp, claims, body, session)
+        assert route is not None
+        state = McpFlow(mcp, claims, body, session, path=route.path.partition("?")[0],
+                        raw=req.raw_content or b"" if body is not None and body.messages[0].method == "initialize" else b"")
         if body is not None:
             denied = [(m, d) for m in body.requests
                       if not (d := decide(mcp.policies, mcp.default_action, claims, m)).allowed]
@@ -256,6 +342,7 @@ class McpGateway:
                 state.listing, state.listing_id = first.method, first.id
         self.counts["requests"] += 1
         self.flows[flow] = state
+        flow.metadata[MCP_METADATA] = state
 
     # -- answer -----------------------------------------------------------------------------------------
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -266,7 +353,7 @@ class McpGateway:
         route = self.state.routes.get(flow)
         issued = resp.headers.get(SESSION_HEADER)
         if issued and state.session is None and route is not None and route.upstream:
-            self.sessions.begin(issued, route.upstream, route.service or "")  # the initialize answer
+            self.sessions.begin(issued, route.upstream, route.service or "", state.raw or None)  # the initialize answer
         if state.session and (resp.status_code == 404 or (flow.request.method == "DELETE" and resp.status_code < 300)):
             self.sessions.end(state.session)
         state.is_sse = "text/event-stream" in resp.headers.get("content-type", "")
@@ -327,10 +414,11 @@ class McpGateway:
         if state is None or resp is None:
             return
         if resp.stream:
+            content = bytes(state.streamed)
             if state.cap:
-                resp.data.content = bytes(state.streamed)  # for the capture (already with the client)
+                resp.data.content = content  # for the capture (already with the client)
             if not state.is_sse and state.error is None:
-                for answer in answers_in(bytes(state.streamed), sse=False):
+                for answer in answers_in(content, sse=False):
                     self._note_error(state, answer)
         else:
             try:
@@ -343,13 +431,40 @@ class McpGateway:
             if state.listing is not None and len(answers) == 1 and answers[0].get("id") == state.listing_id:
                 filtered = self._filtered(state, answers[0])
                 if filtered is not None:
-                    resp.content = orjson.dumps(filtered)
-        flow.metadata[EXTRA_COLUMNS_METADATA] = state.columns()
+                    resp.content = content = orjson.dumps(filtered)
+        single = state.single
+        final = answer_for(content, single.id, sse=state.is_sse) if single is not None and content else None
+        flow.metadata[EXTRA_COLUMNS_METADATA] = state.columns(final)
 
     def error(self, flow: http.HTTPFlow) -> None:
         state = self.flows.pop(flow, None)
         if state is not None:
             flow.metadata[EXTRA_COLUMNS_METADATA] = state.columns()
+
+    # -- mirror copies (shadow-testing a candidate MCP server) -------------------------------------------
+    def rewrite_copy(self, flow: http.HTTPFlow, target: str, headers: tuple[tuple[str, str], ...],
+                     body: bytes | None) -> CopyRewrite | None:
+        state: McpFlow | None = flow.metadata.get(MCP_METADATA)
+        if state is None:
+            return None
+        single = state.single
+        if single is None or not safe_to_repeat(single, state.settings.safe_tools):
+            raise SkipCopy("mcp_not_repeatable")  # only calls that read may run twice
+        prepare = None
+        if state.session:
+            entry = self.sessions.lookup(state.session)
+            prepare = partial(self.candidates.with_session, state.session, entry.init_body if entry else None)
+
+        def columns(result: MirrorResult) -> dict[str, object]:
+            sse = any(k.lower() == "content-type" and "text/event-stream" in v for k, v in result.headers)
+            answer = answer_for(result.body, single.id, sse=sse) if result.error is None and result.body else None
+            session = next((v for k, v in result.request.headers if k.lower() == SESSION_HEADER), None)
+            return state.columns(answer, session=session)
+
+        return CopyRewrite(headers, body, columns, prepare)
+
+    async def done(self) -> None:
+        await self.candidates.close()
 
 
 __all__ = ["McpGateway", "McpMetadata"]

@@ -21,12 +21,13 @@ import logging
 
 from mitmproxy import http
 
-from addons.reload import ActiveConfig, GatewayState, RouteContext, after_hooks
+from addons.reload import ActiveConfig, GatewayState, RouteContext, SkipCopy, after_hooks
 from addons.router import host_port
 from shadow.capture.endpoints import template_path
 from shadow.gateway.config import LoadBalancerService, Server
 from shadow.gateway.exchange import ExchangeRecord, mirror_record
 from shadow.gateway.mirror import (
+    PREPARE_KEY,
     RESEND,
     RESEND_CAPPED,
     MirrorDispatcher,
@@ -168,8 +169,12 @@ class Mirror:
                 self.skipped[reason] += 1
                 continue
             server = active.picker.pick(target.service)
-            copy = self._copy(flow, route, target.service, server, target.spec.name, target_settings.role,
-                              client_headers, body if mirroring.mirror_body else None, primary, rewrite=True)
+            try:
+                copy = self._copy(flow, route, target.service, server, target.spec.name, target_settings.role,
+                                  client_headers, body if mirroring.mirror_body else None, primary, rewrite=True)
+            except SkipCopy as skip:  # a rewriter's choice (addons/mcp.py: not a read-only MCP call)
+                self.skipped[skip.reason] += 1
+                continue
             if dispatcher.submit(copy) and target_settings.role == "candidate":
                 candidate_copies += 1
         if resend_skip_reason(
@@ -207,10 +212,15 @@ class Mirror:
         headers = tuple(mirror_headers(client_headers, route.request_id,
                                        host=None if service.pass_host_header else authority,
                                        traceparent=traced[0] if traced is not None else None))
-        rewriter = self.state.mirror_rewriter if rewrite else None
-        rewritten = rewriter.rewrite_copy(flow, target, headers, body) if rewriter else None
+        rewritten = None
+        for rewriter in self.state.mirror_rewriters if rewrite else ():
+            rewritten = rewriter.rewrite_copy(flow, target, headers, body)
+            if rewritten is not None:
+                break
         if rewritten is not None:
-            headers, body, context[EXTRA_KEY] = rewritten
+            headers, body, context[EXTRA_KEY] = rewritten.headers, rewritten.body, rewritten.columns
+            if rewritten.prepare is not None:
+                context[PREPARE_KEY] = rewritten.prepare
         return MirrorRequest(
             target=target, role=role, request_id=route.request_id, method=flow.request.method,
             url=f"{server.scheme}://{authority}{path}", upstream=server.url, headers=headers, body=body,

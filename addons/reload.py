@@ -15,9 +15,9 @@ import logging
 import signal
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from mitmproxy import exceptions, http
 
@@ -31,7 +31,7 @@ from shadow.yamlconfig import parse_duration
 if TYPE_CHECKING:
     from shadow.capture.writer import CaptureWriter
     from shadow.gateway.exchange import ExchangeRecord
-    from shadow.gateway.mirror import MirrorDispatcher, MirrorResult
+    from shadow.gateway.mirror import MirrorDispatcher, MirrorRequest, MirrorResult
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +97,31 @@ class SessionAffinity(Protocol):
         ...
 
 
+class SkipCopy(Exception):
+    """Raised by a MirrorRewriter: this copy is not sent (counted as mirror_skipped_<reason>)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CopyRewrite(NamedTuple):
+    """What a MirrorRewriter did to a copy."""
+
+    headers: tuple[tuple[str, str], ...]
+    body: bytes | None
+    columns: Callable[[MirrorResult], dict[str, object]] | None  # the copy's row's extra columns
+    prepare: Callable[[MirrorRequest], Awaitable[MirrorRequest]] | None = None  # awaited just before sending
+
+
 class MirrorRewriter(Protocol):
-    """Rewrites a mirror copy for its target (addons/ai.py: another model's name and credentials), and
-    says which extra columns the copy's row gets once its answer is in."""
+    """Rewrites a mirror copy for its target (addons/ai.py: another model's name and credentials;
+    addons/mcp.py: the candidate's own MCP session), and says which extra columns the copy's row gets
+    once its answer is in. May raise SkipCopy."""
 
     def rewrite_copy(self, flow: http.HTTPFlow, target: str, headers: tuple[tuple[str, str], ...],
-                     body: bytes | None) -> tuple[tuple[tuple[str, str], ...], bytes | None,
-                                                  Callable[[MirrorResult], dict[str, object]] | None] | None:
-        """(headers, body, extra-columns function for the result), or None: send the copy unchanged."""
+                     body: bytes | None) -> CopyRewrite | None:
+        """The rewritten copy, or None: not this rewriter's flow."""
         ...
 
 
@@ -127,7 +144,7 @@ class GatewayState:
     # Called with (new, previous) after a configuration was swapped in.
     on_activate: list[Callable[[ActiveConfig, ActiveConfig | None], None]] = field(default_factory=list)
     mirror_tracer: MirrorTracer | None = None  # addons/telemetry.py when it exports spans
-    mirror_rewriter: MirrorRewriter | None = None  # addons/ai.py
+    mirror_rewriters: list[MirrorRewriter] = field(default_factory=list)  # addons/ai.py, addons/mcp.py: first answer wins
     affinity: SessionAffinity | None = None  # addons/mcp.py when a route has an mcp middleware
 
     def counters(self) -> dict[str, int]:

@@ -22,6 +22,7 @@ import httpx
 import httpx2  # the MCP SDK's HTTP client
 import pytest
 from mcp import Client
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
@@ -36,10 +37,12 @@ http:
     json: {{rule: "PathPrefix(`/json`)", service: inst-json, middlewares: [strip, open]}}
     pair: {{rule: "PathPrefix(`/pair`)", service: pair, middlewares: [strip, open]}}
     governed: {{rule: "PathPrefix(`/governed`)", service: inst-a, middlewares: [strip, jwt, governed]}}
+    legacy: {{rule: "PathPrefix(`/sse`) || PathPrefix(`/messages`)", service: inst-sse, middlewares: [open]}}
   services:
     inst-a: {{loadBalancer: {{servers: [{{url: "{a}"}}]}}}}
     inst-b: {{loadBalancer: {{servers: [{{url: "{b}"}}]}}}}
     inst-json: {{loadBalancer: {{servers: [{{url: "{json}"}}]}}}}
+    inst-sse: {{loadBalancer: {{servers: [{{url: "{sse}"}}]}}}}
     pair:
       weighted:
         services: [{pair}]
@@ -135,7 +138,8 @@ def pair_children(a: str, b: str) -> str:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, gateway_factory: Callable[..., GatewayProcess]) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("mcp")
-    servers = {"a": McpServerProcess("a"), "b": McpServerProcess("b"), "json": McpServerProcess("json", "--json")}
+    servers = {"a": McpServerProcess("a"), "b": McpServerProcess("b"), "json": McpServerProcess("json", "--json"),
+               "sse": McpServerProcess("sse", "--sse")}
     try:
         for server in servers.values():
             server.wait_ready()
@@ -143,7 +147,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, gateway_factory: Callable[...,
 
         def write(pair: str) -> None:
             cfg.write_text(CONFIG.format(a=servers["a"].url, b=servers["b"].url, json=servers["json"].url,
-                                         pair=pair, secret=SECRET))
+                                         sse=servers["sse"].url, pair=pair, secret=SECRET))
 
         write(pair_children("inst-a", "inst-b"))
         gw = gateway_factory(cfg, extra_args=("--set", "shadow_reload_interval=200ms"))
@@ -202,6 +206,16 @@ def test_json_answers_and_the_stateless_2026_era_pass_through(env: Env) -> None:
 
     assert run(with_client(f"{env.gw.url}/json/mcp", body)) == "through"
     assert run(with_client(f"{env.gw.url}/mcp", body, mode="auto")) == "through"
+
+
+def test_the_legacy_http_sse_transport_passes_through(env: Env) -> None:
+    async def session() -> str:
+        async with Client(sse_client(f"{env.gw.url}/sse"), mode="legacy") as client:
+            return text_of(await client.call_tool("echo", {"text": "old transport"}))
+
+    assert run(session()) == "old transport"
+    rows = env.rows("router = 'legacy' and mcp_method = 'tools/call'")
+    assert rows and rows[0]["status"] == 202 and rows[0]["mcp_name"] == "echo"
 
 
 def test_sse_answer_is_streamed_first_event_before_the_server_finishes(env: Env, tmp_path: Path) -> None:

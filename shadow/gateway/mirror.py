@@ -210,6 +210,9 @@ def mirror_headers(headers: Iterable[tuple[str, str]], request_id: str, *,
     return out
 
 
+PREPARE_KEY = "prepare"  # MirrorRequest.context: async (request) -> request, awaited just before sending
+
+
 @dataclass(frozen=True)
 class MirrorRequest:
     """One copy to send. `body` None means "send no body" (mirrorBody: false)."""
@@ -413,6 +416,10 @@ class MirrorDispatcher:
         truncated = False
         error: str | None = None
         try:
+            prepare = request.context.get(PREPARE_KEY)
+            if prepare is not None:  # e.g. the candidate's own MCP session, opened on first use
+                async with asyncio.timeout(self.timeout_s):
+                    request = await prepare(request)
             split = Http1Pool.split_http_url(request.url) if self._http1 is not None else None
             if split is not None:
                 assert self._http1 is not None

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import orjson
 
-from shadow.gateway.sse import event_data
+from shadow.gateway.sse import SseEventFilter, event_data
 
 __all__ = [
     "FORBIDDEN",
@@ -23,7 +23,9 @@ __all__ = [
     "InvalidBody",
     "McpBody",
     "McpMessage",
+    "answer_for",
     "answers_in",
+    "endpoint_for",
     "error_body",
     "error_object",
     "filter_listing",
@@ -151,3 +153,31 @@ def filter_listing(answer: dict[str, Any], method: str, visible: Callable[[str],
     if len(kept) == len(items):
         return answer, 0
     return {**answer, "result": {**result, key: kept}}, len(items) - len(kept)
+
+
+def answer_for(body: bytes, ident: RequestId | None, *, sse: bool) -> dict[str, Any] | None:
+    """The response to request `ident` in an answer (a JSON body, or an SSE stream whose other events
+    are the server's notifications and requests), None when it holds none."""
+    found: list[dict[str, Any]] = []
+    if sse:
+        def collect(event: bytes) -> bytes:
+            found.extend(answers_in(event, sse=True))
+            return event
+
+        events = SseEventFilter(collect)
+        events.feed(body)
+        found.extend(answers_in(events.feed(b""), sse=True))
+    else:
+        found = answers_in(body, sse=False)
+    return next((a for a in found if a.get("id") == ident and ("result" in a or "error" in a)), None)
+
+
+NAMED_ENDPOINTS = frozenset({"tools/call", "prompts/get"})
+
+
+def endpoint_for(path: str, message: McpMessage) -> str:
+    """The capture's endpoint for one MCP call: the path, the method and, for a tool or a prompt, its
+    name (`/mcp tools/call add`), so the analyses and the verdict judge each tool on its own."""
+    if message.method in NAMED_ENDPOINTS and message.target:
+        return f"{path} {message.method} {message.target}"
+    return f"{path} {message.method}"

@@ -23,12 +23,15 @@ from typing import Any, Literal
 from shadow.auth.claims import ClaimExpr
 from shadow.mcp.jsonrpc import LISTINGS, McpMessage
 
-__all__ = ["ALWAYS_ALLOWED", "Decision", "Policy", "decide", "match_context", "visible"]
+__all__ = ["ALWAYS_ALLOWED", "READ_ONLY", "Decision", "Policy", "decide", "match_context", "safe_to_repeat", "visible"]
 
 Action = Literal["allow", "deny"]
 ALWAYS_ALLOWED = frozenset({"initialize", "ping", "server/discover"})
 ARGUMENTS = "mcp.params.arguments"
 # list method → the method whose policy decides what it lists
+# Calls a mirror may repeat on a candidate server: they read, they change nothing.
+READ_ONLY = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list",
+                       "resources/read", "prompts/get"})
 LISTED_BY: dict[str, str] = {"tools/list": "tools/call", "prompts/list": "prompts/get",
                              "resources/list": "resources/read"}
 
@@ -97,3 +100,13 @@ def visible(policies: tuple[Policy, ...], default: Action, claims: Mapping[str, 
         if value is None and policy.action == "allow":
             return True
     return default == "allow"
+
+
+def safe_to_repeat(message: McpMessage, safe_tools: tuple[str, ...]) -> bool:
+    """Whether a copy of this request may go to a candidate server: a read-only method, or a
+    `tools/call` of a tool the middleware's `mirror.safeTools` names."""
+    if message.kind != "request" or message.method is None:
+        return False
+    if message.method == "tools/call":
+        return message.target is not None and message.target in safe_tools
+    return message.method in READ_ONLY

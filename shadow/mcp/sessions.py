@@ -24,6 +24,7 @@ class SessionEntry:
     server: str  # the server's base URL
     service: str  # the leaf service it was found in when the session began (for display)
     last_used: float
+    init_body: bytes | None = None  # the client's initialize request (a mirror's candidate gets the same)
 
 
 class SessionTable:
@@ -37,9 +38,9 @@ class SessionTable:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def begin(self, session_id: str, server: str, service: str) -> None:
+    def begin(self, session_id: str, server: str, service: str, init_body: bytes | None = None) -> None:
         now = self.clock()
-        self._entries[session_id] = SessionEntry(server, service, now)
+        self._entries[session_id] = SessionEntry(server, service, now, init_body)
         self._entries.move_to_end(session_id)
         self._expire(now)
 
