@@ -17,7 +17,12 @@ from mitmproxy import http
 from addons.reload import ActiveConfig, GatewayState, RouteContext, after_hooks
 from addons.streaming import STREAMED_METADATA
 from shadow.capture.settings import CaptureSettings
-from shadow.gateway.exchange import EXTRA_COLUMNS_METADATA, ExchangeRecord, traceparent_ids
+from shadow.gateway.exchange import (
+    ANSWER_COMPLETE_METADATA,
+    EXTRA_COLUMNS_METADATA,
+    ExchangeRecord,
+    traceparent_ids,
+)
 from shadow.gateway.mirror import RateLimitedLog, describe_error
 
 logger = logging.getLogger(__name__)
@@ -161,8 +166,11 @@ class Capture:
         after_hooks(self._capture_flow, flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        # An upstream that refused or timed out: the client got mitmproxy's 502, the row says why.
-        if flow.response is not None or self.state.capture is None or flow not in self.state.routes:
+        # An upstream that refused or timed out: the client got mitmproxy's 502, the row says why. Or a
+        # streamed answer the client had whole before it hung up: captured as answered.
+        if self.state.capture is None or flow not in self.state.routes:
+            return
+        if flow.response is not None and not flow.metadata.get(ANSWER_COMPLETE_METADATA):
             return
         after_hooks(self._capture_flow, flow)
 

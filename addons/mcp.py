@@ -32,7 +32,7 @@ from mitmproxy import http
 from addons.auth import AUTH_METADATA
 from addons.reload import ActiveConfig, CopyRewrite, GatewayState, SkipCopy
 from shadow.gateway.config import LoadBalancerService, Server
-from shadow.gateway.exchange import EXTRA_COLUMNS_METADATA
+from shadow.gateway.exchange import ANSWER_COMPLETE_METADATA, EXTRA_COLUMNS_METADATA
 from shadow.gateway.mirror import MirrorRequest, MirrorResult
 from shadow.gateway.routing import RoutePlan, leaf_services, resolve_router, with_inherited
 from shadow.gateway.rules import RequestView
@@ -167,6 +167,7 @@ class McpFlow:
     streamed: bytearray = field(default_factory=bytearray)  # what the capture keeps of a streamed answer
     cap: int = 0
     is_sse: bool = False
+    answered: bool = False  # the stream carried the response to the POST's request
 
     @property
     def single(self) -> McpMessage | None:
@@ -385,6 +386,9 @@ class McpGateway:
             return event
         answer = answers[0]
         self._note_error(state, answer)
+        single = state.single
+        if single is not None and answer.get("id") == single.id and ("result" in answer or "error" in answer):
+            state.answered = True
         if state.listing is not None and answer.get("id") == state.listing_id:
             filtered = self._filtered(state, answer)
             if filtered is not None:
@@ -410,9 +414,10 @@ class McpGateway:
 
     def response(self, flow: http.HTTPFlow) -> None:
         state = self.flows.pop(flow, None)
-        resp = flow.response
-        if state is None or resp is None:
-            return
+        if state is not None and flow.response is not None:
+            self._finish(flow, state, flow.response)
+
+    def _finish(self, flow: http.HTTPFlow, state: McpFlow, resp: http.Response) -> None:
         if resp.stream:
             content = bytes(state.streamed)
             if state.cap:
@@ -438,8 +443,16 @@ class McpGateway:
 
     def error(self, flow: http.HTTPFlow) -> None:
         state = self.flows.pop(flow, None)
-        if state is not None:
-            flow.metadata[EXTRA_COLUMNS_METADATA] = state.columns()
+        if state is None:
+            return
+        if state.answered and flow.response is not None:
+            # The client hung up once it had its answer (MCP clients close a POST's SSE stream at the
+            # response event, racing the server's end of stream): an answered exchange all the same.
+            self.counts["answered_then_closed"] += 1
+            flow.metadata[ANSWER_COMPLETE_METADATA] = True
+            self._finish(flow, state, flow.response)
+            return
+        flow.metadata[EXTRA_COLUMNS_METADATA] = state.columns()
 
     # -- mirror copies (shadow-testing a candidate MCP server) -------------------------------------------
     def rewrite_copy(self, flow: http.HTTPFlow, target: str, headers: tuple[tuple[str, str], ...],

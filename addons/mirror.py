@@ -25,7 +25,7 @@ from addons.reload import ActiveConfig, GatewayState, RouteContext, SkipCopy, af
 from addons.router import host_port
 from shadow.capture.endpoints import template_path
 from shadow.gateway.config import LoadBalancerService, Server
-from shadow.gateway.exchange import ExchangeRecord, mirror_record
+from shadow.gateway.exchange import ANSWER_COMPLETE_METADATA, ExchangeRecord, mirror_record
 from shadow.gateway.mirror import (
     PREPARE_KEY,
     RESEND,
@@ -112,7 +112,11 @@ class Mirror:
 
     def error(self, flow: http.HTTPFlow) -> None:
         # The primary failed upstream (refused, timeout): Traefik still mirrors once the main
-        # handler returned, unless the client itself went away.
+        # handler returned, unless the client itself went away — after having its whole answer
+        # (a streamed answer marked complete) it counts as answered.
+        if flow.metadata.get(ANSWER_COMPLETE_METADATA) and flow.response is not None and self._mirrors(flow):
+            after_hooks(lambda f: self._mirror(f, client_gone=False), flow)
+            return
         if (flow.response is not None or flow.error is None or flow.error.msg in CLIENT_GONE_MESSAGES
                 or not self._mirrors(flow)):
             return

@@ -53,6 +53,7 @@ DEFAULT_IGNORED_HEADERS: tuple[str, ...] = (
     "date", "expires", "age", "last-modified", "etag", "x-request-id", "x-correlation-id", "request-id",
     "x-amzn-requestid", "x-amzn-trace-id", "traceparent", "tracestate", "b3", "x-b3-*", "x-cloud-trace-context",
     "x-runtime", "x-response-time", "server-timing", "set-cookie",
+    "mcp-session-id",  # MCP: each server issues its own session ids (a candidate gets its own session)
     # per hop
     "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection",
     "proxy-authenticate", "content-length", "content-encoding", "via", "forwarded", "x-forwarded-*",

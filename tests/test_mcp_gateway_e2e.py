@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.auth_tokens import mint_hs
-from tests.conftest import REPO, GatewayProcess
+from tests.conftest import REPO, GatewayProcess, shadow_cli
 from tests.upstream import free_port
 
 CONFIG = """
@@ -139,7 +140,7 @@ def pair_children(a: str, b: str) -> str:
 def env(tmp_path_factory: pytest.TempPathFactory, gateway_factory: Callable[..., GatewayProcess]) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("mcp")
     servers = {"a": McpServerProcess("a"), "b": McpServerProcess("b"), "json": McpServerProcess("json", "--json"),
-               "sse": McpServerProcess("sse", "--sse")}
+               "sse": McpServerProcess("sse", "--sse"), "changed": McpServerProcess("changed", "--variant", "changed")}
     try:
         for server in servers.values():
             server.wait_ready()
@@ -197,7 +198,9 @@ def test_a_session_end_to_end_with_sse_answers(env: Env) -> None:
     assert "Ada" in prompt
     rows = env.rows("mcp_method = 'tools/call' and mcp_name = 'add' and router = 'plain'")
     assert rows and rows[0]["mcp_session"] and rows[0]["status"] == 200
-    assert b"event: message" in rows[0]["resp_body"]  # type: ignore[operator]  # the SSE text, as streamed
+    assert rows[0]["endpoint"] == "/mcp tools/call add" and rows[0]["client_key"] == rows[0]["mcp_session"]
+    answer = json.loads(rows[0]["resp_body"])  # type: ignore[arg-type]  # the JSON-RPC answer the SSE stream carried
+    assert answer["result"]["structuredContent"] == {"result": 5}
 
 
 def test_json_answers_and_the_stateless_2026_era_pass_through(env: Env) -> None:
@@ -406,3 +409,70 @@ def test_protected_resource_metadata_and_the_401_challenge(env: Env) -> None:
     assert [str(s).rstrip("/") for s in meta.authorization_servers] == ["https://auth.example.com"]
     assert meta.scopes_supported == ["mcp:tools"]
     assert httpx.get(f"{env.gw.url}/.well-known/oauth-protected-resource/mcp", timeout=10).status_code == 404
+
+
+# -- shadow-testing an MCP server ----------------------------------------------------------------------------
+
+SHADOW = """
+http:
+  routers:
+    tools: {{rule: "PathPrefix(`/mcp`)", service: shadowed, middlewares: [tools]}}
+  services:
+    primary: {{loadBalancer: {{servers: [{{url: "{primary}"}}]}}}}
+    candidate: {{loadBalancer: {{servers: [{{url: "{candidate}"}}]}}}}
+    shadowed: {{mirroring: {{service: primary, mirrors: [{{name: candidate, percent: 100}}]}}}}
+  middlewares:
+    tools:
+      mcp:
+        mirror: {{safeTools: [add]}}
+shadow:
+  capture: {{dir: capture, segmentSeconds: 0.3}}
+  mirroring:
+    targets: {{candidate: {{role: candidate, allowUnsafe: true}}}}
+"""
+GATE_POLICY = """
+defaults:
+  min_samples: 20
+  min_clients: 5
+"""
+SESSIONS, CALLS = 6, 4
+
+
+def shadow_traffic(url: str) -> None:
+    async def body(client: Client) -> None:
+        for i in range(CALLS):
+            await client.list_tools(cache_mode="refresh")
+            assert text_of(await client.call_tool("add", {"a": i, "b": 1})) == str(i + 1)
+        await client.call_tool("whoami", {})  # not in safeTools: never repeated on the candidate
+
+    async def sessions() -> None:
+        for _ in range(SESSIONS):
+            await with_client(url, body)
+
+    run(sessions())
+
+
+@pytest.mark.parametrize("candidate", ["b", "changed"])
+def test_a_candidate_mcp_server_is_shadow_tested_and_judged(env: Env, tmp_path: Path, candidate: str) -> None:
+    cfg = tmp_path / "shadow.yaml"
+    cfg.write_text(SHADOW.format(primary=env.servers["a"].url, candidate=env.servers[candidate].url))
+    (tmp_path / "policy.yaml").write_text(GATE_POLICY)
+    with GatewayProcess(cfg) as gw:
+        shadow_traffic(f"{gw.url}/mcp")
+        shadow = Env(gw, env.servers, cfg, env.write)
+        expected = SESSIONS * CALLS
+        copies = shadow.rows("role = 'candidate'", count=2 * expected)
+        gw.stop()
+    assert len(copies) == 2 * expected, [r["endpoint"] for r in copies]  # tools/list and add; never whoami
+    assert {r["endpoint"] for r in copies} == {"/mcp tools/list", "/mcp tools/call add"}
+    # Each copy ran in the candidate's own session, opened by the gateway (the client's never reached it).
+    assert all(r["mcp_session"] and r["status"] == 200 for r in copies)
+    primaries = shadow.rows("role = 'primary' and endpoint = '/mcp tools/call add'", count=expected)
+    assert not {r["mcp_session"] for r in copies} & {r["mcp_session"] for r in primaries}
+    gate = shadow_cli("gate", str(tmp_path / "capture"), "--policy", str(tmp_path / "policy.yaml"), "--no-progress",
+                      timeout=120)
+    if candidate == "changed":  # add's input schema changed: every tools/list differs
+        assert gate.returncode == 1, gate.stdout + gate.stderr
+        assert "/mcp tools/list" in gate.stdout
+    else:
+        assert gate.returncode != 1, gate.stdout + gate.stderr

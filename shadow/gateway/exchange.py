@@ -19,6 +19,10 @@ Headers = list[tuple[str, str]]
 EXTRA_COLUMNS_METADATA = "shadow.extra_columns"
 # A model call's (span name, gen_ai.* attributes) for the telemetry concern (shadow.ai.semconv)
 GENAI_SPAN_METADATA = "shadow.genai_span"
+# flow.metadata key: True when a streamed answer reached the client whole before the connection ended
+# (an MCP SSE answer whose client hung up once it had its JSON-RPC response): the flow ends in mitmproxy's
+# `error` hook, yet it is captured and mirrored like an answered one.
+ANSWER_COMPLETE_METADATA = "shadow.answer_complete"
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
