@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.conftest import GatewayProcess  # noqa: E402
-from tests.upstream import free_port  # noqa: E402
+from tests.upstream import free_port, wait_listening  # noqa: E402
 
 PASS = """
 http:
@@ -59,17 +58,6 @@ http:
 shadow:
   capture: {{enabled: false}}
 """
-
-
-def wait_listening(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 async def calls(url: str, count: int) -> list[float]:

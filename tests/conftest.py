@@ -170,6 +170,26 @@ def gateway_factory() -> Iterator[Callable[..., GatewayProcess]]:
         gw.close()
 
 
+def capture_rows(capture: Path, where: str, count: int = 1, timeout: float = 15.0) -> list[dict[str, object]]:
+    """Rows of the capture folder's `exchanges` matching `where`, waiting until `count` are sealed."""
+    import duckdb
+
+    glob = str(capture / "exchanges" / "**" / "*.parquet")
+    deadline = time.monotonic() + timeout
+    rows: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        try:
+            rel = duckdb.sql(f"select * from read_parquet('{glob}', union_by_name=true, hive_partitioning=true) "
+                             f"where {where} order by ts")
+            rows = [dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()]
+        except duckdb.Error:
+            rows = []
+        if len(rows) >= count:
+            return rows
+        time.sleep(0.1)
+    return rows
+
+
 def shadow_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """Run the `shadow` CLI as a user would (python -m shadow.cli ...)."""
     return subprocess.run([sys.executable, "-m", "shadow.cli", *args], capture_output=True, text=True,

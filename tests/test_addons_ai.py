@@ -10,13 +10,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import httpx
 import openai
 import pytest
 
 from shadow.demo.model_server import ModelBehaviour, ModelServer
-from tests.conftest import GatewayProcess
+from tests.conftest import GatewayProcess, capture_rows
 
 PROVIDER_KEY = "sk-provider-secret"
 CANDIDATE_KEY = "sk-candidate-secret"
@@ -95,20 +94,7 @@ class Env:
 
     def rows(self, where: str, count: int = 1, timeout: float = 15.0) -> list[dict[str, object]]:
         """Captured rows matching `where`, waiting until `count` are sealed."""
-        glob = str(self.cfg.parent / "capture" / "exchanges" / "**" / "*.parquet")
-        deadline = time.monotonic() + timeout
-        rows: list[dict[str, object]] = []
-        while time.monotonic() < deadline:
-            try:
-                rel = duckdb.sql(f"select * from read_parquet('{glob}', union_by_name=true, hive_partitioning=true) "
-                                 f"where {where} order by ts")
-                rows = [dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()]
-            except duckdb.Error:
-                rows = []
-            if len(rows) >= count:
-                return rows
-            time.sleep(0.1)
-        return rows
+        return capture_rows(self.cfg.parent / "capture", where, count, timeout)
 
 
 @pytest.fixture(scope="module")

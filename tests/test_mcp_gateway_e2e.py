@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import httpx
 import httpx2  # the MCP SDK's HTTP client
 import pytest
@@ -28,8 +26,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.auth_tokens import mint_hs
-from tests.conftest import REPO, GatewayProcess, shadow_cli
-from tests.upstream import free_port
+from tests.conftest import REPO, GatewayProcess, capture_rows, shadow_cli
+from tests.upstream import free_port, wait_listening
 
 CONFIG = """
 http:
@@ -89,15 +87,8 @@ class McpServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"MCP server {self.name} exited with {self.proc.returncode}"
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"MCP server {self.name} did not listen within {timeout}s")
+        wait_listening(self.port, timeout)
+        assert self.proc.poll() is None, f"MCP server {self.name} exited with {self.proc.returncode}"
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -116,20 +107,7 @@ class Env:
     write: Callable[[str], None]
 
     def rows(self, where: str, count: int = 1, timeout: float = 30.0) -> list[dict[str, object]]:
-        glob = str(self.cfg.parent / "capture" / "exchanges" / "**" / "*.parquet")
-        deadline = time.monotonic() + timeout
-        rows: list[dict[str, object]] = []
-        while time.monotonic() < deadline:
-            try:
-                rel = duckdb.sql(f"select * from read_parquet('{glob}', union_by_name=true, hive_partitioning=true) "
-                                 f"where {where} order by ts")
-                rows = [dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()]
-            except duckdb.Error:
-                rows = []
-            if len(rows) >= count:
-                return rows
-            time.sleep(0.1)
-        return rows
+        return capture_rows(self.cfg.parent / "capture", where, count, timeout)
 
 
 def pair_children(a: str, b: str) -> str:
@@ -435,7 +413,7 @@ defaults:
   min_samples: 20
   min_clients: 5
 """
-SESSIONS, CALLS = 6, 4
+SESSIONS, CALLS = 5, 4  # 20 pairs per endpoint: the policy's min_samples
 
 
 def shadow_traffic(url: str) -> None:

@@ -6,9 +6,7 @@ to real TLS clients that trust a private CA made in the test (trustme)."""
 from __future__ import annotations
 
 import json
-import socket
 import ssl
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 import trustme
 
 from tests.conftest import GatewayProcess
-from tests.upstream import Upstream, free_port
+from tests.upstream import Upstream, free_port, wait_listening
 
 CONFIG = """
 entryPoints:
@@ -55,17 +53,6 @@ http:
 shadow:
   capture: {{enabled: false}}
 """
-
-
-def wait_listening(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
 class Env:

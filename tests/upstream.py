@@ -42,6 +42,18 @@ def free_port() -> int:
         return port
 
 
+def wait_listening(port: int, timeout: float = 20.0) -> None:
+    """Return once something accepts connections on 127.0.0.1:`port`; AssertionError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
 def echo(name: str) -> Handler:
     def handle(req: ReceivedRequest) -> Response:
         body = json.dumps(
