@@ -236,12 +236,18 @@ def test_garbage_json_rpc_is_refused_and_never_forwarded(env: Env) -> None:
 
 
 def test_get_stream_and_delete_reach_the_server(env: Env) -> None:
-    # The SDK client opens the GET stream after initialize and DELETEs the session on exit; the
-    # server then no longer knows the session id (404 through the gateway).
-    async def body(client: Client) -> str:
-        return text_of(await client.call_tool("whoami", {}))
-
+    # The SDK client opens the GET stream after initialize and DELETEs the session on exit.
     seen: list[tuple[str, int, str | None]] = []
+
+    def get_stream_open() -> bool:
+        return any(m == "GET" and s == 200 and (ct or "").startswith("text/event-stream") for m, s, ct in seen)
+
+    async def body(client: Client) -> str:
+        name = text_of(await client.call_tool("whoami", {}))
+        deadline = time.monotonic() + 20
+        while not get_stream_open() and time.monotonic() < deadline:  # the GET goes out on its own task
+            await asyncio.sleep(0.05)
+        return name
 
     async def hook(response: httpx2.Response) -> None:
         seen.append((response.request.method, response.status_code, response.headers.get("content-type")))
@@ -252,8 +258,8 @@ def test_get_stream_and_delete_reach_the_server(env: Env) -> None:
             return await body(client)
 
     assert run(session()) == "a"
+    assert get_stream_open()
     assert ("DELETE", 200) in [(m, s) for m, s, _ in seen]
-    assert any(m == "GET" and s == 200 and (ct or "").startswith("text/event-stream") for m, s, ct in seen)
 
 
 # -- session affinity -------------------------------------------------------------------------------------
@@ -439,7 +445,7 @@ def test_a_candidate_mcp_server_is_shadow_tested_and_judged(env: Env, tmp_path: 
         shadow_traffic(f"{gw.url}/mcp")
         shadow = Env(gw, env.servers, cfg, env.write)
         expected = SESSIONS * CALLS
-        copies = shadow.rows("role = 'candidate'", count=2 * expected)
+        copies = shadow.rows("role = 'candidate'", count=2 * expected, timeout=60)
         gw.stop()
     assert len(copies) == 2 * expected, [r["endpoint"] for r in copies]  # tools/list and add; never whoami
     assert {r["endpoint"] for r in copies} == {"/mcp tools/list", "/mcp tools/call add"}

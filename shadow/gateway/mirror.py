@@ -420,6 +420,7 @@ class MirrorDispatcher:
             if prepare is not None:  # e.g. the candidate's own MCP session, opened on first use
                 async with asyncio.timeout(self.timeout_s):
                     request = await prepare(request)
+                ts_ns, started = time.time_ns(), time.perf_counter()  # the copy's latency is its own call's
             split = Http1Pool.split_http_url(request.url) if self._http1 is not None else None
             if split is not None:
                 assert self._http1 is not None
