@@ -4,8 +4,9 @@ the prefix it keeps and the row is marked truncated when the body was longer.
 
 Only answers nothing else rewrites are streamed: once streaming starts the head has gone to the
 client, so a route whose answer a middleware edits (headers, compress, buffering, contentType,
-errors), a sticky cookie or an auth cookie to add, and AI answers (addons/ai.py streams its own)
-stay buffered, as before.
+errors), a sticky cookie or an auth cookie to add, AI answers (addons/ai.py streams its own) and MCP
+answers (addons/mcp.py streams its own; a list answer its policies filter stays whole) stay buffered,
+as before.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from addons.router import MIDDLEWARE_OUTCOME
 from shadow.gateway.config import HeadersMiddleware
 from shadow.gateway.middlewares.errorpage import ErrorPage
 from shadow.gateway.streaming import PrefixStream, should_stream
+from shadow.mcp.config import McpSettings
 
 STREAMED_METADATA = "shadow.streamed"  # flow.metadata: the PrefixStream of a streamed answer
 
@@ -58,7 +60,8 @@ class Streaming:
         route = self.state.routes.get(flow)
         if route is None or route.plan is None or route.upstream is None:
             return False
-        if any(isinstance(mw, (HeadersMiddleware, ErrorPage, *AI_MIDDLEWARE_TYPES)) for mw in route.plan.middlewares):
+        if any(isinstance(mw, (HeadersMiddleware, ErrorPage, McpSettings, *AI_MIDDLEWARE_TYPES))
+               for mw in route.plan.middlewares):
             return False
         outcome = flow.metadata.get(MIDDLEWARE_OUTCOME)
         if outcome is not None and (outcome.compress or outcome.response_limits or outcome.detect_content_type):
