@@ -86,9 +86,17 @@ class McpServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        wait_listening(self.port, timeout)
-        assert self.proc.poll() is None, f"MCP server {self.name} exited with {self.proc.returncode}"
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Until it listens (the SDK's imports take seconds of CPU; several start at once on a busy machine)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, f"MCP server {self.name} exited with {self.proc.returncode}"
+            try:
+                wait_listening(self.port, 1.0)
+                return
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -129,7 +137,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, gateway_factory: Callable[...,
                                          sse=servers["sse"].url, pair=pair, secret=SECRET))
 
         write(pair_children("inst-a", "inst-b"))
-        gw = gateway_factory(cfg, extra_args=("--set", "shadow_reload_interval=200ms"))
+        gw = gateway_factory(cfg, extra_args=("--set", "shadow_reload_interval=200ms"), start_timeout=60.0)
         yield Env(gw, servers, cfg, write)
     finally:
         for server in servers.values():
@@ -441,7 +449,7 @@ def test_a_candidate_mcp_server_is_shadow_tested_and_judged(env: Env, tmp_path: 
     cfg = tmp_path / "shadow.yaml"
     cfg.write_text(SHADOW.format(primary=env.servers["a"].url, candidate=env.servers[candidate].url))
     (tmp_path / "policy.yaml").write_text(GATE_POLICY)
-    with GatewayProcess(cfg) as gw:
+    with GatewayProcess(cfg, start_timeout=60.0) as gw:
         shadow_traffic(f"{gw.url}/mcp")
         shadow = Env(gw, env.servers, cfg, env.write)
         expected = SESSIONS * CALLS
