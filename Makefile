@@ -10,7 +10,7 @@ PYTHON_CANDIDATES := $(PYTHON) python3.13 python3.12 \
 FOUND_PYTHON := $(shell for p in $(PYTHON_CANDIDATES); do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null && { command -v $$p; break; }; done)
 
-.PHONY: demo test lint bench notebook clean venv
+.PHONY: demo test lint bench notebook clean venv browser
 
 venv: $(STAMP)
 
@@ -33,8 +33,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(VENV)/bin/pytest -q
+
+# The live view's browser tests (tests/test_web_browser.py) drive Debian's chromium through Playwright's
+# driver (the pip wheel ships it; Playwright's own browser download is never used). Installed once,
+# as root; where that is impossible the browser tests skip and say why.
+BROWSER_PACKAGES := chromium chromium-driver fonts-dejavu-core
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing $(BROWSER_PACKAGES) for the live view's browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+			--no-install-recommends $(BROWSER_PACKAGES) >/dev/null; } \
+		|| echo "note: could not install chromium (needs root and apt-get); tests/test_web_browser.py will skip" >&2
 
 bench: $(STAMP)
 	$(PY) bench/gateway.py

@@ -165,7 +165,7 @@ def order_statistic_interval(values: np.ndarray, q: float, level: float = 0.95) 
     return float(ordered[lo_rank - 1]), float(ordered[hi_rank - 1])
 
 
-def _finite_positive(values: Any) -> np.ndarray:
+def finite_positive(values: Any) -> np.ndarray:
     arr = np.asarray(values if values is not None else [], dtype=float)
     return arr[np.isfinite(arr) & (arr > 0)]
 
@@ -413,8 +413,8 @@ def _latency_section(result: AnalysisResult, progress: Progress | None = None) -
              '<p class="muted">Empirical distribution functions, primary vs candidate; dots are each '
              "arm's p50/p95/p99 with a distribution-free 95 % interval (order statistics).</p>"]
     for sample in result.samples:
-        primary = _finite_positive(sample.primary_latency_ms)
-        candidate = _finite_positive(sample.candidate_latency_ms)
+        primary = finite_positive(sample.primary_latency_ms)
+        candidate = finite_positive(sample.candidate_latency_ms)
         design = "paired (mirrored)" if sample.paired else "unpaired (split)"
         name = label(sample.endpoint, getattr(sample, "candidate", None))
         parts.append(f"<h3 id=\"{latency_anchor(name)}\">{_e(name)} <span class='muted'>— {design}</span></h3>")

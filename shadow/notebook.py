@@ -156,6 +156,8 @@ class PairView:
     diffs: list[dict[str, Any]] = field(default_factory=list)
     secondary_diffs: list[dict[str, Any]] = field(default_factory=list)
     compared: bool = True  # False: the diff run predates this pair (sealed since): cap.compute_diffs()
+    request_headers: Sequence[Any] = ()  # the client's request as captured (secrets redacted)
+    request_body: bytes | None = None
 
     @property
     def roles(self) -> list[str]:
@@ -223,7 +225,20 @@ class PairView:
                 "<table><tr><th>kind</th><th>op</th><th>pointer</th><th>primary</th><th>candidate</th>"
                 f"<th>class</th></tr>{rows}</table>")
 
+    def _request_section(self) -> str:
+        headers = _header_map(self.request_headers)
+        rows = "".join(f"<tr><th>{_e(name)}</th><td>{_e(value)}</td></tr>" for name, value in sorted(headers.items()))
+        body = render_body_html(self.request_body, headers.get("content-type"), {}) if self.request_body else ""
+        return (f"<details><summary>request: {len(headers)} header(s)"
+                f"{f', {len(self.request_body):,} byte body' if self.request_body else ', no body'}</summary>"
+                f"<table>{rows}</table>{body}</details>")
+
     def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def to_html(self) -> str:
+        """The side-by-side view as one self-contained HTML fragment (styles included; every value
+        from traffic escaped): the notebook cell, the live view and the report show the same."""
         roles = self.roles
         head = []
         for role in roles:
@@ -239,7 +254,7 @@ class PairView:
                   "(hover a highlight for the values and the reason)</p>")
         return (f'{_STYLE}<div class="shadow-nb"><h4>{_e(self.method)} {_e(self.url)}</h4>'
                 f"<p>request <code>{_e(self.request_id)}</code> · endpoint <code>{_e(self.endpoint)}</code></p>"
-                f"{legend}<table><tr>{''.join(head)}</tr><tr>{bodies}</tr></table>"
+                f"{self._request_section()}{legend}<table><tr>{''.join(head)}</tr><tr>{bodies}</tr></table>"
                 f"{self._headers_table()}{self._diff_table()}</div>")
 
     def __repr__(self) -> str:
@@ -550,7 +565,7 @@ class Capture:
         return PairView(request_id=request_id, endpoint=str(data["endpoint"]), method=str(data["method"]),
                         url=str(data["url"]), sides=sides,
                         diffs=[dict(zip(cols, r, strict=True)) for r in diff_rows], secondary_diffs=secondary,
-                        compared=compared)
+                        compared=compared, request_headers=data["req_headers"] or (), request_body=data["req_body"])
 
     def analysis(self, policy: Any = None) -> AnalysisResult:
         """The full analysis (analyzers/pipeline.py): diffs recomputed with the policy's rules,

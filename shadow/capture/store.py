@@ -33,7 +33,7 @@ import pyarrow as pa
 from shadow.capture.schema import EXCHANGES
 from shadow.errors import CaptureError
 
-__all__ = ["PAIR_ROLE_COLUMNS", "PAIR_SHARED_COLUMNS", "Store", "open_store"]
+__all__ = ["PAIR_ROLE_COLUMNS", "PAIR_SHARED_COLUMNS", "Store", "open_store", "sealed_parquet"]
 
 PAIR_SHARED_COLUMNS = ("request_id", "endpoint", "method", "path", "query", "url", "mode", "client_key", "ts",
                        "router", "req_headers", "req_body")
@@ -52,7 +52,7 @@ def _extra_tables(root: Path) -> list[str]:
                   if p.is_dir() and _IDENTIFIER.match(p.name) and p.name not in _RESERVED and _has_parquet(p))
 
 
-def _sealed_parquet(folder: Path) -> Iterator[Path]:
+def sealed_parquet(folder: Path) -> Iterator[Path]:
     """Sealed Parquet files, lazily (DuckDB's glob matches hidden names too; the writer never leaves one)."""
     if not folder.is_dir():
         return
@@ -62,7 +62,7 @@ def _sealed_parquet(folder: Path) -> Iterator[Path]:
 
 
 def _has_parquet(folder: Path) -> bool:
-    return next(_sealed_parquet(folder), None) is not None
+    return next(sealed_parquet(folder), None) is not None
 
 
 def _sql_str(value: str | Path) -> str:
@@ -117,7 +117,7 @@ class Store:
 def _parquet_source(folder: Path) -> str:
     # Partition columns typed explicitly (hour=07 would otherwise read as VARCHAR '07'), but only those
     # the folder has: DuckDB rejects a hive_types key that is not a partition.
-    first = next(_sealed_parquet(folder), None)
+    first = next(sealed_parquet(folder), None)
     parts = first.relative_to(folder).parts[:-1] if first is not None else ()
     keys = {part.split("=", 1)[0] for part in parts if "=" in part}
     types = {k: v for k, v in (("dt", "DATE"), ("hour", "INTEGER")) if k in keys}

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "report": "shadow.cli.report:report",
     "gate": "shadow.cli.gate:gate",
     "serve-verdict": "shadow.cli.serve_verdict:serve_verdict",
+    "serve": "shadow.cli.serve:serve",
     "probe": "shadow.cli.probe:probe",
     "canary": "shadow.cli.canary:canary",
     "otlp-receiver": "shadow.cli.otlp_receiver:otlp_receiver",

@@ -45,19 +45,7 @@ def check(file: str, verbose: bool) -> None:
     for line in statuses:
         click.echo(f"  {line}")
     if verbose:
-        from shadow.gateway.routing import plan_route
+        from shadow.gateway.table import router_table
 
-        for router in cfg.routers:
-            if not router.service:  # multi-layer routing: a parent router has middlewares, no service
-                click.echo(f"  {router.priority:>6}  {router.name}: {router.rule.text} -> (children) via "
-                           f"{', '.join(router.middlewares) or 'no middleware'}")
-                continue
-            plan = plan_route(cfg, router)
-            target = router.service if plan.controlled else plan.primary.name  # weighted, failover: its name
-            if plan.mirrors:
-                target += " + mirrors " + ", ".join(
-                    f"{m.spec.name} {m.spec.percent}%" if m.spec.denominator == 100
-                    else f"{m.spec.name} {m.spec.percent}/{m.spec.denominator}" for m in plan.mirrors)
-            middlewares = f" via {', '.join(router.middlewares)}" if router.middlewares else ""
-            parents = f" (child of {', '.join(router.parent_refs)})" if router.parent_refs else ""
-            click.echo(f"  {router.priority:>6}  {router.name}: {router.rule.text} -> {target}{middlewares}{parents}")
+        for row in router_table(cfg):
+            click.echo(f"  {row.line()}")

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -150,7 +150,12 @@ def run_mitmdump(command: list[str]) -> int:
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT",
               help="Address the gateway accepts clients on.")
 @click.option("--dry-run", is_flag=True, help="Validate the file and print the mitmdump command, don't run it.")
-def gateway(config_file: Path, listen: str, dry_run: bool) -> None:
+@click.option("--live-view", "live_view", metavar="HOST:PORT",
+              help="Also serve the live view of the capture (verdict, fields, examples, routers) here, "
+                   "e.g. 127.0.0.1:8090; see docs/live-view.md.")
+@click.option("--policy", "policy_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="With --live-view: the analysis policy YAML (default: the file's shadow.analysis).")
+def gateway(config_file: Path, listen: str, dry_run: bool, live_view: str | None, policy_file: Path | None) -> None:
     """Run the gateway (mitmdump + addons/gateway.py) on CONFIG_FILE.
 
     CONFIG_FILE is a Traefik-style file, or Kubernetes Gateway API manifests (a file with
@@ -182,4 +187,27 @@ def gateway(config_file: Path, listen: str, dry_run: bool) -> None:
     if dry_run:
         click.echo(subprocess.list2cmdline(command))
         return
-    sys.exit(run_mitmdump(command))
+    server = start_live_view_for(config, config_file, live_view, policy_file) if live_view else None
+    try:
+        sys.exit(run_mitmdump(command))
+    finally:
+        if server is not None:
+            server.close()
+
+
+def start_live_view_for(config: GatewayConfig, config_file: Path, listen: str, policy_file: Path | None) -> Any:
+    """The live view of the gateway's capture, served from this process (which only waits on
+    mitmdump) so the analysis never runs on the proxy's event loop."""
+    from shadow.cli.serve_verdict import parse_listen
+    from shadow.web.server import start_live_view
+
+    if not config.shadow.capture.enabled:
+        raise ConfigError("--live-view needs the capture, and shadow.capture.enabled is false",
+                          file=str(config_file), field="shadow.capture.enabled")
+    host, port = parse_listen(listen, "--live-view")
+    if policy_file is None and config.shadow.analysis:
+        policy_file = config_file  # its shadow.analysis section (margins, rules)
+    server = start_live_view(config.shadow.capture.dir, host=host, port=port, policy_file=policy_file,
+                             config_file=config_file, title=str(config_file)).start()
+    click.echo(f"live view of {config.shadow.capture.dir} at {server.url}", err=True)
+    return server

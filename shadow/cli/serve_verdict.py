@@ -15,10 +15,10 @@ from shadow.delivery.verdict_server import (
 )
 
 
-def parse_listen(value: str) -> tuple[str, int]:
+def parse_listen(value: str, option: str = "--listen") -> tuple[str, int]:
     host, sep, port_text = value.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise click.BadParameter(f"expected HOST:PORT, got {value!r}", param_hint="--listen")
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}", param_hint=option)
     return (host.strip("[]") or "127.0.0.1"), int(port_text)
 
 
