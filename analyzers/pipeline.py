@@ -161,6 +161,7 @@ class AnalysisResult:
     diff_summary: Any = None  # analyzers.diffs_table.DiffRunSummary
     # analyzers.spans.EndpointAttribution per regressed endpoint whose calls have spans (empty: no spans)
     span_attribution: tuple[Any, ...] = ()
+    rules: Any = None  # the diff rules the analysis ran with (analyzers.rules.RuleSet; None: the defaults)
 
     @property
     def real_fields(self) -> list[FieldDiff]:
@@ -602,7 +603,7 @@ def analyze(capture_dir: Path, policy: Policy, *, rules: Any = None, progress: b
     pairs_by_endpoint = {(e if not s else f"{e} → {s}"): n for (e, s), n in totals.items()}
     return AnalysisResult(capture_dir=capture_dir, policy=policy, samples=tuple(samples), verdict=verdict,
                           fields=tuple(fields), pairs_by_endpoint=pairs_by_endpoint,
-                          diff_summary=diff_summary, span_attribution=tuple(attribution))
+                          diff_summary=diff_summary, span_attribution=tuple(attribution), rules=rules)
 
 
 def static_templater_if_outdated(store: Any) -> Any:

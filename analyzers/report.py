@@ -9,6 +9,7 @@ HTML-escaped (bodies are attacker-controlled input as far as a report reader is 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import enum
 import html
@@ -30,6 +31,7 @@ CLASS_ORDER = {"FAIL": 0, "INCONCLUSIVE": 1, "INSUFFICIENT_DATA": 2, "PASS": 3}
 CLASS_COLOUR = {"PASS": "#1a7f37", "FAIL": "#cf222e", "INCONCLUSIVE": "#9a6700",
                 "INSUFFICIENT_DATA": "#6e7781"}
 TOP_REAL_DIFFS_IN_MARKDOWN = 10
+MAX_PAIR_VIEWS = 12  # fields whose first example is shown side by side in full (each holds whole bodies)
 MAX_REASONS_IN_MARKDOWN = 15
 # Every policy key, its default and the reasoning: one line in every report (HTML and Markdown).
 POLICY_DOC_LINE = "Margins, tests and every policy key are explained in docs/policy.md of the shadow repository."
@@ -90,6 +92,32 @@ def endpoint_rollup(verdict: Any) -> list[tuple[str, str, str]]:
             rows.append((label(endpoint, candidate), cls, f"{worst.metric}: {worst.reason}"))
     rows.sort(key=lambda row: (_severity(row[1]), row[0]))
     return rows
+
+
+def held_back(results: Iterable[Any]) -> list[Any]:
+    """The guardrails that are not PASS, worst first (FAIL, INCONCLUSIVE, INSUFFICIENT_DATA), then by
+    metric: every one that keeps an endpoint from PASS, not only the worst."""
+    return sorted((r for r in results if class_name(r.cls) != "PASS"),
+                  key=lambda r: (_severity(class_name(r.cls)), r.metric))
+
+
+def floor_note(r: Any, policy: Any) -> str | None:
+    """Why a latency guardrail's margin is wider than the policy's ratio, or None when it is not.
+
+    A latency delta under the policy's `floor_ms` never fails (analyzers/verdict.py), so on a fast
+    endpoint the margin is 1 + floor / primary instead of the configured ratio."""
+    if getattr(r, "unit", None) != "ratio" or not str(r.metric).startswith("latency_") or r.margin is None:
+        return None
+    margins = policy.margins_for(r.endpoint)
+    name = str(r.metric).removeprefix("latency_")
+    configured = margins.bulk_ratio if name == "bulk" else margins.latency_ratio.get(name)
+    if configured is None or not float(r.margin) > float(configured) + 1e-9:
+        return None
+    basis = "median" if name == "bulk" else name
+    primary = getattr(r, "primary_value", None)
+    at = f" on the primary's {float(primary):.1f} ms {basis}" if primary is not None else ""
+    return (f"margin ×{float(r.margin):.3f}, not the policy's ×{float(configured):.2f}: the absolute floor of "
+            f"{margins.floor_ms:g} ms{at} (a slowdown under {margins.floor_ms:g} ms never fails)")
 
 
 def format_value(value: Any, unit: str | None) -> str:
@@ -262,7 +290,7 @@ body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2r
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2rem;margin-top:2rem}
 table{border-collapse:collapse;margin:.5rem 0 1rem;width:100%}
 th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left;vertical-align:top}
-th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+th{background:#f6f8fa;white-space:nowrap}div.held{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .badge{display:inline-block;padding:.1rem .5rem;border-radius:.3rem;color:#fff;font-weight:600;font-size:.85em}
 .verdict{font-size:2rem;font-weight:700}
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.9em}
@@ -357,11 +385,21 @@ def latency_anchor(name: str) -> str:
     return "lat-" + hashlib.sha1(name.encode()).hexdigest()[:12]
 
 
+def _held_back_cell(results: list[Any]) -> str:
+    if not results:
+        return '<span class="muted">every guardrail proven within margin</span>'
+    return "".join(f'<div class="held">{_badge(class_name(r.cls))} {_e(r.metric)}</div>' for r in held_back(results))
+
+
 def _summary_section(result: AnalysisResult) -> str:
     verdict = result.verdict
     overall = overall_name(verdict)
     plotted = {label(x.endpoint, getattr(x, "candidate", None)) for x in result.samples}
-    rows = [(f'<a href="#{latency_anchor(ep)}">{_e(ep)}</a>' if ep in plotted else _e(ep), _badge(cls), _e(reason))
+    by_endpoint: dict[str, list[Any]] = {}
+    for r in verdict_results(verdict):
+        by_endpoint.setdefault(label(r.endpoint, getattr(r, "candidate", None)), []).append(r)
+    rows = [(f'<a href="#{latency_anchor(ep)}">{_e(ep)}</a>' if ep in plotted else _e(ep), _badge(cls),
+             _held_back_cell(by_endpoint.get(ep, [])), _e(reason))
             for ep, cls, reason in endpoint_rollup(verdict)]
     return (
         '<section id="summary"><h2>Readiness</h2>'
@@ -370,35 +408,42 @@ def _summary_section(result: AnalysisResult) -> str:
         ' <span class="muted">(the score is for display; the gate is the rule: PASS needs every '
         'guardrail proven non-inferior)</span></p>'
         + (f"<p>{_e(verdict.reason)}</p>" if getattr(verdict, "reason", "") else "")
-        + _table(("endpoint", "class", "why"), rows) + "</section>"
+        + _table(("endpoint", "class", "held back by (every guardrail not proven)", "why (the worst)"), rows)
+        + "</section>"
     )
 
 
 def _guardrail_section(result: AnalysisResult) -> str:
     rows = []
-    reasons = []
+    details = []
     results = verdict_results(result.verdict)
     for r in sorted(results, key=lambda r: (r.endpoint, str(getattr(r, "candidate", "")), r.metric)):
         unit = getattr(r, "unit", None)
         ms = str(r.metric).startswith("latency")
         side_unit = None if ms else "rate"
+        note = floor_note(r, result.policy)
+        margin = _e(format_value(r.margin, unit)) + (' <span title="widened by the absolute floor">†</span>'
+                                                     if note else "")
         rows.append((
             _e(label(r.endpoint, getattr(r, "candidate", None))), _e(r.metric),
             _value_cell(getattr(r, "primary_value", None), side_unit, ms),
             _value_cell(getattr(r, "candidate_value", None), side_unit, ms),
             _e(format_value(r.estimate, unit)), _e(format_interval(r.interval, unit)),
-            _e(format_value(r.margin, unit)), _num(r.n_primary), _num(r.n_candidate), _e(r.test),
-            "paired" if r.paired else "unpaired", _num(r.p_value, 3), _badge(class_name(r.cls)),
+            margin, f"{_num(r.n_primary)} / {_num(r.n_candidate)}", _num(r.p_value, 3), _badge(class_name(r.cls)),
             _num(r.needed_n),
         ))
-        reasons.append(f'<span class="muted">why:</span> {_e(r.reason)}')
+        design = "paired" if r.paired else "unpaired"
+        details.append(f'<span class="muted">why:</span> {_e(r.reason)}'
+                       + (f'<br><span class="muted">† {_e(note)}</span>' if note else "")
+                       + f'<br><span class="muted">test: {_e(r.test)} ({design})</span>')
     return ('<section id="guardrails"><h2>Guardrails</h2>'
             '<p class="muted">Each guardrail is a non-inferiority test: PASS when the interval rules '
             'out a regression larger than the margin, FAIL on significant harm (Holm-corrected), '
-            'otherwise INCONCLUSIVE with the per-arm sample size still needed.</p>'
+            'otherwise INCONCLUSIVE with the per-arm sample size still needed. † marks a latency margin '
+            "wider than the policy's ratio because of the absolute floor (floor_ms).</p>"
             + _table(("endpoint", "metric", "primary", "candidate", "estimate", "interval", "margin",
-                      "n primary", "n candidate", "test", "design", "p (non-inferiority)", "class",
-                      "n needed"), rows, numeric=(2, 3, 4, 6, 7, 8, 11, 13), details=reasons)
+                      "n p / c", "p NI", "class", "n needed"), rows, numeric=(2, 3, 4, 5, 6, 7, 8, 10),
+                     details=details)
             + "</section>")
 
 
@@ -562,8 +607,37 @@ def _noise_section(result: AnalysisResult) -> str:
             + _table(("why", "fields", "differences"), rows, numeric=(2,)) + "</section>")
 
 
-def _examples_section(result: AnalysisResult) -> str:
-    parts = ['<section id="examples"><h2>Examples</h2>']
+def example_pair_views(result: AnalysisResult, limit: int = MAX_PAIR_VIEWS) -> dict[str, str]:
+    """field anchor → the first example request of the field side by side (analyzers/pairview.py, the
+    notebook's `cap.pair` view: method, URL and query, the request, every role's full response with
+    the differences highlighted), real fields first, for at most `limit` fields. Empty when the
+    capture cannot be read (a report rendered from a result alone)."""
+    from analyzers.pairview import load_pair
+    from shadow.capture.store import open_store
+    from shadow.errors import ShadowError
+
+    chosen = [f for f in sorted(result.fields, key=lambda f: (f.noise, f.name, f.pointer_template)) if f.examples]
+    out: dict[str, str] = {}
+    try:
+        with open_store(result.capture_dir) as store:
+            if not {"pairs", "diffs", "diffs_summary"} <= set(store.tables()):
+                return out
+            for f in chosen[:limit]:
+                with contextlib.suppress(ShadowError):
+                    out[f.anchor] = load_pair(store.con, f.examples[0].request_id, candidate=f.c_service or None,
+                                              rules=result.rules, source=str(result.capture_dir)).to_html()
+    except (ShadowError, OSError):
+        return out
+    return out
+
+
+def _examples_section(result: AnalysisResult, pair_views: dict[str, str] | None = None) -> str:
+    views = pair_views or {}
+    parts = ['<section id="examples"><h2>Examples</h2>',
+             f'<p class="muted">For each field its examples\' differing values; for the first {MAX_PAIR_VIEWS} fields '
+             "(real ones first) the first example request side by side: method, URL, the request, and every "
+             "role's full response with the differences highlighted (red: real, grey: noise; hover for the "
+             "values).</p>"]
     for f in sorted(result.fields, key=lambda f: (f.noise, f.name, f.pointer_template)):
         if not f.examples:
             continue
@@ -574,8 +648,11 @@ def _examples_section(result: AnalysisResult) -> str:
         rows = [(f"<code>{_e(e.request_id)}</code>", f"<code>{_e(e.pointer)}</code>",
                  f"<pre>{_e(_clip(e.old))}</pre>", f"<pre>{_e(_clip(e.new))}</pre>") for e in f.examples]
         parts.append(_table(("request id", "pointer", "primary", "candidate"), rows))
+        if f.anchor in views:
+            parts.append(f"<details{' open' if not f.noise else ''}><summary>request "
+                         f"<code>{_e(f.examples[0].request_id)}</code> side by side</summary>{views[f.anchor]}</details>")
         parts.append('<p><a href="#diffs">back to the table</a></p></div>')
-    if len(parts) == 1:
+    if len(parts) == 2:
         parts.append('<p class="muted">no differences</p>')
     parts.append("</section>")
     return "".join(parts)
@@ -597,7 +674,7 @@ def render_html(result: AnalysisResult, *, generated_at: datetime | None = None,
     body = "".join((
         _summary_section(result), _guardrail_section(result), _latency_section(result, progress),
         _spans_section(result), _error_section(result), _diff_section(result), _noise_section(result),
-        _examples_section(result), _policy_section(result),
+        _examples_section(result, example_pair_views(result)), _policy_section(result),
     ))
     title = f"shadow report — {overall_name(result.verdict)}"
     return (

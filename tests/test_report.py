@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import html as _html
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +16,9 @@ from analyzers.policy import Policy
 from analyzers.report import (
     ReportFiles,
     endpoint_rollup,
+    floor_note,
     order_statistic_interval,
+    render_html,
     render_markdown,
     write_report,
 )
@@ -163,3 +168,60 @@ def test_order_statistic_interval_covers_at_its_level() -> None:
         assert ci is not None
         hits += ci[0] <= true_p95 <= ci[1]
     assert 0.93 <= hits / 400 <= 0.995  # distribution-free, slightly conservative by discreteness
+
+
+def test_readiness_lists_every_guardrail_that_holds_an_endpoint_back(analysis: AnalysisResult,
+                                                                    tmp_path: Path) -> None:
+    results = [
+        _result("/api/a", "latency_p95", "FAIL", "p95 is slower"),
+        _result("/api/a", "error_rate", "FAIL", "more 5xx", unit="difference"),
+        _result("/api/a", "mismatch_rate", "INCONCLUSIVE", "not proven", unit="rate"),
+        _result("/api/a", "latency_p50", "PASS", "within margin"),
+    ]
+    verdict = Verdict(overall="FAIL", score=0.0, results=results,
+                      endpoints=[EndpointSummary("/api/a", "orders-svc", True, False, 800, 800, "FAIL")],
+                      policy=Policy().to_dict(), generated_at="2026-11-26T06:00:00Z", reason="2 failed")
+    page = render_html(dataclasses.replace(analysis, verdict=verdict, capture_dir=tmp_path / "none"))
+    summary = page[page.index('id="summary"'):page.index('id="guardrails"')]
+    row = summary[summary.index("/api/a"):]
+    held = re.findall(r'<div class="held">.*?</div>', row)
+    assert [re.sub(r"<[^>]+>", "", h).split()[-1] for h in held] == ["error_rate", "latency_p95", "mismatch_rate"]
+    assert "latency_p50" not in row  # proven: not holding anything back
+
+
+def test_a_margin_widened_by_the_floor_says_so(analysis: AnalysisResult, tmp_path: Path) -> None:
+    fast = _result("/api/fast", "latency_p95", "INCONCLUSIVE", "not proven")
+    fast.margin, fast.primary_value = 1.0 + 2.0 / 4.6, 4.6  # what verdict.py sets on a 4.6 ms primary
+    plain = _result("/api/slow", "latency_p95", "PASS", "within margin")  # margin 1.10: the policy's own
+    assert floor_note(plain, Policy()) is None
+    note = floor_note(fast, Policy())
+    assert note is not None and "×1.435" in note and "×1.10" in note and "2 ms" in note and "4.6 ms" in note
+    verdict = dataclasses.replace(analysis.verdict, results=[fast, plain])
+    page = render_html(dataclasses.replace(analysis, verdict=verdict, capture_dir=tmp_path / "none"))
+    guardrails = page[page.index('id="guardrails"'):page.index('id="latency"')]
+    assert guardrails.count("†") == 3  # the legend, the margin cell and its explanation
+    assert _html.escape(note) in guardrails
+    header = guardrails[guardrails.index("<thead>"):guardrails.index("</thead>")]
+    assert header.count("<th>") == 11 and "test" not in header  # the test's name moved under the row
+    assert "test: paired bootstrap (paired)" in guardrails
+
+
+def test_examples_show_the_request_side_by_side(tmp_path: Path) -> None:
+    from analyzers.pipeline import analyze, load_inputs
+    from tests.synthetic_capture import EndpointTraffic, write_capture
+
+    capture = write_capture(tmp_path / "capture", [EndpointTraffic(n=120, changed_field_rate=0.5)], seed=3)
+    (tmp_path / "policy.yaml").write_text("n_boot: 200\n")
+    policy, rules = load_inputs(tmp_path / "policy.yaml")
+    result = analyze(capture, policy, rules=rules, progress=False)
+    files = write_report(result, tmp_path / "report", progress=False)
+    page = files.html.read_text()
+    price = next(f for f in result.real_fields if f.pointer_template == "/price")
+    example = page[page.index(f'id="{price.anchor}"'):]
+    example = example[:example.index("back to the table")]
+    assert f"<code>{price.examples[0].request_id}</code> side by side" in example
+    assert "GET http://monolith.local/api/items/" in example  # method and URL with its query
+    assert "request: " in example  # the request's headers and body
+    assert "primary <small>(monolith)</small>" in example and "candidate <small>(items-svc)</small>" in example
+    assert example.count('class="sd-real"') >= 2  # the price highlighted on both sides
+    assert "<script" not in page

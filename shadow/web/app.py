@@ -29,7 +29,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from analyzers.report import CLASS_COLOUR, field_label, format_interval, format_value
+from analyzers.report import CLASS_COLOUR, field_label, floor_note, format_interval, format_value
 from shadow.errors import ShadowError
 from shadow.web.live import LiveAnalysis, Snapshot
 from shadow.web.views import endpoint_view, endpoint_views, field_by_anchor, sample_for, verdict_state
@@ -47,6 +47,7 @@ def _environment() -> Environment:
     env.filters["clock"] = lambda t: datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S UTC")
     env.filters["field_label"] = field_label
     env.globals["colour"] = lambda cls: CLASS_COLOUR.get(str(cls), "#6e7781")
+    env.globals["floor_note"] = floor_note
     return env
 
 

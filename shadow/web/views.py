@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from analyzers.report import CLASS_ORDER, class_name, endpoint_rollup, label
+from analyzers.report import class_name, endpoint_rollup, held_back, label
 
 if TYPE_CHECKING:
     from analyzers.pipeline import AnalysisResult, FieldDiff
@@ -45,8 +45,7 @@ class EndpointView:
     @property
     def held_back(self) -> list[Any]:
         """The guardrails that are not PASS, worst first: every one, not only the first."""
-        return sorted((r for r in self.guardrails if class_name(r.cls) != "PASS"),
-                      key=lambda r: (CLASS_ORDER.get(class_name(r.cls), 9), r.metric))
+        return held_back(self.guardrails)
 
 
 def endpoint_views(result: AnalysisResult) -> list[EndpointView]:
