@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from mitmproxy import exceptions, http
+from mitmproxy.proxy import mode_specs
 
 from shadow.errors import ConfigError
 from shadow.gateway.config import GatewayConfig
@@ -207,6 +208,22 @@ async def off_the_loop[T](fn: Callable[..., T], *args: Any) -> T:
     return await done
 
 
+def reverse_targets(options: Any) -> list[str]:
+    """The targets of mitmdump's `--mode reverse:URL` options (distinct, in order)."""
+    out: list[str] = []
+    for spec in getattr(options, "mode", None) or ():
+        try:
+            mode = mode_specs.ProxyMode.parse(spec)
+        except ValueError:
+            continue
+        if isinstance(mode, mode_specs.ReverseMode):
+            host, port = mode.address
+            target = f"{mode.scheme}://{host}:{port}"
+            if target not in out:
+                out.append(target)
+    return out
+
+
 class ShadowConfig:
     """Declares `shadow_config`, loads it in `configure`, watches it while running."""
 
@@ -288,6 +305,10 @@ class ShadowConfig:
                     logger.warning(f"shadow gateway: applying the new configuration: {exc}")
         if previous is None:
             logger.info(f"shadow gateway: loaded {config.source}: {config.summary()}")
+            targets = reverse_targets(self.options)
+            if targets:  # said once: a user passing --mode reverse:URL may expect that URL to serve
+                logger.info(f"shadow gateway: the routers of {config.source} decide where every request goes "
+                            f"(no match: 404); the --mode reverse target ({', '.join(targets)}) is not used")
         else:
             self.state.reloads += 1
             logger.info(f"shadow gateway: reloaded {config.source}: {config.summary()}")

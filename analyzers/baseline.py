@@ -151,6 +151,24 @@ def _clusters(raw: pd.DataFrame, endpoints: pd.DataFrame) -> pd.DataFrame:
     return grouped.sort_values(["count", "endpoint"], ascending=[False, True])[cols].reset_index(drop=True)
 
 
+# Endpoints that are plumbing, not features: health and readiness checks, metrics, static files.
+# Extracting them moves nothing; they are listed last with score 0 and why.
+_INFRASTRUCTURE = re.compile(
+    r"^/(?:[\w.-]+/)*(?:health|healthz|healthcheck|ready|readyz|readiness|live|livez|liveness|ping|status|metrics|"
+    r"favicon\.ico|robots\.txt)/?$|^/(?:static|assets|public|css|js|img|images|fonts)(?:/|$)|"
+    r"\.(?:css|js|map|png|jpe?g|gif|svg|ico|woff2?|ttf|eot|webp)$", re.IGNORECASE)
+
+
+def infrastructure_reason(endpoint: str) -> str | None:
+    """Why an endpoint ("GET /health" or "/health") is no extraction candidate (a health check, a static
+    file), or None."""
+    path = endpoint.rsplit(" ", 1)[-1]
+    if not _INFRASTRUCTURE.search(path):
+        return None
+    return "a static file" if re.search(r"\.\w+$|^/(?:static|assets|public|css|js|img|images|fonts)(?:/|$)",
+                                        path, re.IGNORECASE) else "a health or metrics check"
+
+
 def rank_candidates(endpoints: pd.DataFrame, coupling: pd.DataFrame, *, has_spans: bool = False) -> list[Candidate]:
     """Score = W_TRAFFIC·traffic + W_EASE·ease + W_HEALTH·health + W_LATENCY·latency, each in [0, 1]:
 
@@ -172,6 +190,12 @@ def rank_candidates(endpoints: pd.DataFrame, coupling: pd.DataFrame, *, has_span
         endpoint = str(row.endpoint)
         share, err = _f(row.share), _f(row.error_share)
         p95 = None if math.isnan(_f(row.p95)) else _f(row.p95)
+        plumbing = infrastructure_reason(endpoint)
+        if plumbing is not None:
+            out.append(Candidate(endpoint=endpoint, score=0.0, traffic_share=share, error_share=err, p95_ms=p95,
+                                 median_services=None, median_db_spans=None,
+                                 reason=f"{plumbing}: nothing to extract ({share:.1%} of traffic)"))
+            continue
         services = db = None
         if endpoint in coupling_by.index:
             services = _f(coupling_by.loc[endpoint, "median_services"])
@@ -212,7 +236,7 @@ def figures(b: Baseline) -> dict[str, str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     top = b.endpoints.head(MAX_ENDPOINTS_IN_FIGURE)
     names = [str(e) for e in top["endpoint"]][::-1]
@@ -243,6 +267,8 @@ def figures(b: Baseline) -> dict[str, str]:
                     ax.plot([float(np.quantile(d, q))], [i], marker=marker, color="#bf3989", markersize=6)
             ax.set_xscale("log")
             plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+            # 1-2-5 ticks: latencies often span less than a decade, where powers of ten give one tick.
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(plain)
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("latency (ms, log scale) — box: p25–p75, whiskers p1–p99; | p50, ▲ p95, x p99")

@@ -43,6 +43,11 @@ EXAMPLE_VALUE_CHARS = 400
 PARALLEL_DIFF_MIN_PAIRS = 50_000
 
 
+class NothingToJudge(CaptureError):
+    """The capture holds exchanges but no pair and no split arm to compare: INCONCLUSIVE, not a usage
+    error (`shadow gate` exits 3 with this reason)."""
+
+
 @dataclass(frozen=True)
 class DiffExample:
     """One concrete difference behind a diff-field row: where to look and both values."""
@@ -591,11 +596,10 @@ def analyze(capture_dir: Path, policy: Policy, *, rules: Any = None, progress: b
         if templater is not None:
             register_endpoint_map(store, templater)
         samples = paired_samples(store, use_diffs=run_diffs) + split_samples(store)
+        if not samples:
+            raise NothingToJudge(nothing_to_judge(store, capture_dir))
         fields = field_diffs(store, totals)
         attribution = _span_attribution(store)
-    if not samples:
-        raise CaptureError(f"{capture_dir}: nothing to judge: no mirrored, replayed or split exchanges "
-                           "with both a primary and a candidate")
     from analyzers.verdict import judge  # scipy: imported only once there is something to judge
 
     with stage(f"judging {len(samples)} endpoint(s)", show):
@@ -604,6 +608,25 @@ def analyze(capture_dir: Path, policy: Policy, *, rules: Any = None, progress: b
     return AnalysisResult(capture_dir=capture_dir, policy=policy, samples=tuple(samples), verdict=verdict,
                           fields=tuple(fields), pairs_by_endpoint=pairs_by_endpoint,
                           diff_summary=diff_summary, span_attribution=tuple(attribution), rules=rules)
+
+
+def nothing_to_judge(store: Any, capture_dir: Path) -> str:
+    """Why a capture has nothing to compare, with what would fix it (one line)."""
+    split = store.sql(f"SELECT role, service, count(*) FROM exchanges WHERE mode = '{SPLIT_MODE}' "
+                      "GROUP BY ALL ORDER BY role, service").fetchall()
+    base = f"{capture_dir}: nothing to judge"
+    if split and not any(role == "candidate" for role, _, _ in split):
+        seen = ", ".join(f"{service} ({n:,} requests)" for _, service, n in split)
+        return (f"{base}: split traffic went to {seen}, but no service is a declared candidate: list the new "
+                "one(s) under shadow.split.candidates in the gateway config (docs/gateway.md) so their answers "
+                "are captured as role=candidate")
+    if split:
+        return f"{base}: the split traffic reached only the candidate (no primary answered an endpoint it served)"
+    modes = ", ".join(f"{m} {n:,}" for m, n in store.sql(
+        "SELECT mode, count(*) FROM exchanges GROUP BY ALL ORDER BY mode").fetchall())
+    return (f"{base}: no mirrored, replayed or split exchanges with both a primary and a candidate "
+            f"(exchanges by mode: {modes or 'none'}); mirror a route to the candidate (docs/gateway.md) or "
+            "shadow replay the traffic to it")
 
 
 def static_templater_if_outdated(store: Any) -> Any:

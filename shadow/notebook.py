@@ -111,6 +111,11 @@ class VerdictTable:
 # The capture
 
 
+def in_jupyter_kernel() -> bool:
+    """True inside an IPython kernel (a notebook), where stderr output is shown as an error block."""
+    return "ipykernel" in sys.modules
+
+
 def _tqdm_callback(enabled: bool) -> tuple[Callable[..., None], Callable[[], None]]:
     """A progress(done, total) callback for compute_diffs drawing a tqdm bar on stderr (Jupyter
     shows stderr under the cell), and a function that closes the bar."""
@@ -135,11 +140,13 @@ class Capture:
 
     `policy`: the default for `verdict()` and the diff rules — a policy YAML path (the format of
     `shadow report --policy`), an analyzers.policy.Policy, or None for the defaults.
-    `progress`: a bar while diffs are computed (default on)."""
+    `progress`: a bar while diffs are computed (default on in a terminal; never in Jupyter, where a
+    stderr bar renders as a red block)."""
 
     def __init__(self, capture_dir: str | Path, *, policy: Any = None, progress: bool = True) -> None:
         self.root = Path(capture_dir)
-        self.progress = progress
+        # In Jupyter a bar drawn on stderr renders as a red block under the cell: none there.
+        self.progress = progress and not in_jupyter_kernel()
         self._policy = policy
         self._store: Store = open_store(self.root)
         # key → (the policy, its table): the policy object is kept so its id() is never reused

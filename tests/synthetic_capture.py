@@ -86,10 +86,11 @@ def _row(*, request_id: str, exchange_id: str, role: str, mode: str, service: st
 
 
 def write_capture(capture_dir: Path, endpoints: list[EndpointTraffic], *, seed: int = 7,
-                  primary_service: str = "monolith") -> Path:
-    """Write the described traffic to `capture_dir`/exchanges and return `capture_dir`."""
+                  primary_service: str = "monolith", start: datetime | None = None) -> Path:
+    """Write the described traffic to `capture_dir`/exchanges and return `capture_dir`. Requests are
+    0.5 s apart from `start` (default 2026-11-26 06:00 UTC), endpoint after endpoint."""
     rng = np.random.default_rng(seed)
-    start = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    start = start or datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
     by_hour: dict[tuple[str, str], list[dict[str, object]]] = {}
     counter = 0
     for spec in endpoints:

@@ -122,3 +122,19 @@ def test_empty_and_malformed_captures_are_one_line_errors(tmp_path: Path) -> Non
     assert len(result.stderr.strip().splitlines()) == 1
     missing = shadow_cli("baseline", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+def test_health_checks_and_static_files_are_no_extraction_candidates() -> None:
+    import pandas as pd
+
+    from analyzers.baseline import infrastructure_reason, rank_candidates
+
+    assert infrastructure_reason("GET /health") == "a health or metrics check"
+    assert infrastructure_reason("GET /api/v1/readyz") == "a health or metrics check"
+    assert infrastructure_reason("GET /static/app.js") == "a static file"
+    assert infrastructure_reason("GET /api/orders/{id}") is None and infrastructure_reason("/api/status-codes") is None
+    endpoints = pd.DataFrame({"endpoint": ["GET /health", "GET /api/orders/{id}", "GET /favicon.ico"],
+                              "share": [0.5, 0.3, 0.2], "error_share": [0.0, 0.0, 0.0], "p95": [1.0, 40.0, 2.0]})
+    ranked = rank_candidates(endpoints, pd.DataFrame())
+    assert [c.endpoint for c in ranked] == ["GET /api/orders/{id}", "GET /favicon.ico", "GET /health"]
+    assert ranked[-1].score == 0.0 and ranked[-1].reason.startswith("a health or metrics check: nothing to extract")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -201,6 +202,40 @@ def test_pauses_inconclusive_when_data_never_suffices(env: Env) -> None:
     code = run_canary(load_plan(plan), echo=lines.append)
     assert code == 3, "\n".join(lines)
     assert lines[-1].startswith("canary: inconclusive: paused")
+    # While it waits it says how far it is: n per arm against minRequests, and the time left.
+    assert any(re.fullmatch(r"canary: step 50 %: [\d,]+ primary / [\d,]+ candidate requests of 100,000 each "
+                            r"before the first look; \d+s left of maxWait", line) for line in lines), lines
     events = decisions(env, "next-good")
     assert [e["event"] for e in events][-3:] == ["inconclusive", "pause", "summary"]
     assert weights(env, "good") == split_weights(before, "next-good", 0)  # back to the last proven share
+
+
+def test_dry_run_prints_the_steps_and_writes_nothing() -> None:
+    from tests.conftest import shadow_cli
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "examples"
+    before = (docs / "shifting.yaml").read_bytes()
+    out = shadow_cli("canary", str(docs / "canary-plan.yaml"), "--dry-run")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("canary plan: orders-next-safe of orders-split through 5 % → 25 %")
+    assert "step 25 %: would write {'monolith': 75, 'orders-next-safe': 25}" in lines
+    assert lines[-1].endswith("nothing was written (--dry-run)")
+    assert (docs / "shifting.yaml").read_bytes() == before
+    helped = shadow_cli("canary", "--help")
+    assert "minRequests: 200" in helped.stdout and "shadow.split.candidates" in helped.stdout
+
+
+def test_rewriting_weights_keeps_the_users_formatting(tmp_path: Path) -> None:
+    from shadow.delivery.canary import write_weights
+
+    text = ("# my gateway\nhttp:\n  routers:\n    r: {rule: \"PathPrefix(`/`)\", service: split}   # the one route\n"
+            "  services:\n    a: {loadBalancer: {servers: [{url: 'http://127.0.0.1:9'}]}}\n"
+            "    b: {loadBalancer: {servers: [{url: 'http://127.0.0.1:9'}]}}\n"
+            "    split:\n      weighted:\n        services:\n          - name: a   # the monolith\n"
+            "            weight: 90\n          - name: b\n            weight: 10\n"
+            "shadow:\n  split: {candidates: [b]}\n")
+    gateway = tmp_path / "gw.yaml"
+    gateway.write_text(text)
+    write_weights(gateway, "split", {"a": 75, "b": 25})
+    assert gateway.read_text() == text.replace("weight: 90", "weight: 75").replace("weight: 10", "weight: 25")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -67,6 +68,37 @@ def test_gate_fail_exits_1_with_one_line_per_failing_guardrail_and_junit(setup: 
     failed = {c.get("name") for c in cases if c.find("failure") is not None}
     assert "error_rate" in failed and int(suite.get("failures", "0")) == len(failed)
     assert all(c.get("classname") == "/api/items/{id} → items-svc" for c in cases)
+
+
+def test_junit_failure_text_has_plain_numbers(setup: dict[str, Path]) -> None:
+    junit = setup["root"] / "junit" / "plain.xml"
+    shadow_cli("gate", str(setup["fail"]), "--policy", str(setup["policy"]), "--junit", str(junit))
+    text = junit.read_text()
+    assert "np.float64" not in text and "np.int" not in text
+    failure = ET.parse(junit).getroot().find("testsuite/testcase/failure")
+    assert failure is not None and failure.text is not None
+    assert re.search(r"estimate=(×\d+\.\d{3}|[+-]\d+\.\d{2} pp|\d+\.\d{2} %) ", failure.text), failure.text
+    assert re.search(r" p=(—|\d[\d.e+-]*) ", failure.text), failure.text
+
+
+def test_gate_without_pairs_is_inconclusive_with_the_reason(setup: dict[str, Path]) -> None:
+    """Split rows whose every service answered as primary: no child was declared a candidate."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    capture = write_capture(setup["root"] / "split-undeclared", [EndpointTraffic(n=60, mode="split")], seed=14)
+    for segment in (capture / "exchanges").rglob("*.parquet"):
+        table = pq.read_table(segment)
+        table = table.set_column(table.schema.get_field_index("role"), "role", pa.array(["primary"] * table.num_rows))
+        pq.write_table(table, segment)
+    junit = setup["root"] / "undeclared.xml"
+    out = shadow_cli("gate", str(capture), "--policy", str(setup["policy"]), "--junit", str(junit))
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "nothing to judge" in out.stdout and "monolith (" in out.stdout and "items-svc (" in out.stdout
+    assert "shadow.split.candidates" in out.stdout and out.stderr == ""
+    assert out.stdout.strip().splitlines()[-1] == "verdict: INCONCLUSIVE (score 0.0)"
+    skipped = ET.parse(junit).getroot().find("testsuite/testcase/skipped")
+    assert skipped is not None and "shadow.split.candidates" in skipped.get("message", "")
 
 
 def test_gate_inconclusive_exits_3(setup: dict[str, Path]) -> None:

@@ -54,5 +54,9 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path, monkeypatch: py
     errors = [o for cell in book.cells if cell.cell_type == "code" for o in cell.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+    # Jupyter shows stderr as a red block: no progress bar (or anything else) may land there.
+    stderr = [o.get("text", "") for cell in book.cells if cell.cell_type == "code" for o in cell.get("outputs", [])
+              if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+    assert not stderr, stderr
     assert (capture / "diffs").is_dir() or path.name == "baseline.ipynb"  # the copy, not data/, got them
     assert nbformat.read(path, as_version=4).cells[1].get("outputs") == []  # the file itself is untouched

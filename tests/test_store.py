@@ -199,3 +199,20 @@ def test_shadow_sql_formats_and_errors_in_process(capture: Path) -> None:
     out = runner.invoke(cli, ["sql", str(capture.parent / "missing"), "SELECT 1"])
     assert out.exit_code == 2
     assert out.stderr.strip() == f"error: {capture.parent / 'missing'}: capture folder not found"
+
+
+def test_shadow_sql_rounds_floats_for_reading_and_names_the_missing_analysis(capture: Path) -> None:
+    from click.testing import CliRunner
+
+    from shadow.cli import cli
+
+    runner = CliRunner()
+    out = runner.invoke(cli, ["sql", str(capture), "SELECT 1/3 AS third"])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.split() == ["third", "--------", "0.333333"]
+    out = runner.invoke(cli, ["sql", str(capture), "SELECT 1/3 AS third", "--format", "json"])
+    assert json.loads(out.stdout) == [{"third": 1 / 3}]  # every digit where a program reads it
+    out = runner.invoke(cli, ["sql", str(capture), "SELECT count(*) FROM diffs"])
+    assert out.exit_code == 2
+    assert out.stderr.strip() == (f"error: {capture}: no diffs table yet: the analysis writes it; run "
+                                  f"`shadow report {capture}` (or `shadow gate {capture}`) first")

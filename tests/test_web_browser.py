@@ -220,4 +220,8 @@ def test_counts_move_while_traffic_flows_through_the_gateway(browser: Any, tmp_p
         finally:
             page.close()
             stop(proc)
-        assert proc.returncode == 0, log.read_text(errors="replace")
+        output = log.read_text(errors="replace")
+        assert proc.returncode == 0, output
+        assert f"live view of {tmp_path / 'capture'} at http://127.0.0.1:{view_port}/" in output
+        # Said once: the routers decide, not the reverse target `shadow gateway` hands mitmdump.
+        assert output.count("the --mode reverse target (http://127.0.0.1:") == 1 and "is not used" in output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from shadow.errors import ConfigError
@@ -19,9 +21,12 @@ def config() -> None:
 def check(file: str, verbose: bool) -> None:
     """Validate FILE; print a one-line summary (exit 0) or the one-line error (exit 2).
 
+    FILE may also be a `shadow canary` plan (checked with the gateway file it names).
+
     FILE may be Gateway API manifests (a file or a directory): each HTTPRoute's status conditions
     (Accepted, ResolvedRefs with reasons) are printed too, as a controller would report them."""
     # imported here so `shadow --help` stays fast
+    from shadow.delivery.canary import describe_plan, is_canary_plan, load_plan
     from shadow.gateway.config import load_config
     from shadow.gatewayapi.provider import (
         gateway_status_lines,
@@ -30,6 +35,9 @@ def check(file: str, verbose: bool) -> None:
         status_lines,
     )
 
+    if is_canary_plan(Path(file)):  # `shadow canary`'s plan: validated with the gateway file it names
+        click.echo(f"ok: {file}: {describe_plan(load_plan(Path(file)))}")
+        return
     statuses: list[str] = []
     try:
         if is_gateway_api_source(file):
@@ -41,11 +49,13 @@ def check(file: str, verbose: bool) -> None:
         raise  # ShadowError prints "error: <file>:<line>: <field>: <problem>" and exits 2
     except Exception as exc:  # never a traceback, even for a bug of ours
         raise ConfigError(f"unexpected error while loading: {type(exc).__name__}: {exc}", file=file) from None
+    from shadow.gateway.table import router_table, split_warnings
+
     click.echo(f"ok: {file}: {cfg.summary()}")
     for line in statuses:
         click.echo(f"  {line}")
+    for warning in split_warnings(cfg):
+        click.echo(f"warning: {warning}")
     if verbose:
-        from shadow.gateway.table import router_table
-
         for row in router_table(cfg):
             click.echo(f"  {row.line()}")

@@ -1,7 +1,7 @@
 """`shadow gate CAPTURE`: the cutover verdict as an exit code, for CI.
 
-Exit 0 PASS, 1 FAIL, 3 INCONCLUSIVE, 2 usage error (bad arguments, unreadable policy, empty or
-malformed capture). One line per guardrail that is not PASS says what and why; `--junit FILE`
+Exit 0 PASS, 1 FAIL, 3 INCONCLUSIVE (also: exchanges but nothing to compare, with the reason), 2 usage
+error (bad arguments, unreadable policy, empty or malformed capture). One line per guardrail that is not PASS says what and why; `--junit FILE`
 writes a JUnit XML report (one testcase per endpoint × metric) that CI systems display natively.
 """
 
@@ -28,10 +28,40 @@ def guardrail_line(result: Any) -> str:
     return f"{class_name(result.cls):<17} {name} {result.metric}: {result.reason}"
 
 
+def _plain(value: Any) -> str:
+    """A number as a person writes it (no numpy repr): 4 significant digits; "—" for none."""
+    if value is None:
+        return "—"
+    number = float(value)
+    return f"{int(number):,}" if number.is_integer() and abs(number) < 1e15 else f"{number:.4g}"
+
+
+def inconclusive_junit(reason: str, *, suite_name: str = "shadow gate") -> bytes:
+    """JUnit XML for a capture that could not be judged: one skipped testcase saying why."""
+    root = ET.Element("testsuites", name=suite_name, tests="1", failures="0", errors="0", skipped="1")
+    suite = ET.SubElement(root, "testsuite", name=suite_name, tests="1", failures="0", errors="0", skipped="1")
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="verdict", value="INCONCLUSIVE")
+    case = ET.SubElement(suite, "testcase", classname="capture", name="verdict")
+    ET.SubElement(case, "skipped", message=f"INCONCLUSIVE: {reason}")
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def write_junit(junit_file: Path, document: bytes) -> None:
+    try:
+        junit_file.parent.mkdir(parents=True, exist_ok=True)
+        junit_file.write_bytes(document)
+    except OSError as exc:
+        from shadow.errors import ShadowError
+
+        raise ShadowError(f"{junit_file}: cannot write JUnit report: {exc.strerror}") from None
+
+
 def junit_xml(verdict: Any, *, suite_name: str = "shadow gate") -> bytes:
     """JUnit XML: one testcase per endpoint × metric; FAIL is a <failure>, INCONCLUSIVE and
     INSUFFICIENT_DATA are <skipped> (not proven either way), PASS is a plain testcase."""
-    from analyzers.report import class_name, label, verdict_results
+    from analyzers.report import class_name, format_interval, format_value, label, verdict_results
 
     results = sorted(verdict_results(verdict), key=lambda r: (r.endpoint, r.metric))
     failures = sum(class_name(r.cls) == "FAIL" for r in results)
@@ -45,9 +75,9 @@ def junit_xml(verdict: Any, *, suite_name: str = "shadow gate") -> bytes:
         name = label(r.endpoint, getattr(r, "candidate", None))
         case = ET.SubElement(suite, "testcase", classname=name, name=str(r.metric))
         cls = class_name(r.cls)
-        detail = (f"estimate={r.estimate} interval={r.interval} margin={r.margin} "
-                  f"n_primary={r.n_primary} n_candidate={r.n_candidate} test={r.test} "
-                  f"paired={r.paired} p={r.p_value} needed_n={r.needed_n}")
+        detail = (f"estimate={format_value(r.estimate, r.unit)} interval={format_interval(r.interval, r.unit)} "
+                  f"margin={format_value(r.margin, r.unit)} n_primary={r.n_primary} n_candidate={r.n_candidate} "
+                  f"test={r.test} paired={r.paired} p={_plain(r.p_value)} needed_n={_plain(r.needed_n)}")
         if cls == "FAIL":
             failure = ET.SubElement(case, "failure", message=str(r.reason), type="FAIL")
             failure.text = detail
@@ -84,7 +114,7 @@ def gate(capture: Path, policy_file: Path | None, junit_file: Path | None, learn
     """Judge CAPTURE and exit 0 PASS, 1 FAIL, 3 INCONCLUSIVE (2: usage error)."""
     import dataclasses
 
-    from analyzers.pipeline import analyze, learn_templater, load_inputs
+    from analyzers.pipeline import NothingToJudge, analyze, learn_templater, load_inputs
     from analyzers.report import class_name, overall_name, verdict_results
 
     policy, rules = load_inputs(policy_file)
@@ -96,18 +126,20 @@ def gate(capture: Path, policy_file: Path | None, junit_file: Path | None, learn
         verdict = judge_model_switch(capture, policy, load_ai_policy(policy_file))
     else:
         templater = learn_templater(capture) if learn_endpoints else None
-        verdict = analyze(capture, policy, rules=rules, progress=progress, templater=templater).verdict
+        try:
+            verdict = analyze(capture, policy, rules=rules, progress=progress, templater=templater).verdict
+        except NothingToJudge as exc:  # exchanges, but nothing to compare: no evidence, not a usage error
+            reason = exc.format_message()
+            if junit_file is not None:
+                write_junit(junit_file, inconclusive_junit(reason))
+            click.echo(f"INCONCLUSIVE      {reason}")
+            click.echo("verdict: INCONCLUSIVE (score 0.0)")
+            sys.exit(EXIT_INCONCLUSIVE)
     for r in sorted(verdict_results(verdict), key=lambda r: (r.endpoint, r.metric)):
         if class_name(r.cls) != "PASS":
             click.echo(guardrail_line(r))
     if junit_file is not None:
-        try:
-            junit_file.parent.mkdir(parents=True, exist_ok=True)
-            junit_file.write_bytes(junit_xml(verdict))
-        except OSError as exc:
-            from shadow.errors import ShadowError
-
-            raise ShadowError(f"{junit_file}: cannot write JUnit report: {exc.strerror}") from None
+        write_junit(junit_file, junit_xml(verdict))
     for warning in getattr(verdict, "warnings", []):
         click.echo(f"warning: {warning}")
     overall = overall_name(verdict)

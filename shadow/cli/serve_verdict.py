@@ -9,8 +9,10 @@ import click
 
 from shadow.delivery.verdict_server import (
     VerdictService,
+    WindowedVerdicts,
     load_sequential_state,
     make_server,
+    subset_verdict_document,
     verdict_document,
 )
 
@@ -33,7 +35,9 @@ def parse_listen(value: str, option: str = "--listen") -> tuple[str, int]:
               help="Re-template paths learned from the capture (/users/alice, /users/bob → /users/{name}).")
 def serve_verdict(capture: Path, listen: str, policy_file: Path | None, cache_seconds: float,
                   learn_endpoints: bool) -> None:
-    """Serve CAPTURE's verdict at /verdict (JSON) and /gate (200 pass, non-2xx otherwise)."""
+    """Serve CAPTURE's verdict at /verdict (JSON), /gate (200 pass, 412 fail, 503 inconclusive) and
+    /metrics (Prometheus). Each takes ?window=30m (or ?since=TIME) and ?endpoint=GLOB to judge only
+    those requests. Argo Rollouts and Flagger examples: docs/examples/progressive-delivery/."""
     from analyzers.pipeline import load_inputs
 
     host, port = parse_listen(listen)
@@ -43,7 +47,10 @@ def serve_verdict(capture: Path, listen: str, policy_file: Path | None, cache_se
                                                       learn_endpoints=learn_endpoints),
                              cache_seconds=cache_seconds)
     try:
-        server = make_server(service, host, port)
+        subsets = WindowedVerdicts(lambda spec: subset_verdict_document(capture, spec, policy, rules,
+                                                                        learn_endpoints=learn_endpoints),
+                                   cache_seconds=cache_seconds)
+        server = make_server(service, host, port, subsets=subsets)
     except OSError as exc:
         from shadow.errors import ShadowError
 
@@ -51,7 +58,7 @@ def serve_verdict(capture: Path, listen: str, policy_file: Path | None, cache_se
     service.warm()
     bound_host, bound_port = server.server_address[:2]
     click.echo(f"serving the verdict of {capture} at http://{bound_host!s}:{bound_port}/verdict "
-               f"(and /gate)", err=True)
+               f"(and /gate, /metrics)", err=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import re
 import sys
 from typing import Any
 
@@ -13,6 +14,8 @@ import orjson
 from shadow.errors import ShadowError
 
 _CELL_WIDTH = 60
+# Tables the analysis writes into the capture (analyzers/diffs_table.py), absent until it has run.
+DERIVED_TABLES = frozenset({"diffs", "diffs_summary", "diffs_fields"})
 
 
 def _json_default(value: Any) -> Any:
@@ -38,6 +41,8 @@ def _csv_cell(value: Any) -> Any:
 def _cell(value: Any) -> str:
     if value is None:
         return "NULL"
+    if isinstance(value, float):
+        return f"{value:.6g}"  # for reading; --format json / csv keep every digit
     if isinstance(value, (bytes, bytearray, memoryview)):
         text = bytes(value).decode("utf-8", "replace")
     else:
@@ -67,7 +72,8 @@ def sql(capture: str, query: str, fmt: str, max_rows: int, threads: int | None) 
     """Run QUERY over the capture folder CAPTURE.
 
     Views: exchanges, pairs (primary ⋈ candidate ⟕ secondary on request_id), capture_stats, and one
-    per other subfolder holding Parquet (diffs, spans, ...). Only sealed data is visible: a running
+    per other subfolder holding Parquet (diffs once `shadow report` or `gate` ran, spans, ...).
+    Floats print with 6 significant digits in the table; --format json/csv keep every digit. Only sealed data is visible: a running
     gateway's journal shows up at its next seal (every segment_rows / segment_seconds) and at
     shutdown.
 
@@ -90,6 +96,10 @@ def sql(capture: str, query: str, fmt: str, max_rows: int, threads: int | None) 
         rows = [tuple(r.values()) for r in result.to_pylist()]
     except duckdb.Error as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        missing = DERIVED_TABLES.intersection(re.findall(r"Table with name (\w+) does not exist", message))
+        if missing:
+            message = (f"{capture}: no {', '.join(sorted(missing))} table yet: the analysis writes it; run "
+                       f"`shadow report {capture}` (or `shadow gate {capture}`) first")
         raise ShadowError(message) from None
     finally:
         store.close()

@@ -62,6 +62,26 @@ class CanaryPlan:
 # The plan
 # --------------------------------------------------------------------------------------------------
 
+def is_canary_plan(path: Path) -> bool:
+    """A YAML mapping with `steps` and `child` and no `http:` section: a plan, not a gateway file."""
+    from shadow.yamlconfig import load_yaml, read_yaml_file
+
+    if not path.is_file():
+        return False
+    try:
+        data = load_yaml(read_yaml_file(path), str(path))
+    except ConfigError:
+        return False
+    return isinstance(data, Mapping) and "steps" in data and "child" in data and "http" not in data
+
+
+def describe_plan(plan: CanaryPlan) -> str:
+    steps = " → ".join(f"{s} %" for s in plan.steps)
+    return (f"canary plan: {plan.child} of {plan.service} through {steps} (gateway {plan.gateway}, "
+            f"capture {plan.capture}, ≥ {plan.min_requests} requests per arm per step, at most "
+            f"{plan.max_wait_s:g} s per step)")
+
+
 def load_plan(path: Path) -> CanaryPlan:
     from analyzers.policy import Policy, load_policy
     from shadow.gateway.config import WeightedService, load_config
@@ -173,21 +193,42 @@ def _ci_get(node: Mapping[Any, Any], key: str) -> Any:
 
 
 def write_weights(gateway: Path, service: str, weights: Mapping[str, int]) -> None:
-    """Rewrite the weights of `service`'s children in place, keeping the rest of the file (comments
-    included), atomically: a temporary file in the same folder, fsync, rename."""
+    """Rewrite the weights of `service`'s children in place, atomically (a temporary file in the same
+    folder, fsync, rename). Only the weight numbers change: every other character of the file (comments,
+    quoting, flow style) stays as the user wrote it. A child without a `weight:` key gets one through a
+    round-trip dump (ruamel keeps comments then, but may restyle flow collections)."""
+    import re
+
     from ruamel.yaml import YAML
 
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096
-    root = yaml.load(gateway.read_text(encoding="utf-8"))
+    text = gateway.read_text(encoding="utf-8")
+    root = yaml.load(text)
     services = _ci_get(_ci_get(root, "http"), "services")
     children = _ci_get(_ci_get(services[service], "weighted"), "services")
+    lines = text.splitlines(keepends=True)
+    edits: list[tuple[int, int, int, str]] = []  # line, column, length of the old number, new text
+    restyle = False
     for item in children:
         name = str(item["name"]).split("@", 1)[0]
-        if name in weights:
-            item["weight"] = int(weights[name])
-    replace_text(gateway, lambda out: yaml.dump(root, out))
+        if name not in weights:
+            continue
+        key = next((k for k in item if isinstance(k, str) and k.lower() == "weight"), None)
+        position = item.lc.value(key) if key is not None else None
+        number = re.match(r"-?\d+", lines[position[0]][position[1]:]) if position is not None else None
+        if key is None or position is None or number is None:
+            item[key or "weight"] = int(weights[name])
+            restyle = True
+            continue
+        edits.append((position[0], position[1], number.end(), str(int(weights[name]))))
+    if restyle:
+        replace_text(gateway, lambda out: yaml.dump(root, out))
+        return
+    for line, column, length, new in sorted(edits, reverse=True):
+        lines[line] = lines[line][:column] + new + lines[line][column + length:]
+    replace_text(gateway, lambda out: out.write("".join(lines)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -282,10 +323,14 @@ def run_canary(plan: CanaryPlan, *, echo: Callable[[str], None] = click.echo,
                 weights=weights)
             break
         log("step", f"step {step} %: weights {weights}", step=step, weights=weights)
+        shown: tuple[int, int] | None = None
         while True:
             sleep(plan.poll_s)
             result = look(plan, children, since_ns, state)
             elapsed = clock() - started
+            if result.verdict is None and (result.n_primary, result.n_candidate) != shown:
+                shown = (result.n_primary, result.n_candidate)
+                echo(f"canary: {progress_line(plan, step, result, elapsed)}")  # the terminal only, not the log
             if result.verdict is None:
                 if elapsed >= plan.max_wait_s:
                     log("inconclusive", f"step {step} %: only {result.n_primary} primary / {result.n_candidate} "
@@ -319,6 +364,31 @@ def run_canary(plan: CanaryPlan, *, echo: Callable[[str], None] = click.echo,
                 n_candidate=result.n_candidate, **evidence)
     _summary(log, "PASS", reached, plan)
     return EXIT_PROMOTED
+
+
+def _clock_text(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def progress_line(plan: CanaryPlan, step: int, result: Look, elapsed: float) -> str:
+    """What a waiting step has so far: its share, n per arm against minRequests, the time left."""
+    return (f"step {step} %: {result.n_primary:,} primary / {result.n_candidate:,} candidate requests of "
+            f"{plan.min_requests:,} each before the first look; {_clock_text(plan.max_wait_s - elapsed)} left "
+            f"of maxWait")
+
+
+def dry_run_lines(plan: CanaryPlan) -> list[str]:
+    """What `shadow canary --dry-run` prints: the plan and the weights each step would write."""
+    from shadow.gateway.config import WeightedService, load_config
+
+    svc = load_config(plan.gateway).services[plan.service]
+    assert isinstance(svc, WeightedService)
+    original = {c.name: c.weight for c in svc.services}
+    lines = [describe_plan(plan), f"weights now: {original}"]
+    lines += [f"step {step} %: would write {split_weights(original, plan.child, step)}" for step in plan.steps]
+    lines.append(f"on FAIL: would write {split_weights(original, plan.child, 0)}; nothing was written (--dry-run)")
+    return lines
 
 
 def _pause(log: DecisionLog, plan: CanaryPlan, original: Mapping[str, int], reached: int) -> int:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shadow.gateway.config import FailoverService, GatewayConfig, Router, WeightedService
+from shadow.gateway.config import FailoverService, GatewayConfig, MirroringService, Router, WeightedService
 from shadow.gateway.routing import plan_route
 
-__all__ = ["RouterRow", "router_table"]
+__all__ = ["RouterRow", "router_table", "split_warnings"]
 
 
 @dataclass(frozen=True)
@@ -72,3 +72,34 @@ def _row(config: GatewayConfig, router: Router) -> RouterRow:
 def router_table(config: GatewayConfig) -> list[RouterRow]:
     """One row per router, in the order the gateway tries them (priority, then name)."""
     return [_row(config, router) for router in config.routers]
+
+
+def _first_weighted(config: GatewayConfig, name: str, depth: int = 0) -> WeightedService | None:
+    """The weighted service whose choice makes a request split traffic (the first one on its path)."""
+    service = config.services.get(name)
+    while isinstance(service, MirroringService):
+        service = config.services.get(service.service)
+    if isinstance(service, WeightedService):
+        return service
+    if isinstance(service, FailoverService) and depth < 32:
+        return _first_weighted(config, service.service, depth + 1)
+    return None
+
+
+def split_warnings(config: GatewayConfig) -> list[str]:
+    """A routed weighted service none of whose children is a declared candidate (shadow.split.candidates):
+    every answer is captured as the primary's, and the split traffic can never be judged."""
+    candidates = set(config.shadow.split.candidates)
+    out: list[str] = []
+    seen: set[str] = set()
+    for router in config.routers:
+        weighted = _first_weighted(config, router.service) if router.service else None
+        if weighted is None or weighted.name in seen:
+            continue
+        seen.add(weighted.name)
+        children = [c.name for c in weighted.services]
+        if not candidates.intersection(children):
+            out.append(f"weighted service {weighted.name!r} (router {router.name!r}) splits traffic between "
+                       f"{', '.join(children)}, but none of them is in shadow.split.candidates: every answer is "
+                       "captured as the primary's, so the split cannot be judged; list the new service there")
+    return out
