@@ -114,6 +114,11 @@ class LiveAnalysis:
                     return snap
                 self._changed.wait(left)
 
+    def forget(self) -> None:
+        """Analyse again at the next look even if nothing was sealed (e.g. after a policy change)."""
+        with self._changed:
+            self._fingerprint = None
+
     def refresh(self) -> Snapshot | None:
         """One look: analyse again if the capture changed since the last analysis."""
         try:
