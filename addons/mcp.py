@@ -401,15 +401,16 @@ class McpGateway:
         if isinstance(error, dict) and state.error is None:
             state.error = str(error.get("code"))
 
-    def _filtered(self, state: McpFlow, answer: dict[str, Any]) -> dict[str, Any] | None:
+    def _filtered(self, state: McpFlow, answer: dict[str, Any], *, count: bool = True) -> dict[str, Any] | None:
         assert state.listing is not None
         mcp, claims, method = state.settings, state.claims, state.listing
         out, removed = filter_listing(answer, method,
                                       lambda name: visible(mcp.policies, mcp.default_action, claims, method, name))
         if not removed:
             return None
-        state.hidden += removed
-        self.counts["hidden"] += removed
+        if count:
+            state.hidden += removed
+            self.counts["hidden"] += removed
         return out
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -471,6 +472,9 @@ class McpGateway:
         def columns(result: MirrorResult) -> dict[str, object]:
             sse = any(k.lower() == "content-type" and "text/event-stream" in v for k, v in result.headers)
             answer = answer_for(result.body, single.id, sse=sse) if result.error is None and result.body else None
+            if answer is not None and state.listing is not None:
+                # What the agent would have seen from the candidate: the same policies filter its list.
+                answer = self._filtered(state, answer, count=False) or answer
             session = next((v for k, v in result.request.headers if k.lower() == SESSION_HEADER), None)
             return state.columns(answer, session=session)
 

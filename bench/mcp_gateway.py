@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/mcp_gateway.py [--calls 200] [--rounds 3]
 
-One MCP server (tests/mcp_server.py: the official SDK's `MCPServer`, Streamable HTTP answering in SSE,
+One MCP server (shadow/demo/mcp_server.py: the official SDK's `MCPServer`, Streamable HTTP answering in SSE,
 in its own process) reached three ways, each by the official SDK's `Client` in one session:
 `direct`; `pass`, a gateway routing /mcp to it with no middleware (mitmproxy buffers the answer);
 `mcp`, a gateway whose route has the `mcp` middleware with three policies (every POST parsed as
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tests.mcp_server", "--port", str(port), "--name", "bench"],
+    server = subprocess.Popen([sys.executable, "-m", "shadow.demo.mcp_server", "--port", str(port), "--name", "bench"],
                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     gateways: list[GatewayProcess] = []
     try:

@@ -73,12 +73,12 @@ SECRET = "a-long-enough-hmac-secret-for-tests-0123456789"
 
 
 class McpServerProcess:
-    """tests/mcp_server.py in its own process, listening on a free port of 127.0.0.1."""
+    """shadow/demo/mcp_server.py in its own process, listening on a free port of 127.0.0.1."""
 
     def __init__(self, name: str, *args: str) -> None:
         self.name = name
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.mcp_server", "--port", str(self.port),
+        self.proc = subprocess.Popen([sys.executable, "-m", "shadow.demo.mcp_server", "--port", str(self.port),
                                       "--name", name, *args], cwd=REPO, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
 

@@ -40,9 +40,13 @@ from shadow.errors import CaptureError
 @click.option("--ai", "ai_switch", is_flag=True,
               help="The AI gateway instead: a model switch judged end to end (fake models, no download; "
                    "--requests chat calls, 150 by default), with a report of answer pairs side by side.")
+@click.option("--mcp", "mcp_server", is_flag=True,
+              help="The MCP gateway instead: an MCP server shadow-tested end to end (real MCP servers and "
+                   "agents from the official SDK; a candidate with a changed tool schema and an equivalent "
+                   "one), judged per tool (docs/mcp-gateway.md).")
 def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: float, seed: int,
          keep_running: bool, no_progress: bool, report: bool, telemetry: bool, gateway_api: bool,
-         ai_switch: bool) -> None:
+         ai_switch: bool, mcp_server: bool) -> None:
     """Run the monolith → orders-service migration demo end to end and leave a capture to analyse.
 
     Starts a shop monolith, a second instance of it and an extracted orders service that differs in
@@ -54,6 +58,9 @@ def demo(request_count: int, out: Path | None, concurrency: int, max_seconds: fl
     out = out or default_out_dir()
     if ai_switch:
         ai_demo(out, request_count, seed)
+        return
+    if mcp_server:
+        mcp_demo(out)
         return
     progress = not no_progress and sys.stderr.isatty()  # bars on a terminal; CI logs stay readable
     started = time.monotonic()
@@ -92,6 +99,23 @@ def ai_demo(out: Path, request_count: int, seed: int) -> None:
     click.echo(f"\nverdict: {verdict.overall}  (report: {report}; capture: {out / 'capture'})")
     click.echo(f"next: shadow gate {shlex.quote(str(out / 'capture'))} --ai   # the same verdict as an exit "
                f"code ({exit_code_for(verdict.overall)} here)")
+
+
+def mcp_demo(out: Path) -> None:
+    from analyzers.report import class_name, overall_name, verdict_results
+    from shadow.cli.gate import exit_code_for, guardrail_line
+    from shadow.demo.mcp import run_mcp_demo
+
+    verdict, capture = run_mcp_demo(out, sessions=6)
+    for r in sorted(verdict_results(verdict), key=lambda r: (r.endpoint, r.metric)):
+        if class_name(r.cls) != "PASS":
+            click.echo(guardrail_line(r))
+    overall = overall_name(verdict)
+    click.echo(f"\nverdict: {overall}  (capture: {capture}; config: {out / 'gateway.yaml'})")
+    click.echo(f"next: shadow gate {shlex.quote(str(capture))} --policy {shlex.quote(str(out / 'policy.yaml'))}"
+               "   # the same verdict as an exit code "
+               f"({exit_code_for(overall)} here); per tool: shadow sql {shlex.quote(str(capture))} "
+               "\"select endpoint, service, count(*) from exchanges where mcp_method is not null group by all\"")
 
 
 def next_steps(config: Path, capture: Path) -> str:

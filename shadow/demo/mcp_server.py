@@ -1,7 +1,8 @@
-"""A real MCP server for the MCP gateway's tests: the official SDK's `MCPServer` over Streamable HTTP
-(or the legacy HTTP+SSE transport) on 127.0.0.1, in its own process.
+"""A real MCP server for `shadow demo --mcp` and the MCP gateway's tests: the official SDK's `MCPServer`
+over Streamable HTTP (or the legacy HTTP+SSE transport) on 127.0.0.1, in its own process. It prints
+`LISTENING <url>` once it accepts connections (`--port 0`: a free port).
 
-    python -m tests.mcp_server --port 8931 --name a [--json] [--variant changed] [--sse]
+    python -m shadow.demo.mcp_server --port 8931 --name a [--json] [--variant changed] [--sse]
 
 Tools: `whoami` (this instance's name: the affinity tests), `echo`, `add`, `transfer_funds`
 (an `amount` argument for the argument policies), `delete_everything` (never allowed), and
@@ -35,8 +36,8 @@ def build(name: str, variant: str) -> MCPServer:
         return text
 
     if variant == "changed":
-        @mcp.tool()
-        def add(a: int, b: int, c: int = 0) -> int:
+        @mcp.tool(name="add")
+        def add_three(a: int, b: int, c: int = 0) -> int:
             """Add numbers."""
             return a + b + c
     else:
@@ -77,19 +78,33 @@ def build(name: str, variant: str) -> MCPServer:
     return mcp
 
 
+def serve(mcp: MCPServer, port: int, *, sse: bool, json_response: bool) -> None:
+    import uvicorn
+
+    app = mcp.sse_app() if sse else mcp.streamable_http_app(json_response=json_response)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+
+    async def run() -> None:
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.02)
+        if server.started:
+            bound = server.servers[0].sockets[0].getsockname()[1]
+            print(f"LISTENING http://127.0.0.1:{bound}", flush=True)
+        await task
+
+    asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--name", default="a")
     parser.add_argument("--variant", default="base")
     parser.add_argument("--json", action="store_true", help="answer POSTs with JSON instead of SSE")
     parser.add_argument("--sse", action="store_true", help="the legacy HTTP+SSE transport")
     args = parser.parse_args()
-    mcp = build(args.name, args.variant)
-    if args.sse:
-        mcp.run("sse", host="127.0.0.1", port=args.port)
-    else:
-        mcp.run("streamable-http", host="127.0.0.1", port=args.port, json_response=args.json)
+    serve(build(args.name, args.variant), args.port, sse=args.sse, json_response=args.json)
 
 
 if __name__ == "__main__":
