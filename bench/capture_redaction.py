@@ -3,8 +3,9 @@
 `prepare_exchange` (decode, redact, hash, truncate: the capture process's per-row work) on ≈ 2 KB
 JSON responses, side by side in one run: with the default secret names (`shadow.redaction` absent)
 and with `defaults: false` (only Authorization / Cookie / Set-Cookie, what the capture did before
-session 7), for a body that holds no secret name (the pre-check skips parsing), one that mentions
-a piece of a name in a value (parsed, walked, nothing redacted) and one with a secret key.
+session 7), for a body with no secret key (its keys are listed and known harmless: not parsed), one
+that mentions secret words in a value only (not parsed either) and one with a secret key (parsed,
+walked, redacted).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def bodies() -> dict[str, bytes]:
     items = [{"sku": f"A{i}", "name": "widget", "qty": i, "price": 3.5} for i in range(25)]
     return {
         "no secret name": orjson.dumps({"id": 1, "items": items, "customer": {"name": "ada"}}),
-        "a name piece in a value": orjson.dumps({"id": 1, "items": items, "note": "see the token page"}),
+        "secret words in a value": orjson.dumps({"id": 1, "items": items, "note": "see the token page"}),
         "a secret key": orjson.dumps({"id": 1, "items": items, "customer": {"password": "hunter2"}}),
     }
 

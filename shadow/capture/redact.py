@@ -41,7 +41,6 @@ from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 import orjson
 
 from shadow.capture.settings import (
-    DEFAULT_NAME_PIECES,
     DEFAULT_REDACTED_HEADERS,
     DEFAULT_SECRET_NAMES,
     DEFAULT_SECRET_SUFFIXES,
@@ -79,8 +78,6 @@ _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _JWT_BYTES = re.compile(rb"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _PARAM_SEPARATORS = re.compile(r"([&;])")
 _PARAM_NAMES = re.compile(r"(?:^|[&;])([^=&;]*)=")
-# Bytes deleted before looking for a configured name in a body: every ASCII byte normalize_name drops.
-_NON_ALNUM_ASCII = bytes(b for b in range(128) if not chr(b).isalnum())
 _MULTIPART_NAME = re.compile(rb'''(?i)content-disposition:[^\r\n]*?\bname\*?=(?:"([^"]*)"|([^;\s]+))''')
 
 
@@ -190,13 +187,10 @@ class Redactor:
         exact.discard("")
         self.exact_names = frozenset(exact - self.allowed)
         self.suffixes = tuple(w for w in suffixes if w not in self.allowed)
-        # A body is parsed only if it may hold a secret key (`_may_hold_secret`): one of these occurs
-        # in the lower-cased body. Each default name contains one of DEFAULT_NAME_PIECES however it is
-        # spelt (api_key, API-KEY); a configured name is looked for in the body with its punctuation
-        # removed. A pointer ending in "*" or an index has no key of its own: then every body parses.
-        self._pieces = tuple(p.encode() for p in DEFAULT_NAME_PIECES) if settings.defaults else ()
-        self._own_names = tuple({n.encode() for n in exact - set(DEFAULT_SECRET_NAMES) - self.allowed if n.isascii()})
-        self._always_parse = any(not n.isascii() for n in exact)
+        # A body is parsed only if one of its keys may be secret (`_may_hold_secret`). A pointer
+        # ending in "*" or an index has no key of its own: then every body parses.
+        self._harmless_keys: set[bytes] = set()  # lower-cased JSON keys seen and known not to be secret
+        self._always_parse = False
         pointer_keys: set[bytes] = set()
         for ptr in pointers:
             keys = [seg for seg in ptr if seg != "*" and not seg.isdigit()]
@@ -419,15 +413,26 @@ class Redactor:
         return self.redact_json(body)[0]
 
     def _may_hold_secret(self, body: bytes) -> bool:
-        """False only when no key of `body` can be a secret name (most bodies: then they are not parsed)."""
+        """False only when no key of `body` can be a secret name (most bodies: then they are not parsed).
+
+        A key is a quoted string followed by a colon: the text before each '":' back to its opening
+        quote. Splitting is one C call, and the keys of an endpoint's bodies repeat, so the set of keys
+        already known to be harmless settles most bodies with one set difference."""
         if self._always_parse or b"\\u" in body:  # a \u escape (\u0070assword) can spell any key
             return True
-        lowered = body.lower()
-        if any(p in lowered for p in self._pieces) or any(k in lowered for k in self._pointer_keys):
-            return True
-        if self._own_names:
-            stripped = lowered.translate(None, _NON_ALNUM_ASCII)
-            return any(n in stripped for n in self._own_names)
+        text = body.lower()
+        if b'" ' in text or b'"\t' in text or b'"\r' in text or b'"\n' in text:
+            text = re.sub(rb'"\s+:', b'":', text)  # '"key" : value' styles
+        keys = {chunk[chunk.rfind(b'"') + 1:] for chunk in text.split(b'":')[:-1]}
+        unknown = keys - self._harmless_keys
+        if not unknown:
+            return False
+        for key in unknown:
+            if key in self._pointer_keys or self.is_secret_name(key.decode("utf-8", "replace")):
+                return True
+        if len(self._harmless_keys) + len(unknown) > _NAME_CACHE_SIZE:
+            self._harmless_keys = set()
+        self._harmless_keys |= unknown
         return False
 
     def redact_json(self, body: bytes) -> tuple[bytes, Any]:

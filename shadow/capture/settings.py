@@ -29,13 +29,6 @@ DEFAULT_SECRET_NAMES = (
     "proxyauthorization", "cookie", "setcookie", "sessionid", "sid", "jsessionid", "phpsessid", "csrf", "xsrf",
     "cardno", "pan", "accountnumber",
 )
-# Every default name, however it is spelt (api_key, API-Key), contains one of these lower-case pieces
-# (tests/test_redact.py checks it): a body containing none is not parsed (shadow.capture.redact).
-# Three-letter names are looked for as quoted JSON keys ('"pin"'), or "shipping" would match.
-DEFAULT_NAME_PIECES = (
-    "pass", "pwd", "secret", "token", "key", "card", "signature", "credential", '"pin"', '"cvv', '"cvc"', '"ssn"',
-    "iban", '"otp"', "auth", "cookie", "sess", '"sid"', "csrf", "xsrf", '"pan"', "account",
-)
 
 
 @dataclass(frozen=True)
