@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 FLOW_HOOKS = ("request", "responseheaders", "response", "error")
 LIFECYCLE_HOOKS = ("load", "configure", "running", "done")
+# Connection-level TLS hooks, called on every concern that has them (addons/tls.py), after mitmproxy's own.
+TLS_HOOKS = ("tls_start_client", "tls_failed_client", "tls_start_server", "tls_failed_server")
 
 Hook = Callable[..., Any]
 
@@ -168,3 +170,19 @@ class GatewayAddon:
     def client_disconnected(self, client: Any) -> None:
         for hook in self._lifecycle("client_disconnected"):
             hook(client)
+
+    def tls_start_client(self, data: Any) -> None:
+        for hook in self._lifecycle("tls_start_client"):
+            hook(data)
+
+    def tls_failed_client(self, data: Any) -> None:
+        for hook in self._lifecycle("tls_failed_client"):
+            hook(data)
+
+    def tls_start_server(self, data: Any) -> None:
+        for hook in self._lifecycle("tls_start_server"):
+            hook(data)
+
+    def tls_failed_server(self, data: Any) -> None:
+        for hook in self._lifecycle("tls_failed_server"):
+            hook(data)

@@ -145,6 +145,7 @@ class Router:
     parent_refs: tuple[str, ...] = ()  # a child router: matched after these parents' middlewares ran
     entry_points: tuple[str, ...] = ()  # Traefik's router.entryPoints (empty: every entry point)
     tls: bool = False  # router.tls: serves TLS requests only (and the others serve plain ones only)
+    tls_options: str = ""  # router.tls.options ("": its entry points', else "default")
 
 
 @dataclass(frozen=True)
@@ -744,8 +745,8 @@ def _parse_router(reader: YamlReader, name: str, node: Any, field: str, line: in
     priority = reader.integer(r, "priority", field, 0, maximum=_MAX_USER_PRIORITY)
     if priority == 0:
         priority = len(text)
-    tls = parse_tls_section(reader, r, field)
-    return Router(name, rule, priority, service, middlewares, parents, entry_points, tls)
+    tls, tls_options = parse_tls_section(reader, r, field)
+    return Router(name, rule, priority, service, middlewares, parents, entry_points, tls, tls_options)
 
 
 def _named_section(reader: YamlReader, parent: dict[Any, Any], key: str, field: str) -> list[tuple[str, Any, str, int | None]]:
@@ -897,6 +898,20 @@ def _check_entry_point_refs(reader: YamlReader, root: dict[Any, Any], routers: l
                 reader.fail(f"no entry point named {name!r}{did_you_mean(name, entry_points)}",
                             f"http.routers.{router.name}.entryPoints[{i}]",
                             _ref_line(reader, root, ["http", "routers", router.name, "entryPoints", i]))
+
+
+def _check_tls_options(reader: YamlReader, root: dict[Any, Any], routers: list[Router],
+                       entry_points: Mapping[str, EntryPoint], tls: TlsSettings) -> None:
+    """Every `tls.options` a router or an entry point names is defined (`default` always is)."""
+    known = {opt.name for opt in tls.options} | {"default"}
+    named = [(r.tls_options, ["http", "routers", r.name, "tls", "options"], f"http.routers.{r.name}.tls.options")
+             for r in routers]
+    named += [(ep.tls_options, ["entryPoints", ep.name, "http", "tls", "options"],
+               f"entryPoints.{ep.name}.http.tls.options") for ep in entry_points.values()]
+    for name, path, where in named:
+        if name and name not in known:
+            reader.fail(f"unknown TLS options: {name}{did_you_mean(name, sorted(known))}", where,
+                        _ref_line(reader, root, path))
 
 
 def _check_parent_refs(reader: YamlReader, root: dict[Any, Any], routers: list[Router]) -> None:
@@ -1191,6 +1206,7 @@ def build_config(root: Any, source: str, *, base_dir: Path, extend: ConfigExtens
         middlewares.update(more_middlewares)
     routers = _expand_chains(reader, root, routers, middlewares)
     _check_entry_point_refs(reader, root, routers, entry_points)
+    _check_tls_options(reader, root, routers, entry_points, tls)
     _check_error_page_services(reader, root, middlewares, services)
     shadow = _parse_shadow(reader, root.get("shadow"), reader.value_line(root, "shadow"), base_dir, services,
                            middlewares)

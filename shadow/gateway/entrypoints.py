@@ -50,6 +50,7 @@ class EntryPoint:
     trusted_ips: IPChecker | None = None
     insecure: bool = False
     tls: bool = False  # http.tls: every router on this entry point serves TLS
+    tls_options: str = ""  # http.tls.options: the TLS options of its routers without their own
     redirect_to: str = ""  # http.redirections.entryPoint.to: every request redirected there
     redirect_scheme: str = "https"
     redirect_permanent: bool = True
@@ -113,7 +114,7 @@ def parse_entry_points(reader: YamlReader, node: Any, line: int | None) -> dict[
         reader.check_keys(body, where, ("address", "forwardedHeaders", "http", "transport"),
                           unsupported=("http2", "http3", "proxyProtocol", "udp",
                                        "observability", "allowACMEByPass", "reusePort", "asDefault"))
-        tls, redirect = _parse_entry_point_http(reader, body, where)
+        tls, tls_options, redirect = _parse_entry_point_http(reader, body, where)
         address = reader.string(body, "address", where) or ""
         port = _port(reader, address, f"{where}.address", reader.value_line(body, "address")) if address else None
         fh_where = f"{where}.forwardedHeaders"
@@ -127,7 +128,7 @@ def parse_entry_points(reader: YamlReader, node: Any, line: int | None) -> dict[
             except ValueError as exc:
                 reader.fail(str(exc), f"{fh_where}.trustedIPs", reader.value_line(fh, "trustedIPs"))
         out[str(name)] = EntryPoint(str(name), address, port, checker,
-                                    reader.boolean(fh, "insecure", fh_where, False), tls, *redirect,
+                                    reader.boolean(fh, "insecure", fh_where, False), tls, tls_options, *redirect,
                                     timeouts=_parse_transport(reader, body, where))
     for ep in out.values():
         if ep.redirect_to and ep.redirect_to not in out:
@@ -136,19 +137,20 @@ def parse_entry_points(reader: YamlReader, node: Any, line: int | None) -> dict[
     return out
 
 
-def parse_tls_section(reader: YamlReader, parent: dict[Any, Any], where: str) -> bool:
-    """`tls:` of a router or of an entry point's `http:`: True when present. Only the default TLS
-    options are served (tls.options is not supported), so naming another is an error."""
+def parse_tls_section(reader: YamlReader, parent: dict[Any, Any], where: str) -> tuple[bool, str]:
+    """`tls:` of a router or of an entry point's `http:`: (present, its `options` name or "").
+    The name (`name@file` accepted) is checked against `tls.options` once the whole file is read."""
     if "tls" not in parent:
-        return False
+        return False, ""
     t_where = f"{where}.tls"
     node = reader.mapping(parent.get("tls"), t_where, reader.value_line(parent, "tls"))
     reader.check_keys(node, t_where, ("options", "domains"), unsupported=("certResolver",))
-    option = reader.string(node, "options", t_where)
-    if option not in (None, "default"):
-        reader.fail("only the default TLS options are supported", f"{t_where}.options",
-                    reader.value_line(node, "options"))
-    return True
+    option = reader.string(node, "options", t_where) or ""
+    name, _, provider = option.partition("@")
+    if provider not in ("", "file"):
+        reader.fail(f"{option!r} names provider {provider!r}; only this file (@file) is available",
+                    f"{t_where}.options", reader.value_line(node, "options"))
+    return True, name
 
 
 def _parse_transport(reader: YamlReader, body: dict[Any, Any], where: str) -> RespondingTimeouts:
@@ -172,13 +174,14 @@ def _parse_transport(reader: YamlReader, body: dict[Any, Any], where: str) -> Re
                               idle_s=values["idleTimeout"])
 
 
-def _parse_entry_point_http(reader: YamlReader, body: dict[Any, Any], where: str) -> tuple[bool, tuple[str, str, bool]]:
+def _parse_entry_point_http(reader: YamlReader, body: dict[Any, Any],
+                            where: str) -> tuple[bool, str, tuple[str, str, bool]]:
     """`http:` of an entry point: `tls` (its routers serve TLS) and `redirections.entryPoint`."""
     h_where = f"{where}.http"
     node = reader.mapping(body.get("http"), h_where, reader.value_line(body, "http"))
     reader.check_keys(node, h_where, ("tls", "redirections"), unsupported=("middlewares", "encodeQuerySemicolons",
                                                                            "sanitizePath", "maxHeaderBytes"))
-    tls = parse_tls_section(reader, node, h_where)
+    tls, tls_options = parse_tls_section(reader, node, h_where)
     redirect: tuple[str, str, bool] = ("", "https", True)
     if "redirections" in node:
         r_where = f"{h_where}.redirections"
@@ -190,4 +193,4 @@ def _parse_entry_point_http(reader: YamlReader, body: dict[Any, Any], where: str
         redirect = (reader.required_string(e_node, "to", e_where), reader.string(e_node, "scheme", e_where) or "https",
                     reader.boolean(e_node, "permanent", e_where, True))
         reader.integer(e_node, "priority", e_where, 0)
-    return tls, redirect
+    return tls, tls_options, redirect

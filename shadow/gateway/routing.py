@@ -33,6 +33,7 @@ from shadow.gateway.middlewares.request import Headers, header_values, set_heade
 from shadow.gateway.mirror import percent_due
 from shadow.gateway.rules import RESERVED_ESCAPES, RequestView
 from shadow.gateway.shifting import needs_control
+from shadow.gateway.tls import TlsOptions, options_for_connection
 
 __all__ = [
     "MirrorCounter",
@@ -42,6 +43,7 @@ __all__ = [
     "ServerPicker",
     "apply_request_middlewares",
     "apply_response_middlewares",
+    "connection_tls_options",
     "forwarded_headers",
     "leaf_services",
     "plan_route",
@@ -59,6 +61,24 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 
 _LISTENER_VIEWS: dict[int, tuple[GatewayConfig, dict[tuple[str | None, bool], GatewayConfig]]] = {}
+
+
+def connection_tls_options(config: GatewayConfig, entry_point: EntryPoint | None, sni: str | None) -> TlsOptions:
+    """The TLS options a client connection on `entry_point` with `sni` gets: those of the TLS routers
+    (a router's `tls.options`, else its entry points' `http.tls.options`) whose Host names the SNI.
+    Otherwise Traefik serves the `default` options; here an entry point whose `http.tls` names options
+    serves those instead (so an uplink entry point reached by IP, without SNI, still requires its mTLS)."""
+    by_name = {ep.name: ep for ep in config.entry_points.values()}
+    routes: list[tuple[str, tuple[str, ...], str]] = []
+    for router in config.routers:
+        inherited = [by_name[n].tls_options for n in router.entry_points if n in by_name and by_name[n].tls]
+        if not router.tls and not inherited:
+            continue
+        routes.append((router.rule.text, router.entry_points, router.tls_options or next(iter(inherited), "")))
+    name = options_for_connection(routes, entry_point.name if entry_point is not None else None, sni)
+    if name == "default" and entry_point is not None and entry_point.tls_options:
+        name = entry_point.tls_options
+    return config.tls.option(name)
 
 
 def config_for_listener(config: GatewayConfig, entry_point: EntryPoint | None, tls: bool) -> GatewayConfig:
