@@ -75,8 +75,9 @@ GO_CIPHER_SUITES = {
     "TLS_AES_256_GCM_SHA384": "",
     "TLS_CHACHA20_POLY1305_SHA256": "",
 }
-_TLS_OPTION_KEYS = ("minVersion", "maxVersion", "cipherSuites", "curvePreferences", "clientAuth", "sniStrict",
-                    "alpnProtocols", "disableSessionTickets", "preferServerCipherSuites")
+# preferServerCipherSuites is deprecated and ignored by Go (and Traefik) too.
+_TLS_OPTION_KEYS = ("minVersion", "maxVersion", "cipherSuites", "clientAuth", "sniStrict", "preferServerCipherSuites")
+_TLS_OPTION_UNSUPPORTED = ("curvePreferences", "alpnProtocols", "disableSessionTickets")
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ def _parse_options(reader: YamlReader, tls: dict[Any, Any], base_dir: Path) -> t
     for name in section:
         where = f"tls.options.{name}"
         node = reader.mapping(section[name], where, reader.value_line(section, name))
-        reader.check_keys(node, where, _TLS_OPTION_KEYS)
+        reader.check_keys(node, where, _TLS_OPTION_KEYS, unsupported=_TLS_OPTION_UNSUPPORTED)
         versions = []
         for key, default in (("minVersion", "VersionTLS12"), ("maxVersion", "")):
             value = reader.string(node, key, where, default=default, allow_empty=True) or ""
