@@ -41,7 +41,9 @@ def primary_record(flow: http.HTTPFlow, route: RouteContext | None, gateway_id: 
     ended = resp.timestamp_end if resp is not None else None
     if ended is None:
         ended = (flow.error.timestamp if flow.error is not None else None) or time.time()
-    path, _, query = req.path.partition("?")
+    # The path as routed, before a server's preserved path prefix (a multi-cluster uplink's
+    # /.hub/uplink/NAME): what the client asked for is what the analyzers compare.
+    path, _, query = (route.path if route is not None and route.path else req.path).partition("?")
     req_fields = req.headers.fields
     # A scan of the raw fields: the multidict lookup costs a third of building the record.
     traceparent = next((v for k, v in req_fields if len(k) == 11 and k.lower() == b"traceparent"), None)

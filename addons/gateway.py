@@ -27,6 +27,7 @@ from addons.front import GatewayAddon
 from addons.lean import LeanDispatch
 from addons.mcp import McpGateway, McpMetadata
 from addons.mirror import Mirror
+from addons.multicluster import MultiClusterBridge
 from addons.reload import GatewayState, ShadowConfig
 from addons.retry import Retrying
 from addons.router import Router
@@ -37,13 +38,15 @@ from addons.tls import Tls
 from addons.traffic import Traffic
 
 state = GatewayState()
+config = ShadowConfig(state)
 
 gateway = GatewayAddon(state, [
-    Tls(state),  # lifecycle only: the tls: section's certificates for mitmproxy's TLS termination (its load first)
-    ShadowConfig(state),
+    Tls(state),  # the tls: section's certificates and options for mitmproxy's TLS, upstream mTLS (its load first)
+    config,
     ConnectionTimeouts(state),  # Traefik's respondingTimeouts: readTimeout, idleTimeout, writeTimeout
     Framing(state),  # first on requests: two Host headers get 400 before auth or routing reads either
     McpMetadata(state),  # before auth: RFC 9728 metadata is public; 401s on MCP routes point at it
+    MultiClusterBridge(state, config),  # a child's advertisement (before auth and routing), a parent's polls
     Auth(state),  # before routing: a failed check answers 401 and nothing is forwarded
     Router(state),
     Traffic(state),  # after routing (health, breaker, failover, cookies), before capture

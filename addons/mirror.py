@@ -41,6 +41,7 @@ from shadow.gateway.mirror import (
     mirror_skip_reason,
     resend_skip_reason,
 )
+from shadow.gateway.transport import client_ssl
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ class Mirror:
         return MirrorRequest(
             target=target, role=role, request_id=route.request_id, method=flow.request.method,
             url=f"{server.scheme}://{authority}{path}", upstream=server.url, headers=headers, body=body,
-            context=context,
+            context=context, ssl=client_ssl(server), path_prefix=server.path if server.preserve_path else "",
         )
 
     async def done(self) -> None:

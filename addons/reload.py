@@ -15,15 +15,16 @@ import logging
 import signal
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from mitmproxy import exceptions, http
 from mitmproxy.proxy import mode_specs
 
 from shadow.errors import ConfigError
-from shadow.gateway.config import GatewayConfig
+from shadow.gateway.config import GatewayConfig, Service
 from shadow.gateway.routing import MirrorCounter, RoutePlan, ServerPicker, route_plans
 from shadow.gateway.watch import ConfigFileWatcher
 from shadow.gatewayapi.provider import load_gateway_config
@@ -147,6 +148,8 @@ class GatewayState:
     mirror_tracer: MirrorTracer | None = None  # addons/telemetry.py when it exports spans
     mirror_rewriters: list[MirrorRewriter] = field(default_factory=list)  # addons/ai.py, addons/mcp.py: first answer wins
     affinity: SessionAffinity | None = None  # addons/mcp.py when a route has an mcp middleware
+    # The multi-cluster provider's services (addons/multicluster.py), merged into every load of the file.
+    generated: Mapping[str, Service] | None = None
 
     def counters(self) -> dict[str, int]:
         out = {"config_reloads": self.reloads, "config_reload_failures": self.reload_failures}
@@ -270,7 +273,8 @@ class ShadowConfig:
                 and not self.watcher.poll(force=True)):
             return  # the same file, unchanged (e.g. mitmproxy rolling back a rejected value)
         try:
-            config = load_gateway_config(path)  # a Traefik-style file or Gateway API manifests
+            # a Traefik-style file or Gateway API manifests
+            config = load_gateway_config(path, generated=self.state.generated)
         except ConfigError as exc:
             self._reject(str(exc))
             return
@@ -319,11 +323,29 @@ class ShadowConfig:
         if watcher is None or path is None or not watcher.poll(force=force):
             return False
         try:
-            config = await off_the_loop(load_gateway_config, path)  # YAML parsing off the event loop
+            # YAML parsing off the event loop
+            config = await off_the_loop(partial(load_gateway_config, generated=self.state.generated), path)
         except ConfigError as exc:
             self.state.reload_failures += 1
             logger.error(f"shadow gateway: config reload rejected, previous configuration stays: {exc}")
             return False
+        self._activate(config)
+        return True
+
+    async def apply_generated(self, generated: Mapping[str, Service], *, quiet: bool = False) -> bool:
+        """The file loaded again with the multi-cluster provider's new services and swapped in; a load
+        that fails is logged and changes nothing (the previous services stay in force)."""
+        path = self.state.config_path
+        if path is None:
+            return False
+        try:
+            config = await off_the_loop(partial(load_gateway_config, generated=generated), path)
+        except ConfigError as exc:
+            self.state.reload_failures += 1
+            if not quiet:
+                logger.error(f"shadow gateway: multi-cluster update rejected, previous configuration stays: {exc}")
+            return False
+        self.state.generated = generated
         self._activate(config)
         return True
 

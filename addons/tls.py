@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +32,11 @@ from mitmproxy.addons.tlsconfig import AppData
 from OpenSSL import SSL
 
 from addons.reload import ActiveConfig, GatewayState
+from shadow.gateway.config import LoadBalancerService
 from shadow.gateway.entrypoints import select_entry_point
 from shadow.gateway.routing import connection_tls_options
 from shadow.gateway.tls import TlsCertificate, TlsOptions, TlsSettings
+from shadow.gateway.transport import UpstreamTls, transports_by_address
 
 if TYPE_CHECKING:
     from mitmproxy.tls import TlsData
@@ -89,6 +92,38 @@ def server_context(options: TlsOptions, extra_chain: tuple[Any, ...], dhparams: 
     return context
 
 
+def upstream_connection(transport: UpstreamTls, host: str, write_pem: Callable[[bytes], str]) -> SSL.Connection:
+    """A client-side pyOpenSSL connection for `transport`: mitmproxy's context builder with the
+    transport's CA file and client certificate, the server's name verified as mitmproxy does."""
+    import ipaddress
+
+    from mitmproxy.net import tls as net_tls
+
+    context = net_tls.create_proxy_server_context(
+        method=net_tls.Method.TLS_CLIENT_METHOD, min_version=net_tls.Version.TLS1_2,
+        max_version=net_tls.Version.UNBOUNDED, cipher_list=None, ecdh_curve=None, verify=net_tls.Verify.VERIFY_PEER,
+        ca_path=None, ca_pemfile=write_pem(transport.ca_pem),
+        client_cert=write_pem(transport.cert_pem.rstrip(b"\n") + b"\n" + transport.key_pem)
+        if transport.cert_pem else None, legacy_server_connect=False)
+    conn = SSL.Connection(context)
+    name = transport.name_for(host)
+    param = SSL._lib.SSL_get0_param(conn._ssl)
+    SSL._lib.X509_VERIFY_PARAM_set_hostflags(param, 0)
+    try:
+        ip = ipaddress.ip_address(name).packed
+    except ValueError:
+        encoded = name.encode("idna")
+        conn.set_tlsext_host_name(encoded)
+        ok = SSL._lib.X509_VERIFY_PARAM_set1_host(param, encoded, len(encoded))
+    else:
+        ok = SSL._lib.X509_VERIFY_PARAM_set1_ip(param, ip, len(ip))
+    if ok != 1:
+        raise ValueError(f"cannot verify the name {name!r}")
+    conn.set_alpn_protos([b"http/1.1"])
+    conn.set_connect_state()
+    return conn
+
+
 class Tls:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
@@ -99,6 +134,7 @@ class Tls:
         self.master: Any = None
         self._contexts: dict[tuple[TlsOptions, str], SSL.Context] = {}
         self._names: tuple[TlsSettings | None, frozenset[str]] = (None, frozenset())
+        self._by_address: tuple[object, dict[tuple[str, int], UpstreamTls]] = (None, {})
         self.refused = 0
         state.on_activate.append(self._on_activate)
         state.extra_counters.append(lambda: {"tls_clients_refused": self.refused})
@@ -147,6 +183,45 @@ class Tls:
         conn.set_accept_state()
         data.ssl_conn = conn
 
+    def tls_start_server(self, data: TlsData) -> None:
+        """The upstream connection to a server with a transport (a multi-cluster child): its CAs only,
+        its client certificate, its name verified. Other servers: mitmproxy's TlsConfig, unchanged."""
+        active = self.state.active
+        if active is None or data.ssl_conn is not None or data.is_dtls:
+            return
+        server: Any = data.conn  # a mitmproxy Server here
+        if server.address is None:
+            return
+        transport = self._transports(active).get((str(server.address[0]).lower(), int(server.address[1])))
+        if transport is None:
+            return
+        data.ssl_conn = upstream_connection(transport, str(server.address[0]), self._write_pem)
+        server.sni = transport.name_for(str(server.address[0]))
+        server.alpn_offers = (b"http/1.1",)
+
+    def _transports(self, active: ActiveConfig) -> dict[tuple[str, int], UpstreamTls]:
+        if self._by_address[0] is not active.config:
+            servers = [server for service in active.config.services.values()
+                       if isinstance(service, LoadBalancerService) for server in service.servers]
+            self._by_address = (active.config, transports_by_address(servers))
+        return self._by_address[1]
+
+    def _write_pem(self, data: bytes) -> str:
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="shadow-tls-")
+        path = Path(self._dir.name) / (hashlib.sha256(data).hexdigest()[:16] + ".pem")
+        if not path.exists():
+            path.write_bytes(data)
+            path.chmod(0o600)
+        return str(path)
+
+    def tls_failed_server(self, data: TlsData) -> None:
+        server: Any = data.conn
+        if server.address is not None and self.state.active is not None and \
+                (str(server.address[0]).lower(), int(server.address[1])) in self._transports(self.state.active):
+            logger.warning(f"shadow gateway: tls: server {server.address[0]}:{server.address[1]} refused "
+                           f"(mutual TLS): {server.error}")
+
     def tls_failed_client(self, data: TlsData) -> None:
         self.refused += 1
         client = data.context.client
@@ -161,14 +236,7 @@ class Tls:
         return frozenset()
 
     def _write(self, cert: TlsCertificate) -> Path:
-        if self._dir is None:
-            self._dir = tempfile.TemporaryDirectory(prefix="shadow-tls-")
-        data = cert.cert_pem.rstrip(b"\n") + b"\n" + cert.key_pem
-        path = Path(self._dir.name) / (hashlib.sha256(data).hexdigest()[:16] + ".pem")
-        if not path.exists():
-            path.write_bytes(data)
-            path.chmod(0o600)
-        return path
+        return Path(self._write_pem(cert.cert_pem.rstrip(b"\n") + b"\n" + cert.key_pem))
 
     def specs(self, settings: TlsSettings) -> list[str]:
         out: list[str] = []

@@ -37,6 +37,7 @@ from shadow.gateway.config import (
 from shadow.gateway.http1 import passthrough_session
 from shadow.gateway.mirror import RateLimitedLog, describe_error
 from shadow.gateway.shifting import Decision, RequestFacts, TrafficControl
+from shadow.gateway.transport import client_ssl
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class Traffic:
             async with asyncio.timeout(hc.timeout_s):
                 async with self._ensure_probe_session().request(
                         hc.method, probe_url(server, hc), headers=headers,
-                        allow_redirects=hc.follow_redirects) as resp:
+                        allow_redirects=hc.follow_redirects, ssl=client_ssl(server)) as resp:
                     await resp.read()
                     return probe_healthy(resp.status, hc.status)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
@@ -214,10 +215,11 @@ class Traffic:
         control.report(route.decision, None, latency_ms, network_error=True)
 
     async def _send(self, method: str, url: str, headers: list[tuple[str, str]],
-                    body: bytes | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+                    body: bytes | None, server: Server | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         async with asyncio.timeout(FORWARD_TIMEOUT_S):
             async with self._ensure_session().request(method, url, headers=headers, data=body or None,
-                                                      allow_redirects=False) as resp:
+                                                      allow_redirects=False,
+                                                      ssl=client_ssl(server) if server is not None else True) as resp:
                 payload = await resp.read()
                 kept = [(k, v) for k, v in resp.raw_headers
                         if k.lower() not in (b"transfer-encoding", b"content-length", b"connection")]
@@ -233,7 +235,7 @@ class Traffic:
         url = f"{req.scheme}://{host_port(req.host, req.port, req.scheme)}{req.path}"
         started = time.time()
         try:
-            status, out_headers, body = await self._send(req.method, url, send, req.raw_content)
+            status, out_headers, body = await self._send(req.method, url, send, req.raw_content, decision.server)
         except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
             control.report(decision, None, (time.time() - started) * 1000.0, network_error=True)
             self._warn(f"{decision.service.name if decision.service else '?'} refused the connection "
@@ -268,7 +270,8 @@ class Traffic:
         send = headers if decision.service.pass_host_header else [(k, v) for k, v in headers if k.lower() != "host"]
         started = time.time()
         try:
-            status, out_headers, body = await self._send(flow.request.method, url, send, flow.request.raw_content)
+            status, out_headers, body = await self._send(flow.request.method, url, send, flow.request.raw_content,
+                                                         server)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             self._warn(f"failover to {fallback} failed: {describe_error(exc)}")
             control.report(decision, None, (time.time() - started) * 1000.0, network_error=True)

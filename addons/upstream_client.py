@@ -17,6 +17,7 @@ from addons.router import host_port
 from shadow.gateway.config import Server
 from shadow.gateway.http1 import Http1Pool, passthrough_session
 from shadow.gateway.mirror import describe_error
+from shadow.gateway.transport import client_ssl
 
 FORWARD_TIMEOUT_S = 60.0
 _CONNECT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT})
@@ -69,7 +70,7 @@ class UpstreamClient:
         try:
             async with asyncio.timeout(limit):
                 async with self._ensure_session().request(method, url, headers=headers, data=body or None,
-                                                          allow_redirects=False) as resp:
+                                                          allow_redirects=False, ssl=client_ssl(server)) as resp:
                     payload = await resp.read()
                     kept = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
                     return resp.status, kept, payload

@@ -121,6 +121,8 @@ def reverse_target_for(config: GatewayConfig) -> str:
         url = _first_server_url(config, name)
         if url:
             return url
+    if config.hub.multi_cluster is not None:  # a parent whose servers are all discovered later
+        return config.hub.multi_cluster.children[0].address
     raise ConfigError("no service has a server: the gateway has nowhere to send traffic",
                       file=config.source, field="http.services")
 

@@ -86,7 +86,9 @@ from shadow.gateway.mirror import MirroringSettings, MirrorTargetSettings, Resen
 from shadow.gateway.rules import Rule, RuleSyntaxError, compile_rule
 from shadow.gateway.tls import TlsSettings, parse_tls
 from shadow.gateway.traffic import SplitSettings, StickyCookie, default_cookie_name
+from shadow.gateway.transport import UpstreamTls
 from shadow.mcp.config import McpSettings, parse_mcp_middleware
+from shadow.multicluster.settings import UPLINK_PREFIX, HubSettings, parse_hub
 from shadow.telemetry.tracing import TelemetrySettings, parse_telemetry
 from shadow.yamlconfig import (
     HEADER_NAME,
@@ -158,6 +160,7 @@ class Server:
     weight: int = 1
     # Traefik v3: the URL's path is prepended to the request path only with preservePath: true.
     preserve_path: bool = False
+    transport: UpstreamTls | None = None  # the gateway's TLS to this server (CAs, client certificate)
 
 
 @dataclass(frozen=True)
@@ -315,6 +318,7 @@ class GatewayConfig:
     # Traefik's static `entryPoints` (here in the same file): who may send forwarded headers.
     entry_points: Mapping[str, EntryPoint] = field(default_factory=lambda: MappingProxyType({}))
     tls: TlsSettings = field(default_factory=TlsSettings)  # the `tls:` section: certificates served
+    hub: HubSettings = field(default_factory=HubSettings)  # the `hub:` section: multi-cluster bridge
 
     def mirror_count(self) -> int:
         return sum(len(s.mirrors) for s in self.services.values() if isinstance(s, MirroringService))
@@ -349,8 +353,78 @@ _SUPPORTED_MIDDLEWARES = ("stripPrefix", "addPrefix", "headers", "circuitBreaker
 _HEADERS_UNSUPPORTED = ("featurePolicy", "sslRedirect", "sslTemporaryRedirect", "sslHost", "sslForceHost")
 
 
+MULTICLUSTER_SUFFIX = "@multicluster"
+
+
+def _multicluster_refs(node: Any) -> set[str]:
+    """Every string of the tree (keys included) naming a multi-cluster service."""
+    if isinstance(node, dict):
+        return {str(k) for k in node if str(k).endswith(MULTICLUSTER_SUFFIX)}.union(
+            *(_multicluster_refs(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_multicluster_refs(v) for v in node))
+    return {node} if isinstance(node, str) and node.endswith(MULTICLUSTER_SUFFIX) else set()
+
+
+def _uplink_routes(reader: YamlReader, root: dict[Any, Any], hub: HubSettings, routers: list[Router],
+                   services: Mapping[str, Service], middlewares: dict[str, Middleware],
+                   entry_points: dict[str, EntryPoint], tls: TlsSettings) -> list[Router]:
+    """A child's side of the bridge: its uplink entry points become TLS entry points that only routers
+    naming them serve, each with its mutual-TLS options; each uplink a router on them for the paths
+    the parent sends it under (`/.hub/uplink/NAME/...`, prefix stripped) to the service it exposes."""
+    if not hub.uplink_entry_points and not hub.uplinks:
+        return []
+    options = {o.name: o for o in tls.options}
+    for ep in hub.uplink_entry_points:
+        where = f"hub.uplinkEntryPoints.{ep.name}"
+        line = _ref_line(reader, root, ["hub", "uplinkEntryPoints", ep.name])
+        if ep.name in entry_points:
+            reader.fail(f"entry point {ep.name!r} is also defined in entryPoints", where, line)
+        opt = options.get(ep.tls_options)
+        if opt is None or opt.client_auth_type != "RequireAndVerifyClientCert":
+            reader.fail(f"tls options {ep.tls_options!r} must be defined in tls.options with clientAuth "
+                        "(caFiles; RequireAndVerifyClientCert): only the parent may call an uplink entry point",
+                        f"{where}.tls.options", _ref_line(reader, root, ["hub", "uplinkEntryPoints", ep.name, "tls"]))
+        if not tls.enabled:
+            reader.fail("an uplink entry point needs a certificate to serve (tls.certificates or the default "
+                        "store's)", where, line)
+        text = ep.address.split("/", 1)[0]
+        port = text.rpartition(":")[2]
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            reader.fail(f"address {ep.address!r} is not [host]:port", f"{where}.address",
+                        _ref_line(reader, root, ["hub", "uplinkEntryPoints", ep.name, "address"]))
+        entry_points[ep.name] = EntryPoint(ep.name, ep.address, int(port), tls=True, tls_options=ep.tls_options,
+                                           uplink=True)
+    out: list[Router] = []
+    by_name = {r.name: r for r in routers}
+    all_eps = tuple(ep.name for ep in hub.uplink_entry_points)
+    for up in hub.uplinks:
+        where = f"hub.uplinks.{up.name}"
+        mws: tuple[str, ...] = ()
+        service = up.service
+        if up.router:
+            exposed = by_name.get(up.router)
+            if exposed is None or not exposed.service:
+                reader.fail(f"no router with a service named {up.router!r}{did_you_mean(up.router, by_name)}",
+                            f"{where}.router", _ref_line(reader, root, ["hub", "uplinks", up.name, "router"]))
+            service, mws = exposed.service, exposed.middlewares
+        elif service not in services:
+            reader.fail(f"no service named {service!r}{did_you_mean(service, services)}", f"{where}.service",
+                        _ref_line(reader, root, ["hub", "uplinks", up.name, "service"]))
+        prefix = UPLINK_PREFIX + up.name
+        strip = f"hub-uplink-{up.name}-prefix"
+        middlewares[strip] = StripPrefix(strip, (prefix,))
+        rule = f"Path(`{prefix}`) || PathPrefix(`{prefix}/`)"
+        out.append(Router(f"hub-uplink-{up.name}", compile_rule(rule), _MAX_USER_PRIORITY + 1, service,
+                          (strip, *mws), entry_points=up.entry_points or all_eps, tls=True))
+    return out
+
+
 def _local_name(reader: YamlReader, ref: str, field: str, line: int | None) -> str:
-    """`name@file` → `name` (this file is the one provider); another provider is an error."""
+    """`name@file` → `name` (this file is the one provider); `name@multicluster` stays as it is (the
+    multi-cluster provider's uplink services, hub.multiCluster); another provider is an error."""
+    if ref.endswith(MULTICLUSTER_SUFFIX):
+        return ref
     if "@" in ref:
         name, _, provider = ref.partition("@")
         if provider != "file":
@@ -1151,7 +1225,8 @@ def _parse_split(reader: YamlReader, sh: dict[Any, Any], services: Mapping[str, 
 # Entry points
 # --------------------------------------------------------------------------------------------------
 
-def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None = None) -> GatewayConfig:
+def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None = None,
+                 generated: Mapping[str, Service] | None = None) -> GatewayConfig:
     """Parse and validate a configuration. `source` names the file in errors; relative paths in the
     file (capture.dir) are resolved against `base_dir`, by default the source file's folder (or the
     current directory for "<string>")."""
@@ -1160,7 +1235,7 @@ def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None =
     root = load_yaml(text, source)
     if root is None:
         YamlReader(source).fail("empty configuration file (expected an http: section)", None, None)
-    return build_config(root, source, base_dir=base_dir)
+    return build_config(root, source, base_dir=base_dir, generated=generated)
 
 
 # Another provider's routers, services and middlewares (Gateway API manifests), built once the
@@ -1169,16 +1244,20 @@ ConfigExtension = Callable[[Mapping[str, "Middleware"]], tuple[list[Router], dic
                                                                dict[str, "Middleware"]]]
 
 
-def build_config(root: Any, source: str, *, base_dir: Path, extend: ConfigExtension | None = None) -> GatewayConfig:
+def build_config(root: Any, source: str, *, base_dir: Path, extend: ConfigExtension | None = None,
+                 generated: Mapping[str, Service] | None = None) -> GatewayConfig:
     """The configuration from a loaded YAML tree (`http:` and `shadow:`), plus `extend`'s routers,
-    services and middlewares (names must not clash with the file's). Errors name `source`."""
+    services and middlewares (names must not clash with the file's), plus `generated`: the
+    multi-cluster provider's services (shadow.multicluster.services), when the file has one.
+    Errors name `source`."""
     base_dir = base_dir.absolute()
     reader = YamlReader(source)
     if not isinstance(root, dict):
         reader.fail(f"expected a mapping with http: and shadow: sections, got {value_kind(root)}", None, 1)
-    reader.check_keys(root, "", ("http", "shadow", "entryPoints", "tls"), unsupported=("tcp", "udp"))
+    reader.check_keys(root, "", ("http", "shadow", "entryPoints", "tls", "hub"), unsupported=("tcp", "udp"))
     tls = parse_tls(reader, root.get("tls"), reader.value_line(root, "tls"), base_dir)
     entry_points = parse_entry_points(reader, root.get("entryPoints"), reader.value_line(root, "entryPoints"))
+    hub = parse_hub(reader, root.get("hub"), reader.value_line(root, "hub"), base_dir)
 
     http = reader.mapping(root.get("http"), "http", reader.value_line(root, "http"))
     reader.check_keys(http, "http", ("routers", "services", "middlewares"),
@@ -1192,6 +1271,15 @@ def build_config(root: Any, source: str, *, base_dir: Path, extend: ConfigExtens
         middlewares[name] = _parse_middleware(reader, name, node, field_name, line, base_dir)
     routers = [_parse_router(reader, name, node, field_name, line)
                for name, node, field_name, line in _named_section(reader, http, "routers", "http.routers")]
+    routers += _uplink_routes(reader, root, hub, routers, services, middlewares, entry_points, tls)
+    refs = _multicluster_refs(plain(http)) | _multicluster_refs(plain(root.get("shadow")))
+    if refs and hub.multi_cluster is None:
+        reader.fail(f"{sorted(refs)[0]!r} names the multi-cluster provider, which needs hub.multiCluster", "http",
+                    reader.value_line(root, "http"))
+    if hub.multi_cluster is not None:  # the provider's (shadow.multicluster.services.uplink_services)
+        services.update(generated or {})
+        for name in refs - set(services):  # named by the file, advertised by no child (yet): 503
+            services[name] = LoadBalancerService(name, (), empty_status=503)
 
     _check_references(reader, root, routers, services, middlewares)
     if extend is not None:
@@ -1218,10 +1306,11 @@ def build_config(root: Any, source: str, *, base_dir: Path, extend: ConfigExtens
         source=source,
         entry_points=MappingProxyType(entry_points),
         tls=tls,
+        hub=hub,
     )
 
 
-def load_config(path: str | Path) -> GatewayConfig:
-    """Read and validate the configuration file at `path`."""
+def load_config(path: str | Path, *, generated: Mapping[str, Service] | None = None) -> GatewayConfig:
+    """Read and validate the configuration file at `path` (`generated`: see build_config)."""
     path = Path(path)
-    return parse_config(read_yaml_file(path), str(path), base_dir=path.parent)
+    return parse_config(read_yaml_file(path), str(path), base_dir=path.parent, generated=generated)

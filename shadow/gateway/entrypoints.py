@@ -57,6 +57,7 @@ class EntryPoint:
     # transport.respondingTimeouts (Traefik's names and defaults: readTimeout 60s, writeTimeout 0,
     # idleTimeout 180s), enforced by addons/timeouts.py
     timeouts: RespondingTimeouts = field(default_factory=RespondingTimeouts)
+    uplink: bool = False  # a multi-cluster uplink entry point (hub.uplinkEntryPoints): only routers naming it
 
     @property
     def host(self) -> str:

@@ -140,7 +140,8 @@ def mirror_record(result: MirrorResult, primary: ExchangeRecord) -> ExchangeReco
     return ExchangeRecord(
         request_id=primary.request_id, role=req.role, mode="mirror", service=req.target,
         router=primary.router, ts_ns=result.ts_ns, latency_ms=result.latency_ms, method=req.method,
-        url=req.url, host=primary.host, path=parts.path or "/", query=parts.query, upstream=req.upstream,
+        url=req.url, host=primary.host, path=parts.path.removeprefix(req.path_prefix) or "/", query=parts.query,
+        upstream=req.upstream,
         req_headers=list(req.headers), req_body=req.body, status=result.status,
         resp_headers=result.headers, resp_body=result.body if result.error is None else None,
         error=result.error, trace_id=trace_id, span_id=span_id,

@@ -226,6 +226,8 @@ class MirrorRequest:
     headers: tuple[tuple[str, str], ...]
     body: bytes | None
     context: dict[str, Any] = field(default_factory=dict)  # opaque data for the result callback
+    ssl: Any = True  # aiohttp's ssl= for an https copy (shadow.gateway.transport.client_ssl)
+    path_prefix: str = ""  # the server's preserved path prefix (left out of the captured path)
 
 
 @dataclass(frozen=True)
@@ -434,7 +436,7 @@ class MirrorDispatcher:
             async with asyncio.timeout(self.timeout_s):
                 async with session.request(
                     request.method, URL(request.url, encoded=True), headers=list(request.headers),
-                    data=request.body if request.body else None, allow_redirects=False,
+                    data=request.body if request.body else None, allow_redirects=False, ssl=request.ssl,
                 ) as response:
                     status = response.status
                     resp_headers = [(k.decode("latin-1"), v.decode("latin-1"))

@@ -106,6 +106,8 @@ def config_for_listener(config: GatewayConfig, entry_point: EntryPoint | None, t
         def serves(router: Router) -> bool:
             if router.parent_refs:  # children are reached through their parents
                 return True
+            if entry_point is not None and entry_point.uplink and entry_point.name not in router.entry_points:
+                return False  # an uplink entry point serves the parent's uplink requests only
             if binds and router.entry_points and (entry_point is None or entry_point.name not in router.entry_points):
                 return False
             return not uses_tls or (router.tls or ep_tls) == tls

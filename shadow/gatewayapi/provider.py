@@ -132,11 +132,12 @@ def load_gateway_api(path: str | Path) -> GatewayApiConfig:
                             manifests.sources, tuple(manifests.gateways))
 
 
-def load_gateway_config(path: str | Path) -> GatewayConfig:
-    """The gateway's configuration from a Traefik-style file or from Gateway API manifests."""
+def load_gateway_config(path: str | Path, *, generated: Mapping[str, Service] | None = None) -> GatewayConfig:
+    """The gateway's configuration from a Traefik-style file or from Gateway API manifests.
+    `generated`: the multi-cluster provider's services (a Traefik-style file's hub.multiCluster)."""
     if is_gateway_api_source(path):
         return load_gateway_api(path).config
-    return load_config(path)
+    return load_config(path, generated=generated)
 
 
 def status_lines(loaded: GatewayApiConfig) -> list[str]:
