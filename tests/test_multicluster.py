@@ -154,3 +154,21 @@ def test_bad_hub_sections_name_file_line_and_field(folder: Path, text: str, wher
     with pytest.raises(ConfigError) as err:
         parse_config(text, "gw.yaml", base_dir=folder)
     assert str(err.value).startswith("gw.yaml" + where), str(err.value)
+
+
+def test_the_documented_examples_load(tmp_path: Path) -> None:
+    examples = Path(__file__).resolve().parent.parent / "docs" / "examples" / "multi-cluster"
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(certs / "ca.pem"))
+    for name in ("vm", "k8s", "parent"):
+        cert = ca.issue_cert("127.0.0.1")
+        cert.private_key_pem.write_to_path(str(certs / f"{name}.key"))
+        cert.cert_chain_pems[0].write_to_path(str(certs / f"{name}.crt"))
+    loaded = {f.name: parse_config(f.read_text(), str(tmp_path / f.name), base_dir=tmp_path)
+              for f in sorted(examples.glob("*.yaml"))}
+    assert set(loaded) == {"child-vm.yaml", "child-k8s.yaml", "parent.yaml"}
+    assert [u.weight for u in loaded["child-vm.yaml"].hub.uplinks] == [100]
+    assert [u.weight for u in loaded["child-k8s.yaml"].hub.uplinks] == [0]
+    assert "k8s/orders@multicluster" in loaded["parent.yaml"].services
