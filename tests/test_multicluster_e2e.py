@@ -43,7 +43,7 @@ hub:
     orders:
       service: app
       weight: {weight}
-      healthCheck: {{path: /health, interval: 500ms, timeout: 2s}}
+      healthCheck: {{path: /health, interval: 500ms, timeout: 5s}}
 tls:
   stores:
     default:
