@@ -165,7 +165,7 @@ def test_a_reload_in_progress_does_not_hold_up_shutdown(tmp_path: Path, monkeypa
 
     started, release = threading.Event(), threading.Event()
 
-    def stuck_load(path: str) -> GatewayConfig:
+    def stuck_load(path: str, **_settings: object) -> GatewayConfig:  # generated=: the multi-cluster services
         started.set()
         release.wait(60)
         raise ConfigError("released", file=path)
