@@ -126,7 +126,7 @@ def pair_children(a: str, b: str) -> str:
 def env(tmp_path_factory: pytest.TempPathFactory, gateway_factory: Callable[..., GatewayProcess]) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("mcp")
     servers = {"a": McpServerProcess("a"), "b": McpServerProcess("b"), "json": McpServerProcess("json", "--json"),
-               "sse": McpServerProcess("sse", "--sse"), "changed": McpServerProcess("changed", "--variant", "changed")}
+               "sse": McpServerProcess("sse", "--sse")}
     try:
         for server in servers.values():
             server.wait_ready()
@@ -444,10 +444,10 @@ def shadow_traffic(url: str) -> None:
     run(sessions())
 
 
-@pytest.mark.parametrize("candidate", ["b", "changed"])
-def test_a_candidate_mcp_server_is_shadow_tested_and_judged(env: Env, tmp_path: Path, candidate: str) -> None:
+def test_a_candidate_mcp_server_is_shadow_tested_in_its_own_session(env: Env, tmp_path: Path) -> None:
+    # b runs the same code as a: an equivalent candidate (tests/test_demo_mcp.py: a changed one FAILs).
     cfg = tmp_path / "shadow.yaml"
-    cfg.write_text(SHADOW.format(primary=env.servers["a"].url, candidate=env.servers[candidate].url))
+    cfg.write_text(SHADOW.format(primary=env.servers["a"].url, candidate=env.servers["b"].url))
     (tmp_path / "policy.yaml").write_text(GATE_POLICY)
     with GatewayProcess(cfg, start_timeout=60.0) as gw:
         shadow_traffic(f"{gw.url}/mcp")
@@ -461,10 +461,8 @@ def test_a_candidate_mcp_server_is_shadow_tested_and_judged(env: Env, tmp_path: 
     assert all(r["mcp_session"] and r["status"] == 200 for r in copies)
     primaries = shadow.rows("role = 'primary' and endpoint = '/mcp tools/call add'", count=expected)
     assert not {r["mcp_session"] for r in copies} & {r["mcp_session"] for r in primaries}
+    assert len({r["mcp_session"] for r in copies}) == SESSIONS  # one candidate session per client session
     gate = shadow_cli("gate", str(tmp_path / "capture"), "--policy", str(tmp_path / "policy.yaml"), "--no-progress",
                       timeout=120)
-    if candidate == "changed":  # add's input schema changed: every tools/list differs
-        assert gate.returncode == 1, gate.stdout + gate.stderr
-        assert "/mcp tools/list" in gate.stdout
-    else:
-        assert gate.returncode != 1, gate.stdout + gate.stderr
+    assert gate.returncode != 1, gate.stdout + gate.stderr  # equal answers: never FAILed
+    assert "mismatch_rate" not in "".join(line for line in gate.stdout.splitlines() if line.startswith("FAIL"))
