@@ -11,7 +11,9 @@ services; the middlewares listed in docs/gateway.md, Traefik's own kinds parsed 
 shadow/gateway/middlewares/config.py). Traefik features the gateway does not implement yet are rejected
 with "not supported yet" rather than silently ignored. A top-level `entryPoints:` section (Traefik's
 static configuration, shadow/gateway/entrypoints.py) says whose forwarded headers are trusted; a
-router's `entryPoints` must name its entries. `observability` on routers is accepted and ignored.
+router's `entryPoints` must name its entries. A `hub:` section (shadow/multicluster/settings.py) makes
+the gateway a multi-cluster child (uplink entry points and uplinks: generated entry points, routers
+and stripPrefix middlewares) or parent (`name@multicluster` services, `build_config(generated=)`). `observability` on routers is accepted and ignored.
 Chains are expanded in routers' middleware lists at load time. Option names are case-insensitive, as
 in Traefik (`loadbalancer` is `loadBalancer`); names of routers, services and middlewares are not.
 Equal router priorities are ordered by router name (Traefik leaves them unordered).
