@@ -310,7 +310,7 @@ class McpGateway:
         claims = passed.claims if passed is not None else {}
         session = req.headers.get(SESSION_HEADER) or None
         body: McpBody | None = None
-        if req.method == "POST" and "json" in req.headers.get("content-type", "application/json"):
+        if req.method == "POST":  # whatever its Content-Type says: a policy is never bypassed by a label
             raw = req.raw_content or b""
             if len(raw) > mcp.max_request_body_bytes:
                 self.counts["refused_too_large"] += 1

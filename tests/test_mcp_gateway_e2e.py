@@ -237,6 +237,11 @@ def test_garbage_json_rpc_is_refused_and_never_forwarded(env: Env) -> None:
         assert resp.json()["error"]["code"] == code, payload
         assert resp.json()["id"] is None
         assert "server" not in resp.headers  # answered by the gateway, not uvicorn
+    # A policy is not bypassed by another Content-Type: the body is JSON-RPC whatever the label says.
+    denied = httpx.post(f"{env.gw.url}/governed/mcp", timeout=10, headers={
+        "Content-Type": "text/plain", "Authorization": f"Bearer {mint_hs(SECRET)}"},
+        content=b'{"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "delete_everything"}}')
+    assert denied.status_code == 200 and denied.json()["error"]["code"] == -32003 and denied.json()["id"] == 9
     too_big = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "' \
         + b"x" * (1 << 20) + b'"}}}'
     resp = httpx.post(f"{env.gw.url}/mcp", content=too_big, timeout=10, headers={"Content-Type": "application/json"})
