@@ -582,8 +582,7 @@ class _Ctx:
         qp = np.quantile(lp, ps)
         qc = np.quantile(lc, ps)
         for j, (q, _, r) in enumerate(eligible):
-            if inflation[j] > 1.0:
-                r.test += f"; variance ×{inflation[j]:.2g} for autocorrelation in time"
+            r.test = stats.with_dependence(r.test, float(inflation[j]))
             if sticky and self.few_clients(r, units_p, units_c):
                 r.primary_value, r.candidate_value = float(qp[j]), float(qc[j])
                 r.estimate = r.candidate_value / r.primary_value if r.primary_value > 0 else None

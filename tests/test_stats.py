@@ -121,7 +121,9 @@ def test_unpaired_rate_test_mid_p_fisher_and_inverted_ni() -> None:
     assert t.estimate == pytest.approx(0.004)
     assert t.p_ni > 0.5  # 0.4 pp worse cannot be within +0.1 pp
     # The inverted p-value is the level at which the Newcombe upper bound touches the margin.
-    same = stats.unpaired_rate_test(prim, prim, 0.003, 0.05)
+    # (The same count half a period later: arms failing at the very same moments would be a drift
+    # shared by both, which the test rightly treats as cancelling.)
+    same = stats.unpaired_rate_test(prim, np.roll(prim, 250), 0.003, 0.05)
     z = sps.norm.isf(same.p_ni)
     assert stats.newcombe_interval(10, 5000, 10, 5000, z)[1] == pytest.approx(0.003, abs=1e-6)
 
@@ -259,14 +261,27 @@ def test_needed_n_from_se_scales_as_inverse_square() -> None:
     assert stats.needed_n_from_se(100, 0.05, math.log(1.2), math.log(1.1), 0.05, 0.8) is None
 
 
-def test_partition_bootstrap_path_matches_numpy_quantiles_of_resamples() -> None:
-    # Distinct values take the partition path; with the same generator state the replicates must be
-    # numpy's type-7 quantiles of the same resamples.
+@pytest.mark.parametrize("tied", [False, True])
+def test_order_statistic_bootstrap_has_the_resampling_bootstraps_distribution(tied: bool) -> None:
+    # _boot_quantiles draws each resample's order statistics from uniform order statistics instead
+    # of resampling; its replicates must be distributed as numpy's quantiles of real resamples.
     x = np.random.default_rng(21).lognormal(3.7, 0.5, 300)
+    x = np.round(x) if tied else x
     ps = np.array([0.5, 0.95, 0.99])
-    got = stats._boot_quantiles(x, ps, 50, np.random.default_rng(4))
-    idx = np.random.default_rng(4).integers(0, x.size, size=(50, x.size), dtype=np.int32)
-    np.testing.assert_allclose(got, np.quantile(x[idx], ps, axis=1).T)
+    got = stats._boot_quantiles(x, ps, 4000, np.random.default_rng(4))
+    idx = np.random.default_rng(5).integers(0, x.size, size=(4000, x.size))
+    want = np.quantile(x[idx], ps, axis=1).T
+    for j in range(ps.size):
+        assert sps.ks_2samp(got[:, j], want[:, j]).pvalue > 0.001
+        assert got[:, j].std() == pytest.approx(want[:, j].std(), rel=0.08)
+    assert np.all(got >= x.min()) and np.all(got <= x.max())
+
+
+def test_rowwise_rank_index_is_the_count_below() -> None:
+    rng = np.random.default_rng(6)
+    cum = np.cumsum(rng.integers(0, 3, size=(40, 30)), axis=1)
+    ranks = rng.integers(1, cum[:, -1] + 1).astype(float)
+    np.testing.assert_array_equal(stats._rowwise_rank_index(cum, ranks), (cum < ranks[:, None]).sum(axis=1))
 
 
 def test_dequantize_only_touches_tied_grid_data() -> None:
@@ -345,6 +360,34 @@ def test_variance_inflation_of_an_ar1_series_is_near_theory(phi: float, toleranc
     rng = np.random.default_rng(20)
     got = np.mean([stats.variance_inflation(ar1(rng, 20000, phi)) for _ in range(5)])
     assert got == pytest.approx((1 + phi) / (1 - phi), rel=tolerance)
+
+
+def test_variance_inflation_keeps_a_weak_slowly_decaying_autocorrelation() -> None:
+    # Latency whose AR(0.5) instance noise is 30 % of its variance: rho_k = 0.15 * 0.5^(k-1), under the
+    # lag rule's 0.08 threshold from lag 2 on, yet the lags add up: 1 + 2 * 0.30 = 1.6. The window
+    # that stopped at the rule's 2m kept 1.36 on average (split A/A harm tests rejected 7-9 %).
+    rng = np.random.default_rng(25)
+    got = [stats.variance_inflation(math.sqrt(0.3) * ar1(rng, 2000, 0.5) * math.sqrt(0.75)
+                                    + math.sqrt(0.7) * rng.standard_normal(2000)) for _ in range(30)]
+    assert float(np.mean(got)) == pytest.approx(1.6, rel=0.06)
+    assert stats.min_dependent_window(2000) == 13
+
+
+def test_two_arm_inflation_gives_back_what_a_shared_drift_cancels() -> None:
+    # Both arms drift together (20 % of each arm's variance): each arm alone looks dependent, but
+    # their difference is less variable than independent arms: the factor is ~0.8, not held at 1.
+    rng = np.random.default_rng(26)
+    n = 4000
+    got = []
+    for _ in range(20):
+        drift = math.sqrt(0.2) * math.sqrt(2) * np.sin(2 * np.pi * (np.arange(n) / n + rng.random()))
+        p, c = drift + math.sqrt(0.8) * rng.standard_normal(n), drift + math.sqrt(0.8) * rng.standard_normal(n)
+        got.append(stats.two_arm_inflation_df(-p / n, c / n))
+    vifs = np.array([g[0] for g in got])
+    assert float(vifs.mean()) == pytest.approx(0.8, abs=0.06)
+    assert all(10 < df < math.inf for _, df in got)  # a short window: many degrees of freedom
+    # No drift, no autocorrelation: exactly the independent variance.
+    assert stats.two_arm_inflation_df(-rng.standard_normal(n) / n, rng.standard_normal(n) / n) == (1.0, math.inf)
 
 
 def test_variance_inflation_is_exactly_one_on_independent_data() -> None:
