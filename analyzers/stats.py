@@ -511,30 +511,31 @@ def _bin_rows(categories: np.ndarray, n_categories: int) -> np.ndarray:
 
 
 def _rowwise_rank_index(cum_counts: np.ndarray, ranks: np.ndarray) -> np.ndarray:
-    """Per row, the first column whose cumulative count reaches that row's rank: Σ (cum < rank), by
-    one binary search over all rows at once (each row is non-decreasing and within [0, total], so
-    offsetting row r by r·(total_max + 1) keeps the flattened array sorted)."""
+    """Per row, the first column whose cumulative count reaches that row's rank(s): Σ (cum < rank).
+    ranks: (rows,) or (rows, k). One binary search over all rows at once: each row of integer
+    counts is non-decreasing and within [0, total], so offsetting row r by r·(total_max + 1) keeps
+    the flattened array sorted."""
     rows, cols = cum_counts.shape
-    step = float(cum_counts[:, -1].max()) + 1.0
-    offset = np.arange(rows) * step
-    flat = (cum_counts + offset[:, None]).ravel()
-    return np.searchsorted(flat, ranks + offset, side="left") - np.arange(rows) * cols
+    wanted = np.ceil(np.asarray(ranks, dtype=float)).astype(np.int64).reshape(rows, -1)
+    step = int(cum_counts[:, -1].max()) + 1
+    offset = np.arange(rows, dtype=np.int64) * step
+    flat = (cum_counts.astype(np.int64) + offset[:, None]).ravel()
+    found = np.searchsorted(flat, wanted + offset[:, None], side="left") - (np.arange(rows) * cols)[:, None]
+    return found.reshape(np.shape(ranks))
 
 
 def _weighted_type7(sorted_x: np.ndarray, cum_counts: np.ndarray, ps: np.ndarray) -> np.ndarray:
     """Type-7 quantiles of each resample, given the sorted distinct values and cumulative multiplicities
     in that order (one row per resample). Returns (rows, len(ps)). Avoids sorting every resample."""
-    total = cum_counts[:, -1].astype(float)
-    out = np.empty((cum_counts.shape[0], ps.size))
-    for j, p in enumerate(ps):
-        h = (total - 1.0) * p
-        lo = np.floor(h)
-        frac = h - lo
-        k1 = lo + 1.0  # 1-based rank in the expanded resample
-        k2 = np.minimum(lo + 2.0, total)
-        i1, i2 = _rowwise_rank_index(cum_counts, k1), _rowwise_rank_index(cum_counts, k2)
-        out[:, j] = sorted_x[i1] + frac * (sorted_x[i2] - sorted_x[i1])
-    return out
+    total = cum_counts[:, -1].astype(float)[:, None]
+    h = (total - 1.0) * np.asarray(ps, dtype=float)[None, :]
+    lo = np.floor(h)
+    frac = h - lo
+    k1 = lo + 1.0  # 1-based rank in the expanded resample
+    k2 = np.minimum(lo + 2.0, total)
+    found = _rowwise_rank_index(cum_counts, np.concatenate([k1, k2], axis=1))
+    i1, i2 = found[:, :ps.size], found[:, ps.size:]
+    return sorted_x[i1] + frac * (sorted_x[i2] - sorted_x[i1])
 
 
 def _clamped_log(q: np.ndarray) -> np.ndarray:
