@@ -577,6 +577,10 @@ def _finish(con: Any, run: Path, raw_path: Path, base_path: Path, fields: list[F
           ), volatile_fields AS (
             SELECT endpoint, c_service, kind, pointer_template FROM d WHERE NOT noise AND kind = 'body'
             GROUP BY ALL HAVING count(*) FILTER (WHERE volatile) >= {VOLATILE_SHARE} * count(*)
+              -- ... unless the primary gave the very same value in every one of MIN_EVIDENCE or more
+              -- differing pairs: a value constant across the primary's answers to different requests is
+              -- not volatile there, so a candidate rewriting it (a fresh id per answer) is a real change
+              AND NOT (count(*) >= {MIN_EVIDENCE} AND count(DISTINCT d.old) = 1)
           )
           SELECT d.* EXCLUDE (volatile),
                  NOT d.noise AND v.endpoint IS NOT NULL AND NOT EXISTS (

@@ -223,6 +223,27 @@ def test_without_noise_evidence_volatile_fields_are_unproven_not_real(tmp_path: 
     assert all(r["equal"] is False and r["unproven_diff_count"] == r["real_diff_count"] == 2 for r in summary.values())
 
 
+def test_a_token_constant_on_the_primary_that_the_candidate_rewrites_is_real(tmp_path: Path) -> None:
+    # No noise evidence at all, but the primary answered every request with the same token: it is
+    # not volatile there, so a candidate minting a fresh one per answer is a real bug, not unproven.
+    import uuid
+
+    rows = _volatile_rows(40, repeats=False)
+    for row in rows:
+        body = json.loads(row["resp_body"])
+        body["schema_token"] = "sch-4f9a2c71b8e0" if row["role"] == "primary" else f"sch-{uuid.uuid4().hex[:12]}"
+        row["resp_body"] = json.dumps(body).encode()
+        row["body_hash"] = body_hash(row["resp_body"], "application/json")
+    compute_diffs(write_capture(tmp_path, rows), None, progress=False, workers=1)
+    by_pointer: dict[str, list[dict[str, Any]]] = {}
+    for d in pq.read_table(tmp_path / "diffs").to_pylist():
+        by_pointer.setdefault(d["pointer"], []).append(d)
+    assert len(by_pointer["/schema_token"]) == 40
+    assert not any(d["unproven"] or d["noise"] for d in by_pointer["/schema_token"])
+    # The primary's own timestamps and ids vary from answer to answer: those stay unproven.
+    assert all(d["unproven"] for p in ("/generated_at", "/request_id") for d in by_pointer[p])
+
+
 def test_structural_changes_are_never_unproven(tmp_path: Path) -> None:
     rows = _volatile_rows(40, repeats=False, rename=True, candidate_change={"currency": "EUR"})
     compute_diffs(write_capture(tmp_path, rows), None, progress=False, workers=1)
