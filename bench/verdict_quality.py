@@ -4,6 +4,8 @@ targets on traffic they were not designed for (8-14: autocorrelated instances, 1
 see MODELS), simulated with fixed seeds.
 
     .venv/bin/python bench/verdict_quality.py --only 8,9,10,11,12,13,14 --reps 100  # session 6 (~20 min)
+    .venv/bin/python bench/verdict_quality.py --only 8 --reps 100       # session 7: target 8 (~6 min)
+    .venv/bin/python bench/verdict_quality.py --only 11 --reps 400      # session 7: target 11, 200 reps per cell
     .venv/bin/python bench/verdict_quality.py --only 1,2,4,5,6,7  # session 5's targets
     .venv/bin/python bench/verdict_quality.py --quick    # 200 reps, a smoke run
     .venv/bin/python bench/verdict_quality.py --only 1,4 # some targets
@@ -594,8 +596,13 @@ def session6(only: set[int], reps: int, pool: ProcessPoolExecutor, lines: dict[i
                 res = run(t11_margin, reps // 2, lambda s, c, m=model, p=paired: (m, p, s, c), pool)
                 tag = "paired" if paired else "split"
                 for j, name in enumerate(names):
-                    out.append(Line(f"11. false PASS at the margin, {name} ({model}, {tag}, n=2000) (<= 0.06)",
-                                    rate_ci(res[:, j]), res[:, j].mean() <= 0.06))
+                    ok: bool | None = res[:, j].mean() <= 0.06
+                    label = f"11. false PASS at the margin, {name} ({model}, {tag}, n=2000) (<= 0.06)"
+                    if model == "ties" and j < 3:
+                        # floor_ms: 2 widens a 3 ms service's margin to x1.67 (1 + 2 ms / 3 ms): x1.10 is
+                        # inside it, not at it, so a PASS there is right (informational)
+                        ok, label = None, label.replace("(<= 0.06)", "(inside the 2 ms floor's margin)")
+                    out.append(Line(label, rate_ci(res[:, j]), ok))
         lines[11] = out
         _flush(lines)
         print(f"target 11 done in {time.time() - t0:.0f} s", flush=True)
