@@ -6,6 +6,7 @@ see MODELS), simulated with fixed seeds.
     .venv/bin/python bench/verdict_quality.py --only 8,9,10,11,12,13,14 --reps 100  # session 6 (~20 min)
     .venv/bin/python bench/verdict_quality.py --only 8 --reps 100       # session 7: target 8 (~6 min)
     .venv/bin/python bench/verdict_quality.py --only 11 --reps 400      # session 7: target 11, 200 reps per cell
+    .venv/bin/python bench/verdict_quality.py --only 15 --reps 400      # session 7: calibration (sd of A/A z)
     .venv/bin/python bench/verdict_quality.py --only 1,2,4,5,6,7  # session 5's targets
     .venv/bin/python bench/verdict_quality.py --quick    # 200 reps, a smoke run
     .venv/bin/python bench/verdict_quality.py --only 1,4 # some targets
@@ -382,6 +383,38 @@ def t8_sizes(args: tuple[str, str, int, int, int]) -> np.ndarray:
     return out
 
 
+def t15_calibration(args: tuple[str, str, int, int, int]) -> np.ndarray:
+    """A/A z statistics of the latency harm tests as the gate computes them (rank statistic over its
+    dependence-widened SE; log quantile ratio over its inflated SE under no difference), without
+    the t reference. Their spread over reps is the calibration: 1 is right, above 1 the SE is too
+    small (liberal), below 1 too large (conservative). At 400 reps it is known to ±3.5 %, where a
+    rejection rate at 100 reps is known to ±0.04."""
+    model, design, n, start, count = args
+    out = np.zeros((count, 4))
+    ps = np.array([0.5, 0.95, 0.99])
+    for i in range(count):
+        rng = np.random.default_rng([15, MODELS.index(model), int(design == "paired"), n, start + i])
+        paired = design == "paired"
+        s = model_sample(rng, model, n, paired=paired)
+        lp, lc = s.primary_latency_ms, s.candidate_latency_ms
+        d = stats.log_latency(lc) - stats.log_latency(lp)
+        if paired:
+            nz = d[d != 0]
+            ranks = sps.rankdata(np.abs(nz))
+            signed = np.sign(nz) * ranks
+            z_bulk = signed.sum() / math.sqrt(float(np.sum(ranks**2)) * stats.variance_inflation(signed))
+        else:
+            # The gate's p-value inverted to a z (its inflation and tie-corrected variance are inside it).
+            z_bulk = float(sps.norm.isf(stats.mann_whitney_log_shift(lp, lc, 0.0).p_harm))
+        step = stats.latency_resolution(np.concatenate([lp, lc]))
+        jp, jc = stats.dequantize(lp, rng, step), stats.dequantize(lc, rng, step)
+        point, reps = stats.bootstrap_quantile_log_ratios(jp, jc, ps, paired=paired, n_boot=200, rng=rng)
+        harm = stats.quantile_log_ratio_se(reps, jp, jc, ps, paired=paired, null=True)
+        inflation = stats.quantile_variance_inflation(jp, jc, ps, paired=paired)
+        out[i] = [z_bulk, *(point / (harm * np.sqrt(inflation)))]
+    return out
+
+
 def t8_rate_sizes(args: tuple[int, int, int]) -> np.ndarray:
     """Error tests alone on A/A error indicators (cheap, so at 20,000 too): mid-p McNemar (paired,
     shared + transient errors), mid-p Fisher (split), one-sided 5 %."""
@@ -634,6 +667,20 @@ def session6(only: set[int], reps: int, pool: ProcessPoolExecutor, lines: dict[i
         lines[13] = out
         _flush(lines)
         print(f"target 13 done in {time.time() - t0:.0f} s", flush=True)
+    if 15 in only:
+        t0 = time.time()
+        out = []
+        for model in MODELS:
+            for design in ("paired", "split"):
+                res = run(t15_calibration, reps, lambda s, c, m=model, d=design: (m, d, 2000, s, c), pool)
+                sd = res.std(axis=0)
+                half = 1.96 / math.sqrt(2 * res.shape[0])  # 95 % half-width of an sd estimate, relative
+                cells = ", ".join(f"{g.removeprefix('latency_')} {v:.3f}" for g, v in zip(GUARDRAILS[:4], sd, strict=True))
+                out.append(Line(f"15. calibration: sd of A/A harm z ({model}, {design}, n=2000; 1 is right)",
+                                f"{cells} (±{half:.3f})", bool(np.all(np.abs(sd - 1.0) <= 0.10))))
+        lines[15] = out
+        _flush(lines)
+        print(f"target 15 done in {time.time() - t0:.0f} s", flush=True)
     if 14 in only:
         res = run(t7_paired_errors, reps, lambda s, c: (s, c), pool)
         pw, uw = res[:, 0].mean(), res[:, 1].mean()
@@ -647,7 +694,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="200 reps instead of 1000 (smoke run)")
     ap.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11,12,13,14",
-                    help="comma-separated target numbers (1-7: session 5; 8-14: session 6, issue #15)")
+                    help="comma-separated target numbers (1-7: session 5; 8-14: session 6, issue #15; "
+                         "15: the calibration behind target 8, session 7)")
     ap.add_argument("--full", action="store_true", help="targets 3 and 5 run all the reps too (slow)")
     ap.add_argument("--reps", type=int, default=None, help="reps per figure (iteration; the targets need >= 1000)")
     a = ap.parse_args()
