@@ -154,7 +154,7 @@ class GatewayState:
     def counters(self) -> dict[str, int]:
         out = {"config_reloads": self.reloads, "config_reload_failures": self.reload_failures}
         if self.dispatcher is not None:
-            out.update(self.dispatcher.counters.as_dict())
+            out.update(self.dispatcher.counters_dict())
         for source in self.extra_counters:
             out.update(source())
         return out

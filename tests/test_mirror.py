@@ -165,6 +165,8 @@ def test_rate_limited_log_limits_each_kind_on_its_own() -> None:
     assert lines == ["mirror to v2 (http://x) failed: refused 0", "mirror shed: 256 copies already in flight",
                      "capture failed: disk", "telemetry: x"]
     assert log.suppressed == {"mirror-failed": 999, "mirror-shed": 1, "capture failed": 1}
+    assert log.counters() == {"warnings_suppressed_mirror_failed": 999, "warnings_suppressed_mirror_shed": 1,
+                              "warnings_suppressed_capture_failed": 1}
     now[0] = 6.0
     assert log("mirror shed: later", kind="mirror-shed")
     assert lines[-1] == "mirror shed: later (1 more lines of this kind suppressed)"

@@ -257,6 +257,10 @@ class RateLimitedLog:
         self._pending: dict[str, int] = {}  # suppressed since the kind's last emitted line
         self.suppressed: dict[str, int] = {}  # suppressed in all, by kind
 
+    def counters(self, prefix: str = "warnings_suppressed_") -> dict[str, int]:
+        """Lines suppressed so far, one counter per kind (names with `-` and spaces as `_`)."""
+        return {prefix + kind.replace("-", "_").replace(" ", "_"): n for kind, n in self.suppressed.items()}
+
     def __call__(self, message: str, kind: str | None = None) -> bool:
         if kind is None:
             kind = message.partition(":")[0]
@@ -346,6 +350,10 @@ class MirrorDispatcher:
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
+
+    def counters_dict(self) -> dict[str, int]:
+        """The counters and, per kind of warning, the lines the rate limit suppressed."""
+        return {**self.counters.as_dict(), **self._warn.counters()}
 
     def reconfigure(self, *, max_in_flight: int, timeout_s: float, max_body_bytes: int | None = None,
                     max_bytes_in_flight: int | None = None) -> None:
