@@ -101,6 +101,7 @@ class Capture:
         self._warn = RateLimitedLog(logger.warning)
         self._last_counters = 0.0
         self._settings: CaptureSettings | None = None
+        self._configured_id = ""  # the gateway id before a worker's suffix
         state.on_activate.append(self._on_activate)
 
     def _on_activate(self, active: ActiveConfig, previous: ActiveConfig | None) -> None:
@@ -114,6 +115,9 @@ class Capture:
                 from shadow.capture.writer import make_gateway_id
 
                 self.state.gateway_id = make_gateway_id()
+            self._configured_id = self.state.gateway_id
+            if self.state.worker:  # one of `--workers N`: each worker writes its own files
+                self.state.gateway_id = f"{self.state.gateway_id}-{self.state.worker}"
             self._settings = shadow.capture
             if shadow.capture.enabled:
                 from shadow.capture.process import open_capture_writer
@@ -121,7 +125,7 @@ class Capture:
                 # CaptureError (folder not writable, id in use) propagates: startup fails with one line.
                 self.state.capture = open_capture_writer(shadow.capture, gateway_id=self.state.gateway_id)
                 logger.info(f"shadow gateway: capturing to {shadow.capture.dir} as {self.state.gateway_id}")
-        elif shadow.capture != self._settings or shadow.gateway_id not in (None, self.state.gateway_id):
+        elif shadow.capture != self._settings or shadow.gateway_id not in (None, self._configured_id):
             logger.warning("shadow gateway: capture settings changed; they apply after a restart "
                            f"(still capturing to {self._settings.dir if self._settings else None})")
 

@@ -36,11 +36,13 @@ from addons.telemetry import Telemetry
 from addons.timeouts import ConnectionTimeouts
 from addons.tls import Tls
 from addons.traffic import Traffic
+from addons.worker import Worker
 
 state = GatewayState()
 config = ShadowConfig(state)
 
 gateway = GatewayAddon(state, [
+    Worker(state),  # lifecycle only, first: the worker's name and config origin before anything loads
     Tls(state),  # the tls: section's certificates and options for mitmproxy's TLS, upstream mTLS (its load first)
     config,
     ConnectionTimeouts(state),  # Traefik's respondingTimeouts: readTimeout, idleTimeout, writeTimeout

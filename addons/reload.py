@@ -28,6 +28,7 @@ from shadow.gateway.config import GatewayConfig, Service
 from shadow.gateway.routing import MirrorCounter, RoutePlan, ServerPicker, route_plans
 from shadow.gateway.watch import ConfigFileWatcher
 from shadow.gatewayapi.provider import load_gateway_config
+from shadow.workers.snapshot import load_snapshot
 from shadow.yamlconfig import parse_duration
 
 if TYPE_CHECKING:
@@ -132,6 +133,8 @@ class GatewayState:
     active: ActiveConfig | None = None
     config_path: str | None = None
     gateway_id: str = ""
+    worker: str = ""  # this process's name among `shadow gateway --workers N` (addons/worker.py), or ""
+    config_origin: str | None = None  # the user's file when config_path is the workers' snapshot of it
     capture: CaptureWriter | None = None
     dispatcher: MirrorDispatcher | None = None
     # Weak: a flow's context lives exactly as long as mitmproxy keeps the flow.
@@ -273,8 +276,7 @@ class ShadowConfig:
                 and not self.watcher.poll(force=True)):
             return  # the same file, unchanged (e.g. mitmproxy rolling back a rejected value)
         try:
-            # a Traefik-style file or Gateway API manifests
-            config = load_gateway_config(path, generated=self.state.generated)
+            config = self._load(path)  # a Traefik-style file or Gateway API manifests
         except ConfigError as exc:
             self._reject(str(exc))
             return
@@ -283,6 +285,12 @@ class ShadowConfig:
         self.watcher = watcher
         self.state.config_path = path
         self._activate(config)
+
+    def _load(self, path: str) -> GatewayConfig:
+        origin = self.state.config_origin
+        if origin:  # a worker: `path` is the supervisor's snapshot of the user's file
+            return load_snapshot(path, origin, generated=self.state.generated)
+        return load_gateway_config(path, generated=self.state.generated)
 
     def _reject(self, message: str) -> None:
         if self.state.active is None:
@@ -323,8 +331,7 @@ class ShadowConfig:
         if watcher is None or path is None or not watcher.poll(force=force):
             return False
         try:
-            # YAML parsing off the event loop
-            config = await off_the_loop(partial(load_gateway_config, generated=self.state.generated), path)
+            config = await off_the_loop(self._load, path)  # YAML parsing off the event loop
         except ConfigError as exc:
             self.state.reload_failures += 1
             logger.error(f"shadow gateway: config reload rejected, previous configuration stays: {exc}")

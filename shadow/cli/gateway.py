@@ -10,8 +10,10 @@ capture is sealed.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -151,13 +153,17 @@ def run_mitmdump(command: list[str]) -> int:
 @click.argument("config_file", type=click.Path(dir_okay=True, path_type=Path))
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT",
               help="Address the gateway accepts clients on.")
+@click.option("--workers", type=click.IntRange(1, 256), default=None, metavar="N",
+              help="Gateway processes sharing the address (SO_REUSEPORT) under one supervisor. "
+                   "Default: shadow.gateway.workers from the file, else one per core. See docs/scale-out.md.")
 @click.option("--dry-run", is_flag=True, help="Validate the file and print the mitmdump command, don't run it.")
 @click.option("--live-view", "live_view", metavar="HOST:PORT",
               help="Also serve the live view of the capture (verdict, fields, examples, routers) here, "
                    "e.g. 127.0.0.1:8090; see docs/live-view.md.")
 @click.option("--policy", "policy_file", type=click.Path(path_type=Path, dir_okay=False),
               help="With --live-view: the analysis policy YAML (default: the file's shadow.analysis).")
-def gateway(config_file: Path, listen: str, dry_run: bool, live_view: str | None, policy_file: Path | None) -> None:
+def gateway(config_file: Path, listen: str, workers: int | None, dry_run: bool, live_view: str | None,
+            policy_file: Path | None) -> None:
     """Run the gateway (mitmdump + addons/gateway.py) on CONFIG_FILE.
 
     CONFIG_FILE is a Traefik-style file, or Kubernetes Gateway API manifests (a file with
@@ -165,7 +171,9 @@ def gateway(config_file: Path, listen: str, dry_run: bool, live_view: str | None
     The file is validated first; a bad file is one line naming file, line and field (exit 2).
     Edits to the file while running are validated and applied without a restart (checked every
     second; SIGHUP checks at once). Ctrl-C / SIGTERM stop it cleanly, sealing the capture.
-    See docs/gateway.md.
+    With more than one worker, a supervisor runs N such processes on the address, restarts one that
+    dies, applies a reload to all of them or none, and seals every capture on exit.
+    See docs/gateway.md and docs/scale-out.md.
     """
     from shadow.gatewayapi.provider import is_gateway_api_source, load_gateway_config
 
@@ -184,8 +192,21 @@ def gateway(config_file: Path, listen: str, dry_run: bool, live_view: str | None
         # Manifests whose every backend is unresolved still serve (500s, as the spec says); the
         # reverse target is only mitmdump's default and the router answers every request.
         target = "http://127.0.0.1:9"
+    from shadow.workers.supervisor import default_worker_count
+
+    listeners = entry_point_listeners(config, host, port)
+    count = workers or config.shadow.workers or default_worker_count()
+    if count > 1:
+        server = (start_live_view_for(config, config_file, live_view, policy_file)
+                  if live_view and not dry_run else None)
+        try:
+            sys.exit(run_workers(config_file, count, target=target, host=host, port=port, listeners=listeners,
+                                 dry_run=dry_run))
+        finally:
+            if server is not None:
+                server.close()
     command = mitmdump_command(config_file, reverse_target=target, listen_host=host, listen_port=port,
-                               listeners=entry_point_listeners(config, host, port))
+                               listeners=listeners)
     if dry_run:
         click.echo(subprocess.list2cmdline(command))
         return
@@ -213,3 +234,69 @@ def start_live_view_for(config: GatewayConfig, config_file: Path, listen: str, p
                              config_file=config_file, title=str(config_file)).start()
     click.echo(f"live view of {config.shadow.capture.dir} at {server.url}", err=True)
     return server
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound (not listening) to host:port with SO_REUSEPORT: it checks the address is free
+    for the workers (a clear error now rather than N workers failing), picks the port when `port` is
+    0, and keeps it while the workers start. Raises ShadowError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ShadowError(f"--listen {host}:{port}: cannot listen there: {exc.strerror or exc}") from None
+    return sock
+
+
+def run_workers(config_file: Path, count: int, *, target: str, host: str, port: int,
+                listeners: tuple[tuple[str, int], ...], dry_run: bool) -> int:
+    """`count` gateway processes on host:port under one supervisor (shadow/workers/supervisor.py)."""
+    from shadow.workers.snapshot import read_validated, snapshots_supported, write_snapshot
+    from shadow.workers.supervisor import Supervisor
+
+    origin = config_file.resolve()
+    reservation = reserve_port(host, port) if not dry_run else None
+    try:
+        if reservation is not None:
+            port = reservation.getsockname()[1]
+        with tempfile.TemporaryDirectory(prefix="shadow-workers-") as run_dir:
+            snapshot = Path(run_dir) / origin.name if snapshots_supported(origin) else None
+
+            def command_for(name: str) -> list[str]:
+                extra = ["--set", f"shadow_worker={name}",
+                         "--set", "shadow_reload_interval=0"]  # the supervisor watches the file
+                if snapshot is not None:
+                    extra += ["--set", f"shadow_config_origin={origin}"]
+                command = mitmdump_command(snapshot or origin, reverse_target=target, listen_host=host,
+                                           listen_port=port, listeners=listeners, extra=tuple(extra))
+                # mitmdump with SO_REUSEPORT listeners (addons/worker.py), same arguments.
+                return [sys.executable, "-m", "addons.worker", *command[1:]]
+
+            if dry_run:
+                for name in (f"w{i}" for i in range(count)):
+                    click.echo(subprocess.list2cmdline(command_for(name)))
+                return 0
+            supervisor = Supervisor(command_for, count, origin, snapshot)
+            supervisor.prime()
+            _config, text = read_validated(origin)  # the bytes validated now are the ones the workers load
+            if snapshot is not None and text is not None:
+                write_snapshot(snapshot, text)
+            supervisor.install_signal_handlers()
+            if not supervisor.start():
+                if supervisor.stopping:  # Ctrl-C / SIGTERM while starting: a clean stop
+                    return supervisor.stop_all()
+                supervisor.say("shadow gateway: a worker failed to start; stopping")
+                supervisor.stop_all()
+                return 1
+            if reservation is not None:
+                reservation.close()
+                reservation = None
+            pids = ", ".join(f"{name} pid {pid}" for name, pid in supervisor.pids().items())
+            supervisor.say(f"shadow gateway: {count} workers listening at {host}:{port} ({pids})")
+            return supervisor.run()
+    finally:
+        if reservation is not None:
+            reservation.close()

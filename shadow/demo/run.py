@@ -213,8 +213,11 @@ def start_upstreams(sup: Supervisor, *, otlp_endpoint: str | None = None) -> Dem
 
 
 def gateway_argv(config: Path, port: int) -> list[str]:
-    """`shadow gateway CONFIG --listen 127.0.0.1:PORT`, with this interpreter."""
-    return [sys.executable, "-m", "shadow.cli", "gateway", str(config), "--listen", f"127.0.0.1:{port}"]
+    """`shadow gateway CONFIG --listen 127.0.0.1:PORT --workers 1`, with this interpreter. One worker:
+    the demo's breaker and health checks then see all of its traffic, so its story is the same on
+    every machine (workers: docs/scale-out.md)."""
+    return [sys.executable, "-m", "shadow.cli", "gateway", str(config), "--listen", f"127.0.0.1:{port}",
+            "--workers", "1"]
 
 
 def start_gateway(sup: Supervisor, config: Path, *, timeout_s: float = 30.0) -> tuple[Child, str]:

@@ -23,6 +23,7 @@ The `shadow:` section (camelCase like Traefik; every key optional)::
     shadow:
       gateway:
         id: gw-1                               # instance id written to the `gateway` column
+        workers: 2                             # processes of `shadow gateway` (default: one per core)
         streamLargerThan: 8388608              # answers longer (or of unknown length) are streamed to
                                                # the client, the capture keeps maxBodyBytes (-1: never)
       capture:
@@ -299,6 +300,7 @@ class ShadowSection:
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     mirroring: MirroringSettings = field(default_factory=MirroringSettings)
     gateway_id: str | None = None
+    workers: int | None = None  # shadow.gateway.workers: processes `shadow gateway` runs (None: one per core)
     endpoints: tuple[str, ...] = ()
     analysis: Mapping[str, Any] = field(default_factory=dict)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
@@ -1071,8 +1073,9 @@ def _parse_shadow(reader: YamlReader, node: Any, line: int | None, base_dir: Pat
                                        "identity"))
 
     gw = reader.mapping(sh.get("gateway"), "shadow.gateway", reader.value_line(sh, "gateway"))
-    reader.check_keys(gw, "shadow.gateway", ("id", "streamLargerThan"))
+    reader.check_keys(gw, "shadow.gateway", ("id", "workers", "streamLargerThan"))
     gateway_id = reader.string(gw, "id", "shadow.gateway")
+    workers = reader.integer(gw, "workers", "shadow.gateway", 0, minimum=1, maximum=256) or None
     stream_larger_than = reader.integer(gw, "streamLargerThan", "shadow.gateway", STREAM_LARGER_THAN, minimum=-1)
 
     red_field = "shadow.redaction"
@@ -1171,7 +1174,7 @@ def _parse_shadow(reader: YamlReader, node: Any, line: int | None, base_dir: Pat
                         reader.item_line(ep_items, i))
 
     analysis_node = reader.mapping(sh.get("analysis"), "shadow.analysis", reader.value_line(sh, "analysis"))
-    return ShadowSection(capture=capture, mirroring=mirroring, gateway_id=gateway_id,
+    return ShadowSection(capture=capture, mirroring=mirroring, gateway_id=gateway_id, workers=workers,
                          telemetry=parse_telemetry(reader, sh.get("telemetry"), reader.value_line(sh, "telemetry")),
                          endpoints=endpoints, analysis=MappingProxyType(plain(analysis_node)),
                          split=_parse_split(reader, sh, services), identity_client_key_claim=identity[0],
