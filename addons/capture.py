@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from mitmproxy import http
 
@@ -102,6 +103,7 @@ class Capture:
         self._last_counters = 0.0
         self._settings: CaptureSettings | None = None
         self._configured_id = ""  # the gateway id before a worker's suffix
+        self._uploader: Any = None  # shadow.capture.remote.Uploader when shadow.capture.upload is set
         state.on_activate.append(self._on_activate)
 
     def _on_activate(self, active: ActiveConfig, previous: ActiveConfig | None) -> None:
@@ -125,6 +127,12 @@ class Capture:
                 # CaptureError (folder not writable, id in use) propagates: startup fails with one line.
                 self.state.capture = open_capture_writer(shadow.capture, gateway_id=self.state.gateway_id)
                 logger.info(f"shadow gateway: capturing to {shadow.capture.dir} as {self.state.gateway_id}")
+                if shadow.capture.upload:
+                    from shadow.capture.remote import Uploader
+
+                    self._uploader = Uploader(shadow.capture.dir, shadow.capture.upload, self.state.gateway_id,
+                                              interval=max(1.0, shadow.capture.segment_seconds))
+                    logger.info(f"shadow gateway: uploading sealed segments to {shadow.capture.upload.split('?')[0]}")
         elif shadow.capture != self._settings or shadow.gateway_id not in (None, self._configured_id):
             logger.warning("shadow gateway: capture settings changed; they apply after a restart "
                            f"(still capturing to {self._settings.dir if self._settings else None})")
@@ -197,3 +205,8 @@ class Capture:
             stats = writer.stats()
             logger.info(f"shadow gateway: capture sealed: {stats.sealed_rows} rows in {stats.segments} "
                         f"files, {stats.shed} shed")
+        if self._uploader is not None:  # the last segments, sealed by close()
+            uploader, self._uploader = self._uploader, None
+            await asyncio.to_thread(uploader.close)
+            logger.info(f"shadow gateway: uploaded {uploader.uploaded} segments "
+                        f"({uploader.failures} failed rounds; a failed segment stays in {uploader.local_root})")

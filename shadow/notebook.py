@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analyzers.pairview import PAIR_STYLE, Mark, PairView, load_pair, render_body_html, render_json_html
+from shadow.capture.remote import resolve_capture
 from shadow.capture.store import Store, open_store
 from shadow.errors import CaptureError
 
@@ -144,7 +145,7 @@ class Capture:
     stderr bar renders as a red block)."""
 
     def __init__(self, capture_dir: str | Path, *, policy: Any = None, progress: bool = True) -> None:
-        self.root = Path(capture_dir)
+        self.root = resolve_capture(capture_dir)  # a folder, or an object store URI fetched into the cache
         # In Jupyter a bar drawn on stderr renders as a red block under the cell: none there.
         self.progress = progress and not in_jupyter_kernel()
         self._policy = policy

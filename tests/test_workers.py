@@ -176,3 +176,42 @@ def test_shutdown_seals_every_capture_read_as_one(gateway: Running) -> None:
     assert by_phase["a"]["workers"] == 2 and by_phase["c"]["workers"] == 2
     sealed = [ln for ln in gateway.lines if "capture sealed:" in ln]
     assert {ln.split("]")[0] for ln in sealed} >= {"[w0", "[w1"}, sealed
+
+
+def test_workers_key_and_per_worker_limits(tmp_path: Path) -> None:
+    from shadow.errors import ConfigError
+    from shadow.gateway.config import parse_config
+    from shadow.workers.supervisor import per_worker_limits
+
+    text = """http:
+  routers:
+    all: {rule: "PathPrefix(`/`)", service: a, middlewares: [slow, few]}
+  middlewares:
+    slow: {rateLimit: {average: 100, burst: 10}}
+    few: {inFlightReq: {amount: 5}}
+    tag: {headers: {customRequestHeaders: {X-A: "1"}}}
+  services:
+    a: {loadBalancer: {servers: [{url: "http://127.0.0.1:9"}]}}
+shadow:
+  gateway: {workers: 3}
+"""
+    config = parse_config(text)
+    assert config.shadow.workers == 3
+    assert per_worker_limits(config) == ["few", "slow"]
+    with pytest.raises(ConfigError, match=r"shadow\.gateway\.workers: must be between 1 and 256, got 0"):
+        parse_config(text.replace("workers: 3", "workers: 0"))
+    bad = tmp_path / "gw.yaml"
+    bad.write_text(text.replace("workers: 3", "workers: many"))
+    out = shadow_cli("gateway", str(bad), "--workers", "2")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "shadow.gateway.workers" in out.stderr
+    assert f"{bad}:11" in out.stderr
+
+
+def test_dry_run_prints_one_worker_command_each(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(CONFIG.format(service="a", a="http://127.0.0.1:9", b="http://127.0.0.1:9", capture=tmp_path / "c"))
+    out = shadow_cli("gateway", str(cfg), "--workers", "3", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 3 and all("-m addons.worker" in ln for ln in lines)
+    assert [ln.split("shadow_worker=")[1].split()[0] for ln in lines] == ["w0", "w1", "w2"]

@@ -67,3 +67,6 @@ class CaptureSettings:
     # shadow.capture.process); "thread": by a thread of the proxy's process (CaptureWriter).
     mode: Literal["process", "thread"] = "process"
     redaction: RedactionSettings = field(default_factory=RedactionSettings)
+    # An object store URI (s3://bucket/prefix...): sealed segments are uploaded there, then removed
+    # from `dir` (shadow.capture.remote). None: the capture stays in `dir`.
+    upload: str | None = None

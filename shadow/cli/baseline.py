@@ -10,11 +10,13 @@ from pathlib import Path
 
 import click
 
+from shadow.cli.capture_location import CAPTURE_LOCATION
+
 TOP_CANDIDATES_PRINTED = 5
 
 
 @click.command("baseline")
-@click.argument("capture", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("capture", type=CAPTURE_LOCATION)
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Folder for baseline.html and baseline.md (default: CAPTURE/baseline).")
 def baseline(capture: Path, out_dir: Path | None) -> None:

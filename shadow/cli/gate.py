@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from shadow.cli.capture_location import CAPTURE_LOCATION
+
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 
 
@@ -93,7 +95,7 @@ def junit_xml(verdict: Any, *, suite_name: str = "shadow gate") -> bytes:
 
 
 @click.command("gate")
-@click.argument("capture", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("capture", type=CAPTURE_LOCATION)
 @click.option("--policy", "policy_file", type=click.Path(path_type=Path, dir_okay=False),
               help="Analysis policy YAML (margins, alpha, rules); defaults apply without it.")
 @click.option("--junit", "junit_file", type=click.Path(path_type=Path, dir_okay=False),

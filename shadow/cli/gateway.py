@@ -255,7 +255,7 @@ def run_workers(config_file: Path, count: int, *, target: str, host: str, port: 
                 listeners: tuple[tuple[str, int], ...], dry_run: bool) -> int:
     """`count` gateway processes on host:port under one supervisor (shadow/workers/supervisor.py)."""
     from shadow.workers.snapshot import read_validated, snapshots_supported, write_snapshot
-    from shadow.workers.supervisor import Supervisor
+    from shadow.workers.supervisor import Supervisor, per_worker_limits
 
     origin = config_file.resolve()
     reservation = reserve_port(host, port) if not dry_run else None
@@ -296,6 +296,10 @@ def run_workers(config_file: Path, count: int, *, target: str, host: str, port: 
                 reservation = None
             pids = ", ".join(f"{name} pid {pid}" for name, pid in supervisor.pids().items())
             supervisor.say(f"shadow gateway: {count} workers listening at {host}:{port} ({pids})")
+            limits = per_worker_limits(_config)
+            if limits:
+                supervisor.say(f"shadow gateway: note: {', '.join(limits)} count per worker: a client spread over "
+                               f"{count} workers may get up to {count}x the limit (docs/scale-out.md)")
             return supervisor.run()
     finally:
         if reservation is not None:

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import click
 
+from shadow.cli.capture_location import CAPTURE_LOCATION
+
 
 @click.command("report")
-@click.argument("capture", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("capture", type=CAPTURE_LOCATION)
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path, dir_okay=True, file_okay=False),
               help="Folder for report.html, summary.md, verdict.json (default: CAPTURE/report).")
 @click.option("--policy", "policy_file", type=click.Path(path_type=Path, dir_okay=False),

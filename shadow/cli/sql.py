@@ -6,11 +6,13 @@ import base64
 import csv
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 import orjson
 
+from shadow.cli.capture_location import CAPTURE_LOCATION
 from shadow.errors import ShadowError
 
 _CELL_WIDTH = 60
@@ -61,14 +63,14 @@ def _print_table(columns: list[str], rows: list[tuple[Any, ...]]) -> None:
 
 
 @click.command("sql")
-@click.argument("capture", type=click.Path(file_okay=False, path_type=str))
+@click.argument("capture", type=CAPTURE_LOCATION)
 @click.argument("query")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
               help="table: aligned text; csv: RFC 4180 with a header; json: an array of objects.")
 @click.option("--max-rows", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Print at most this many rows (0: no limit); a note on stderr says when rows were cut.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="DuckDB threads (default: all cores).")
-def sql(capture: str, query: str, fmt: str, max_rows: int, threads: int | None) -> None:
+def sql(capture: Path, query: str, fmt: str, max_rows: int, threads: int | None) -> None:
     """Run QUERY over the capture folder CAPTURE.
 
     Views: exchanges, pairs (primary ⋈ candidate ⟕ secondary on request_id), capture_stats, and one

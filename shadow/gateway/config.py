@@ -33,6 +33,7 @@ The `shadow:` section (camelCase like Traefik; every key optional)::
         segmentRows: 100000                    # seal a Parquet segment after this many rows...
         segmentSeconds: 60                     # ...or this long (number of seconds or "60s", "1m")
         maxQueue: 20000                        # rows waiting for the writer; beyond it rows are shed
+        upload: s3://bucket/prefix             # sealed segments uploaded there (docs/scale-out.md)
       redaction:
         mode: hash                             # hash | remove
         keyEnv: SHADOW_REDACTION_KEY           # env var holding the HMAC key (must be set if named)
@@ -76,7 +77,7 @@ from shadow.auth.config import parse_jwt_middleware, parse_oidc_middleware
 from shadow.auth.jwt import JwtSettings
 from shadow.auth.oidc import OidcSettings
 from shadow.capture.settings import DEFAULT_REDACTED_HEADERS, CaptureSettings, RedactionSettings
-from shadow.errors import ConfigError
+from shadow.errors import CaptureError, ConfigError
 from shadow.gateway.breaker import BreakerSettings, ExpressionError, parse_expression
 from shadow.gateway.entrypoints import EntryPoint, parse_entry_points, parse_tls_section
 from shadow.gateway.middlewares.chain import Chain
@@ -1113,8 +1114,19 @@ def _parse_shadow(reader: YamlReader, node: Any, line: int | None, base_dir: Pat
     cap_field = "shadow.capture"
     cap = reader.mapping(sh.get("capture"), cap_field, reader.value_line(sh, "capture"))
     reader.check_keys(cap, cap_field, ("dir", "enabled", "maxBodyBytes", "segmentRows", "segmentSeconds",
-                                       "maxQueue", "mode"))
+                                       "maxQueue", "mode", "upload"))
     defaults = CaptureSettings()
+    upload = reader.string(cap, "upload", cap_field)
+    if upload is not None:
+        from shadow.capture.remote import is_remote, open_location
+
+        if not is_remote(upload):
+            reader.fail(f"expected an object store URI like s3://bucket/prefix, got {upload!r}", f"{cap_field}.upload",
+                        reader.value_line(cap, "upload"))
+        try:
+            open_location(upload)
+        except CaptureError as exc:
+            reader.fail(str(exc), f"{cap_field}.upload", reader.value_line(cap, "upload"))
     cap_dir = reader.string(cap, "dir", cap_field)
     cap_mode = reader.string(cap, "mode", cap_field, default=defaults.mode)
     if cap_mode not in ("process", "thread"):
@@ -1128,6 +1140,7 @@ def _parse_shadow(reader: YamlReader, node: Any, line: int | None, base_dir: Pat
         max_queue=reader.integer(cap, "maxQueue", cap_field, defaults.max_queue, minimum=1),
         mode="thread" if cap_mode == "thread" else "process",
         redaction=redaction,
+        upload=upload,
     )
     if capture.segment_seconds <= 0:
         reader.fail("must be positive", f"{cap_field}.segmentSeconds", reader.value_line(cap, "segmentSeconds"))

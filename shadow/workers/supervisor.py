@@ -31,10 +31,11 @@ from types import FrameType
 from typing import TextIO
 
 from shadow.errors import ConfigError
+from shadow.gateway.config import GatewayConfig
 from shadow.gateway.watch import ConfigFileWatcher
 from shadow.workers.snapshot import read_validated, write_snapshot
 
-__all__ = ["RESTART_DELAY_MAX_S", "Supervisor", "WorkerProcess", "default_worker_count"]
+__all__ = ["RESTART_DELAY_MAX_S", "Supervisor", "WorkerProcess", "default_worker_count", "per_worker_limits"]
 
 RESTART_DELAY_MAX_S = 10.0
 STABLE_AFTER_S = 5.0  # a worker that ran this long before dying is restarted at once
@@ -248,6 +249,17 @@ class Supervisor:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, hup)
+
+
+def per_worker_limits(config: GatewayConfig) -> list[str]:
+    """Middlewares whose count lives in each worker (rateLimit, inFlightReq, token limits): with N
+    workers a client whose connections reach several workers may get up to N times the limit."""
+    from shadow.ai.config import TokenRateLimitSettings
+    from shadow.gateway.middlewares.inflightreq import InFlightReq
+    from shadow.gateway.middlewares.ratelimit import RateLimit
+
+    return sorted(name for name, mw in config.middlewares.items()
+                  if isinstance(mw, RateLimit | InFlightReq | TokenRateLimitSettings))
 
 
 def default_worker_count() -> int:
