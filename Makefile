@@ -26,6 +26,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The spark extra (pyspark, ≈ 450 MB) only for the tests and who asks: `make demo` stays light.
+SPARK_STAMP := $(VENV)/.spark-installed
+$(SPARK_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,spark]'
+	@touch $(SPARK_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/shadow demo
 
@@ -33,7 +39,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: $(STAMP) lint browser
+test: $(STAMP) $(SPARK_STAMP) lint browser
 	$(VENV)/bin/pytest -q
 
 # The live view's browser tests (tests/test_web_browser.py) drive Debian's chromium through Playwright's

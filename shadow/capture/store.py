@@ -33,7 +33,8 @@ import pyarrow as pa
 from shadow.capture.schema import EXCHANGES
 from shadow.errors import CaptureError
 
-__all__ = ["PAIR_ROLE_COLUMNS", "PAIR_SHARED_COLUMNS", "Store", "open_store", "sealed_parquet"]
+__all__ = ["PAIR_ROLE_COLUMNS", "PAIR_SHARED_COLUMNS", "Store", "open_store", "pairs_sql", "sealed_parquet",
+           "table_folders"]
 
 PAIR_SHARED_COLUMNS = ("request_id", "endpoint", "method", "path", "query", "url", "mode", "client_key", "ts",
                        "router", "req_headers", "req_body")
@@ -46,7 +47,7 @@ _RESERVED = frozenset({"exchanges", "pairs", "capture_stats"})
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-def _extra_tables(root: Path) -> list[str]:
+def table_folders(root: Path) -> list[str]:
     """Sibling tables of `exchanges` (diffs, spans, diffs_summary, ...): subfolders holding sealed Parquet."""
     return sorted(p.name for p in root.iterdir()
                   if p.is_dir() and _IDENTIFIER.match(p.name) and p.name not in _RESERVED and _has_parquet(p))
@@ -138,7 +139,8 @@ def _create_view(con: duckdb.DuckDBPyConnection, name: str, select: str, root: P
         raise CaptureError(f"{root}: cannot read the {name} data: {first_line}") from None
 
 
-def _pairs_sql() -> str:
+def pairs_sql() -> str:
+    """The `pairs` view's query over an `exchanges` view (plain SQL: DuckDB and Spark SQL alike)."""
     shared = ", ".join(f"p.{c}" for c in PAIR_SHARED_COLUMNS)
     roles = ", ".join(f"{alias}.{c} AS {alias}_{c}" for alias in ("p", "c", "s") for c in PAIR_ROLE_COLUMNS)
     return (
@@ -179,9 +181,9 @@ def open_store(capture_dir: str | Path, *, threads: int | None = None) -> Store:
         fill = "".join(f", CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in missing)
         _create_view(con, "exchanges", f"SELECT *{fill} FROM {source}", root)
         views.append("exchanges")
-        _create_view(con, "pairs", _pairs_sql(), root, check=False)  # a join: too costly to run here
+        _create_view(con, "pairs", pairs_sql(), root, check=False)  # a join: too costly to run here
         views.append("pairs")
-        for name in _extra_tables(root):
+        for name in table_folders(root):
             _create_view(con, name, f"SELECT * FROM {_parquet_source(root / name)}", root)
             views.append(name)
         stats_dir = root / "_stats"

@@ -62,6 +62,47 @@ def _print_table(columns: list[str], rows: list[tuple[Any, ...]]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
+def _run_on_duckdb(capture: Path, query: str, max_rows: int, threads: int | None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    import duckdb
+
+    from shadow.capture.store import open_store
+
+    store = open_store(capture, threads=threads)
+    try:
+        rel = store.sql(query)
+        if rel is None:  # a statement without a result (SET, CREATE VIEW ...)
+            return [], []
+        # Through Arrow: DuckDB's own fetchall() needs pytz for TIMESTAMPTZ columns such as `ts`.
+        result = (rel.limit(max_rows + 1) if max_rows else rel).to_arrow_table()
+        return list(result.column_names), [tuple(r.values()) for r in result.to_pylist()]
+    except duckdb.Error as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        missing = DERIVED_TABLES.intersection(re.findall(r"Table with name (\w+) does not exist", message))
+        if missing:
+            message = (f"{capture}: no {', '.join(sorted(missing))} table yet: the analysis writes it; run "
+                       f"`shadow report {capture}` (or `shadow gate {capture}`) first")
+        raise ShadowError(message) from None
+    finally:
+        store.close()
+
+
+def _run_on_spark(capture: Path, query: str, max_rows: int, master: str | None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    from pyspark.errors import PySparkException
+
+    from shadow.engines.spark import open_spark_store
+
+    store = open_spark_store(capture, master=master)
+    try:
+        df = store.session.sql(query)
+        result = (df.limit(max_rows + 1) if max_rows else df).toArrow()
+        return list(result.column_names), [tuple(r.values()) for r in result.to_pylist()]
+    except PySparkException as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ShadowError(message) from None
+    finally:
+        store.close()  # the session ends with the process
+
+
 @click.command("sql")
 @click.argument("capture", type=CAPTURE_LOCATION)
 @click.argument("query")
@@ -70,7 +111,13 @@ def _print_table(columns: list[str], rows: list[tuple[Any, ...]]) -> None:
 @click.option("--max-rows", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Print at most this many rows (0: no limit); a note on stderr says when rows were cut.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="DuckDB threads (default: all cores).")
-def sql(capture: Path, query: str, fmt: str, max_rows: int, threads: int | None) -> None:
+@click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
+              help="spark: the same views on Apache Spark (the `spark` extra; docs/scale-out.md). "
+                   "Write Spark SQL then.")
+@click.option("--spark-master", default=None, metavar="URL",
+              help="Spark master: local[N] (default local[2]), spark://…, yarn, or sc://… (Spark Connect).")
+def sql(capture: Path, query: str, fmt: str, max_rows: int, threads: int | None, engine: str,
+        spark_master: str | None) -> None:
     """Run QUERY over the capture folder CAPTURE.
 
     Views: exchanges, pairs (primary ⋈ candidate ⟕ secondary on request_id), capture_stats, and one
@@ -83,28 +130,12 @@ def sql(capture: Path, query: str, fmt: str, max_rows: int, threads: int | None)
     Example:
       shadow sql capture "SELECT endpoint, count(*) AS n FROM exchanges GROUP BY 1 ORDER BY n DESC"
     """
-    import duckdb
-
-    from shadow.capture.store import open_store
-
-    store = open_store(capture, threads=threads)
-    try:
-        rel = store.sql(query)
-        if rel is None:  # a statement without a result (SET, CREATE VIEW ...)
-            return
-        # Through Arrow: DuckDB's own fetchall() needs pytz for TIMESTAMPTZ columns such as `ts`.
-        result = (rel.limit(max_rows + 1) if max_rows else rel).to_arrow_table()
-        columns = list(result.column_names)
-        rows = [tuple(r.values()) for r in result.to_pylist()]
-    except duckdb.Error as e:
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        missing = DERIVED_TABLES.intersection(re.findall(r"Table with name (\w+) does not exist", message))
-        if missing:
-            message = (f"{capture}: no {', '.join(sorted(missing))} table yet: the analysis writes it; run "
-                       f"`shadow report {capture}` (or `shadow gate {capture}`) first")
-        raise ShadowError(message) from None
-    finally:
-        store.close()
+    if engine == "spark":
+        columns, rows = _run_on_spark(capture, query, max_rows, spark_master)
+    else:
+        columns, rows = _run_on_duckdb(capture, query, max_rows, threads)
+    if not columns:  # a statement without a result (SET, CREATE VIEW ...)
+        return
     cut = bool(max_rows) and len(rows) > max_rows
     if cut:
         rows = rows[:max_rows]

@@ -1,0 +1,1 @@
+"""Query engines over a capture beyond the embedded DuckDB (shadow.capture.store): Spark."""
