@@ -26,7 +26,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shadow.errors import CaptureError
 
@@ -82,6 +82,12 @@ def _local_sealed(root: Path) -> Iterator[PurePosixPath]:
             yield relative
 
 
+def _copy(src: Any, out: Any, chunk: int = 8 << 20) -> None:
+    """Stream in chunks: a segment can be hundreds of MB."""
+    while data := src.read(chunk):
+        out.write(data)
+
+
 def _owned(relative: PurePosixPath, owner: str) -> bool:
     """Written by gateway `owner`: `part-<owner>-<uuid>.parquet`, `_stats/<owner>[.table].json`."""
     name = relative.name
@@ -102,10 +108,8 @@ def upload_sealed(local_root: Path, uri: str, *, owner: str) -> int:
         source = local_root / relative
         target = f"{base}/{relative}"
         try:
-            with source.open("rb") as src:
-                data = src.read()
-            with fs.open_output_stream(target) as out:  # an S3 object appears whole, at close
-                out.write(data)
+            with source.open("rb") as src, fs.open_output_stream(target) as out:  # an object appears whole, at close
+                _copy(src, out)
         except FileNotFoundError:
             continue  # sealed and removed meanwhile (e.g. a stats file being replaced)
         except OSError as exc:
@@ -150,7 +154,7 @@ def sync_to_cache(uri: str, cache: Path | None = None) -> tuple[Path, int]:
         temporary = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"  # hidden: never read
         try:
             with fs.open_input_stream(info.path) as src, temporary.open("wb") as out:
-                out.write(src.read())
+                _copy(src, out)
             os.replace(temporary, target)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
