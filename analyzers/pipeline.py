@@ -570,8 +570,13 @@ def _clip(value: str) -> str:
 
 
 def analyze(capture_dir: Path, policy: Policy, *, rules: Any = None, progress: bool | None = None,
-            run_diffs: bool = True, sequential_state: Any = None, templater: Any = None) -> AnalysisResult:
+            run_diffs: bool = True, sequential_state: Any = None, templater: Any = None,
+            engine: str = "duckdb", spark_master: str | None = None) -> AnalysisResult:
     """Diff the capture's pairs (writing CAPTURE/diffs/), build the samples and judge them.
+
+    `engine`: where the samples and the diff-field table are read from, "duckdb" (embedded) or
+    "spark" (shadow.engines.spark, `spark_master` or local[2]); the diff stage runs on DuckDB and
+    the statistics on the arrays either way. Span attribution needs DuckDB (none on Spark).
 
     `templater` (analyzers.endpoints.EndpointTemplater, see `learn_templater`) re-templates the
     captured paths for diffs and samples alike; None keeps the `endpoint` the gateway captured,
@@ -591,7 +596,9 @@ def analyze(capture_dir: Path, policy: Policy, *, rules: Any = None, progress: b
     diff_summary = None
     if run_diffs and has_pairs:
         diff_summary = _run_diffs(capture_dir, rules, show, n_pairs, templater)
-    with open_store(capture_dir) as store, stage("reading samples", show):
+    from shadow.engines import open_engine_store
+
+    with open_engine_store(capture_dir, engine, spark_master=spark_master) as store, stage("reading samples", show):
         totals = pairs_per_endpoint(store)
         if templater is not None:
             register_endpoint_map(store, templater)
@@ -599,7 +606,7 @@ def analyze(capture_dir: Path, policy: Policy, *, rules: Any = None, progress: b
         if not samples:
             raise NothingToJudge(nothing_to_judge(store, capture_dir))
         fields = field_diffs(store, totals)
-        attribution = _span_attribution(store)
+        attribution = _span_attribution(store) if engine == "duckdb" else []
     from analyzers.verdict import judge  # scipy: imported only once there is something to judge
 
     with stage(f"judging {len(samples)} endpoint(s)", show):

@@ -99,15 +99,21 @@ def test_samples_counts_and_verdict_equal_duckdb(capture: Path, session: Any) ->
     assert d_verdict.overall != "PASS"  # the items endpoint regressed: a check that can fail
 
 
-def test_sql_command_runs_on_spark(capture: Path, session: Any) -> None:
-    # In this process: the command's getOrCreate finds the module's session (a second JVM would
+def test_sql_and_gate_commands_on_spark(capture: Path, session: Any) -> None:
+    # In this process: the commands' getOrCreate finds the module's session (a second JVM would
     # double the module's time).
-    out = CliRunner().invoke(cli, ["sql", str(capture), "SELECT mode, count(*) AS n FROM exchanges GROUP BY mode "
-                                    "ORDER BY mode", "--engine", "spark", "--format", "csv"])
+    runner = CliRunner()
+    out = runner.invoke(cli, ["sql", str(capture), "SELECT mode, count(*) AS n FROM exchanges GROUP BY mode "
+                              "ORDER BY mode", "--engine", "spark", "--format", "csv"])
     assert out.exit_code == 0, out.output
     with open_store(capture) as store:
         expected = store.sql("SELECT mode, count(*) FROM exchanges GROUP BY mode ORDER BY mode").fetchall()
-    assert out.stdout.splitlines() == ["mode,n", *(f"{m},{n}" for m, n in expected)]
+    assert out.output.splitlines() == ["mode,n", *(f"{m},{n}" for m, n in expected)]
+    # The whole gate: the same exit code (FAIL: the items endpoint regressed) and the same lines.
+    on_duckdb = runner.invoke(cli, ["gate", str(capture), "--no-progress"])
+    on_spark = runner.invoke(cli, ["gate", str(capture), "--no-progress", "--engine", "spark"])
+    assert on_duckdb.exit_code == on_spark.exit_code == 1, (on_duckdb.output, on_spark.output)
+    assert on_duckdb.output == on_spark.output
 
 
 def test_not_a_capture_is_one_line(tmp_path: Path, session: Any) -> None:

@@ -110,9 +110,14 @@ def junit_xml(verdict: Any, *, suite_name: str = "shadow gate") -> bytes:
               help="Judge a model switch: the mirrored model calls (semantic distance against the primary "
                    "model's own noise, JSON validity, tool calls, refusals, errors, latency, cost); the policy "
                    "file's ai: section holds its margins (docs/ai-gateway.md).")
+@click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
+              help="Read the samples on DuckDB or on Apache Spark (the `spark` extra; docs/scale-out.md).")
+@click.option("--spark-master", default=None, metavar="URL",
+              help="With --engine spark: local[N] (default local[2]), spark://…, yarn, or sc://… (Spark Connect).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
 def gate(capture: Path, policy_file: Path | None, junit_file: Path | None, learn_endpoints: bool,
-         compare_recorded_latency: bool, ai_switch: bool, progress: bool | None) -> None:
+         compare_recorded_latency: bool, ai_switch: bool, engine: str, spark_master: str | None,
+         progress: bool | None) -> None:
     """Judge CAPTURE and exit 0 PASS, 1 FAIL, 3 INCONCLUSIVE (2: usage error)."""
     import dataclasses
 
@@ -129,7 +134,8 @@ def gate(capture: Path, policy_file: Path | None, junit_file: Path | None, learn
     else:
         templater = learn_templater(capture) if learn_endpoints else None
         try:
-            verdict = analyze(capture, policy, rules=rules, progress=progress, templater=templater).verdict
+            verdict = analyze(capture, policy, rules=rules, progress=progress, templater=templater, engine=engine,
+                              spark_master=spark_master).verdict
         except NothingToJudge as exc:  # exchanges, but nothing to compare: no evidence, not a usage error
             reason = exc.format_message()
             if junit_file is not None:

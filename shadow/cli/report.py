@@ -22,9 +22,13 @@ from shadow.cli.capture_location import CAPTURE_LOCATION
 @click.option("--learn-endpoints", is_flag=True,
               help="Re-template paths learned from the capture (/users/alice, /users/bob → /users/{name}) "
                    "instead of the endpoint the gateway captured.")
+@click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
+              help="Read the samples on DuckDB or on Apache Spark (the `spark` extra; docs/scale-out.md).")
+@click.option("--spark-master", default=None, metavar="URL",
+              help="With --engine spark: local[N] (default local[2]), spark://…, yarn, or sc://… (Spark Connect).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
-def report(capture: Path, out_dir: Path | None, policy_file: Path | None, learn_endpoints: bool,
-           progress: bool | None) -> None:
+def report(capture: Path, out_dir: Path | None, policy_file: Path | None, learn_endpoints: bool, engine: str,
+           spark_master: str | None, progress: bool | None) -> None:
     """Analyse CAPTURE and write an HTML report, a Markdown summary and verdict.json."""
     from analyzers.pipeline import analyze, learn_templater, load_inputs
     from analyzers.report import overall_name, write_report
@@ -32,7 +36,8 @@ def report(capture: Path, out_dir: Path | None, policy_file: Path | None, learn_
 
     policy, rules = load_inputs(policy_file)
     templater = learn_templater(capture) if learn_endpoints else None
-    result = analyze(capture, policy, rules=rules, progress=progress, templater=templater)
+    result = analyze(capture, policy, rules=rules, progress=progress, templater=templater, engine=engine,
+                     spark_master=spark_master)
     target = out_dir if out_dir is not None else capture / "report"
     try:
         files = write_report(result, target, progress=progress)
