@@ -286,11 +286,13 @@ class ShadowConfig:
         self.state.config_path = path
         self._activate(config)
 
-    def _load(self, path: str) -> GatewayConfig:
+    def _load(self, path: str, generated: Mapping[str, Service] | None = None) -> GatewayConfig:
+        """The file at `path` with the multi-cluster services (`generated`, default: those in force)."""
+        generated = self.state.generated if generated is None else generated
         origin = self.state.config_origin
         if origin:  # a worker: `path` is the supervisor's snapshot of the user's file
-            return load_snapshot(path, origin, generated=self.state.generated)
-        return load_gateway_config(path, generated=self.state.generated)
+            return load_snapshot(path, origin, generated=generated)
+        return load_gateway_config(path, generated=generated)
 
     def _reject(self, message: str) -> None:
         if self.state.active is None:
@@ -346,7 +348,7 @@ class ShadowConfig:
         if path is None:
             return False
         try:
-            config = await off_the_loop(partial(load_gateway_config, generated=generated), path)
+            config = await off_the_loop(partial(self._load, generated=generated), path)
         except ConfigError as exc:
             self.state.reload_failures += 1
             if not quiet:
