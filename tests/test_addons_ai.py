@@ -167,7 +167,7 @@ def test_filtered_streams_keep_the_connection_usable(env: Env) -> None:
     # The usage chunk is held back until its event is whole: no empty chunk may go out (on a chunked
     # HTTP/1.1 answer it would end the body early and corrupt the next answer on the connection).
     body = {"model": "gpt-4o", "messages": USER, "stream": True}
-    with httpx.Client(base_url=env.gw.url) as client:
+    with httpx.Client(base_url=env.gw.url, timeout=30.0) as client:
         for _ in range(3):  # one keep-alive connection
             with client.stream("POST", "/v1/chat/completions", json=body) as resp:
                 text = b"".join(resp.iter_bytes())

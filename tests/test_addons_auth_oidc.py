@@ -96,7 +96,7 @@ def login(env: Env, client: httpx.Client) -> dict[str, str]:
 
 
 def test_authorization_code_flow_with_pkce_then_session(env: Env) -> None:
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(timeout=30.0) as client:
         cookies = login(env, client)
         assert env.provider.state.grants == ["authorization_code"]
         page = client.get(f"{env.gw.url}/app/page", cookies=cookies)
@@ -116,7 +116,7 @@ def test_authorization_code_flow_with_pkce_then_session(env: Env) -> None:
 
 
 def test_callback_with_a_wrong_state_is_refused(env: Env) -> None:
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(timeout=30.0) as client:
         first = client.get(f"{env.gw.url}/app/other")
         to_callback = client.get(first.headers["location"])
         url = to_callback.headers["location"].replace("state=", "state=x")
@@ -126,7 +126,7 @@ def test_callback_with_a_wrong_state_is_refused(env: Env) -> None:
 def test_expired_id_token_is_refreshed_and_logout_clears_the_session(env: Env) -> None:
     env.provider.state.id_token_lifetime = 1
     try:
-        with httpx.Client(timeout=10) as client:
+        with httpx.Client(timeout=30.0) as client:
             cookies = login(env, client)
             time.sleep(1.2)
             refreshed = client.get(f"{env.gw.url}/app/page", cookies=cookies)
@@ -149,7 +149,7 @@ def _login_cookies(env: Env, client: httpx.Client, path: str) -> httpx.Response:
 def test_a_session_with_many_claims_is_split_over_cookies(env: Env) -> None:
     env.provider.state.extra_claims = {"groups": [f"group-{i:04d}-with-a-long-name" for i in range(400)]}
     try:
-        with httpx.Client(timeout=10) as client:
+        with httpx.Client(timeout=30.0) as client:
             callback = _login_cookies(env, client, "/app/big")
             assert callback.status_code == 302, callback.text
             assert all(len(line.encode()) <= 4096 for line in callback.headers.get_list("set-cookie"))
@@ -163,7 +163,7 @@ def test_a_session_with_many_claims_is_split_over_cookies(env: Env) -> None:
             assert out["sid"] == "" and all(out[name] == "" for name in cookies)  # every chunk cleared
         # Stale chunks (no valid session) and a short session now: one cookie, every chunk expired.
         env.provider.state.extra_claims = {}
-        with httpx.Client(timeout=10) as client:
+        with httpx.Client(timeout=30.0) as client:
             client.cookies.update({name: "stale" for name in cookies})
             callback = _login_cookies(env, client, "/app/big")
             after = set_cookies(callback)
@@ -171,7 +171,7 @@ def test_a_session_with_many_claims_is_split_over_cookies(env: Env) -> None:
         # More claims than 8 cookies hold: the login is refused with the reason, nothing forwarded.
         env.provider.state.extra_claims = {"groups": [f"group-{i:04d}-with-a-long-name" for i in range(1500)]}
         before = len(env.app.requests)
-        with httpx.Client(timeout=10) as client:
+        with httpx.Client(timeout=30.0) as client:
             refused = _login_cookies(env, client, "/app/huge")
             assert refused.status_code == 401 and "too large for cookies" in refused.text
             assert not [k for k, v in set_cookies(refused).items() if k.startswith("sid") and v]

@@ -85,7 +85,7 @@ def test_a_gateway_skips_the_checks_unless_told_not_to(tmp_path: Path, skip: boo
     cfg.write_text(PASS_THROUGH_CONFIG.format(mono=mono.url))
     gw = GatewayProcess(cfg, extra_args=("--set", f"{OPTION}={str(skip).lower()}")).start()
     try:
-        with httpx.Client(base_url=gw.url, timeout=10) as client:
+        with httpx.Client(base_url=gw.url, timeout=30.0) as client:
             answers = [client.post(f"/items/{i}", content=b"x" * i).status_code for i in range(3)]
         assert answers == [200, 200, 200] and len(mono.received()) == 3
         assert gw.wait_for_output("out of event dispatch")  # running: both concerns have acted

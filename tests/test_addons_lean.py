@@ -216,7 +216,7 @@ def test_a_gateway_prunes_and_a_live_builtin_addon_still_works(tmp_path: Path) -
     cfg.write_text(PASS_THROUGH_CONFIG.format(mono=mono.url))
     gw = GatewayProcess(cfg, extra_args=("--set", "modify_headers=/~q/X-Added/yes")).start()
     try:
-        with httpx.Client(base_url=gw.url, timeout=10) as client:
+        with httpx.Client(base_url=gw.url, timeout=30.0) as client:
             assert client.get("/lean").status_code == 200
         assert gw.wait_for_output("out of event dispatch")
         line = next(x for x in gw.output().splitlines() if "out of event dispatch" in x)

@@ -41,7 +41,7 @@ BROKEN_RULE = "PathPrefix(`/api`"  # unclosed parenthesis, on the line of `rule:
 class Env:
     def __init__(self, cfg: Path, gw: GatewayProcess, mono: Upstream, next_: Upstream) -> None:
         self.cfg, self.gw, self.mono, self.next = cfg, gw, mono, next_
-        self.http = httpx.Client()  # one client: creating one per request costs ~0.5 s (TLS setup)
+        self.http = httpx.Client(timeout=30.0)  # one client: creating one per request costs ~0.5 s (TLS setup)
 
     def write(self, api_service: str, *, rule: str | None = None) -> None:
         text = CONFIG.format(api_service=api_service, mono=self.mono.url, next=self.next.url)
@@ -68,7 +68,7 @@ def _client_port(r: httpx.Response) -> int:
     return port
 
 
-def _wait_until(predicate: object, timeout: float = 5.0) -> bool:
+def _wait_until(predicate: object, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():  # type: ignore[operator]
@@ -84,7 +84,7 @@ def test_no_matching_router_is_a_local_404(env: Env) -> None:
 
 
 def test_valid_change_applies_on_the_open_connection(env: Env) -> None:
-    with httpx.Client(base_url=env.gw.url) as client:
+    with httpx.Client(base_url=env.gw.url, timeout=30.0) as client:
         first = client.get("/api/before")
         assert first.json()["upstream"] == "mono"
         assert client.get("/m/1").status_code == 200  # 50 %: request 1 is mirrored

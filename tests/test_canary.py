@@ -80,7 +80,7 @@ class Load:
 
     def _run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
-        with httpx.Client(base_url=self.url, timeout=5.0) as client:
+        with httpx.Client(base_url=self.url, timeout=30.0) as client:
             while not self.stop.is_set() and self.sent < self.max_requests and time.monotonic() < deadline:
                 with contextlib.suppress(httpx.HTTPError):
                     client.get(f"{self.path}/item", headers={"X-Client-Id": f"c{self.sent % 97}"})

@@ -37,7 +37,7 @@ def upstreams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ch
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10) as c:
+    with httpx.Client(timeout=30.0) as c:
         yield c
 
 

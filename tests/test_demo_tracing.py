@@ -50,7 +50,7 @@ def traced_spans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[tupl
         with Supervisor(root / "logs") as sup:
             started = sup.start_services({"monolith": service_argv("monolith", "--name", "monolith"),
                                           "orders": service_argv("orders", "--error-rate", "0")}, env=env)
-            with httpx.Client(timeout=10) as client:
+            with httpx.Client(timeout=30.0) as client:
                 for name, child in started.items():
                     span = CALLER_SPAN if name == "monolith" else "11f067aa0ba902b7"
                     response = client.get(child.url + "/api/orders/7",

@@ -98,7 +98,7 @@ def mirrored_run(folder: Path, primary: str, candidate: str, requests: int, *, s
     with GatewayProcess(config) as gateway:
         started = time.monotonic()
         if requests <= 50:  # a handful, one after another, as someone trying it out would
-            with httpx.Client(base_url=gateway.url, timeout=10.0) as client:
+            with httpx.Client(base_url=gateway.url, timeout=30.0) as client:
                 for req in plan:
                     client.request(req.method, req.path, headers=list(req.headers))
             sent = len(plan)

@@ -187,7 +187,7 @@ def test_a_down_reverse_target_does_not_drop_routed_clients(tmp_path: Path) -> N
         cfg.write_text(GOOD.format(mono=dead, capture=tmp_path / "capture").replace(
             'service: api-mirror}', 'service: orders-svc}').replace(
             "  services:\n", f'  services:\n    orders-svc: {{loadBalancer: {{servers: [{{url: "{orders.url}"}}]}}}}\n'))
-        with GatewayProcess(cfg) as gw, httpx.Client(base_url=gw.url) as client:
+        with GatewayProcess(cfg) as gw, httpx.Client(base_url=gw.url, timeout=30.0) as client:
             assert gw.reverse_target is None and dead in " ".join(gw.command())  # the catch-all's server
             assert client.get("/api/x").json()["upstream"] == "orders"
             assert client.get("/elsewhere").status_code == 502  # the catch-all's server is down

@@ -75,7 +75,7 @@ shadow:
 class Env:
     def __init__(self, gw: GatewayProcess, ups: dict[str, Upstream], capture: Path) -> None:
         self.gw, self.ups, self.capture = gw, ups, capture
-        self.client = httpx.Client(base_url=gw.url, timeout=10.0)
+        self.client = httpx.Client(base_url=gw.url, timeout=30.0)
 
     def paths(self, name: str, prefix: str) -> list[str]:
         return [r.path for r in self.ups[name].received() if r.path.startswith(prefix)]

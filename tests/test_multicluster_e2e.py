@@ -189,17 +189,17 @@ def test_the_parent_serves_the_monolith_through_child_vm(bridge: Bridge) -> None
 def test_a_child_refuses_peers_without_the_trusted_ca(bridge: Bridge) -> None:
     url = f"https://127.0.0.1:{bridge.bridge_ports['vm']}/.hub/uplinks"
     trusting = ssl.create_default_context(cafile=str(bridge.folder / "ca.pem"))  # trusts the child's certificate, presents no certificate
-    with httpx.Client(verify=trusting, timeout=10.0) as client, pytest.raises(httpx.HTTPError):
+    with httpx.Client(verify=trusting, timeout=30.0) as client, pytest.raises(httpx.HTTPError):
         client.get(url)
     bridge.stranger.issue_cert("intruder.test").configure_cert(trusting)  # another CA's client certificate
-    with httpx.Client(verify=trusting, timeout=10.0) as client, pytest.raises(httpx.HTTPError):
+    with httpx.Client(verify=trusting, timeout=30.0) as client, pytest.raises(httpx.HTTPError):
         client.get(url)
     plain = httpx.get(f"http://127.0.0.1:{bridge.bridge_ports['vm']}/.hub/uplink/orders/x", timeout=10.0)
     assert plain.status_code == 403  # no TLS, no mutual TLS: refused
     # the parent's own credentials do get the advertisement
     parent_ctx = ssl.create_default_context(cafile=str(bridge.folder / "ca.pem"))
     parent_ctx.load_cert_chain(str(bridge.folder / "parent.crt"), str(bridge.folder / "parent.key"))
-    with httpx.Client(verify=parent_ctx, timeout=10.0) as client:
+    with httpx.Client(verify=parent_ctx, timeout=30.0) as client:
         doc = client.get(url).json()
     assert doc["kind"] == "UplinkList" and doc["cluster"] == "vm"
     assert [(u["name"], u["weight"]) for u in doc["uplinks"]] == [("orders", 100)]

@@ -135,7 +135,7 @@ def test_sdk_exporter_protobuf_spans_land_in_capture(receiver: ReceiverThread, t
 
 def test_payload_variants_and_errors(receiver: ReceiverThread, tmp_path: Path) -> None:
     t1, t2 = bytes.fromhex("11" * 16), bytes.fromhex("22" * 16)
-    with httpx.Client(base_url=receiver.url, timeout=10) as client:
+    with httpx.Client(base_url=receiver.url, timeout=30.0) as client:
         # protobuf, gzip-encoded; answered in protobuf
         body = gzip.compress(_request(_span(t1, b"\x01" * 8, "pb-gzip")).SerializeToString())
         r = client.post("/v1/traces", content=body, headers={**PB, "Content-Encoding": "gzip"})
@@ -200,7 +200,7 @@ def test_full_queue_answers_503_and_the_retry_is_stored(tmp_path: Path) -> None:
     try:
         spans = [_span(b"\x0a" * 16, bytes([i + 1]) * 8, f"s{i}") for i in range(5)]
         body = _request(*spans).SerializeToString()
-        with httpx.Client(base_url=r.url, timeout=10) as client:
+        with httpx.Client(base_url=r.url, timeout=30.0) as client:
             first = client.post("/v1/traces", content=body, headers=PB)
             assert first.status_code == 503 and r.receiver.counters.shed == 3
             for _ in range(50):  # the writer thread drains the queue within ~0.1 s
@@ -220,7 +220,7 @@ def test_spans_view_in_store(receiver: ReceiverThread, tmp_path: Path) -> None:
 
     capture = tmp_path / "cap"
     write_capture(capture, [EndpointTraffic(n=10)])
-    with httpx.Client(base_url=receiver.url, timeout=10) as client:
+    with httpx.Client(base_url=receiver.url, timeout=30.0) as client:
         r = client.post("/v1/traces", headers=PB, content=_request(
             _span(b"\x09" * 16, b"\x09" * 8, "x")).SerializeToString())
         assert r.status_code == 200

@@ -71,7 +71,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, P
                     if time.monotonic() > deadline or proc.poll() is not None:
                         raise RuntimeError("mitmdump did not start") from None
                     time.sleep(0.1)
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-User": "u1"}) as client:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-User": "u1"}, timeout=30.0) as client:
                 for method, path, body in SENT:
                     client.request(method, path, content=body)
         finally:

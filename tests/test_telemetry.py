@@ -86,7 +86,7 @@ shadow:
         gw = GatewayProcess(cfg).start()
         try:
             assert gw.wait_for_output("OTLP receiver on", timeout=10), gw.output()
-            with httpx.Client(base_url=gw.url, timeout=10) as client:
+            with httpx.Client(base_url=gw.url, timeout=30.0) as client:
                 r1 = client.get("/api/orders/1")  # no incoming trace: the gateway starts one
                 r2 = client.get("/api/orders/2", headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"})
                 # the client decided not to sample: the gateway follows (parent-based), exports nothing

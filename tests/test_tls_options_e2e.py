@@ -69,7 +69,7 @@ class Env:
         return context
 
     def get(self, entry_point: str, host: str, context: ssl.SSLContext) -> httpx.Response:
-        with httpx.Client(verify=context, timeout=10.0) as client:
+        with httpx.Client(verify=context, timeout=30.0) as client:
             return client.get(f"https://127.0.0.1:{self.ports[entry_point]}/hello", headers={"Host": host},
                               extensions={"sni_hostname": host})
 
@@ -114,7 +114,7 @@ def test_mtls_applies_without_sni_too(env: Env) -> None:
     # A peer dialling an IP address sends no SNI: the entry point's options still apply.
     context = env.context(None)
     context.check_hostname = False
-    with httpx.Client(verify=context, timeout=10.0) as client, pytest.raises(httpx.HTTPError):
+    with httpx.Client(verify=context, timeout=30.0) as client, pytest.raises(httpx.HTTPError):
         client.get(f"https://127.0.0.1:{env.ports['mtls']}/hello", headers={"Host": "api.test"})
 
 

@@ -89,7 +89,7 @@ def test_web_redirects_to_websecure(env: Env) -> None:
 
 def test_websecure_serves_a_real_tls_client_through_the_chain(env: Env) -> None:
     # SNI and Host are shop.test; the TCP connection goes to 127.0.0.1 (no DNS: the transport maps it)
-    with httpx.Client(verify=env.context, timeout=10.0) as client:
+    with httpx.Client(verify=env.context, timeout=30.0) as client:
         resp = client.get(f"https://127.0.0.1:{env.websecure}/cart",
                           headers={"Host": "shop.test"}, extensions={"sni_hostname": "shop.test"})
     assert resp.status_code == 200, resp.text
@@ -105,6 +105,6 @@ def test_plain_http_on_websecure_matches_no_tls_router(env: Env) -> None:
 
 
 def test_a_client_that_does_not_trust_the_ca_is_refused(env: Env) -> None:
-    with httpx.Client(verify=ssl.create_default_context(), timeout=10.0) as client, pytest.raises(httpx.ConnectError):
+    with httpx.Client(verify=ssl.create_default_context(), timeout=30.0) as client, pytest.raises(httpx.ConnectError):
         client.get(f"https://127.0.0.1:{env.websecure}/cart", headers={"Host": "shop.test"},
                    extensions={"sni_hostname": "shop.test"})

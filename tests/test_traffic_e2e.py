@@ -87,7 +87,7 @@ class Env:
                  flaky_cb: Switch, next_port: int) -> None:
         self.gw, self.ups, self.capture, self.flaky, self.flaky_cb = gw, ups, capture, flaky, flaky_cb
         self.next_port = next_port
-        self.client = httpx.Client(base_url=gw.url, timeout=5.0)
+        self.client = httpx.Client(base_url=gw.url, timeout=30.0)
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ def _manifest(name: str) -> str:
 class Harness:
     def __init__(self, folder: Path, gateway: GatewayProcess, backends: dict[tuple[str, str], Upstream]) -> None:
         self.folder, self.gateway, self.backends = folder, gateway, backends
-        self.client = httpx.Client(base_url=gateway.url, follow_redirects=False, timeout=10.0)
+        self.client = httpx.Client(base_url=gateway.url, follow_redirects=False, timeout=30.0)
         self.counter = 0
 
     def load(self, case: Case) -> None:

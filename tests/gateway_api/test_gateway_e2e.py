@@ -64,7 +64,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         (folder / "routes.yaml").write_text(ROUTES.format(mono=mono.url, next=nxt.url))
         with GatewayProcess(folder / "routes.yaml", extra_args=("--set", "shadow_reload_interval=0")) as gw:
             assert gw.wait_for_output("shadow gateway: loaded"), gw.output()
-            with httpx.Client(base_url=gw.url, timeout=10) as client:
+            with httpx.Client(base_url=gw.url, timeout=30.0) as client:
                 yield Env(folder, gw, mono, nxt, client)
 
 
