@@ -187,7 +187,8 @@ def test_counts_move_while_traffic_flows_through_the_gateway(browser: Any, tmp_p
         (tmp_path / "gateway.yaml").write_text(GATEWAY_YAML.format(mono=mono.url, cand=cand.url))
         gw_port, view_port = free_port(), free_port()
         log = tmp_path / "gateway.log"
-        proc = start_cli(["gateway", "gateway.yaml", "--listen", f"127.0.0.1:{gw_port}",
+        # One worker: the log lines counted below are one process's (N workers log each once).
+        proc = start_cli(["gateway", "gateway.yaml", "--listen", f"127.0.0.1:{gw_port}", "--workers", "1",
                           "--live-view", f"127.0.0.1:{view_port}"], log, tmp_path)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         try:
