@@ -147,3 +147,21 @@ METRICS = pa.schema(
         ("explicit_bounds", pa.list_(pa.float64())),
     ]
 )
+
+
+# SQL type names, per engine, of a NULL column standing in for a schema field a file lacks.
+_SQL_TYPES: dict[str, tuple[str, ...]] = {
+    # string, binary, int32, int64, floating, boolean, timestamp, list of name/value pairs
+    "duckdb": ("VARCHAR", "BLOB", "INTEGER", "BIGINT", "DOUBLE", "BOOLEAN", "TIMESTAMPTZ",
+               "STRUCT(name VARCHAR, value VARCHAR)[]"),
+    "spark": ("STRING", "BINARY", "INT", "BIGINT", "DOUBLE", "BOOLEAN", "TIMESTAMP",
+              "ARRAY<STRUCT<name: STRING, value: STRING>>"),
+}
+_TYPE_TESTS = (pa.types.is_string, pa.types.is_binary, pa.types.is_int32, pa.types.is_int64, pa.types.is_floating,
+               pa.types.is_boolean, pa.types.is_timestamp, pa.types.is_list)
+
+
+def sql_type(t: pa.DataType, engine: str) -> str:
+    """`engine`'s type name for a capture field of type `t` (the string type for anything else)."""
+    names = _SQL_TYPES[engine]
+    return next((name for test, name in zip(_TYPE_TESTS, names, strict=True) if test(t)), names[0])

@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
-from shadow.capture.schema import EXCHANGES
+from shadow.capture.schema import EXCHANGES, sql_type
 from shadow.errors import CaptureError
 
 __all__ = ["PAIR_ROLE_COLUMNS", "PAIR_SHARED_COLUMNS", "Store", "open_store", "pairs_sql", "sealed_parquet",
@@ -68,27 +67,6 @@ def _has_parquet(folder: Path) -> bool:
 
 def _sql_str(value: str | Path) -> str:
     return "'" + str(value).replace("'", "''") + "'"
-
-
-def _duck_type(t: pa.DataType) -> str:
-    """DuckDB type name for a NULL placeholder column of the EXCHANGES schema."""
-    if pa.types.is_string(t):
-        return "VARCHAR"
-    if pa.types.is_binary(t):
-        return "BLOB"
-    if pa.types.is_int32(t):
-        return "INTEGER"
-    if pa.types.is_int64(t):
-        return "BIGINT"
-    if pa.types.is_floating(t):
-        return "DOUBLE"
-    if pa.types.is_boolean(t):
-        return "BOOLEAN"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMPTZ"
-    if pa.types.is_list(t):
-        return "STRUCT(name VARCHAR, value VARCHAR)[]"
-    return "VARCHAR"
 
 
 @dataclass
@@ -178,7 +156,7 @@ def open_store(capture_dir: str | Path, *, threads: int | None = None) -> Store:
             first_line = str(e).strip().splitlines()[0]
             raise CaptureError(f"{exchanges_dir}: cannot read the exchanges data: {first_line}") from None
         missing = [f for f in EXCHANGES if f.name not in present]
-        fill = "".join(f", CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in missing)
+        fill = "".join(f", CAST(NULL AS {sql_type(f.type, "duckdb")}) AS {f.name}" for f in missing)
         _create_view(con, "exchanges", f"SELECT *{fill} FROM {source}", root)
         views.append("exchanges")
         _create_view(con, "pairs", pairs_sql(), root, check=False)  # a join: too costly to run here

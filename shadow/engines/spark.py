@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from shadow.capture.schema import EXCHANGES
+from shadow.capture.schema import EXCHANGES, sql_type
 from shadow.capture.store import pairs_sql, table_folders
 from shadow.errors import CaptureError
 
@@ -71,26 +71,6 @@ def to_spark_sql(query: str) -> str:
     import sqlglot
 
     return str(sqlglot.transpile(query, read="duckdb", write="spark")[0])
-
-
-def _spark_type(t: pa.DataType) -> str:
-    if pa.types.is_string(t):
-        return "STRING"
-    if pa.types.is_binary(t):
-        return "BINARY"
-    if pa.types.is_int32(t):
-        return "INT"
-    if pa.types.is_int64(t):
-        return "BIGINT"
-    if pa.types.is_floating(t):
-        return "DOUBLE"
-    if pa.types.is_boolean(t):
-        return "BOOLEAN"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMP"
-    if pa.types.is_list(t):
-        return "ARRAY<STRUCT<name: STRING, value: STRING>>"
-    return "STRING"
 
 
 class SparkRelation:
@@ -175,7 +155,7 @@ def open_spark_store(capture_dir: str | Path, *, session: SparkSession | None = 
         df = _read_parquet(session, exchanges_dir)
         for f in EXCHANGES:
             if f.name not in df.columns:
-                df = df.withColumn(f.name, F.lit(None).cast(_spark_type(f.type)))
+                df = df.withColumn(f.name, F.lit(None).cast(sql_type(f.type, "spark")))
         df.createOrReplaceTempView("exchanges")
         views.append("exchanges")
         session.sql(pairs_sql()).createOrReplaceTempView("pairs")
